@@ -1,0 +1,31 @@
+/* config.h - the repository config: format version, repository ID and write settings.
+ * Stored as the object "config", JSON sealed with the file key (kind "config"). */
+#ifndef PV_REPO_CONFIG_H
+#define PV_REPO_CONFIG_H
+
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "base/err.h"
+#include "base/oid.h"
+#include "chunker/chunker.h"
+
+#define CONFIG_VERSION 1
+#define CONFIG_DEFAULT_PACK_SIZE (16u * 1024 * 1024)
+#define CONFIG_DEFAULT_ZSTD_LEVEL 3
+
+struct config {
+    uint32_t version;             /* CONFIG_VERSION; newer versions are refused */
+    struct oid repo_id;           /* random, names the repository (caches, locks) */
+    struct chunker_params chunker;/* chunk size limits */
+    uint32_t pack_size;           /* target pack size in bytes, 1 MiB..1 GiB */
+    int zstd_level;               /* 0 = no compression, 1..19 */
+};
+
+void config_default(struct config *c);
+/* JSON plaintext of the config. */
+int config_encode(const struct config *c, struct buf *out, struct err *e);
+/* Parses and validates (every field within its bounds). */
+int config_decode(const void *json, size_t len, struct config *c, struct err *e);
+
+#endif

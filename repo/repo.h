@@ -1,0 +1,72 @@
+/* repo.h - an open repository: its backend, keys, config and index, and object I/O.
+ *
+ * repo_open() unlocks a repository with a password (trying each key file) and reads its config.
+ * The index is loaded on demand with repo_load_index(). Sealed files (config, index, snapshots)
+ * are read and written through repo_save_file()/repo_load_file(); blobs through
+ * repo_load_blob() and, for writing, store.h. A `struct repo` may be used by several threads
+ * once opened and indexed (the index is then only read, or written under the store's lock).
+ */
+#ifndef PV_REPO_REPO_H
+#define PV_REPO_REPO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "base/buf.h"
+#include "base/err.h"
+#include "base/oid.h"
+#include "chunker/chunker.h"
+#include "repo/backend.h"
+#include "repo/config.h"
+#include "repo/crypt.h"
+#include "repo/index.h"
+#include "repo/keyfile.h"
+
+struct repo;
+
+struct repo_create_params {
+    struct config config;      /* chunker sizes, pack size, compression; repo_id is generated */
+    struct keyfile_params kdf; /* Argon2id cost for the first password */
+};
+
+/* Creates a repository at `location` (which must not already hold one). */
+int repo_create(const char *location, const char *password, const struct repo_create_params *p,
+                struct err *e);
+/* Opens a repository. ERR_AUTH when no key file accepts the password; ERR_NOT_FOUND when the
+ * location holds no repository. */
+int repo_open(const char *location, const char *password, struct repo **out, struct err *e);
+void repo_close(struct repo *r);
+
+/* Reads every index file into the in-memory index (once; later calls do nothing). */
+int repo_load_index(struct repo *r, struct err *e);
+
+struct backend *repo_backend(struct repo *r);
+const struct crypt_keys *repo_keys(const struct repo *r);
+const struct config *repo_config(const struct repo *r);
+const struct chunker *repo_chunker(const struct repo *r);
+struct idx *repo_index(struct repo *r);
+/* The ID of the key file that opened the repository. */
+const struct oid *repo_key_id(const struct repo *r);
+
+/* Reads, authenticates and decrypts one blob, appending its plaintext to `out`.
+ * ERR_NOT_FOUND when the index does not know it. Thread-safe. */
+int repo_load_blob(struct repo *r, enum blob_type type, const struct oid *id, struct buf *out,
+                   struct err *e);
+
+/* Seals `plain` as a file of `kind` and stores it as "<dir>/<random hex>"; the ID is returned. */
+int repo_save_file(struct repo *r, const char *dir, const char *kind, const void *plain,
+                   size_t len, struct oid *id, struct err *e);
+/* Loads and opens "<dir>/<hex id>", appending the plaintext to `out`. */
+int repo_load_file(struct repo *r, const char *dir, const char *kind, const struct oid *id,
+                   struct buf *out, struct err *e);
+/* Lists the IDs of the objects in "<dir>/" (malloc'd array). Names that are not IDs are
+ * skipped. */
+int repo_list_ids(struct repo *r, const char *dir, struct oid **ids, size_t *n, struct err *e);
+
+/* Key management: add a password (new key file; its ID in *id), remove a key file (never the
+ * last one, nor the one in use), list key files. */
+int repo_key_add(struct repo *r, const char *password, const struct keyfile_params *p,
+                 struct oid *id, struct err *e);
+int repo_key_remove(struct repo *r, const struct oid *id, struct err *e);
+
+#endif
