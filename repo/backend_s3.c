@@ -360,6 +360,7 @@ struct xfer {
     size_t out_start;
     long status; /* known once the body starts */
     bool too_much, oom;
+    bool headers_done; /* the blank line that ends the last header block was seen */
     struct buf errbody;
     size_t up_pos;
 };
@@ -392,6 +393,18 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
         x->oom = true;
         return 0;
     }
+    return n;
+}
+
+/* curl accepts an answer whose headers were cut short by a closed connection (a HEAD then
+ * "succeeds" without its Content-Length): note whether the header block really ended. */
+static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
+{
+    struct xfer *x = ud;
+    size_t n = size * nmemb;
+    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) x->headers_done = false; /* after 100 Continue */
+    if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n'))
+        x->headers_done = true;
     return n;
 }
 
@@ -454,6 +467,8 @@ static CURLcode attempt(struct s3 *s, CURL *h, struct req *r, char *curl_msg)
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
     if (s->cacert) curl_easy_setopt(h, CURLOPT_CAINFO, s->cacert);
     if (s->insecure) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -483,6 +498,16 @@ static CURLcode attempt(struct s3 *s, CURL *h, struct req *r, char *curl_msg)
         r->length = (uint64_t)cl;
     if (x.too_much) snprintf(curl_msg, CURL_ERROR_SIZE, "the server sent more than was asked for");
     if (x.oom) cc = CURLE_OUT_OF_MEMORY;
+    /* An object's body must come whole, with its length announced: never take a cut-off
+     * answer for the object. Both cases are worth another attempt. */
+    bool cut = cc == CURLE_OK && !x.headers_done;
+    if (cc == CURLE_OK && r->object && r->status / 100 == 2 && strcmp(r->method, "DELETE") != 0 &&
+        (cl < 0 || (r->out && r->out->len - x.out_start != (uint64_t)cl)))
+        cut = true;
+    if (cut) {
+        cc = CURLE_PARTIAL_FILE;
+        snprintf(curl_msg, CURL_ERROR_SIZE, "the answer was cut short");
+    }
     if (cc == CURLE_OK && r->status / 100 != 2 && x.errbody.len > 0)
         s3_xml_parse_error((const char *)x.errbody.data, x.errbody.len, &r->err);
     buf_free(&x.errbody);

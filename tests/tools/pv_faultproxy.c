@@ -14,6 +14,7 @@
  * connection: the proxy adds "Connection: close" both ways, so it only has to find the end of
  * the headers, never the end of a body. SIGTERM or SIGINT stops it. */
 #include <arpa/inet.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -536,6 +537,8 @@ int main(int argc, char **argv)
     char host[64];
     snprintf(host, sizeof host, "%.*s", (int)(colon - target), target);
     if (uv_ip4_addr(host, atoi(colon + 1), &px.target) < 0) return usage();
+    /* A client that gives up closes its socket; writing to it must not kill the proxy. */
+    signal(SIGPIPE, SIG_IGN);
     px.rng = seed ? seed : 1;
     px.loop = uv_default_loop();
     write_stats(&px);
