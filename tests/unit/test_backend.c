@@ -91,6 +91,12 @@ static void env_restore(void)
     }
 }
 
+static int env_reset(void **state)
+{
+    env_restore();
+    return 0;
+}
+
 static bool s3_available(void)
 {
     const char *loc = getenv("PV_TEST_S3");
@@ -1400,18 +1406,19 @@ int main(void)
 {
     if (sodium_init() < 0) return 1;
     const struct CMUnitTest suite[] = {SUITE};
+    /* env_reset: a failed check must not leave its environment to the next one */
     const struct CMUnitTest offline[] = {
-        cmocka_unit_test(test_s3_locations),
-        cmocka_unit_test(test_s3_credentials),
-        cmocka_unit_test(test_s3_unreachable),
-        cmocka_unit_test(test_s3_never_recovers),
-        cmocka_unit_test(test_s3_requests_on_the_wire),
+        cmocka_unit_test_teardown(test_s3_locations, env_reset),
+        cmocka_unit_test_teardown(test_s3_credentials, env_reset),
+        cmocka_unit_test_teardown(test_s3_unreachable, env_reset),
+        cmocka_unit_test_teardown(test_s3_never_recovers, env_reset),
+        cmocka_unit_test_teardown(test_s3_requests_on_the_wire, env_reset),
     };
     const struct CMUnitTest s3_only[] = {
-        cmocka_unit_test(test_s3_wrong_secret),
-        cmocka_unit_test(test_s3_wrong_secret_counted),
-        cmocka_unit_test(test_s3_buckets),
-        cmocka_unit_test(test_s3_credentials_file),
+        cmocka_unit_test_teardown(test_s3_wrong_secret, env_reset),
+        cmocka_unit_test_teardown(test_s3_wrong_secret_counted, env_reset),
+        cmocka_unit_test_teardown(test_s3_buckets, env_reset),
+        cmocka_unit_test_teardown(test_s3_credentials_file, env_reset),
     };
     const struct CMUnitTest flaky[] = {SUITE, cmocka_unit_test(test_proxy_did_break)};
     int failed = 0;
