@@ -147,9 +147,8 @@ int crypt_blob_seal(const struct crypt_keys *k, enum blob_type type, const struc
     if (len > (type == BLOB_DATA ? CHUNKER_LIMIT_MAX : TREE_RAW_MAX))
         return err_set(e, ERR_FAIL, "sealing blob %s: %zu bytes is over the limit",
                        oid_hex(id, hex), len);
-    size_t bound = ZSTD_compressBound(len);
-    size_t room = CRYPT_BLOB_OVERHEAD + (bound > len ? bound : len);
-    if (buf_reserve(out, room) < 0)
+    size_t bound = ZSTD_compressBound(len); /* >= len: room for the raw form as well */
+    if (buf_reserve(out, CRYPT_BLOB_OVERHEAD + bound) < 0)
         return err_set(e, ERR_FAIL, "sealing blob %s: out of memory", oid_hex(id, hex));
 
     uint8_t *nonce = out->data + out->len;
@@ -181,9 +180,8 @@ int crypt_blob_seal(const struct crypt_keys *k, enum blob_type type, const struc
     return 0;
 }
 
-/* Decompresses one zstd frame of exactly raw_len bytes into dst. */
-static int decompress_exact(ZSTD_DCtx *dctx, const uint8_t *src, size_t len, uint8_t *dst,
-                            size_t raw_len, struct err *e)
+/* A compressed payload must be exactly one zstd frame that declares raw_len bytes. */
+static int check_frame(const uint8_t *src, size_t len, size_t raw_len, struct err *e)
 {
     unsigned long long declared = ZSTD_getFrameContentSize(src, len);
     if (declared == ZSTD_CONTENTSIZE_UNKNOWN || declared == ZSTD_CONTENTSIZE_ERROR ||
@@ -193,10 +191,6 @@ static int decompress_exact(ZSTD_DCtx *dctx, const uint8_t *src, size_t len, uin
     size_t fsize = ZSTD_findFrameCompressedSize(src, len);
     if (ZSTD_isError(fsize) || fsize != len)
         return err_set(e, ERR_FAIL, "compressed payload is not exactly one zstd frame");
-    size_t n = ZSTD_decompressDCtx(dctx, dst, raw_len, src, len);
-    if (ZSTD_isError(n)) return err_set(e, ERR_FAIL, "zstd: %s", ZSTD_getErrorName(n));
-    if (n != raw_len)
-        return err_set(e, ERR_FAIL, "decompressed to %zu bytes, expected %zu", n, raw_len);
     return 0;
 }
 
@@ -224,8 +218,7 @@ int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struc
     struct tcache *t = tcache_get(e);
     if (!t) return err_wrap(e, "blob %s", hex);
     buf_reset(&t->scratch);
-    /* + 1: out->data must not be NULL even for an empty blob */
-    if (buf_reserve(&t->scratch, mlen) < 0 || buf_reserve(out, raw_len + 1) < 0)
+    if (buf_reserve(&t->scratch, mlen) < 0)
         return err_set(e, ERR_FAIL, "blob %s: out of memory", hex);
 
     uint8_t ad[sizeof BLOB_AD_PREFIX + OID_LEN];
@@ -239,27 +232,36 @@ int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struc
                      hex);
         goto done;
     }
+    const uint8_t *payload = msg + 1;
+    size_t plen = mlen - 1;
+    if (msg[0] == FLAG_RAW && plen != raw_len)
+        rc = err_set(e, ERR_FAIL, "blob %s: holds %zu bytes, expected %zu", hex, plen, raw_len);
+    else if (msg[0] == FLAG_ZSTD && check_frame(payload, plen, raw_len, e) < 0)
+        rc = err_wrap(e, "blob %s", hex);
+    else if (msg[0] != FLAG_RAW && msg[0] != FLAG_ZSTD)
+        rc = err_set(e, ERR_FAIL, "blob %s: unknown compression flag %u", hex, msg[0]);
+    if (rc < 0) goto done;
+
+    /* Only now, for authentic and consistent bytes, room for raw_len (+ 1: out->data must not
+     * stay NULL for an empty blob). */
+    if (buf_reserve(out, raw_len + 1) < 0) {
+        rc = err_set(e, ERR_FAIL, "blob %s: out of memory", hex);
+        goto done;
+    }
     uint8_t *dst = out->data + out->len;
     if (msg[0] == FLAG_RAW) {
-        if (mlen - 1 != raw_len) {
-            rc = err_set(e, ERR_FAIL, "blob %s: holds %zu bytes, expected %zu", hex, mlen - 1,
-                         raw_len);
-            goto done;
-        }
-        if (raw_len) memcpy(dst, msg + 1, raw_len);
-    } else if (msg[0] == FLAG_ZSTD) {
+        if (raw_len) memcpy(dst, payload, raw_len);
+    } else {
         if (!t->dctx && !(t->dctx = ZSTD_createDCtx())) {
             rc = err_set(e, ERR_FAIL, "blob %s: out of memory for zstd", hex);
             goto done;
         }
-        rc = decompress_exact(t->dctx, msg + 1, mlen - 1, dst, raw_len, e);
-        if (rc < 0) {
-            err_wrap(e, "blob %s", hex);
+        size_t n = ZSTD_decompressDCtx(t->dctx, dst, raw_len, payload, plen);
+        if (ZSTD_isError(n) || n != raw_len) {
+            rc = err_set(e, ERR_FAIL, "blob %s: decompressing failed: %s", hex,
+                         ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short output");
             goto done;
         }
-    } else {
-        rc = err_set(e, ERR_FAIL, "blob %s: unknown compression flag %u", hex, msg[0]);
-        goto done;
     }
     struct oid got;
     crypt_blob_id(k, dst, raw_len, &got);
