@@ -1489,6 +1489,7 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
     a->r = r;
     a->o = o;
     a->t0 = now_sec();
+    a->last_progress = a->t0;
     a->keys = repo_keys(r);
     a->ch = repo_chunker(r);
     a->max_chunk = chunker_params(a->ch)->max_size;
