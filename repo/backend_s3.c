@@ -423,9 +423,10 @@ static CURLcode attempt(struct s3 *s, CURL *h, struct req *r, char *curl_msg)
     char sha_hdr[128];
     snprintf(sha_hdr, sizeof sha_hdr, "x-amz-content-sha256: %s",
              r->body_sha256 ? r->body_sha256 : EMPTY_SHA256);
-    /* "Expect:" stops curl from waiting for "100 Continue" before each upload. */
-    const char *lines[] = {sha_hdr, "Expect:", s->token_header};
-    for (size_t i = 0; i < 3; i++) {
+    /* No "Expect:" line to turn off 100-continue: curl 7.88 would sign it as an empty header
+     * that is never sent, and every upload would fail with SignatureDoesNotMatch. */
+    const char *lines[] = {sha_hdr, s->token_header};
+    for (size_t i = 0; i < 2; i++) {
         if (!lines[i]) continue;
         t = curl_slist_append(hdrs, lines[i]);
         if (!t) {

@@ -22,15 +22,22 @@ void config_default(struct config *c)
     c->zstd_level = CONFIG_DEFAULT_ZSTD_LEVEL;
 }
 
+static int check_version(uint64_t version, struct err *e)
+{
+    if (version != CONFIG_VERSION)
+        return err_set(e, ERR_FAIL,
+                       "config: repository format version %llu is not supported (this podvault "
+                       "reads version %d)",
+                       (unsigned long long)version, CONFIG_VERSION);
+    return 0;
+}
+
 /* The checks shared by encode (refuse to write a config we could not read) and decode. */
 static int check(const struct config *c, struct err *e)
 {
-    if (c->version != CONFIG_VERSION)
-        return err_set(e, ERR_FAIL,
-                       "config: repository format version %u is not supported (this podvault "
-                       "reads version %d)",
-                       c->version, CONFIG_VERSION);
-    int rc = chunker_params_check(&c->chunker, e);
+    int rc = check_version(c->version, e);
+    if (rc < 0) return rc;
+    rc = chunker_params_check(&c->chunker, e);
     if (rc < 0) return err_wrap(e, "config");
     if (c->pack_size < PACK_SIZE_MIN || c->pack_size > PACK_SIZE_MAX)
         return err_set(e, ERR_FAIL, "config: pack_size %u is outside %u..%u", c->pack_size,
@@ -66,12 +73,11 @@ int config_decode(const void *json, size_t len, struct config *c, struct err *e)
     struct config tmp;
     uint64_t version, min, avg, max, pack, level;
     const json_t *ch = json_object_get(root, "chunker");
-    if ((rc = jsonf_uint(root, "version", 0, UINT32_MAX, what, &version, e)) < 0) goto out;
-    tmp.version = (uint32_t)version;
-    if (tmp.version != CONFIG_VERSION) {
-        rc = check(&tmp, e);
+    /* the version first: a newer format may have changed any other field */
+    if ((rc = jsonf_uint(root, "version", 0, UINT64_MAX, what, &version, e)) < 0 ||
+        (rc = check_version(version, e)) < 0)
         goto out;
-    }
+    tmp.version = (uint32_t)version;
     if ((rc = jsonf_hex(root, "repo_id", tmp.repo_id.b, OID_LEN, what, e)) < 0) goto out;
     if (!json_is_object(ch)) {
         rc = err_set(e, ERR_FAIL, "config: field \"chunker\" is missing or not an object");

@@ -147,9 +147,8 @@ int crypt_blob_seal(const struct crypt_keys *k, enum blob_type type, const struc
     if (len > (type == BLOB_DATA ? CHUNKER_LIMIT_MAX : TREE_RAW_MAX))
         return err_set(e, ERR_FAIL, "sealing blob %s: %zu bytes is over the limit",
                        oid_hex(id, hex), len);
-    size_t bound = ZSTD_compressBound(len);
-    size_t room = CRYPT_BLOB_OVERHEAD + (bound > len ? bound : len);
-    if (buf_reserve(out, room) < 0)
+    size_t bound = ZSTD_compressBound(len); /* >= len: room for the raw form as well */
+    if (buf_reserve(out, CRYPT_BLOB_OVERHEAD + bound) < 0)
         return err_set(e, ERR_FAIL, "sealing blob %s: out of memory", oid_hex(id, hex));
 
     uint8_t *nonce = out->data + out->len;

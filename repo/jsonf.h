@@ -20,7 +20,7 @@ int jsonf_parse(const void *data, size_t len, size_t max_len, const char *what, 
 int jsonf_uint(const json_t *obj, const char *key, uint64_t lo, uint64_t hi, const char *what,
                uint64_t *out, struct err *e);
 
-/* A string field of at most max bytes with no NUL inside; *out points into obj. */
+/* A string field of at most max bytes (never with a NUL inside); *out points into obj. */
 int jsonf_string(const json_t *obj, const char *key, size_t max, const char *what, const char **out,
                  struct err *e);
 

@@ -164,6 +164,37 @@ static void test_matches_reference(void **state)
     }
 }
 
+/* Known answer, also reproduced by an independent implementation from docs/FORMAT-crypto.md:
+ * gear key and data as in the document's test vector. A change here changes every chunk. */
+static void test_known_answer(void **state)
+{
+    static const uint8_t nonce[crypto_stream_chacha20_IETF_NONCEBYTES];
+    uint8_t gear_key[32], master[32];
+    size_t n = 0;
+    assert_int_equal(sodium_hex2bin(gear_key, 32,
+                                    "33becf5ee69e338c938edb8334ec3d7a"
+                                    "24e9a66ec067940706bf887ae479ef96",
+                                    64, NULL, &n, NULL),
+                     0);
+    for (int i = 0; i < 32; i++)
+        master[i] = (uint8_t)i;
+    size_t len = 1u << 20;
+    uint8_t *d = malloc(len);
+    assert_non_null(d);
+    crypto_stream_chacha20_ietf(d, len, nonce, master);
+    const struct chunker_params p = {1024, 4096, 16384};
+    struct chunker *c = make(&p, gear_key);
+    static const size_t want[] = {4365, 4398, 4592, 4162, 4270, 4262, 5197, 2180, 4100, 6063};
+    size_t off = 0;
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        size_t k = chunker_cut(c, d + off, len - off);
+        assert_int_equal(k, want[i]);
+        off += k;
+    }
+    chunker_free(c);
+    free(d);
+}
+
 static void test_bounds_and_determinism(void **state)
 {
     size_t len = 32u << 20;
@@ -296,9 +327,10 @@ static void test_shift_resistance(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_params_check),      cmocka_unit_test(test_small_inputs),
-        cmocka_unit_test(test_matches_reference), cmocka_unit_test(test_bounds_and_determinism),
-        cmocka_unit_test(test_key_changes_cuts),  cmocka_unit_test(test_shift_resistance),
+        cmocka_unit_test(test_params_check),           cmocka_unit_test(test_small_inputs),
+        cmocka_unit_test(test_matches_reference),      cmocka_unit_test(test_known_answer),
+        cmocka_unit_test(test_bounds_and_determinism), cmocka_unit_test(test_key_changes_cuts),
+        cmocka_unit_test(test_shift_resistance),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

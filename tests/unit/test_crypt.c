@@ -74,6 +74,29 @@ static void test_key_derivation(void **state)
     assert_memory_equal(&a, &zero, sizeof a);
 }
 
+/* Known answers, also reproduced by an independent implementation from docs/FORMAT-crypto.md:
+ * a change here is a change of the repository format. */
+static void test_known_answers(void **state)
+{
+    struct crypt_keys k;
+    char hex[OID_HEX_LEN + 1];
+    for (int i = 0; i < 32; i++)
+        k.master[i] = (uint8_t)i;
+    crypt_keys_derive(&k);
+    sodium_bin2hex(hex, sizeof hex, k.blob_id, 32);
+    assert_string_equal(hex, "7feb3eb686d3da9c5274c620b9ef09afd58b416916bd98f403d58f362feb337e");
+    sodium_bin2hex(hex, sizeof hex, k.blob, 32);
+    assert_string_equal(hex, "698cc2b1789fc3f496800ef92a5fb64dcf746c7133d30be15662328698f2654c");
+    sodium_bin2hex(hex, sizeof hex, k.file, 32);
+    assert_string_equal(hex, "3d6bd28e21d115915d225dd562f9eb0b0aa5d2ae638e50ad13339fe0296aaf25");
+    sodium_bin2hex(hex, sizeof hex, k.gear, 32);
+    assert_string_equal(hex, "33becf5ee69e338c938edb8334ec3d7a24e9a66ec067940706bf887ae479ef96");
+    struct oid id;
+    crypt_blob_id(&k, "abc", 3, &id);
+    assert_string_equal(oid_hex(&id, hex),
+                        "31087082a961b66dc61ba8cd299af50eacbde5f688a0aff472d1bddaa23aec8e");
+}
+
 static void test_blob_id(void **state)
 {
     struct oid x, y, z;
@@ -370,10 +393,15 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_key_derivation),   cmocka_unit_test(test_blob_id),
-        cmocka_unit_test(test_blob_round_trips), cmocka_unit_test(test_blob_tamper),
-        cmocka_unit_test(test_blob_limits),      cmocka_unit_test(test_blob_hostile_plaintext),
-        cmocka_unit_test(test_file_seal),        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_key_derivation),
+        cmocka_unit_test(test_known_answers),
+        cmocka_unit_test(test_blob_id),
+        cmocka_unit_test(test_blob_round_trips),
+        cmocka_unit_test(test_blob_tamper),
+        cmocka_unit_test(test_blob_limits),
+        cmocka_unit_test(test_blob_hostile_plaintext),
+        cmocka_unit_test(test_file_seal),
+        cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
