@@ -5,7 +5,7 @@
  * cuts chunks there and queues each chunk as a span of the ring (no copy). Worker threads hash
  * (crypt_blob_id) and store (store_add: dedup, compress, seal, pack) each chunk straight from the
  * ring and write the blob ID into the extent slot the walker reserved for it; the span is then
- * released. The ring (RING_CHUNKS chunker maximums) bounds the memory of data in flight whatever
+ * released. The ring (threads + 1 chunker maximums) bounds the memory of data in flight whatever
  * the file sizes. Its pages are mapped twice, back to back, so that every span is contiguous
  * even where it wraps around, as the chunker and the workers need.
  *
@@ -52,7 +52,8 @@
 #include "repo/tree.h"
 
 #define PROGRESS_INTERVAL 0.25
-#define RING_CHUNKS 3       /* ring size in chunker maximums: one to cut from, two in flight */
+/* Least ring size in chunker maximums: one to cut from, one in flight per worker. */
+#define RING_CHUNKS 3
 #define READ_MAX (1u << 20) /* largest read: small enough to start cutting early */
 #define XATTR_LIST_MAX_TRIES 8
 
@@ -780,7 +781,8 @@ static int pipeline_start(struct arch *a, struct err *e)
     a->spans = calloc(a->max_jobs, sizeof *a->spans);
     a->workers = calloc(n, sizeof *a->workers);
     if (!a->q || !a->spans || !a->workers) return oom(e);
-    int rc = ring_init(&a->ring, RING_CHUNKS * a->max_chunk, e);
+    size_t ring_chunks = n + 1 > RING_CHUNKS ? n + 1 : RING_CHUNKS;
+    int rc = ring_init(&a->ring, ring_chunks * a->max_chunk, e);
     if (rc < 0) return rc;
     for (unsigned i = 0; i < n; i++) {
         rc = pthread_create(&a->workers[i], NULL, worker_main, a);

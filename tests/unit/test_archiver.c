@@ -1072,14 +1072,59 @@ static void test_one_file_system(void **state)
     snap_free(&s2);
 }
 
+/* A repository that cannot be written fails the backup with a message naming what failed, and
+ * saves no snapshot. Runs last: it leaves the data directory as it found it, but the store's
+ * failure may have left partial state that later tests should not depend on. */
+static void test_store_failure(void **state)
+{
+    (void)state;
+    char d[4200], data[4400], snaps[4400];
+    fresh_dir(d, sizeof d, "storefail");
+    write_random(d, "big", 40u << 20, 90); /* several packs of 1 MiB */
+    join(data, sizeof data, g_repo, "data");
+    join(snaps, sizeof snaps, g_repo, "snapshots");
+    struct stat st;
+    assert_int_equal(stat(data, &st), 0);
+    static const int caps[] = {CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH};
+    bool dropped = geteuid() == 0 && caps_effective(caps, 2, false);
+    assert_int_equal(chmod(data, 0500), 0);
+    char probe[4500];
+    join(probe, sizeof probe, data, "probe");
+    int fd = open(probe, O_WRONLY | O_CREAT, 0600);
+    if (fd >= 0) {
+        close(fd);
+        unlink(probe);
+        chmod(data, st.st_mode & 07777);
+        if (dropped) caps_effective(caps, 2, true);
+        skip(); /* cannot make the repository unwritable here */
+    }
+    size_t before = snapshot_count();
+    struct arch_options o;
+    struct reports rp;
+    opts_init(&o, &rp);
+    o.no_parent = true;
+    struct snapshot s;
+    struct err e;
+    err_clear(&e);
+    const char *path = d;
+    int rc = arch_backup(g_r, &path, 1, &o, &s, &e);
+    chmod(data, st.st_mode & 07777);
+    if (dropped) assert_true(caps_effective(caps, 2, true));
+    assert_int_not_equal(rc, 0);
+    assert_true(e.msg[0] != '\0');
+    assert_non_null(strstr(e.msg, "pack"));
+    assert_int_equal(snapshot_count(), before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_tree),  cmocka_unit_test(test_incremental),
-        cmocka_unit_test(test_dedup),      cmocka_unit_test(test_sparse),
-        cmocka_unit_test(test_unreadable), cmocka_unit_test(test_changed_during_read),
-        cmocka_unit_test(test_excludes),   cmocka_unit_test(test_multiple_paths),
-        cmocka_unit_test(test_cancel),     cmocka_unit_test(test_one_file_system),
+        cmocka_unit_test(test_full_tree),     cmocka_unit_test(test_incremental),
+        cmocka_unit_test(test_dedup),         cmocka_unit_test(test_sparse),
+        cmocka_unit_test(test_unreadable),    cmocka_unit_test(test_changed_during_read),
+        cmocka_unit_test(test_excludes),      cmocka_unit_test(test_multiple_paths),
+        cmocka_unit_test(test_cancel),        cmocka_unit_test(test_one_file_system),
+        cmocka_unit_test(test_store_failure),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
