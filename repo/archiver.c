@@ -10,17 +10,17 @@
  * even where it wraps around, as the chunker and the workers need.
  *
  * Why hash in the workers rather than on the walker: measured on 1 GiB of random data
- * (incompressible, so hashing weighs most), hashing on the walker puts 2.7 s of CPU per GiB on
- * the walker against 1.4 s without it, out of ~4.2 s in all. On two cores the walker is then the
- * bottleneck (~390 MB/s) where hashing in the workers leaves the total CPU as the bound
- * (~500 MB/s). Unchanged content read again (dedup) is hashed in parallel the same way.
+ * (incompressible, so hashing weighs most), hashing on the walker puts ~2.7 s of CPU per GiB on
+ * the walker against 1.2 s without it (read, cut), out of ~4 s in all. On two cores the walker
+ * is then the bottleneck (~400 MB/s) where hashing in the workers leaves the total CPU as the
+ * bound (~540 MB/s). Content read again that is already stored is hashed in parallel too.
  *
  * Trees. A directory's tree can be encoded only once every chunk of its files is stored. To
  * keep the pipeline full, a finished directory is not encoded at once: it stays "open" in its
  * parent until the next sibling directory starts, the parent ends, or its chunks are all done,
  * whichever comes first. So at most two directories per level of depth are held in memory.
  *
- * A lock (a->mu) guards the queue, the buffer count, every directory's pending count and the
+ * A lock (a->mu) guards the job queue, the ring's tail, every directory's pending count and the
  * node/extent arrays that workers write IDs into (the walker grows them under the same lock).
  */
 #include "repo/archiver.h"
