@@ -1128,7 +1128,7 @@ static int dir_store(struct arch *a, struct dir *d, struct oid *id, struct err *
         rc = store_add(a->s, BLOB_TREE, id, b.data, b.len, NULL, e);
     }
     buf_free(&b);
-    if (rc < 0) return err_wrap(e, "storing tree of %s", a->path.p);
+    if (rc < 0) return err_wrap(e, "storing a directory tree (under %s)", a->path.p);
     if (d->real) {
         if (!d->has_prev_id)
             a->sum.dirs_new++;
