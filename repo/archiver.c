@@ -936,10 +936,45 @@ static const struct tree_node *prev_lookup(const struct dir *d, const char *name
     return NULL;
 }
 
+/* Whether the parent snapshot's node is this very inode, untouched since: its xattrs and a
+ * symlink's target cannot change without changing ctime, so they are taken from it unread. */
+static bool same_inode(const struct tree_node *pn, const struct stat *st)
+{
+    return pn && pn->type == node_type(st->st_mode) && pn->inode == (uint64_t)st->st_ino &&
+           same_time(pn->ctime_sec, pn->ctime_nsec, &st->st_ctim);
+}
+
+static int copy_xattrs(struct tree_node *n, const struct tree_node *pn, struct err *e)
+{
+    if (!pn->n_xattrs) return 0;
+    n->xattrs = calloc(pn->n_xattrs, sizeof *n->xattrs);
+    if (!n->xattrs) return oom(e);
+    for (size_t i = 0; i < pn->n_xattrs; i++) {
+        const struct tree_xattr *x = &pn->xattrs[i];
+        struct tree_xattr *y = &n->xattrs[i];
+        if (!(y->name = strdup(x->name)) || !(y->value = malloc(x->value_len ? x->value_len : 1)))
+            return oom(e); /* n owns what was copied so far; tree_node_free frees it */
+        memcpy(y->value, x->value, x->value_len);
+        y->value_len = x->value_len;
+        n->n_xattrs = i + 1;
+    }
+    return 0;
+}
+
+/* The node's xattrs: from the parent snapshot when the inode is unchanged, else read through
+ * `fd` or the entry's path. */
+static int node_xattrs_of(struct arch *a, struct tree_node *n, const struct tree_node *pn,
+                          const struct stat *st, int fd, int dfd, const char *name, struct err *e)
+{
+    char lpath[PATH_MAX];
+    if (same_inode(pn, st)) return copy_xattrs(n, pn, e);
+    return node_xattrs(a, n, fd, fd >= 0 ? NULL : entry_lpath(a, dfd, name, lpath, sizeof lpath),
+                       e);
+}
+
 static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, const struct stat *lst,
                    struct err *e)
 {
-    char lpath[PATH_MAX];
     const struct tree_node *pn = prev_lookup(d, name);
     struct tree_node n;
     int rc;
@@ -954,7 +989,7 @@ static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, con
             memcpy(n.content, pn->content, pn->n_content * sizeof *n.content);
             n.n_content = pn->n_content;
         }
-        rc = node_xattrs(a, &n, -1, entry_lpath(a, dfd, name, lpath, sizeof lpath), e);
+        rc = copy_xattrs(&n, pn, e); /* reusable() implies same_inode() */
         if (rc < 0 || (rc = dir_add(a, d, &n, NULL, e)) < 0) goto fail;
         a->sum.files_unmodified++;
         a->sum.total_files++;
@@ -983,7 +1018,8 @@ static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, con
     }
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     size_t index;
-    if ((rc = node_init(a, &n, name, &st0, e)) < 0 || (rc = node_xattrs(a, &n, fd, NULL, e)) < 0 ||
+    if ((rc = node_init(a, &n, name, &st0, e)) < 0 ||
+        (rc = node_xattrs_of(a, &n, pn, &st0, fd, dfd, name, e)) < 0 ||
         (rc = dir_add(a, d, &n, &index, e)) < 0) {
         close(fd);
         goto fail;
@@ -1032,11 +1068,19 @@ fail:
 static int do_special(struct arch *a, struct dir *d, int dfd, const char *name,
                       const struct stat *lst, struct err *e)
 {
-    char lpath[PATH_MAX];
+    const struct tree_node *pn = prev_lookup(d, name);
     struct tree_node n;
     int rc = node_init(a, &n, name, lst, e);
     if (rc < 0) goto fail;
-    if (S_ISLNK(lst->st_mode)) {
+    if (S_ISLNK(lst->st_mode) && same_inode(pn, lst)) {
+        /* the same link: its target is known, and not reading it leaves its atime alone */
+        if (!(n.link_target = malloc(pn->link_len ? pn->link_len : 1))) {
+            rc = oom(e);
+            goto fail;
+        }
+        memcpy(n.link_target, pn->link_target, pn->link_len);
+        n.link_len = pn->link_len;
+    } else if (S_ISLNK(lst->st_mode)) {
         size_t cap = lst->st_size > 0 ? (size_t)lst->st_size + 1 : 256;
         for (;;) {
             uint8_t *t = realloc(n.link_target, cap);
@@ -1068,7 +1112,7 @@ static int do_special(struct arch *a, struct dir *d, int dfd, const char *name,
         if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
             set_times(&n, &st);
     }
-    rc = node_xattrs(a, &n, -1, entry_lpath(a, dfd, name, lpath, sizeof lpath), e);
+    rc = node_xattrs_of(a, &n, pn, lst, -1, dfd, name, e);
     if (rc < 0 || (rc = dir_add(a, d, &n, NULL, e)) < 0) goto fail;
     a->sum.total_files++;
     a->files_done++;
@@ -1208,7 +1252,8 @@ static int do_dir(struct arch *a, struct dir *d, int dfd, const char *name, dev_
     c->real = true;
     const struct tree_node *pn = prev_lookup(d, name);
     if (pn && pn->type == TREE_DIR) dir_load_prev(a, c, &pn->subtree, a->path.p);
-    if ((rc = node_init(a, &n, name, &st, e)) < 0 || (rc = node_xattrs(a, &n, fd, NULL, e)) < 0 ||
+    if ((rc = node_init(a, &n, name, &st, e)) < 0 ||
+        (rc = node_xattrs_of(a, &n, pn, &st, fd, dfd, name, e)) < 0 ||
         (rc = dir_add(a, d, &n, &c->node, e)) < 0)
         goto out;
     a->files_done++;

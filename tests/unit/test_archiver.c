@@ -635,6 +635,47 @@ static void test_incremental(void **state)
     snap_free(&s5);
 }
 
+/* Metadata taken from the parent for unchanged inodes (xattrs, link targets) is right, and a
+ * metadata change (which changes ctime) is picked up. */
+static void test_incremental_metadata(void **state)
+{
+    (void)state;
+    char d[4200], f[4600], sub[4600], l[4600];
+    fresh_dir(d, sizeof d, "incrmeta");
+    write_random(d, "f", 5000, 14);
+    join(f, sizeof f, d, "f");
+    assert_int_equal(setxattr(f, "user.one", "1", 1, 0), 0);
+    join(sub, sizeof sub, d, "sub");
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_int_equal(setxattr(sub, "user.dir", "d", 1, 0), 0);
+    join(l, sizeof l, d, "link");
+    assert_int_equal(symlink("f", l), 0);
+    usleep(20000); /* see test_incremental */
+
+    struct arch_options o;
+    struct reports rp;
+    opts_init(&o, &rp);
+    struct snapshot s1, s2, s3;
+    backup1(d, &o, &s1);
+    backup1(d, &o, &s2);
+    assert_int_equal(s2.summary.bytes_read, 0);
+    assert_memory_equal(&s2.tree, &s1.tree, sizeof s1.tree);
+    verify_tree(&s2.tree, d);
+
+    assert_int_equal(setxattr(f, "user.two", "22", 2, 0), 0);
+    assert_int_equal(setxattr(sub, "user.dir", "changed", 7, 0), 0);
+    assert_int_equal(chmod(sub, 0700), 0);
+    assert_int_equal(unlink(l), 0);
+    assert_int_equal(symlink("sub", l), 0);
+    backup1(d, &o, &s3);
+    assert_int_equal(s3.summary.bytes_read, 5000); /* f's ctime changed: read again */
+    assert_int_equal(s3.summary.files_changed, 1);
+    verify_tree(&s3.tree, d);
+    snap_free(&s1);
+    snap_free(&s2);
+    snap_free(&s3);
+}
+
 /* The same content in a second directory adds (almost) no new bytes. */
 static void test_dedup(void **state)
 {
@@ -1119,11 +1160,17 @@ static void test_store_failure(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_tree),     cmocka_unit_test(test_incremental),
-        cmocka_unit_test(test_dedup),         cmocka_unit_test(test_sparse),
-        cmocka_unit_test(test_unreadable),    cmocka_unit_test(test_changed_during_read),
-        cmocka_unit_test(test_excludes),      cmocka_unit_test(test_multiple_paths),
-        cmocka_unit_test(test_cancel),        cmocka_unit_test(test_one_file_system),
+        cmocka_unit_test(test_full_tree),
+        cmocka_unit_test(test_incremental),
+        cmocka_unit_test(test_incremental_metadata),
+        cmocka_unit_test(test_dedup),
+        cmocka_unit_test(test_sparse),
+        cmocka_unit_test(test_unreadable),
+        cmocka_unit_test(test_changed_during_read),
+        cmocka_unit_test(test_excludes),
+        cmocka_unit_test(test_multiple_paths),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_one_file_system),
         cmocka_unit_test(test_store_failure),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
