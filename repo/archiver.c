@@ -56,6 +56,7 @@
 #define RING_CHUNKS 3
 #define READ_MAX (1u << 20) /* largest read: small enough to start cutting early */
 #define XATTR_LIST_MAX_TRIES 8
+#define SCAN_MAX_DEPTH 64
 
 /* A directory being built. */
 struct dir {
@@ -1301,7 +1302,9 @@ static int walk_dir(struct arch *a, struct dir *d, int fd, const struct names *n
 
 /* ---- the scanner: counts what lies ahead, for progress totals ---- */
 
-static void scan_dir(struct arch *a, int fd, struct path *pb, dev_t root_dev)
+/* Counts the entries below the directory open as `fd`. Below SCAN_MAX_DEPTH levels nothing is
+ * counted: the scan holds one descriptor per level and must not take the walker's. */
+static void scan_dir(struct arch *a, int fd, struct path *pb, dev_t root_dev, unsigned depth)
 {
     DIR *dir = fdopendir(fd);
     if (!dir) {
@@ -1320,8 +1323,10 @@ static void scan_dir(struct arch *a, int fd, struct path *pb, dev_t root_dev)
             atomic_fetch_add(&a->scan_files, 1);
             if (S_ISREG(st.st_mode)) atomic_fetch_add(&a->scan_bytes, (uint64_t)st.st_size);
             if (S_ISDIR(st.st_mode) && !(a->o->one_file_system && st.st_dev != root_dev)) {
-                int sub = open_noatime(dirfd(dir), s, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-                if (sub >= 0) scan_dir(a, sub, pb, root_dev);
+                int sub = depth < SCAN_MAX_DEPTH
+                              ? open_noatime(dirfd(dir), s, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+                              : -1;
+                if (sub >= 0) scan_dir(a, sub, pb, root_dev, depth + 1);
             }
         }
         path_pop(pb, saved);
@@ -1346,7 +1351,7 @@ static void *scan_main(void *arg)
         }
         if (S_ISDIR(rt->st.st_mode)) {
             int fd = open_noatime(AT_FDCWD, rt->path, O_RDONLY | O_DIRECTORY);
-            if (fd >= 0) scan_dir(a, fd, &pb, rt->st.st_dev);
+            if (fd >= 0) scan_dir(a, fd, &pb, rt->st.st_dev, 0);
         }
     }
     free(pb.p);

@@ -676,6 +676,39 @@ static void test_incremental_metadata(void **state)
     snap_free(&s3);
 }
 
+/* A deep chain of directories and a wide directory come back whole. */
+static void test_deep_and_wide(void **state)
+{
+    (void)state;
+    char d[4200], p[8200], wide[4600];
+    fresh_dir(d, sizeof d, "deepwide");
+    snprintf(p, sizeof p, "%s", d);
+    for (int i = 0; i < 150; i++) {
+        size_t n = strlen(p);
+        assert_true(n + 4 < sizeof p);
+        memcpy(p + n, "/dd", 4);
+        assert_int_equal(mkdir(p, 0755), 0);
+    }
+    write_random(p, "bottom", 100, 80);
+    join(wide, sizeof wide, d, "wide");
+    assert_int_equal(mkdir(wide, 0755), 0);
+    for (int i = 0; i < 2000; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "w%04d", i);
+        write_random(wide, name, (size_t)(i % 7) * 10, 1000 + (uint64_t)i);
+    }
+    struct arch_options o;
+    struct reports rp;
+    opts_init(&o, &rp);
+    struct snapshot s;
+    backup1(d, &o, &s);
+    assert_int_equal(rp.n, 0);
+    assert_int_equal(verify_tree(&s.tree, d), 150 + 1 + 1 + 2000);
+    assert_int_equal(s.summary.dirs_new, 1 + 150 + 1);
+    assert_int_equal(s.summary.files_new, 2001);
+    snap_free(&s);
+}
+
 /* The same content in a second directory adds (almost) no new bytes. */
 static void test_dedup(void **state)
 {
@@ -1163,6 +1196,7 @@ int main(void)
         cmocka_unit_test(test_full_tree),
         cmocka_unit_test(test_incremental),
         cmocka_unit_test(test_incremental_metadata),
+        cmocka_unit_test(test_deep_and_wide),
         cmocka_unit_test(test_dedup),
         cmocka_unit_test(test_sparse),
         cmocka_unit_test(test_unreadable),
