@@ -20,24 +20,20 @@
 #define NSEC_PER_SEC 1000000000u
 
 /* The summary counters in the order they are written; duration is a separate (real) field. */
+/* clang-format off */
+#define SUMMARY_FIELD(x) {#x, offsetof(struct snap_summary, x)}
 static const struct {
     const char *name;
     size_t off;
 } summary_fields[] = {
-#define F(x)                                                                                       \
-    {                                                                                              \
-#x, offsetof(struct snap_summary, x)                                                       \
-    }
-    F(files_new),        F(files_changed),
-    F(files_unmodified), F(dirs_new),
-    F(dirs_changed),     F(dirs_unmodified),
-    F(total_files),      F(total_bytes),
-    F(bytes_read),       F(blobs_new),
-    F(bytes_new),        F(bytes_stored),
-    F(errors),           F(files_changed_during),
-#undef F
+    SUMMARY_FIELD(files_new),    SUMMARY_FIELD(files_changed),   SUMMARY_FIELD(files_unmodified),
+    SUMMARY_FIELD(dirs_new),     SUMMARY_FIELD(dirs_changed),    SUMMARY_FIELD(dirs_unmodified),
+    SUMMARY_FIELD(total_files),  SUMMARY_FIELD(total_bytes),     SUMMARY_FIELD(bytes_read),
+    SUMMARY_FIELD(blobs_new),    SUMMARY_FIELD(bytes_new),       SUMMARY_FIELD(bytes_stored),
+    SUMMARY_FIELD(errors),       SUMMARY_FIELD(files_changed_during),
 };
-
+#undef SUMMARY_FIELD
+/* clang-format on */
 #define N_SUMMARY_FIELDS (sizeof summary_fields / sizeof summary_fields[0])
 
 /* ---- time stamps ---- */
@@ -198,7 +194,8 @@ static int put(json_t *o, const char *key, json_t *v, struct err *e)
 /* jansson refuses strings that are not UTF-8 (json_string returns NULL); say so. */
 static int make_string(const char *s, const char *field, json_t **out, struct err *e)
 {
-    if (!(*out = json_string(s ? s : "")))
+    if (!s) s = "";
+    if (!(*out = json_string(s)))
         return err_set(e, ERR_FAIL, "encoding snapshot field \"%s\": \"%s\" is not valid UTF-8",
                        field, s);
     return 0;
