@@ -378,6 +378,7 @@ static int idcache_get(struct idcache *c, uint32_t id, bool group, const char **
             rc = getpwuid_r(id, &pw, tmp, size, &res);
             if (rc == 0 && res) found = res->pw_name;
         }
+        if (found && strlen(found) > TREE_MAX_OWNER) found = NULL; /* trees cannot hold it */
         if (found && !(name = strdup(found))) {
             free(tmp);
             return oom(e);
@@ -955,7 +956,7 @@ static int copy_xattrs(struct tree_node *n, const struct tree_node *pn, struct e
         struct tree_xattr *y = &n->xattrs[i];
         if (!(y->name = strdup(x->name)) || !(y->value = malloc(x->value_len ? x->value_len : 1)))
             return oom(e); /* n owns what was copied so far; tree_node_free frees it */
-        memcpy(y->value, x->value, x->value_len);
+        if (x->value_len) memcpy(y->value, x->value, x->value_len);
         y->value_len = x->value_len;
         n->n_xattrs = i + 1;
     }
@@ -1079,7 +1080,7 @@ static int do_special(struct arch *a, struct dir *d, int dfd, const char *name,
             rc = oom(e);
             goto fail;
         }
-        memcpy(n.link_target, pn->link_target, pn->link_len);
+        if (pn->link_len) memcpy(n.link_target, pn->link_target, pn->link_len);
         n.link_len = pn->link_len;
     } else if (S_ISLNK(lst->st_mode)) {
         size_t cap = lst->st_size > 0 ? (size_t)lst->st_size + 1 : 256;
@@ -1096,11 +1097,11 @@ static int do_special(struct arch *a, struct dir *d, int dfd, const char *name,
                 tree_node_free(&n);
                 return 0;
             }
-            if ((size_t)got < cap) {
+            if ((size_t)got < cap && (size_t)got <= TREE_MAX_LINK) {
                 n.link_len = (size_t)got;
                 break;
             }
-            if (cap >= (1u << 20)) {
+            if (cap > TREE_MAX_LINK) { /* longer than any system makes them: not recordable */
                 problem(a, "readlink", ENAMETOOLONG);
                 tree_node_free(&n);
                 return 0;
@@ -1585,17 +1586,18 @@ static int snap_fill(struct arch *a, const char *host, const struct snapshot *pa
     return 0;
 }
 
-static int options_check(const struct arch_options *o, struct err *e)
+/* Fills the snapshot's descriptive fields and checks that they can be saved (labels of the form
+ * key=value, valid UTF-8 everywhere), so that a bad label or path fails before any work. */
+static int snap_prepare(struct arch *a, const char *host, const struct snapshot *parent,
+                        bool has_parent, struct snapshot *s, struct err *e)
 {
-    for (size_t i = 0; i < o->n_labels; i++) {
-        const char *eq = strchr(o->labels[i], '=');
-        if (!eq || eq == o->labels[i])
-            return err_set(e, ERR_FAIL, "label \"%s\" is not of the form key=value", o->labels[i]);
-    }
-    for (size_t i = 0; i < o->n_tags; i++) {
-        if (!*o->tags[i]) return err_set(e, ERR_FAIL, "empty tag");
-    }
-    return 0;
+    for (size_t i = 0; i < a->o->n_tags; i++)
+        if (!*a->o->tags[i]) return err_set(e, ERR_FAIL, "empty tag");
+    int rc = snap_fill(a, host, parent, has_parent, s, e);
+    struct buf b = BUF_INIT;
+    if (rc == 0) rc = snap_encode(s, &b, e);
+    buf_free(&b);
+    return rc;
 }
 
 int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
@@ -1637,10 +1639,10 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
         hostname = host;
     }
 
-    int rc = options_check(o, e);
-    if (rc == 0) rc = roots_resolve(a, paths, n_paths, e);
+    int rc = roots_resolve(a, paths, n_paths, e);
     if (rc == 0 && (rc = repo_load_index(r, e)) < 0) err_wrap(e, "loading the repository index");
     if (rc == 0) rc = parent_find(a, hostname, &parent, &has_parent, e);
+    if (rc == 0) rc = snap_prepare(a, hostname, &parent, has_parent, out, e);
     if (rc == 0) rc = store_new(r, &a->s, e);
     if (rc == 0) rc = pipeline_start(a, e);
     if (rc == 0 && o->progress && pthread_create(&a->scanner, NULL, scan_main, a) == 0)
@@ -1676,8 +1678,7 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
         out->summary.bytes_stored = ss.bytes_stored;
         out->summary.duration = now_sec() - a->t0;
         out->incomplete = a->sum.errors > 0;
-        rc = snap_fill(a, hostname, &parent, has_parent, out, e);
-        if (rc == 0 && (rc = snap_save(r, out, e)) < 0) err_wrap(e, "saving the snapshot");
+        if ((rc = snap_save(r, out, e)) < 0) err_wrap(e, "saving the snapshot");
     }
     if (rc < 0) {
         snap_free(out);

@@ -1058,6 +1058,17 @@ static void test_multiple_paths(void **state)
     err_clear(&e);
     assert_int_not_equal(arch_backup(g_r, &m, 1, &o, &s4, &e), 0);
     assert_non_null(strstr(e.msg, "missing"));
+
+    /* a label that cannot be saved fails before anything is read */
+    const char *bad_labels[] = {"pod=a", "pod=b"};
+    o.labels = bad_labels;
+    o.n_labels = 2;
+    err_clear(&e);
+    rp.progress_calls = 0;
+    assert_int_not_equal(arch_backup(g_r, paths, 3, &o, &s4, &e), 0);
+    assert_non_null(strstr(e.msg, "pod"));
+    assert_int_equal(rp.progress_calls, 0);
+    assert_int_equal(snapshot_count(), before);
     snap_free(&s);
     snap_free(&s2);
     snap_free(&s3);
