@@ -18,10 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -461,6 +463,13 @@ static void test_full_tree(void **state)
     assert_int_equal(symlink("/nonexistent/target", p), 0);
     join(p, sizeof p, d, "fifo");
     assert_int_equal(mkfifo(p, 0640), 0);
+    join(p, sizeof p, d, "sock");
+    int sock = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    assert_true(strlen(p) < sizeof sun.sun_path);
+    memcpy(sun.sun_path, p, strlen(p) + 1);
+    assert_int_equal(bind(sock, (struct sockaddr *)&sun, sizeof sun), 0);
+    close(sock);
     join(p, sizeof p, d, "small");
     join(q, sizeof q, d, "hardlink");
     assert_int_equal(link(p, q), 0);
@@ -510,7 +519,7 @@ static void test_full_tree(void **state)
 
     size_t entries = verify_tree(&s.tree, d);
     size_t files = geteuid() == 0 ? 9 : 8; /* regular files, counting the hard link */
-    size_t total = geteuid() == 0 ? 16 : 14;
+    size_t total = geteuid() == 0 ? 17 : 15;
     assert_int_equal(entries, total);
     assert_int_equal(s.summary.files_new, files);
     assert_int_equal(s.summary.files_changed, 0);
