@@ -567,6 +567,10 @@ static void test_full_tree(void **state)
     assert_true(rp.progress_calls >= 1);
     assert_int_equal(rp.last.files_done, total);
     assert_int_equal(rp.last.bytes_done, bytes);
+    if (rp.last.scan_done) { /* the scan ahead counted the same */
+        assert_int_equal(rp.last.files_total, total);
+        assert_int_equal(rp.last.bytes_total, bytes);
+    }
     snap_free(&s);
 }
 
