@@ -960,7 +960,8 @@ static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_
     uint64_t end = 0, data = 0;
     for (size_t i = 0; i < n->n_content; i++) {
         const struct tree_extent *x = &n->content[i];
-        if (x->len > (uint64_t)INT64_MAX - end) return refuse(rs, n, "content length overflows");
+        if (x->len > (uint64_t)INT64_MAX - end)
+            return refuse(rs, n, "content longer than the largest possible file");
         end += x->len;
         if (!x->hole) data += x->len;
     }
@@ -1022,7 +1023,8 @@ static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_
 static int restore_symlink(struct rs *rs, int dirfd, const char *name, const struct tree_node *n)
 {
     const char *disp = (const char *)rs->disp.data;
-    if (memchr(n->link_target, 0, n->link_len)) return refuse(rs, n, "link target contains NUL");
+    if (n->link_len && memchr(n->link_target, 0, n->link_len))
+        return refuse(rs, n, "link target contains NUL");
     char *target = dup_name(n->link_target ? n->link_target : (const uint8_t *)"", n->link_len);
     if (!target) return -1;
     for (int attempt = 0; attempt < 2; attempt++) {
