@@ -837,7 +837,6 @@ static int make_room(struct rs *rs, int dirfd, const char *name, const struct tr
     }
     if (pol == RESTORE_OVERWRITE_NEVER || same) {
         rs->skipped++;
-        rs->entries_done++;
         return 1;
     }
     if (S_ISDIR(st.st_mode)) {
@@ -936,7 +935,6 @@ static int restore_hardlink(struct rs *rs, int dirfd, const char *name, const st
     for (int attempt = 0; attempt < 2; attempt++) {
         if (linkat(ofd, oname, dirfd, name, 0) == 0) {
             rs->files++;
-            rs->entries_done++;
             break;
         }
         if (errno != EEXIST || attempt) {
@@ -949,8 +947,10 @@ static int restore_hardlink(struct rs *rs, int dirfd, const char *name, const st
     return 0;
 }
 
-/* Creates a regular file and queues its content; the node is moved into the job. */
-static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_node *n)
+/* Creates a regular file and queues its content; the node is moved into the job, and *queued
+ * tells that the file is finished (and counted as done) by whoever completes its last job. */
+static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_node *n,
+                        bool *queued)
 {
     const char *disp = (const char *)rs->disp.data;
     if (is_hardlinked(n)) {
@@ -994,6 +994,7 @@ static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_
     memset(n, 0, sizeof *n);
     atomic_init(&f->refs, 1); /* ours, until every job is queued */
     rs->bytes_total += data;
+    *queued = true;
 
     struct job j = {.f = f};
     uint64_t off = 0, chunk = 0;
@@ -1033,7 +1034,6 @@ static int restore_symlink(struct rs *rs, int dirfd, const char *name, const str
             struct meta_at at = {.fd = -1, .dirfd = dirfd, .name = name, .symlink = true};
             apply_meta(rs, n, &at, disp);
             rs->links++;
-            rs->entries_done++;
             break;
         }
         if (errno != EEXIST || attempt) {
@@ -1059,7 +1059,6 @@ static int restore_special(struct rs *rs, int dirfd, const char *name, const str
             struct meta_at at = {.fd = -1, .dirfd = dirfd, .name = name};
             apply_meta(rs, n, &at, disp);
             rs->specials++;
-            rs->entries_done++;
             break;
         }
         if (errno != EEXIST || attempt) {
@@ -1216,33 +1215,36 @@ static int restore_next(struct rs *rs, uint8_t *child_inc)
     if (!selected(rs, P, name, n->type == TREE_DIR, child_inc, &all_in)) return 0;
     if (dup) return refuse(rs, n, "the name occurs more than once in its directory");
 
-    if (n->type != TREE_DIR) rs->entries_total++;
     if (n->type == TREE_DIR) return restore_dir(rs, pi, name, n, child_inc, all_in);
+    rs->entries_total++;
+    bool queued = false;
+    int rc = 0, dirfd;
     if (n->type == TREE_SOCKET) {
         report(rs, (const char *)rs->disp.data, false, "socket not restored");
-        rs->entries_done++;
-        return 0;
-    }
-    int dirfd = level_fd(rs, pi);
-    if (dirfd < 0) {
+    } else if ((dirfd = level_fd(rs, pi)) < 0) {
         report(rs, (const char *)rs->disp.data, true, "reopening parent: %s", strerror(-dirfd));
-        return 0;
+    } else {
+        switch (n->type) {
+        case TREE_FILE:
+            rc = restore_file(rs, dirfd, name, n, &queued);
+            break;
+        case TREE_SYMLINK:
+            rc = restore_symlink(rs, dirfd, name, n);
+            break;
+        case TREE_FIFO:
+        case TREE_CHARDEV:
+        case TREE_BLOCKDEV:
+            rc = restore_special(rs, dirfd, name, n);
+            break;
+        default: {
+            char why_type[48];
+            snprintf(why_type, sizeof why_type, "unknown entry type %u", n->type);
+            rc = refuse(rs, n, why_type);
+        }
+        }
     }
-    switch (n->type) {
-    case TREE_FILE:
-        return restore_file(rs, dirfd, name, n);
-    case TREE_SYMLINK:
-        return restore_symlink(rs, dirfd, name, n);
-    case TREE_FIFO:
-    case TREE_CHARDEV:
-    case TREE_BLOCKDEV:
-        return restore_special(rs, dirfd, name, n);
-    default: {
-        char why_type[48];
-        snprintf(why_type, sizeof why_type, "unknown entry type %u", n->type);
-        return refuse(rs, n, why_type);
-    }
-    }
+    if (!queued) rs->entries_done++;
+    return rc;
 }
 
 static int walk(struct rs *rs)
@@ -1265,7 +1267,7 @@ static int walk(struct rs *rs)
 
 /* Finds the directory named by o->subpath: its tree becomes the restore root. */
 static int resolve_subpath(struct rs *rs, struct tree *t, struct oid *id, struct tree_node *meta,
-                           struct err *e)
+                           bool *found_dir, struct err *e)
 {
     const char *p = rs->o->subpath;
     while (*p) {
@@ -1294,6 +1296,7 @@ static int resolve_subpath(struct rs *rs, struct tree *t, struct oid *id, struct
         tree_node_free(meta);
         *meta = *found;
         memset(found, 0, sizeof *found);
+        *found_dir = true;
         *id = meta->subtree;
         tree_free(t);
         if (load_tree(rs->r, id, t, e) < 0) return e->code;
@@ -1379,9 +1382,10 @@ static int push_root(struct rs *rs, int fd, struct err *e)
 {
     struct tree t = TREE_INIT;
     struct tree_node meta = {0};
+    bool sub = false; /* restoring a directory below the snapshot's root */
     struct oid id = rs->snap->tree;
     int rc = load_tree(rs->r, &id, &t, e);
-    if (rc == 0 && rs->o->subpath) rc = resolve_subpath(rs, &t, &id, &meta, e);
+    if (rc == 0 && rs->o->subpath) rc = resolve_subpath(rs, &t, &id, &meta, &sub, e);
     if (rc == 0 && (terminate(&rs->rel) < 0 || terminate(&rs->disp) < 0 ||
                     push_level(rs, &id, &t, fd, NULL) < 0))
         rc = err_set(e, ERR_FAIL, "out of memory");
@@ -1399,7 +1403,7 @@ static int push_root(struct rs *rs, int fd, struct err *e)
             rs->inc[j].matched = true;
         }
     }
-    if (rs->o->subpath) {
+    if (sub) {
         L->meta = meta;
         L->has_meta = true;
     } else if (rs->snap->root.present) {

@@ -911,6 +911,19 @@ static void test_subpath(void **state)
     expect_same(p, out, "");
     rec_free(&rc);
 
+    /* "/" is the whole snapshot, with the snapshot root's metadata on the target. */
+    pathf(out, sizeof out, "%s/out_all", f->dir);
+    o.subpath = "/";
+    assert_int_equal(restore(f, out, &o, &rc, &sum), 0);
+    assert_int_equal(sum.errors, 0);
+    struct stat a, b;
+    assert_int_equal(stat(f->src, &a), 0);
+    assert_int_equal(stat(out, &b), 0);
+    assert_int_equal(a.st_mode, b.st_mode);
+    assert_int_equal(a.st_mtim.tv_nsec, b.st_mtim.tv_nsec);
+    expect_same(f->src, out, "--no-root");
+    rec_free(&rc);
+
     struct err e;
     err_clear(&e);
     o.target = out;
