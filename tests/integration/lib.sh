@@ -7,8 +7,8 @@
 #   run_pv CODE ARGS...    run podvault, expect exit CODE; output in $T/out and $T/err
 #   fail MSG / ok MSG      report; fail exits non-zero
 #   one_line_error         the last stderr is exactly one line "podvault: ..."
-#   tree_equal A B         compare two trees: content (diff -r), then type/mode/size/mtime/link
-#                          (and owner when root), then pv_treecmp when it was built
+#   tree_equal A B [OPT]   compare two trees: pv_treecmp when it was built (OPT passed on),
+#                          content (diff -r), then type/mode/owner/size/mtime/link target
 set -u
 set -o pipefail
 
@@ -103,14 +103,18 @@ tree_listing() { # path|type|mode|owner|size (not for dirs)|mtime in ns|link tar
         awk -F'|' 'BEGIN { OFS = "|" } $2 == "d" { $5 = "-" } { print }')
 }
 
+# tree_equal A B [pv_treecmp options]: pv_treecmp runs first, because it compares atimes and
+# the reads of diff and find would change them.
 tree_equal() {
-    diff -r --no-dereference "$1" "$2" >"$T/diff" 2>&1 || { head -n 20 "$T/diff"; fail "content differs: $1 vs $2"; }
-    tree_listing "$1" >"$T/list.a"
-    tree_listing "$2" >"$T/list.b"
-    diff "$T/list.a" "$T/list.b" >"$T/diff" || { head -n 20 "$T/diff"; fail "metadata differs: $1 vs $2"; }
+    local a=$1 b=$2
+    shift 2
     if [ -x "$PV_BUILD_DIR/pv_treecmp" ]; then
-        "$PV_BUILD_DIR/pv_treecmp" "$1" "$2" >"$T/diff" 2>&1 || { head -n 20 "$T/diff"; fail "pv_treecmp: $1 vs $2 differ"; }
+        "$PV_BUILD_DIR/pv_treecmp" "$a" "$b" "$@" >"$T/diff" 2>&1 || { head -n 20 "$T/diff"; fail "pv_treecmp: $a and $b differ"; }
     fi
+    diff -r --no-dereference "$a" "$b" >"$T/diff" 2>&1 || { head -n 20 "$T/diff"; fail "content differs: $a vs $b"; }
+    tree_listing "$a" >"$T/list.a"
+    tree_listing "$b" >"$T/list.b"
+    diff "$T/list.a" "$T/list.b" >"$T/diff" || { head -n 20 "$T/diff"; fail "metadata differs: $a vs $b"; }
 }
 
 dir_bytes() { du -sb "$1" | cut -f1; }
