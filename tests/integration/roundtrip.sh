@@ -56,7 +56,7 @@ sid=$(jq -r .snapshot_id "$T/summary.json")
 files=$(jq -r .total_files "$T/summary.json")
 [ "$files" -ge "$total_files" ] || fail "summary counts $files files, the tree has $total_files"
 [ "$(jq -r .incomplete "$T/summary.json")" = false ] || fail "snapshot marked incomplete"
-ok "backup of $(du -sh --apparent-size "$S" | cut -f1) in $(jq -r .seconds "$T/summary.json") s, snapshot ${sid:0:8}"
+ok "backup of $(du -sh --apparent-size "$S" | cut -f1) in $(jq -r '.seconds * 10 | round / 10' "$T/summary.json") s, snapshot ${sid:0:8}"
 
 run_pv 0 restore "$sid" --target "$T/restore"
 tree_equal "$S" "$T/restore"
