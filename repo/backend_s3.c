@@ -24,6 +24,8 @@
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define ERR_BODY_MAX (64u << 10)
 #define LIST_BODY_MAX (16u << 20)
+/* Room reserved up front for an answer of announced length; packs are at most 1 GiB. */
+#define PREALLOC_MAX ((uint64_t)2 << 30)
 
 struct s3 {
     struct backend b;
@@ -110,9 +112,15 @@ static int set_token(struct s3 *s, const char *token)
 
 /* Reads one profile of an AWS shared credentials file (INI: "[name]" sections, "key = value"
  * lines, '#' or ';' comments; "[profile name]" as in ~/.aws/config is accepted too). */
-static int read_credentials_file(struct s3 *s, const char *path, const char *profile, struct err *e)
+static int read_credentials_file(struct s3 *s, const char *path, const char *profile, bool named,
+                                 struct err *e)
 {
     FILE *f = fopen(path, "re");
+    if (!f && errno == ENOENT && !named)
+        return err_set(e, ERR_FAIL,
+                       "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                       "write them to %s",
+                       path);
     if (!f) {
         err_sys(e, errno, "reading the AWS credentials file %s", path);
         return e->code = ERR_FAIL;
@@ -186,12 +194,7 @@ static int load_credentials(struct s3 *s, struct err *e)
         if (asprintf(&path, "%s/.aws/credentials", home) < 0) path = NULL;
     }
     if (!path) return err_set(e, ERR_FAIL, "out of memory");
-    int rc = read_credentials_file(s, path, profile ? profile : "default", e);
-    if (rc < 0 && !file && e->code == ERR_FAIL && strstr(e->msg, "No such file"))
-        err_set(e, ERR_FAIL,
-                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                "or write them to %s",
-                path);
+    int rc = read_credentials_file(s, path, profile ? profile : "default", file != NULL, e);
     free(path);
     return rc;
 }
@@ -375,7 +378,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
         curl_off_t cl = -1;
         curl_easy_getinfo(x->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
         /* Growing by doubling would copy a large object several times. */
-        if (r->out && x->status / 100 == 2 && cl > 0 && (uint64_t)cl < SIZE_MAX / 4)
+        if (r->out && x->status / 100 == 2 && cl > 0 && (uint64_t)cl <= PREALLOC_MAX)
             (void)buf_reserve(r->out, (size_t)cl);
     }
     if (x->status / 100 != 2) {
@@ -535,10 +538,16 @@ static bool retryable_curl(CURLcode cc)
     }
 }
 
+/* 500, 502, 503 and 504 pass with time; 501 or 505 would not. */
 static bool retryable_status(const struct req *r)
 {
-    return r->status >= 500 || r->status == 429 || r->status == 408 ||
-           strcmp(r->err.code, "SlowDown") == 0 || strcmp(r->err.code, "RequestTimeout") == 0;
+    static const char *const codes[] = {"SlowDown", "RequestTimeout", "InternalError",
+                                        "ServiceUnavailable"};
+    long st = r->status;
+    if (st == 500 || st == 502 || st == 503 || st == 504 || st == 429 || st == 408) return true;
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strcmp(r->err.code, codes[i]) == 0) return true;
+    return false;
 }
 
 /* Exponential backoff with jitter: half the delay fixed, half random, so that many clients

@@ -48,7 +48,7 @@ static void random_name(char *out, size_t cap, const char *dir)
     char hex[65];
     randombytes_buf(r, sizeof r);
     sodium_bin2hex(hex, sizeof hex, r, sizeof r);
-    snprintf(out, cap, "%s/%s", dir, hex);
+    if (snprintf(out, cap, "%s/%s", dir, hex) >= (int)cap) fail_msg("name too long");
 }
 
 static uint8_t *random_bytes(size_t n)
@@ -192,8 +192,8 @@ static bool proxy_path(char *out, size_t cap)
 {
     const char *bd = getenv("PV_BUILD_DIR");
     if (bd) {
-        snprintf(out, cap, "%s/pv_faultproxy", bd);
-        if (access(out, X_OK) == 0) return true;
+        if (snprintf(out, cap, "%s/pv_faultproxy", bd) < (int)cap && access(out, X_OK) == 0)
+            return true;
     }
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -202,8 +202,7 @@ static bool proxy_path(char *out, size_t cap)
     char *slash = strrchr(self, '/');
     if (!slash) return false;
     *slash = '\0';
-    snprintf(out, cap, "%s/pv_faultproxy", self);
-    return access(out, X_OK) == 0;
+    return snprintf(out, cap, "%s/pv_faultproxy", self) < (int)cap && access(out, X_OK) == 0;
 }
 
 /* Starts pv_faultproxy with the given extra arguments (NULL-terminated) in front of `target`. */
@@ -718,7 +717,7 @@ static void test_list(void **state)
     struct listing l = {.b = fx->b, .n = fx->list_n + 5, .f = {.mu = PTHREAD_MUTEX_INITIALIZER}};
     l.v = calloc(l.n, sizeof *l.v);
     for (size_t i = 0; i < l.n; i++) {
-        char dir[64];
+        char dir[128];
         if (i < fx->list_n)
             snprintf(dir, sizeof dir, "%s/data/%02x", top, (unsigned)(i % 16));
         else
