@@ -4,6 +4,15 @@
  * "keys/<hex>" (key files, JSON), "data/<2 hex>/<hex>" (packs), "index/<hex>",
  * "snapshots/<hex>" and "locks/<hex>". "config" is written last by repo_create, so its presence
  * is what makes a location a repository.
+ *
+ * A repository that is not a local directory gets a local cache (repo/cache.h) of the immutable
+ * objects every command reads: index files, snapshots and tree packs. Objects never change once
+ * written, so a copy never goes stale; it can only be damaged, which the authentication of every
+ * read catches (the copy is then dropped and the object fetched again). Objects this client
+ * writes go into the cache as they are uploaded, so a following backup downloads none of them.
+ * Tree packs are cached whole rather than blob by blob: one request fetches all the trees a pack
+ * holds (a walk through a snapshot needs most of them), the pack holds nothing but trees, and a
+ * tree is then read from the cached file by offset, so memory per read stays one blob.
  */
 #include "repo/repo.h"
 
@@ -12,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "repo/cache.h"
 #include "repo/pack.h"
 
 #define REPO_CONFIG_NAME "config"
@@ -35,6 +45,12 @@ struct repo {
     struct idx *idx;
     pthread_mutex_t load_lock; /* serializes repo_load_index */
     bool index_loaded;
+
+    struct cache *cache; /* NULL: none */
+    char *cache_dir;
+    /* Serializes downloads of tree packs into the cache, so that threads wanting trees of one
+     * pack fetch it once. Such downloads are rare (once per pack), so one lock is enough. */
+    pthread_mutex_t fetch_lock;
 };
 
 static int object_name(char out[REPO_NAME_MAX], const char *dir, const struct oid *id,
@@ -192,6 +208,9 @@ static int unlock(struct backend *b, const char *password, struct crypt_keys *k,
 static void repo_free(struct repo *r)
 {
     if (!r) return;
+    cache_close(r->cache);
+    free(r->cache_dir);
+    pthread_mutex_destroy(&r->fetch_lock);
     chunker_free(r->chunker);
     idx_free(r->idx);
     backend_close(r->b);
@@ -229,6 +248,63 @@ static int open_objects(struct repo *r, const char *location, const char *passwo
     return 0;
 }
 
+/* ---- the cache ---- */
+
+int repo_set_cache(struct repo *r, const char *dir, struct err *e)
+{
+    cache_close(r->cache);
+    free(r->cache_dir);
+    r->cache = NULL;
+    r->cache_dir = NULL;
+    if (!dir) return 0;
+    char hex[OID_HEX_LEN + 1];
+    int rc = cache_open(dir, oid_hex(&r->config.repo_id, hex), &r->cache, e);
+    if (rc < 0) return rc;
+    if (!(r->cache_dir = strdup(dir))) {
+        cache_close(r->cache);
+        r->cache = NULL;
+        return err_set(e, ERR_FAIL, "opening the cache: out of memory");
+    }
+    return 0;
+}
+
+const char *repo_cache_dir(const struct repo *r)
+{
+    return r->cache_dir;
+}
+
+/* A local directory is as fast as a cache would be (backend_open tells them apart the same way).
+ * Without a usable cache directory the repository still works, only slower. */
+static void open_default_cache(struct repo *r, const char *location)
+{
+    const char *off = getenv("PODVAULT_NO_CACHE");
+    if (strncmp(location, "s3:", 3) != 0 || (off && strcmp(off, "1") == 0)) return;
+    char *dir;
+    struct err ignored;
+    if (cache_default_dir(&dir, &ignored) < 0) return;
+    repo_set_cache(r, dir, &ignored);
+    free(dir);
+}
+
+/* The directories whose files are cached (packs are cached by repo_load_blob, trees only). */
+static bool cached_dir(const char *dir)
+{
+    return strcmp(dir, "index") == 0 || strcmp(dir, "snapshots") == 0;
+}
+
+/* Keeps a copy; a cache that cannot take it (disk full, read-only) only costs a download later. */
+static void cache_keep(struct repo *r, const char *name, const void *data, size_t len)
+{
+    struct err ignored;
+    if (r->cache) cache_put(r->cache, name, data, len, &ignored);
+}
+
+static void cache_drop(struct repo *r, const char *name)
+{
+    struct err ignored;
+    if (r->cache) cache_remove(r->cache, name, &ignored);
+}
+
 int repo_open(const char *location, const char *password, struct repo **out, struct err *e)
 {
     *out = NULL;
@@ -238,11 +314,13 @@ int repo_open(const char *location, const char *password, struct repo **out, str
     if (!r) return err_set(e, ERR_FAIL, "opening %s: out of memory", location);
     pthread_rwlock_init(&r->idx_lock, NULL);
     pthread_mutex_init(&r->load_lock, NULL);
+    pthread_mutex_init(&r->fetch_lock, NULL);
     rc = open_objects(r, location, password, e);
     if (rc < 0) {
         repo_free(r);
         return rc;
     }
+    open_default_cache(r, location);
     *out = r;
     return 0;
 }
@@ -306,16 +384,23 @@ int repo_save_file(struct repo *r, const char *dir, const char *kind, const void
     int rc = object_name(name, dir, id, e);
     if (rc == 0) rc = crypt_file_seal(&r->keys, kind, plain, len, &sealed, e);
     if (rc == 0) rc = backend_save(r->b, name, sealed.data, sealed.len, false, e);
+    if (rc == 0 && cached_dir(dir)) cache_keep(r, name, sealed.data, sealed.len);
     buf_free(&sealed);
     if (rc < 0) return err_wrap(e, "saving %s", name);
     return 0;
 }
 
-/* Fetches the sealed bytes of an immutable object. This is the one place a local cache of
- * such objects (index files, snapshots, tree packs) plugs in. */
-static int fetch_sealed(struct repo *r, const char *name, struct buf *out, struct err *e)
+/* Opens the cached copy of `name` into `out`. A copy that does not open (damaged, or not what
+ * the caller expects) is dropped, so the caller's fetch from the backend replaces it. */
+static int load_file_cached(struct repo *r, const char *name, const char *kind, struct buf *out)
 {
-    return backend_load(r->b, name, 0, 0, out, e);
+    struct buf sealed = BUF_INIT;
+    struct err ignored;
+    int rc = cache_get(r->cache, name, &sealed, &ignored);
+    if (rc == 0) rc = crypt_file_open(&r->keys, kind, sealed.data, sealed.len, out, &ignored);
+    if (rc < 0 && rc != ERR_NOT_FOUND) cache_drop(r, name);
+    buf_free(&sealed);
+    return rc;
 }
 
 int repo_load_file(struct repo *r, const char *dir, const char *kind, const struct oid *id,
@@ -324,10 +409,37 @@ int repo_load_file(struct repo *r, const char *dir, const char *kind, const stru
     struct buf sealed = BUF_INIT;
     char name[REPO_NAME_MAX];
     int rc = object_name(name, dir, id, e);
-    if (rc == 0) rc = fetch_sealed(r, name, &sealed, e);
+    if (rc < 0) return rc;
+    bool cached = r->cache && cached_dir(dir);
+    if (cached && load_file_cached(r, name, kind, out) == 0) return 0;
+    rc = backend_load(r->b, name, 0, 0, &sealed, e);
     if (rc == 0) rc = crypt_file_open(&r->keys, kind, sealed.data, sealed.len, out, e);
+    if (rc == 0 && cached) cache_keep(r, name, sealed.data, sealed.len);
     buf_free(&sealed);
     if (rc < 0) return err_wrap(e, "loading %s", name);
+    return 0;
+}
+
+int repo_remove_file(struct repo *r, const char *dir, const struct oid *id, struct err *e)
+{
+    char name[REPO_NAME_MAX];
+    int rc = object_name(name, dir, id, e);
+    if (rc < 0) return rc;
+    /* The copy goes first: a copy without its object would be read as if it still existed. */
+    cache_drop(r, name);
+    rc = backend_remove(r->b, name, e);
+    if (rc < 0) return err_wrap(e, "removing %s", name);
+    return 0;
+}
+
+int repo_save_pack(struct repo *r, const struct oid *pack_id, enum blob_type type, const void *data,
+                   size_t len, struct err *e)
+{
+    char name[80];
+    pack_object_name(pack_id, name);
+    int rc = backend_save(r->b, name, data, len, false, e);
+    if (rc < 0) return err_wrap(e, "uploading pack %s", name + 8);
+    if (type == BLOB_TREE) cache_keep(r, name, data, len);
     return 0;
 }
 
@@ -366,6 +478,25 @@ static int cmp_oid(const void *a, const void *b)
     return oid_cmp(a, b);
 }
 
+/* Drops the cached copies under `prefix` ("index/", "snapshots/", "data/") whose ID, read at
+ * `id_at` in the name, is not in `keep` (sorted): the repository no longer has them, another
+ * client removed them. */
+static void drop_stale(struct repo *r, const char *prefix, size_t id_at, const struct oid *keep,
+                       size_t n_keep)
+{
+    struct name_list names = {0};
+    struct err ignored;
+    /* Collected first: the listing walks the directories the removals change. */
+    cache_list(r->cache, prefix, collect_name, &names, &ignored);
+    for (size_t i = 0; i < names.n; i++) {
+        struct oid id;
+        if (strlen(names.names[i]) < id_at || !oid_parse(names.names[i] + id_at, &id)) continue;
+        if (!n_keep || !bsearch(&id, keep, n_keep, sizeof id, cmp_oid))
+            cache_drop(r, names.names[i]);
+    }
+    name_list_free(&names);
+}
+
 int repo_list_ids(struct repo *r, const char *dir, struct oid **ids, size_t *n, struct err *e)
 {
     char prefix[REPO_NAME_MAX];
@@ -380,6 +511,7 @@ int repo_list_ids(struct repo *r, const char *dir, struct oid **ids, size_t *n, 
         return err_wrap(e, "listing %s", prefix);
     }
     if (l.n) qsort(l.ids, l.n, sizeof *l.ids, cmp_oid);
+    if (r->cache && cached_dir(dir)) drop_stale(r, prefix, strlen(prefix), l.ids, l.n);
     *ids = l.ids;
     *n = l.n;
     return 0;
@@ -470,6 +602,21 @@ static int load_index_files(struct index_load *L, struct err *e)
     return 0;
 }
 
+/* Drops cached packs the index does not list (removed by a prune). */
+static void drop_stale_packs(struct repo *r)
+{
+    repo_index_lock(r, false);
+    size_t n = idx_pack_count(r->idx);
+    struct oid *packs = malloc((n ? n : 1) * sizeof *packs);
+    for (size_t i = 0; packs && i < n; i++)
+        packs[i] = *idx_pack_id(r->idx, (uint32_t)i);
+    repo_index_unlock(r);
+    if (!packs) return; /* out of memory: the copies stay, harmless */
+    if (n) qsort(packs, n, sizeof *packs, cmp_oid);
+    drop_stale(r, "data/", strlen("data/xx/"), packs, n);
+    free(packs);
+}
+
 int repo_load_index(struct repo *r, struct err *e)
 {
     pthread_mutex_lock(&r->load_lock);
@@ -505,6 +652,7 @@ int repo_load_index(struct repo *r, struct err *e)
         repo_index_unlock(r);
         rc = load_index_files(&L, e);
     }
+    if (rc == 0 && r->cache) drop_stale_packs(r);
 out:
     if (rc < 0) { /* leave an empty index rather than a partial one */
         repo_index_lock(r, true);
@@ -523,6 +671,61 @@ out:
 
 /* ---- blobs ---- */
 
+static int open_blob(struct repo *r, const struct idx_loc *loc, const struct oid *id,
+                     const struct buf *stored, struct buf *out, struct err *e)
+{
+    return crypt_blob_open(&r->keys, (enum blob_type)loc->type, id, stored->data, stored->len,
+                           loc->raw_len, out, e);
+}
+
+/* Opens a blob from the cached copy of its pack; a copy that is missing, short or does not
+ * open is dropped, and the call fails. */
+static int tree_blob_cached(struct repo *r, const char *name, const struct idx_loc *loc,
+                            const struct oid *id, struct buf *out)
+{
+    struct buf stored = BUF_INIT;
+    struct err ignored;
+    int rc = cache_get_range(r->cache, name, loc->offset, loc->stored_len, &stored, &ignored);
+    if (rc == 0) rc = open_blob(r, loc, id, &stored, out, &ignored);
+    if (rc < 0 && rc != ERR_NOT_FOUND) cache_drop(r, name);
+    buf_free(&stored);
+    return rc;
+}
+
+/* Downloads the whole pack `name`, keeps it in the cache, and hands over the blob's bytes. */
+static int fetch_tree_pack(struct repo *r, const char *name, const struct idx_loc *loc,
+                           struct buf *stored, struct err *e)
+{
+    struct buf pack = BUF_INIT;
+    int rc = backend_load(r->b, name, 0, 0, &pack, e);
+    if (rc == 0 && pack.len < (uint64_t)loc->offset + loc->stored_len)
+        rc = err_set(e, ERR_FAIL, "the pack is %zu bytes, shorter than the index says", pack.len);
+    if (rc == 0 && buf_append(stored, pack.data + loc->offset, loc->stored_len) < 0)
+        rc = err_set(e, ERR_FAIL, "out of memory");
+    if (rc == 0) cache_keep(r, name, pack.data, pack.len);
+    buf_free(&pack);
+    return rc;
+}
+
+/* A blob of a tree pack, through the cache (see the top of the file). */
+static int load_tree_blob(struct repo *r, const char *name, const struct idx_loc *loc,
+                          const struct oid *id, struct buf *out, struct err *e)
+{
+    if (tree_blob_cached(r, name, loc, id, out) == 0) return 0;
+    pthread_mutex_lock(&r->fetch_lock);
+    /* Another thread may have fetched the pack while this one waited. */
+    bool hit = tree_blob_cached(r, name, loc, id, out) == 0;
+    struct buf stored = BUF_INIT;
+    int rc = hit ? 0 : fetch_tree_pack(r, name, loc, &stored, e);
+    pthread_mutex_unlock(&r->fetch_lock);
+    if (!hit && rc == 0) {
+        rc = open_blob(r, loc, id, &stored, out, e);
+        if (rc < 0) cache_drop(r, name); /* the copy holds the same bytes */
+    }
+    buf_free(&stored);
+    return rc;
+}
+
 int repo_load_blob(struct repo *r, enum blob_type type, const struct oid *id, struct buf *out,
                    struct err *e)
 {
@@ -538,15 +741,19 @@ int repo_load_blob(struct repo *r, enum blob_type type, const struct oid *id, st
 
     char name[80];
     pack_object_name(&pack_id, name);
-    struct buf stored = BUF_INIT;
-    int rc = backend_load(r->b, name, loc.offset, loc.stored_len, &stored, e);
+    int rc;
     /* Blobs are keyed by ID alone, so a tree whose encoding equals a data chunk shares that
-     * chunk's entry: open with the type it was stored as. The content is the same either way,
-     * and crypt_blob_open checks it against the ID. */
-    if (rc == 0)
-        rc = crypt_blob_open(&r->keys, (enum blob_type)loc.type, id, stored.data, stored.len,
-                             loc.raw_len, out, e);
-    buf_free(&stored);
+     * chunk's entry: the stored type says which kind of pack holds it, and the blob is opened
+     * with that type. The content is the same either way, and crypt_blob_open checks it against
+     * the ID. */
+    if (r->cache && loc.type == BLOB_TREE) {
+        rc = load_tree_blob(r, name, &loc, id, out, e);
+    } else {
+        struct buf stored = BUF_INIT;
+        rc = backend_load(r->b, name, loc.offset, loc.stored_len, &stored, e);
+        if (rc == 0) rc = open_blob(r, &loc, id, &stored, out, e);
+        buf_free(&stored);
+    }
     if (rc < 0) return err_wrap(e, "blob %s in pack %s", oid_hex(id, hex), name + 8);
     return 0;
 }
