@@ -72,7 +72,7 @@ s3_make_tree() {
 s3_proxy() {
     local var=$1 out port pid
     shift
-    out=$T/proxy-$var.out
+    out=$(mktemp "$T/proxy-$var.XXXXXX") # fresh: an old proxy's port must not be read
     "$PV_BUILD_DIR/pv_faultproxy" --target "$(s3_hostport)" "$@" >"$out" 2>&1 &
     pid=$!
     PV_CLEANUP+=("kill $pid 2>/dev/null")
