@@ -13,6 +13,13 @@
  * Tree packs are cached whole rather than blob by blob: one request fetches all the trees a pack
  * holds (a walk through a snapshot needs most of them), the pack holds nothing but trees, and a
  * tree is then read from the cached file by offset, so memory per read stays one blob.
+ *
+ * Reading blobs one request each would make a restore from S3 cost one round trip per small
+ * file. Blobs that are read together were mostly written together, next to each other in a pack,
+ * so a remote repository reads ahead: a blob missing from memory is fetched with the bytes that
+ * follow it in its pack, up to a window of REPO_WINDOW_BYTES, and the next blobs are cut from
+ * that window. A few windows are kept (least recently used goes), so the threads of a restore
+ * each keep their own stream; their memory is bounded by REPO_WINDOWS x the window size.
  */
 #include "repo/repo.h"
 
@@ -31,6 +38,19 @@
 #define REPO_INDEX_THREADS 4
 /* Longest object name we build: "<dir>/<64 hex>" with a short dir. */
 #define REPO_NAME_MAX 160
+/* Read-ahead windows of a remote repository (see the top of the file). */
+#define REPO_WINDOW_BYTES (4u << 20)
+#define REPO_WINDOWS 4
+
+/* Bytes [off, off + want) of a pack, read ahead. While `loading`, `data` belongs to the thread
+ * that fetches it, and threads that want bytes of it wait for `win_ready`. */
+struct window {
+    struct oid pack; /* zero: unused */
+    uint64_t off, want;
+    struct buf data;
+    bool loading;
+    uint64_t used; /* for least-recently-used replacement */
+};
 
 struct repo {
     struct backend *b;
@@ -51,6 +71,17 @@ struct repo {
     /* Serializes downloads of tree packs into the cache, so that threads wanting trees of one
      * pack fetch it once. Such downloads are rare (once per pack), so one lock is enough. */
     pthread_mutex_t fetch_lock;
+
+    /* Read-ahead (window size 0: off). win_lock guards the windows and pack_end. */
+    size_t window_bytes;
+    pthread_mutex_t win_lock;
+    pthread_cond_t win_ready;
+    struct window win[REPO_WINDOWS];
+    uint64_t win_tick;
+    /* By pack number: where the last blob the index knows in that pack ends, so that a window
+     * never asks for bytes past a pack's end. Built when first needed. */
+    uint64_t *pack_end;
+    size_t n_pack_end;
 };
 
 static int object_name(char out[REPO_NAME_MAX], const char *dir, const struct oid *id,
@@ -211,6 +242,11 @@ static void repo_free(struct repo *r)
     cache_close(r->cache);
     free(r->cache_dir);
     pthread_mutex_destroy(&r->fetch_lock);
+    for (size_t i = 0; i < REPO_WINDOWS; i++)
+        buf_free(&r->win[i].data);
+    free(r->pack_end);
+    pthread_mutex_destroy(&r->win_lock);
+    pthread_cond_destroy(&r->win_ready);
     chunker_free(r->chunker);
     idx_free(r->idx);
     backend_close(r->b);
@@ -273,12 +309,23 @@ const char *repo_cache_dir(const struct repo *r)
     return r->cache_dir;
 }
 
-/* A local directory is as fast as a cache would be (backend_open tells them apart the same way).
- * Without a usable cache directory the repository still works, only slower. */
-static void open_default_cache(struct repo *r, const char *location)
+void repo_set_read_ahead(struct repo *r, size_t bytes)
+{
+    r->window_bytes = bytes;
+}
+
+/* A local directory needs neither a cache nor read-ahead: reading it is as fast as reading
+ * them. (backend_open tells the backends apart the same way.) */
+static bool is_remote(const char *location)
+{
+    return strncmp(location, "s3:", 3) == 0;
+}
+
+/* Without a usable cache directory the repository still works, only slower. */
+static void open_default_cache(struct repo *r)
 {
     const char *off = getenv("PODVAULT_NO_CACHE");
-    if (strncmp(location, "s3:", 3) != 0 || (off && strcmp(off, "1") == 0)) return;
+    if (off && strcmp(off, "1") == 0) return;
     char *dir;
     struct err ignored;
     if (cache_default_dir(&dir, &ignored) < 0) return;
@@ -315,12 +362,17 @@ int repo_open(const char *location, const char *password, struct repo **out, str
     pthread_rwlock_init(&r->idx_lock, NULL);
     pthread_mutex_init(&r->load_lock, NULL);
     pthread_mutex_init(&r->fetch_lock, NULL);
+    pthread_mutex_init(&r->win_lock, NULL);
+    pthread_cond_init(&r->win_ready, NULL);
     rc = open_objects(r, location, password, e);
     if (rc < 0) {
         repo_free(r);
         return rc;
     }
-    open_default_cache(r, location);
+    if (is_remote(location)) {
+        open_default_cache(r);
+        r->window_bytes = REPO_WINDOW_BYTES;
+    }
     *out = r;
     return 0;
 }
@@ -726,6 +778,103 @@ static int load_tree_blob(struct repo *r, const char *name, const struct idx_loc
     return rc;
 }
 
+static int note_pack_end(void *ctx, const struct oid *blob, const struct idx_loc *loc)
+{
+    struct repo *r = ctx;
+    uint64_t end = (uint64_t)loc->offset + loc->stored_len;
+    if (loc->pack < r->n_pack_end && end > r->pack_end[loc->pack]) r->pack_end[loc->pack] = end;
+    return 0;
+}
+
+/* Where the blob area of pack number `pack` ends, as far as the index knows; 0 when that cannot
+ * be told (out of memory). Caller holds win_lock. */
+static uint64_t pack_end(struct repo *r, uint32_t pack)
+{
+    if (pack >= r->n_pack_end) { /* packs were added since the table was built */
+        free(r->pack_end);
+        /* idx_foreach may reorganize the index: the write side. */
+        repo_index_lock(r, true);
+        r->n_pack_end = idx_pack_count(r->idx);
+        r->pack_end = calloc(r->n_pack_end ? r->n_pack_end : 1, sizeof *r->pack_end);
+        if (!r->pack_end)
+            r->n_pack_end = 0;
+        else if (idx_foreach(r->idx, note_pack_end, r) != 0)
+            memset(r->pack_end, 0, r->n_pack_end * sizeof *r->pack_end);
+        repo_index_unlock(r);
+    }
+    return pack < r->n_pack_end ? r->pack_end[pack] : 0;
+}
+
+/* The window that holds (or is fetching) [off, off + len) of `pack`, or NULL. */
+static struct window *window_find(struct repo *r, const struct oid *pack, uint64_t off,
+                                  uint64_t len)
+{
+    for (size_t i = 0; i < REPO_WINDOWS; i++) {
+        struct window *w = &r->win[i];
+        if (oid_eq(&w->pack, pack) && off >= w->off && off + len <= w->off + w->want) return w;
+    }
+    return NULL;
+}
+
+/* The least recently used window that no thread is fetching, or NULL. */
+static struct window *window_victim(struct repo *r)
+{
+    struct window *best = NULL;
+    for (size_t i = 0; i < REPO_WINDOWS; i++) {
+        struct window *w = &r->win[i];
+        if (!w->loading && (!best || w->used < best->used)) best = w;
+    }
+    return best;
+}
+
+/* Appends the sealed bytes of a blob at `loc` in pack `pack` to `stored`, through the windows. */
+static int load_ahead(struct repo *r, const char *name, const struct oid *pack,
+                      const struct idx_loc *loc, struct buf *stored, struct err *e)
+{
+    uint64_t off = loc->offset, len = loc->stored_len;
+    pthread_mutex_lock(&r->win_lock);
+    struct window *w;
+    while ((w = window_find(r, pack, off, len)) != NULL && w->loading)
+        pthread_cond_wait(&r->win_ready, &r->win_lock);
+    if (w) {
+        w->used = ++r->win_tick;
+        int rc = buf_append(stored, w->data.data + (off - w->off), len) < 0
+                     ? err_set(e, ERR_FAIL, "out of memory")
+                     : 0;
+        pthread_mutex_unlock(&r->win_lock);
+        return rc;
+    }
+    uint64_t end = pack_end(r, loc->pack), want = len;
+    if (end > off + len) want = end - off < r->window_bytes ? end - off : r->window_bytes;
+    if (want < len) want = len;
+    w = want > len ? window_victim(r) : NULL;
+    if (!w) { /* nothing to read ahead, or every window busy: just this blob */
+        pthread_mutex_unlock(&r->win_lock);
+        return backend_load(r->b, name, off, len, stored, e);
+    }
+    w->pack = *pack;
+    w->off = off;
+    w->want = want;
+    w->loading = true;
+    w->used = ++r->win_tick;
+    buf_reset(&w->data);
+    pthread_mutex_unlock(&r->win_lock);
+
+    int rc = backend_load(r->b, name, off, want, &w->data, e);
+
+    pthread_mutex_lock(&r->win_lock);
+    if (rc == 0 && buf_append(stored, w->data.data, len) < 0)
+        rc = err_set(e, ERR_FAIL, "out of memory");
+    if (rc < 0) {
+        memset(&w->pack, 0, sizeof w->pack);
+        buf_reset(&w->data);
+    }
+    w->loading = false;
+    pthread_cond_broadcast(&r->win_ready);
+    pthread_mutex_unlock(&r->win_lock);
+    return rc;
+}
+
 int repo_load_blob(struct repo *r, enum blob_type type, const struct oid *id, struct buf *out,
                    struct err *e)
 {
@@ -750,7 +899,10 @@ int repo_load_blob(struct repo *r, enum blob_type type, const struct oid *id, st
         rc = load_tree_blob(r, name, &loc, id, out, e);
     } else {
         struct buf stored = BUF_INIT;
-        rc = backend_load(r->b, name, loc.offset, loc.stored_len, &stored, e);
+        if (r->window_bytes)
+            rc = load_ahead(r, name, &pack_id, &loc, &stored, e);
+        else
+            rc = backend_load(r->b, name, loc.offset, loc.stored_len, &stored, e);
         if (rc == 0) rc = open_blob(r, &loc, id, &stored, out, e);
         buf_free(&stored);
     }

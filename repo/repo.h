@@ -45,6 +45,10 @@ void repo_close(struct repo *r);
 int repo_set_cache(struct repo *r, const char *dir, struct err *e);
 /* The cache directory in use, or NULL. */
 const char *repo_cache_dir(const struct repo *r);
+/* Blob reads fetch up to `bytes` of the pack from the blob on and serve the next blobs from
+ * that (0: each blob is one read). repo_open turns it on for a repository that is not a local
+ * directory. Set before the repository is shared between threads. */
+void repo_set_read_ahead(struct repo *r, size_t bytes);
 
 /* Reads every index file into the in-memory index (once; later calls do nothing). Cached tree
  * packs that the index no longer lists are dropped. */
