@@ -3,8 +3,9 @@
 # checks signatures): init, backup and restore byte for byte of a tree with empty files, a file
 # larger than a pack, many small files, random and compressible data; snapshots, ls and cat;
 # incremental backup; the local cache (through a logging pv_faultproxy: `snapshots` and an
-# unchanged backup download no index, snapshot or tree data again); a wrong password; a wrong
-# secret that fails at once with the server's reason.
+# unchanged backup download no index, snapshot or tree data again); read-ahead (a restore makes
+# far fewer requests than it has files); a wrong password; a wrong secret that fails at once with
+# the server's reason.
 # Runs when PV_TEST_S3 and the AWS_* credentials are set (eval "$(tests/s3-env.sh)"); says
 # SKIPPED otherwise. Every podvault run is bounded in time (tests/s3-lib.sh).
 . "$(dirname "$0")/lib.sh" || exit 1
@@ -75,12 +76,16 @@ tail -n 1 "$T/out" | jq -e '.files_changed == 1 and .files_new == 1 and .bytes_r
     fail "incremental backup on S3: $(tail -n 1 "$T/out")"
 second=$(tail -n 1 "$T/out" | jq -r .snapshot_id)
 [ ! -s "$T/gets" ] || fail "the incremental backup downloaded metadata its own client wrote: $(cat "$T/gets")"
-run_pv 0 restore latest --target "$T/restore2"
+pvx "$PODVAULT_CACHE_DIR" restore latest --target "$T/restore2"
 tree_equal "$S" "$T/restore2"
+# Read-ahead: blobs that were written together are read together, not one request per file.
+n_files=$(find "$S" -type f | wc -l)
+n_gets=$(grep -c /data/ "$T/gets")
+[ "$n_gets" -le 40 ] || fail "restoring $n_files files took $n_gets GETs of packs"
 run_pv 0 restore "$first:/text" --target "$T/restore3" # the first snapshot is still whole
 [ "$(wc -c <"$T/restore3/short")" = 1000 ] || fail "the first snapshot lost text/short"
 cmp -s "$S/text/b/words" "$T/restore3/b/words" || fail "the first snapshot's text/b/words differs"
-ok "incremental backup (no metadata downloaded) and restore of both snapshots"
+ok "incremental backup (no metadata downloaded); restore of $n_files files in $n_gets GETs; the first snapshot is whole"
 
 # ---- a second client, with an empty cache, downloads metadata once ----
 pvx "$C2" snapshots
