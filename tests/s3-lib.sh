@@ -47,7 +47,8 @@ s3_delete_prefix() {
     local s3curl=(curl -s -m 30 --aws-sigv4 "aws:amz:${AWS_REGION:-us-east-1}:s3"
         --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-content-sha256: $sha")
     for _ in $(seq 1 50); do
-        keys=$("${s3curl[@]}" "$base/$bucket?list-type=2&max-keys=1000&prefix=$prefix" |
+        # The query is signed as written: sorted, and the prefix's slashes encoded.
+        keys=$("${s3curl[@]}" "$base/$bucket?list-type=2&max-keys=1000&prefix=${prefix//\//%2F}" |
             grep -o '<Key>[^<]*</Key>' | sed 's/<Key>\(.*\)<\/Key>/\1/') || true
         [ -n "$keys" ] || return 0
         for k in $keys; do "${s3curl[@]}" -X DELETE -o /dev/null "$base/$bucket/$k" || true; done

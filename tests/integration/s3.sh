@@ -113,3 +113,9 @@ ms=$((($(date +%s%N) - start) / 1000000))
 [ $ms -le 5000 ] || fail "a wrong secret took $ms ms to fail (retried?)"
 one_line_error SignatureDoesNotMatch
 ok "wrong password (exit 12); wrong secret fails in $ms ms: $(cat "$T/err")"
+
+# ---- the test's objects go (also checks that s3_delete_prefix works, and exit 10 on S3) ----
+s3_delete_prefix
+run_pv 10 snapshots
+one_line_error "no repository"
+ok "test repository deleted: $(cat "$T/err")"
