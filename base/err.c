@@ -37,13 +37,22 @@ int err_sys(struct err *e, int errnum, const char *fmt, ...)
 
 int err_wrap(struct err *e, const char *fmt, ...)
 {
-    char prefix[ERR_MSG_MAX], old[ERR_MSG_MAX];
+    char prefix[ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    memcpy(old, e->msg, sizeof old);
-    snprintf(e->msg, sizeof e->msg, "%s: %s", prefix, old);
+    /* Shift the old message right and put "prefix: " in front, truncating the tail. */
+    size_t plen = strlen(prefix);
+    if (plen > sizeof e->msg / 2) plen = sizeof e->msg / 2;
+    size_t olen = strnlen(e->msg, sizeof e->msg - 1);
+    size_t room = sizeof e->msg - plen - 3;
+    if (olen > room) olen = room;
+    memmove(e->msg + plen + 2, e->msg, olen);
+    memcpy(e->msg, prefix, plen);
+    e->msg[plen] = ':';
+    e->msg[plen + 1] = ' ';
+    e->msg[plen + 2 + olen] = '\0';
     if (e->code == ERR_OK) e->code = ERR_FAIL;
     return e->code;
 }

@@ -1,0 +1,102 @@
+/* config.c - the repository config as JSON, validated field by field; see config.h and
+ * docs/FORMAT-crypto.md ("Config"). */
+#include "repo/config.h"
+
+#include <jansson.h>
+
+#include "repo/jsonf.h"
+
+#define CONFIG_MAX_LEN (64u * 1024)
+#define PACK_SIZE_MIN (1u * 1024 * 1024)
+#define PACK_SIZE_MAX (1024u * 1024 * 1024)
+#define ZSTD_LEVEL_MAX 19
+
+void config_default(struct config *c)
+{
+    c->version = CONFIG_VERSION;
+    oid_random(&c->repo_id);
+    c->chunker.min_size = CHUNKER_DEFAULT_MIN;
+    c->chunker.avg_size = CHUNKER_DEFAULT_AVG;
+    c->chunker.max_size = CHUNKER_DEFAULT_MAX;
+    c->pack_size = CONFIG_DEFAULT_PACK_SIZE;
+    c->zstd_level = CONFIG_DEFAULT_ZSTD_LEVEL;
+}
+
+static int check_version(uint64_t version, struct err *e)
+{
+    if (version != CONFIG_VERSION)
+        return err_set(e, ERR_FAIL,
+                       "config: repository format version %llu is not supported (this podvault "
+                       "reads version %d)",
+                       (unsigned long long)version, CONFIG_VERSION);
+    return 0;
+}
+
+/* The checks shared by encode (refuse to write a config we could not read) and decode. */
+static int check(const struct config *c, struct err *e)
+{
+    int rc = check_version(c->version, e);
+    if (rc < 0) return rc;
+    rc = chunker_params_check(&c->chunker, e);
+    if (rc < 0) return err_wrap(e, "config");
+    if (c->pack_size < PACK_SIZE_MIN || c->pack_size > PACK_SIZE_MAX)
+        return err_set(e, ERR_FAIL, "config: pack_size %u is outside %u..%u", c->pack_size,
+                       PACK_SIZE_MIN, PACK_SIZE_MAX);
+    if (c->zstd_level < 0 || c->zstd_level > ZSTD_LEVEL_MAX)
+        return err_set(e, ERR_FAIL, "config: zstd_level %d is outside 0..%d", c->zstd_level,
+                       ZSTD_LEVEL_MAX);
+    return 0;
+}
+
+int config_encode(const struct config *c, struct buf *out, struct err *e)
+{
+    int rc = check(c, e);
+    if (rc < 0) return rc;
+    char hex[OID_HEX_LEN + 1];
+    json_t *root = json_pack(
+        "{s:i, s:s, s:{s:I, s:I, s:I}, s:I, s:i}", "version", CONFIG_VERSION, "repo_id",
+        oid_hex(&c->repo_id, hex), "chunker", "min_size", (json_int_t)c->chunker.min_size,
+        "avg_size", (json_int_t)c->chunker.avg_size, "max_size", (json_int_t)c->chunker.max_size,
+        "pack_size", (json_int_t)c->pack_size, "zstd_level", c->zstd_level);
+    if (!root) return err_set(e, ERR_FAIL, "config: encoding failed (out of memory)");
+    rc = jsonf_dump(root, out, "config", e);
+    json_decref(root);
+    return rc;
+}
+
+int config_decode(const void *json, size_t len, struct config *c, struct err *e)
+{
+    static const char what[] = "config";
+    json_t *root;
+    int rc = jsonf_parse(json, len, CONFIG_MAX_LEN, what, &root, e);
+    if (rc < 0) return rc;
+    struct config tmp;
+    uint64_t version, min, avg, max, pack, level;
+    const json_t *ch = json_object_get(root, "chunker");
+    /* the version first: a newer format may have changed any other field */
+    if ((rc = jsonf_uint(root, "version", 0, UINT64_MAX, what, &version, e)) < 0 ||
+        (rc = check_version(version, e)) < 0)
+        goto out;
+    tmp.version = (uint32_t)version;
+    if ((rc = jsonf_hex(root, "repo_id", tmp.repo_id.b, OID_LEN, what, e)) < 0) goto out;
+    if (!json_is_object(ch)) {
+        rc = err_set(e, ERR_FAIL, "config: field \"chunker\" is missing or not an object");
+        goto out;
+    }
+    if ((rc = jsonf_uint(ch, "min_size", 0, UINT32_MAX, "config chunker", &min, e)) < 0 ||
+        (rc = jsonf_uint(ch, "avg_size", 0, UINT32_MAX, "config chunker", &avg, e)) < 0 ||
+        (rc = jsonf_uint(ch, "max_size", 0, UINT32_MAX, "config chunker", &max, e)) < 0 ||
+        (rc = jsonf_uint(root, "pack_size", 0, UINT32_MAX, what, &pack, e)) < 0 ||
+        (rc = jsonf_uint(root, "zstd_level", 0, ZSTD_LEVEL_MAX, what, &level, e)) < 0)
+        goto out;
+    tmp.chunker.min_size = (uint32_t)min;
+    tmp.chunker.avg_size = (uint32_t)avg;
+    tmp.chunker.max_size = (uint32_t)max;
+    tmp.pack_size = (uint32_t)pack;
+    tmp.zstd_level = (int)level;
+    if ((rc = check(&tmp, e)) < 0) goto out;
+    *c = tmp;
+out:
+    json_decref(root);
+    return rc;
+}

@@ -1,0 +1,332 @@
+/* crypt.c - key derivation, blob IDs, and sealing of blobs and files; see crypt.h and
+ * docs/FORMAT-crypto.md for the byte layouts. */
+#include "repo/crypt.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "chunker/chunker.h"
+
+/* crypto_kdf context (exactly 8 bytes) and one subkey id per purpose. Never renumber. */
+#define KDF_CONTEXT "podvault"
+enum { KDF_ID_BLOB_ID = 1, KDF_ID_BLOB = 2, KDF_ID_FILE = 3, KDF_ID_GEAR = 4 };
+
+#define BLOB_AD_PREFIX "podvault-blob"
+#define FILE_AD_PREFIX "podvault-file:"
+#define FILE_KIND_MAX 200
+
+/* Largest plaintext a blob may claim: a data blob is one chunk; a tree is one directory. */
+#define TREE_RAW_MAX (64u * 1024 * 1024)
+
+enum { FLAG_RAW = 0, FLAG_ZSTD = 1 };
+
+/* Inputs above this size are first tried on a sample of this size at level 1: data that does
+ * not compress (media, archives, encrypted files) then costs one small attempt, not a full one. */
+#define SAMPLE_LEN (64u * 1024)
+/* Scratch kept by a thread between calls; a larger one (a huge tree) is freed after use. */
+#define SCRATCH_KEEP (8u * 1024 * 1024)
+
+/* Per-thread cache of zstd contexts and a scratch buffer: allocating a ZSTD_CCtx costs more than
+ * compressing a small chunk, and the backup pipeline seals every chunk. It holds no state that
+ * outlives a call. */
+struct tcache {
+    ZSTD_CCtx *cctx;
+    ZSTD_DCtx *dctx;
+    struct buf scratch;
+};
+
+static pthread_key_t tcache_key;
+static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
+static int tcache_key_rc;
+
+static void tcache_free(void *p)
+{
+    struct tcache *t = p;
+    if (!t) return;
+    ZSTD_freeCCtx(t->cctx);
+    ZSTD_freeDCtx(t->dctx);
+    buf_free(&t->scratch);
+    free(t);
+}
+
+static void tcache_key_init(void)
+{
+    tcache_key_rc = pthread_key_create(&tcache_key, tcache_free);
+}
+
+static struct tcache *tcache_get(struct err *e)
+{
+    if (pthread_once(&tcache_once, tcache_key_init) != 0 || tcache_key_rc != 0) {
+        err_set(e, ERR_FAIL, "creating the per-thread compression cache failed");
+        return NULL;
+    }
+    struct tcache *t = pthread_getspecific(tcache_key);
+    if (t) return t;
+    t = calloc(1, sizeof *t);
+    if (!t || pthread_setspecific(tcache_key, t) != 0) {
+        free(t);
+        err_set(e, ERR_FAIL, "out of memory for the compression cache");
+        return NULL;
+    }
+    return t;
+}
+
+int crypt_init(struct err *e)
+{
+    if (sodium_init() < 0) return err_set(e, ERR_FAIL, "libsodium failed to initialise");
+    return 0;
+}
+
+void crypt_keys_derive(struct crypt_keys *k)
+{
+    crypto_kdf_derive_from_key(k->blob_id, sizeof k->blob_id, KDF_ID_BLOB_ID, KDF_CONTEXT,
+                               k->master);
+    crypto_kdf_derive_from_key(k->blob, sizeof k->blob, KDF_ID_BLOB, KDF_CONTEXT, k->master);
+    crypto_kdf_derive_from_key(k->file, sizeof k->file, KDF_ID_FILE, KDF_CONTEXT, k->master);
+    crypto_kdf_derive_from_key(k->gear, sizeof k->gear, KDF_ID_GEAR, KDF_CONTEXT, k->master);
+}
+
+void crypt_keys_generate(struct crypt_keys *k)
+{
+    crypto_kdf_keygen(k->master);
+    crypt_keys_derive(k);
+}
+
+void crypt_keys_wipe(struct crypt_keys *k)
+{
+    sodium_memzero(k, sizeof *k);
+}
+
+void crypt_blob_id(const struct crypt_keys *k, const void *plain, size_t len, struct oid *out)
+{
+    crypto_generichash(out->b, OID_LEN, plain, len, k->blob_id, sizeof k->blob_id);
+}
+
+/* "podvault-blob" || type || id */
+static size_t blob_ad(uint8_t ad[sizeof BLOB_AD_PREFIX + OID_LEN], enum blob_type type,
+                      const struct oid *id)
+{
+    size_t n = sizeof BLOB_AD_PREFIX - 1;
+    memcpy(ad, BLOB_AD_PREFIX, n);
+    ad[n++] = (uint8_t)type;
+    memcpy(ad + n, id->b, OID_LEN);
+    return n + OID_LEN;
+}
+
+static bool blob_type_valid(enum blob_type type)
+{
+    return type == BLOB_DATA || type == BLOB_TREE;
+}
+
+/* Compresses src into dst (capacity cap) when that saves at least 1/16; returns the compressed
+ * length, or 0 when the blob should be stored raw. */
+static size_t try_compress(ZSTD_CCtx *cctx, const uint8_t *src, size_t len, int level, uint8_t *dst,
+                           size_t cap)
+{
+    size_t want = len - len / 16; /* the largest compressed size worth storing */
+    if (len > 2 * SAMPLE_LEN) {
+        /* A sample from the middle: file headers are often more compressible than the rest. */
+        const uint8_t *s = src + (len - SAMPLE_LEN) / 2;
+        size_t n = ZSTD_compressCCtx(cctx, dst, cap, s, SAMPLE_LEN, 1);
+        if (ZSTD_isError(n) || n > SAMPLE_LEN - SAMPLE_LEN / 16) return 0;
+    }
+    size_t n = ZSTD_compressCCtx(cctx, dst, cap, src, len, level);
+    if (ZSTD_isError(n) || n > want) return 0;
+    return n;
+}
+
+int crypt_blob_seal(const struct crypt_keys *k, enum blob_type type, const struct oid *id,
+                    const void *plain, size_t len, int zstd_level, struct buf *out, struct err *e)
+{
+    char hex[OID_HEX_LEN + 1];
+    if (!blob_type_valid(type)) return err_set(e, ERR_FAIL, "sealing blob: bad type %d", type);
+    if (len > (type == BLOB_DATA ? CHUNKER_LIMIT_MAX : TREE_RAW_MAX))
+        return err_set(e, ERR_FAIL, "sealing blob %s: %zu bytes is over the limit",
+                       oid_hex(id, hex), len);
+    size_t bound = ZSTD_compressBound(len); /* >= len: room for the raw form as well */
+    if (buf_reserve(out, CRYPT_BLOB_OVERHEAD + bound) < 0)
+        return err_set(e, ERR_FAIL, "sealing blob %s: out of memory", oid_hex(id, hex));
+
+    uint8_t *nonce = out->data + out->len;
+    uint8_t *msg = nonce + CRYPT_NONCE_LEN; /* flag || payload, then encrypted in place */
+    size_t payload = 0;
+    if (zstd_level > 0 && len >= 64) {
+        struct tcache *t = tcache_get(e);
+        if (!t) return err_wrap(e, "sealing blob %s", oid_hex(id, hex));
+        if (!t->cctx && !(t->cctx = ZSTD_createCCtx()))
+            return err_set(e, ERR_FAIL, "sealing blob %s: out of memory for zstd",
+                           oid_hex(id, hex));
+        payload = try_compress(t->cctx, plain, len, zstd_level, msg + 1, bound);
+    }
+    if (payload) {
+        msg[0] = FLAG_ZSTD;
+    } else {
+        msg[0] = FLAG_RAW;
+        if (len) memcpy(msg + 1, plain, len);
+        payload = len;
+    }
+
+    uint8_t ad[sizeof BLOB_AD_PREFIX + OID_LEN];
+    size_t adlen = blob_ad(ad, type, id);
+    randombytes_buf(nonce, CRYPT_NONCE_LEN);
+    unsigned long long clen = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(msg, &clen, msg, 1 + payload, ad, adlen, NULL, nonce,
+                                               k->blob);
+    out->len += CRYPT_NONCE_LEN + (size_t)clen;
+    return 0;
+}
+
+/* A compressed payload must be exactly one zstd frame that declares raw_len bytes. */
+static int check_frame(const uint8_t *src, size_t len, size_t raw_len, struct err *e)
+{
+    unsigned long long declared = ZSTD_getFrameContentSize(src, len);
+    if (declared == ZSTD_CONTENTSIZE_UNKNOWN || declared == ZSTD_CONTENTSIZE_ERROR ||
+        declared != raw_len)
+        return err_set(e, ERR_FAIL, "compressed frame does not declare the expected %zu bytes",
+                       raw_len);
+    size_t fsize = ZSTD_findFrameCompressedSize(src, len);
+    if (ZSTD_isError(fsize) || fsize != len)
+        return err_set(e, ERR_FAIL, "compressed payload is not exactly one zstd frame");
+    return 0;
+}
+
+int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struct oid *id,
+                    const void *stored, size_t stored_len, size_t raw_len, struct buf *out,
+                    struct err *e)
+{
+    char hex[OID_HEX_LEN + 1];
+    if (!blob_type_valid(type)) return err_set(e, ERR_FAIL, "opening blob: bad type %d", type);
+    oid_hex(id, hex);
+    size_t limit = type == BLOB_DATA ? CHUNKER_LIMIT_MAX : TREE_RAW_MAX;
+    if (raw_len > limit)
+        return err_set(e, ERR_FAIL, "blob %s: claimed length %zu is over the limit %zu", hex,
+                       raw_len, limit);
+    /* flag || payload, where a payload is never longer than the plaintext (compression is kept
+     * only when it saves), so nothing below allocates more than raw_len + 1. */
+    if (stored_len < CRYPT_BLOB_OVERHEAD || stored_len - CRYPT_BLOB_OVERHEAD > raw_len)
+        return err_set(e, ERR_FAIL, "blob %s: stored length %zu does not fit plaintext length %zu",
+                       hex, stored_len, raw_len);
+    const uint8_t *nonce = stored;
+    const uint8_t *cipher = nonce + CRYPT_NONCE_LEN;
+    size_t clen = stored_len - CRYPT_NONCE_LEN;
+    size_t mlen = clen - CRYPT_TAG_LEN;
+
+    struct tcache *t = tcache_get(e);
+    if (!t) return err_wrap(e, "blob %s", hex);
+    buf_reset(&t->scratch);
+    if (buf_reserve(&t->scratch, mlen) < 0)
+        return err_set(e, ERR_FAIL, "blob %s: out of memory", hex);
+
+    uint8_t ad[sizeof BLOB_AD_PREFIX + OID_LEN];
+    size_t adlen = blob_ad(ad, type, id);
+    int rc = 0;
+    uint8_t *msg = t->scratch.data;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(msg, NULL, NULL, cipher, clen, ad, adlen, nonce,
+                                                   k->blob) != 0) {
+        rc = err_set(e, ERR_AUTH,
+                     "blob %s: authentication failed (wrong key, or damaged or tampered bytes)",
+                     hex);
+        goto done;
+    }
+    const uint8_t *payload = msg + 1;
+    size_t plen = mlen - 1;
+    if (msg[0] == FLAG_RAW && plen != raw_len)
+        rc = err_set(e, ERR_FAIL, "blob %s: holds %zu bytes, expected %zu", hex, plen, raw_len);
+    else if (msg[0] == FLAG_ZSTD && check_frame(payload, plen, raw_len, e) < 0)
+        rc = err_wrap(e, "blob %s", hex);
+    else if (msg[0] != FLAG_RAW && msg[0] != FLAG_ZSTD)
+        rc = err_set(e, ERR_FAIL, "blob %s: unknown compression flag %u", hex, msg[0]);
+    if (rc < 0) goto done;
+
+    /* Only now, for authentic and consistent bytes, room for raw_len (+ 1: out->data must not
+     * stay NULL for an empty blob). */
+    if (buf_reserve(out, raw_len + 1) < 0) {
+        rc = err_set(e, ERR_FAIL, "blob %s: out of memory", hex);
+        goto done;
+    }
+    uint8_t *dst = out->data + out->len;
+    if (msg[0] == FLAG_RAW) {
+        if (raw_len) memcpy(dst, payload, raw_len);
+    } else {
+        if (!t->dctx && !(t->dctx = ZSTD_createDCtx())) {
+            rc = err_set(e, ERR_FAIL, "blob %s: out of memory for zstd", hex);
+            goto done;
+        }
+        size_t n = ZSTD_decompressDCtx(t->dctx, dst, raw_len, payload, plen);
+        if (ZSTD_isError(n) || n != raw_len) {
+            rc = err_set(e, ERR_FAIL, "blob %s: decompressing failed: %s", hex,
+                         ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short output");
+            goto done;
+        }
+    }
+    struct oid got;
+    crypt_blob_id(k, dst, raw_len, &got);
+    if (!oid_eq(&got, id)) {
+        rc = err_set(e, ERR_FAIL, "blob %s: content does not match its ID", hex);
+        goto done;
+    }
+    out->len += raw_len;
+done:
+    if (t->scratch.cap > SCRATCH_KEEP) buf_free(&t->scratch);
+    return rc;
+}
+
+/* "podvault-file:" || kind */
+static int file_ad(uint8_t ad[sizeof FILE_AD_PREFIX + FILE_KIND_MAX], const char *kind,
+                   size_t *adlen, struct err *e)
+{
+    size_t klen = strlen(kind);
+    if (klen == 0 || klen > FILE_KIND_MAX)
+        return err_set(e, ERR_FAIL, "file kind \"%.40s\" is empty or too long", kind);
+    size_t n = sizeof FILE_AD_PREFIX - 1;
+    memcpy(ad, FILE_AD_PREFIX, n);
+    memcpy(ad + n, kind, klen);
+    *adlen = n + klen;
+    return 0;
+}
+
+int crypt_file_seal(const struct crypt_keys *k, const char *kind, const void *plain, size_t len,
+                    struct buf *out, struct err *e)
+{
+    uint8_t ad[sizeof FILE_AD_PREFIX + FILE_KIND_MAX];
+    size_t adlen;
+    int rc = file_ad(ad, kind, &adlen, e);
+    if (rc < 0) return rc;
+    if (len > SIZE_MAX - CRYPT_FILE_OVERHEAD || buf_reserve(out, len + CRYPT_FILE_OVERHEAD) < 0)
+        return err_set(e, ERR_FAIL, "sealing %s file: out of memory", kind);
+    uint8_t *nonce = out->data + out->len;
+    randombytes_buf(nonce, CRYPT_NONCE_LEN);
+    unsigned long long clen = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(nonce + CRYPT_NONCE_LEN, &clen, plain, len, ad,
+                                               adlen, NULL, nonce, k->file);
+    out->len += CRYPT_NONCE_LEN + (size_t)clen;
+    return 0;
+}
+
+int crypt_file_open(const struct crypt_keys *k, const char *kind, const void *stored, size_t len,
+                    struct buf *out, struct err *e)
+{
+    uint8_t ad[sizeof FILE_AD_PREFIX + FILE_KIND_MAX];
+    size_t adlen;
+    int rc = file_ad(ad, kind, &adlen, e);
+    if (rc < 0) return rc;
+    if (len < CRYPT_FILE_OVERHEAD)
+        return err_set(e, ERR_FAIL, "%s file: %zu bytes is too short to be sealed", kind, len);
+    size_t mlen = len - CRYPT_FILE_OVERHEAD;
+    /* + 1: out->data must not be NULL even for an empty file */
+    if (buf_reserve(out, mlen + 1) < 0) return err_set(e, ERR_FAIL, "%s file: out of memory", kind);
+    const uint8_t *nonce = stored;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(out->data + out->len, NULL, NULL,
+                                                   nonce + CRYPT_NONCE_LEN, len - CRYPT_NONCE_LEN,
+                                                   ad, adlen, nonce, k->file) != 0)
+        return err_set(e, ERR_AUTH,
+                       "%s file: authentication failed (wrong key, wrong kind of file, or "
+                       "damaged or tampered bytes)",
+                       kind);
+    out->len += mlen;
+    return 0;
+}
