@@ -609,8 +609,9 @@ int runner_write_mark(const char *volume_path, const char *restore_uid, struct e
     char dir[PATH_MAX], file[PATH_MAX];
     if (!restore_uid || !*restore_uid || strchr(restore_uid, '/') || restore_uid[0] == '.')
         return err_set(e, ERR_FAIL, "no usable restore UID for the completion mark");
-    snprintf(dir, sizeof dir, "%s/.velero", volume_path);
-    snprintf(file, sizeof file, "%s/%s", dir, restore_uid);
+    if (snprintf(dir, sizeof dir, "%s/.velero", volume_path) >= (int)sizeof dir ||
+        snprintf(file, sizeof file, "%s/%s", dir, restore_uid) >= (int)sizeof file)
+        return err_set(e, ERR_FAIL, "volume path %s is too long", volume_path);
     if (remove_tree(dir) < 0 && errno != ENOENT) return err_sys(e, errno, "removing %s", dir);
     if (mkdir(dir, 0755) < 0) return err_sys(e, errno, "creating %s", dir);
     chmod(dir, 0755); /* whatever the umask */

@@ -95,7 +95,9 @@ int volume_find(const char *host_pods, const char *pod_uid, const char *dir, cha
         while ((de = readdir(d)) != NULL) {
             if (de->d_name[0] == '.') continue;
             struct stat st;
-            snprintf(cand, sizeof cand, "%s/%s/%s", base, de->d_name, dir);
+            if (snprintf(cand, sizeof cand, "%s/%s/%s", base, de->d_name, dir) >=
+                (int)sizeof cand)
+                continue;
             if (stat(cand, &st) == 0 && S_ISDIR(st.st_mode)) {
                 if (n++ == 0) snprintf(found, sizeof found, "%s", cand);
             }
