@@ -572,6 +572,7 @@ class Store:
                     obj["status"] = {"phase": "Pending"}
             if t.kind == "Secret":
                 obj.setdefault("type", "Opaque")
+                fold_string_data(obj)
             if t.kind == "CustomResourceDefinition" and not dry_run:
                 self.registry.apply_crd(obj)
             if t.kind == "CustomResourceDefinition":
@@ -625,6 +626,8 @@ class Store:
                 if spec_of(new) != spec_of(old):
                     meta["generation"] = old["metadata"].get("generation", 1) + 1
             new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            if t.kind == "Secret":
+                fold_string_data(new)
             new.setdefault("apiVersion", t.api_version)
             new.setdefault("kind", t.kind)
             if new == old:  # a no-op update changes nothing, not even the resourceVersion
@@ -711,6 +714,15 @@ def matches(obj, label_pred, field_pred):
     return label_pred((obj.get("metadata") or {}).get("labels") or {}) and field_pred(obj)
 
 
+def fold_string_data(secret):
+    """Like the real server: stringData is write-only, merged into data as base64."""
+    sd = secret.pop("stringData", None)
+    if isinstance(sd, dict) and sd:
+        data = secret.setdefault("data", {})
+        for k, v in sd.items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+
+
 def spec_of(obj):
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
@@ -768,7 +780,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n > 0 else b""
 
     def json_body(self, required=True):
-        raw = self.read_body()
+        raw = self.body
         if not raw:
             if required:
                 raise ApiError(400, "the request needs a JSON body")
@@ -796,6 +808,9 @@ class Handler(BaseHTTPRequestHandler):
         self.dispatch("DELETE")
 
     def dispatch(self, method):
+        # The body is read first, whatever the answer: what is left unread would be taken for
+        # the next request on this keep-alive connection.
+        self.body = self.read_body()
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -808,7 +823,6 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(401, "Unauthorized")
             code = store.take_failure(method, url.path + ("?" + url.query if url.query else ""))
             if code:
-                self.read_body()
                 raise ApiError(code, f"injected failure {code} for {method} {url.path}")
             if method == "GET" and self.discovery(path):
                 return
@@ -972,7 +986,6 @@ class Handler(BaseHTTPRequestHandler):
             opts = self.json_body(required=False)
             return self.send_json(200, store.delete(t, key_ns, name, opts, dry))
         if method == "DELETE":
-            self.read_body()
             lp = parse_label_selector(q.get("labelSelector"))
             fp = parse_field_selector(q.get("fieldSelector"))
             items, _ = store.list(t, ns, lp, fp)
@@ -1107,10 +1120,8 @@ class Handler(BaseHTTPRequestHandler):
         if method != "POST":
             raise ApiError(405, "admin hooks take POST")
         if path == "/admin/drop-watches":
-            self.read_body()
             return self.send_json(200, {"dropped": store.drop_watches()})
         if path == "/admin/compact":
-            self.read_body()
             store.compact()
             return self.send_json(200, {"floor": store.floor})
         if path == "/admin/fail":
