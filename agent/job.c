@@ -38,7 +38,7 @@ const char *job_result_reason(const struct job_result *r, char *buf, size_t cap)
         snprintf(buf, cap, "%s", r->first_error);
     else if (r->stderr_tail[0])
         snprintf(buf, cap, "%s", r->stderr_tail);
-    else if (r->exit_code > 128)
+    else if (r->signaled)
         snprintf(buf, cap, "killed by signal %d", r->exit_code - 128);
     else
         snprintf(buf, cap, "exit code %d", r->exit_code);
@@ -248,7 +248,8 @@ int job_wait(struct job *j, void (*on_status)(void *ctx, const struct job_status
     close(j->err_fd);
     j->out_fd = j->err_fd = -1;
     if (w < 0) return err_sys(e, errno, "waiting for a job process");
-    res->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    res->signaled = WIFSIGNALED(status);
+    res->exit_code = res->signaled ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
     return 0;
 }
 

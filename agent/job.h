@@ -26,6 +26,7 @@ struct job_status {
 
 struct job_result {
     int exit_code;          /* the child's exit status; 128 + N when killed by signal N */
+    bool signaled;          /* killed by a signal (not exited) */
     json_t *summary;        /* the "summary" line, or NULL (owned) */
     char first_error[512];  /* "PATH: ERROR" of the first "error" line, or "" */
     uint64_t error_lines;   /* how many "error" lines came */

@@ -23,7 +23,6 @@
 #define EXIT_INCOMPLETE 3
 #define EXIT_NO_REPO 10
 #define EXIT_WRONG_PASSWORD 12
-#define EXIT_CANCELED 130
 
 /* --- a NULL-terminated list of owned strings (argv, envp); zeroed when freed, as it may hold
  * secrets */
@@ -88,6 +87,15 @@ static void set_result(struct runner_result *r, const char *phase, const char *f
     vsnprintf(r->message, sizeof r->message, fmt, ap);
     va_end(ap);
     r->phase = phase;
+}
+
+/* After a step: a cancel request wins over whatever the step reported. */
+static bool canceled(const struct runner_hooks *h, struct runner_result *r, const char *what,
+                     const char *path)
+{
+    if (!*h->cancel) return false;
+    set_result(r, "Canceled", "canceled while %s %s", what, path);
+    return true;
 }
 
 static void fail_err(struct runner_result *r, const struct err *e)
@@ -549,6 +557,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
         snprintf(host, sizeof host, "%s/%s/%s", ns, pod, volume);
     if (list_snapshots(env, h, &p.loc, &p.envp, host, &list, &code, why, sizeof why, &e) < 0)
         goto fail;
+    if (canceled(h, res, "backing up", p.path)) goto out;
     if (code == EXIT_NO_REPO) {
         if (init_repo(env, h, &p, &e) < 0) goto fail;
     } else if (code != 0) {
@@ -570,6 +579,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
         goto fail;
     }
     if (run_child(h, &a, &p.envp, res, NULL, &jr, &e) < 0) goto fail;
+    if (jr.exit_code != 0 && canceled(h, res, "backing up", p.path)) goto out;
     const char *snap = k8s_str(jr.summary, "snapshot_id");
     if (snap) snprintf(res->snapshot_id, sizeof res->snapshot_id, "%s", snap);
     if (jr.summary) {
@@ -584,8 +594,6 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
                    "snapshot %s was saved, but %llu entries could not be read (first: %s)",
                    snap ? snap : "(unknown)", (unsigned long long)jr.error_lines,
                    jr.first_error[0] ? jr.first_error : "see the agent log");
-    } else if (jr.exit_code == EXIT_CANCELED && *h->cancel) {
-        set_result(res, "Canceled", "canceled while backing up %s", p.path);
     } else if (jr.exit_code == 0) {
         set_result(res, "Failed", "podvault backup ended without reporting a snapshot ID");
     } else {
@@ -655,6 +663,7 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
     if (prepare(env, k, spec, src_ns, h, &p, res, &e) < 0) goto fail;
     if (list_snapshots(env, h, &p.loc, &p.envp, NULL, &list, &code, why, sizeof why, &e) < 0)
         goto fail;
+    if (canceled(h, res, "restoring into", p.path)) goto out;
     if (code == EXIT_NO_REPO) {
         set_result(res, "Failed",
                    "snapshot %s cannot be restored: there is no podvault repository at %s (a "
@@ -688,9 +697,8 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
         goto fail;
     }
     if (run_child(h, &a, &p.envp, res, NULL, &jr, &e) < 0) goto fail;
-    if (jr.exit_code == EXIT_CANCELED && *h->cancel) {
-        set_result(res, "Canceled", "canceled while restoring into %s", p.path);
-    } else if (jr.exit_code != 0) {
+    if (jr.exit_code != 0 && canceled(h, res, "restoring into", p.path)) goto out;
+    if (jr.exit_code != 0) {
         explain(jr.exit_code, &jr, &p.loc, env, why, sizeof why);
         set_result(res, "Failed", "restore of snapshot %s into %s: %s", snap, p.path, why);
     } else if (runner_write_mark(p.path, restore_uid(pvr), &e) < 0) {
@@ -698,9 +706,7 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
                      "be written");
         goto fail;
     } else {
-        if (jr.summary)
-            res->bytes_done = (uint64_t)json_integer_value(json_object_get(jr.summary, "bytes"));
-        if (res->bytes_done < res->total_bytes || !jr.summary) res->bytes_done = res->total_bytes;
+        res->bytes_done = res->total_bytes;
         set_result(res, "Completed", "%s", "");
     }
     goto out;
