@@ -322,6 +322,7 @@ pass "status subresource"
 k8s_admin fail '{"method":"PUT","path":"podvolumebackups/conflicted","code":409,"count":3}' >/dev/null
 create_pvb conflicted node-a src "$src_uid" data
 wait_phase podvolumebackup conflicted Completed
+k8s_admin stats | grep -q '"failures_left": 0' || fail "the injected 409s were not all met"
 pass "409 Conflict retried"
 
 # --- 9. cancel, agent killed mid-backup, SIGTERM handback: a slow podvault makes jobs last

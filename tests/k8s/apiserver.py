@@ -22,7 +22,8 @@ Test hooks (POST unless said otherwise; no token needed):
   /admin/fail                  body {"method":"PUT","path":"regex","code":409,"count":1}: the next
                                `count` matching requests fail with `code` (a Status object)
   /admin/status-subresource    body {"resource":"podvolumebackups","group":"velero.io","on":true}
-  GET /admin/stats             {"rv":N,"floor":N,"watches":N,"requests":{"GET":N,...}}
+  GET /admin/stats             {"rv":N,"floor":N,"watches":N,"requests":{"GET":N,...},
+                               "failures_left":N}  (injected failures not yet used)
 """
 
 import argparse
@@ -1116,7 +1117,9 @@ class Handler(BaseHTTPRequestHandler):
             with store.cond:
                 return self.send_json(200, {"rv": store.rv, "floor": store.floor,
                                             "watches": store.watches,
-                                            "requests": dict(store.requests)})
+                                            "requests": dict(store.requests),
+                                            "failures_left": sum(f["count"]
+                                                                 for f in store.failures)})
         if method != "POST":
             raise ApiError(405, "admin hooks take POST")
         if path == "/admin/drop-watches":
