@@ -201,13 +201,18 @@ int job_wait(struct job *j, void (*on_status)(void *ctx, const struct job_status
     memset(res, 0, sizeof *res);
     struct follow f = {res, on_status, ctx};
     struct k8s_lines lines = {.max = LINE_MAX_BYTES, .fn = on_line, .ctx = &f};
-    bool out_open = true, err_open = true, killed = false;
+    bool out_open = true, err_open = true, killed = false, exited = false;
+    int status = 0;
+    pid_t w = 0;
     char chunk[16384];
     while (out_open || err_open) {
         struct pollfd p[2] = {{out_open ? j->out_fd : -1, POLLIN, 0},
                               {err_open ? j->err_fd : -1, POLLIN, 0}};
-        int n = poll(p, 2, 1000);
+        /* Once the child has ended only what is already in the pipes is read: a descendant
+         * that kept them open does not hold the job up. */
+        int n = poll(p, 2, exited ? 0 : 1000);
         if (n < 0 && errno != EINTR) break;
+        if (n == 0 && exited) break;
         pthread_mutex_lock(&j->mu);
         if (!killed && j->cancel_at && time(NULL) - j->cancel_at >= KILL_AFTER_SECONDS) {
             kill(j->pid, SIGKILL);
@@ -234,13 +239,13 @@ int job_wait(struct job *j, void (*on_status)(void *ctx, const struct job_status
             /* An over-long line is dropped; the rest of the output still counts. */
             if (k8s_lines_feed(&lines, chunk, (size_t)got) < 0) lines.pending.len = 0;
         }
+        if (!exited && (w = waitpid(j->pid, &status, WNOHANG)) == j->pid) exited = true;
     }
     if (lines.pending.len) k8s_lines_feed(&lines, "\n", 1);
     k8s_lines_free(&lines);
-    int status = 0;
-    pid_t w;
-    while ((w = waitpid(j->pid, &status, 0)) < 0 && errno == EINTR) {
-    }
+    if (!exited)
+        while ((w = waitpid(j->pid, &status, 0)) < 0 && errno == EINTR) {
+        }
     pthread_mutex_lock(&j->mu);
     j->pid = 0;
     pthread_mutex_unlock(&j->mu);
