@@ -239,7 +239,10 @@ int job_wait(struct job *j, void (*on_status)(void *ctx, const struct job_status
             /* An over-long line is dropped; the rest of the output still counts. */
             if (k8s_lines_feed(&lines, chunk, (size_t)got) < 0) lines.pending.len = 0;
         }
-        if (!exited && (w = waitpid(j->pid, &status, WNOHANG)) == j->pid) exited = true;
+        if (!exited) {
+            w = waitpid(j->pid, &status, WNOHANG);
+            exited = w == j->pid || (w < 0 && errno == ECHILD);
+        }
     }
     if (lines.pending.len) k8s_lines_feed(&lines, "\n", 1);
     k8s_lines_free(&lines);
