@@ -108,7 +108,12 @@ int job_start(const char *const *argv, const char *const *envp, struct job **out
     posix_spawn_file_actions_adddup2(&fa, op[1], 1);
     posix_spawn_file_actions_adddup2(&fa, ep[1], 2);
     posix_spawnattr_init(&at);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    /* A process group of its own: signals meant for the agent's group (a terminal's ^C, a
+     * kill of the group) do not stop jobs behind the agent's back, and a cancel reaches
+     * whatever the job started. */
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                      POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&at, 0);
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setsigdefault(&at, &all);
     pid_t pid;
@@ -141,7 +146,7 @@ int job_start(const char *const *argv, const char *const *envp, struct job **out
 void job_cancel(struct job *j)
 {
     pthread_mutex_lock(&j->mu);
-    if (j->pid > 0) kill(j->pid, SIGTERM);
+    if (j->pid > 0) kill(-j->pid, SIGTERM);
     if (!j->cancel_at) j->cancel_at = time(NULL);
     pthread_mutex_unlock(&j->mu);
 }
@@ -215,7 +220,7 @@ int job_wait(struct job *j, void (*on_status)(void *ctx, const struct job_status
         if (n == 0 && exited) break;
         pthread_mutex_lock(&j->mu);
         if (!killed && j->cancel_at && time(NULL) - j->cancel_at >= KILL_AFTER_SECONDS) {
-            kill(j->pid, SIGKILL);
+            kill(-j->pid, SIGKILL);
             killed = true;
         }
         pthread_mutex_unlock(&j->mu);
@@ -265,7 +270,7 @@ void job_free(struct job *j)
 {
     if (!j) return;
     if (j->pid > 0) { /* never waited for: do not leave a zombie or a runaway child */
-        kill(j->pid, SIGKILL);
+        kill(-j->pid, SIGKILL);
         waitpid(j->pid, NULL, 0);
     }
     if (j->out_fd >= 0) close(j->out_fd);

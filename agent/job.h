@@ -48,7 +48,8 @@ enum job_line job_parse_line(const char *line, size_t len, struct job_status *st
 struct job;
 
 /* Starts argv[0] with argv and exactly the environment envp (NULL-terminated lists); stdin is
- * /dev/null. Signals blocked in the calling thread are unblocked in the child. */
+ * /dev/null. The child leads a process group of its own, and signals blocked in the calling
+ * thread are unblocked in it. */
 int job_start(const char *const *argv, const char *const *envp, struct job **out, struct err *e);
 
 /* Follows the child to its end. `on_status` (may be NULL) sees every status line; when
@@ -57,8 +58,8 @@ int job_start(const char *const *argv, const char *const *envp, struct job **out
 int job_wait(struct job *j, void (*on_status)(void *ctx, const struct job_status *st), void *ctx,
              struct buf *stdout_copy, struct job_result *res, struct err *e);
 
-/* Asks the child to stop (SIGTERM). Safe from any thread until job_free, also after the child
- * ended. */
+/* Asks the child's process group to stop (SIGTERM). Safe from any thread until job_free, also
+ * after the child ended. */
 void job_cancel(struct job *j);
 void job_free(struct job *j);
 

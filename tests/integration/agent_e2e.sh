@@ -22,11 +22,15 @@ command -v python3 >/dev/null || skip "python3 is not installed"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-e2e.XXXXXX")
 agents=() # "name pid" of running agents
+# kill_tree PID: the agent and its jobs, which lead process groups of their own.
+kill_tree() {
+    local child
+    for child in $(pgrep -P "$1" || true); do kill -9 -- "-$child" 2>/dev/null || true; done
+    kill -9 "$1" 2>/dev/null || true
+}
 cleanup() {
     local a
-    for a in "${agents[@]}"; do
-        kill -9 -- "-${a#* }" 2>/dev/null || true
-    done
+    for a in "${agents[@]}"; do kill_tree "${a#* }"; done
     k8s_stop
     if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
 }
@@ -105,7 +109,7 @@ EOF
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_agent NAME NODE [extra options]: runs an agent in its own process group.
+# start_agent NAME NODE [extra options]: runs an agent in a session of its own.
 start_agent() {
     local name=$1 node=$2
     shift 2
@@ -124,10 +128,10 @@ agent_pid() {
     local a
     for a in "${agents[@]}"; do [ "${a% *}" = "$1" ] && echo "${a#* }"; done
 }
-stop_agent() { # NAME SIGNAL
+stop_agent() { # NAME TERM|KILL: TERM as the kubelet stops a pod; KILL as a node dies
     local pid
     pid=$(agent_pid "$1")
-    kill "-$2" -- "-$pid" 2>/dev/null || true
+    if [ "$2" = KILL ]; then kill_tree "$pid"; else kill -TERM "$pid" 2>/dev/null || true; fi
     wait "$pid" 2>/dev/null || true
     local keep=()
     local a
