@@ -529,7 +529,6 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
                 r->phase);
         return;
     }
-    json_t *out = NULL;
     for (int attempt = 0; attempt < FINAL_WRITE_ATTEMPTS; attempt++) {
         int rc;
         if (j->handback && strcmp(r->phase, "Completed") != 0) {
@@ -541,7 +540,7 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
             rc = write_status(c, k, j->kind, j->obj,
                               json_pack("{s:s, s:s, s:n, s:n}", "phase", "Accepted", "message", msg,
                                         "startTimestamp", "progress"),
-                              in_progress, &out);
+                              in_progress, NULL);
             if (rc == 0) {
                 outcome = "Requeued";
                 break;
@@ -561,11 +560,10 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
             json_object_set_new(f, "snapshotID", json_string(r->snapshot_id));
             json_object_set_new(f, "incrementalBytes", json_integer((json_int_t)r->bytes_new));
         }
-        rc = write_status(c, k, j->kind, j->obj, f, active, &out);
+        rc = write_status(c, k, j->kind, j->obj, f, active, NULL);
         if (rc >= 0) break;
         sleep(1);
     }
-    json_decref(out);
     log_obj(strcmp(r->phase, "Completed") == 0 ? ASYS_INFO : ASYS_WARN, j->kind, j->obj,
             "%s %s%s%s%s%s", what, outcome, r->snapshot_id[0] ? ": snapshot " : "",
             r->snapshot_id, r->message[0] ? ": " : "", r->message);

@@ -335,6 +335,7 @@ static int run_child(const struct runner_hooks *h, const struct strv *argv, cons
                      struct runner_result *res, struct buf *out, struct job_result *jr,
                      struct err *e)
 {
+    memset(jr, 0, sizeof *jr); /* callers free it whatever happened */
     if (*h->cancel) return err_set(e, ERR_CANCELED, "canceled");
     struct job *j;
     if (job_start(sv_list(argv), sv_list(envp), &j, e) < 0) return e->code;
@@ -368,7 +369,7 @@ static int list_snapshots(const struct runner_env *env, const struct runner_hook
 {
     struct strv a = {0};
     struct buf out = BUF_INIT;
-    struct job_result jr;
+    struct job_result jr = {0};
     *list = NULL;
     int rc = base_argv(env, loc, &a) | sv_add(&a, "snapshots");
     if (host) rc |= sv_add(&a, "--host") | sv_add(&a, host);
@@ -501,7 +502,7 @@ static int init_repo(const struct runner_env *env, const struct runner_hooks *h,
                      struct err *e)
 {
     struct strv a = {0};
-    struct job_result jr;
+    struct job_result jr = {0};
     json_t *list = NULL;
     int code = 0;
     char why[1024] = "";
@@ -511,14 +512,18 @@ static int init_repo(const struct runner_env *env, const struct runner_hooks *h,
         rc = base_argv(env, &p->loc, &a) | sv_add(&a, "init")
                  ? err_set(e, ERR_FAIL, "out of memory")
                  : run_child(h, &a, &p->envp, NULL, NULL, &jr, e);
-        if (rc == 0) {
-            if (jr.exit_code != 0) {
-                explain(jr.exit_code, &jr, &p->loc, env, why, sizeof why);
-                rc = err_set(e, ERR_FAIL, "creating the repository at %s: %s", p->loc.location,
-                             why);
-            }
-            job_result_free(&jr);
+        if (rc == 0 && jr.exit_code != 0) {
+            explain(jr.exit_code, &jr, &p->loc, env, why, sizeof why);
+            rc = err_set(e, ERR_FAIL, "creating the repository at %s: %s", p->loc.location, why);
+            /* The agent of another node may have created it just now. */
+            json_decref(list);
+            struct err again;
+            if (list_snapshots(env, h, &p->loc, &p->envp, NULL, &list, &code, why, sizeof why,
+                               &again) == 0 &&
+                code == 0)
+                rc = 0;
         }
+        job_result_free(&jr);
     } else if (rc == 0 && code != 0) {
         rc = err_set(e, ERR_FAIL, "%s", why);
     }
