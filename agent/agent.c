@@ -71,8 +71,23 @@ static bool parse_seconds(const char *s, long max, long *out)
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
     enum {
-        O_NODE = 256, O_NS, O_HOSTPODS, O_SERVER, O_KUBECONFIG, O_CONTEXT, O_CREDS, O_CONC,
-        O_CM, O_UPLOADERS, O_METRICS, O_CACHE, O_SCRATCH, O_PROGRESS, O_GRACE, O_EXE, O_LOG
+        O_NODE = 256,
+        O_NS,
+        O_HOSTPODS,
+        O_SERVER,
+        O_KUBECONFIG,
+        O_CONTEXT,
+        O_CREDS,
+        O_CONC,
+        O_CM,
+        O_UPLOADERS,
+        O_METRICS,
+        O_CACHE,
+        O_SCRATCH,
+        O_PROGRESS,
+        O_GRACE,
+        O_EXE,
+        O_LOG
     };
     static const struct option lo[] = {
         {"node", required_argument, 0, O_NODE},
@@ -113,20 +128,48 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     int ch;
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (ch) {
-        case O_NODE: o->node = optarg; break;
-        case O_NS: o->ns = optarg; break;
-        case O_HOSTPODS: o->host_pods = optarg; break;
-        case O_SERVER: o->server = optarg; break;
-        case O_KUBECONFIG: o->kubeconfig = optarg; break;
-        case O_CONTEXT: o->context = optarg; break;
-        case O_CREDS: o->creds = optarg; break;
-        case O_CM: o->configmap = optarg; break;
-        case O_UPLOADERS: o->uploaders = optarg; break;
-        case O_METRICS: o->metrics_addr = optarg; break;
-        case O_CACHE: o->cache_dir = optarg; break;
-        case O_SCRATCH: o->scratch = optarg; break;
-        case O_EXE: o->exe = optarg; break;
-        case O_LOG: o->log_level = optarg; break;
+        case O_NODE:
+            o->node = optarg;
+            break;
+        case O_NS:
+            o->ns = optarg;
+            break;
+        case O_HOSTPODS:
+            o->host_pods = optarg;
+            break;
+        case O_SERVER:
+            o->server = optarg;
+            break;
+        case O_KUBECONFIG:
+            o->kubeconfig = optarg;
+            break;
+        case O_CONTEXT:
+            o->context = optarg;
+            break;
+        case O_CREDS:
+            o->creds = optarg;
+            break;
+        case O_CM:
+            o->configmap = optarg;
+            break;
+        case O_UPLOADERS:
+            o->uploaders = optarg;
+            break;
+        case O_METRICS:
+            o->metrics_addr = optarg;
+            break;
+        case O_CACHE:
+            o->cache_dir = optarg;
+            break;
+        case O_SCRATCH:
+            o->scratch = optarg;
+            break;
+        case O_EXE:
+            o->exe = optarg;
+            break;
+        case O_LOG:
+            o->log_level = optarg;
+            break;
         case O_CONC:
             if (!parse_seconds(optarg, 256, &o->concurrency) || o->concurrency < 1) {
                 fprintf(stderr, "podvault agent: --concurrency takes a number from 1 to 256\n");
@@ -141,8 +184,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                 return 2;
             }
             break;
-        case 'h': fputs(usage, stdout); return -1;
-        default: fputs(usage, stderr); return 2;
+        case 'h':
+            fputs(usage, stdout);
+            return -1;
+        default:
+            fputs(usage, stderr);
+            return 2;
         }
     }
     if (optind < argc) {
@@ -177,7 +224,8 @@ static size_t split_types(char *store, const char **out, size_t cap)
         char *comma = strchr(p, ',');
         if (comma) *comma = '\0';
         bool dup = false;
-        for (size_t i = 0; i < n; i++) dup |= strcmp(out[i], p) == 0;
+        for (size_t i = 0; i < n; i++)
+            dup |= strcmp(out[i], p) == 0;
         if (!dup && n < cap) out[n++] = p;
         if (!comma) break;
         p = comma + 1;
@@ -237,7 +285,9 @@ static void *signal_thread(void *arg)
     while (sigwait(&s->set, &sig) != 0) {
     }
     asys_log(ASYS_INFO, NULL, NULL, NULL, "received %s: stopping",
-             sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "a signal");
+             sig == SIGTERM  ? "SIGTERM"
+             : sig == SIGINT ? "SIGINT"
+                             : "a signal");
     s->stop = 1;
     return NULL;
 }
@@ -277,8 +327,8 @@ int agent_main(int argc, char **argv)
     rc = 1;
     if (k8s_config_load(&kc, o.server, o.kubeconfig, o.context, &e) < 0) goto out;
     unsigned conc = o.concurrency > 0 ? (unsigned)o.concurrency
-                    : o.configmap      ? concurrency_from_configmap(&kc, &o)
-                                       : 1;
+                    : o.configmap     ? concurrency_from_configmap(&kc, &o)
+                                      : 1;
     if (metrics_new(&m, &e) < 0) goto out;
     if (strcmp(o.metrics_addr, "off") != 0 && *o.metrics_addr) {
         int port = 0;

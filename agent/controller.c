@@ -51,7 +51,7 @@ enum ctl_action ctl_decide(const struct ctl_view *v)
 
 const char *ctl_action_name(enum ctl_action a)
 {
-    static const char *const names[] = {"ignore", "accept",       "start",       "wait",
+    static const char *const names[] = {"ignore",     "accept",     "start",       "wait",
                                         "cancel-new", "cancel-job", "fail-orphan", "finish-cancel"};
     return (unsigned)a < sizeof names / sizeof names[0] ? names[a] : "?";
 }
@@ -171,7 +171,8 @@ static void q_add(struct queue *q, const char *key)
 static char *q_get(struct queue *q)
 {
     pthread_mutex_lock(&q->mu);
-    while (!q->shut && q->head == q->n) pthread_cond_wait(&q->cv, &q->mu);
+    while (!q->shut && q->head == q->n)
+        pthread_cond_wait(&q->cv, &q->mu);
     char *k = NULL;
     if (!q->shut) {
         k = q->fifo[q->head++];
@@ -200,7 +201,8 @@ static void q_shut(struct queue *q)
 
 static void q_free(struct queue *q)
 {
-    for (size_t i = q->head; i < q->n; i++) free(q->fifo[i]);
+    for (size_t i = q->head; i < q->n; i++)
+        free(q->fifo[i]);
     free(q->fifo);
     json_decref(q->dirty);
     json_decref(q->processing);
@@ -221,8 +223,8 @@ struct ctl_job {
     struct ctl *c;
     int kind;
     char *key, *ns, *name, *uid;
-    json_t *obj;         /* the object as it was when the job started */
-    pthread_mutex_t mu;  /* guards child */
+    json_t *obj;        /* the object as it was when the job started */
+    pthread_mutex_t mu; /* guards child */
     struct job *child;
     volatile int cancel; /* the object asked to stop, or the agent is stopping */
     volatile int handback;
@@ -247,12 +249,12 @@ struct ctl {
     pthread_mutex_t init_lock;
     pthread_mutex_t mu; /* cache and jobs */
     pthread_cond_t jobs_cv;
-    json_t *cache;      /* key -> object not final (PVBs: of this node) */
+    json_t *cache; /* key -> object not final (PVBs: of this node) */
     struct ctl_job *jobs;
     unsigned n_jobs;
     struct job_slots slots;
     struct queue q;
-    int status_sub[2];  /* per kind: 0 unknown, 1 the kind has /status, -1 it has none */
+    int status_sub[2]; /* per kind: 0 unknown, 1 the kind has /status, -1 it has none */
     volatile int stop_watch;
     struct ictx inf[2];
     pthread_t workers[N_WORKERS];
@@ -395,7 +397,8 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
         const char *have_uid = k8s_str(obj, "metadata.uid");
         const char *phase = k8s_str(obj, "status.phase");
         bool allowed = !from;
-        for (const char *const *f = from; f && *f; f++) allowed |= phase_is(phase, *f);
+        for (const char *const *f = from; f && *f; f++)
+            allowed |= phase_is(phase, *f);
         if ((uid && (!have_uid || strcmp(uid, have_uid) != 0)) || !allowed) {
             json_decref(obj);
             rc = 1;
@@ -418,8 +421,10 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
         }
         if (json_equal(before, status)) {
             json_decref(before);
-            if (out) *out = obj;
-            else json_decref(obj);
+            if (out)
+                *out = obj;
+            else
+                json_decref(obj);
             rc = 0;
             break;
         }
@@ -465,9 +470,9 @@ static int write_status(struct ctl *c, struct k8s_client *k, int kind, const jso
 {
     struct err e;
     err_clear(&e);
-    int rc = status_update(c, k, kind, k8s_str(obj, "metadata.namespace"),
-                           k8s_str(obj, "metadata.name"), k8s_str(obj, "metadata.uid"), fields,
-                           from, out, &e);
+    int rc =
+        status_update(c, k, kind, k8s_str(obj, "metadata.namespace"), k8s_str(obj, "metadata.name"),
+                      k8s_str(obj, "metadata.uid"), fields, from, out, &e);
     if (rc < 0) log_obj(ASYS_ERROR, kind, obj, "writing status: %s", e.msg);
     json_decref(fields);
     return rc;
@@ -551,9 +556,9 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
             }
             /* Not InProgress any more: the object was canceled meanwhile; finish it. */
         }
-        json_t *f = json_pack("{s:s, s:s, s:{s:I, s:I}}", "phase", r->phase,
-                              "completionTimestamp", ts, "progress", "totalBytes",
-                              (json_int_t)r->total_bytes, "bytesDone", (json_int_t)r->bytes_done);
+        json_t *f = json_pack("{s:s, s:s, s:{s:I, s:I}}", "phase", r->phase, "completionTimestamp",
+                              ts, "progress", "totalBytes", (json_int_t)r->total_bytes, "bytesDone",
+                              (json_int_t)r->bytes_done);
         json_object_set_new(f, "message", r->message[0] ? json_string(r->message) : json_null());
         if (r->path[0]) json_object_set_new(f, "path", json_string(r->path));
         if (j->kind == KIND_PVB && (r->snapshot_id[0] || strcmp(r->phase, "Completed") == 0)) {
@@ -565,8 +570,8 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
         sleep(1);
     }
     log_obj(strcmp(r->phase, "Completed") == 0 ? ASYS_INFO : ASYS_WARN, j->kind, j->obj,
-            "%s %s%s%s%s%s", what, outcome, r->snapshot_id[0] ? ": snapshot " : "",
-            r->snapshot_id, r->message[0] ? ": " : "", r->message);
+            "%s %s%s%s%s%s", what, outcome, r->snapshot_id[0] ? ": snapshot " : "", r->snapshot_id,
+            r->message[0] ? ": " : "", r->message);
     if (c->cfg.metrics)
         metrics_job_finished(c->cfg.metrics, j->kind == KIND_PVB ? METRICS_BACKUP : METRICS_RESTORE,
                              outcome, difftime(time(NULL), j->started), r->bytes_done,
@@ -608,8 +613,8 @@ static void *job_thread(void *arg)
         r.phase = "Failed";
         snprintf(r.message, sizeof r.message, "%s", e.msg);
     } else {
-        struct runner_hooks h = {.ctx = &t, .child = job_child_hook, .update = job_update_hook,
-                                 .cancel = &j->cancel};
+        struct runner_hooks h = {
+            .ctx = &t, .child = job_child_hook, .update = job_update_hook, .cancel = &j->cancel};
         if (j->kind == KIND_PVB)
             runner_backup(&c->cfg.runner, t.k, j->obj, &h, &r);
         else
@@ -699,7 +704,8 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
     struct ctl_job *job = job_find_locked(c, key);
     const char *uid = k8s_str(obj, "metadata.uid");
     bool running = job && uid && strcmp(job->uid, uid) == 0;
-    if (job && !running) { /* the object was deleted (or replaced): its job has no one to report to */
+    if (job &&
+        !running) { /* the object was deleted (or replaced): its job has no one to report to */
         job->deleted = 1;
         job_request_cancel(job);
     }
@@ -774,9 +780,8 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
             job_request_cancel(job);
         }
         pthread_mutex_unlock(&c->mu);
-        if (!v.deleting &&
-            write_status(c, k, kind, obj, json_pack("{s:s}", "phase", "Canceling"), in_progress,
-                         NULL) == 0)
+        if (!v.deleting && write_status(c, k, kind, obj, json_pack("{s:s}", "phase", "Canceling"),
+                                        in_progress, NULL) == 0)
             log_obj(ASYS_INFO, kind, obj, "canceling the running %s", what);
         break;
     case CTL_FAIL_ORPHAN: {
@@ -866,8 +871,8 @@ static void watch_health(struct ctl *c)
         ic->seen_failures = failures;
         if (streak >= UNHEALTHY_FAILURES) {
             healthy = false;
-            snprintf(why, sizeof why, "watching %s failed %lu times in a row",
-                     kind_res[i]->plural, streak);
+            snprintf(why, sizeof why, "watching %s failed %lu times in a row", kind_res[i]->plural,
+                     streak);
         }
     }
     if (c->cfg.metrics) metrics_set_health(c->cfg.metrics, healthy, why);
@@ -911,8 +916,10 @@ int ctl_run(struct ctl *c, const volatile int *stop, struct err *e)
 stop:
     c->stop_watch = 1;
     q_shut(&c->q);
-    for (int i = 0; i < started_inf; i++) pthread_join(c->inf[i].thread, NULL);
-    for (int i = 0; i < started_workers; i++) pthread_join(c->workers[i], NULL);
+    for (int i = 0; i < started_inf; i++)
+        pthread_join(c->inf[i].thread, NULL);
+    for (int i = 0; i < started_workers; i++)
+        pthread_join(c->workers[i], NULL);
     watch_health(c);
     /* Running jobs get the grace period, then are stopped and handed back. */
     struct timespec until;

@@ -34,13 +34,13 @@ struct ctl_config {
     const char *namespace;             /* where the PVBs, PVRs, locations and Secrets live */
     const char *const *uploader_types; /* spec.uploaderType values served ("" = unset) */
     size_t n_uploader_types;
-    unsigned concurrency;              /* jobs at once */
-    unsigned progress_interval;        /* seconds between progress writes */
-    unsigned resync_interval;          /* seconds between re-checks of waiting objects */
-    unsigned shutdown_grace;           /* seconds running jobs get to finish on stop */
+    unsigned concurrency;       /* jobs at once */
+    unsigned progress_interval; /* seconds between progress writes */
+    unsigned resync_interval;   /* seconds between re-checks of waiting objects */
+    unsigned shutdown_grace;    /* seconds running jobs get to finish on stop */
     const struct k8s_config *k8s;
-    struct runner_env runner;          /* init_lock is the controller's own */
-    struct metrics *metrics;           /* may be NULL */
+    struct runner_env runner; /* init_lock is the controller's own */
+    struct metrics *metrics;  /* may be NULL */
 };
 
 struct ctl;

@@ -196,7 +196,8 @@ static void keep_tail(char *tail, size_t cap, const char *data, size_t n)
         memmove(tail, tail + drop, have - drop);
         have -= drop;
     }
-    for (size_t i = 0; i < n; i++) tail[have + i] = data[i] == '\n' ? ' ' : data[i];
+    for (size_t i = 0; i < n; i++)
+        tail[have + i] = data[i] == '\n' ? ' ' : data[i];
     tail[have + n] = '\0';
 }
 

@@ -162,10 +162,10 @@ void k8s_client_free(struct k8s_client *k)
 
 struct xfer {
     struct k8s_client *k;
-    struct k8s_informer *inf;   /* a watch: its failure streak ends when the server accepts it */
-    struct buf body;            /* the response, or the error body of a failed watch */
-    struct k8s_lines *lines;    /* a watch: 2xx bodies go here instead */
-    int line_rc;                /* what the line handler returned, when it stopped the transfer */
+    struct k8s_informer *inf; /* a watch: its failure streak ends when the server accepts it */
+    struct buf body;          /* the response, or the error body of a failed watch */
+    struct k8s_lines *lines;  /* a watch: 2xx bodies go here instead */
+    int line_rc;              /* what the line handler returned, when it stopped the transfer */
 };
 
 static size_t on_write(char *data, size_t size, size_t n, void *ud)
@@ -187,7 +187,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
     struct xfer *x = ud;
     long code = 0;
     curl_easy_getinfo(x->k->curl, CURLINFO_RESPONSE_CODE, &code);
-    if (x->inf && code / 100 == 2) __atomic_store_n(&x->inf->stats.failure_streak, 0, __ATOMIC_RELAXED);
+    if (x->inf && code / 100 == 2)
+        __atomic_store_n(&x->inf->stats.failure_streak, 0, __ATOMIC_RELAXED);
     return size * n;
 }
 
@@ -215,10 +216,10 @@ static int code_error(long code, const char *method, const char *path, const str
 {
     char msg[512];
     status_message(body, msg, sizeof msg);
-    int ec = code == 404                 ? ERR_NOT_FOUND
-             : code == 409               ? ERR_EXISTS
+    int ec = code == 404                  ? ERR_NOT_FOUND
+             : code == 409                ? ERR_EXISTS
              : code == 401 || code == 403 ? ERR_AUTH
-                                         : ERR_FAIL;
+                                          : ERR_FAIL;
     return err_set(e, ec, "%s %s: HTTP %ld: %s", method, path, code, msg);
 }
 
@@ -276,8 +277,7 @@ static int perform(struct k8s_client *k, const char *method, const char *path, c
         return err_set(e, ERR_CANCELED, "%s %s: stopped", method, path);
     if (rc == CURLE_WRITE_ERROR && x->line_rc) return 0; /* the line handler ended the watch */
     if (rc != CURLE_OK)
-        return err_set(e, ERR_FAIL, "%s %s%s: %s", method, k->server, path,
-                       curl_easy_strerror(rc));
+        return err_set(e, ERR_FAIL, "%s %s%s: %s", method, k->server, path, curl_easy_strerror(rc));
     return 0;
 }
 
@@ -294,8 +294,8 @@ int k8s_request(struct k8s_client *k, const char *method, const char *path, json
     if (rc == 0 && out) {
         json_error_t je;
         *out = json_loadb(x.body.data ? (const char *)x.body.data : "", x.body.len, 0, &je);
-        if (!*out) rc = err_set(e, ERR_FAIL, "%s %s: the answer is not JSON: %s", method, path,
-                                je.text);
+        if (!*out)
+            rc = err_set(e, ERR_FAIL, "%s %s: the answer is not JSON: %s", method, path, je.text);
     }
     buf_free(&x.body);
     return rc;
@@ -422,8 +422,9 @@ static char *collection_query(const struct k8s_informer *inf, bool watch, const 
     }
     if (watch) {
         char q[128];
-        snprintf(q, sizeof q, "%cwatch=1&allowWatchBookmarks=true&timeoutSeconds=%u&resourceVersion=",
-                 sep, timeout);
+        snprintf(q, sizeof q,
+                 "%cwatch=1&allowWatchBookmarks=true&timeoutSeconds=%u&resourceVersion=", sep,
+                 timeout);
         bad |= put_str(&b, q) | escape_into(&b, rv);
     }
     bad |= buf_put_u8(&b, 0);
@@ -438,7 +439,8 @@ static char *collection_query(const struct k8s_informer *inf, bool watch, const 
 /* Sleeps `secs`, waking early when the client is told to stop. */
 static void nap(const struct k8s_client *k, double secs)
 {
-    for (double t = 0; t < secs && !(k->stop && *k->stop); t += 0.05) usleep(50000);
+    for (double t = 0; t < secs && !(k->stop && *k->stop); t += 0.05)
+        usleep(50000);
 }
 
 static int do_list(struct k8s_client *k, struct k8s_informer *inf, struct watch_state *w,

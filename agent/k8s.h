@@ -21,15 +21,15 @@
 #define K8S_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 
 struct k8s_config {
-    char *server;     /* "https://host:port", no trailing slash */
-    char *token;      /* bearer token, or NULL */
-    char *token_file; /* re-read before each request when set (service-account tokens rotate) */
-    char *ca_file;    /* PEM file, or NULL */
-    struct buf ca_data;   /* PEM bytes (kubeconfig certificate-authority-data) */
+    char *server;       /* "https://host:port", no trailing slash */
+    char *token;        /* bearer token, or NULL */
+    char *token_file;   /* re-read before each request when set (service-account tokens rotate) */
+    char *ca_file;      /* PEM file, or NULL */
+    struct buf ca_data; /* PEM bytes (kubeconfig certificate-authority-data) */
     char *cert_file, *key_file;     /* client certificate and key (PEM files), or NULL */
     struct buf cert_data, key_data; /* the same given inline */
-    bool insecure;    /* insecure-skip-tls-verify */
-    char *namespace;  /* the context's or service account's namespace, or NULL */
+    bool insecure;                  /* insecure-skip-tls-verify */
+    char *namespace;                /* the context's or service account's namespace, or NULL */
 };
 
 void k8s_config_free(struct k8s_config *c);
@@ -45,8 +45,8 @@ int k8s_config_in_cluster(struct k8s_config *c, const char *sa_dir, struct err *
 int k8s_config_kubeconfig(struct k8s_config *c, const char *path, const char *context,
                           struct err *e);
 /* The same from YAML text; `dir` resolves relative file names. */
-int k8s_config_kubeconfig_parse(struct k8s_config *c, const char *yaml, size_t len,
-                                const char *dir, const char *context, struct err *e);
+int k8s_config_kubeconfig_parse(struct k8s_config *c, const char *yaml, size_t len, const char *dir,
+                                const char *context, struct err *e);
 
 /* A plain server URL, no credentials (kubectl proxy, the test stand-in). */
 int k8s_config_server(struct k8s_config *c, const char *url, struct err *e);

@@ -43,7 +43,8 @@ static int set_server(struct k8s_config *c, const char *url, struct err *e)
         return err_set(e, ERR_FAIL, "API server URL %s: must start with http:// or https://", url);
     if (dup_into(&c->server, url, e) < 0) return e->code;
     size_t n = strlen(c->server);
-    while (n > 0 && c->server[n - 1] == '/') c->server[--n] = '\0';
+    while (n > 0 && c->server[n - 1] == '/')
+        c->server[--n] = '\0';
     return 0;
 }
 
@@ -57,8 +58,8 @@ static int read_text(const char *path, char **out, struct err *e)
 {
     struct buf b = BUF_INIT;
     if (asys_read_file(path, SA_FILE_MAX, &b, e) < 0) return e->code;
-    while (b.len > 0 && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' ||
-                         b.data[b.len - 1] == ' '))
+    while (b.len > 0 &&
+           (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' || b.data[b.len - 1] == ' '))
         b.data[--b.len] = '\0';
     *out = (char *)b.data;
     if (!*out) *out = strdup("");
@@ -108,8 +109,8 @@ static json_t *yaml_node_json(yaml_document_t *doc, yaml_node_t *n, int depth)
     }
     case YAML_MAPPING_NODE: {
         json_t *o = json_object();
-        for (yaml_node_pair_t *p = n->data.mapping.pairs.start;
-             o && p < n->data.mapping.pairs.top; p++) {
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; o && p < n->data.mapping.pairs.top;
+             p++) {
             yaml_node_t *k = yaml_document_get_node(doc, p->key);
             if (!k || k->type != YAML_SCALAR_NODE) continue;
             json_t *v = yaml_node_json(doc, yaml_document_get_node(doc, p->value), depth + 1);
@@ -186,8 +187,8 @@ static int set_b64(struct buf *dst, const char *b64, const char *what, struct er
     return 0;
 }
 
-int k8s_config_kubeconfig_parse(struct k8s_config *c, const char *yaml, size_t len,
-                                const char *dir, const char *context, struct err *e)
+int k8s_config_kubeconfig_parse(struct k8s_config *c, const char *yaml, size_t len, const char *dir,
+                                const char *context, struct err *e)
 {
     json_t *root = yaml_parse_json(yaml, len, e);
     if (!root) return e->code;
@@ -216,7 +217,8 @@ int k8s_config_kubeconfig_parse(struct k8s_config *c, const char *yaml, size_t l
         (rc = set_b64(&c->ca_data, k8s_str(cl, "certificate-authority-data"),
                       "certificate-authority-data", e)) < 0)
         goto out;
-    if (k8s_str(ctx, "namespace") && (rc = dup_into(&c->namespace, k8s_str(ctx, "namespace"), e)) < 0)
+    if (k8s_str(ctx, "namespace") &&
+        (rc = dup_into(&c->namespace, k8s_str(ctx, "namespace"), e)) < 0)
         goto out;
     json_t *user = user_name ? named(root, "users", user_name, "user") : NULL;
     if (!user) goto out; /* a cluster without credentials, e.g. behind kubectl proxy */
@@ -252,8 +254,8 @@ int k8s_config_kubeconfig(struct k8s_config *c, const char *path, const char *co
         *slash = '\0';
     else
         snprintf(dir, sizeof dir, ".");
-    int rc = k8s_config_kubeconfig_parse(c, b.data ? (const char *)b.data : "", b.len, dir,
-                                         context, e);
+    int rc =
+        k8s_config_kubeconfig_parse(c, b.data ? (const char *)b.data : "", b.len, dir, context, e);
     buf_free(&b);
     if (rc < 0) return err_wrap(e, "kubeconfig %s", path);
     return 0;

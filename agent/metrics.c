@@ -54,11 +54,12 @@ void metrics_job_started(struct metrics *m, enum metrics_kind k)
     pthread_mutex_unlock(&m->mu);
 }
 
-void metrics_job_finished(struct metrics *m, enum metrics_kind k, const char *phase,
-                          double seconds, uint64_t bytes, uint64_t bytes_new)
+void metrics_job_finished(struct metrics *m, enum metrics_kind k, const char *phase, double seconds,
+                          uint64_t bytes, uint64_t bytes_new)
 {
     size_t p = 0;
-    while (p < N_PHASES - 1 && strcmp(phase_names[p], phase) != 0) p++;
+    while (p < N_PHASES - 1 && strcmp(phase_names[p], phase) != 0)
+        p++;
     pthread_mutex_lock(&m->mu);
     if (m->running[k]) m->running[k]--;
     m->jobs[k][p]++;
@@ -137,12 +138,13 @@ int metrics_render(struct metrics *m, struct buf *b)
                   "# TYPE podvault_agent_job_duration_seconds histogram\n");
     for (int k = 0; k < N_KINDS; k++) {
         for (size_t i = 0; i < N_BUCKETS; i++)
-            bad |= put(b, "podvault_agent_job_duration_seconds_bucket{kind=\"%s\",le=\"%g\"} %llu\n",
-                       kind_names[k], buckets[i], (unsigned long long)m->hist[k][i]);
+            bad |=
+                put(b, "podvault_agent_job_duration_seconds_bucket{kind=\"%s\",le=\"%g\"} %llu\n",
+                    kind_names[k], buckets[i], (unsigned long long)m->hist[k][i]);
         bad |= put(b, "podvault_agent_job_duration_seconds_bucket{kind=\"%s\",le=\"+Inf\"} %llu\n",
                    kind_names[k], (unsigned long long)m->dur_count[k]);
-        bad |= put(b, "podvault_agent_job_duration_seconds_sum{kind=\"%s\"} %.3f\n",
-                   kind_names[k], m->dur_sum[k]);
+        bad |= put(b, "podvault_agent_job_duration_seconds_sum{kind=\"%s\"} %.3f\n", kind_names[k],
+                   m->dur_sum[k]);
         bad |= put(b, "podvault_agent_job_duration_seconds_count{kind=\"%s\"} %llu\n",
                    kind_names[k], (unsigned long long)m->dur_count[k]);
     }
@@ -151,13 +153,15 @@ int metrics_render(struct metrics *m, struct buf *b)
     for (int w = 0; w < 4; w++)
         bad |= put(b, "podvault_agent_watch_total{event=\"%s\"} %llu\n", watch_names[w],
                    (unsigned long long)m->watch[w]);
-    bad |= put(b, "# HELP podvault_agent_healthy 1 while the agent can reach the API server.\n"
-                  "# TYPE podvault_agent_healthy gauge\npodvault_agent_healthy %d\n",
+    bad |= put(b,
+               "# HELP podvault_agent_healthy 1 while the agent can reach the API server.\n"
+               "# TYPE podvault_agent_healthy gauge\npodvault_agent_healthy %d\n",
                m->healthy ? 1 : 0);
     pthread_mutex_unlock(&m->mu);
-    bad |= put(b, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-                  "# TYPE process_resident_memory_bytes gauge\n"
-                  "process_resident_memory_bytes %llu\n",
+    bad |= put(b,
+               "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+               "# TYPE process_resident_memory_bytes gauge\n"
+               "process_resident_memory_bytes %llu\n",
                (unsigned long long)rss_bytes());
     return bad ? -1 : 0;
 }
@@ -211,11 +215,11 @@ static void respond(struct conn *c)
         code = 405;
         put(&body, "only GET is served\n");
     }
-    const char *reason = code == 200 ? "OK" : code == 404 ? "Not Found" : code == 405
-                                                                          ? "Method Not Allowed"
-                                                                      : code == 503
-                                                                          ? "Service Unavailable"
-                                                                          : "Internal Server Error";
+    const char *reason = code == 200   ? "OK"
+                         : code == 404 ? "Not Found"
+                         : code == 405 ? "Method Not Allowed"
+                         : code == 503 ? "Service Unavailable"
+                                       : "Internal Server Error";
     put(&c->resp,
         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
         code, reason, ctype, body.len);

@@ -28,8 +28,8 @@ void metrics_free(struct metrics *m); /* stops the server first if it runs */
 void metrics_job_started(struct metrics *m, enum metrics_kind k);
 /* `phase` is the final phase (Completed, Failed, Canceled) or another word for jobs handed
  * back (e.g. "Requeued"). */
-void metrics_job_finished(struct metrics *m, enum metrics_kind k, const char *phase,
-                          double seconds, uint64_t bytes, uint64_t bytes_new);
+void metrics_job_finished(struct metrics *m, enum metrics_kind k, const char *phase, double seconds,
+                          uint64_t bytes, uint64_t bytes_new);
 void metrics_watch(struct metrics *m, enum metrics_watch ev, unsigned long n);
 /* `why` says what is wrong when not healthy (copied). */
 void metrics_set_health(struct metrics *m, bool healthy, const char *why);

@@ -19,7 +19,8 @@ void repoloc_free(struct repoloc *l)
 {
     free(l->location);
     free(l->profile);
-    for (size_t i = 0; i < l->n_args; i++) free(l->args[i]);
+    for (size_t i = 0; i < l->n_args; i++)
+        free(l->args[i]);
     memset(l, 0, sizeof *l);
 }
 
@@ -39,10 +40,12 @@ static bool truthy(const char *v)
 /* The prefix without leading and trailing slashes, into out. */
 static void trim_slashes(const char *in, char *out, size_t cap)
 {
-    while (*in == '/') in++;
+    while (*in == '/')
+        in++;
     snprintf(out, cap, "%s", in);
     size_t n = strlen(out);
-    while (n > 0 && out[n - 1] == '/') out[--n] = '\0';
+    while (n > 0 && out[n - 1] == '/')
+        out[--n] = '\0';
 }
 
 static int write_ca(const char *b64, const char *dir, struct repoloc *l, struct err *e)
@@ -50,8 +53,8 @@ static int write_ca(const char *b64, const char *dir, struct repoloc *l, struct 
     size_t n = strlen(b64), got = 0;
     unsigned char *pem = malloc(n + 1);
     if (!pem) return err_set(e, ERR_FAIL, "out of memory");
-    if (sodium_base642bin(pem, n, b64, n, " \t\r\n", &got, NULL,
-                          sodium_base64_VARIANT_ORIGINAL) != 0) {
+    if (sodium_base642bin(pem, n, b64, n, " \t\r\n", &got, NULL, sodium_base64_VARIANT_ORIGINAL) !=
+        0) {
         free(pem);
         return err_set(e, ERR_FAIL, "spec.objectStorage.caCert is not valid base64");
     }
@@ -97,8 +100,7 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
         return err_set(e, ERR_FAIL, "out of memory");
     int rc = 0;
     if (dir && *dir) {
-        snprintf(loc, sizeof loc, "%s%s%s/podvault/%s", dir, *prefix ? "/" : "", prefix,
-                 volume_ns);
+        snprintf(loc, sizeof loc, "%s%s%s/podvault/%s", dir, *prefix ? "/" : "", prefix, volume_ns);
     } else {
         if (!s3_provider(provider) && !s3url) {
             rc = err_set(e, ERR_FAIL,
@@ -129,10 +131,11 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
                  prefix, volume_ns);
         out->s3 = true;
         if ((rc = add_arg(out, "--s3-region", e)) < 0 || (rc = add_arg(out, region, e)) < 0 ||
-            (rc = add_arg(out, truthy(k8s_str(bsl, "spec.config.s3ForcePathStyle"))
-                                   ? "--s3-path-style"
-                                   : "--s3-virtual-host",
-                          e)) < 0)
+            (rc =
+                 add_arg(out,
+                         truthy(k8s_str(bsl, "spec.config.s3ForcePathStyle")) ? "--s3-path-style"
+                                                                              : "--s3-virtual-host",
+                         e)) < 0)
             goto fail;
         if (truthy(k8s_str(bsl, "spec.config.insecureSkipTLSVerify")) &&
             (rc = add_arg(out, "--insecure-tls", e)) < 0)
@@ -166,8 +169,10 @@ void repoloc_creds_free(struct repoloc_creds *c)
 /* Trims spaces at both ends of [s, s+n) in place; returns the new start, *n updated. */
 static const char *trim(const char *s, size_t *n)
 {
-    while (*n && isspace((unsigned char)*s)) s++, (*n)--;
-    while (*n && isspace((unsigned char)s[*n - 1])) (*n)--;
+    while (*n && isspace((unsigned char)*s))
+        s++, (*n)--;
+    while (*n && isspace((unsigned char)s[*n - 1]))
+        (*n)--;
     return s;
 }
 

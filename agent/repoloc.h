@@ -23,11 +23,11 @@
 #define REPOLOC_MAX_ARGS 8
 
 struct repoloc {
-    char *location;                   /* the -r value */
-    char *args[REPOLOC_MAX_ARGS];     /* global options for podvault (S3 settings), owned */
+    char *location;               /* the -r value */
+    char *args[REPOLOC_MAX_ARGS]; /* global options for podvault (S3 settings), owned */
     size_t n_args;
-    bool s3;                          /* needs S3 credentials */
-    char *profile;                    /* credentials file section ("default") */
+    bool s3;       /* needs S3 credentials */
+    char *profile; /* credentials file section ("default") */
 };
 
 /* Builds the repository of `volume_ns` at `bsl`. A caCert is written to `ca_dir`/ca.pem (0600)

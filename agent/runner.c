@@ -183,7 +183,8 @@ static int secret_value(struct k8s_client *k, const char *ns, const char *name, 
     }
     size_t n = strlen(b64), got = 0;
     *out = malloc(n + 1);
-    if (!*out) rc = err_set(e, ERR_FAIL, "out of memory");
+    if (!*out)
+        rc = err_set(e, ERR_FAIL, "out of memory");
     else if (sodium_base642bin((unsigned char *)*out, n, b64, n, " \r\n", &got, NULL,
                                sodium_base64_VARIANT_ORIGINAL) != 0)
         rc = err_set(e, ERR_FAIL, "Secret %s/%s: key %s is not base64", ns, name, key);
@@ -249,8 +250,8 @@ static int s3_credentials(const struct runner_env *env, struct k8s_client *k, co
 
 static bool inherited(const char *var, bool own_aws)
 {
-    static const char *const drop[] = {"PODVAULT_PASSWORD=", "PODVAULT_PASSWORD_FILE=",
-                                       "PODVAULT_REPOSITORY=", NULL};
+    static const char *const drop[] = {
+        "PODVAULT_PASSWORD=", "PODVAULT_PASSWORD_FILE=", "PODVAULT_REPOSITORY=", NULL};
     static const char *const aws[] = {"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=",
                                       "AWS_SESSION_TOKEN=", "AWS_SHARED_CREDENTIALS_FILE=", NULL};
     for (const char *const *d = drop; *d; d++)
@@ -267,19 +268,20 @@ static int child_env(const struct runner_env *env, struct k8s_client *k, const s
     struct repoloc_creds creds = {0};
     int rc = secret_value(k, env->namespace, REPO_PASSWORD_SECRET, REPO_PASSWORD_KEY, &password, e);
     if (rc < 0) {
-        return err_wrap(e, "repository password (Velero creates Secret %s with key %s; create it "
-                           "when podvault runs without Velero)",
+        return err_wrap(e,
+                        "repository password (Velero creates Secret %s with key %s; create it "
+                        "when podvault runs without Velero)",
                         REPO_PASSWORD_SECRET, REPO_PASSWORD_KEY);
     }
     if (loc->s3) rc = s3_credentials(env, k, bsl, loc->profile, &creds, e);
     for (const char *const *v = env->base_env; rc == 0 && v && *v; v++)
         if (inherited(*v, creds.key_id != NULL) && sv_add(out, *v) < 0)
             rc = err_set(e, ERR_FAIL, "out of memory");
-    if (rc == 0 && (sv_addf(out, "PODVAULT_PASSWORD=%s", password) < 0 ||
-                    (creds.key_id && (sv_addf(out, "AWS_ACCESS_KEY_ID=%s", creds.key_id) < 0 ||
-                                      sv_addf(out, "AWS_SECRET_ACCESS_KEY=%s", creds.secret) < 0)) ||
-                    (creds.session_token &&
-                     sv_addf(out, "AWS_SESSION_TOKEN=%s", creds.session_token) < 0)))
+    if (rc == 0 &&
+        (sv_addf(out, "PODVAULT_PASSWORD=%s", password) < 0 ||
+         (creds.key_id && (sv_addf(out, "AWS_ACCESS_KEY_ID=%s", creds.key_id) < 0 ||
+                           sv_addf(out, "AWS_SECRET_ACCESS_KEY=%s", creds.secret) < 0)) ||
+         (creds.session_token && sv_addf(out, "AWS_SESSION_TOKEN=%s", creds.session_token) < 0)))
         rc = err_set(e, ERR_FAIL, "out of memory");
     sodium_memzero(password, strlen(password));
     free(password);
@@ -323,10 +325,11 @@ static void on_status(void *ctx, const struct job_status *st)
 
 static int base_argv(const struct runner_env *env, const struct repoloc *loc, struct strv *a)
 {
-    int bad = sv_add(a, env->exe) | sv_add(a, "--json") | sv_add(a, "-r") |
-              sv_add(a, loc->location);
+    int bad =
+        sv_add(a, env->exe) | sv_add(a, "--json") | sv_add(a, "-r") | sv_add(a, loc->location);
     if (env->cache_dir) bad |= sv_add(a, "--cache-dir") | sv_add(a, env->cache_dir);
-    for (size_t i = 0; i < loc->n_args; i++) bad |= sv_add(a, loc->args[i]);
+    for (size_t i = 0; i < loc->n_args; i++)
+        bad |= sv_add(a, loc->args[i]);
     return bad ? -1 : 0;
 }
 
@@ -430,8 +433,8 @@ static int remove_tree(const char *path)
 static int make_scratch(const struct runner_env *env, char *dir, size_t cap, struct err *e)
 {
     snprintf(dir, cap, "%s/podvault-job-XXXXXX", env->scratch_dir);
-    if (!mkdtemp(dir)) return err_sys(e, errno, "creating a scratch directory under %s",
-                                      env->scratch_dir);
+    if (!mkdtemp(dir))
+        return err_sys(e, errno, "creating a scratch directory under %s", env->scratch_dir);
     return 0;
 }
 
@@ -573,12 +576,13 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
     const char *threads = k8s_str(spec, "uploaderSettings.ParallelFilesUpload");
     int bad = base_argv(env, &p.loc, &a) | sv_add(&a, "backup") | sv_add(&a, p.path) |
               sv_add(&a, "--host") | sv_add(&a, host) | sv_add(&a, "--label") |
-              sv_addf(&a, "pod=%s", pod) | sv_add(&a, "--label") |
-              sv_addf(&a, "namespace=%s", ns) | sv_add(&a, "--label") |
-              sv_addf(&a, "volume=%s", volume) | add_tags(&a, k8s_at(spec, "tags"));
+              sv_addf(&a, "pod=%s", pod) | sv_add(&a, "--label") | sv_addf(&a, "namespace=%s", ns) |
+              sv_add(&a, "--label") | sv_addf(&a, "volume=%s", volume) |
+              add_tags(&a, k8s_at(spec, "tags"));
     if (p.claim) bad |= sv_add(&a, "--label") | sv_addf(&a, "pvc=%s", p.claim);
     if (parent) bad |= sv_add(&a, "--parent") | sv_add(&a, k8s_str(parent, "id"));
-    if (threads && atoi(threads) > 0) bad |= sv_add(&a, "--threads") | sv_addf(&a, "%d", atoi(threads));
+    if (threads && atoi(threads) > 0)
+        bad |= sv_add(&a, "--threads") | sv_addf(&a, "%d", atoi(threads));
     if (bad) {
         err_set(&e, ERR_FAIL, "out of memory");
         goto fail;
@@ -689,14 +693,14 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
                    snap, p.loc.location);
         goto out;
     }
-    res->total_bytes =
-        (uint64_t)json_integer_value(k8s_at(found, "summary.total_bytes"));
+    res->total_bytes = (uint64_t)json_integer_value(k8s_at(found, "summary.total_bytes"));
     const char *sparse = k8s_str(spec, "uploaderSettings.WriteSparseFiles");
     const char *threads = k8s_str(spec, "uploaderSettings.ParallelFilesDownload");
     int bad = base_argv(env, &p.loc, &a) | sv_add(&a, "restore") |
               sv_add(&a, k8s_str(found, "id")) | sv_add(&a, "--target") | sv_add(&a, p.path);
     if (sparse && strcasecmp(sparse, "true") == 0) bad |= sv_add(&a, "--sparse");
-    if (threads && atoi(threads) > 0) bad |= sv_add(&a, "--threads") | sv_addf(&a, "%d", atoi(threads));
+    if (threads && atoi(threads) > 0)
+        bad |= sv_add(&a, "--threads") | sv_addf(&a, "%d", atoi(threads));
     if (bad) {
         err_set(&e, ERR_FAIL, "out of memory");
         goto fail;

@@ -45,10 +45,10 @@ struct runner_hooks {
 };
 
 struct runner_result {
-    const char *phase;          /* "Completed", "Failed" or "Canceled" */
-    char message[1024];         /* for status.message; "" when there is nothing to say */
-    char snapshot_id[80];       /* backups: the new snapshot ("" for an empty volume) */
-    char path[PATH_MAX];        /* the volume directory found, or "" */
+    const char *phase;    /* "Completed", "Failed" or "Canceled" */
+    char message[1024];   /* for status.message; "" when there is nothing to say */
+    char snapshot_id[80]; /* backups: the new snapshot ("" for an empty volume) */
+    char path[PATH_MAX];  /* the volume directory found, or "" */
     uint64_t total_bytes, bytes_done, bytes_new;
 };
 

@@ -95,8 +95,7 @@ int volume_find(const char *host_pods, const char *pod_uid, const char *dir, cha
         while ((de = readdir(d)) != NULL) {
             if (de->d_name[0] == '.') continue;
             struct stat st;
-            if (snprintf(cand, sizeof cand, "%s/%s/%s", base, de->d_name, dir) >=
-                (int)sizeof cand)
+            if (snprintf(cand, sizeof cand, "%s/%s/%s", base, de->d_name, dir) >= (int)sizeof cand)
                 continue;
             if (stat(cand, &st) == 0 && S_ISDIR(st.st_mode)) {
                 if (n++ == 0) snprintf(found, sizeof found, "%s", cand);

@@ -13,8 +13,8 @@
 
 static enum ctl_action decide(const char *phase, bool cancel, bool job, bool slot)
 {
-    struct ctl_view v = {.phase = phase, .cancel = cancel, .ours = true, .job_running = job,
-                         .slot_free = slot};
+    struct ctl_view v = {
+        .phase = phase, .cancel = cancel, .ours = true, .job_running = job, .slot_free = slot};
     return ctl_decide(&v);
 }
 
@@ -65,7 +65,8 @@ static void test_final_and_unknown(void **state)
 
 static void test_deletion(void **state)
 {
-    struct ctl_view v = {.phase = "InProgress", .deleting = true, .ours = true, .job_running = true};
+    struct ctl_view v = {
+        .phase = "InProgress", .deleting = true, .ours = true, .job_running = true};
     assert_int_equal(ctl_decide(&v), CTL_CANCEL_JOB);
     v.phase = "";
     v.job_running = false;

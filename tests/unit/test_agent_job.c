@@ -24,9 +24,10 @@ static void test_parse_lines(void **state)
 {
     struct job_status st = {0};
     json_t *obj;
-    const char *status = "{\"message_type\":\"status\",\"seconds_elapsed\":1.5,\"percent_done\":0.42,"
-                         "\"total_files\":10,\"files_done\":4,\"total_bytes\":1000,"
-                         "\"bytes_done\":420,\"bytes_new\":100,\"errors\":1}";
+    const char *status =
+        "{\"message_type\":\"status\",\"seconds_elapsed\":1.5,\"percent_done\":0.42,"
+        "\"total_files\":10,\"files_done\":4,\"total_bytes\":1000,"
+        "\"bytes_done\":420,\"bytes_new\":100,\"errors\":1}";
     assert_int_equal(job_parse_line(status, strlen(status), &st, &obj), JOB_LINE_STATUS);
     assert_null(obj);
     assert_int_equal(st.total_bytes, 1000);
@@ -173,8 +174,8 @@ static void test_pick_snapshot(void **state)
         0, NULL);
     assert_string_equal(json_string_value(json_object_get(runner_pick_snapshot(list, NULL), "id")),
                         "bb22");
-    assert_string_equal(json_string_value(json_object_get(runner_pick_snapshot(list, "aa11"), "id")),
-                        "aa11");
+    assert_string_equal(
+        json_string_value(json_object_get(runner_pick_snapshot(list, "aa11"), "id")), "aa11");
     assert_string_equal(json_string_value(json_object_get(runner_pick_snapshot(list, "bb"), "id")),
                         "bb22");
     assert_null(runner_pick_snapshot(list, "a")); /* ambiguous */

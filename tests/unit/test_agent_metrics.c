@@ -38,9 +38,12 @@ static void test_render(void **state)
     assert_true(has(&b, "podvault_agent_jobs_running{kind=\"backup\"} 0\n"));
     assert_true(has(&b, "podvault_agent_bytes_total{kind=\"backup\"} 1000\n"));
     assert_true(has(&b, "podvault_agent_bytes_new_total{kind=\"backup\"} 300\n"));
-    assert_true(has(&b, "podvault_agent_job_duration_seconds_bucket{kind=\"backup\",le=\"10\"} 0\n"));
-    assert_true(has(&b, "podvault_agent_job_duration_seconds_bucket{kind=\"backup\",le=\"60\"} 1\n"));
-    assert_true(has(&b, "podvault_agent_job_duration_seconds_bucket{kind=\"backup\",le=\"+Inf\"} 2\n"));
+    assert_true(
+        has(&b, "podvault_agent_job_duration_seconds_bucket{kind=\"backup\",le=\"10\"} 0\n"));
+    assert_true(
+        has(&b, "podvault_agent_job_duration_seconds_bucket{kind=\"backup\",le=\"60\"} 1\n"));
+    assert_true(
+        has(&b, "podvault_agent_job_duration_seconds_bucket{kind=\"backup\",le=\"+Inf\"} 2\n"));
     assert_true(has(&b, "podvault_agent_job_duration_seconds_count{kind=\"backup\"} 2\n"));
     assert_true(has(&b, "podvault_agent_job_duration_seconds_sum{kind=\"restore\"} 0.500\n"));
     assert_true(has(&b, "podvault_agent_watch_total{event=\"expired\"} 2\n"));

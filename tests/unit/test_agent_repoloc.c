@@ -28,9 +28,11 @@ static int from(const char *bsl_text, const char *ns, const char *dir, struct re
 static void assert_args(const struct repoloc *l, const char *const *want)
 {
     size_t n = 0;
-    while (want[n]) n++;
+    while (want[n])
+        n++;
     assert_int_equal(l->n_args, n);
-    for (size_t i = 0; i < n; i++) assert_string_equal(l->args[i], want[i]);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(l->args[i], want[i]);
 }
 
 static void test_s3_locations(void **state)
@@ -42,20 +44,22 @@ static void test_s3_locations(void **state)
                           "\"config\":{\"region\":\"eu-west-1\"}}}",
                           "shop", "/tmp", &l, &e),
                      0);
-    assert_string_equal(l.location, "s3:https://s3.eu-west-1.amazonaws.com/bk/cluster1/podvault/shop");
+    assert_string_equal(l.location,
+                        "s3:https://s3.eu-west-1.amazonaws.com/bk/cluster1/podvault/shop");
     assert_true(l.s3);
     assert_string_equal(l.profile, "default");
     static const char *const aws[] = {"--s3-region", "eu-west-1", "--s3-virtual-host", NULL};
     assert_args(&l, aws);
     repoloc_free(&l);
 
-    assert_int_equal(from("{\"metadata\":{\"name\":\"minio\"},\"spec\":{\"provider\":\"velero.io/aws\","
-                          "\"objectStorage\":{\"bucket\":\"velero\"},"
-                          "\"config\":{\"s3Url\":\"http://minio.velero.svc:9000/\","
-                          "\"s3ForcePathStyle\":\"true\",\"insecureSkipTLSVerify\":\"true\","
-                          "\"profile\":\"backup\"}}}",
-                          "default", "/tmp", &l, &e),
-                     0);
+    assert_int_equal(
+        from("{\"metadata\":{\"name\":\"minio\"},\"spec\":{\"provider\":\"velero.io/aws\","
+             "\"objectStorage\":{\"bucket\":\"velero\"},"
+             "\"config\":{\"s3Url\":\"http://minio.velero.svc:9000/\","
+             "\"s3ForcePathStyle\":\"true\",\"insecureSkipTLSVerify\":\"true\","
+             "\"profile\":\"backup\"}}}",
+             "default", "/tmp", &l, &e),
+        0);
     assert_string_equal(l.location, "s3:http://minio.velero.svc:9000/velero/podvault/default");
     assert_string_equal(l.profile, "backup");
     static const char *const minio[] = {"--s3-region", "us-east-1", "--s3-path-style",
@@ -71,11 +75,12 @@ static void test_ca_written(void **state)
     struct repoloc l;
     struct err e;
     /* "-----BEGIN CERTIFICATE-----\n" in base64 */
-    assert_int_equal(from("{\"spec\":{\"provider\":\"aws\",\"objectStorage\":{\"bucket\":\"b\","
-                          "\"caCert\":\"LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==\"},"
-                          "\"config\":{\"s3Url\":\"https://rgw:7480\",\"s3ForcePathStyle\":\"1\"}}}",
-                          "ns", dir, &l, &e),
-                     0);
+    assert_int_equal(
+        from("{\"spec\":{\"provider\":\"aws\",\"objectStorage\":{\"bucket\":\"b\","
+             "\"caCert\":\"LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==\"},"
+             "\"config\":{\"s3Url\":\"https://rgw:7480\",\"s3ForcePathStyle\":\"1\"}}}",
+             "ns", dir, &l, &e),
+        0);
     char ca[256];
     snprintf(ca, sizeof ca, "%s/ca.pem", dir);
     static const char *want_tail[] = {"--cacert", NULL};
@@ -123,9 +128,9 @@ static void test_local_and_refusals(void **state)
                           "ns", "/tmp", &l, &e),
                      ERR_FAIL);
     assert_non_null(strstr(e.msg, "must start with http"));
-    assert_int_equal(from("{\"spec\":{\"config\":{\"podvaultPath\":\"/x\"}}}", "../etc", "/tmp", &l,
-                          &e),
-                     ERR_FAIL);
+    assert_int_equal(
+        from("{\"spec\":{\"config\":{\"podvaultPath\":\"/x\"}}}", "../etc", "/tmp", &l, &e),
+        ERR_FAIL);
     assert_int_equal(from("{\"spec\":{\"config\":{\"podvaultPath\":\"/x\"}}}", "", "/tmp", &l, &e),
                      ERR_FAIL);
 }

@@ -31,7 +31,8 @@ static const char pod_json[] =
 static char *dir_for(const json_t *pod, const char *volume, const char *pv_text,
                      const char *drivers_text, int *rc, struct err *e)
 {
-    json_t *pv = pv_text ? parse(pv_text) : NULL, *drivers = drivers_text ? parse(drivers_text) : NULL;
+    json_t *pv = pv_text ? parse(pv_text) : NULL,
+           *drivers = drivers_text ? parse(drivers_text) : NULL;
     char *dir = NULL;
     *rc = volume_dir(volume_entry(pod, volume), pv, drivers, &dir, e);
     json_decref(pv);
@@ -61,14 +62,16 @@ static void test_dir_rule(void **state)
                 &e);
     assert_string_equal(d, "pv-9");
     free(d);
-    d = dir_for(pod, "data", "{\"metadata\":{\"name\":\"pv-9\"},\"spec\":{\"csi\":{\"driver\":\"x\"}}}",
-                NULL, &rc, &e);
+    d = dir_for(pod, "data",
+                "{\"metadata\":{\"name\":\"pv-9\"},\"spec\":{\"csi\":{\"driver\":\"x\"}}}", NULL,
+                &rc, &e);
     assert_string_equal(d, "pv-9/mount");
     free(d);
 
     /* CSI migration: the annotation names a driver, which counts only when it exists. */
-    const char *annotated = "{\"metadata\":{\"name\":\"pv-9\",\"annotations\":{"
-                            "\"pv.kubernetes.io/provisioned-by\":\"ebs.csi.aws.com\"}},\"spec\":{}}";
+    const char *annotated =
+        "{\"metadata\":{\"name\":\"pv-9\",\"annotations\":{"
+        "\"pv.kubernetes.io/provisioned-by\":\"ebs.csi.aws.com\"}},\"spec\":{}}";
     json_t *pv = parse(annotated);
     assert_true(volume_pv_names_driver(pv));
     json_decref(pv);

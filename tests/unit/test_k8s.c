@@ -107,9 +107,9 @@ static void test_kubeconfig_current_context(void **state)
 {
     struct k8s_config c = {0};
     struct err e;
-    assert_int_equal(k8s_config_kubeconfig_parse(&c, kubeconfig, strlen(kubeconfig), "/home/u/.kube",
-                                                 NULL, &e),
-                     0);
+    assert_int_equal(
+        k8s_config_kubeconfig_parse(&c, kubeconfig, strlen(kubeconfig), "/home/u/.kube", NULL, &e),
+        0);
     assert_string_equal(c.server, "https://10.0.0.1:6443");
     assert_string_equal(c.token, "s3cr3t");
     assert_string_equal(c.namespace, "velero");
@@ -127,9 +127,9 @@ static void test_kubeconfig_named_context_and_files(void **state)
 {
     struct k8s_config c = {0};
     struct err e;
-    assert_int_equal(k8s_config_kubeconfig_parse(&c, kubeconfig, strlen(kubeconfig), "/home/u/.kube",
-                                                 "dev", &e),
-                     0);
+    assert_int_equal(
+        k8s_config_kubeconfig_parse(&c, kubeconfig, strlen(kubeconfig), "/home/u/.kube", "dev", &e),
+        0);
     assert_string_equal(c.server, "http://127.0.0.1:8001");
     assert_true(c.insecure);
     assert_string_equal(c.ca_file, "/home/u/.kube/certs/ca.pem");
@@ -145,12 +145,14 @@ static void test_kubeconfig_refusals(void **state)
 {
     struct k8s_config c = {0};
     struct err e;
-    assert_int_equal(k8s_config_kubeconfig_parse(&c, kubeconfig, strlen(kubeconfig), "/", "plugin", &e),
-                     ERR_FAIL);
+    assert_int_equal(
+        k8s_config_kubeconfig_parse(&c, kubeconfig, strlen(kubeconfig), "/", "plugin", &e),
+        ERR_FAIL);
     assert_non_null(strstr(e.msg, "exec"));
     k8s_config_free(&c);
-    assert_int_equal(k8s_config_kubeconfig_parse(&c, kubeconfig, strlen(kubeconfig), "/", "nope", &e),
-                     ERR_NOT_FOUND);
+    assert_int_equal(
+        k8s_config_kubeconfig_parse(&c, kubeconfig, strlen(kubeconfig), "/", "nope", &e),
+        ERR_NOT_FOUND);
     assert_non_null(strstr(e.msg, "context nope"));
     k8s_config_free(&c);
     static const char bad[] = "clusters: [unclosed\n";
@@ -158,13 +160,15 @@ static void test_kubeconfig_refusals(void **state)
     assert_non_null(strstr(e.msg, "YAML"));
     k8s_config_free(&c);
     static const char nocur[] = "apiVersion: v1\nclusters: []\n";
-    assert_int_equal(k8s_config_kubeconfig_parse(&c, nocur, strlen(nocur), "/", NULL, &e), ERR_FAIL);
+    assert_int_equal(k8s_config_kubeconfig_parse(&c, nocur, strlen(nocur), "/", NULL, &e),
+                     ERR_FAIL);
     assert_non_null(strstr(e.msg, "current-context"));
     k8s_config_free(&c);
     static const char bad64[] = "current-context: x\ncontexts: [{name: x, context: {cluster: y}}]\n"
                                 "clusters: [{name: y, cluster: {server: 'https://h', "
                                 "certificate-authority-data: '!!!'}}]\n";
-    assert_int_equal(k8s_config_kubeconfig_parse(&c, bad64, strlen(bad64), "/", NULL, &e), ERR_FAIL);
+    assert_int_equal(k8s_config_kubeconfig_parse(&c, bad64, strlen(bad64), "/", NULL, &e),
+                     ERR_FAIL);
     assert_non_null(strstr(e.msg, "base64"));
     k8s_config_free(&c);
 }
@@ -208,7 +212,8 @@ static void test_paths_and_lookups(void **state)
     assert_string_equal(p, "/api/v1/namespaces/default/pods/web");
     free(p);
     p = k8s_path(&K8S_PVBS, "velero", "a b/c", "status");
-    assert_string_equal(p, "/apis/velero.io/v1/namespaces/velero/podvolumebackups/a%20b%2Fc/status");
+    assert_string_equal(p,
+                        "/apis/velero.io/v1/namespaces/velero/podvolumebackups/a%20b%2Fc/status");
     free(p);
     p = k8s_path(&K8S_PVS, "ignored", "pv-1", NULL);
     assert_string_equal(p, "/api/v1/persistentvolumes/pv-1");
@@ -371,8 +376,9 @@ static void test_requests_and_errors(void **state)
     json_t *out = NULL;
     assert_int_equal(k8s_get(k, "/api/v1/namespaces/ns/pods/p", &out, &e), 0);
     assert_string_equal(k8s_str(out, "metadata.name"), "p");
-    assert_int_equal(k8s_put(k, "/apis/velero.io/v1/namespaces/ns/podvolumebackups/b", out, NULL, &e),
-                     ERR_EXISTS);
+    assert_int_equal(
+        k8s_put(k, "/apis/velero.io/v1/namespaces/ns/podvolumebackups/b", out, NULL, &e),
+        ERR_EXISTS);
     assert_non_null(strstr(e.msg, "the object has been modified"));
     assert_int_equal(k8s_get(k, "/api/v1/namespaces/ns/pods/gone", NULL, &e), ERR_NOT_FOUND);
     assert_non_null(strstr(e.msg, "not found"));
@@ -444,16 +450,18 @@ static void test_informer_resume_and_relist(void **state)
         "{\"type\":\"ADDED\",\"object\":" OBJ("c", "11") "}\n{\"type\":\"MODI",
         "FIED\",\"object\":" OBJ("a", "12") "}\n",
         "{\"type\":\"BOOKMARK\",\"object\":" OBJ("", "13") "}\n", NULL};
-    static const char *const watch2[] = {
-        "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410,\"message\":\"too old\"}}\n",
-        NULL};
+    static const char *const watch2[] = {"{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\","
+                                         "\"code\":410,\"message\":\"too old\"}}\n",
+                                         NULL};
     static const char *const watch3[] = {"{\"type\":\"DELETED\",\"object\":" OBJ("c", "21") "}\n",
                                          NULL};
     static const struct step script[] = {
         {"GET /api/v1/namespaces/ns/pods?labelSelector=app%3Dx HTTP", NULL, "200 OK",
-         "{\"metadata\":{\"resourceVersion\":\"10\"},\"items\":[" OBJ("a", "5") "," OBJ("b", "6") "]}",
+         "{\"metadata\":{\"resourceVersion\":\"10\"},\"items\":[" OBJ("a", "5") "," OBJ("b",
+                                                                                        "6") "]}",
          NULL},
-        {"labelSelector=app%3Dx&watch=1&allowWatchBookmarks=true&timeoutSeconds=30&resourceVersion=10 ",
+        {"labelSelector=app%3Dx&watch=1&allowWatchBookmarks=true&timeoutSeconds=30&resourceVersion="
+         "10 ",
          NULL, "200 OK", NULL, watch1},
         {"watch=1&allowWatchBookmarks=true&timeoutSeconds=30&resourceVersion=13 ", NULL, "200 OK",
          NULL, watch2},
@@ -467,16 +475,21 @@ static void test_informer_resume_and_relist(void **state)
     server_start(&s, script, 6);
     struct k8s_client *k = client_for(&s, NULL, NULL);
     struct events ev = {0};
-    struct k8s_informer inf = {.res = &K8S_PODS, .ns = "ns", .label_selector = "app=x",
-                               .watch_timeout = 30, .fn = on_event, .ctx = &ev};
+    struct k8s_informer inf = {.res = &K8S_PODS,
+                               .ns = "ns",
+                               .label_selector = "app=x",
+                               .watch_timeout = 30,
+                               .fn = on_event,
+                               .ctx = &ev};
     assert_int_equal(k8s_informer_run(k, &inf), 99);
     server_stop(&s);
     k8s_client_free(k);
     assert_string_equal(s.mismatch, "");
-    static const char *const want[] = {"LIST a", "LIST b", "SYNC -", "ADDED c", "MODIFIED a",
-                                       "LIST c", "SYNC -", "DELETED c"};
+    static const char *const want[] = {"LIST a",     "LIST b", "SYNC -", "ADDED c",
+                                       "MODIFIED a", "LIST c", "SYNC -", "DELETED c"};
     assert_int_equal(ev.n, 8);
-    for (int i = 0; i < 8; i++) assert_string_equal(ev.log[i], want[i]);
+    for (int i = 0; i < 8; i++)
+        assert_string_equal(ev.log[i], want[i]);
     assert_int_equal(inf.stats.lists, 2);
     assert_int_equal(inf.stats.expired, 1);
     assert_int_equal(inf.stats.resumes, 1);
