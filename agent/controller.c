@@ -41,7 +41,11 @@ enum ctl_action ctl_decide(const struct ctl_view *v)
     if (phase_is(p, "InProgress")) return CTL_FAIL_ORPHAN;
     if (phase_is(p, "Canceling")) return CTL_FINISH_CANCEL;
     if (v->deleting) return CTL_IGNORE;
-    if (phase_is(p, "") || phase_is(p, "New")) return v->cancel ? CTL_CANCEL_NEW : CTL_ACCEPT;
+    if (phase_is(p, "") || phase_is(p, "New")) {
+        if (v->cancel) return CTL_CANCEL_NEW;
+        if (!v->legacy) return CTL_ACCEPT;
+        return v->slot_free ? CTL_START : CTL_WAIT;
+    }
     if (phase_is(p, "Accepted") || phase_is(p, "Prepared")) {
         if (v->cancel) return CTL_CANCEL_NEW;
         return v->slot_free ? CTL_START : CTL_WAIT;
@@ -255,6 +259,7 @@ struct ctl {
     struct job_slots slots;
     struct queue q;
     int status_sub[2]; /* per kind: 0 unknown, 1 the kind has /status, -1 it has none */
+    int legacy[2];     /* per kind: the CRD refused a phase newer than Velero 1.16's */
     volatile int stop_watch;
     struct ictx inf[2];
     pthread_t workers[N_WORKERS];
@@ -465,14 +470,45 @@ done:
 }
 
 /* A status write of a worker or job, with the reason logged when it fails. */
+/* The phases of Velero 1.16 and earlier stand in for the newer ones: Accepted is New again,
+ * Canceling is not written, Canceled is Failed. Returns false when `fields` had a newer phase. */
+static bool to_legacy_phases(json_t *fields)
+{
+    const char *p = json_string_value(json_object_get(fields, "phase"));
+    if (phase_is(p, "Accepted") || phase_is(p, "Prepared"))
+        json_object_set_new(fields, "phase", json_string("New"));
+    else if (phase_is(p, "Canceling"))
+        json_object_del(fields, "phase");
+    else if (phase_is(p, "Canceled"))
+        json_object_set_new(fields, "phase", json_string("Failed"));
+    else
+        return true;
+    return false;
+}
+
 static int write_status(struct ctl *c, struct k8s_client *k, int kind, const json_t *obj,
                         json_t *fields, const char *const *from, json_t **out)
 {
     struct err e;
     err_clear(&e);
-    int rc =
-        status_update(c, k, kind, k8s_str(obj, "metadata.namespace"), k8s_str(obj, "metadata.name"),
-                      k8s_str(obj, "metadata.uid"), fields, from, out, &e);
+    bool legacy = __atomic_load_n(&c->legacy[kind], __ATOMIC_RELAXED);
+    if (legacy) to_legacy_phases(fields);
+    int rc;
+    for (;;) {
+        rc = status_update(c, k, kind, k8s_str(obj, "metadata.namespace"),
+                           k8s_str(obj, "metadata.name"), k8s_str(obj, "metadata.uid"), fields,
+                           from, out, &e);
+        if (rc < 0 && !legacy && k8s_last_status(k) == 422 && !to_legacy_phases(fields)) {
+            legacy = true;
+            __atomic_store_n(&c->legacy[kind], 1, __ATOMIC_RELAXED);
+            log_obj(ASYS_WARN, kind, obj,
+                    "the CRD refuses phases newer than Velero 1.16's (%s): using New, InProgress, "
+                    "Completed and Failed from now on",
+                    e.msg);
+            continue;
+        }
+        break;
+    }
     if (rc < 0) log_obj(ASYS_ERROR, kind, obj, "writing status: %s", e.msg);
     json_decref(fields);
     return rc;
@@ -562,8 +598,12 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
         json_object_set_new(f, "message", r->message[0] ? json_string(r->message) : json_null());
         if (r->path[0]) json_object_set_new(f, "path", json_string(r->path));
         if (j->kind == KIND_PVB && (r->snapshot_id[0] || strcmp(r->phase, "Completed") == 0)) {
+            /* Velero keeps incrementalBytes in status or, lately, in status.progress: both are
+             * written, and the CRD prunes the one it does not know. */
             json_object_set_new(f, "snapshotID", json_string(r->snapshot_id));
             json_object_set_new(f, "incrementalBytes", json_integer((json_int_t)r->bytes_new));
+            json_object_set_new(json_object_get(f, "progress"), "incrementalBytes",
+                                json_integer((json_int_t)r->bytes_new));
         }
         rc = write_status(c, k, j->kind, j->obj, f, active, NULL);
         if (rc >= 0) break;
@@ -720,6 +760,7 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
         .deleting = k8s_str(obj, "metadata.deletionTimestamp") != NULL,
         .job_running = running,
         .slot_free = job_slots_used(&c->slots) < c->slots.max,
+        .legacy = __atomic_load_n(&c->legacy[kind], __ATOMIC_RELAXED),
     };
     bool ours = uploader_served(c, obj);
     if (ours && kind == KIND_PVB) {
@@ -734,7 +775,8 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
     char ts[21];
     k8s_now(ts);
     static const char *const fresh[] = {"", "New", NULL};
-    static const char *const accepted[] = {"Accepted", "Prepared", NULL};
+    /* "" and New too: with legacy phases a job starts without an Accepted step. */
+    static const char *const startable[] = {"", "New", "Accepted", "Prepared", NULL};
     static const char *const in_progress[] = {"InProgress", NULL};
     static const char *const canceling[] = {"Canceling", NULL};
     static const char *const not_started[] = {"", "New", "Accepted", "Prepared", NULL};
@@ -745,15 +787,16 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
     case CTL_WAIT:
         break;
     case CTL_ACCEPT:
-        f = json_pack("{s:s, s:s}", "phase", "Accepted", "acceptedTimestamp", ts);
-        if (kind == KIND_PVR) json_object_set_new(f, "node", json_string(c->cfg.node));
+        f = json_pack("{s:s, s:s, s:s}", "phase", "Accepted", "acceptedTimestamp", ts, "node",
+                      c->cfg.node);
         if (write_status(c, k, kind, obj, f, fresh, NULL) == 0)
             log_obj(ASYS_INFO, kind, obj, "accepted on node %s", c->cfg.node);
         break;
     case CTL_START:
         if (!job_slots_take(&c->slots)) break; /* another worker was quicker */
-        f = json_pack("{s:s, s:s}", "phase", "InProgress", "startTimestamp", ts);
-        if (write_status(c, k, kind, obj, f, accepted, &written) != 0 || !written) {
+        f = json_pack("{s:s, s:s, s:s}", "phase", "InProgress", "startTimestamp", ts, "node",
+                      c->cfg.node);
+        if (write_status(c, k, kind, obj, f, startable, &written) != 0 || !written) {
             job_slots_give(&c->slots);
         } else if (job_spawn(c, kind, key, written) < 0) {
             job_slots_give(&c->slots);

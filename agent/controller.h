@@ -15,6 +15,9 @@
  * finished: Failed with "agent restarted while the backup was running" (or Canceled).
  * On stop, running jobs get `shutdown_grace` seconds; those still running are stopped and their
  * objects handed back (phase Accepted), so that the next agent runs them again.
+ * The CRDs of Velero 1.16 and earlier allow only the phases New, InProgress, Completed and
+ * Failed: when the API server refuses a newer phase (422), the controller uses only those from
+ * then on (no Accepted step, no Canceling, Failed with a "canceled" message for Canceled).
  */
 #ifndef PV_AGENT_CONTROLLER_H
 #define PV_AGENT_CONTROLLER_H
@@ -70,6 +73,7 @@ struct ctl_view {
     bool ours;         /* this node's, and an uploader type served */
     bool job_running;  /* a job of this process works on this very object (same UID) */
     bool slot_free;    /* a job could start now */
+    bool legacy;       /* the kind's CRD knows only New, InProgress, Completed and Failed */
 };
 
 enum ctl_action ctl_decide(const struct ctl_view *v);

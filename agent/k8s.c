@@ -30,6 +30,7 @@ struct k8s_client {
     CURL *curl;
     char *server, *token, *token_file;
     const volatile int *stop;
+    long last_status;
 };
 
 /* --- small helpers */
@@ -273,6 +274,7 @@ static int perform(struct k8s_client *k, const char *method, const char *path, c
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
     *code = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, code);
+    k->last_status = *code;
     if (rc == CURLE_ABORTED_BY_CALLBACK)
         return err_set(e, ERR_CANCELED, "%s %s: stopped", method, path);
     if (rc == CURLE_WRITE_ERROR && x->line_rc) return 0; /* the line handler ended the watch */
@@ -320,6 +322,11 @@ int k8s_merge_patch(struct k8s_client *k, const char *path, json_t *patch, json_
                     struct err *e)
 {
     return k8s_request(k, "PATCH", path, patch, "application/merge-patch+json", out, e);
+}
+
+long k8s_last_status(const struct k8s_client *k)
+{
+    return k->last_status;
 }
 
 /* --- line splitting */

@@ -87,6 +87,9 @@ int k8s_put(struct k8s_client *k, const char *path, json_t *obj, json_t **out, s
 int k8s_create(struct k8s_client *k, const char *path, json_t *obj, json_t **out, struct err *e);
 int k8s_merge_patch(struct k8s_client *k, const char *path, json_t *patch, json_t **out,
                     struct err *e);
+/* The HTTP status of the client's last answer (0 when none came), e.g. to tell 422 Invalid
+ * from other failures. */
+long k8s_last_status(const struct k8s_client *k);
 
 /* Splits a byte stream into lines, handing each complete line (without its '\n', NUL-ended)
  * to `fn`; a line longer than `max` fails. A non-zero return of `fn` stops and is returned. */

@@ -4,7 +4,8 @@
 # set, see below): kubectl creates PodVolumeBackups and PodVolumeRestores and the agents serve
 # them. Cases: backup, restore into another pod with the completion mark, incremental parent,
 # malformed objects, two agents for two nodes, a dropped watch and a 410, cancel, an agent
-# killed mid-backup, an agent stopped with SIGTERM (handback), status subresource on.
+# killed mid-backup, an agent stopped with SIGTERM (handback), status subresource on, the
+# phases of Velero 1.16's CRDs.
 # PV_TEST_S3="http://127.0.0.1:PORT bucket KEY SECRET" uses that S3 server instead.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -359,5 +360,35 @@ wait_phase podvolumebackup handed-back Completed
 stop_agent a3 TERM
 grep -q '"msg":"stopped"' "$tmp/agent-a3.log" || fail "agent a3 did not stop cleanly"
 pass "SIGTERM hands a running backup back; the next agent completes it"
+
+# --- 10. a Velero 1.16 CRD: only New, InProgress, Completed and Failed are valid phases
+kc apply -f - >/dev/null <<'EOF'
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: podvolumebackups.velero.io}
+spec:
+  group: velero.io
+  names: {kind: PodVolumeBackup, listKind: PodVolumeBackupList, plural: podvolumebackups, singular: podvolumebackup}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          status:
+            type: object
+            properties:
+              phase: {type: string, enum: [New, InProgress, Completed, Failed]}
+EOF
+start_agent legacy node-a
+create_pvb legacy-phases node-a src "$src_uid" data
+wait_phase podvolumebackup legacy-phases Completed
+grep -q "refuses phases newer than Velero 1.16" "$tmp/agent-legacy.log" ||
+    fail "the agent did not report the legacy CRD"
+stop_agent legacy TERM
+pass "a CRD of Velero 1.16 (legacy phases)"
 
 echo "agent e2e: all ok"

@@ -11,7 +11,7 @@ JSON and (approximate) strategic-merge patches; legacy discovery (/api, /apis, /
 OpenAPI v3 index of PATCH operations (enough for kubectl to leave validation to the server).
 
 What it does not do: authentication beyond an optional fixed bearer token, authorization,
-admission, schema validation, OpenAPI schemas, server-side apply, pagination (everything fits one page), tables
+admission, schema validation beyond the enums of CRD schemas, pruning, OpenAPI schemas, server-side apply, pagination (everything fits one page), tables
 (kubectl falls back to its own printing), protobuf, garbage collection by ownerReferences.
 
 Test hooks (POST unless said otherwise; no token needed):
@@ -84,13 +84,14 @@ class RType:
     """One served resource: a group/version/plural and how it behaves."""
 
     def __init__(self, group, version, plural, kind, namespaced=True, short=(), status_sub=False,
-                 singular=None, from_crd=False):
+                 singular=None, from_crd=False, schema=None):
         self.group, self.version, self.plural, self.kind = group, version, plural, kind
         self.namespaced = namespaced
         self.short = list(short)
         self.status_sub = status_sub
         self.singular = singular or kind.lower()
         self.from_crd = from_crd
+        self.schema = schema  # a CRD's openAPIV3Schema: its enums are enforced
 
     @property
     def api_version(self):
@@ -188,7 +189,8 @@ class Registry:
             self.add(RType(group, ver.get("name"), plural, kind,
                            namespaced=spec.get("scope", "Namespaced") == "Namespaced",
                            short=names.get("shortNames") or [], status_sub="status" in sub,
-                           singular=names.get("singular"), from_crd=True))
+                           singular=names.get("singular"), from_crd=True,
+                           schema=(ver.get("schema") or {}).get("openAPIV3Schema")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,6 +576,7 @@ class Store:
             if t.kind == "Secret":
                 obj.setdefault("type", "Opaque")
                 fold_string_data(obj)
+            validate(t, obj)
             if t.kind == "CustomResourceDefinition" and not dry_run:
                 self.registry.apply_crd(obj)
             if t.kind == "CustomResourceDefinition":
@@ -633,6 +636,7 @@ class Store:
             new.setdefault("kind", t.kind)
             if new == old:  # a no-op update changes nothing, not even the resourceVersion
                 return copy.deepcopy(old)
+            validate(t, new)
             if t.kind == "CustomResourceDefinition" and not dry_run:
                 self.registry.apply_crd(new)
             if dry_run:
@@ -722,6 +726,31 @@ def fold_string_data(secret):
         data = secret.setdefault("data", {})
         for k, v in sd.items():
             data[k] = base64.b64encode(str(v).encode()).decode()
+
+
+def enum_violation(schema, value, path=""):
+    """The first value outside an `enum` of a CRD schema, as the real server words it."""
+    if not isinstance(schema, dict):
+        return None
+    allowed = schema.get("enum")
+    if allowed is not None and value not in allowed:
+        return (f"{path.lstrip('.')}: Unsupported value: {json.dumps(value)}: supported values: "
+                + ", ".join(json.dumps(a) for a in allowed))
+    props = schema.get("properties")
+    if isinstance(value, dict) and isinstance(props, dict):
+        for key, sub in props.items():
+            if key in value:
+                bad = enum_violation(sub, value[key], f"{path}.{key}")
+                if bad:
+                    return bad
+    return None
+
+
+def validate(t, obj):
+    bad = enum_violation(t.schema, obj)
+    if bad:
+        name = (obj.get("metadata") or {}).get("name", "")
+        raise ApiError(422, f'{t.kind}.{t.group} "{name}" is invalid: {bad}', reason="Invalid")
 
 
 def spec_of(obj):

@@ -76,6 +76,23 @@ static void test_deletion(void **state)
     assert_int_equal(ctl_decide(&v), CTL_IGNORE);
 }
 
+static void test_legacy_phases(void **state)
+{
+    /* Velero 1.16's CRDs: no Accepted step, a new object starts at once when a slot is free. */
+    struct ctl_view v = {.phase = "", .ours = true, .slot_free = true, .legacy = true};
+    assert_int_equal(ctl_decide(&v), CTL_START);
+    v.phase = "New";
+    v.slot_free = false;
+    assert_int_equal(ctl_decide(&v), CTL_WAIT);
+    v.cancel = true;
+    assert_int_equal(ctl_decide(&v), CTL_CANCEL_NEW);
+    v.phase = "InProgress";
+    v.job_running = true;
+    assert_int_equal(ctl_decide(&v), CTL_CANCEL_JOB);
+    v.job_running = false;
+    assert_int_equal(ctl_decide(&v), CTL_FAIL_ORPHAN);
+}
+
 static void test_concurrency_config(void **state)
 {
     json_t *node = json_loads("{\"metadata\":{\"name\":\"n1\",\"labels\":{\"zone\":\"a\","
@@ -114,6 +131,7 @@ int main(void)
         cmocka_unit_test(test_running_and_restarts),
         cmocka_unit_test(test_final_and_unknown),
         cmocka_unit_test(test_deletion),
+        cmocka_unit_test(test_legacy_phases),
         cmocka_unit_test(test_concurrency_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
