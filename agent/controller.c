@@ -772,6 +772,7 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
     }
     v.ours = ours;
     enum ctl_action a = ctl_decide(&v);
+    if (c->stop_watch && (a == CTL_ACCEPT || a == CTL_START)) a = CTL_IGNORE; /* stopping */
     char ts[21];
     k8s_now(ts);
     static const char *const fresh[] = {"", "New", NULL};
@@ -851,7 +852,9 @@ static void *worker_thread(void *arg)
     struct ctl *c = arg;
     struct k8s_client *k = NULL;
     struct err e;
-    if (k8s_client_new(c->cfg.k8s, &c->stop_watch, &k, &e) < 0) {
+    /* No stop flag: a status write cut short could be done on the server yet look failed
+     * here. The queue ends the loop; a request ends within its timeout. */
+    if (k8s_client_new(c->cfg.k8s, NULL, &k, &e) < 0) {
         asys_log(ASYS_ERROR, NULL, NULL, NULL, "worker: %s", e.msg);
         return NULL;
     }
