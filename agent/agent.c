@@ -253,14 +253,20 @@ static unsigned concurrency_from_configmap(const struct k8s_config *kc, const st
         free(p);
         const char *key;
         json_t *v;
-        rc = err_set(&e, ERR_FAIL, "ConfigMap %s/%s has no data", o->ns, o->configmap);
+        /* Velero's ConfigMap has one key; a podvault one may hold other settings too: the
+         * first value with a loadConcurrency counts. */
+        rc = err_set(&e, ERR_FAIL, "ConfigMap %s/%s has no value with a loadConcurrency", o->ns,
+                     o->configmap);
         json_object_foreach(json_object_get(cm, "data"), key, v)
         {
-            if (json_is_string(v)) {
-                err_clear(&e);
-                rc = ctl_concurrency_from_config(json_string_value(v), node, 1, &n, &e);
+            struct err ve;
+            if (!json_is_string(v)) continue;
+            int r = ctl_concurrency_from_config(json_string_value(v), node, 1, &n, &ve);
+            if (r == 0) {
+                rc = 0;
                 break;
             }
+            if (r != ERR_NOT_FOUND) e = ve; /* a value that is not JSON: say so */
         }
     }
     json_decref(cm);

@@ -101,6 +101,10 @@ int ctl_concurrency_from_config(const char *json_text, const json_t *node, unsig
     json_t *cfg = json_loads(json_text, 0, &je);
     if (!cfg) return err_set(e, ERR_FAIL, "node-agent configuration is not JSON: %s", je.text);
     json_t *lc = json_object_get(cfg, "loadConcurrency");
+    if (!json_is_object(lc)) {
+        json_decref(cfg);
+        return err_set(e, ERR_NOT_FOUND, "no loadConcurrency in the node-agent configuration");
+    }
     json_int_t global = json_integer_value(json_object_get(lc, "globalConfig"));
     json_int_t best = 0;
     size_t i;

@@ -82,7 +82,7 @@ const char *ctl_action_name(enum ctl_action a);
 /* The concurrency from Velero's node-agent ConfigMap value (JSON text with "loadConcurrency":
  * {"globalConfig": N, "perNodeConfig": [{"nodeSelector": {matchLabels, matchExpressions},
  * "number": N}]}) for a node object: the smallest number whose selector matches, else the
- * global one, else `fallback`. */
+ * global one, else `fallback`. ERR_NOT_FOUND when the text has no loadConcurrency. */
 int ctl_concurrency_from_config(const char *json_text, const json_t *node, unsigned fallback,
                                 unsigned *out, struct err *e);
 

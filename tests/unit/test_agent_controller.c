@@ -116,8 +116,9 @@ static void test_concurrency_config(void **state)
                        "\"DoesNotExist\"}]},\"number\":4}]}}";
     assert_int_equal(ctl_concurrency_from_config(expr, node, 9, &n, &e), 0);
     assert_int_equal(n, 4);
-    assert_int_equal(ctl_concurrency_from_config("{}", node, 7, &n, &e), 0);
+    assert_int_equal(ctl_concurrency_from_config("{\"loadConcurrency\":{}}", node, 7, &n, &e), 0);
     assert_int_equal(n, 7);
+    assert_int_equal(ctl_concurrency_from_config("{\"other\":1}", node, 7, &n, &e), ERR_NOT_FOUND);
     assert_int_equal(ctl_concurrency_from_config("not json", node, 7, &n, &e), ERR_FAIL);
     assert_non_null(strstr(e.msg, "not JSON"));
     json_decref(node);
