@@ -48,7 +48,21 @@ fail() {
 }
 pass() { echo "ok - $*"; }
 
-k8s_start "$tmp" || fail "the stand-in did not start"
+# The stand-in also listens with TLS, where the token of the agent's service account is held to
+# the RBAC rules of deploy/agent/rbac.yaml: agent b connects there through a kubeconfig.
+tls=()
+if command -v openssl >/dev/null; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=e2e-ca -keyout "$tmp/ca.key" \
+        -out "$tmp/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$tmp/srv.key" \
+        -out "$tmp/srv.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$tmp/san.ext"
+    openssl x509 -req -in "$tmp/srv.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial \
+        -days 1 -extfile "$tmp/san.ext" -out "$tmp/srv.pem" 2>/dev/null
+    tls=(--tls-cert "$tmp/srv.pem" --tls-key "$tmp/srv.key" --tls-port-file "$tmp/k8s.tls-port"
+        --sa-token "agent-token=velero/podvault-agent")
+fi
+k8s_start "$tmp" "${tls[@]}" || fail "the stand-in did not start"
 pods=$tmp/kubelet/pods
 mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"
 
@@ -75,6 +89,21 @@ snapshots_of() { # NS -> the repository's snapshots as JSON
 }
 
 kc create namespace velero >/dev/null
+kc apply -f "$src/deploy/agent/rbac.yaml" >/dev/null
+b_conn=(--server "$K8S_URL")
+if [ ${#tls[@]} -gt 0 ]; then
+    mkdir -p "$tmp/kube"
+    cp "$tmp/ca.pem" "$tmp/kube/ca.pem"
+    cat >"$tmp/kube/config" <<EOF
+apiVersion: v1
+kind: Config
+current-context: agent
+clusters: [{name: standin, cluster: {server: "https://127.0.0.1:$(cat "$tmp/k8s.tls-port")", certificate-authority: ca.pem}}]
+users: [{name: sa, user: {token: agent-token}}]
+contexts: [{name: agent, context: {cluster: standin, user: sa, namespace: velero}}]
+EOF
+    b_conn=(--kubeconfig "$tmp/kube/config")
+fi
 kc apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Secret
@@ -110,15 +139,17 @@ EOF
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_agent NAME NODE [extra options]: runs an agent in a session of its own.
+# start_agent NAME NODE [extra options]: runs an agent in a session of its own, connected by
+# --server unless the options say otherwise.
 start_agent() {
     local name=$1 node=$2
     shift 2
-    local port
+    local port conn=(--server "$K8S_URL")
+    [[ " $* " == *" --kubeconfig "* ]] && conn=()
     port=$(free_port)
     eval "port_$name=$port"
     setsid "$PODVAULT" agent --node "$node" --namespace velero --host-pods "$pods" \
-        --server "$K8S_URL" --metrics-address "127.0.0.1:$port" --cache-dir "$tmp/cache" \
+        "${conn[@]}" --metrics-address "127.0.0.1:$port" --cache-dir "$tmp/cache" \
         --scratch-dir "$tmp/scratch" --credentials-file "$tmp/cloud" --progress-interval 1 \
         --shutdown-grace 2 "$@" >>"$tmp/agent-$name.log" 2>&1 &
     agents+=("$name $!")
@@ -291,7 +322,7 @@ pass "malformed objects -> Failed with a message; the agent goes on"
 b_uid=$(mkpod pod-b node-b '{name: data, emptyDir: {}}')
 mkdir -p "$pods/$b_uid/volumes/kubernetes.io~empty-dir/data"
 echo "on b" >"$pods/$b_uid/volumes/kubernetes.io~empty-dir/data/b.txt"
-start_agent b node-b
+start_agent b node-b "${b_conn[@]}"
 create_pvb bk-b node-b pod-b "$b_uid" data
 create_pvb bk-c node-c src "$src_uid" data
 wait_phase podvolumebackup bk-b Completed
@@ -299,8 +330,11 @@ grep -q '"name":"bk-b"' "$tmp/agent-b.log" || fail "agent b did not log bk-b"
 if grep -q '"name":"bk-b"' "$tmp/agent-a.log"; then fail "agent a touched node-b's PVB"; fi
 sleep 2
 [ -z "$(field podvolumebackup bk-c .status.phase)" ] || fail "a PVB of node-c was taken"
+if grep -q '"level":"\(warning\|error\)"' "$tmp/agent-b.log"; then
+    fail "agent b (TLS, token, RBAC of deploy/agent/rbac.yaml) met errors"
+fi
 stop_agent b TERM
-pass "two agents for two nodes each take only their own objects"
+pass "two agents for two nodes each take only their own objects (b: TLS, token, RBAC: ${#tls[@]})"
 
 # --- 6. a dropped watch and a 410 Gone
 k8s_admin drop-watches >/dev/null

@@ -10,8 +10,12 @@ field selectors; generateName; finalizers and deletionTimestamp; status subresou
 JSON and (approximate) strategic-merge patches; legacy discovery (/api, /apis, /apis/G/V); an
 OpenAPI v3 index of PATCH operations (enough for kubectl to leave validation to the server).
 
-What it does not do: authentication beyond an optional fixed bearer token, authorization,
-admission, schema validation beyond the enums of CRD schemas, pruning, OpenAPI schemas, server-side apply, pagination (everything fits one page), tables
+Authentication and authorization (the TLS listener only, with --sa-token): a bearer token
+stands for a service account, whose requests must be allowed by the Roles and ClusterRoles
+bound to it in the store (RBAC rules: verbs, apiGroups, resources incl. subresources,
+resourceNames); discovery is open to it. The plain HTTP listener serves everyone (kubectl).
+
+What it does not do: other authentication, aggregated or non-resource RBAC rules, admission, schema validation beyond the enums of CRD schemas, pruning, OpenAPI schemas, server-side apply, pagination (everything fits one page), tables
 (kubectl falls back to its own printing), protobuf, garbage collection by ownerReferences.
 
 Test hooks (POST unless said otherwise; no token needed):
@@ -848,9 +852,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path.startswith("/admin/"):
                 return self.admin(method, path)
-            token = self.server.token
-            if token and self.headers.get("Authorization") != f"Bearer {token}":
-                raise ApiError(401, "Unauthorized")
+            self.user = self.authenticate()
             code = store.take_failure(method, url.path + ("?" + url.query if url.query else ""))
             if code:
                 raise ApiError(code, f"injected failure {code} for {method} {url.path}")
@@ -861,6 +863,34 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(ex.code, ex.status())
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def authenticate(self):
+        """The service account (namespace, name) a token stands for, or None for anyone on the
+        plain listener."""
+        auth = self.headers.get("Authorization") or ""
+        tokens = self.server.tokens
+        if auth.startswith("Bearer ") and auth[7:] in tokens:
+            return tokens[auth[7:]]
+        if auth or (self.server.tls and tokens):
+            raise ApiError(401, "Unauthorized")
+        return None
+
+    def authorize(self, method, t, ns, name, sub, q):
+        if self.user is None:
+            return
+        if method == "GET":
+            verb = "get" if name else "watch" if q.get("watch") in ("1", "true") else "list"
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch",
+                    "DELETE": "delete" if name else "deletecollection"}[method]
+        resource = t.plural + ("/" + sub if sub else "")
+        if rbac_allows(self.server.store, self.user, verb, t.group, resource, ns, name):
+            return
+        who = f"system:serviceaccount:{self.user[0]}:{self.user[1]}"
+        where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
+        what = f'{resource} "{name}"' if name else resource
+        raise ApiError(403, f'{what} is forbidden: User "{who}" cannot {verb} resource '
+                       f'"{resource}" in API group "{t.group}"{where}', reason="Forbidden")
 
     # -- discovery
     def discovery(self, path):
@@ -952,6 +982,7 @@ class Handler(BaseHTTPRequestHandler):
     def resource(self, method, path, q):
         store = self.server.store
         t, ns, name, sub = self.parse_resource_path(path)
+        self.authorize(method, t, ns, name, sub, q)
         dry = q.get("dryRun") == "All"
         key_ns = ns if t.namespaced else ""  # cluster-scoped objects are stored under ""
         if method == "GET" and name is None:
@@ -1124,8 +1155,8 @@ class Handler(BaseHTTPRequestHandler):
     def client_gone(self):
         try:
             r, _, _ = select.select([self.connection], [], [], 0)
-            if r:
-                return self.connection.recv(1, socket.MSG_PEEK) == b""
+            if r:  # peek at the raw socket, under TLS too: an empty read is the client leaving
+                return socket.socket.recv(self.connection, 1, socket.MSG_PEEK) == b""
         except (OSError, ValueError, ssl.SSLError):
             return True
         return False
@@ -1175,6 +1206,34 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(404, f"no served resource {b.get('resource')}")
             return self.send_json(200, {"resource": b.get("resource"), "on": hits[0].status_sub})
         raise ApiError(404, f"no admin hook {path}")
+
+
+def rbac_allows(store, user, verb, group, resource, ns, name):
+    """Whether the Roles and ClusterRoles bound to service account `user` allow the request."""
+    sa_ns, sa_name = user
+    rbac = "rbac.authorization.k8s.io"
+    with store.cond:
+        bindings = [(b, bns) for (bns, _), b in store.objects[(rbac, "rolebindings")].items()]
+        bindings += [(b, None) for b in store.objects[(rbac, "clusterrolebindings")].values()]
+        for b, bns in bindings:
+            if bns is not None and bns != ns:
+                continue  # a RoleBinding grants only in its own namespace
+            if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa_name and
+                       s.get("namespace", bns) == sa_ns for s in b.get("subjects") or []):
+                continue
+            ref = b.get("roleRef") or {}
+            if ref.get("kind") == "Role":
+                role = store.objects[(rbac, "roles")].get((bns, ref.get("name")))
+            else:
+                role = store.objects[(rbac, "clusterroles")].get(("", ref.get("name")))
+            for rule in (role or {}).get("rules") or []:
+                names = rule.get("resourceNames")
+                if (any(v in ("*", verb) for v in rule.get("verbs") or []) and
+                        any(g in ("*", group) for g in rule.get("apiGroups") or []) and
+                        any(r in ("*", resource) for r in rule.get("resources") or []) and
+                        (not names or name in names)):
+                    return True
+    return False
 
 
 def check_body(t, ns, obj):
@@ -1235,6 +1294,29 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def make_server(port, registry, store, args, tls):
+    srv = Server(("127.0.0.1", port), Handler)
+    srv.registry, srv.store, srv.tls = registry, store, tls
+    srv.verbose = args.verbose
+    srv.watch_timeout = args.watch_timeout
+    srv.tokens = {}
+    for spec in args.sa_token or []:
+        token, _, who = spec.partition("=")
+        ns, _, name = who.partition("/")
+        srv.tokens[token] = (ns, name)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    return srv
+
+
+def write_port(path, port):
+    with open(path + ".tmp", "w") as f:
+        f.write(f"{port}\n")
+    os.replace(path + ".tmp", path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -1242,44 +1324,40 @@ def main():
     ap.add_argument("--window", type=int, default=10000, help="events retained for watches")
     ap.add_argument("--watch-timeout", type=float, default=1800.0,
                     help="seconds a watch stays open when the client asks no timeoutSeconds")
-    ap.add_argument("--token", help="require this bearer token on every API request")
-    ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    ap.add_argument("--tls-cert", help="also serve HTTPS with this certificate (PEM)")
     ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
-    ap.add_argument("--client-ca", help="require client certificates signed by this CA (PEM)")
+    ap.add_argument("--tls-port-file", help="write the HTTPS port (chosen freely) here")
+    ap.add_argument("--sa-token", action="append", metavar="TOKEN=NAMESPACE/NAME",
+                    help="on the HTTPS listener, TOKEN is this service account (RBAC applies)")
     ap.add_argument("--verbose", action="store_true", help="log every request on stderr")
     args = ap.parse_args()
 
-    srv = Server(("127.0.0.1", args.port), Handler)
-    srv.registry = Registry()
-    srv.store = Store(srv.registry, args.window)
-    srv.token = args.token
-    srv.verbose = args.verbose
-    srv.watch_timeout = args.watch_timeout
+    registry = Registry()
+    store = Store(registry, args.window)
     for ns in ("default", "kube-system"):
-        srv.store.create(srv.registry.get("", "v1", "namespaces"), "",
-                         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-                         False)
+        store.create(registry.get("", "v1", "namespaces"), "",
+                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, False)
+    servers = [make_server(args.port, registry, store, args, False)]
     if args.tls_cert:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(args.tls_cert, args.tls_key)
-        if args.client_ca:
-            ctx.load_verify_locations(args.client_ca)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    port = srv.server_address[1]
+        servers.append(make_server(0, registry, store, args, True))
+        if args.tls_port_file:
+            write_port(args.tls_port_file, servers[1].server_address[1])
     if args.port_file:
-        with open(args.port_file + ".tmp", "w") as f:
-            f.write(f"{port}\n")
-        os.replace(args.port_file + ".tmp", args.port_file)
-    print(f"apiserver: listening on {'https' if args.tls_cert else 'http'}://127.0.0.1:{port}",
-          flush=True)
+        write_port(args.port_file, servers[0].server_address[1])
+    for srv in servers:
+        print(f"apiserver: listening on {'https' if srv.tls else 'http'}://127.0.0.1:"
+              f"{srv.server_address[1]}", flush=True)
 
     def stop(_sig, _frm):
-        threading.Thread(target=srv.shutdown, daemon=True).start()
+        for srv in servers:
+            threading.Thread(target=srv.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    srv.serve_forever(poll_interval=0.2)
+    for srv in servers[1:]:
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
+                         daemon=True).start()
+    servers[0].serve_forever(poll_interval=0.2)
 
 
 if __name__ == "__main__":
