@@ -319,9 +319,22 @@ wait_phase podvolumebackup after-bad Completed
 pass "malformed objects -> Failed with a message; the agent goes on"
 
 # --- 5. a second agent for node-b; a PVB of node-c stays New
-b_uid=$(mkpod pod-b node-b '{name: data, emptyDir: {}}')
-mkdir -p "$pods/$b_uid/volumes/kubernetes.io~empty-dir/data"
-echo "on b" >"$pods/$b_uid/volumes/kubernetes.io~empty-dir/data/b.txt"
+kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: pv-b
+  annotations: {pv.kubernetes.io/migrated-to: hostpath.csi.k8s.io}
+spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], nfs: {server: nfs.example, path: /b}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data-b, namespace: default}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: pv-b}
+EOF
+b_uid=$(mkpod pod-b node-b '{name: data, persistentVolumeClaim: {claimName: data-b}}')
+mkdir -p "$pods/$b_uid/volumes/kubernetes.io~csi/pv-b/mount"
+echo "on b" >"$pods/$b_uid/volumes/kubernetes.io~csi/pv-b/mount/b.txt"
 start_agent b node-b "${b_conn[@]}"
 create_pvb bk-b node-b pod-b "$b_uid" data
 create_pvb bk-c node-c src "$src_uid" data
@@ -332,6 +345,16 @@ sleep 2
 [ -z "$(field podvolumebackup bk-c .status.phase)" ] || fail "a PVB of node-c was taken"
 if grep -q '"level":"\(warning\|error\)"' "$tmp/agent-b.log"; then
     fail "agent b (TLS, token, RBAC of deploy/agent/rbac.yaml) met errors"
+fi
+if [ ${#tls[@]} -gt 0 ]; then # the RBAC is enforced: what the rules leave out is refused
+    tls_get() {
+        curl -s -o /dev/null -w '%{http_code}' --cacert "$tmp/ca.pem" \
+            -H "Authorization: Bearer agent-token" "https://127.0.0.1:$(cat "$tmp/k8s.tls-port")$1"
+    }
+    [ "$(tls_get /api/v1/namespaces/velero/secrets/velero-repo-credentials)" = 200 ] ||
+        fail "RBAC: the agent cannot read the repository password"
+    [ "$(tls_get /api/v1/namespaces/velero/secrets)" = 403 ] || fail "RBAC: secrets can be listed"
+    [ "$(tls_get /api/v1/namespaces/default/secrets/other)" = 403 ] || fail "RBAC: other secrets"
 fi
 stop_agent b TERM
 pass "two agents for two nodes each take only their own objects (b: TLS, token, RBAC: ${#tls[@]})"
