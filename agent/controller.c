@@ -16,6 +16,7 @@
 #define CONFLICT_RETRIES 50     /* 409s in a row before a status write gives up (5 s) */
 #define FINAL_WRITE_ATTEMPTS 60 /* a final status is retried for about a minute */
 #define UNHEALTHY_FAILURES 5    /* failed list/watch attempts in a row */
+#define PVR_VOLUME_WAIT 300     /* seconds a new PVR waits for its volume to be mounted */
 
 /* ------------------------------------------------------------------------------------------
  * Decisions */
@@ -740,6 +741,24 @@ static int pvr_ours(struct ctl *c, struct k8s_client *k, const json_t *obj, bool
     return 0;
 }
 
+/* Velero creates a PVR right after its pod, before the kubelet has mounted the pod's volumes:
+ * an accepted PVR waits for its volume's directory, for PVR_VOLUME_WAIT seconds after the PVR
+ * was created; then the job runs anyway, to fail with the reason. */
+static bool pvr_volume_ready(struct ctl *c, struct k8s_client *k, const json_t *obj)
+{
+    struct err e;
+    char *path = NULL;
+    int rc = runner_find_volume(&c->cfg.runner, k, k8s_at(obj, "spec"), &path, NULL, &e);
+    free(path);
+    if (rc != ERR_NOT_FOUND) return true;
+    struct tm tm = {0};
+    const char *created = k8s_str(obj, "metadata.creationTimestamp");
+    if (!created || !strptime(created, "%Y-%m-%dT%H:%M:%SZ", &tm)) return true;
+    if (difftime(time(NULL), timegm(&tm)) > PVR_VOLUME_WAIT) return true;
+    log_obj(ASYS_DEBUG, KIND_PVR, obj, "waiting for the volume to be mounted: %s", e.msg);
+    return false;
+}
+
 static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
 {
     int kind = key[0] == 'b' ? KIND_PVB : KIND_PVR;
@@ -777,6 +796,7 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
     v.ours = ours;
     enum ctl_action a = ctl_decide(&v);
     if (c->stop_watch && (a == CTL_ACCEPT || a == CTL_START)) a = CTL_IGNORE; /* stopping */
+    if (a == CTL_START && kind == KIND_PVR && !pvr_volume_ready(c, k, obj)) a = CTL_WAIT;
     char ts[21];
     k8s_now(ts);
     static const char *const fresh[] = {"", "New", NULL};

@@ -7,7 +7,8 @@
  * Phases: New/"" -> Accepted (the agent took it) -> InProgress (a job runs) -> Completed | Failed;
  * with spec.cancel: Canceling -> Canceled (or straight to Canceled when nothing ran yet).
  * A PVB is this node's when spec.node is the node; a PVR when its target pod runs on the node
- * (then status.node records it). spec.uploaderType must be one of the served types.
+ * (then status.node records it). spec.uploaderType must be one of the served types. An accepted
+ * PVR waits (up to 5 minutes after its creation) until the kubelet has mounted its volume.
  * Status is written by GET, change, PUT (to /status when the kind has a status subresource,
  * else to the object), retried every 100 ms on 409 Conflict, so that a newer change by someone
  * else is never overwritten. Progress is written at most every `progress_interval` seconds.

@@ -105,8 +105,8 @@ static void fail_err(struct runner_result *r, const struct err *e)
 
 /* --- the pod's volume */
 
-static int resolve_volume(const struct runner_env *env, struct k8s_client *k, const json_t *spec,
-                          char **path, char **claim_out, struct err *e)
+int runner_find_volume(const struct runner_env *env, struct k8s_client *k, const json_t *spec,
+                       char **path, char **claim_out, struct err *e)
 {
     const char *ns = k8s_str(spec, "pod.namespace"), *name = k8s_str(spec, "pod.name");
     const char *want_uid = k8s_str(spec, "pod.uid"), *volume = k8s_str(spec, "volume");
@@ -130,7 +130,7 @@ static int resolve_volume(const struct runner_env *env, struct k8s_client *k, co
         rc = err_set(e, ERR_FAIL, "pod %s/%s was replaced: its UID is now %s, not %s", ns, name,
                      uid, want_uid);
     } else if (!entry) {
-        rc = err_set(e, ERR_NOT_FOUND, "pod %s/%s has no volume named %s", ns, name, volume);
+        rc = err_set(e, ERR_FAIL, "pod %s/%s has no volume named %s", ns, name, volume);
     } else if (volume_claim(entry)) {
         const char *claim = volume_claim(entry);
         p = k8s_path(&K8S_PVCS, ns, claim, NULL);
@@ -453,7 +453,7 @@ static int prepare(const struct runner_env *env, struct k8s_client *k, const jso
                    struct runner_result *res, struct err *e)
 {
     memset(p, 0, sizeof *p);
-    if (resolve_volume(env, k, spec, &p->path, &p->claim, e) < 0) return e->code;
+    if (runner_find_volume(env, k, spec, &p->path, &p->claim, e) < 0) return e->code;
     snprintf(res->path, sizeof res->path, "%s", p->path);
     json_t *f = json_pack("{s:s}", "path", p->path);
     if (f) h->update(h->ctx, f, true);

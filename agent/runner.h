@@ -57,6 +57,13 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
 void runner_restore(const struct runner_env *env, struct k8s_client *k, const json_t *pvr,
                     const struct runner_hooks *h, struct runner_result *res);
 
+/* Finds the directory of the volume `spec` names (spec.pod, spec.volume) under host_pods, by the
+ * rule of volume.h, looking up the pod, its PVC, the PV and CSI drivers. ERR_NOT_FOUND when the
+ * pod exists and has that volume but no directory matches (not mounted yet); *claim (may be
+ * NULL) receives the PVC's name for PVC volumes. */
+int runner_find_volume(const struct runner_env *env, struct k8s_client *k, const json_t *spec,
+                       char **path, char **claim, struct err *e);
+
 /* The restore completion mark: replaces <volume>/.velero with a directory (0755) holding the
  * empty file <restore_uid> (0644). */
 int runner_write_mark(const char *volume_path, const char *restore_uid, struct err *e);

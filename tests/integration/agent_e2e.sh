@@ -284,6 +284,28 @@ diff -r --no-dereference --exclude=.velero "$vol" "$target" >/dev/null || fail "
 [ "$(field podvolumerestore rs1 .status.progress.bytesDone)" = "$data_bytes" ] || fail "rs1: bytesDone"
 pass "PVR -> Completed, data equal, completion mark present"
 
+# --- 2b. a PVR created before the kubelet mounted the volume waits for it
+late_uid=$(mkpod late node-a '{name: data, emptyDir: {}}')
+create_pvr rs-late late "$late_uid" data "$snap1" restore-uid-late
+sleep 3
+phase_is podvolumerestore rs-late Accepted ||
+    fail "rs-late: phase $(field podvolumerestore rs-late .status.phase) before its volume exists"
+mkdir -p "$pods/$late_uid/volumes/kubernetes.io~empty-dir/data"
+wait_phase podvolumerestore rs-late Completed
+[ -f "$pods/$late_uid/volumes/kubernetes.io~empty-dir/data/.velero/restore-uid-late" ] ||
+    fail "rs-late: no completion mark"
+pass "a PVR waits in Accepted until its volume is mounted"
+
+# --- 2c. an empty volume completes without a snapshot
+empty_uid=$(mkpod empty node-a '{name: data, emptyDir: {}}')
+mkdir -p "$pods/$empty_uid/volumes/kubernetes.io~empty-dir/data"
+create_pvb bk-empty node-a empty "$empty_uid" data
+wait_phase podvolumebackup bk-empty Completed
+[ -z "$(field podvolumebackup bk-empty .status.snapshotID)" ] || fail "bk-empty: a snapshot ID"
+field podvolumebackup bk-empty .status.message | grep -q "is empty: no snapshot was taken" ||
+    fail "bk-empty: message $(field podvolumebackup bk-empty .status.message)"
+pass "an empty volume -> Completed, no snapshot, a message"
+
 # --- 3. incremental: a new pod of the same PVC finds the parent by PVC
 echo "changed" >"$vol/sub/hello.txt"
 create_pvb bk2 node-a src "$src_uid" data
