@@ -6,7 +6,8 @@
 # malformed objects, two agents for two nodes, a dropped watch and a 410, cancel, an agent
 # killed mid-backup, an agent stopped with SIGTERM (handback), status subresource on, the
 # phases of Velero 1.16's CRDs.
-# PV_TEST_S3="http://127.0.0.1:PORT bucket KEY SECRET" uses that S3 server instead.
+# With PV_TEST_S3=s3:http://HOST:PORT/BUCKET[/PREFIX] and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+# (what tests/s3-env.sh exports) the location is that S3 bucket instead.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
@@ -68,13 +69,17 @@ mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"
 
 # --- the location: a local directory, or S3
 if [ -n "${PV_TEST_S3:-}" ]; then
-    read -r s3url bucket key secret <<<"$PV_TEST_S3"
-    printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$key" "$secret" \
-        >"$tmp/cloud"
+    s3=${PV_TEST_S3#s3:}                 # http://host:port/bucket[/prefix]
+    s3url=${s3%%://*}://$(cut -d/ -f3 <<<"$s3")
+    bucket=$(cut -d/ -f4 <<<"$s3")
+    prefix=$(cut -d/ -f5- <<<"$s3")
+    prefix=${prefix:+$prefix/}agent-e2e-$$-$RANDOM
+    # The agent reads the keys from a credentials file, as from Velero's cloud-credentials.
+    printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+        "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$tmp/cloud"
     location_config="config: {region: us-east-1, s3Url: \"$s3url\", s3ForcePathStyle: \"true\"}
-  objectStorage: {bucket: $bucket, prefix: \"e2e-$$\"}"
-    repo_of() { echo "s3:$s3url/$bucket/e2e-$$/podvault/$1"; }
-    export AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret
+  objectStorage: {bucket: $bucket, prefix: \"$prefix\"}"
+    repo_of() { echo "s3:$s3url/$bucket/$prefix/podvault/$1"; }
     s3_opts=(--s3-path-style --s3-region us-east-1)
 else
     location_config="config: {podvaultPath: \"$tmp/store\"}
