@@ -403,6 +403,11 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
     }
     for (int attempt = 0;; attempt++) {
         json_t *obj = NULL, *written = NULL;
+        if (attempt > CONFLICT_RETRIES) {
+            rc = err_set(e, ERR_FAIL, "status of %s/%s: still conflicting after %d attempts", ns,
+                         name, attempt);
+            break;
+        }
         if ((rc = k8s_get(k, path, &obj, e)) < 0) break;
         const char *have_uid = k8s_str(obj, "metadata.uid");
         const char *phase = k8s_str(obj, "status.phase");
@@ -449,15 +454,17 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
             continue;
         }
         if (rc == 0 && sub >= 0) __atomic_store_n(&c->status_sub[kind], 1, __ATOMIC_RELAXED);
-        if (rc == 0 && sub < 0 && !json_equal(json_object_get(written, "status"), status)) {
-            /* The server dropped the status: the kind has gained a status subresource. */
+        if (rc == 0 && sub < 0 &&
+            !phase_is(k8s_str(written, "status.phase"), k8s_str(obj, "status.phase"))) {
+            /* The server dropped the status: the kind has gained a status subresource. Only the
+             * phase tells: a CRD prunes the fields it does not know (Velero's versions differ). */
             __atomic_store_n(&c->status_sub[kind], 1, __ATOMIC_RELAXED);
             json_decref(obj);
             json_decref(written);
             continue;
         }
         json_decref(obj);
-        if (rc == ERR_EXISTS && attempt < CONFLICT_RETRIES) {
+        if (rc == ERR_EXISTS) {
             json_decref(written);
             usleep(100 * 1000);
             continue;
