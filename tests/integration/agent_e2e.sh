@@ -445,7 +445,8 @@ stop_agent a3 TERM
 grep -q '"msg":"stopped"' "$tmp/agent-a3.log" || fail "agent a3 did not stop cleanly"
 pass "SIGTERM hands a running backup back; the next agent completes it"
 
-# --- 10. a Velero 1.16 CRD: only New, InProgress, Completed and Failed are valid phases
+# --- 10. a Velero 1.16 CRD: only New, InProgress, Completed and Failed are valid phases, and
+# the fields it does not declare (node, acceptedTimestamp, incrementalBytes) are pruned
 kc apply -f - >/dev/null <<'EOF'
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -462,16 +463,27 @@ spec:
       openAPIV3Schema:
         type: object
         properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
           status:
             type: object
             properties:
               phase: {type: string, enum: [New, InProgress, Completed, Failed]}
+              message: {type: string}
+              path: {type: string}
+              snapshotID: {type: string}
+              startTimestamp: {type: string}
+              completionTimestamp: {type: string}
+              progress: {type: object, properties: {totalBytes: {type: integer}, bytesDone: {type: integer}}}
 EOF
 start_agent legacy node-a
 create_pvb legacy-phases node-a src "$src_uid" data
 wait_phase podvolumebackup legacy-phases Completed
 grep -q "refuses phases newer than Velero 1.16" "$tmp/agent-legacy.log" ||
     fail "the agent did not report the legacy CRD"
+[[ $(field podvolumebackup legacy-phases .status.snapshotID) =~ ^[0-9a-f]{64}$ ]] ||
+    fail "legacy-phases: no snapshotID"
+[ -z "$(field podvolumebackup legacy-phases .status.progress.incrementalBytes)" ] ||
+    fail "legacy-phases: the CRD did not prune an unknown field"
 stop_agent legacy TERM
 pass "a CRD of Velero 1.16 (legacy phases)"
 

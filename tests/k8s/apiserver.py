@@ -15,7 +15,7 @@ stands for a service account, whose requests must be allowed by the Roles and Cl
 bound to it in the store (RBAC rules: verbs, apiGroups, resources incl. subresources,
 resourceNames); discovery is open to it. The plain HTTP listener serves everyone (kubectl).
 
-What it does not do: other authentication, aggregated or non-resource RBAC rules, admission, schema validation beyond the enums of CRD schemas, pruning, OpenAPI schemas, server-side apply, pagination (everything fits one page), tables
+What it does not do: other authentication, aggregated or non-resource RBAC rules, admission, schema validation beyond pruning by CRD schemas and their enums, OpenAPI schemas, server-side apply, pagination (everything fits one page), tables
 (kubectl falls back to its own printing), protobuf, garbage collection by ownerReferences.
 
 Test hooks (POST unless said otherwise; no token needed):
@@ -638,9 +638,9 @@ class Store:
                 fold_string_data(new)
             new.setdefault("apiVersion", t.api_version)
             new.setdefault("kind", t.kind)
+            validate(t, new)
             if new == old:  # a no-op update changes nothing, not even the resourceVersion
                 return copy.deepcopy(old)
-            validate(t, new)
             if t.kind == "CustomResourceDefinition" and not dry_run:
                 self.registry.apply_crd(new)
             if dry_run:
@@ -750,7 +750,36 @@ def enum_violation(schema, value, path=""):
     return None
 
 
+def prune(schema, value):
+    """Drops the fields a structural schema does not declare, as the real server does for
+    custom resources (unless x-kubernetes-preserve-unknown-fields)."""
+    if not isinstance(schema, dict):
+        return
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        keep_all = schema.get("x-kubernetes-preserve-unknown-fields") or extra is True
+        for key in list(value):
+            if isinstance(props, dict) and key in props:
+                prune(props[key], value[key])
+            elif isinstance(extra, dict):
+                prune(extra, value[key])
+            elif not keep_all and (props is not None or extra is not None or
+                                   schema.get("type") == "object"):
+                del value[key]
+    elif isinstance(value, list):
+        for item in value:
+            prune(schema.get("items"), item)
+
+
 def validate(t, obj):
+    if t.schema:
+        for key in [k for k in obj if k not in ("apiVersion", "kind", "metadata")]:
+            props = t.schema.get("properties") or {}
+            if key in props:
+                prune(props[key], obj[key])
+            elif not t.schema.get("x-kubernetes-preserve-unknown-fields"):
+                del obj[key]
     bad = enum_violation(t.schema, obj)
     if bad:
         name = (obj.get("metadata") or {}).get("name", "")
