@@ -335,6 +335,10 @@ static int on_event(void *ctx, enum k8s_event t, json_t *obj)
     struct ictx *ic = ctx;
     struct ctl *c = ic->c;
     char key[600];
+    if (t == K8S_LIST_BEGIN) {
+        json_object_clear(ic->seen);
+        return 0;
+    }
     if (t == K8S_SYNC) { /* objects the list did not return are gone */
         json_t *gone = json_array();
         const char *k;

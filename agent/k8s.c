@@ -411,8 +411,8 @@ static int on_watch_line(void *ctx, char *line, size_t len)
     return rc;
 }
 
-static char *collection_query(const struct k8s_informer *inf, bool watch, const char *rv,
-                              unsigned timeout)
+/* The collection's path with the informer's selectors and `extra` (escaped already) as query. */
+static char *collection_query(const struct k8s_informer *inf, const char *extra)
 {
     char *base = k8s_path(inf->res, inf->ns, NULL, NULL);
     struct buf b = BUF_INIT;
@@ -427,15 +427,22 @@ static char *collection_query(const struct k8s_informer *inf, bool watch, const 
                escape_into(&b, inf->field_selector);
         sep = '&';
     }
-    if (watch) {
-        char q[128];
-        snprintf(q, sizeof q,
-                 "%cwatch=1&allowWatchBookmarks=true&timeoutSeconds=%u&resourceVersion=", sep,
-                 timeout);
-        bad |= put_str(&b, q) | escape_into(&b, rv);
-    }
-    bad |= buf_put_u8(&b, 0);
+    bad |= buf_put_u8(&b, (uint8_t)sep) | put_str(&b, extra) | buf_put_u8(&b, 0);
     free(base);
+    if (bad) {
+        buf_free(&b);
+        return NULL;
+    }
+    return (char *)b.data;
+}
+
+/* "NAME=VALUE" with VALUE escaped, appended after `prefix`; NULL when memory is out. */
+static char *query_with(const char *prefix, const char *name, const char *value)
+{
+    struct buf b = BUF_INIT;
+    int bad = put_str(&b, prefix);
+    if (value && *value) bad |= put_str(&b, name) | escape_into(&b, value);
+    bad |= buf_put_u8(&b, 0);
     if (bad) {
         buf_free(&b);
         return NULL;
@@ -453,29 +460,44 @@ static void nap(const struct k8s_client *k, double secs)
 static int do_list(struct k8s_client *k, struct k8s_informer *inf, struct watch_state *w,
                    struct err *e)
 {
-    char *path = collection_query(inf, false, NULL, 0);
-    if (!path) return err_set(e, ERR_FAIL, "out of memory");
-    json_t *list = NULL;
-    int rc = k8s_get(k, path, &list, e);
-    free(path);
-    if (rc < 0) return rc;
-    json_t *items = json_object_get(list, "items");
-    const char *rv = k8s_str(list, "metadata.resourceVersion");
-    if (!json_is_array(items) || !rv || strlen(rv) >= sizeof w->rv) {
+    char cont[4096] = "";
+    bool first = true;
+    if ((w->fn_rc = inf->fn(inf->ctx, K8S_LIST_BEGIN, NULL)) != 0) return 0;
+    do {
+        char *q = query_with("limit=500", "&continue=", cont);
+        char *path = q ? collection_query(inf, q) : NULL;
+        free(q);
+        if (!path) return err_set(e, ERR_FAIL, "out of memory");
+        json_t *list = NULL;
+        int rc = k8s_get(k, path, &list, e);
+        free(path);
+        if (rc < 0) return rc;
+        json_t *items = json_object_get(list, "items");
+        const char *rv = k8s_str(list, "metadata.resourceVersion");
+        const char *next = k8s_str(list, "metadata.continue");
+        if (!json_is_array(items) || (first && (!rv || strlen(rv) >= sizeof w->rv)) ||
+            (next && strlen(next) >= sizeof cont)) {
+            json_decref(list);
+            return err_set(e, ERR_FAIL,
+                           "list of %s: no items or resourceVersion, or an overlong "
+                           "continue token",
+                           inf->res->plural);
+        }
+        if (first) snprintf(w->rv, sizeof w->rv, "%s", rv); /* every page is of the first's */
+        first = false;
+        snprintf(cont, sizeof cont, "%s", next ? next : "");
+        size_t i;
+        json_t *it;
+        json_array_foreach(items, i, it)
+        {
+            if ((w->fn_rc = inf->fn(inf->ctx, K8S_LIST, it)) != 0) break;
+        }
         json_decref(list);
-        return err_set(e, ERR_FAIL, "list of %s: no items or resourceVersion", inf->res->plural);
-    }
-    snprintf(w->rv, sizeof w->rv, "%s", rv);
+    } while (cont[0] && !w->fn_rc);
+    if (w->fn_rc) return 0;
     __atomic_add_fetch(&inf->stats.lists, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&inf->stats.failure_streak, 0, __ATOMIC_RELAXED);
-    size_t i;
-    json_t *it;
-    json_array_foreach(items, i, it)
-    {
-        if ((w->fn_rc = inf->fn(inf->ctx, K8S_LIST, it)) != 0) break;
-    }
-    if (!w->fn_rc) w->fn_rc = inf->fn(inf->ctx, K8S_SYNC, NULL);
-    json_decref(list);
+    w->fn_rc = inf->fn(inf->ctx, K8S_SYNC, NULL);
     return 0;
 }
 
@@ -497,7 +519,12 @@ int k8s_informer_run(struct k8s_client *k, struct k8s_informer *inf)
         long code = 0;
         bool quick_end = false;
         if (rc == 0) {
-            char *path = collection_query(inf, true, w.rv, timeout);
+            char head[96];
+            snprintf(head, sizeof head, "watch=1&allowWatchBookmarks=true&timeoutSeconds=%u",
+                     timeout);
+            char *q = query_with(head, "&resourceVersion=", w.rv);
+            char *path = q ? collection_query(inf, q) : NULL;
+            free(q);
             struct k8s_lines lines = {.max = WATCH_LINE_MAX, .fn = on_watch_line, .ctx = &w};
             struct xfer x = {.k = k, .lines = &lines, .inf = inf};
             time_t t0 = time(NULL);
@@ -529,6 +556,11 @@ int k8s_informer_run(struct k8s_client *k, struct k8s_informer *inf)
             buf_free(&x.body);
             if (need_list) {
                 __atomic_add_fetch(&inf->stats.expired, 1, __ATOMIC_RELAXED);
+                /* Expired again with nothing seen since the list: do not spin. */
+                if (w.events == ev0 && time(NULL) - t0 < 1) {
+                    nap(k, backoff);
+                    backoff = backoff * 2 > 30 ? 30 : backoff * 2;
+                }
                 continue;
             }
         }

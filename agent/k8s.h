@@ -102,13 +102,14 @@ struct k8s_lines {
 int k8s_lines_feed(struct k8s_lines *l, const char *data, size_t len);
 void k8s_lines_free(struct k8s_lines *l);
 
-/* List then watch, like client-go's reflector. For each object of the list (LIST) and of each
- * watch event (ADDED, MODIFIED, DELETED) `fn` is called; after each list it is also called
- * once with type SYNC and object NULL, so the caller can drop what the list did not contain.
- * A watch that ends is resumed from the last resourceVersion seen; an expired version (410
- * Gone) leads to a new list; failures back off (0.2 s doubling to 30 s) and retry. Returns
- * only when the client's stop flag becomes non-zero (0) or `fn` returns non-zero (that value). */
-enum k8s_event { K8S_LIST, K8S_ADDED, K8S_MODIFIED, K8S_DELETED, K8S_SYNC };
+/* List then watch, like client-go's reflector. A list (in pages of 500) calls `fn` with
+ * LIST_BEGIN (object NULL), then LIST for each object, then SYNC (object NULL) once the list is
+ * complete, so the caller can drop what the list did not contain; each watch event calls it with
+ * ADDED, MODIFIED or DELETED. A watch that ends is resumed from the last resourceVersion seen;
+ * an expired version (410 Gone) leads to a new list; failures back off (0.2 s doubling to 30 s)
+ * and retry. Returns only when the client's stop flag becomes non-zero (0) or `fn` returns
+ * non-zero (that value). */
+enum k8s_event { K8S_LIST_BEGIN, K8S_LIST, K8S_ADDED, K8S_MODIFIED, K8S_DELETED, K8S_SYNC };
 
 /* Counters kept by k8s_informer_run; other threads read them with __atomic_load_n. */
 struct k8s_informer_stats {

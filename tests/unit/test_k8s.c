@@ -434,7 +434,7 @@ struct events {
 
 static int on_event(void *ctx, enum k8s_event t, json_t *obj)
 {
-    static const char *const names[] = {"LIST", "ADDED", "MODIFIED", "DELETED", "SYNC"};
+    static const char *const names[] = {"BEGIN", "LIST", "ADDED", "MODIFIED", "DELETED", "SYNC"};
     struct events *ev = ctx;
     const char *name = obj ? k8s_str(obj, "metadata.name") : "-";
     if (ev->n < 32) snprintf(ev->log[ev->n], sizeof ev->log[0], "%s %s", names[t], name);
@@ -455,24 +455,30 @@ static void test_informer_resume_and_relist(void **state)
                                          NULL};
     static const char *const watch3[] = {"{\"type\":\"DELETED\",\"object\":" OBJ("c", "21") "}\n",
                                          NULL};
+    /* A list in two pages (the second asked for with the first's continue token), a watch that
+     * ends after two events and a bookmark, one that expires, a new list, a failed watch, and
+     * the resumed watch. */
     static const struct step script[] = {
-        {"GET /api/v1/namespaces/ns/pods?labelSelector=app%3Dx HTTP", NULL, "200 OK",
-         "{\"metadata\":{\"resourceVersion\":\"10\"},\"items\":[" OBJ("a", "5") "," OBJ("b",
-                                                                                        "6") "]}",
+        {"GET /api/v1/namespaces/ns/pods?labelSelector=app%3Dx&limit=500 HTTP", NULL, "200 OK",
+         "{\"metadata\":{\"resourceVersion\":\"10\",\"continue\":\"p/2=\"},\"items\":[" OBJ(
+             "a", "5") "]}",
          NULL},
+        {"GET /api/v1/namespaces/ns/pods?labelSelector=app%3Dx&limit=500&continue=p%2F2%3D HTTP",
+         NULL, "200 OK",
+         "{\"metadata\":{\"resourceVersion\":\"10\"},\"items\":[" OBJ("b", "6") "]}", NULL},
         {"labelSelector=app%3Dx&watch=1&allowWatchBookmarks=true&timeoutSeconds=30&resourceVersion="
          "10 ",
          NULL, "200 OK", NULL, watch1},
         {"watch=1&allowWatchBookmarks=true&timeoutSeconds=30&resourceVersion=13 ", NULL, "200 OK",
          NULL, watch2},
-        {"GET /api/v1/namespaces/ns/pods?labelSelector=app%3Dx HTTP", NULL, "200 OK",
+        {"GET /api/v1/namespaces/ns/pods?labelSelector=app%3Dx&limit=500 HTTP", NULL, "200 OK",
          "{\"metadata\":{\"resourceVersion\":\"20\"},\"items\":[" OBJ("c", "15") "]}", NULL},
         {"GET /api/v1/namespaces/ns/pods?labelSelector=app%3Dx&watch=1", NULL, "500 Internal",
          "{\"message\":\"etcd is sad\"}", NULL},
         {"resourceVersion=20 ", NULL, "200 OK", NULL, watch3},
     };
     struct server s;
-    server_start(&s, script, 6);
+    server_start(&s, script, 7);
     struct k8s_client *k = client_for(&s, NULL, NULL);
     struct events ev = {0};
     struct k8s_informer inf = {.res = &K8S_PODS,
@@ -485,10 +491,10 @@ static void test_informer_resume_and_relist(void **state)
     server_stop(&s);
     k8s_client_free(k);
     assert_string_equal(s.mismatch, "");
-    static const char *const want[] = {"LIST a",     "LIST b", "SYNC -", "ADDED c",
-                                       "MODIFIED a", "LIST c", "SYNC -", "DELETED c"};
-    assert_int_equal(ev.n, 8);
-    for (int i = 0; i < 8; i++)
+    static const char *const want[] = {"BEGIN -",    "LIST a",  "LIST b", "SYNC -", "ADDED c",
+                                       "MODIFIED a", "BEGIN -", "LIST c", "SYNC -", "DELETED c"};
+    assert_int_equal(ev.n, 10);
+    for (int i = 0; i < 10; i++)
         assert_string_equal(ev.log[i], want[i]);
     assert_int_equal(inf.stats.lists, 2);
     assert_int_equal(inf.stats.expired, 1);
