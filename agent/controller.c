@@ -21,14 +21,15 @@
 /* ------------------------------------------------------------------------------------------
  * Decisions */
 
-static bool phase_is(const char *phase, const char *want)
+/* String equality where NULL (an absent field) is the empty string. */
+static bool str_is(const char *s, const char *want)
 {
-    return strcmp(phase ? phase : "", want) == 0;
+    return strcmp(s ? s : "", want) == 0;
 }
 
 static bool phase_final(const char *p)
 {
-    return phase_is(p, "Completed") || phase_is(p, "Failed") || phase_is(p, "Canceled");
+    return str_is(p, "Completed") || str_is(p, "Failed") || str_is(p, "Canceled");
 }
 
 enum ctl_action ctl_decide(const struct ctl_view *v)
@@ -36,18 +37,18 @@ enum ctl_action ctl_decide(const struct ctl_view *v)
     const char *p = v->phase ? v->phase : "";
     if (!v->ours || phase_final(p)) return CTL_IGNORE;
     if (v->job_running) {
-        if (v->cancel || v->deleting) return phase_is(p, "Canceling") ? CTL_IGNORE : CTL_CANCEL_JOB;
+        if (v->cancel || v->deleting) return str_is(p, "Canceling") ? CTL_IGNORE : CTL_CANCEL_JOB;
         return CTL_IGNORE;
     }
-    if (phase_is(p, "InProgress")) return CTL_FAIL_ORPHAN;
-    if (phase_is(p, "Canceling")) return CTL_FINISH_CANCEL;
+    if (str_is(p, "InProgress")) return CTL_FAIL_ORPHAN;
+    if (str_is(p, "Canceling")) return CTL_FINISH_CANCEL;
     if (v->deleting) return CTL_IGNORE;
-    if (phase_is(p, "") || phase_is(p, "New")) {
+    if (str_is(p, "") || str_is(p, "New")) {
         if (v->cancel) return CTL_CANCEL_NEW;
         if (!v->legacy) return CTL_ACCEPT;
         return v->slot_free ? CTL_START : CTL_WAIT;
     }
-    if (phase_is(p, "Accepted") || phase_is(p, "Prepared")) {
+    if (str_is(p, "Accepted") || str_is(p, "Prepared")) {
         if (v->cancel) return CTL_CANCEL_NEW;
         return v->slot_free ? CTL_START : CTL_WAIT;
     }
@@ -222,10 +223,11 @@ static void q_free(struct queue *q)
 /* ------------------------------------------------------------------------------------------
  * The controller */
 
-enum { KIND_PVB, KIND_PVR };
+/* The informers: the two kinds served, and the pods of this node (INF_PODS). */
+enum { KIND_PVB, KIND_PVR, INF_PODS, N_INF };
 
-static const char *const kind_names[] = {"PodVolumeBackup", "PodVolumeRestore"};
-static const struct k8s_res *const kind_res[] = {&K8S_PVBS, &K8S_PVRS};
+static const char *const kind_names[] = {"PodVolumeBackup", "PodVolumeRestore", "Pod"};
+static const struct k8s_res *const kind_res[] = {&K8S_PVBS, &K8S_PVRS, &K8S_PODS};
 
 struct ctl_job {
     struct ctl_job *next;
@@ -259,6 +261,8 @@ struct ctl {
     pthread_mutex_t mu; /* cache and jobs */
     pthread_cond_t jobs_cv;
     json_t *cache; /* key -> object not final (PVBs: of this node) */
+    json_t *pods;  /* "ns/name" -> the pods of this node, for PVRs */
+    char pod_selector[300];
     struct ctl_job *jobs;
     unsigned n_jobs;
     struct job_slots slots;
@@ -266,7 +270,7 @@ struct ctl {
     int status_sub[2]; /* per kind: 0 unknown, 1 the kind has /status, -1 it has none */
     int legacy[2];     /* per kind: the CRD refused a phase newer than Velero 1.16's */
     volatile int stop_watch;
-    struct ictx inf[2];
+    struct ictx inf[N_INF];
     pthread_t workers[N_WORKERS];
 };
 
@@ -374,6 +378,48 @@ static int on_event(void *ctx, enum k8s_event t, json_t *obj)
     return 0;
 }
 
+/* The pods of this node: a PVR whose target pod is among them is this node's. A pod that
+ * appears (or changes) brings the PVRs that wait for it back to the queue. */
+static int on_pod_event(void *ctx, enum k8s_event t, json_t *obj)
+{
+    struct ictx *ic = ctx;
+    struct ctl *c = ic->c;
+    char key[600];
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_t *wake = json_array();
+    pthread_mutex_lock(&c->mu);
+    if (t == K8S_LIST_BEGIN) {
+        json_object_clear(ic->seen);
+    } else if (t == K8S_SYNC) {
+        json_object_foreach_safe(c->pods, tmp, k, v)
+        {
+            if (!json_object_get(ic->seen, k)) json_object_del(c->pods, k);
+        }
+    } else {
+        const char *ns = k8s_str(obj, "metadata.namespace"), *name = k8s_str(obj, "metadata.name");
+        snprintf(key, sizeof key, "%s/%s", ns ? ns : "", name ? name : "");
+        if (t == K8S_LIST) json_object_set_new(ic->seen, key, json_true());
+        if (t == K8S_DELETED) {
+            json_object_del(c->pods, key);
+        } else {
+            json_object_set(c->pods, key, obj);
+            json_object_foreach(c->cache, k, v)
+            {
+                if (k[0] == 'r' && str_is(k8s_str(v, "spec.pod.namespace"), ns ? ns : "") &&
+                    str_is(k8s_str(v, "spec.pod.name"), name ? name : ""))
+                    json_array_append_new(wake, json_string(k));
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    size_t i;
+    json_array_foreach(wake, i, v) q_add(&c->q, json_string_value(v));
+    json_decref(wake);
+    return 0;
+}
+
 static void on_watch_error(void *ctx, const struct err *e)
 {
     struct ictx *ic = ctx;
@@ -417,7 +463,7 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
         const char *phase = k8s_str(obj, "status.phase");
         bool allowed = !from;
         for (const char *const *f = from; f && *f; f++)
-            allowed |= phase_is(phase, *f);
+            allowed |= str_is(phase, *f);
         if ((uid && (!have_uid || strcmp(uid, have_uid) != 0)) || !allowed) {
             json_decref(obj);
             rc = 1;
@@ -459,7 +505,7 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
         }
         if (rc == 0 && sub >= 0) __atomic_store_n(&c->status_sub[kind], 1, __ATOMIC_RELAXED);
         if (rc == 0 && sub < 0 &&
-            !phase_is(k8s_str(written, "status.phase"), k8s_str(obj, "status.phase"))) {
+            !str_is(k8s_str(written, "status.phase"), k8s_str(obj, "status.phase"))) {
             /* The server dropped the status: the kind has gained a status subresource. Only the
              * phase tells: a CRD prunes the fields it does not know (Velero's versions differ). */
             __atomic_store_n(&c->status_sub[kind], 1, __ATOMIC_RELAXED);
@@ -491,11 +537,11 @@ done:
 static bool to_legacy_phases(json_t *fields)
 {
     const char *p = json_string_value(json_object_get(fields, "phase"));
-    if (phase_is(p, "Accepted") || phase_is(p, "Prepared"))
+    if (str_is(p, "Accepted") || str_is(p, "Prepared"))
         json_object_set_new(fields, "phase", json_string("New"));
-    else if (phase_is(p, "Canceling"))
+    else if (str_is(p, "Canceling"))
         json_object_del(fields, "phase");
-    else if (phase_is(p, "Canceled"))
+    else if (str_is(p, "Canceled"))
         json_object_set_new(fields, "phase", json_string("Failed"));
     else
         return true;
@@ -728,28 +774,20 @@ static int job_spawn(struct ctl *c, int kind, const char *key, json_t *obj)
 
 /* --- workers */
 
-/* Whether a PVR is this node's: status.node says so once accepted; before, its pod's node. */
-static int pvr_ours(struct ctl *c, struct k8s_client *k, const json_t *obj, bool *ours,
-                    struct err *e)
+/* Whether a PVR is this node's: status.node says so once accepted; before, whether its pod is
+ * among this node's (a pod not created or not scheduled yet is nobody's, for now). */
+static bool pvr_ours(struct ctl *c, const json_t *obj)
 {
     const char *node = k8s_str(obj, "status.node");
-    if (node && *node) {
-        *ours = strcmp(node, c->cfg.node) == 0;
-        return 0;
-    }
+    if (node && *node) return strcmp(node, c->cfg.node) == 0;
     const char *ns = k8s_str(obj, "spec.pod.namespace"), *name = k8s_str(obj, "spec.pod.name");
-    *ours = false;
-    if (!ns || !name) return 0; /* nobody can tell whose it is */
-    char *p = k8s_path(&K8S_PODS, ns, name, NULL);
-    json_t *pod = NULL;
-    int rc = p ? k8s_get(k, p, &pod, e) : err_set(e, ERR_FAIL, "out of memory");
-    free(p);
-    if (rc == ERR_NOT_FOUND) return 0; /* not yet created, or on no node: checked again later */
-    if (rc < 0) return rc;
-    const char *pn = k8s_str(pod, "spec.nodeName");
-    *ours = pn && strcmp(pn, c->cfg.node) == 0;
-    json_decref(pod);
-    return 0;
+    if (!ns || !name) return false; /* nobody can tell whose it is */
+    char key[600];
+    snprintf(key, sizeof key, "%s/%s", ns, name);
+    pthread_mutex_lock(&c->mu);
+    bool ours = json_object_get(c->pods, key) != NULL;
+    pthread_mutex_unlock(&c->mu);
+    return ours;
 }
 
 /* Velero creates a PVR right after its pod, before the kubelet has mounted the pod's volumes:
@@ -786,8 +824,6 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
     pthread_mutex_unlock(&c->mu);
     if (!obj) return;
 
-    struct err e;
-    err_clear(&e);
     struct ctl_view v = {
         .phase = k8s_str(obj, "status.phase"),
         .cancel = json_is_true(k8s_at(obj, "spec.cancel")),
@@ -796,15 +832,8 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
         .slot_free = job_slots_used(&c->slots) < c->slots.max,
         .legacy = __atomic_load_n(&c->legacy[kind], __ATOMIC_RELAXED),
     };
-    bool ours = uploader_served(c, obj);
-    if (ours && kind == KIND_PVB) {
-        ours = strcmp(k8s_str(obj, "spec.node") ? k8s_str(obj, "spec.node") : "", c->cfg.node) == 0;
-    } else if (ours && !phase_final(v.phase) && pvr_ours(c, k, obj, &ours, &e) < 0) {
-        log_obj(ASYS_WARN, kind, obj, "finding the target pod's node: %s", e.msg);
-        json_decref(obj);
-        return;
-    }
-    v.ours = ours;
+    v.ours = uploader_served(c, obj) &&
+             (kind == KIND_PVB ? str_is(k8s_str(obj, "spec.node"), c->cfg.node) : pvr_ours(c, obj));
     enum ctl_action a = ctl_decide(&v);
     if (c->stop_watch && (a == CTL_ACCEPT || a == CTL_START)) a = CTL_IGNORE; /* stopping */
     if (a == CTL_START && kind == KIND_PVR && !pvr_volume_ready(c, k, obj)) a = CTL_WAIT;
@@ -917,9 +946,10 @@ int ctl_new(const struct ctl_config *cfg, struct ctl **out, struct err *e)
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->jobs_cv, NULL);
     c->cache = json_object();
+    c->pods = json_object();
     job_slots_init(&c->slots, cfg->concurrency);
     q_init(&c->q);
-    if (!c->cache || !c->q.dirty || !c->q.processing) {
+    if (!c->cache || !c->pods || !c->q.dirty || !c->q.processing) {
         ctl_free(c);
         return err_set(e, ERR_FAIL, "out of memory");
     }
@@ -932,7 +962,7 @@ static void watch_health(struct ctl *c)
 {
     bool healthy = true;
     char why[300] = "";
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < N_INF; i++) {
         struct ictx *ic = &c->inf[i];
         struct k8s_informer_stats *s = &ic->inf.stats;
         unsigned long lists = __atomic_load_n(&s->lists, __ATOMIC_RELAXED);
@@ -962,14 +992,16 @@ static void watch_health(struct ctl *c)
 int ctl_run(struct ctl *c, const volatile int *stop, struct err *e)
 {
     int started_inf = 0, started_workers = 0, rc = 0;
-    for (int i = 0; i < 2; i++) {
+    snprintf(c->pod_selector, sizeof c->pod_selector, "spec.nodeName=%s", c->cfg.node);
+    for (int i = 0; i < N_INF; i++) {
         struct ictx *ic = &c->inf[i];
         ic->c = c;
         ic->kind = i;
         ic->seen = json_object();
         ic->inf.res = kind_res[i];
-        ic->inf.ns = c->cfg.namespace;
-        ic->inf.fn = on_event;
+        ic->inf.ns = i == INF_PODS ? NULL : c->cfg.namespace;
+        ic->inf.field_selector = i == INF_PODS ? c->pod_selector : NULL;
+        ic->inf.fn = i == INF_PODS ? on_pod_event : on_event;
         ic->inf.on_error = on_watch_error;
         ic->inf.ctx = ic;
         if ((rc = k8s_client_new(c->cfg.k8s, &c->stop_watch, &ic->k, e)) < 0) goto stop;
@@ -1034,12 +1066,13 @@ void ctl_free(struct ctl *c)
     unsigned left = c->n_jobs;
     pthread_mutex_unlock(&c->mu);
     if (left) return; /* job threads still use it; the process is about to end */
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < N_INF; i++) {
         k8s_client_free(c->inf[i].k);
         json_decref(c->inf[i].seen);
     }
     q_free(&c->q);
     json_decref(c->cache);
+    json_decref(c->pods);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->jobs_cv);
     pthread_mutex_destroy(&c->init_lock);

@@ -83,10 +83,23 @@ int volume_dir(const json_t *entry, const json_t *pv, const json_t *drivers, cha
     return dup_dir(dir, pv_name, csi, e);
 }
 
+/* A name from the API that becomes a path component: not empty, ".", "..", nor holding '/'. */
+static bool safe_component(const char *s, size_t n)
+{
+    return n > 0 && !(n == 1 && s[0] == '.') && !(n == 2 && s[0] == '.' && s[1] == '.') &&
+           !memchr(s, '/', n);
+}
+
 int volume_find(const char *host_pods, const char *pod_uid, const char *dir, char **path,
                 struct err *e)
 {
     char base[PATH_MAX], cand[PATH_MAX], found[PATH_MAX];
+    const char *slash = strchr(dir, '/');
+    bool dir_ok = slash ? safe_component(dir, (size_t)(slash - dir)) && strcmp(slash, "/mount") == 0
+                        : safe_component(dir, strlen(dir));
+    if (!safe_component(pod_uid, strlen(pod_uid)) || !dir_ok)
+        return err_set(e, ERR_FAIL, "refusing pod UID \"%s\" or volume directory \"%s\" as a path",
+                       pod_uid, dir);
     snprintf(base, sizeof base, "%s/%s/volumes", host_pods, pod_uid);
     unsigned n = 0;
     DIR *d = opendir(base);

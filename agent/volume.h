@@ -34,7 +34,8 @@ int volume_dir(const json_t *entry, const json_t *pv, const json_t *drivers, cha
                struct err *e);
 
 /* Finds the one directory <host_pods>/<pod_uid>/volumes/<any plugin>/<dir> (allocated). Plugin
- * directories whose names start with '.' are not considered, as with a shell glob. */
+ * directories whose names start with '.' are not considered, as with a shell glob. A pod UID or
+ * directory that could leave that place ("..", '/' other than in "<name>/mount") is refused. */
 int volume_find(const char *host_pods, const char *pod_uid, const char *dir, char **path,
                 struct err *e);
 

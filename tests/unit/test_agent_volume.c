@@ -142,6 +142,14 @@ static void test_find(void **state)
     assert_int_equal(system(want), 0);
     assert_int_equal(volume_find(root, "u1", "filevol", &path, &e), ERR_NOT_FOUND);
 
+    /* Names from the API never lead out of the pods directory. */
+    assert_int_equal(volume_find(root, "..", "data", &path, &e), ERR_FAIL);
+    assert_int_equal(volume_find(root, "u1/../u1", "data", &path, &e), ERR_FAIL);
+    assert_int_equal(volume_find(root, "u1", "../../u1/volumes", &path, &e), ERR_FAIL);
+    assert_int_equal(volume_find(root, "u1", "pv-9/../pv-9/mount", &path, &e), ERR_FAIL);
+    assert_int_equal(volume_find(root, "u1", "", &path, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "refusing"));
+
     bool empty = false;
     snprintf(want, sizeof want, "%s/u1/volumes/kubernetes.io~csi/pv-9/mount", root);
     assert_int_equal(volume_is_empty(want, &empty, &e), 0);
