@@ -289,17 +289,21 @@ diff -r --no-dereference --exclude=.velero "$vol" "$target" >/dev/null || fail "
 [ "$(field podvolumerestore rs1 .status.progress.bytesDone)" = "$data_bytes" ] || fail "rs1: bytesDone"
 pass "PVR -> Completed, data equal, completion mark present"
 
-# --- 2b. a PVR created before the kubelet mounted the volume waits for it
+# --- 2b. a PVR made before its pod is taken when the pod shows up on the node, and waits for
+# the kubelet to mount the volume
+create_pvr rs-late late "" data "$snap1" restore-uid-late
+sleep 2
+[ -z "$(field podvolumerestore rs-late .status.phase)" ] || fail "rs-late: taken before its pod exists"
 late_uid=$(mkpod late node-a '{name: data, emptyDir: {}}')
-create_pvr rs-late late "$late_uid" data "$snap1" restore-uid-late
-sleep 3
+wait_phase podvolumerestore rs-late Accepted 10
+sleep 2
 phase_is podvolumerestore rs-late Accepted ||
     fail "rs-late: phase $(field podvolumerestore rs-late .status.phase) before its volume exists"
 mkdir -p "$pods/$late_uid/volumes/kubernetes.io~empty-dir/data"
 wait_phase podvolumerestore rs-late Completed
 [ -f "$pods/$late_uid/volumes/kubernetes.io~empty-dir/data/.velero/restore-uid-late" ] ||
     fail "rs-late: no completion mark"
-pass "a PVR waits in Accepted until its volume is mounted"
+pass "a PVR waits for its pod, then in Accepted until its volume is mounted"
 
 # --- 2c. an empty volume completes without a snapshot
 empty_uid=$(mkpod empty node-a '{name: data, emptyDir: {}}')
