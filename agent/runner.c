@@ -500,6 +500,14 @@ static int add_tags(struct strv *a, const json_t *tags)
     return bad;
 }
 
+/* --threads N from an uploaderSettings value (Velero's ParallelFilesUpload/Download), when it
+ * is a positive number. */
+static int add_threads(struct strv *a, const char *setting)
+{
+    int n = setting ? atoi(setting) : 0;
+    return n > 0 ? sv_add(a, "--threads") | sv_addf(a, "%d", n) : 0;
+}
+
 /* Creates the namespace's repository unless another job (or node) just did. */
 static int init_repo(const struct runner_env *env, const struct runner_hooks *h, struct prep *p,
                      struct err *e)
@@ -573,7 +581,6 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
         goto out;
     }
     const json_t *parent = runner_pick_snapshot(list, NULL);
-    const char *threads = k8s_str(spec, "uploaderSettings.ParallelFilesUpload");
     int bad = base_argv(env, &p.loc, &a) | sv_add(&a, "backup") | sv_add(&a, p.path) |
               sv_add(&a, "--host") | sv_add(&a, host) | sv_add(&a, "--label") |
               sv_addf(&a, "pod=%s", pod) | sv_add(&a, "--label") | sv_addf(&a, "namespace=%s", ns) |
@@ -581,8 +588,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
               add_tags(&a, k8s_at(spec, "tags"));
     if (p.claim) bad |= sv_add(&a, "--label") | sv_addf(&a, "pvc=%s", p.claim);
     if (parent) bad |= sv_add(&a, "--parent") | sv_add(&a, k8s_str(parent, "id"));
-    if (threads && atoi(threads) > 0)
-        bad |= sv_add(&a, "--threads") | sv_addf(&a, "%d", atoi(threads));
+    bad |= add_threads(&a, k8s_str(spec, "uploaderSettings.ParallelFilesUpload"));
     if (bad) {
         err_set(&e, ERR_FAIL, "out of memory");
         goto fail;
@@ -695,12 +701,10 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
     }
     res->total_bytes = (uint64_t)json_integer_value(k8s_at(found, "summary.total_bytes"));
     const char *sparse = k8s_str(spec, "uploaderSettings.WriteSparseFiles");
-    const char *threads = k8s_str(spec, "uploaderSettings.ParallelFilesDownload");
     int bad = base_argv(env, &p.loc, &a) | sv_add(&a, "restore") |
               sv_add(&a, k8s_str(found, "id")) | sv_add(&a, "--target") | sv_add(&a, p.path);
     if (sparse && strcasecmp(sparse, "true") == 0) bad |= sv_add(&a, "--sparse");
-    if (threads && atoi(threads) > 0)
-        bad |= sv_add(&a, "--threads") | sv_addf(&a, "%d", atoi(threads));
+    bad |= add_threads(&a, k8s_str(spec, "uploaderSettings.ParallelFilesDownload"));
     if (bad) {
         err_set(&e, ERR_FAIL, "out of memory");
         goto fail;
