@@ -58,7 +58,8 @@ static const char *env_or(const char *name, const char *dflt)
     return v && *v ? v : dflt;
 }
 
-static bool parse_seconds(const char *s, long max, long *out)
+/* A whole number from 0 to max. */
+static bool parse_number(const char *s, long max, long *out)
 {
     char *end;
     errno = 0;
@@ -171,14 +172,14 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             o->log_level = optarg;
             break;
         case O_CONC:
-            if (!parse_seconds(optarg, 256, &o->concurrency) || o->concurrency < 1) {
+            if (!parse_number(optarg, 256, &o->concurrency) || o->concurrency < 1) {
                 fprintf(stderr, "podvault agent: --concurrency takes a number from 1 to 256\n");
                 return 2;
             }
             break;
         case O_PROGRESS:
         case O_GRACE:
-            if (!parse_seconds(optarg, 86400, ch == O_PROGRESS ? &o->progress : &o->grace)) {
+            if (!parse_number(optarg, 86400, ch == O_PROGRESS ? &o->progress : &o->grace)) {
                 fprintf(stderr, "podvault agent: %s takes a number of seconds\n",
                         ch == O_PROGRESS ? "--progress-interval" : "--shutdown-grace");
                 return 2;

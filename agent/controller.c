@@ -233,14 +233,13 @@ struct ctl_job {
     struct ctl_job *next;
     struct ctl *c;
     int kind;
-    char *key, *ns, *name, *uid;
+    char *key, *uid;
     json_t *obj;        /* the object as it was when the job started */
     pthread_mutex_t mu; /* guards child */
     struct job *child;
     volatile int cancel; /* the object asked to stop, or the agent is stopping */
     volatile int handback;
     volatile int deleted; /* the object is gone: nothing to write */
-    bool canceling_written;
     time_t started, last_progress;
     json_t *pending_progress;
 };
@@ -680,7 +679,18 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
                              r->bytes_new);
 }
 
-static void job_release(struct ctl *c, struct ctl_job *j)
+static void job_free_fields(struct ctl_job *j)
+{
+    json_decref(j->obj);
+    json_decref(j->pending_progress);
+    pthread_mutex_destroy(&j->mu);
+    free(j->key);
+    free(j->uid);
+    free(j);
+}
+
+/* Takes the job out of the list and frees it; the caller gives its slot back. */
+static void job_unlink(struct ctl *c, struct ctl_job *j)
 {
     pthread_mutex_lock(&c->mu);
     for (struct ctl_job **pp = &c->jobs; *pp; pp = &(*pp)->next)
@@ -691,15 +701,7 @@ static void job_release(struct ctl *c, struct ctl_job *j)
     c->n_jobs--;
     pthread_cond_broadcast(&c->jobs_cv);
     pthread_mutex_unlock(&c->mu);
-    job_slots_give(&c->slots);
-    json_decref(j->obj);
-    json_decref(j->pending_progress);
-    pthread_mutex_destroy(&j->mu);
-    free(j->key);
-    free(j->ns);
-    free(j->name);
-    free(j->uid);
-    free(j);
+    job_free_fields(j);
 }
 
 static void *job_thread(void *arg)
@@ -724,11 +726,14 @@ static void *job_thread(void *arg)
     }
     if (t.k) job_finish(c, t.k, j, &r);
     k8s_client_free(t.k);
-    job_release(c, j);
+    job_unlink(c, j);
+    job_slots_give(&c->slots);
     enqueue_all(c); /* a slot is free: waiting objects may start */
     return NULL;
 }
 
+/* Starts a job thread for the object; the caller holds a job slot for it, and keeps it when
+ * this fails. */
 static int job_spawn(struct ctl *c, int kind, const char *key, json_t *obj)
 {
     struct ctl_job *j = calloc(1, sizeof *j);
@@ -736,20 +741,12 @@ static int job_spawn(struct ctl *c, int kind, const char *key, json_t *obj)
     j->c = c;
     j->kind = kind;
     j->key = strdup(key);
-    j->ns = strdup(k8s_str(obj, "metadata.namespace"));
-    j->name = strdup(k8s_str(obj, "metadata.name"));
     j->uid = strdup(k8s_str(obj, "metadata.uid"));
     j->obj = json_incref(obj);
     j->started = j->last_progress = time(NULL);
     pthread_mutex_init(&j->mu, NULL);
-    if (!j->key || !j->ns || !j->name || !j->uid) {
-        json_decref(j->obj);
-        free(j->key);
-        free(j->ns);
-        free(j->name);
-        free(j->uid);
-        pthread_mutex_destroy(&j->mu);
-        free(j);
+    if (!j->key || !j->uid) {
+        job_free_fields(j);
         return -1;
     }
     pthread_mutex_lock(&c->mu);
@@ -764,7 +761,7 @@ static int job_spawn(struct ctl *c, int kind, const char *key, json_t *obj)
     int rc = pthread_create(&th, &at, job_thread, j);
     pthread_attr_destroy(&at);
     if (rc != 0) {
-        job_release(c, j);
+        job_unlink(c, j);
         return -1;
     }
     if (c->cfg.metrics)
