@@ -727,24 +727,34 @@ static void drain(struct arch *a)
     pthread_mutex_unlock(&a->mu);
 }
 
-/* Maps `want` bytes (rounded up to pages) twice in a row: a shared anonymous mapping, then a
- * second view of the same pages right after it (mremap with old_size 0 duplicates a shared
- * mapping). */
+/* Maps `want` bytes (rounded up to pages) twice in a row: two shared views of one memfd placed
+ * back to back in a reserved area, so a chunk that wraps around the ring is still contiguous. */
 static int ring_init(struct ring *rg, size_t want, struct err *e)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t size = (want + page - 1) / page * page;
-    uint8_t *area = mmap(NULL, 2 * size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (area == MAP_FAILED) return err_sys(e, errno, "reserving %zu bytes for reading", 2 * size);
-    void *pages = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (pages == MAP_FAILED ||
-        mremap(pages, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, area) == MAP_FAILED ||
-        mremap(area, 0, size, MREMAP_MAYMOVE | MREMAP_FIXED, area + size) == MAP_FAILED) {
+    int fd = memfd_create("podvault-read-ring", MFD_CLOEXEC);
+    if (fd < 0) return err_sys(e, errno, "creating the read buffer");
+    if (ftruncate(fd, (off_t)size) < 0) {
         int en = errno;
-        if (pages != MAP_FAILED) munmap(pages, size);
+        close(fd);
+        return err_sys(e, en, "sizing the read buffer to %zu bytes", size);
+    }
+    uint8_t *area = mmap(NULL, 2 * size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (area == MAP_FAILED) {
+        int en = errno;
+        close(fd);
+        return err_sys(e, en, "reserving %zu bytes for reading", 2 * size);
+    }
+    int prot = PROT_READ | PROT_WRITE, flags = MAP_SHARED | MAP_FIXED;
+    if (mmap(area, size, prot, flags, fd, 0) == MAP_FAILED ||
+        mmap(area + size, size, prot, flags, fd, 0) == MAP_FAILED) {
+        int en = errno;
         munmap(area, 2 * size);
+        close(fd);
         return err_sys(e, en, "mapping the read buffer");
     }
+    close(fd); /* the mappings keep the memory */
     rg->base = area;
     rg->size = size;
     return 0;

@@ -902,7 +902,7 @@ static void local_enospc(struct fixture *fx)
             if (fd < 0 || write(fd, map, strlen(map)) < 0) _exit(77);
             close(fd);
         }
-        if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) _exit(77);
+        if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0) _exit(77);
         if (mount("tmpfs", mnt, "tmpfs", 0, "size=64k") < 0) _exit(77);
         char repo[PATH_MAX + 8];
         snprintf(repo, sizeof repo, "%s/repo", mnt);
