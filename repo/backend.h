@@ -64,8 +64,8 @@ int backend_list(struct backend *b, const char *prefix, backend_list_cb cb, void
 int backend_remove(struct backend *b, const char *name, struct err *e);
 void backend_close(struct backend *b);
 
-/* Constructors, used by backend_open. */
+/* Constructors, used by backend_open. With `create`, the S3 backend creates a missing bucket. */
 int backend_local_open(const char *path, bool create, struct backend **out, struct err *e);
-int backend_s3_open(const char *location, struct backend **out, struct err *e);
+int backend_s3_open(const char *location, bool create, struct backend **out, struct err *e);
 
 #endif

@@ -45,6 +45,11 @@ const struct crypt_keys *repo_keys(const struct repo *r);
 const struct config *repo_config(const struct repo *r);
 const struct chunker *repo_chunker(const struct repo *r);
 struct idx *repo_index(struct repo *r);
+/* The index is shared by the threads using the repository: code that reads it while a store may
+ * be writing (idx_lookup, idx_pack_id) holds the read side of this lock, code that adds to it the
+ * write side. repo_load_blob and the store take it themselves. */
+void repo_index_lock(struct repo *r, bool write);
+void repo_index_unlock(struct repo *r);
 /* The ID of the key file that opened the repository. */
 const struct oid *repo_key_id(const struct repo *r);
 

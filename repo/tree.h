@@ -31,10 +31,14 @@ enum tree_node_type {
 #define TREE_FLAG_CHANGED 0x1    /* the file changed while it was being read */
 #define TREE_FLAG_READ_ERROR 0x2 /* content could not be read whole; content is what was read */
 
-/* Limits enforced by the decoder. */
+/* Limits enforced by the decoder (and by the encoder, so that whatever it writes reads back). */
 #define TREE_MAX_NAME 4096
 #define TREE_MAX_XATTR_VALUE (1u << 20)
 #define TREE_MAX_NODES (1u << 24)
+#define TREE_MAX_OWNER 256      /* user and group names */
+#define TREE_MAX_LINK 4096      /* symlink targets (PATH_MAX) */
+#define TREE_MAX_XATTR_NAME 255 /* XATTR_NAME_MAX */
+#define TREE_MAX_XATTRS 65536   /* the kernel lists at most 64 KiB of xattr names */
 
 struct tree_xattr {
     char *name;     /* NUL-terminated, owned */
@@ -77,15 +81,22 @@ struct tree {
     size_t cap;
 };
 
-#define TREE_INIT {NULL, 0, 0}
+#define TREE_INIT                                                                                  \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
-/* Appends a node, taking ownership of everything it points to (the caller's struct is zeroed). */
+/* Appends a node, taking ownership of everything it points to (the caller's struct is zeroed).
+ * On failure (memory) the node is left untouched and still the caller's. */
 int tree_add(struct tree *t, struct tree_node *node, struct err *e);
-/* Sorts nodes by name, bytewise; encode requires sorted nodes. */
+/* Sorts nodes by name, bytewise, and each node's xattrs by name; encode requires both. */
 void tree_sort(struct tree *t);
-/* Encodes a sorted tree. Fails if names are not strictly increasing. */
+/* Appends the encoding of a sorted tree to `out` (left as it was on failure). Fails if names
+ * are not strictly increasing, or a node breaks a limit or carries fields its type cannot have
+ * (link target on a non-symlink, content on a non-file, subtree on a non-directory). */
 int tree_encode(const struct tree *t, struct buf *out, struct err *e);
-/* Decodes a tree; fills *out (which must be empty). Names are not judged here, nor is order. */
+/* Decodes a tree; fills *out (which must be empty). Names are not judged here, nor is order.
+ * Empty byte strings decode to NULL pointers. On failure *out is left empty. */
 int tree_decode(const void *data, size_t len, struct tree *out, struct err *e);
 /* Frees everything a node owns and zeroes it. */
 void tree_node_free(struct tree_node *node);

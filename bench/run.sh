@@ -1,0 +1,150 @@
+#!/bin/bash
+# bench/run.sh - podvault against restic on the same data in the same run: first backup,
+# unchanged re-backup and restore (seconds and MB/s), peak RSS, repository size; then the
+# chunker's and the index's own figures (chunkbench, idxmem) when they are built.
+# Not part of the tests. Needs build/podvault (./setup.sh) and restic (installed when root).
+#
+# Env: BENCH_DIR (work dir, default a new one under /var/tmp; needs ~3x the data size free)
+#      BENCH_SMALL_FILES (default 50000; sizes 1..16 KiB), BENCH_LARGE_FILES (default 4),
+#      BENCH_LARGE_MB (total of the large files, default 2048), BENCH_KEEP=1 keeps the work dir,
+#      PODVAULT (binary, default build/podvault), BENCH_SKIP_RESTIC=1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PV=${PODVAULT:-$ROOT/build/podvault}
+SMALL=${BENCH_SMALL_FILES:-50000}
+LARGE_N=${BENCH_LARGE_FILES:-4}
+LARGE_MB=${BENCH_LARGE_MB:-2048}
+[ -x "$PV" ] || { echo "bench: $PV not found; run ./setup.sh first" >&2; exit 1; }
+
+need_pkg() { # COMMAND PACKAGE
+    command -v "$1" >/dev/null && return 0
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null; }
+    fi
+    command -v "$1" >/dev/null || { echo "bench: $1 is missing (apt-get install $2)" >&2; exit 1; }
+}
+need_pkg /usr/bin/time time
+RESTIC=1
+if [ "${BENCH_SKIP_RESTIC:-0}" = 1 ]; then RESTIC=0; else need_pkg restic restic; fi
+
+W=${BENCH_DIR:-$(mktemp -d /var/tmp/podvault-bench.XXXXXX)}
+mkdir -p "$W"
+[ "${BENCH_KEEP:-0}" = 1 ] || trap 'rm -rf "$W"' EXIT
+DATA=$W/data
+echo "bench: work dir $W"
+
+# ---- data -------------------------------------------------------------------------------------
+if [ ! -f "$W/data.done" ]; then
+    rm -rf "$DATA"
+    mkdir -p "$DATA/small" "$DATA/large"
+    echo "bench: creating $SMALL small files and $LARGE_N large files ($LARGE_MB MiB)"
+    # Small files: text-like content, 100 per directory, 1..16 KiB each.
+    awk -v n="$SMALL" -v d="$DATA/small" 'BEGIN { srand(42)
+        for (i = 0; i < n; i++) {
+            if (i % 100 == 0) { dir = sprintf("%s/d%04d", d, i / 100); system("mkdir -p " dir) }
+            f = sprintf("%s/f%06d.txt", dir, i); size = 1024 + int(rand() * 15360); s = 0
+            while (s < size) { l = sprintf("%d %x record %d value %.6f\n", i, int(rand() * 2^31), s, rand())
+                               printf "%s", l > f; s += length(l) }
+            close(f) } }'
+    # Large files: half random (does not compress), half base64 of random (compresses ~25%).
+    per=$((LARGE_MB / LARGE_N))
+    for i in $(seq 1 "$LARGE_N"); do
+        if [ $((i % 2)) = 1 ]; then
+            head -c $((per * 1024 * 1024)) /dev/urandom >"$DATA/large/random-$i.bin"
+        else
+            head -c $((per * 768 * 1024)) /dev/urandom | base64 -w 76 | head -c $((per * 1024 * 1024)) >"$DATA/large/text-$i.b64"
+        fi
+    done
+    touch "$W/data.done"
+fi
+DATA_BYTES=$(du -sb --apparent-size "$DATA" | cut -f1)
+DATA_MB=$(awk -v b="$DATA_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }')
+warm() { find "$DATA" -type f -print0 | xargs -0 cat >/dev/null; }
+
+# ---- measuring ----------------------------------------------------------------------------------
+declare -A SEC RSS
+# timed KEY COMMAND...: wall seconds and peak RSS (MiB) of a command.
+timed() {
+    local key=$1
+    shift
+    if ! /usr/bin/time -f '%e %M' -o "$W/time" "$@" >"$W/out.$key" 2>&1; then
+        echo "bench: '$*' failed:" >&2
+        tail -n 20 "$W/out.$key" >&2
+        exit 1
+    fi
+    SEC[$key]=$(cut -d' ' -f1 "$W/time")
+    RSS[$key]=$(awk '{ printf "%.0f", $2 / 1024 }' "$W/time")
+    printf '  %-22s %8.2f s  %6s MiB peak RSS\n' "$key" "${SEC[$key]}" "${RSS[$key]}"
+}
+
+PVREPO=$W/pv-repo
+RREPO=$W/restic-repo
+rm -rf "$PVREPO" "$RREPO" "$W/pv-cache" "$W/restic-cache" "$W/pv-restore" "$W/restic-restore"
+echo "bench password" >"$W/password"
+export PODVAULT_PASSWORD_FILE=$W/password PODVAULT_CACHE_DIR=$W/pv-cache
+export RESTIC_PASSWORD_FILE=$W/password
+pv() { "$PV" -r "$PVREPO" -q "$@"; }
+rs() { restic -r "$RREPO" --cache-dir "$W/restic-cache" -q "$@"; }
+
+echo "bench: $DATA_MB MiB in $(find "$DATA" -type f | wc -l) files; warming the page cache"
+warm
+pv init >/dev/null
+[ $RESTIC = 1 ] && rs init >/dev/null
+versions="podvault $("$PV" version | cut -d' ' -f2)"
+[ $RESTIC = 1 ] && versions="$versions, $(restic version | cut -d' ' -f1-2)"
+echo "bench: runs ($versions)"
+# Each phase runs podvault then restic, so both see the same cache state.
+timed pv-backup pv backup "$DATA" --host bench
+[ $RESTIC = 1 ] && timed restic-backup rs backup "$DATA" --host bench
+timed pv-rebackup pv backup "$DATA" --host bench
+[ $RESTIC = 1 ] && timed restic-rebackup rs backup "$DATA" --host bench
+sync
+timed pv-restore pv restore latest --target "$W/pv-restore"
+[ $RESTIC = 1 ] && timed restic-restore rs restore latest --target "$W/restic-restore"
+diff -rq "$DATA" "$W/pv-restore" >/dev/null || { echo "bench: podvault's restore differs from the data!" >&2; exit 1; }
+PV_SIZE=$(du -sb "$PVREPO" | cut -f1)
+R_SIZE=$([ $RESTIC = 1 ] && du -sb "$RREPO" | cut -f1 || echo 0)
+
+# ---- table --------------------------------------------------------------------------------------
+mbs() { awk -v s="$1" -v b="$DATA_BYTES" 'BEGIN { if (s > 0) printf "%.0f", b / 1048576 / s; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+verdict() { awk -v r="$1" -v t="$2" -v dir="$3" 'BEGIN { if (r == "-") print ""; else if ((dir == "ge" && r >= t) || (dir == "le" && r <= t)) print "met"; else print "MISSED" }'; }
+row() { # label podvault restic ratio target verdict
+    printf '%-28s %14s %14s %10s %12s %8s\n' "$@"
+}
+echo
+echo "podvault vs restic on $DATA_MB MiB ($SMALL small files + $LARGE_N large files), $(nproc) cores"
+row "" podvault restic ratio target ""
+if [ $RESTIC = 1 ]; then
+    r=$(ratio "${SEC[restic-backup]}" "${SEC[pv-backup]}")
+    row "first backup (s)" "${SEC[pv-backup]}" "${SEC[restic-backup]}" "${r}x" ">= 2x" "$(verdict "$r" 2 ge)"
+    row "first backup (MB/s)" "$(mbs "${SEC[pv-backup]}")" "$(mbs "${SEC[restic-backup]}")" "" "" ""
+    r=$(ratio "${SEC[restic-rebackup]}" "${SEC[pv-rebackup]}")
+    row "unchanged re-backup (s)" "${SEC[pv-rebackup]}" "${SEC[restic-rebackup]}" "${r}x" ">= 3x" "$(verdict "$r" 3 ge)"
+    r=$(ratio "${SEC[restic-restore]}" "${SEC[pv-restore]}")
+    row "restore (s)" "${SEC[pv-restore]}" "${SEC[restic-restore]}" "${r}x" ">= 2x" "$(verdict "$r" 2 ge)"
+    row "restore (MB/s)" "$(mbs "${SEC[pv-restore]}")" "$(mbs "${SEC[restic-restore]}")" "" "" ""
+    for k in backup rebackup restore; do
+        r=$(ratio "${RSS[pv-$k]}" "${RSS[restic-$k]}")
+        row "peak RSS $k (MiB)" "${RSS[pv-$k]}" "${RSS[restic-$k]}" "$r" "<= 0.25" "$(verdict "$r" 0.25 le)"
+    done
+    r=$(ratio "$PV_SIZE" "$R_SIZE")
+    row "repository (MiB)" "$((PV_SIZE / 1048576))" "$((R_SIZE / 1048576))" "$r" "<= 1" "$(verdict "$r" 1 le)"
+else
+    for k in backup rebackup restore; do row "$k (s / MiB RSS)" "${SEC[pv-$k]} / ${RSS[pv-$k]}" - - - -; done
+    row "repository (MiB)" "$((PV_SIZE / 1048576))" - - - -
+fi
+
+# ---- the parts' own figures ------------------------------------------------------------------
+for tool in chunkbench idxmem; do
+    bin=$(dirname "$PV")/$tool
+    echo
+    if [ -x "$bin" ]; then
+        echo "$tool:"
+        "$bin" 2>&1 | sed 's/^/  /'
+    else
+        echo "$tool: not built (bench/$tool.c is not in this tree)"
+    fi
+done

@@ -1,0 +1,127 @@
+/* common.c - what every command uses: one-line messages, exit codes for failures, opening the
+ * repository and finding snapshots. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/format.h"
+#include "cli/password.h"
+#include "repo/repo.h"
+
+/* Messages go through here so that each stays on one line whatever bytes it quotes. */
+static void put_message(const char *msg)
+{
+    fputs("podvault: ", stderr);
+    for (const char *c = msg; *c; c++)
+        fputc((unsigned char)*c < 0x20 || *c == 0x7f ? '?' : *c, stderr);
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
+void cli_msg(const char *fmt, ...)
+{
+    char msg[ERR_MSG_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    put_message(msg);
+}
+
+int cli_usage_error(const struct cli *g, const char *fmt, ...)
+{
+    char msg[ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (g->cmd)
+        cli_msg("%s: %s (see 'podvault %s --help')", g->cmd, msg, g->cmd);
+    else
+        cli_msg("%s (see 'podvault --help')", msg);
+    return CLI_EXIT_USAGE;
+}
+
+int cli_fail(const struct cli *g, const struct err *e)
+{
+    if (e->code == ERR_CANCELED || *g->cancel) {
+        put_message("interrupted");
+        return CLI_EXIT_CANCELED;
+    }
+    put_message(e->msg[0] ? e->msg : "failed (no message)");
+    return CLI_EXIT_ERROR;
+}
+
+void cli_note(const struct cli *g, const char *fmt, ...)
+{
+    if (g->verbosity < 2) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* Passes the cache settings on to the engine, which reads them from the environment. */
+static void export_cache_settings(const struct cli *g)
+{
+    if (g->cache_dir) setenv("PODVAULT_CACHE_DIR", g->cache_dir, 1);
+    if (g->no_cache) setenv("PODVAULT_NO_CACHE", "1", 1);
+}
+
+int cli_open_repo(struct cli *g, struct repo **out)
+{
+    if (!g->repo || !*g->repo)
+        return cli_usage_error(g, "no repository given: use -r or PODVAULT_REPOSITORY");
+    export_cache_settings(g);
+    struct err e;
+    err_clear(&e);
+    char *pw = NULL;
+    struct password_source src = {g->password_file, "PODVAULT_PASSWORD",
+                                  "enter the repository password: ", false, g->cancel};
+    if (password_get(&src, &pw, &e)) return cli_fail(g, &e);
+    int rc = repo_open(g->repo, pw, out, &e);
+    password_free(pw);
+    if (rc == ERR_NOT_FOUND) {
+        put_message(e.msg);
+        return CLI_EXIT_NO_REPO;
+    }
+    if (rc == ERR_AUTH) {
+        put_message(e.msg);
+        return CLI_EXIT_WRONG_PASSWORD;
+    }
+    if (rc) return cli_fail(g, &e);
+    char id[9];
+    cli_note(g, "opened repository %s with key %s", g->repo, fmt_short_id(repo_key_id(*out), id));
+    return CLI_EXIT_OK;
+}
+
+int cli_open_repo_indexed(struct cli *g, struct repo **out)
+{
+    int rc = cli_open_repo(g, out);
+    if (rc) return rc;
+    struct err e;
+    err_clear(&e);
+    if (repo_load_index(*out, &e)) {
+        rc = cli_fail(g, &e);
+        repo_close(*out);
+        *out = NULL;
+        return rc;
+    }
+    cli_note(g, "index: %zu blobs in %zu packs", idx_blob_count(repo_index(*out)),
+             idx_pack_count(repo_index(*out)));
+    return CLI_EXIT_OK;
+}
+
+int cli_find_snapshot(struct cli *g, struct repo *r, const char *spec, const struct cli_filter *f,
+                      struct snapshot *out)
+{
+    struct err e;
+    struct snap_filter sf;
+    err_clear(&e);
+    cli_filter_make(f, &sf);
+    if (snap_find(r, spec, &sf, out, &e)) return cli_fail(g, &e);
+    return CLI_EXIT_OK;
+}

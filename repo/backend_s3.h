@@ -1,0 +1,37 @@
+/* backend_s3.h - the S3 backend's settings, all taken from the environment when it is opened,
+ * so that backend_open() keeps one signature for every backend.
+ *
+ * Location: "s3:http[s]://host[:port]/bucket[/prefix]" ("s3:host/bucket" means https). Objects
+ * are the keys "<prefix>/<name>". Path-style URLs (http://host/bucket/key) unless virtual-hosted
+ * addressing (http://bucket.host/key) is asked for, or the host is an amazonaws.com name given
+ * without a port and the bucket name has no dot.
+ *
+ * Credentials: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN) when set; else the
+ * shared credentials file (AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials), section
+ * AWS_PROFILE (default "default"), keys aws_access_key_id, aws_secret_access_key and
+ * aws_session_token. A CLI option can set these variables before opening the repository.
+ */
+#ifndef PV_REPO_BACKEND_S3_H
+#define PV_REPO_BACKEND_S3_H
+
+/* Region used in signatures; the first one set wins, then "us-east-1". */
+#define BACKEND_S3_ENV_REGION "PODVAULT_S3_REGION" /* then AWS_REGION, AWS_DEFAULT_REGION */
+/* "1": virtual-hosted addressing; "0": path-style; unset: decided from the host (see above). */
+#define BACKEND_S3_ENV_VIRTUAL_HOST "PODVAULT_S3_VIRTUAL_HOST"
+/* A PEM file of CA certificates for private endpoints (AWS_CA_BUNDLE is read too). */
+#define BACKEND_S3_ENV_CACERT "PODVAULT_S3_CACERT"
+/* "1": do not verify the server's TLS certificate. Only when the user asks. */
+#define BACKEND_S3_ENV_INSECURE_TLS "PODVAULT_S3_INSECURE_TLS"
+/* Retries after a failed attempt (5xx, 429, SlowDown, timeouts, resets); default 6, max 100. */
+#define BACKEND_S3_ENV_RETRIES "PODVAULT_S3_RETRIES"
+/* First backoff delay and its cap, in milliseconds; default 100 and 10000. */
+#define BACKEND_S3_ENV_RETRY_DELAY_MS "PODVAULT_S3_RETRY_DELAY_MS"
+#define BACKEND_S3_ENV_RETRY_MAX_DELAY_MS "PODVAULT_S3_RETRY_MAX_DELAY_MS"
+/* Seconds to wait for a connection (default 10), and seconds without a single byte moving
+ * before a request is abandoned as hung (default 60). */
+#define BACKEND_S3_ENV_CONNECT_TIMEOUT "PODVAULT_S3_CONNECT_TIMEOUT"
+#define BACKEND_S3_ENV_STALL_TIMEOUT "PODVAULT_S3_STALL_TIMEOUT"
+/* Keys asked for per listing page, 1..1000 (default 1000); small values test pagination. */
+#define BACKEND_S3_ENV_LIST_MAX "PODVAULT_S3_LIST_MAX"
+
+#endif

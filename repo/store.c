@@ -1,0 +1,425 @@
+/* store.c - the blob write path: deduplicate, seal, pack, upload, index; see store.h.
+ *
+ * One mutex guards the store's shared state: the set of blob IDs accepted but not yet in the
+ * repository's index (in flight), the two open pack writers (tree blobs and data blobs go to
+ * separate packs, so tree packs stay small and cacheable), and the uploaded packs not yet listed
+ * in an index file. Sealing (compression and encryption), pack uploads and index file writes run
+ * outside it, so several threads do that work at once. Lock order: store mutex, then the
+ * repository's index lock.
+ *
+ * A failed pack upload or index write makes the store fail for good: a backup must not go on to
+ * save a snapshot that refers to blobs that were not stored.
+ */
+#include "repo/store.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "repo/index.h"
+#include "repo/pack.h"
+#include "repo/repo.h"
+
+/* An index file is written once this many packs are uploaded but not yet listed in one. */
+#define STORE_INDEX_EVERY 16
+/* Pack writers kept for reuse after their pack is uploaded. */
+#define STORE_SPARE_WRITERS 2
+
+/* A set of blob IDs: open addressing, linear probing, deletion by backward shift. The all-zero
+ * ID marks an empty slot, so it is kept apart in `has_zero`. */
+struct oid_set {
+    struct oid *slots;
+    size_t n_slots; /* a power of two, or 0 */
+    size_t n;
+    bool has_zero;
+};
+
+struct store {
+    struct repo *r;
+    const struct crypt_keys *keys;
+    int zstd_level;
+    uint32_t pack_size;
+
+    pthread_mutex_t lock;
+    pthread_cond_t idle; /* signalled when `sealing` or `busy` drops */
+    struct oid_set inflight;
+    struct pack_writer *open[2]; /* by enum blob_type */
+    struct pack_writer *spare[STORE_SPARE_WRITERS];
+    size_t n_spare;
+    struct idx_file_pack *pending; /* uploaded, not yet in an index file */
+    size_t n_pending, cap_pending;
+    size_t sealing; /* store_add calls between reserving an ID and adding it to a pack */
+    size_t busy;    /* pack uploads and index writes running */
+    int failed;     /* 0, or the error that made the store fail */
+    struct err fail_err;
+    struct store_stats stats;
+};
+
+static size_t set_home(const struct oid_set *s, const struct oid *id)
+{
+    return (size_t)XXH3_64bits(id->b, OID_LEN) & (s->n_slots - 1);
+}
+
+static bool set_has(const struct oid_set *s, const struct oid *id)
+{
+    if (oid_is_zero(id)) return s->has_zero;
+    if (!s->n) return false;
+    size_t mask = s->n_slots - 1;
+    for (size_t i = set_home(s, id); !oid_is_zero(&s->slots[i]); i = (i + 1) & mask)
+        if (oid_eq(&s->slots[i], id)) return true;
+    return false;
+}
+
+static void set_put_slot(struct oid_set *s, const struct oid *id)
+{
+    size_t mask = s->n_slots - 1, i = set_home(s, id);
+    while (!oid_is_zero(&s->slots[i]))
+        i = (i + 1) & mask;
+    s->slots[i] = *id;
+}
+
+/* Adds an ID known to be absent. Returns 0, or -1 when memory is out. */
+static int set_add(struct oid_set *s, const struct oid *id)
+{
+    if (oid_is_zero(id)) {
+        s->has_zero = true;
+        return 0;
+    }
+    if ((s->n + 1) * 2 > s->n_slots) {
+        struct oid_set bigger = {.n_slots = s->n_slots ? s->n_slots * 2 : 256, .n = s->n};
+        bigger.slots = calloc(bigger.n_slots, sizeof *bigger.slots);
+        if (!bigger.slots) return -1;
+        for (size_t i = 0; i < s->n_slots; i++)
+            if (!oid_is_zero(&s->slots[i])) set_put_slot(&bigger, &s->slots[i]);
+        bigger.has_zero = s->has_zero;
+        free(s->slots);
+        *s = bigger;
+    }
+    set_put_slot(s, id);
+    s->n++;
+    return 0;
+}
+
+static void set_remove(struct oid_set *s, const struct oid *id)
+{
+    if (oid_is_zero(id)) {
+        s->has_zero = false;
+        return;
+    }
+    if (!s->n) return;
+    size_t mask = s->n_slots - 1, i = set_home(s, id);
+    while (!oid_eq(&s->slots[i], id)) {
+        if (oid_is_zero(&s->slots[i])) return;
+        i = (i + 1) & mask;
+    }
+    /* Backward shift: pull later entries of the probe run into the hole when their home
+     * position does not lie cyclically in (hole, their slot]. */
+    for (size_t j = (i + 1) & mask; !oid_is_zero(&s->slots[j]); j = (j + 1) & mask) {
+        size_t home = set_home(s, &s->slots[j]);
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (stays) continue;
+        s->slots[i] = s->slots[j];
+        i = j;
+    }
+    memset(&s->slots[i], 0, sizeof s->slots[i]);
+    s->n--;
+}
+
+/* Records the first failure; every later call then fails with it. Caller holds the lock. */
+static void set_failed(struct store *s, int rc, const struct err *e)
+{
+    if (s->failed) return;
+    s->failed = rc < 0 ? rc : ERR_FAIL;
+    s->fail_err = *e;
+}
+
+static int failed_err(struct store *s, struct err *e)
+{
+    return err_set(e, s->failed, "the store failed earlier, nothing more is stored: %s",
+                   s->fail_err.msg);
+}
+
+int store_new(struct repo *r, struct store **out, struct err *e)
+{
+    struct store *s = calloc(1, sizeof *s);
+    if (!s) return err_set(e, ERR_FAIL, "store: out of memory");
+    s->r = r;
+    s->keys = repo_keys(r);
+    s->zstd_level = repo_config(r)->zstd_level;
+    s->pack_size = repo_config(r)->pack_size;
+    int rc = pack_writer_new(&s->open[BLOB_DATA], e);
+    if (rc == 0) rc = pack_writer_new(&s->open[BLOB_TREE], e);
+    if (rc < 0) {
+        pack_writer_free(s->open[BLOB_DATA]);
+        free(s);
+        return rc;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    *out = s;
+    return 0;
+}
+
+static void free_pending(struct idx_file_pack *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(p[i].entries);
+    free(p);
+}
+
+void store_free(struct store *s)
+{
+    if (!s) return;
+    pack_writer_free(s->open[BLOB_DATA]);
+    pack_writer_free(s->open[BLOB_TREE]);
+    for (size_t i = 0; i < s->n_spare; i++)
+        pack_writer_free(s->spare[i]);
+    free_pending(s->pending, s->n_pending);
+    free(s->inflight.slots);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
+    free(s);
+}
+
+/* Whether the repository or this store has the blob. Caller holds the lock. */
+static bool known(struct store *s, const struct oid *id)
+{
+    if (set_has(&s->inflight, id)) return true;
+    repo_index_lock(s->r, false);
+    bool found = idx_lookup(repo_index(s->r), id, NULL);
+    repo_index_unlock(s->r);
+    return found;
+}
+
+bool store_has(struct store *s, const struct oid *id)
+{
+    pthread_mutex_lock(&s->lock);
+    bool found = known(s, id);
+    pthread_mutex_unlock(&s->lock);
+    return found;
+}
+
+/* Writes an index file listing `packs`, which it frees. */
+static int write_index(struct store *s, struct idx_file_pack *packs, size_t n, struct err *e)
+{
+    struct buf plain = BUF_INIT;
+    struct oid id;
+    int rc = idx_file_encode(packs, n, NULL, 0, &plain, e);
+    if (rc == 0) rc = repo_save_file(s->r, "index", "index", plain.data, plain.len, &id, e);
+    buf_free(&plain);
+    free_pending(packs, n);
+    if (rc < 0) return err_wrap(e, "writing an index file for %zu packs", n);
+    return 0;
+}
+
+/* Records an uploaded pack: its blobs move from in flight to the index, and it waits for an
+ * index file. Caller holds the lock. */
+static int pack_uploaded(struct store *s, const struct oid *pack_id, struct pack_writer *w,
+                         struct err *e)
+{
+    size_t n;
+    const struct pack_entry *ents = pack_writer_entries(w, &n);
+    if (s->n_pending == s->cap_pending) {
+        size_t cap = s->cap_pending ? s->cap_pending * 2 : STORE_INDEX_EVERY;
+        struct idx_file_pack *p = realloc(s->pending, cap * sizeof *p);
+        if (!p) return err_set(e, ERR_FAIL, "store: out of memory");
+        s->pending = p;
+        s->cap_pending = cap;
+    }
+    struct idx_file_pack *fp = &s->pending[s->n_pending];
+    fp->pack_id = *pack_id;
+    fp->n = n;
+    fp->entries = malloc((n ? n : 1) * sizeof *fp->entries);
+    if (!fp->entries) return err_set(e, ERR_FAIL, "store: out of memory");
+    memcpy(fp->entries, ents, n * sizeof *ents);
+    repo_index_lock(s->r, true);
+    int rc = idx_add_pack(repo_index(s->r), pack_id, ents, n, e);
+    repo_index_unlock(s->r);
+    if (rc < 0) {
+        free(fp->entries);
+        return rc;
+    }
+    s->n_pending++;
+    for (size_t i = 0; i < n; i++)
+        set_remove(&s->inflight, &ents[i].id);
+    s->stats.packs++;
+    return 0;
+}
+
+/* Finishes and uploads a detached pack writer (the caller counted it in s->busy), then indexes
+ * it, writing an index file when enough packs wait for one. Called without the lock. */
+static int upload(struct store *s, struct pack_writer *w, struct err *e)
+{
+    struct buf pack = BUF_INIT;
+    struct oid pack_id;
+    char name[80];
+    int rc = pack_writer_finish(w, s->keys, &pack_id, &pack, e);
+    if (rc == 0) {
+        pack_object_name(&pack_id, name);
+        rc = backend_save(repo_backend(s->r), name, pack.data, pack.len, false, e);
+        if (rc < 0) err_wrap(e, "uploading pack %s", name + 8);
+    }
+    buf_free(&pack);
+
+    struct idx_file_pack *batch = NULL;
+    size_t n_batch = 0;
+    pthread_mutex_lock(&s->lock);
+    if (rc == 0 && s->failed) rc = failed_err(s, e);
+    if (rc == 0) rc = pack_uploaded(s, &pack_id, w, e);
+    if (rc == 0 && s->n_pending >= STORE_INDEX_EVERY) {
+        batch = s->pending;
+        n_batch = s->n_pending;
+        s->pending = NULL;
+        s->n_pending = s->cap_pending = 0;
+    }
+    if (rc < 0) set_failed(s, rc, e);
+    pack_writer_reset(w);
+    if (s->n_spare < STORE_SPARE_WRITERS) {
+        s->spare[s->n_spare++] = w;
+        w = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    pack_writer_free(w);
+
+    if (batch) {
+        rc = write_index(s, batch, n_batch, e);
+        if (rc < 0) {
+            pthread_mutex_lock(&s->lock);
+            set_failed(s, rc, e);
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
+    pthread_mutex_lock(&s->lock);
+    s->busy--;
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Swaps a fresh writer in for the open one of `type` and returns the old one, counted in busy.
+ * Caller holds the lock. NULL when memory is out. */
+static struct pack_writer *detach(struct store *s, enum blob_type type, struct err *e)
+{
+    struct pack_writer *fresh = NULL;
+    if (s->n_spare)
+        fresh = s->spare[--s->n_spare];
+    else if (pack_writer_new(&fresh, e) < 0)
+        return NULL;
+    struct pack_writer *full = s->open[type];
+    s->open[type] = fresh;
+    s->busy++;
+    return full;
+}
+
+int store_add(struct store *s, enum blob_type type, const struct oid *id, const void *plain,
+              size_t len, bool *added, struct err *e)
+{
+    if (added) *added = false;
+    if (type != BLOB_DATA && type != BLOB_TREE)
+        return err_set(e, ERR_FAIL, "store: invalid blob type %d", (int)type);
+    if (len > UINT32_MAX)
+        return err_set(e, ERR_FAIL, "store: a blob of %zu bytes is too large", len);
+
+    pthread_mutex_lock(&s->lock);
+    if (s->failed) {
+        int rc = failed_err(s, e);
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+    }
+    if (known(s, id)) {
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+    }
+    if (set_add(&s->inflight, id) < 0) {
+        pthread_mutex_unlock(&s->lock);
+        return err_set(e, ERR_FAIL, "store: out of memory");
+    }
+    s->sealing++;
+    pthread_mutex_unlock(&s->lock);
+
+    /* The parallel part: compression and encryption. */
+    struct buf sealed = BUF_INIT;
+    int rc = crypt_blob_seal(s->keys, type, id, plain, len, s->zstd_level, &sealed, e);
+
+    struct pack_writer *full = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (rc == 0 && s->failed) rc = failed_err(s, e);
+    if (rc == 0)
+        rc = pack_writer_add(s->open[type], type, id, sealed.data, sealed.len, (uint32_t)len, e);
+    if (rc == 0) {
+        s->stats.blobs_new++;
+        s->stats.bytes_new += len;
+        s->stats.bytes_stored += sealed.len;
+        struct pack_writer *w = s->open[type];
+        if (pack_writer_size(w) >= s->pack_size || pack_writer_count(w) >= PACK_MAX_ENTRIES) {
+            full = detach(s, type, e);
+            if (!full) rc = ERR_FAIL;
+        }
+    }
+    /* A blob reserved but not packed would be missing from the repository while its ID says
+     * it is there, so any failure here fails the store. */
+    if (rc < 0) set_failed(s, rc, e);
+    s->sealing--;
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+    buf_free(&sealed);
+    if (rc < 0) return rc;
+    if (added) *added = true;
+    if (full) return upload(s, full, e);
+    return 0;
+}
+
+int store_flush(struct store *s, struct err *e)
+{
+    struct pack_writer *full[2] = {NULL, NULL};
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    /* Blobs being sealed right now belong in this flush. */
+    while (s->sealing && !s->failed)
+        pthread_cond_wait(&s->idle, &s->lock);
+    for (int t = 0; t < 2 && !s->failed; t++) {
+        if (!pack_writer_count(s->open[t])) continue;
+        full[t] = detach(s, (enum blob_type)t, e);
+        if (!full[t]) set_failed(s, ERR_FAIL, e);
+    }
+    pthread_mutex_unlock(&s->lock);
+
+    for (int t = 0; t < 2; t++) {
+        if (!full[t]) continue;
+        int urc = upload(s, full[t], e);
+        if (urc < 0 && rc == 0) rc = urc;
+    }
+    if (rc < 0) return rc;
+
+    pthread_mutex_lock(&s->lock);
+    while (s->busy) /* uploads started by other threads, and their index writes */
+        pthread_cond_wait(&s->idle, &s->lock);
+    if (s->failed) {
+        rc = failed_err(s, e);
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+    }
+    struct idx_file_pack *batch = s->pending;
+    size_t n_batch = s->n_pending;
+    s->pending = NULL;
+    s->n_pending = s->cap_pending = 0;
+    if (n_batch) s->busy++;
+    pthread_mutex_unlock(&s->lock);
+    if (!n_batch) return 0;
+
+    rc = write_index(s, batch, n_batch, e);
+    pthread_mutex_lock(&s->lock);
+    if (rc < 0) set_failed(s, rc, e);
+    s->busy--;
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+void store_stats(struct store *s, struct store_stats *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->lock);
+}

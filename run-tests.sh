@@ -1,0 +1,184 @@
+#!/bin/bash
+# run-tests.sh - the second set-up command, and what CI runs (.ci/run): installs what the tests
+# need (Debian 12, apt-get when root), then
+#   1. builds normally (build/) and runs every test with ctest (unit + integration),
+#   2. builds with AddressSanitizer + UBSan (build-asan/) and runs ctest again,
+#   3. runs the unit tests under valgrind (errors and leaks fail),
+#   4. builds the libFuzzer targets with clang (build-fuzz/) and runs each briefly from its seeds,
+#   5. runs the S3 tests against a local Ceph RGW when tests/s3-env.sh exists and RGW starts.
+# Every step runs even when an earlier one failed; the summary at the end lists them all, and the
+# exit code is non-zero if any failed. Env: PV_FUZZ_SECONDS (per target, default 20),
+# PV_SKIP_S3=1, PV_JOBS (default 2).
+set -uo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+JOBS=${PV_JOBS:-2}
+FUZZ_SECONDS=${PV_FUZZ_SECONDS:-20}
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/podvault-tests.XXXXXX")
+T_START=$(date +%s)
+SUMMARY=()
+FAILED=0
+
+say() { printf '\n==== %s\n' "$*"; }
+# step NAME COMMAND...: runs a step, shows its output, records pass/fail and time.
+step() {
+    local name=$1 t0 rc
+    shift
+    say "$name"
+    t0=$(date +%s)
+    "$@"
+    rc=$?
+    if [ $rc = 0 ]; then
+        SUMMARY+=("PASS  $(printf '%-42s' "$name") $(( $(date +%s) - t0 ))s")
+    else
+        SUMMARY+=("FAIL  $(printf '%-42s' "$name") $(( $(date +%s) - t0 ))s (exit $rc)")
+        FAILED=$((FAILED + 1))
+    fi
+    return $rc
+}
+skip() { SUMMARY+=("SKIP  $(printf '%-42s' "$1") $2"); say "$1: SKIPPED ($2)"; }
+
+# ---- what the tests need -----------------------------------------------------------------------
+PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libsodium-dev libzstd-dev
+          libxxhash-dev libjansson-dev libuv1-dev libexpat1-dev libyaml-dev libcmocka-dev
+          attr acl clang libclang-rt-14-dev valgrind jq util-linux curl iproute2)
+install_packages() {
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} = 0 ] && { echo "all needed packages are installed"; return 0; }
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+        return 1
+    fi
+    echo "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+step "install packages" install_packages || { echo "cannot go on without the packages"; exit 1; }
+
+# ---- builds ------------------------------------------------------------------------------------
+build() { # DIR CMAKE-ARGS...
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" "$@" >"$LOGS/cmake-$dir.log" 2>&1 || { cat "$LOGS/cmake-$dir.log"; return 1; }
+    cmake --build "$dir" -j"$JOBS" >"$LOGS/build-$dir.log" 2>&1 || {
+        grep -E 'error|Error' -A3 "$LOGS/build-$dir.log" | head -n 60
+        return 1
+    }
+    echo "built $dir"
+}
+
+run_ctest() { # DIR [ENV...]
+    local dir=$1
+    shift
+    (cd "$dir" && env "$@" ctest -j"$JOBS" --output-on-failure --timeout 1200)
+}
+
+step "build (RelWithDebInfo)" build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+BUILD_OK=$?
+if [ $BUILD_OK = 0 ]; then
+    step "ctest (normal build)" run_ctest build
+fi
+
+step "build (ASan + UBSan)" build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPV_SANITIZE=ON
+if [ $? = 0 ]; then
+    step "ctest (ASan + UBSan)" run_ctest build-asan \
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PV_BIG_MB=120 PV_INCR_MB=200
+fi
+
+# ---- valgrind over the unit tests --------------------------------------------------------------
+valgrind_units() {
+    local t rc=0 name
+    local tests=(build/test_*)
+    [ -e "${tests[0]}" ] || { echo "no unit tests built"; return 1; }
+    for t in "${tests[@]}"; do
+        [ -x "$t" ] || continue
+        name=$(basename "$t")
+        if PV_SOURCE_DIR=$ROOT PV_BUILD_DIR=$ROOT/build timeout 900 valgrind -q --error-exitcode=1 \
+            --leak-check=full --errors-for-leak-kinds=definite,indirect \
+            --show-leak-kinds=definite,indirect "$t" >"$LOGS/valgrind-$name.log" 2>&1; then
+            echo "ok   $name"
+        else
+            echo "FAIL $name (log below)"
+            tail -n 60 "$LOGS/valgrind-$name.log"
+            rc=1
+        fi
+    done
+    return $rc
+}
+if [ $BUILD_OK = 0 ]; then
+    step "valgrind (unit tests)" valgrind_units
+fi
+
+# ---- fuzzers -----------------------------------------------------------------------------------
+fuzz_all() {
+    local f name seeds corpus rc=0
+    local targets=(build-fuzz/fuzz_*)
+    [ -e "${targets[0]}" ] || { echo "no fuzz targets"; return 0; }
+    for f in "${targets[@]}"; do
+        [ -x "$f" ] || continue
+        name=$(basename "$f")
+        corpus=$LOGS/corpus-$name
+        mkdir -p "$corpus"
+        for seeds in "tests/fuzz/corpus/$name" "tests/fuzz/corpus/${name#fuzz_}" "tests/fuzz/seeds/$name"; do
+            [ -d "$seeds" ] && cp -r "$seeds"/. "$corpus"/
+        done
+        if "$f" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+            -artifact_prefix="$LOGS/$name-" "$corpus" >"$LOGS/$name.log" 2>&1; then
+            echo "ok   $name: $(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$LOGS/$name.log" | grep -Eo '[0-9]+$') runs in ${FUZZ_SECONDS}s"
+        else
+            echo "FAIL $name"
+            grep -E 'ERROR|SUMMARY|==[0-9]+==' "$LOGS/$name.log" | head -n 20
+            ls "$LOGS/$name-"* 2>/dev/null
+            rc=1
+        fi
+    done
+    return $rc
+}
+step "build (libFuzzer, clang)" build build-fuzz -DCMAKE_C_COMPILER=clang -DPV_FUZZ=ON -DPV_SANITIZE=ON \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [ $? = 0 ]; then
+    step "fuzz (${FUZZ_SECONDS}s per target)" fuzz_all
+fi
+
+# ---- S3 against a local Ceph RGW ----------------------------------------------------------------
+s3_tests() {
+    # tests/s3-env.sh starts RGW on 127.0.0.1 and exports what the S3 tests read; it returns
+    # non-zero when the server cannot run here.
+    # shellcheck disable=SC1091
+    if ! source tests/s3-env.sh >"$LOGS/s3-env.log" 2>&1; then
+        tail -n 20 "$LOGS/s3-env.log"
+        return 2
+    fi
+    (cd build && ctest -j1 --output-on-failure --timeout 1200 -L s3)
+}
+if [ "${PV_SKIP_S3:-0}" = 1 ]; then
+    skip "S3 tests (Ceph RGW)" "PV_SKIP_S3=1"
+elif [ ! -f tests/s3-env.sh ]; then
+    skip "S3 tests (Ceph RGW)" "tests/s3-env.sh is not in this tree"
+elif [ $BUILD_OK != 0 ]; then
+    skip "S3 tests (Ceph RGW)" "the build failed"
+else
+    s3_tests
+    rc=$?
+    if [ $rc = 2 ]; then
+        skip "S3 tests (Ceph RGW)" "RGW could not start here (see above)"
+    elif [ $rc = 0 ]; then
+        SUMMARY+=("PASS  $(printf '%-42s' "S3 tests (Ceph RGW)")")
+    else
+        SUMMARY+=("FAIL  $(printf '%-42s' "S3 tests (Ceph RGW)") (exit $rc)")
+        FAILED=$((FAILED + 1))
+    fi
+fi
+
+# ---- summary -----------------------------------------------------------------------------------
+say "summary ($(( $(date +%s) - T_START ))s in all; logs in $LOGS)"
+printf '%s\n' "${SUMMARY[@]}"
+if [ $FAILED -gt 0 ]; then
+    echo "$FAILED step(s) FAILED"
+    exit 1
+fi
+echo "all steps passed"
