@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/cmd_maint.h"
 #include "repo/crypt.h"
 
 static const char usage[] =
@@ -23,6 +24,11 @@ static const char usage[] =
     "  restore     restore a snapshot\n"
     "  cat         print a repository object as JSON\n"
     "  key         manage the passwords of a repository\n"
+    "  forget      remove snapshots, by ID or by a retention policy\n"
+    "  prune       free the space no snapshot needs\n"
+    "  check       verify the repository (and its data with --read-data)\n"
+    "  repair      rebuild the index from the packs (repair index)\n"
+    "  maintain    run the maintenance that is due (for scheduled jobs)\n"
     "  version     print the version\n"
     "\n"
     "Global options (before or after the command):\n"
@@ -81,6 +87,8 @@ static const struct {
     {"init", cmd_init}, {"backup", cmd_backup},   {"snapshots", cmd_snapshots},
     {"ls", cmd_ls},     {"restore", cmd_restore}, {"cat", cmd_cat},
     {"key", cmd_key},   {"version", cmd_version},
+    {"forget", cmd_forget}, {"prune", cmd_prune}, {"check", cmd_check},
+    {"repair", cmd_repair}, {"maintain", cmd_maintain},
 };
 
 static int find_command(const char *name)
