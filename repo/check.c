@@ -359,7 +359,6 @@ int check_run(struct repo *r, const struct check_options *o, struct check_stats 
                 "pack %s is missing: the index lists %zu blobs in it, %zu of them used by "
                 "snapshots",
                 oid_hex(id, hex), blobs, used);
-        c.header_ok[pk] = 1; /* reported; its blobs need no second report each */
     }
 
     /* Every pack: header against index, and data when selected. */
@@ -371,7 +370,8 @@ int check_run(struct repo *r, const struct check_options *o, struct check_stats 
         struct idx_loc loc;
         struct oid id;
         idx_at(x, pos, &id, &loc);
-        if (!c.header_ok[loc.pack]) continue; /* the pack's own problem was reported */
+        /* A pack that is missing, or whose header could not be read, was reported itself. */
+        if (!c.header_ok[loc.pack]) continue;
         problem(&c, true, CHECK_BLOB, &id,
                 "blob %s: the index places it in pack %s, whose header does not list it",
                 oid_hex(&id, hex), oid_hex(idx_pack_id(x, loc.pack), hex2));

@@ -556,7 +556,8 @@ int idx_forget_packs(struct idx *x, const struct oid *packs, size_t n, size_t *f
         if (w != i) x->main[w] = x->main[i];
         w++;
     }
-    while (b < IDX_BUCKETS) x->dir[++b] = (uint32_t)w;
+    while (b < IDX_BUCKETS)
+        x->dir[++b] = (uint32_t)w;
     free(drop);
     if (forgotten) *forgotten = x->n_main - w;
     if (w == 0) {
@@ -659,7 +660,8 @@ static bool read_blob(struct rd *r, struct pack_entry *pe, const char **why)
 /* Walks an index file. With x == NULL only validates and reports the largest pack's blob
  * count; otherwise adds every pack to x using `scratch` (room for max_count entries). */
 static int parse_file(struct idx *x, const void *data, size_t len, struct oid *sup,
-                      struct pack_entry *scratch, size_t *max_count, struct err *e)
+                      struct pack_entry *scratch, size_t *max_count, idx_pack_filter keep,
+                      void *ctx, struct err *e)
 {
     struct rd r = rd_make(data, len);
     const uint8_t *magic;
@@ -695,7 +697,7 @@ static int parse_file(struct idx *x, const void *data, size_t len, struct oid *s
                 return err_set(e, ERR_FAIL, "index file: pack %llu, blob %llu: %s",
                                (unsigned long long)p, (unsigned long long)i, why);
         }
-        if (x) {
+        if (x && (!keep || keep(ctx, &pack_id))) {
             int rc = idx_add_pack(x, &pack_id, scratch, (size_t)count, e);
             if (rc < 0) return rc;
         }
@@ -707,10 +709,17 @@ static int parse_file(struct idx *x, const void *data, size_t len, struct oid *s
 int idx_file_decode(struct idx *x, const void *data, size_t len, struct oid **supersedes,
                     size_t *n_supersedes, struct err *e)
 {
+    return idx_file_decode_filtered(x, data, len, NULL, NULL, supersedes, n_supersedes, e);
+}
+
+int idx_file_decode_filtered(struct idx *x, const void *data, size_t len, idx_pack_filter keep,
+                             void *ctx, struct oid **supersedes, size_t *n_supersedes,
+                             struct err *e)
+{
     /* Validate everything first, so a bad file adds nothing and allocations are bounded by
      * counts already checked against the input length. */
     size_t max_count = 0;
-    int rc = parse_file(NULL, data, len, NULL, NULL, &max_count, e);
+    int rc = parse_file(NULL, data, len, NULL, NULL, &max_count, NULL, NULL, e);
     if (rc < 0) return rc;
 
     struct rd r = rd_make(data, len);
@@ -730,7 +739,7 @@ int idx_file_decode(struct idx *x, const void *data, size_t len, struct oid **su
             return err_set(e, ERR_FAIL, "index file: out of memory");
         }
     }
-    rc = parse_file(x, data, len, sup, scratch, &max_count, e);
+    rc = parse_file(x, data, len, sup, scratch, &max_count, keep, ctx, e);
     free(scratch);
     if (rc < 0) {
         free(sup);

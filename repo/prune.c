@@ -3,9 +3,9 @@
  *
  * Blob attribution: the in-memory index keeps one location per blob, the first it loaded. A
  * blob stored twice (a backup that honoured a mark stores it again) must be attributed to the
- * copy that stays, so the packs of earlier marks are dropped from the index and re-added from
- * their headers after everything else: a blob is then attributed to a marked pack only when no
- * other pack has it. Usage is counted per attributed copy; other copies are unused bytes.
+ * copy that stays, so the index is loaded without the packs of earlier marks, which are then
+ * added from their headers: a blob is attributed to a marked pack only when no other pack has
+ * it. Usage is counted per attributed copy; other copies are unused bytes.
  */
 #include "repo/prune.h"
 
@@ -174,7 +174,7 @@ static int load_marks(struct pr *p, struct err *e)
 
 static int load_index(struct pr *p, struct err *e)
 {
-    return walk_load_index(p->r, &p->i0, &p->n_i0, NULL, NULL, e);
+    return walk_load_index_skip(p->r, p->marked, p->n_marked, &p->i0, &p->n_i0, NULL, NULL, e);
 }
 
 /* Re-adds a marked pack from its header, after every other pack (see the top of this file). */
@@ -198,14 +198,11 @@ static int readd_one(void *ctx, size_t i, struct err *e)
     return rc;
 }
 
+/* The index was loaded without the marked packs; they are added now, after every other. */
 static int attribute_marked(struct pr *p, struct err *e)
 {
     if (!p->n_marked) return 0;
-    repo_index_lock(p->r, true);
-    int rc = idx_forget_packs(repo_index(p->r), p->marked, p->n_marked, NULL, e);
-    repo_index_unlock(p->r);
-    if (rc == 0) rc = walk_parallel(p->n_marked, p->o->threads, readd_one, p, p->stop, e);
-    return rc;
+    return walk_parallel(p->n_marked, p->o->threads, readd_one, p, p->stop, e);
 }
 
 /* ---- step 1: the walk ---- */

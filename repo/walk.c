@@ -449,12 +449,20 @@ struct index_load {
     uint8_t *superseded;
     void (*bad)(void *ctx, const struct oid *id, const char *msg);
     void *ctx;
+    const struct oid *skip;
+    size_t n_skip;
     pthread_mutex_t mu;
 };
 
 static int cmp_oid(const void *a, const void *b)
 {
     return oid_cmp(a, b);
+}
+
+static bool not_skipped(void *ctx, const struct oid *pack)
+{
+    const struct index_load *L = ctx;
+    return !L->n_skip || !bsearch(pack, L->skip, L->n_skip, sizeof *L->skip, cmp_oid);
 }
 
 static int index_one(void *ctx, size_t i, struct err *e)
@@ -472,7 +480,8 @@ static int index_one(void *ctx, size_t i, struct err *e)
     int rc = repo_load_file(L->r, "index", "index", &L->ids[i], &plain, &le);
     if (rc == 0) {
         repo_index_lock(L->r, true);
-        rc = idx_file_decode(repo_index(L->r), plain.data, plain.len, &sup, &n_sup, &le);
+        rc = idx_file_decode_filtered(repo_index(L->r), plain.data, plain.len, not_skipped, L, &sup,
+                                      &n_sup, &le);
         repo_index_unlock(L->r);
         if (rc < 0) err_wrap(&le, "index %s", oid_hex(&L->ids[i], hex));
     }
@@ -520,6 +529,14 @@ int walk_load_index(struct repo *r, struct oid **ids, size_t *n_ids,
                     void (*bad)(void *ctx, const struct oid *id, const char *msg), void *ctx,
                     struct err *e)
 {
+    return walk_load_index_skip(r, NULL, 0, ids, n_ids, bad, ctx, e);
+}
+
+int walk_load_index_skip(struct repo *r, const struct oid *skip, size_t n_skip, struct oid **ids,
+                         size_t *n_ids,
+                         void (*bad)(void *ctx, const struct oid *id, const char *msg), void *ctx,
+                         struct err *e)
+{
     *ids = NULL;
     *n_ids = 0;
     struct oid *list = NULL;
@@ -527,7 +544,8 @@ int walk_load_index(struct repo *r, struct oid **ids, size_t *n_ids,
     int rc = repo_list_ids(r, "index", &list, &n, e);
     if (rc == ERR_NOT_FOUND) rc = 0;
     if (rc < 0) return err_wrap(e, "listing index files");
-    struct index_load L = {.r = r, .ids = list, .n = n, .bad = bad, .ctx = ctx};
+    struct index_load L = {
+        .r = r, .ids = list, .n = n, .bad = bad, .ctx = ctx, .skip = skip, .n_skip = n_skip};
     L.state = calloc(n ? n : 1, 1);
     L.superseded = calloc(n ? n : 1, 1);
     pthread_mutex_init(&L.mu, NULL);

@@ -83,6 +83,11 @@ int walk_load_snapshots(struct repo *r, struct snapshot **out, size_t *n,
 int walk_load_index(struct repo *r, struct oid **ids, size_t *n_ids,
                     void (*bad)(void *ctx, const struct oid *id, const char *msg), void *ctx,
                     struct err *e);
+/* walk_load_index leaving out the `n_skip` packs of `skip` (sorted). */
+int walk_load_index_skip(struct repo *r, const struct oid *skip, size_t n_skip, struct oid **ids,
+                         size_t *n_ids,
+                         void (*bad)(void *ctx, const struct oid *id, const char *msg), void *ctx,
+                         struct err *e);
 
 /* A pack in data/ and its size. */
 struct walk_pack {

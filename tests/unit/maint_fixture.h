@@ -208,7 +208,10 @@ static __attribute__((unused)) int fx_verify(const char *loc, const struct oid *
         return -1;
     }
     for (size_t i = 0; i < t.n; i++) {
-        int num = atoi((const char *)t.nodes[i].name + 1);
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)t.nodes[i].name_len,
+                 (const char *)t.nodes[i].name);
+        int num = atoi(name + 1);
         size_t len;
         uint8_t *want = fx_content(num, &len);
         buf_reset(&b);

@@ -537,9 +537,85 @@ static void test_quick_deletes_marked_only(void **state)
     assert_int_equal(run_check(loc, true, &warn), 0);
 }
 
+/* The index additions prune stands on: positions, idx_at, idx_pack_find, idx_forget_packs. */
+static void test_index_positions(void **state)
+{
+    (void)state;
+    struct idx *x;
+    struct err e;
+    assert_int_equal(idx_new(&x, &e), 0);
+    struct oid packs[3];
+    struct pack_entry ents[3][50];
+    for (int p = 0; p < 3; p++) {
+        oid_random(&packs[p]);
+        for (int i = 0; i < 50; i++) {
+            oid_random(&ents[p][i].id);
+            ents[p][i].type = (uint8_t)(i % 2);
+            ents[p][i].offset = (uint32_t)(i * 100);
+            ents[p][i].stored_len = 100;
+            ents[p][i].raw_len = (uint32_t)(p * 1000 + i);
+        }
+        assert_int_equal(idx_add_pack(x, &packs[p], ents[p], 50, &e), 0);
+    }
+    assert_int_equal(idx_seal(x, &e), 0);
+    assert_int_equal(idx_blob_count(x), 150);
+    /* Positions are ranks in ID order, and idx_at inverts idx_lookup_pos. */
+    struct oid prev;
+    memset(&prev, 0, sizeof prev);
+    for (size_t pos = 0; pos < 150; pos++) {
+        struct oid id;
+        struct idx_loc loc, loc2;
+        idx_at(x, pos, &id, &loc);
+        if (pos) assert_true(oid_cmp(&prev, &id) < 0);
+        prev = id;
+        size_t back;
+        assert_true(idx_lookup_pos(x, &id, &loc2, &back));
+        assert_int_equal(back, pos);
+        assert_int_equal(loc.raw_len, loc2.raw_len);
+        assert_int_equal(loc.pack, loc2.pack);
+    }
+    uint32_t num;
+    assert_true(idx_pack_find(x, &packs[1], &num));
+    assert_true(oid_eq(idx_pack_id(x, num), &packs[1]));
+    struct oid other;
+    oid_random(&other);
+    assert_false(idx_pack_find(x, &other, NULL));
+    /* Forgetting a pack removes its blobs only; the others keep their data and stay sorted. */
+    size_t gone;
+    assert_int_equal(idx_forget_packs(x, &packs[1], 1, &gone, &e), 0);
+    assert_int_equal(gone, 50);
+    assert_int_equal(idx_blob_count(x), 100);
+    for (int p = 0; p < 3; p++)
+        for (int i = 0; i < 50; i++) {
+            struct idx_loc loc;
+            size_t pos;
+            bool found = idx_lookup_pos(x, &ents[p][i].id, &loc, &pos);
+            assert_int_equal(found, p != 1);
+            if (!found) continue;
+            assert_int_equal(loc.raw_len, (uint32_t)(p * 1000 + i));
+            assert_int_equal(loc.type, i % 2);
+            struct oid back;
+            idx_at(x, pos, &back, NULL);
+            assert_true(oid_eq(&back, &ents[p][i].id));
+        }
+    assert_true(idx_pack_find(x, &packs[1], NULL)); /* numbers stay valid */
+    /* Re-adding places the blobs again; forgetting everything leaves an empty, usable index. */
+    assert_int_equal(idx_add_pack(x, &packs[1], ents[1], 50, &e), 0);
+    assert_true(idx_lookup(x, &ents[1][7].id, NULL));
+    assert_int_equal(idx_forget_packs(x, packs, 3, &gone, &e), 0);
+    assert_int_equal(gone, 150);
+    assert_int_equal(idx_blob_count(x), 0);
+    assert_false(idx_lookup(x, &ents[0][0].id, NULL));
+    assert_int_equal(idx_add_pack(x, &packs[0], ents[0], 50, &e), 0);
+    assert_int_equal(idx_seal(x, &e), 0);
+    assert_true(idx_lookup(x, &ents[0][49].id, NULL));
+    idx_free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_index_positions),
         cmocka_unit_test(test_deletes_unused),
         cmocka_unit_test(test_repacks_partly_used),
         cmocka_unit_test(test_waits_for_writer),
