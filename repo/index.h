@@ -24,8 +24,8 @@
 struct idx;
 
 struct idx_loc {
-    uint32_t pack; /* number in this index's pack table; idx_pack_id() gives the ID */
-    uint8_t type;  /* enum blob_type */
+    uint32_t pack;       /* number in this index's pack table; idx_pack_id() gives the ID */
+    uint8_t type;        /* enum blob_type */
     uint32_t offset;
     uint32_t stored_len;
     uint32_t raw_len;
@@ -73,8 +73,9 @@ struct idx_file_pack {
 };
 
 /* Encodes the plaintext of an index file. */
-int idx_file_encode(const struct idx_file_pack *packs, size_t n_packs, const struct oid *supersedes,
-                    size_t n_supersedes, struct buf *out, struct err *e);
+int idx_file_encode(const struct idx_file_pack *packs, size_t n_packs,
+                    const struct oid *supersedes, size_t n_supersedes, struct buf *out,
+                    struct err *e);
 
 /* Decodes the plaintext of an index file and adds its packs to `x`. When `supersedes` is not
  * NULL it receives a malloc'd array of the superseded index IDs (*n_supersedes of them).
