@@ -9,9 +9,8 @@
  * New blobs go to an unsorted tail of full entries, kept in fixed-size blocks (so growing it
  * wastes at most one block), with an open-addressing hash table over it. When the tail exceeds
  * max(4096, main/8) entries it is sorted and merged into the main array in place: the main array
- * grows by realloc (which for large blocks remaps pages instead of copying) and a backward merge
- * fills it. Each blob is thus moved O(log N / log 1.125) times in total, and the peak memory
- * stays near the final size.
+ * grows by mremap (pages move, bytes are not copied) and a backward merge fills it. Each blob is
+ * thus moved O(log N / log 1.125) times in total, and the peak memory stays near the final size.
  */
 #include "repo/index.h"
 
@@ -138,14 +137,20 @@ int idx_new(struct idx **out, struct err *e)
     return 0;
 }
 
-void idx_free(struct idx *x)
+void idx_clear(struct idx *x)
 {
-    if (!x) return;
     if (x->main) munmap(x->main, main_bytes(x->n_main));
     free(x->dir);
     tail_clear(x);
     free(x->packs);
     free(x->pslots);
+    memset(x, 0, sizeof *x);
+}
+
+void idx_free(struct idx *x)
+{
+    if (!x) return;
+    idx_clear(x);
     free(x);
 }
 

@@ -33,6 +33,8 @@ struct idx_loc {
 
 int idx_new(struct idx **out, struct err *e);
 void idx_free(struct idx *x);
+/* Empties the index (blobs and packs); the object stays valid. */
+void idx_clear(struct idx *x);
 
 /* Adds every entry of one pack. A blob already present keeps its first location. */
 int idx_add_pack(struct idx *x, const struct oid *pack_id, const struct pack_entry *entries,

@@ -53,62 +53,59 @@ static int object_name(char out[REPO_NAME_MAX], const char *dir, const struct oi
 
 /* ---- creating and opening ---- */
 
+/* Writes the first key file, then the config (whose presence makes the location a repository). */
+static int create_objects(struct backend *b, const char *location, const char *password,
+                          const struct repo_create_params *p, struct err *e)
+{
+    struct crypt_keys keys;
+    struct buf json = BUF_INIT, sealed = BUF_INIT;
+    struct config c = p->config;
+    struct oid key_id;
+    char key_name[REPO_NAME_MAX];
+    crypt_keys_generate(&keys);
+    c.version = CONFIG_VERSION;
+    oid_random(&c.repo_id);
+    oid_random(&key_id);
+    object_name(key_name, "keys", &key_id, e);
+
+    /* Encoding validates, so a repository is never created with a config it cannot read. */
+    int rc = config_encode(&c, &json, e);
+    if (rc == 0) rc = crypt_file_seal(&keys, REPO_KIND_CONFIG, json.data, json.len, &sealed, e);
+    if (rc == 0) {
+        buf_reset(&json);
+        rc = keyfile_create(keys.master, password, &p->kdf, &json, e);
+    }
+    if (rc == 0) rc = backend_save(b, key_name, json.data, json.len, false, e);
+    if (rc == 0) {
+        rc = backend_save(b, REPO_CONFIG_NAME, sealed.data, sealed.len, false, e);
+        if (rc < 0) {
+            struct err ignored; /* best effort: without the config the key file is an orphan */
+            backend_remove(b, key_name, &ignored);
+        }
+        if (rc == ERR_EXISTS) /* another creator won the race */
+            rc = err_set(e, ERR_EXISTS, "a repository already exists at %s", location);
+    }
+    crypt_keys_wipe(&keys);
+    buf_free(&json);
+    buf_free(&sealed);
+    return rc;
+}
+
 int repo_create(const char *location, const char *password, const struct repo_create_params *p,
                 struct err *e)
 {
     int rc = crypt_init(e);
     if (rc < 0) return rc;
-    struct backend *b = NULL;
+    struct backend *b;
     rc = backend_open(location, true, &b, e);
     if (rc < 0) return err_wrap(e, "creating a repository at %s", location);
-
-    struct buf json = BUF_INIT, sealed = BUF_INIT;
-    struct crypt_keys keys;
-    bool key_saved = false;
-    char key_name[REPO_NAME_MAX];
-    crypt_keys_generate(&keys);
-
     uint64_t size;
     rc = backend_stat(b, REPO_CONFIG_NAME, &size, e);
-    if (rc == 0) {
+    if (rc == 0)
         rc = err_set(e, ERR_EXISTS, "a repository already exists at %s", location);
-        goto out;
-    }
-    if (rc != ERR_NOT_FOUND) goto fail;
-
-    struct config c = p->config;
-    c.version = CONFIG_VERSION;
-    oid_random(&c.repo_id);
-    /* Encoding validates, so a repository is never created with a config it cannot read. */
-    if ((rc = config_encode(&c, &json, e)) < 0) goto fail;
-    if ((rc = crypt_file_seal(&keys, REPO_KIND_CONFIG, json.data, json.len, &sealed, e)) < 0)
-        goto fail;
-
-    buf_reset(&json);
-    if ((rc = keyfile_create(keys.master, password, &p->kdf, &json, e)) < 0) goto fail;
-    struct oid key_id;
-    oid_random(&key_id);
-    object_name(key_name, "keys", &key_id, e);
-    if ((rc = backend_save(b, key_name, json.data, json.len, false, e)) < 0) goto fail;
-    key_saved = true;
-    rc = backend_save(b, REPO_CONFIG_NAME, sealed.data, sealed.len, false, e);
-    if (rc == ERR_EXISTS) {
-        rc = err_set(e, ERR_EXISTS, "a repository already exists at %s", location);
-        goto out;
-    }
-    if (rc < 0) goto fail;
-    key_saved = false; /* it belongs to the repository now */
-    goto out;
-fail:
-    err_wrap(e, "creating a repository at %s", location);
-out:
-    if (key_saved) {
-        struct err ignored; /* best effort: the config was not written, the key is orphaned */
-        backend_remove(b, key_name, &ignored);
-    }
-    crypt_keys_wipe(&keys);
-    buf_free(&json);
-    buf_free(&sealed);
+    else if (rc == ERR_NOT_FOUND)
+        rc = create_objects(b, location, password, p, e);
+    if (rc < 0 && rc != ERR_EXISTS) err_wrap(e, "creating a repository at %s", location);
     backend_close(b);
     return rc;
 }
@@ -204,6 +201,31 @@ static void repo_free(struct repo *r)
     free(r);
 }
 
+static int open_objects(struct repo *r, const char *location, const char *password, struct err *e)
+{
+    struct buf sealed = BUF_INIT, json = BUF_INIT;
+    int rc = backend_open(location, false, &r->b, e);
+    if (rc == 0) rc = backend_load(r->b, REPO_CONFIG_NAME, 0, 0, &sealed, e);
+    if (rc == ERR_NOT_FOUND) {
+        buf_free(&sealed);
+        return err_set(e, ERR_NOT_FOUND, "no repository at %s", location);
+    }
+    if (rc == 0) rc = unlock(r->b, password, &r->keys, &r->key_id, e);
+    if (rc == 0) {
+        crypt_keys_derive(&r->keys);
+        rc = crypt_file_open(&r->keys, REPO_KIND_CONFIG, sealed.data, sealed.len, &json, e);
+        /* The password was right, so a config that fails is damaged, not ours to read. */
+        if (rc == ERR_AUTH) err_wrap(e, "config (damaged or replaced)");
+    }
+    if (rc == 0) rc = config_decode(json.data, json.len, &r->config, e);
+    if (rc == 0) rc = chunker_new(&r->config.chunker, r->keys.gear, &r->chunker, e);
+    if (rc == 0) rc = idx_new(&r->idx, e);
+    buf_free(&sealed);
+    buf_free(&json);
+    if (rc < 0) return err_wrap(e, "opening the repository at %s", location);
+    return 0;
+}
+
 int repo_open(const char *location, const char *password, struct repo **out, struct err *e)
 {
     *out = NULL;
@@ -213,35 +235,13 @@ int repo_open(const char *location, const char *password, struct repo **out, str
     if (!r) return err_set(e, ERR_FAIL, "opening %s: out of memory", location);
     pthread_rwlock_init(&r->idx_lock, NULL);
     pthread_mutex_init(&r->load_lock, NULL);
-    struct buf sealed = BUF_INIT, json = BUF_INIT;
-
-    rc = backend_open(location, false, &r->b, e);
-    if (rc == 0) rc = backend_load(r->b, REPO_CONFIG_NAME, 0, 0, &sealed, e);
-    if (rc == ERR_NOT_FOUND) {
-        rc = err_set(e, ERR_NOT_FOUND, "no repository at %s", location);
-        goto out;
+    rc = open_objects(r, location, password, e);
+    if (rc < 0) {
+        repo_free(r);
+        return rc;
     }
-    if (rc < 0) goto fail;
-    if ((rc = unlock(r->b, password, &r->keys, &r->key_id, e)) < 0) goto fail;
-    crypt_keys_derive(&r->keys);
-    if ((rc = crypt_file_open(&r->keys, REPO_KIND_CONFIG, sealed.data, sealed.len, &json, e)) < 0 ||
-        (rc = config_decode(json.data, json.len, &r->config, e)) < 0) {
-        /* The password was right, so a config that fails is damaged, not ours to read. */
-        if (rc == ERR_AUTH) err_wrap(e, "config (damaged or replaced)");
-        goto fail;
-    }
-    if ((rc = chunker_new(&r->config.chunker, r->keys.gear, &r->chunker, e)) < 0) goto fail;
-    if ((rc = idx_new(&r->idx, e)) < 0) goto fail;
     *out = r;
-    r = NULL;
-    goto out;
-fail:
-    err_wrap(e, "opening the repository at %s", location);
-out:
-    buf_free(&sealed);
-    buf_free(&json);
-    repo_free(r);
-    return rc;
+    return 0;
 }
 
 void repo_close(struct repo *r)
@@ -497,27 +497,18 @@ int repo_load_index(struct repo *r, struct err *e)
     for (size_t i = 0; i < n; i++)
         redo |= L.superseded[i] && L.added[i];
     if (redo) {
-        struct idx *fresh;
-        if ((rc = idx_new(&fresh, e)) < 0) goto out;
         repo_index_lock(r, true);
-        idx_free(r->idx);
-        r->idx = fresh;
+        idx_clear(r->idx);
         repo_index_unlock(r);
-        if ((rc = load_index_files(&L, e)) < 0) goto out;
+        rc = load_index_files(&L, e);
     }
-    r->index_loaded = true;
 out:
-    if (rc < 0 && r->idx && !r->index_loaded) {
-        /* Leave an empty index rather than a partial one. */
-        struct idx *fresh;
-        struct err ignored;
-        if (idx_new(&fresh, &ignored) == 0) {
-            repo_index_lock(r, true);
-            idx_free(r->idx);
-            r->idx = fresh;
-            repo_index_unlock(r);
-        }
+    if (rc < 0) { /* leave an empty index rather than a partial one */
+        repo_index_lock(r, true);
+        idx_clear(r->idx);
+        repo_index_unlock(r);
     }
+    r->index_loaded = rc == 0;
     pthread_mutex_destroy(&L.lock);
     free(L.superseded);
     free(L.added);

@@ -189,6 +189,30 @@ static void test_first_location_wins(void **state)
     idx_free(x);
 }
 
+static void test_clear(void **state)
+{
+    struct idx *x = new_idx();
+    struct pack_entry *pe = calloc(10000, sizeof *pe);
+    uint64_t seed = 13;
+    struct oid pack;
+    struct err e;
+    random_oid(&seed, &pack);
+    for (int i = 0; i < 10000; i++)
+        random_oid(&seed, &pe[i].id);
+    assert_int_equal(idx_add_pack(x, &pack, pe, 10000, &e), 0); /* main array and tail */
+    idx_clear(x);
+    assert_int_equal(idx_blob_count(x), 0);
+    assert_int_equal(idx_pack_count(x), 0);
+    assert_false(idx_lookup(x, &pe[0].id, NULL));
+    assert_false(idx_lookup(x, &pe[9999].id, NULL));
+    assert_int_equal(idx_add_pack(x, &pack, pe + 5, 1, &e), 0);
+    assert_int_equal(idx_blob_count(x), 1);
+    assert_true(idx_lookup(x, &pe[5].id, NULL));
+    assert_true(oid_eq(idx_pack_id(x, 0), &pack));
+    free(pe);
+    idx_free(x);
+}
+
 static void test_add_rejects_bad_type(void **state)
 {
     struct idx *x = new_idx();
@@ -438,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_add_lookup_many),
         cmocka_unit_test(test_foreach_stops),
         cmocka_unit_test(test_first_location_wins),
+        cmocka_unit_test(test_clear),
         cmocka_unit_test(test_add_rejects_bad_type),
         cmocka_unit_test(test_file_roundtrip),
         cmocka_unit_test(test_file_empty),

@@ -206,6 +206,34 @@ static void *loader_main(void *arg)
     return NULL;
 }
 
+/* Reads blobs while the store writes: each read either finds nothing yet or the right bytes. */
+struct racer {
+    struct repo *r;
+    struct blob *blobs;
+    size_t n;
+    volatile int *done;
+    size_t found, bad;
+};
+
+static void *racer_main(void *arg)
+{
+    struct racer *c = arg;
+    struct buf out = BUF_INIT;
+    uint64_t seed = 77;
+    for (int round = 0; round < 200000 && !__atomic_load_n(c->done, __ATOMIC_ACQUIRE); round++) {
+        struct blob *b = &c->blobs[splitmix64(&seed) % c->n];
+        struct err e;
+        buf_reset(&out);
+        int rc = repo_load_blob(c->r, b->type, &b->id, &out, &e);
+        if (rc == 0 && out.len == b->len && memcmp(out.data, b->data, b->len) == 0)
+            c->found++;
+        else if (rc != ERR_NOT_FOUND)
+            c->bad++;
+    }
+    buf_free(&out);
+    return NULL;
+}
+
 static void test_concurrent_adds(void **state)
 {
     enum { N_DATA = 700, N_TREE = 400, N = N_DATA + N_TREE, THREADS = 4 };
@@ -216,8 +244,11 @@ static void test_concurrent_adds(void **state)
     struct store *s;
     assert_int_equal(store_new(r, &s, &e), 0);
 
-    pthread_t th[THREADS];
+    pthread_t th[THREADS], racer;
     struct adder ad[THREADS];
+    int done = 0;
+    struct racer rc_ = {.r = r, .blobs = blobs, .n = N, .done = &done};
+    assert_int_equal(pthread_create(&racer, NULL, racer_main, &rc_), 0);
     for (int t = 0; t < THREADS; t++) {
         ad[t] = (struct adder){.s = s, .blobs = blobs, .n = N, .seed = 100 + (uint64_t)t};
         assert_int_equal(pthread_create(&th[t], NULL, adder_main, &ad[t]), 0);
@@ -228,6 +259,10 @@ static void test_concurrent_adds(void **state)
         assert_int_equal(ad[t].rc, 0);
         added += ad[t].added;
     }
+    __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+    pthread_join(racer, NULL);
+    assert_int_equal(rc_.bad, 0);
+    print_message("racing reader: %zu blobs read while the store wrote\n", rc_.found);
     assert_int_equal(added, N); /* each blob accepted by exactly one call */
     for (size_t i = 0; i < N; i++)
         assert_true(store_has(s, &blobs[i].id));
