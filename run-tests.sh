@@ -90,20 +90,32 @@ if [ $? = 0 ]; then
 fi
 
 # ---- valgrind over the unit tests --------------------------------------------------------------
+valgrind_one() { # TEST: leaves its exit code in $LOGS/valgrind-NAME.rc
+    local name
+    name=$(basename "$1")
+    PV_SOURCE_DIR=$ROOT PV_BUILD_DIR=$ROOT/build timeout 1200 valgrind -q --error-exitcode=1 \
+        --leak-check=full --errors-for-leak-kinds=definite,indirect \
+        --show-leak-kinds=definite,indirect "$1" >"$LOGS/valgrind-$name.log" 2>&1
+    echo $? >"$LOGS/valgrind-$name.rc"
+}
 valgrind_units() {
     local t rc=0 name
     local tests=(build/test_*)
     [ -e "${tests[0]}" ] || { echo "no unit tests built"; return 1; }
     for t in "${tests[@]}"; do
         [ -x "$t" ] || continue
+        valgrind_one "$t" &
+        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+    done
+    wait
+    for t in "${tests[@]}"; do
         name=$(basename "$t")
-        if PV_SOURCE_DIR=$ROOT PV_BUILD_DIR=$ROOT/build timeout 900 valgrind -q --error-exitcode=1 \
-            --leak-check=full --errors-for-leak-kinds=definite,indirect \
-            --show-leak-kinds=definite,indirect "$t" >"$LOGS/valgrind-$name.log" 2>&1; then
+        if [ "$(cat "$LOGS/valgrind-$name.rc" 2>/dev/null)" = 0 ]; then
             echo "ok   $name"
         else
-            echo "FAIL $name (log below)"
-            tail -n 60 "$LOGS/valgrind-$name.log"
+            echo "FAIL $name (exit $(cat "$LOGS/valgrind-$name.rc" 2>/dev/null); log below)"
+            grep -E '^==[0-9]+==' "$LOGS/valgrind-$name.log" | head -n 40
+            tail -n 5 "$LOGS/valgrind-$name.log"
             rc=1
         fi
     done
@@ -146,14 +158,16 @@ fi
 
 # ---- S3 against a local Ceph RGW ----------------------------------------------------------------
 s3_tests() {
-    # tests/s3-env.sh starts RGW on 127.0.0.1 and exports what the S3 tests read; it returns
-    # non-zero when the server cannot run here.
+    # tests/s3-env.sh starts RGW on 127.0.0.1 (installing Ceph the first time) and exports what
+    # the S3 tests read (PV_TEST_S3, AWS_*); it returns non-zero when the server cannot run here.
+    # Then the backend conformance suite and the command-line S3 test run again, against it.
     # shellcheck disable=SC1091
     if ! source tests/s3-env.sh >"$LOGS/s3-env.log" 2>&1; then
         tail -n 20 "$LOGS/s3-env.log"
         return 2
     fi
-    (cd build && ctest -j1 --output-on-failure --timeout 1200 -L s3)
+    echo "S3 at $PV_TEST_S3"
+    (cd build && ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_s3)$')
 }
 if [ "${PV_SKIP_S3:-0}" = 1 ]; then
     skip "S3 tests (Ceph RGW)" "PV_SKIP_S3=1"

@@ -54,7 +54,8 @@ if [ ! -f "$W/data.done" ]; then
         if [ $((i % 2)) = 1 ]; then
             head -c $((per * 1024 * 1024)) /dev/urandom >"$DATA/large/random-$i.bin"
         else
-            head -c $((per * 768 * 1024)) /dev/urandom | base64 -w 76 | head -c $((per * 1024 * 1024)) >"$DATA/large/text-$i.b64"
+            # base64 turns 57 bytes into a 77-byte line: this makes about per MiB.
+            head -c $((per * 1024 * 1024 / 77 * 57)) /dev/urandom | base64 -w 76 >"$DATA/large/text-$i.b64"
         fi
     done
     touch "$W/data.done"
@@ -85,24 +86,25 @@ rm -rf "$PVREPO" "$RREPO" "$W/pv-cache" "$W/restic-cache" "$W/pv-restore" "$W/re
 echo "bench password" >"$W/password"
 export PODVAULT_PASSWORD_FILE=$W/password PODVAULT_CACHE_DIR=$W/pv-cache
 export RESTIC_PASSWORD_FILE=$W/password
-pv() { "$PV" -r "$PVREPO" -q "$@"; }
-rs() { restic -r "$RREPO" --cache-dir "$W/restic-cache" -q "$@"; }
+# Commands as arrays: /usr/bin/time runs programs, not shell functions.
+pv=("$PV" -r "$PVREPO" -q)
+rs=(restic -r "$RREPO" --cache-dir "$W/restic-cache" -q)
 
 echo "bench: $DATA_MB MiB in $(find "$DATA" -type f | wc -l) files; warming the page cache"
 warm
-pv init >/dev/null
-[ $RESTIC = 1 ] && rs init >/dev/null
+"${pv[@]}" init >/dev/null
+[ $RESTIC = 1 ] && "${rs[@]}" init >/dev/null
 versions="podvault $("$PV" version | cut -d' ' -f2)"
 [ $RESTIC = 1 ] && versions="$versions, $(restic version | cut -d' ' -f1-2)"
 echo "bench: runs ($versions)"
 # Each phase runs podvault then restic, so both see the same cache state.
-timed pv-backup pv backup "$DATA" --host bench
-[ $RESTIC = 1 ] && timed restic-backup rs backup "$DATA" --host bench
-timed pv-rebackup pv backup "$DATA" --host bench
-[ $RESTIC = 1 ] && timed restic-rebackup rs backup "$DATA" --host bench
+timed pv-backup "${pv[@]}" backup "$DATA" --host bench
+[ $RESTIC = 1 ] && timed restic-backup "${rs[@]}" backup "$DATA" --host bench
+timed pv-rebackup "${pv[@]}" backup "$DATA" --host bench
+[ $RESTIC = 1 ] && timed restic-rebackup "${rs[@]}" backup "$DATA" --host bench
 sync
-timed pv-restore pv restore latest --target "$W/pv-restore"
-[ $RESTIC = 1 ] && timed restic-restore rs restore latest --target "$W/restic-restore"
+timed pv-restore "${pv[@]}" restore latest --target "$W/pv-restore"
+[ $RESTIC = 1 ] && timed restic-restore "${rs[@]}" restore latest --target "$W/restic-restore"
 diff -rq "$DATA" "$W/pv-restore" >/dev/null || { echo "bench: podvault's restore differs from the data!" >&2; exit 1; }
 PV_SIZE=$(du -sb "$PVREPO" | cut -f1)
 R_SIZE=$([ $RESTIC = 1 ] && du -sb "$RREPO" | cut -f1 || echo 0)

@@ -81,6 +81,8 @@ struct cli_list {
     bool owned;
 };
 int cli_list_add(struct cli_list *l, const char *s);
+/* Adds each non-empty comma-separated item of s; the list must own its strings. */
+int cli_list_add_csv(struct cli_list *l, const char *s);
 void cli_list_free(struct cli_list *l);
 
 /* Filters for "latest": --host, --path (repeatable), --tag (repeatable, or comma-separated). */

@@ -22,7 +22,7 @@ static const char backup_usage[] =
     "files whose size, times and inode did not change are not read again.\n"
     "\n"
     "Options:\n"
-    "  --tag T             tag the snapshot (repeatable)\n"
+    "  --tag T             tag the snapshot (repeatable, or T1,T2)\n"
     "  --host H            record H as the host name (default: this machine's)\n"
     "  --label KEY=VALUE   record a label (repeatable)\n"
     "  --parent ID         use this snapshot as the parent\n"
@@ -80,14 +80,15 @@ static int parse_args(struct cli *g, int argc, char **argv, struct backup_args *
     };
     struct cli_parser p;
     cli_parser_init(&p, backup_usage, "", longopts);
-    a->excludes.owned = true; /* patterns from files are copies; all of them, for one owner */
+    /* Patterns from files and tags split at commas are copies; all are, for one owner. */
+    a->excludes.owned = a->tags.owned = true;
     int opt, rc = 0;
     struct err e;
     err_clear(&e);
     while (!rc && (opt = cli_next(g, &p, argc, argv)) != CLI_OPT_END) {
         switch (opt) {
         case O_TAG:
-            rc = cli_list_add(&a->tags, optarg);
+            rc = cli_list_add_csv(&a->tags, optarg);
             break;
         case O_HOST:
             a->host = optarg;
@@ -207,8 +208,8 @@ int cmd_backup(struct cli *g, int argc, char **argv)
     struct repo *r = NULL;
     struct lock *lk = NULL;
     if (rc == PARSED) rc = cli_open_repo(g, &r);
-    if (!rc) rc = cli_writer_begin(g, r, &lk);
-    if (rc) {
+    if (r && !rc) rc = cli_writer_begin(g, r, &lk);
+    if (!r || rc) { /* a usage error, --help, the repository did not open, or no lock */
         repo_close(r);
         args_free(&a);
         return rc;

@@ -266,10 +266,8 @@ static int cat_pack(struct cli *g, struct repo *r, const char *spec, struct err 
     struct oid id;
     struct pack_entry *entries = NULL;
     size_t n = 0;
-    char hex[OID_HEX_LEN + 1];
     if (resolve_pack(r, spec, &id, e)) return e->code;
-    if (pack_read_header(repo_backend(r), repo_keys(r), &id, &entries, &n, e))
-        return err_wrap(e, "pack %s", oid_hex(&id, hex));
+    if (pack_read_header(repo_backend(r), repo_keys(r), &id, &entries, &n, e)) return e->code;
     json_t *o = json_object(), *blobs = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(blobs, pack_entry_json(&entries[i]));

@@ -73,6 +73,7 @@ static void export_cache_settings(const struct cli *g)
 
 int cli_open_repo(struct cli *g, struct repo **out)
 {
+    *out = NULL;
     if (!g->repo || !*g->repo)
         return cli_usage_error(g, "no repository given: use -r or PODVAULT_REPOSITORY");
     export_cache_settings(g);
@@ -84,6 +85,7 @@ int cli_open_repo(struct cli *g, struct repo **out)
     if (password_get(&src, &pw, &e)) return cli_fail(g, &e);
     int rc = repo_open(g->repo, pw, out, &e);
     password_free(pw);
+    if (rc) *out = NULL;
     if (rc == ERR_NOT_FOUND) {
         put_message(e.msg);
         return CLI_EXIT_NO_REPO;

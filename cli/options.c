@@ -185,14 +185,18 @@ int cli_filter_add(struct cli_filter *f, int opt, const char *arg)
         return rc;
     }
     /* Tags: "a,b" asks for both, like two --tag options. */
-    const char *s = arg;
+    return cli_list_add_csv(&f->tags, arg);
+}
+
+int cli_list_add_csv(struct cli_list *l, const char *s)
+{
     while (*s) {
         size_t len = strcspn(s, ",");
         if (len) {
-            char *tag = strndup(s, len);
-            if (!tag) return -1;
-            int rc = cli_list_add(&f->tags, tag);
-            free(tag);
+            char *item = strndup(s, len);
+            if (!item) return -1;
+            int rc = cli_list_add(l, item);
+            free(item);
             if (rc) return -1;
         }
         s += len;

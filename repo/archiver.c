@@ -1,22 +1,26 @@
 /* archiver.c - backup: walk the given paths, read and chunk files, hand chunks to worker threads
  * that hash and store them, build one tree per directory, and save a snapshot.
  *
- * Threads. The calling thread ("walker") walks depth-first, reads each file through one window
- * of 1.5x the chunker's maximum size, cuts chunks, copies each into its own buffer and queues it.
- * Worker threads hash (crypt_blob_id) and store (store_add: dedup, compress, seal, pack) each
- * chunk and write the blob ID into the extent slot the walker reserved for it. At most
- * 2*threads+1 chunks are in flight, so memory is bounded by a few chunk sizes whatever the
- * file sizes. Hashing in the workers rather than on the walker was measured on ~1 GB of mixed
- * data (see the report of the archiver branch): with hashing on the walker, the walker becomes
- * the bottleneck on two cores (read + cut + BLAKE2b is ~1.7 ns/byte against ~1.2 for a worker's
- * sealing share), so the pipeline hashes in the workers.
+ * Threads. The calling thread ("walker") walks depth-first, reads each file into a ring buffer,
+ * cuts chunks there and queues each chunk as a span of the ring (no copy). Worker threads hash
+ * (crypt_blob_id) and store (store_add: dedup, compress, seal, pack) each chunk straight from the
+ * ring and write the blob ID into the extent slot the walker reserved for it; the span is then
+ * released. The ring (threads + 1 chunker maximums) bounds the memory of data in flight whatever
+ * the file sizes. Its pages are mapped twice, back to back, so that every span is contiguous
+ * even where it wraps around, as the chunker and the workers need.
+ *
+ * Why hash in the workers rather than on the walker: measured on 1 GiB of random data
+ * (incompressible, so hashing weighs most), hashing on the walker puts ~2.7 s of CPU per GiB on
+ * the walker against 1.2 s without it (read, cut), out of ~4 s in all. On two cores the walker
+ * is then the bottleneck (~400 MB/s) where hashing in the workers leaves the total CPU as the
+ * bound (~540 MB/s). Content read again that is already stored is hashed in parallel too.
  *
  * Trees. A directory's tree can be encoded only once every chunk of its files is stored. To
  * keep the pipeline full, a finished directory is not encoded at once: it stays "open" in its
  * parent until the next sibling directory starts, the parent ends, or its chunks are all done,
  * whichever comes first. So at most two directories per level of depth are held in memory.
  *
- * A lock (a->mu) guards the queue, the buffer count, every directory's pending count and the
+ * A lock (a->mu) guards the job queue, the ring's tail, every directory's pending count and the
  * node/extent arrays that workers write IDs into (the walker grows them under the same lock).
  */
 #include "repo/archiver.h"
@@ -33,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -47,7 +52,11 @@
 #include "repo/tree.h"
 
 #define PROGRESS_INTERVAL 0.25
+/* Least ring size in chunker maximums: one to cut from, one in flight per worker. */
+#define RING_CHUNKS 3
+#define READ_MAX (1u << 20) /* largest read: small enough to start cutting early */
 #define XATTR_LIST_MAX_TRIES 8
+#define SCAN_MAX_DEPTH 64
 
 /* A directory being built. */
 struct dir {
@@ -62,10 +71,26 @@ struct dir {
 };
 
 struct job {
-    uint8_t *data; /* owned; freed by the worker */
+    uint64_t start; /* position in the ring */
     size_t len;
+    uint64_t seq; /* issue order, to release ring space in order */
     struct dir *d;
     size_t node, ext;
+};
+
+/* Where each issued job's span ends and whether it is done, by issue order. */
+struct span {
+    uint64_t end;
+    bool done;
+};
+
+/* Bytes flow head (read in) -> cut (handed to jobs) -> tail (released by finished jobs). The
+ * positions only grow; a position p lives at base[p % size]. */
+struct ring {
+    uint8_t *base; /* 2 * size bytes: the same pages twice */
+    size_t size;
+    uint64_t head, cut; /* walker only */
+    uint64_t tail;      /* under a->mu */
 };
 
 struct idname {
@@ -110,19 +135,21 @@ struct arch {
     pthread_cond_t walker_cv; /* the walker waits for room, or for a directory to complete */
     pthread_t *workers;
     unsigned n_workers;
-    struct job *q; /* ring of max_jobs */
+    struct job *q; /* circular queue of max_jobs */
     size_t q_head, q_len;
-    size_t in_flight, max_jobs; /* chunks queued or being stored */
-    unsigned active;            /* jobs a worker is processing */
-    bool stop;                  /* workers exit when the queue is empty */
-    bool abort;                 /* workers drop jobs without storing them */
-    bool failed;                /* a worker failed; fail holds why */
+    struct span *spans; /* max_jobs, indexed by seq % max_jobs */
+    uint64_t issued, released;
+    size_t max_jobs;
+    unsigned active; /* jobs a worker is processing */
+    bool stop;       /* workers exit when the queue is empty */
+    bool abort;      /* workers drop jobs without storing them */
+    bool failed;     /* a worker failed; fail holds why */
     struct err fail;
     uint64_t bytes_new;
 
+    struct ring ring;
+
     /* reading (walker only) */
-    uint8_t *win;
-    size_t win_cap;
     size_t ext_cap; /* capacity of the content array of the file being read */
     bool proc_fd;   /* /proc/self/fd works, for xattrs of entries without an open fd */
 
@@ -351,6 +378,7 @@ static int idcache_get(struct idcache *c, uint32_t id, bool group, const char **
             rc = getpwuid_r(id, &pw, tmp, size, &res);
             if (rc == 0 && res) found = res->pw_name;
         }
+        if (found && strlen(found) > TREE_MAX_OWNER) found = NULL; /* trees cannot hold it */
         if (found && !(name = strdup(found))) {
             free(tmp);
             return oom(e);
@@ -585,11 +613,11 @@ static void *worker_main(void *arg)
         bool added = false;
         int rc = 0;
         if (!skip) {
-            crypt_blob_id(a->keys, j.data, j.len, &id);
+            const uint8_t *data = a->ring.base + j.start % a->ring.size;
+            crypt_blob_id(a->keys, data, j.len, &id);
             err_clear(&e);
-            rc = store_add(a->s, BLOB_DATA, &id, j.data, j.len, &added, &e);
+            rc = store_add(a->s, BLOB_DATA, &id, data, j.len, &added, &e);
         }
-        free(j.data);
 
         pthread_mutex_lock(&a->mu);
         a->active--;
@@ -602,7 +630,9 @@ static void *worker_main(void *arg)
             if (added) a->bytes_new += j.len;
         }
         j.d->pending--;
-        a->in_flight--;
+        a->spans[j.seq % a->max_jobs].done = true;
+        while (a->released < a->issued && a->spans[a->released % a->max_jobs].done)
+            a->ring.tail = a->spans[a->released++ % a->max_jobs].end;
         pthread_cond_signal(&a->walker_cv);
     }
     pthread_mutex_unlock(&a->mu);
@@ -621,17 +651,13 @@ static int ext_reserve(struct arch *a, struct tree_node *n, struct err *e)
     return 0;
 }
 
-/* Hands one chunk of the file at d->t.nodes[node] to the workers; blocks while the pipeline is
- * full. */
-static int submit(struct arch *a, struct dir *d, size_t node, const uint8_t *data, size_t len,
-                  struct err *e)
+/* Hands the next `len` bytes of the ring, a chunk of the file at d->t.nodes[node], to the
+ * workers; blocks while all job slots are taken. */
+static int submit(struct arch *a, struct dir *d, size_t node, size_t len, struct err *e)
 {
     if (canceled(a)) return err_set(e, ERR_CANCELED, "backup canceled");
-    uint8_t *copy = malloc(len);
-    if (!copy) return oom(e);
-    memcpy(copy, data, len);
     pthread_mutex_lock(&a->mu);
-    while (!a->failed && a->in_flight == a->max_jobs)
+    while (!a->failed && a->issued - a->released == a->max_jobs)
         pthread_cond_wait(&a->walker_cv, &a->mu);
     int rc = 0;
     struct tree_node *n = &d->t.nodes[node];
@@ -643,14 +669,16 @@ static int submit(struct arch *a, struct dir *d, size_t node, const uint8_t *dat
         size_t ext = n->n_content++;
         n->content[ext] = (struct tree_extent){.hole = false, .len = len};
         d->pending++;
-        a->in_flight++;
-        a->q[(a->q_head + a->q_len) % a->max_jobs] =
-            (struct job){.data = copy, .len = len, .d = d, .node = node, .ext = ext};
+        uint64_t start = a->ring.cut;
+        a->spans[a->issued % a->max_jobs] = (struct span){.end = start + len, .done = false};
+        a->q[(a->q_head + a->q_len) % a->max_jobs] = (struct job){
+            .start = start, .len = len, .seq = a->issued, .d = d, .node = node, .ext = ext};
+        a->issued++;
         a->q_len++;
+        a->ring.cut += len;
         pthread_cond_signal(&a->work_cv);
     }
     pthread_mutex_unlock(&a->mu);
-    if (rc < 0) free(copy);
     return rc;
 }
 
@@ -699,6 +727,47 @@ static void drain(struct arch *a)
     pthread_mutex_unlock(&a->mu);
 }
 
+/* Maps `want` bytes (rounded up to pages) twice in a row: a shared anonymous mapping, then a
+ * second view of the same pages right after it (mremap with old_size 0 duplicates a shared
+ * mapping). */
+static int ring_init(struct ring *rg, size_t want, struct err *e)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t size = (want + page - 1) / page * page;
+    uint8_t *area = mmap(NULL, 2 * size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (area == MAP_FAILED) return err_sys(e, errno, "reserving %zu bytes for reading", 2 * size);
+    void *pages = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (pages == MAP_FAILED ||
+        mremap(pages, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, area) == MAP_FAILED ||
+        mremap(area, 0, size, MREMAP_MAYMOVE | MREMAP_FIXED, area + size) == MAP_FAILED) {
+        int en = errno;
+        if (pages != MAP_FAILED) munmap(pages, size);
+        munmap(area, 2 * size);
+        return err_sys(e, en, "mapping the read buffer");
+    }
+    rg->base = area;
+    rg->size = size;
+    return 0;
+}
+
+static void ring_free(struct ring *rg)
+{
+    if (rg->base) munmap(rg->base, 2 * rg->size);
+    rg->base = NULL;
+}
+
+/* Waits until the ring has at least `min` free bytes; *free_bytes receives how many it has. */
+static int ring_wait_free(struct arch *a, size_t min, size_t *free_bytes, struct err *e)
+{
+    pthread_mutex_lock(&a->mu);
+    while (!a->failed && a->ring.size - (a->ring.head - a->ring.tail) < min)
+        pthread_cond_wait(&a->walker_cv, &a->mu);
+    *free_bytes = a->ring.size - (size_t)(a->ring.head - a->ring.tail);
+    int rc = a->failed ? fail_code(a, e) : 0;
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
 static int pipeline_start(struct arch *a, struct err *e)
 {
     unsigned n = a->o->threads;
@@ -707,14 +776,18 @@ static int pipeline_start(struct arch *a, struct err *e)
         n = cpus > 0 ? (unsigned)cpus : 1;
     }
     if (n > 256) n = 256;
-    a->max_jobs = 2 * (size_t)n + 1;
+    /* Job slots only bound the queue; the ring bounds the bytes. Many slots keep the workers
+     * busy on small files, whose chunks are small. */
+    a->max_jobs = 16 * (size_t)n;
     a->q = calloc(a->max_jobs, sizeof *a->q);
+    a->spans = calloc(a->max_jobs, sizeof *a->spans);
     a->workers = calloc(n, sizeof *a->workers);
-    a->win_cap = a->max_chunk + a->max_chunk / 2;
-    a->win = malloc(a->win_cap);
-    if (!a->q || !a->workers || !a->win) return oom(e);
+    if (!a->q || !a->spans || !a->workers) return oom(e);
+    size_t ring_chunks = n + 1 > RING_CHUNKS ? n + 1 : RING_CHUNKS;
+    int rc = ring_init(&a->ring, ring_chunks * a->max_chunk, e);
+    if (rc < 0) return rc;
     for (unsigned i = 0; i < n; i++) {
-        int rc = pthread_create(&a->workers[i], NULL, worker_main, a);
+        rc = pthread_create(&a->workers[i], NULL, worker_main, a);
         if (rc) return err_sys(e, rc, "starting worker thread");
         a->n_workers++;
     }
@@ -734,23 +807,30 @@ static void pipeline_stop(struct arch *a)
 
 /* ---- reading files ---- */
 
-/* Reads [start, end) of the file (to EOF when !bounded), cutting chunks and submitting them.
- * *got receives the bytes read; a read error stops reading and is left in *rerr. */
+/* Reads [start, end) of the file, or when !bounded from start to EOF (`end` then being the size
+ * seen at open), cutting chunks and submitting them. *got receives the bytes read; a read error
+ * stops reading and is left in *rerr. */
 static int read_range(struct arch *a, struct dir *d, size_t node, int fd, uint64_t start,
                       uint64_t end, bool bounded, uint64_t *got, int *rerr, struct err *e)
 {
+    struct ring *rg = &a->ring;
     uint64_t pos = start;
-    size_t have = 0;
     bool eof = false;
     for (;;) {
-        while (!eof && have < a->max_chunk) {
-            size_t want = a->win_cap - have;
+        /* The chunker needs a maximum chunk's worth of bytes ahead, or the end of the data. */
+        while (!eof && rg->head - rg->cut < a->max_chunk) {
+            /* Free space is at least (size - max) once the workers catch up, so this wait
+             * always ends. */
+            size_t want;
+            int rc = ring_wait_free(a, a->max_chunk / 2, &want, e);
+            if (rc < 0) return rc;
+            if (want > READ_MAX) want = READ_MAX;
             if (bounded && end - pos < want) want = (size_t)(end - pos);
             if (want == 0) {
                 eof = true;
                 break;
             }
-            ssize_t n = pread(fd, a->win + have, want, (off_t)pos);
+            ssize_t n = pread(fd, rg->base + rg->head % rg->size, want, (off_t)pos);
             if (n < 0 && errno == EINTR) continue;
             if (n < 0) *rerr = errno;
             if (n <= 0) {
@@ -758,20 +838,20 @@ static int read_range(struct arch *a, struct dir *d, size_t node, int fd, uint64
                 break;
             }
             pos += (uint64_t)n;
-            have += (size_t)n;
+            rg->head += (uint64_t)n;
             a->sum.bytes_read += (uint64_t)n;
+            /* A short read that ends where the file ended at open is the end: this saves a
+             * read per small file. Growth after it shows in the fstat after reading. */
+            if (!bounded && (size_t)n < want && pos == end) eof = true;
         }
-        size_t off = 0;
-        while (have - off >= a->max_chunk || (eof && off < have)) {
-            size_t cut = chunker_cut(a->ch, a->win + off, have - off);
-            int rc = submit(a, d, node, a->win + off, cut, e);
+        while (rg->head - rg->cut >= a->max_chunk || (eof && rg->cut < rg->head)) {
+            size_t cut =
+                chunker_cut(a->ch, rg->base + rg->cut % rg->size, (size_t)(rg->head - rg->cut));
+            int rc = submit(a, d, node, cut, e);
             if (rc < 0) return rc;
-            off += cut;
             a->bytes_done += cut;
             progress_tick(a, false);
         }
-        memmove(a->win, a->win + off, have - off);
-        have -= off;
         if (eof) break;
     }
     *got = pos - start;
@@ -786,14 +866,14 @@ static int read_file(struct arch *a, struct dir *d, size_t node, int fd, const s
 {
     uint64_t size = (uint64_t)st->st_size;
     if (size == 0 || (uint64_t)st->st_blocks * 512 >= size)
-        return read_range(a, d, node, fd, 0, 0, false, covered, rerr, e);
+        return read_range(a, d, node, fd, 0, size, false, covered, rerr, e);
     uint64_t pos = 0;
     while (pos < size) {
         off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
         if (data < 0 && errno == ENXIO) {
             data = (off_t)size;
         } else if (data < 0 && pos == 0 && (errno == EINVAL || errno == EOPNOTSUPP)) {
-            return read_range(a, d, node, fd, 0, 0, false, covered, rerr, e);
+            return read_range(a, d, node, fd, 0, size, false, covered, rerr, e);
         } else if (data < 0) {
             *rerr = errno;
             break;
@@ -862,10 +942,45 @@ static const struct tree_node *prev_lookup(const struct dir *d, const char *name
     return NULL;
 }
 
+/* Whether the parent snapshot's node is this very inode, untouched since: its xattrs and a
+ * symlink's target cannot change without changing ctime, so they are taken from it unread. */
+static bool same_inode(const struct tree_node *pn, const struct stat *st)
+{
+    return pn && pn->type == node_type(st->st_mode) && pn->inode == (uint64_t)st->st_ino &&
+           same_time(pn->ctime_sec, pn->ctime_nsec, &st->st_ctim);
+}
+
+static int copy_xattrs(struct tree_node *n, const struct tree_node *pn, struct err *e)
+{
+    if (!pn->n_xattrs) return 0;
+    n->xattrs = calloc(pn->n_xattrs, sizeof *n->xattrs);
+    if (!n->xattrs) return oom(e);
+    for (size_t i = 0; i < pn->n_xattrs; i++) {
+        const struct tree_xattr *x = &pn->xattrs[i];
+        struct tree_xattr *y = &n->xattrs[i];
+        if (!(y->name = strdup(x->name)) || !(y->value = malloc(x->value_len ? x->value_len : 1)))
+            return oom(e); /* n owns what was copied so far; tree_node_free frees it */
+        if (x->value_len) memcpy(y->value, x->value, x->value_len);
+        y->value_len = x->value_len;
+        n->n_xattrs = i + 1;
+    }
+    return 0;
+}
+
+/* The node's xattrs: from the parent snapshot when the inode is unchanged, else read through
+ * `fd` or the entry's path. */
+static int node_xattrs_of(struct arch *a, struct tree_node *n, const struct tree_node *pn,
+                          const struct stat *st, int fd, int dfd, const char *name, struct err *e)
+{
+    char lpath[PATH_MAX];
+    if (same_inode(pn, st)) return copy_xattrs(n, pn, e);
+    return node_xattrs(a, n, fd, fd >= 0 ? NULL : entry_lpath(a, dfd, name, lpath, sizeof lpath),
+                       e);
+}
+
 static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, const struct stat *lst,
                    struct err *e)
 {
-    char lpath[PATH_MAX];
     const struct tree_node *pn = prev_lookup(d, name);
     struct tree_node n;
     int rc;
@@ -880,7 +995,7 @@ static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, con
             memcpy(n.content, pn->content, pn->n_content * sizeof *n.content);
             n.n_content = pn->n_content;
         }
-        rc = node_xattrs(a, &n, -1, entry_lpath(a, dfd, name, lpath, sizeof lpath), e);
+        rc = copy_xattrs(&n, pn, e); /* reusable() implies same_inode() */
         if (rc < 0 || (rc = dir_add(a, d, &n, NULL, e)) < 0) goto fail;
         a->sum.files_unmodified++;
         a->sum.total_files++;
@@ -909,7 +1024,8 @@ static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, con
     }
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     size_t index;
-    if ((rc = node_init(a, &n, name, &st0, e)) < 0 || (rc = node_xattrs(a, &n, fd, NULL, e)) < 0 ||
+    if ((rc = node_init(a, &n, name, &st0, e)) < 0 ||
+        (rc = node_xattrs_of(a, &n, pn, &st0, fd, dfd, name, e)) < 0 ||
         (rc = dir_add(a, d, &n, &index, e)) < 0) {
         close(fd);
         goto fail;
@@ -958,11 +1074,19 @@ fail:
 static int do_special(struct arch *a, struct dir *d, int dfd, const char *name,
                       const struct stat *lst, struct err *e)
 {
-    char lpath[PATH_MAX];
+    const struct tree_node *pn = prev_lookup(d, name);
     struct tree_node n;
     int rc = node_init(a, &n, name, lst, e);
     if (rc < 0) goto fail;
-    if (S_ISLNK(lst->st_mode)) {
+    if (S_ISLNK(lst->st_mode) && same_inode(pn, lst)) {
+        /* the same link: its target is known, and not reading it leaves its atime alone */
+        if (!(n.link_target = malloc(pn->link_len ? pn->link_len : 1))) {
+            rc = oom(e);
+            goto fail;
+        }
+        if (pn->link_len) memcpy(n.link_target, pn->link_target, pn->link_len);
+        n.link_len = pn->link_len;
+    } else if (S_ISLNK(lst->st_mode)) {
         size_t cap = lst->st_size > 0 ? (size_t)lst->st_size + 1 : 256;
         for (;;) {
             uint8_t *t = realloc(n.link_target, cap);
@@ -977,11 +1101,11 @@ static int do_special(struct arch *a, struct dir *d, int dfd, const char *name,
                 tree_node_free(&n);
                 return 0;
             }
-            if ((size_t)got < cap) {
+            if ((size_t)got < cap && (size_t)got <= TREE_MAX_LINK) {
                 n.link_len = (size_t)got;
                 break;
             }
-            if (cap >= (1u << 20)) {
+            if (cap > TREE_MAX_LINK) { /* longer than any system makes them: not recordable */
                 problem(a, "readlink", ENAMETOOLONG);
                 tree_node_free(&n);
                 return 0;
@@ -994,7 +1118,7 @@ static int do_special(struct arch *a, struct dir *d, int dfd, const char *name,
         if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
             set_times(&n, &st);
     }
-    rc = node_xattrs(a, &n, -1, entry_lpath(a, dfd, name, lpath, sizeof lpath), e);
+    rc = node_xattrs_of(a, &n, pn, lst, -1, dfd, name, e);
     if (rc < 0 || (rc = dir_add(a, d, &n, NULL, e)) < 0) goto fail;
     a->sum.total_files++;
     a->files_done++;
@@ -1054,7 +1178,7 @@ static int dir_store(struct arch *a, struct dir *d, struct oid *id, struct err *
         rc = store_add(a->s, BLOB_TREE, id, b.data, b.len, NULL, e);
     }
     buf_free(&b);
-    if (rc < 0) return err_wrap(e, "storing tree of %s", a->path.p);
+    if (rc < 0) return err_wrap(e, "storing a directory tree (under %s)", a->path.p);
     if (d->real) {
         if (!d->has_prev_id)
             a->sum.dirs_new++;
@@ -1134,7 +1258,8 @@ static int do_dir(struct arch *a, struct dir *d, int dfd, const char *name, dev_
     c->real = true;
     const struct tree_node *pn = prev_lookup(d, name);
     if (pn && pn->type == TREE_DIR) dir_load_prev(a, c, &pn->subtree, a->path.p);
-    if ((rc = node_init(a, &n, name, &st, e)) < 0 || (rc = node_xattrs(a, &n, fd, NULL, e)) < 0 ||
+    if ((rc = node_init(a, &n, name, &st, e)) < 0 ||
+        (rc = node_xattrs_of(a, &n, pn, &st, fd, dfd, name, e)) < 0 ||
         (rc = dir_add(a, d, &n, &c->node, e)) < 0)
         goto out;
     a->files_done++;
@@ -1182,7 +1307,9 @@ static int walk_dir(struct arch *a, struct dir *d, int fd, const struct names *n
 
 /* ---- the scanner: counts what lies ahead, for progress totals ---- */
 
-static void scan_dir(struct arch *a, int fd, struct path *pb, dev_t root_dev)
+/* Counts the entries below the directory open as `fd`. Below SCAN_MAX_DEPTH levels nothing is
+ * counted: the scan holds one descriptor per level and must not take the walker's. */
+static void scan_dir(struct arch *a, int fd, struct path *pb, dev_t root_dev, unsigned depth)
 {
     DIR *dir = fdopendir(fd);
     if (!dir) {
@@ -1201,8 +1328,10 @@ static void scan_dir(struct arch *a, int fd, struct path *pb, dev_t root_dev)
             atomic_fetch_add(&a->scan_files, 1);
             if (S_ISREG(st.st_mode)) atomic_fetch_add(&a->scan_bytes, (uint64_t)st.st_size);
             if (S_ISDIR(st.st_mode) && !(a->o->one_file_system && st.st_dev != root_dev)) {
-                int sub = open_noatime(dirfd(dir), s, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-                if (sub >= 0) scan_dir(a, sub, pb, root_dev);
+                int sub = depth < SCAN_MAX_DEPTH
+                              ? open_noatime(dirfd(dir), s, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+                              : -1;
+                if (sub >= 0) scan_dir(a, sub, pb, root_dev, depth + 1);
             }
         }
         path_pop(pb, saved);
@@ -1227,7 +1356,7 @@ static void *scan_main(void *arg)
         }
         if (S_ISDIR(rt->st.st_mode)) {
             int fd = open_noatime(AT_FDCWD, rt->path, O_RDONLY | O_DIRECTORY);
-            if (fd >= 0) scan_dir(a, fd, &pb, rt->st.st_dev);
+            if (fd >= 0) scan_dir(a, fd, &pb, rt->st.st_dev, 0);
         }
     }
     free(pb.p);
@@ -1461,17 +1590,18 @@ static int snap_fill(struct arch *a, const char *host, const struct snapshot *pa
     return 0;
 }
 
-static int options_check(const struct arch_options *o, struct err *e)
+/* Fills the snapshot's descriptive fields and checks that they can be saved (labels of the form
+ * key=value, valid UTF-8 everywhere), so that a bad label or path fails before any work. */
+static int snap_prepare(struct arch *a, const char *host, const struct snapshot *parent,
+                        bool has_parent, struct snapshot *s, struct err *e)
 {
-    for (size_t i = 0; i < o->n_labels; i++) {
-        const char *eq = strchr(o->labels[i], '=');
-        if (!eq || eq == o->labels[i])
-            return err_set(e, ERR_FAIL, "label \"%s\" is not of the form key=value", o->labels[i]);
-    }
-    for (size_t i = 0; i < o->n_tags; i++) {
-        if (!*o->tags[i]) return err_set(e, ERR_FAIL, "empty tag");
-    }
-    return 0;
+    for (size_t i = 0; i < a->o->n_tags; i++)
+        if (!*a->o->tags[i]) return err_set(e, ERR_FAIL, "empty tag");
+    int rc = snap_fill(a, host, parent, has_parent, s, e);
+    struct buf b = BUF_INIT;
+    if (rc == 0) rc = snap_encode(s, &b, e);
+    buf_free(&b);
+    return rc;
 }
 
 int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
@@ -1513,10 +1643,10 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
         hostname = host;
     }
 
-    int rc = options_check(o, e);
-    if (rc == 0) rc = roots_resolve(a, paths, n_paths, e);
+    int rc = roots_resolve(a, paths, n_paths, e);
     if (rc == 0 && (rc = repo_load_index(r, e)) < 0) err_wrap(e, "loading the repository index");
     if (rc == 0) rc = parent_find(a, hostname, &parent, &has_parent, e);
+    if (rc == 0) rc = snap_prepare(a, hostname, &parent, has_parent, out, e);
     if (rc == 0) rc = store_new(r, &a->s, e);
     if (rc == 0) rc = pipeline_start(a, e);
     if (rc == 0 && o->progress && pthread_create(&a->scanner, NULL, scan_main, a) == 0)
@@ -1552,8 +1682,7 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
         out->summary.bytes_stored = ss.bytes_stored;
         out->summary.duration = now_sec() - a->t0;
         out->incomplete = a->sum.errors > 0;
-        rc = snap_fill(a, hostname, &parent, has_parent, out, e);
-        if (rc == 0 && (rc = snap_save(r, out, e)) < 0) err_wrap(e, "saving the snapshot");
+        if ((rc = snap_save(r, out, e)) < 0) err_wrap(e, "saving the snapshot");
     }
     if (rc < 0) {
         snap_free(out);
@@ -1564,7 +1693,8 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
     if (a->s) store_free(a->s);
     free(a->q);
     free(a->workers);
-    free(a->win);
+    free(a->spans);
+    ring_free(&a->ring);
     free(a->path.p);
     idcache_free(&a->users);
     idcache_free(&a->groups);

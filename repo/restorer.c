@@ -88,10 +88,9 @@ struct level {
     size_t next;  /* next node to restore */
     int fd;       /* -1 while closed to stay within FD_BUDGET */
     char *name;   /* its name in the parent (NULL for the root) */
-    size_t depth; /* components from the restore root */
     size_t rel_len, disp_len;
     struct tree_node meta; /* metadata applied when its entries are done */
-    bool has_meta, omit_atime, created;
+    bool has_meta, omit_atime;
     bool all_in;  /* everything below is selected by the includes */
     uint8_t *inc; /* per include: still matching along this path */
 };
@@ -114,7 +113,7 @@ struct rs {
     size_t q_cap, q_head, q_len, outstanding;
     bool closing;
     pthread_t *threads;
-    unsigned n_threads, started;
+    unsigned started;
 
     struct report_item *reports, **reports_tail;
     atomic_size_t n_reports;
@@ -386,11 +385,13 @@ static bool component_matches(const char *pattern, const char *name)
     return strcmp(pattern, name) == 0 || fnmatch(pattern, name, 0) == 0;
 }
 
-/* Whether a node named `name` below level P is selected; fills child_inc (one byte per include,
- * what still matches below it) and *all_in (everything below is selected). */
-static bool selected(struct rs *rs, const struct level *P, const char *name, bool is_dir,
-                     uint8_t *child_inc, bool *all_in)
+/* Whether a node named `name` in the directory at stack index pi (whose entries are path
+ * component number pi) is selected; fills child_inc (one byte per include, what still matches
+ * below it) and *all_in (everything below is selected). */
+static bool selected(struct rs *rs, size_t pi, const char *name, bool is_dir, uint8_t *child_inc,
+                     bool *all_in)
 {
+    const struct level *P = &rs->stack[pi];
     *all_in = true;
     if (!rs->n_inc || P->all_in) return true;
     *all_in = false;
@@ -398,9 +399,8 @@ static bool selected(struct rs *rs, const struct level *P, const char *name, boo
     for (size_t j = 0; j < rs->n_inc; j++) {
         struct include *in = &rs->inc[j];
         if (child_inc) child_inc[j] = 0;
-        if (!P->inc[j] || P->depth >= in->n || !component_matches(in->comp[P->depth], name))
-            continue;
-        if (P->depth + 1 == in->n) {
+        if (!P->inc[j] || pi >= in->n || !component_matches(in->comp[pi], name)) continue;
+        if (pi + 1 == in->n) {
             in->matched = true;
             *all_in = true;
         } else {
@@ -757,7 +757,6 @@ static int start_workers(struct rs *rs, struct err *e)
         n = cpus > 0 ? (unsigned)cpus : 1;
     }
     if (n > MAX_THREADS) n = MAX_THREADS;
-    rs->n_threads = n;
     rs->q_cap = 4 * (size_t)n;
     rs->q = calloc(rs->q_cap, sizeof *rs->q);
     rs->threads = calloc(n, sizeof *rs->threads);
@@ -837,7 +836,6 @@ static int make_room(struct rs *rs, int dirfd, const char *name, const struct tr
     }
     if (pol == RESTORE_OVERWRITE_NEVER || same) {
         rs->skipped++;
-        rs->entries_done++;
         return 1;
     }
     if (S_ISDIR(st.st_mode)) {
@@ -849,6 +847,50 @@ static int make_room(struct rs *rs, int dirfd, const char *name, const struct tr
         return -1;
     }
     return 0;
+}
+
+/* How to create one entry in a directory (never following an existing name). */
+struct make {
+    enum { MAKE_FILE, MAKE_SYMLINK, MAKE_NODE, MAKE_LINK } kind;
+    const char *target; /* MAKE_SYMLINK: the link's content */
+    mode_t mode;        /* MAKE_NODE: type and permissions */
+    dev_t rdev;         /* MAKE_NODE */
+    int odirfd;         /* MAKE_LINK: the existing file, by directory and name */
+    const char *oname;
+    int fd; /* out, MAKE_FILE: the new file, open for writing */
+};
+
+static int make_entry(struct make *m, int dirfd, const char *name)
+{
+    switch (m->kind) {
+    case MAKE_FILE:
+        m->fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        return m->fd < 0 ? -1 : 0;
+    case MAKE_SYMLINK:
+        return symlinkat(m->target, dirfd, name);
+    case MAKE_NODE:
+        return mknodat(dirfd, name, m->mode, m->rdev);
+    case MAKE_LINK:
+        return linkat(m->odirfd, m->oname, dirfd, name, 0);
+    }
+    return -1;
+}
+
+/* Creates an entry; when the name is taken, the overwrite policy decides once whether it is
+ * kept or removed for a second try. Returns 0 when created, 1 when an existing entry was kept,
+ * -1 when it failed (reported as "<what>: <error>"). */
+static int create_entry(struct rs *rs, int dirfd, const char *name, const struct tree_node *n,
+                        struct make *m, const char *what)
+{
+    for (int attempt = 0;; attempt++) {
+        if (make_entry(m, dirfd, name) == 0) return 0;
+        if (errno != EEXIST || attempt) {
+            report(rs, (const char *)rs->disp.data, true, "%s: %s", what, strerror(errno));
+            return -1;
+        }
+        int room = make_room(rs, dirfd, name, n);
+        if (room != 0) return room;
+    }
 }
 
 static struct hlink **hl_slot(struct rs *rs, uint64_t dev, uint64_t ino)
@@ -927,30 +969,23 @@ static int restore_hardlink(struct rs *rs, int dirfd, const char *name, const st
         report(rs, disp, true, "refused: hard link to an entry that was not restored");
         return 0;
     }
-    const char *oname = NULL;
-    int ofd = open_parent(rs, h->rel, &oname);
-    if (ofd < 0) {
-        report(rs, disp, true, "hard link to /%s: %s", h->rel, strerror(-ofd));
+    char what[64 + PATH_MAX];
+    snprintf(what, sizeof what, "hard link to /%s", h->rel);
+    struct make m = {.kind = MAKE_LINK};
+    m.odirfd = open_parent(rs, h->rel, &m.oname);
+    if (m.odirfd < 0) {
+        report(rs, disp, true, "%s: %s", what, strerror(-m.odirfd));
         return 0;
     }
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (linkat(ofd, oname, dirfd, name, 0) == 0) {
-            rs->files++;
-            rs->entries_done++;
-            break;
-        }
-        if (errno != EEXIST || attempt) {
-            report(rs, disp, true, "hard link to /%s: %s", h->rel, strerror(errno));
-            break;
-        }
-        if (make_room(rs, dirfd, name, n) != 0) break;
-    }
-    close(ofd);
+    if (create_entry(rs, dirfd, name, n, &m, what) == 0) rs->files++;
+    close(m.odirfd);
     return 0;
 }
 
-/* Creates a regular file and queues its content; the node is moved into the job. */
-static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_node *n)
+/* Creates a regular file and queues its content; the node is moved into the job, and *queued
+ * tells that the file is finished (and counted as done) by whoever completes its last job. */
+static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_node *n,
+                        bool *queued)
 {
     const char *disp = (const char *)rs->disp.data;
     if (is_hardlinked(n)) {
@@ -960,23 +995,17 @@ static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_
     uint64_t end = 0, data = 0;
     for (size_t i = 0; i < n->n_content; i++) {
         const struct tree_extent *x = &n->content[i];
-        if (x->len > (uint64_t)INT64_MAX - end) return refuse(rs, n, "content length overflows");
+        if (x->len > (uint64_t)INT64_MAX - end)
+            return refuse(rs, n, "content longer than the largest possible file");
         end += x->len;
         if (!x->hole) data += x->len;
     }
     if (n->size > (uint64_t)INT64_MAX) return refuse(rs, n, "file size too large");
     const char *rel = (const char *)rs->rel.data;
-    int fd;
-    for (int attempt = 0;; attempt++) {
-        fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd >= 0) break;
-        if (errno != EEXIST || attempt) {
-            report(rs, disp, true, "creating: %s", strerror(errno));
-            return hl_first(rs, n, NULL);
-        }
-        int room = make_room(rs, dirfd, name, n);
-        if (room != 0) return hl_first(rs, n, room == 1 ? rel : NULL);
-    }
+    struct make m = {.kind = MAKE_FILE};
+    int made = create_entry(rs, dirfd, name, n, &m, "creating");
+    if (made != 0) return hl_first(rs, n, made == 1 ? rel : NULL);
+    int fd = m.fd;
     if (hl_first(rs, n, rel) < 0) {
         close(fd);
         return -1;
@@ -993,6 +1022,7 @@ static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_
     memset(n, 0, sizeof *n);
     atomic_init(&f->refs, 1); /* ours, until every job is queued */
     rs->bytes_total += data;
+    *queued = true;
 
     struct job j = {.f = f};
     uint64_t off = 0, chunk = 0;
@@ -1022,23 +1052,16 @@ static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_
 static int restore_symlink(struct rs *rs, int dirfd, const char *name, const struct tree_node *n)
 {
     const char *disp = (const char *)rs->disp.data;
-    if (memchr(n->link_target, 0, n->link_len)) return refuse(rs, n, "link target contains NUL");
+    if (n->link_len && memchr(n->link_target, 0, n->link_len))
+        return refuse(rs, n, "link target contains NUL");
+    /* The target is written verbatim: it is content, never resolved by the restore. */
+    struct make m = {.kind = MAKE_SYMLINK};
     char *target = dup_name(n->link_target ? n->link_target : (const uint8_t *)"", n->link_len);
-    if (!target) return -1;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        /* The target is written verbatim: it is content, never resolved by the restore. */
-        if (symlinkat(target, dirfd, name) == 0) {
-            struct meta_at at = {.fd = -1, .dirfd = dirfd, .name = name, .symlink = true};
-            apply_meta(rs, n, &at, disp);
-            rs->links++;
-            rs->entries_done++;
-            break;
-        }
-        if (errno != EEXIST || attempt) {
-            report(rs, disp, true, "creating symlink: %s", strerror(errno));
-            break;
-        }
-        if (make_room(rs, dirfd, name, n) != 0) break;
+    if (!(m.target = target)) return -1;
+    if (create_entry(rs, dirfd, name, n, &m, "creating symlink") == 0) {
+        struct meta_at at = {.fd = -1, .dirfd = dirfd, .name = name, .symlink = true};
+        apply_meta(rs, n, &at, disp);
+        rs->links++;
     }
     free(target);
     return 0;
@@ -1052,19 +1075,12 @@ static int restore_special(struct rs *rs, int dirfd, const char *name, const str
         report(rs, disp, true, "device node not restored: only root may create it");
         return 0;
     }
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (mknodat(dirfd, name, type | 0600, type == S_IFIFO ? 0 : (dev_t)n->rdev) == 0) {
-            struct meta_at at = {.fd = -1, .dirfd = dirfd, .name = name};
-            apply_meta(rs, n, &at, disp);
-            rs->specials++;
-            rs->entries_done++;
-            break;
-        }
-        if (errno != EEXIST || attempt) {
-            report(rs, disp, true, "creating: %s", strerror(errno));
-            break;
-        }
-        if (make_room(rs, dirfd, name, n) != 0) break;
+    struct make m = {.kind = MAKE_NODE, .mode = type | 0600};
+    m.rdev = type == S_IFIFO ? 0 : (dev_t)n->rdev;
+    if (create_entry(rs, dirfd, name, n, &m, "creating") == 0) {
+        struct meta_at at = {.fd = -1, .dirfd = dirfd, .name = name};
+        apply_meta(rs, n, &at, disp);
+        rs->specials++;
     }
     return 0;
 }
@@ -1104,7 +1120,7 @@ static int push_level(struct rs *rs, const struct oid *id, struct tree *t, int f
         rs->stack = s;
         rs->stack_cap = cap;
     }
-    struct level L = {.id = *id, .fd = fd, .depth = rs->depth};
+    struct level L = {.id = *id, .fd = fd};
     L.rel_len = rs->rel.len;
     L.disp_len = rs->disp.len;
     if ((name && !(L.name = strdup(name))) || (rs->n_inc && !(L.inc = calloc(rs->n_inc, 1))) ||
@@ -1140,7 +1156,7 @@ static void pop_level(struct rs *rs)
             report(rs, disp, true, "reopening to set metadata: %s", strerror(-fd));
         }
     }
-    if (L->created) rs->dirs++;
+    if (i > 0) rs->dirs++; /* not the target itself */
     close_level_fd(rs, L);
     free_level(L);
     rs->depth--;
@@ -1191,7 +1207,7 @@ static int restore_dir(struct rs *rs, size_t pi, const char *name, struct tree_n
     struct level *L = &rs->stack[rs->depth - 1];
     L->meta = *n;
     memset(n, 0, sizeof *n);
-    L->has_meta = L->created = true;
+    L->has_meta = true;
     L->all_in = all_in;
     if (L->inc) memcpy(L->inc, child_inc, rs->n_inc);
     return 0;
@@ -1211,36 +1227,39 @@ static int restore_next(struct rs *rs, uint8_t *child_inc)
     if (why) return refuse(rs, n, why);
     const char *name = (const char *)rs->rel.data + (rs->rel.len - n->name_len);
     bool all_in;
-    if (!selected(rs, P, name, n->type == TREE_DIR, child_inc, &all_in)) return 0;
+    if (!selected(rs, pi, name, n->type == TREE_DIR, child_inc, &all_in)) return 0;
     if (dup) return refuse(rs, n, "the name occurs more than once in its directory");
 
-    if (n->type != TREE_DIR) rs->entries_total++;
     if (n->type == TREE_DIR) return restore_dir(rs, pi, name, n, child_inc, all_in);
+    rs->entries_total++;
+    bool queued = false;
+    int rc = 0, dirfd;
     if (n->type == TREE_SOCKET) {
         report(rs, (const char *)rs->disp.data, false, "socket not restored");
-        rs->entries_done++;
-        return 0;
-    }
-    int dirfd = level_fd(rs, pi);
-    if (dirfd < 0) {
+    } else if ((dirfd = level_fd(rs, pi)) < 0) {
         report(rs, (const char *)rs->disp.data, true, "reopening parent: %s", strerror(-dirfd));
-        return 0;
+    } else {
+        switch (n->type) {
+        case TREE_FILE:
+            rc = restore_file(rs, dirfd, name, n, &queued);
+            break;
+        case TREE_SYMLINK:
+            rc = restore_symlink(rs, dirfd, name, n);
+            break;
+        case TREE_FIFO:
+        case TREE_CHARDEV:
+        case TREE_BLOCKDEV:
+            rc = restore_special(rs, dirfd, name, n);
+            break;
+        default: {
+            char why_type[48];
+            snprintf(why_type, sizeof why_type, "unknown entry type %u", n->type);
+            rc = refuse(rs, n, why_type);
+        }
+        }
     }
-    switch (n->type) {
-    case TREE_FILE:
-        return restore_file(rs, dirfd, name, n);
-    case TREE_SYMLINK:
-        return restore_symlink(rs, dirfd, name, n);
-    case TREE_FIFO:
-    case TREE_CHARDEV:
-    case TREE_BLOCKDEV:
-        return restore_special(rs, dirfd, name, n);
-    default: {
-        char why_type[48];
-        snprintf(why_type, sizeof why_type, "unknown entry type %u", n->type);
-        return refuse(rs, n, why_type);
-    }
-    }
+    if (!queued) rs->entries_done++;
+    return rc;
 }
 
 static int walk(struct rs *rs)
@@ -1263,7 +1282,7 @@ static int walk(struct rs *rs)
 
 /* Finds the directory named by o->subpath: its tree becomes the restore root. */
 static int resolve_subpath(struct rs *rs, struct tree *t, struct oid *id, struct tree_node *meta,
-                           struct err *e)
+                           bool *found_dir, struct err *e)
 {
     const char *p = rs->o->subpath;
     while (*p) {
@@ -1292,6 +1311,7 @@ static int resolve_subpath(struct rs *rs, struct tree *t, struct oid *id, struct
         tree_node_free(meta);
         *meta = *found;
         memset(found, 0, sizeof *found);
+        *found_dir = true;
         *id = meta->subtree;
         tree_free(t);
         if (load_tree(rs->r, id, t, e) < 0) return e->code;
@@ -1377,9 +1397,10 @@ static int push_root(struct rs *rs, int fd, struct err *e)
 {
     struct tree t = TREE_INIT;
     struct tree_node meta = {0};
+    bool sub = false; /* restoring a directory below the snapshot's root */
     struct oid id = rs->snap->tree;
     int rc = load_tree(rs->r, &id, &t, e);
-    if (rc == 0 && rs->o->subpath) rc = resolve_subpath(rs, &t, &id, &meta, e);
+    if (rc == 0 && rs->o->subpath) rc = resolve_subpath(rs, &t, &id, &meta, &sub, e);
     if (rc == 0 && (terminate(&rs->rel) < 0 || terminate(&rs->disp) < 0 ||
                     push_level(rs, &id, &t, fd, NULL) < 0))
         rc = err_set(e, ERR_FAIL, "out of memory");
@@ -1397,7 +1418,7 @@ static int push_root(struct rs *rs, int fd, struct err *e)
             rs->inc[j].matched = true;
         }
     }
-    if (rs->o->subpath) {
+    if (sub) {
         L->meta = meta;
         L->has_meta = true;
     } else if (rs->snap->root.present) {

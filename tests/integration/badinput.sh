@@ -3,7 +3,7 @@
 # no repository, truncated or tampered packs, index files, snapshots, config and key files, and a
 # full disk. Each must give a clear error naming the object at fault, a non-zero exit, never a
 # crash, and leave the repository usable.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
 need jq
 
 S=$T/src
@@ -123,12 +123,14 @@ flip_byte "$pack" $(( $(size_of "$pack") - 20 ))
 run_any cat pack "$pid"
 [ "$rc" != 0 ] || fail "tampered pack header accepted"
 one_line_error "${pid:0:8}"
-run_any restore latest --target "$T/r2"
-[ "$rc" != 0 ] || note "restore does not read pack headers (the index locates blobs); it succeeded"
-ok "tampered pack header: $(cat "$T/err" | head -n 1)"
+ok "tampered pack header: $(cat "$T/err")"
+# The index locates blobs, so a restore does not need the header: it must still be correct.
+run_pv 0 restore latest --target "$T/r2"
+tree_equal "$S" "$T/r2" --no-atime
+ok "restore beside a tampered pack header is whole"
 
 fresh
-truncate -s -100 "$pack"
+truncate -s $(( $(size_of "$pack") / 2 )) "$pack"
 run_any restore latest --target "$T/r3"
 [ "$rc" != 0 ] || fail "restore from a truncated pack succeeded"
 grep -Eqi "${pid:0:8}|$blobs" "$T/err" || fail "errors name neither the pack nor its blobs: $(head -n 3 "$T/err")"
@@ -140,7 +142,7 @@ ok "truncated pack: $(cat "$T/err")"
 # The untouched repository still works after all this.
 fresh
 run_pv 0 restore latest --target "$T/good"
-tree_equal "$S" "$T/good"
+tree_equal "$S" "$T/good" --no-atime
 ok "pristine copy restores"
 
 # ---- full disk --------------------------------------------------------------------------------

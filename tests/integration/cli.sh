@@ -2,7 +2,7 @@
 # cli.sh - the command line contract (docs: README.md, `podvault --help`): options anywhere,
 # environment variables, snapshot selection (ID, prefix, latest + --host/--path/--tag), ls and
 # cat output, key management, --json output and exit codes.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
 need jq
 
 # ---- usage and help ---------------------------------------------------------------------------
@@ -125,7 +125,7 @@ ok "ls: paths, latest with filters, prefixes, DIR, --long, --json, errors"
 run_pv 0 restore latest --path "$B" --target "$T/rb"
 tree_equal "$B" "$T/rb"
 run_pv 0 restore "${s1:0:10}:/sub" --target "$T/rsub"
-tree_equal "$A/sub" "$T/rsub" --no-atime --no-root
+tree_equal "$A/sub" "$T/rsub" --no-atime
 ok "restore latest --path, and ID:/dir"
 
 # ---- cat ----------------------------------------------------------------------------------------

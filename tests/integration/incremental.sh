@@ -3,7 +3,7 @@
 # are, the parent is found by host and paths (or given), shifted data deduplicates, and an
 # interrupted backup leaves a repository whose uploaded data the next backup reuses.
 # Sizes: PV_INCR_MB (the data that the interrupted backup works on, default 400).
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
 need jq
 
 S=$T/src

@@ -291,7 +291,7 @@ static void a_huge_size(struct ctx *c, struct tree *root)
     n = node("overflow", 8, TREE_FILE);
     n.size = 10;
     n.content = xmalloc(2 * sizeof *n.content);
-    n.content[0] = (struct tree_extent){.hole = true, .len = UINT64_MAX - 5};
+    n.content[0] = (struct tree_extent){.hole = true, .len = UINT64_C(1) << 63};
     n.content[1] = (struct tree_extent){.hole = false, .len = c->payload_len, .id = c->payload};
     n.n_content = 2;
     add(c, root, &n);

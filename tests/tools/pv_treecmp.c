@@ -7,8 +7,9 @@
  * symlink targets, device numbers, hard-link groups (the partition of paths into inodes), and
  * holes: B (the restored tree) may not allocate noticeably more than A. Each difference is
  * printed as "path: what differs (a vs b)". Exit status: 0 same, 1 different, 2 error.
- * Every entry is lstat'ed before it is read, so reading a directory or file does not change the
- * atime that is compared. --no-root skips the metadata of the two top directories themselves.
+ * Every entry is lstat'ed before it is read, and read with O_NOATIME where allowed, so reading
+ * does not change the atimes compared. Symlink atimes are not compared: readlink() updates them.
+ * --no-root skips the metadata of the two top directories themselves.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -132,7 +133,7 @@ static void cmp_meta(struct cmp *c, const char *rel, const struct stat *a, const
     if (c->owner && a->st_gid != b->st_gid)
         diff(c, rel, "gid (%u vs %u)", (unsigned)a->st_gid, (unsigned)b->st_gid);
     cmp_time(c, rel, "mtime", &a->st_mtim, &b->st_mtim);
-    if (c->atime) cmp_time(c, rel, "atime", &a->st_atim, &b->st_atim);
+    if (c->atime && !link) cmp_time(c, rel, "atime", &a->st_atim, &b->st_atim);
     if ((S_ISCHR(a->st_mode) || S_ISBLK(a->st_mode)) && a->st_rdev != b->st_rdev)
         diff(c, rel, "device number (%ju vs %ju)", (uintmax_t)a->st_rdev, (uintmax_t)b->st_rdev);
 }
@@ -335,7 +336,7 @@ static char **list_dir(struct cmp *c, const char *path, size_t *n)
         if (!(v[(*n)++] = strdup(de->d_name))) exit(2);
     }
     closedir(d);
-    qsort(v, *n, sizeof *v, cmp_str);
+    if (*n) qsort(v, *n, sizeof *v, cmp_str);
     return v;
 }
 

@@ -280,7 +280,8 @@ static void test_escape(void **state)
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     assert_non_null(f);
-    fmt_put_escaped(f, "a\nb\x01\\c\x1b[31m\xc3\xa9", 14);
+    static const char in[] = "a\nb\x01\\c\x1b[31m\xc3\xa9";
+    fmt_put_escaped(f, in, sizeof in - 1);
     fclose(f);
     assert_string_equal(text, "a\\nb\\x01\\\\c\\x1b[31m\xc3\xa9");
     free(text);
