@@ -294,6 +294,11 @@ int check_run(struct repo *r, const struct check_options *o, struct check_stats 
     char hex[OID_HEX_LEN + 1], hex2[OID_HEX_LEN + 1];
     int rc;
 
+    /* Snapshots first: a backup writes its index files before its snapshot, so every snapshot
+     * listed now finds its blobs in the index loaded next, backups running or not. */
+    progress(&c, "loading snapshots", 0, 1);
+    if ((rc = walk_load_snapshots(r, &snaps, &n_snaps, bad_snapshot, &c, e)) < 0) goto out;
+    st->snapshots = n_snaps;
     progress(&c, "loading the index", 0, 1);
     if ((rc = walk_load_index(r, &index_ids, &n_index, bad_index, &c, e)) < 0) goto out;
     st->index_files = n_index;
@@ -321,10 +326,7 @@ int check_run(struct repo *r, const struct check_options *o, struct check_stats 
         c.has_blobs[loc.pack] = 1;
     }
 
-    /* Snapshots and their trees. */
-    progress(&c, "loading snapshots", 0, 1);
-    if ((rc = walk_load_snapshots(r, &snaps, &n_snaps, bad_snapshot, &c, e)) < 0) goto out;
-    st->snapshots = n_snaps;
+    /* The snapshots' trees. */
     roots = malloc((n_snaps ? n_snaps : 1) * sizeof *roots);
     if (!roots) {
         rc = err_set(e, ERR_FAIL, "check: out of memory");

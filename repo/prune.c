@@ -227,10 +227,17 @@ static bool new_since_some_mark(const struct pr *p, const struct oid *s)
     return false;
 }
 
+/* Snapshots are listed before the index is loaded: a backup writes its index files before its
+ * snapshot, so every snapshot listed here finds its blobs in the index loaded next. Snapshots
+ * saved later are the re-check's (step 4). */
+static int load_snapshots(struct pr *p, struct err *e)
+{
+    return walk_load_snapshots(p->r, &p->snaps, &p->n_snaps, NULL, NULL, e);
+}
+
 static int walk_used(struct pr *p, struct err *e)
 {
-    int rc = walk_load_snapshots(p->r, &p->snaps, &p->n_snaps, NULL, NULL, e);
-    if (rc < 0) return rc;
+    int rc;
     p->walked = malloc((p->n_snaps ? p->n_snaps : 1) * sizeof *p->walked);
     struct walk_root *roots = malloc((p->n_snaps ? p->n_snaps : 1) * sizeof *roots);
     if (!p->walked || !roots) {
@@ -831,27 +838,28 @@ static int ixw_add(struct ixw *w, const struct oid *pack, struct pack_entry *ent
     return 0;
 }
 
-static bool pack_dropped(const struct pr *p, uint32_t num)
+static bool pack_dropped(const struct pr *p, const struct oid *pack)
 {
-    if (num < p->n_table) return dropped(&p->ps[num]);
-    long s = slot_of(p, idx_pack_id(repo_index(p->r), num));
+    long s = slot_of(p, pack);
     return s >= 0 && dropped(&p->ps[s]);
 }
 
-/* Writes index files listing every pack that stays: what the index holds (each blob at its
- * attributed pack), and the repacked packs that wait for deletion, with all their blobs. */
-static int write_index(struct pr *p, struct err *e)
+struct oid_list {
+    struct oid *v;
+    size_t n, cap;
+};
+
+/* Lists the packs of index `x` (sealed), each with the blobs `x` places in it, except packs
+ * dropped, packs in `skip` (sorted), and packs no blob is placed in; the IDs of the packs listed
+ * go to `emitted` when it is not NULL. */
+static int emit_packs(struct pr *p, struct ixw *w, struct idx *x, const struct oid_list *skip,
+                      struct oid_list *emitted, struct err *e)
 {
-    struct idx *x = repo_index(p->r);
-    repo_index_lock(p->r, true);
-    int rc = idx_seal(x, e);
-    repo_index_unlock(p->r);
-    if (rc < 0) return rc;
     size_t n = idx_blob_count(x), n_packs = idx_pack_count(x);
     /* Blob positions grouped by pack (a counting sort): 4 bytes a blob for a moment. */
     uint32_t *start = calloc(n_packs + 1, sizeof *start);
     uint32_t *order = malloc((n ? n : 1) * sizeof *order);
-    struct ixw w = {.p = p};
+    int rc = 0;
     if (!start || !order) {
         rc = err_set(e, ERR_FAIL, "prune: out of memory writing the index");
         goto out;
@@ -874,7 +882,9 @@ static int write_index(struct pr *p, struct err *e)
     start[0] = 0;
     for (uint32_t pk = 0; pk < n_packs && rc == 0; pk++) {
         size_t a = start[pk], b = start[pk + 1];
-        if (a == b || pack_dropped(p, pk)) continue;
+        const struct oid *id = idx_pack_id(x, pk);
+        if (a == b || pack_dropped(p, id)) continue;
+        if (skip && skip->n && bsearch(id, skip->v, skip->n, sizeof *skip->v, cmp_oid)) continue;
         struct pack_entry *ents = malloc((b - a) * sizeof *ents);
         if (!ents) {
             rc = err_set(e, ERR_FAIL, "prune: out of memory writing the index");
@@ -888,8 +898,63 @@ static int write_index(struct pr *p, struct err *e)
             ents[i - a].stored_len = loc.stored_len;
             ents[i - a].raw_len = loc.raw_len;
         }
-        rc = ixw_add(&w, idx_pack_id(x, pk), ents, b - a, e);
+        rc = ixw_add(w, id, ents, b - a, e);
+        if (rc == 0 && emitted) {
+            if (emitted->n == emitted->cap) {
+                size_t cap = emitted->cap ? emitted->cap * 2 : 64;
+                struct oid *v = realloc(emitted->v, cap * sizeof *v);
+                if (!v) {
+                    rc = err_set(e, ERR_FAIL, "prune: out of memory writing the index");
+                    break;
+                }
+                emitted->v = v;
+                emitted->cap = cap;
+            }
+            emitted->v[emitted->n++] = *id;
+        }
     }
+out:
+    free(start);
+    free(order);
+    return rc;
+}
+
+/* The packs of index files written since the load (by backups, or by the repack), each with
+ * all the blobs its file lists. The in-memory index may place such a blob in an older copy,
+ * in a marked pack loaded first, which this prune may delete: the new copy must stay listed. */
+static int emit_new_files(struct pr *p, struct ixw *w, struct oid_list *emitted, struct err *e)
+{
+    struct buf plain = BUF_INIT;
+    int rc = 0;
+    for (size_t i = 0; i < p->n_i_new && rc == 0; i++) {
+        buf_reset(&plain);
+        struct idx *t = NULL;
+        rc = repo_load_file(p->r, "index", "index", &p->i_new[i], &plain, e);
+        if (rc == 0) rc = idx_new(&t, e);
+        if (rc == 0) rc = idx_file_decode(t, plain.data, plain.len, NULL, NULL, e);
+        if (rc == 0) rc = idx_seal(t, e);
+        if (rc == 0) rc = emit_packs(p, w, t, NULL, emitted, e);
+        idx_free(t);
+    }
+    buf_free(&plain);
+    if (emitted->n) qsort(emitted->v, emitted->n, sizeof *emitted->v, cmp_oid);
+    return rc;
+}
+
+/* Writes index files listing every pack that stays: the packs of files written since the load
+ * with all their blobs, the others with the blobs the index places in them, and the repacked
+ * packs that wait for deletion with all their blobs. */
+static int write_index(struct pr *p, struct err *e)
+{
+    struct idx *x = repo_index(p->r);
+    repo_index_lock(p->r, true);
+    int rc = idx_seal(x, e);
+    repo_index_unlock(p->r);
+    if (rc < 0) return rc;
+    struct ixw w = {.p = p};
+    struct oid_list emitted = {0};
+    rc = emit_new_files(p, &w, &emitted, e);
+    if (rc == 0) rc = emit_packs(p, &w, x, &emitted, NULL, e);
     for (size_t i = 0; i < p->n_rep && rc == 0;) {
         size_t j = i;
         while (j < p->n_rep && p->rep[j].slot == p->rep[i].slot)
@@ -912,12 +977,10 @@ static int write_index(struct pr *p, struct err *e)
         i = j;
     }
     if (rc == 0) rc = ixw_flush(&w, true, e);
-out:
     for (size_t i = 0; i < w.n_packs; i++)
         free(w.packs[i].entries);
     free(w.packs);
-    free(start);
-    free(order);
+    free(emitted.v);
     return rc;
 }
 
@@ -1128,13 +1191,13 @@ int prune_run(struct repo *r, struct lock *lk, const struct prune_options *o,
     struct pr p = {.r = r, .o = o, .st = st, .stop = lk ? lock_stop_flag(lk) : NULL};
     p.now = (int64_t)time(NULL);
     int rc;
-    /* 1. What is there: marks (before the index, as writers read them), the index, the packs,
-     *    then the blobs snapshots use. */
+    /* 1. What is there: marks (before the index, as writers read them), snapshots (before the
+     *    index, see load_snapshots), the index, the packs, then the blobs snapshots use. */
     progress(&p, "loading the index", 0, 1);
-    if ((rc = load_marks(&p, e)) < 0 || (rc = load_index(&p, e)) < 0 ||
-        (rc = list_data(&p, e)) < 0 || (rc = attribute_marked(&p, e)) < 0 ||
-        (rc = canceled(&p, e)) < 0 || (rc = walk_used(&p, e)) < 0 || (rc = pack_stats(&p, e)) < 0 ||
-        (rc = decide(&p, e)) < 0)
+    if ((rc = load_marks(&p, e)) < 0 || (rc = load_snapshots(&p, e)) < 0 ||
+        (rc = load_index(&p, e)) < 0 || (rc = list_data(&p, e)) < 0 ||
+        (rc = attribute_marked(&p, e)) < 0 || (rc = canceled(&p, e)) < 0 ||
+        (rc = walk_used(&p, e)) < 0 || (rc = pack_stats(&p, e)) < 0 || (rc = decide(&p, e)) < 0)
         goto out;
     if (o->dry_run) {
         /* Who would hold deletions up, without marking anything. */

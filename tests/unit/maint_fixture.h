@@ -110,10 +110,9 @@ static __attribute__((unused)) struct oid fx_blob_id(struct repo *r, int num)
     return id;
 }
 
-/* Saves a snapshot whose root tree has one file "f<num>" per number, storing what the index
- * lacks through a store of its own (so each call writes packs of its own). */
-static __attribute__((unused)) struct oid fx_backup(struct repo *r, const int *nums, size_t n,
-                                                    const char *tag)
+/* Stores a root tree with one file "f<num>" per number, and what the index lacks, through a
+ * store of its own (so each call writes packs, and an index file, of its own). */
+static __attribute__((unused)) struct oid fx_store(struct repo *r, const int *nums, size_t n)
 {
     struct err e;
     struct store *s;
@@ -158,6 +157,17 @@ static __attribute__((unused)) struct oid fx_backup(struct repo *r, const int *n
     store_free(s);
     buf_free(&b);
     tree_free(&t);
+    return sn.tree;
+}
+
+/* Saves a snapshot of a tree fx_store stored. */
+static __attribute__((unused)) struct oid fx_save(struct repo *r, const struct oid *tree,
+                                                  const char *tag)
+{
+    struct err e;
+    struct snapshot sn;
+    memset(&sn, 0, sizeof sn);
+    sn.tree = *tree;
     sn.time_sec = fx_clock++;
     sn.hostname = strdup("h");
     sn.username = strdup("u");
@@ -176,6 +186,14 @@ static __attribute__((unused)) struct oid fx_backup(struct repo *r, const int *n
     struct oid id = sn.id;
     snap_free(&sn);
     return id;
+}
+
+/* fx_store, then fx_save. */
+static __attribute__((unused)) struct oid fx_backup(struct repo *r, const int *nums, size_t n,
+                                                    const char *tag)
+{
+    struct oid tree = fx_store(r, nums, n);
+    return fx_save(r, &tree, tag);
 }
 
 static __attribute__((unused)) void fx_forget(struct repo *r, const struct oid *id)

@@ -354,6 +354,64 @@ static void test_writer_honours_marks(void **state)
     assert_int_equal(warn, 0);
 }
 
+/* A writer that started after the mark stores a marked blob again, in a pack of its own, while
+ * a prune that deletes the marked pack runs (its index file appears after the prune loaded the
+ * index): the new copy must stay indexed. */
+struct restore_hook {
+    struct repo *w;
+    struct oid tree;
+    bool done;
+};
+
+static void store_hook(void *ctx, const char *phase)
+{
+    struct restore_hook *h = ctx;
+    if (strcmp(phase, "marking") != 0 || h->done) return;
+    int use[2] = {5, 6};
+    h->tree = fx_store(h->w, use, 2);
+    h->done = true;
+}
+
+static void test_new_copy_stays_indexed(void **state)
+{
+    (void)state;
+    char loc[600];
+    fx_create(loc);
+    struct repo *r = fx_open(loc, NULL);
+    int a[30];
+    nums(a, 0, 30);
+    struct oid sa = fx_backup(r, a, 30, NULL);
+    struct oid b5 = fx_blob_id(r, 5);
+    struct oid p5 = fx_pack_of(r, &b5);
+    fx_forget(r, &sa);
+    repo_close(r);
+
+    struct lock *lk1, *lk2;
+    struct repo *w1 = fx_open(loc, &lk1);
+    struct prune_options o;
+    prune_options_default(&o);
+    struct prune_stats st;
+    assert_int_equal(run_prune(loc, &o, NULL, &st), 0); /* marks; w1 holds the deletion */
+    struct err e;
+    assert_int_equal(lock_release(lk1, &e), 0);
+    repo_close(w1);
+    struct restore_hook h = {.w = fx_open(loc, &lk2)}; /* honours the mark */
+    struct run rn = {.hook = store_hook, .hctx = &h};
+    /* w1 has ended: the marked packs go, while w2 stores blob 5 again. */
+    assert_int_equal(run_prune(loc, &o, &rn, &st), 0);
+    assert_true(h.done);
+    assert_true(st.packs_deleted >= 3);
+    assert_false(fx_pack_exists(loc, &p5));
+    struct oid sw = fx_save(h.w, &h.tree, NULL);
+    assert_int_equal(lock_release(lk2, &e), 0);
+    repo_close(h.w);
+    assert_int_equal(fx_verify(loc, &sw), 0);
+    uint64_t warn;
+    assert_int_equal(run_check(loc, true, &warn), 0);
+    assert_int_equal(run_prune(loc, &o, NULL, &st), 0);
+    assert_int_equal(fx_verify(loc, &sw), 0);
+}
+
 /* A pack no index lists, as a backup that died leaves behind. */
 static struct oid write_orphan(const char *loc)
 {
@@ -622,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_unmarks_what_writer_used),
         cmocka_unit_test(test_recheck_finds_late_snapshot),
         cmocka_unit_test(test_writer_honours_marks),
+        cmocka_unit_test(test_new_copy_stays_indexed),
         cmocka_unit_test(test_orphan_pack),
         cmocka_unit_test(test_dry_run_changes_nothing),
         cmocka_unit_test(test_refuses_broken_index),
