@@ -82,7 +82,7 @@ static const char *kind_name(enum lock_kind k)
 
 /* ---- lock objects ---- */
 
-static int lock_encode(const struct lock_info *li, struct buf *out, struct err *e)
+int lock_info_encode(const struct lock_info *li, struct buf *out, struct err *e)
 {
     char hex[OID_HEX_LEN + 1];
     json_t *o = json_object();
@@ -107,8 +107,11 @@ static int copy_str(const json_t *o, const char *key, char *out, size_t cap, str
     return rc;
 }
 
-static int lock_decode(const void *json, size_t len, struct lock_info *li, struct err *e)
+int lock_info_decode(const void *json, size_t len, struct lock_info *li, struct err *e)
 {
+    struct oid id = li->id;
+    memset(li, 0, sizeof *li);
+    li->id = id;
     json_t *o;
     int rc = jsonf_parse(json, len, LOCK_JSON_MAX, "lock", &o, e);
     if (rc < 0) return rc;
@@ -167,7 +170,7 @@ static int store_lock(struct lock *l, struct err *e)
     li.refreshed = (int64_t)time(NULL);
     struct buf json = BUF_INIT;
     struct oid id;
-    int rc = lock_encode(&li, &json, e);
+    int rc = lock_info_encode(&li, &json, e);
     if (rc == 0) rc = repo_save_file(l->r, LOCK_DIR, LOCK_KIND, json.data, json.len, &id, e);
     buf_free(&json);
     if (rc < 0) return rc;
@@ -191,7 +194,7 @@ static void *refresh_main(void *arg)
     uint32_t refresh = l->o.refresh_sec ? l->o.refresh_sec : LOCK_REFRESH_SEC;
     /* Give up the lock well before anyone may count it stale. */
     double lost_after = stale - stale / 5.0;
-    double retry = refresh / 10.0 < 1 ? refresh / 10.0 : 1 + refresh / 10.0;
+    double retry = refresh / 10.0;
     pthread_mutex_lock(&l->mu);
     while (!l->quit) {
         struct timespec ts;
@@ -347,9 +350,10 @@ int lock_acquire(struct repo *r, const struct lock_options *o, struct lock **out
             goto fail;
         }
         /* Random back-off, so two prunes that saw each other do not meet again. */
+        struct oid rnd;
         uint32_t jitter;
-        oid_random(&other.id);
-        memcpy(&jitter, other.id.b, sizeof jitter);
+        oid_random(&rnd);
+        memcpy(&jitter, rnd.b, sizeof jitter);
         double pause = 0.2 + (jitter % 1000) / 1000.0;
         if (pause > o->wait_sec - waited) pause = o->wait_sec - waited;
         sleep_sec(pause);
@@ -434,7 +438,7 @@ int lock_list(struct repo *r, struct lock_info **out, size_t *n, struct err *e)
             struct err le;
             list[i].id = ids[i];
             int lrc = repo_load_file(r, LOCK_DIR, LOCK_KIND, &ids[i], &plain, &le);
-            if (lrc == 0) lrc = lock_decode(plain.data, plain.len, &list[i], &le);
+            if (lrc == 0) lrc = lock_info_decode(plain.data, plain.len, &list[i], &le);
             if (lrc == ERR_NOT_FOUND) {
                 vanished = true;
                 break;
@@ -539,8 +543,11 @@ static int read_oid_array(const json_t *o, const char *key, struct oid **out, si
     return 0;
 }
 
-static int mark_decode(const void *json, size_t len, struct lock_mark *m, struct err *e)
+int lock_mark_decode(const void *json, size_t len, struct lock_mark *m, struct err *e)
 {
+    struct oid id = m->id;
+    memset(m, 0, sizeof *m);
+    m->id = id;
     json_t *o;
     int rc = jsonf_parse(json, len, MARK_JSON_MAX, "deletions", &o, e);
     if (rc < 0) return rc;
@@ -554,6 +561,10 @@ static int mark_decode(const void *json, size_t len, struct lock_mark *m, struct
     }
     m->marked_at = (int64_t)at;
     json_decref(o);
+    if (rc < 0) {
+        lock_mark_free(m);
+        m->id = id;
+    }
     return rc;
 }
 
@@ -599,7 +610,7 @@ int lock_marks_load(struct repo *r, struct lock_mark **out, size_t *n, struct er
             buf_reset(&plain);
             list[got].id = ids[got];
             rc = repo_load_file(r, MARK_DIR, MARK_KIND, &ids[got], &plain, e);
-            if (rc == 0) rc = mark_decode(plain.data, plain.len, &list[got], e);
+            if (rc == 0) rc = lock_mark_decode(plain.data, plain.len, &list[got], e);
             if (rc == ERR_NOT_FOUND) {
                 vanished = true;
                 rc = 0;
@@ -626,13 +637,12 @@ int lock_marks_load(struct repo *r, struct lock_mark **out, size_t *n, struct er
                    LIST_ATTEMPTS);
 }
 
-int lock_mark_save(struct repo *r, struct lock_mark *m, struct err *e)
+int lock_mark_encode(struct lock_mark *m, struct buf *out, struct err *e)
 {
     if (m->n_packs) qsort(m->packs, m->n_packs, sizeof *m->packs, cmp_oid);
     if (m->n_snapshots) qsort(m->snapshots, m->n_snapshots, sizeof *m->snapshots, cmp_oid);
     if (m->n_waiting) qsort(m->waiting, m->n_waiting, sizeof *m->waiting, cmp_oid);
     json_t *o = json_object();
-    int rc = 0;
     if (o) {
         json_object_set_new(o, "marked_at", json_integer(m->marked_at));
         json_object_set_new(o, "packs", oid_array(m->packs, m->n_packs));
@@ -643,9 +653,15 @@ int lock_mark_save(struct repo *r, struct lock_mark *m, struct err *e)
         json_decref(o);
         return err_set(e, ERR_FAIL, "deletions: out of memory");
     }
-    struct buf json = BUF_INIT;
-    rc = jsonf_dump(o, &json, "deletions", e);
+    int rc = jsonf_dump(o, out, "deletions", e);
     json_decref(o);
+    return rc;
+}
+
+int lock_mark_save(struct repo *r, struct lock_mark *m, struct err *e)
+{
+    struct buf json = BUF_INIT;
+    int rc = lock_mark_encode(m, &json, e);
     if (rc == 0) rc = repo_save_file(r, MARK_DIR, MARK_KIND, json.data, json.len, &m->id, e);
     buf_free(&json);
     if (rc < 0) return err_wrap(e, "marking %zu packs for deletion", m->n_packs);

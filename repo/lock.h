@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/buf.h"
 #include "base/err.h"
 #include "base/oid.h"
 
@@ -106,6 +107,14 @@ int lock_mark_save(struct repo *r, struct lock_mark *m, struct err *e);
 int lock_mark_remove(struct repo *r, const struct oid *id, struct err *e);
 void lock_mark_free(struct lock_mark *m);
 void lock_marks_free(struct lock_mark *m, size_t n);
+
+/* The JSON plaintext of lock objects and marks (FORMAT-maint.md), for tests and fuzzing. The
+ * decoders keep out->id, refuse anything malformed, and on failure leave nothing allocated.
+ * lock_mark_encode sorts the mark's lists. */
+int lock_info_encode(const struct lock_info *li, struct buf *out, struct err *e);
+int lock_info_decode(const void *json, size_t len, struct lock_info *out, struct err *e);
+int lock_mark_encode(struct lock_mark *m, struct buf *out, struct err *e);
+int lock_mark_decode(const void *json, size_t len, struct lock_mark *out, struct err *e);
 
 /* The writer's index load, to call after lock_writer_begin and before anything that uses the
  * index: reads the marks, then loads the index (repo_load_index; retried when an index file

@@ -21,7 +21,26 @@ const char *maint_kind_name(enum maint_kind k)
     return k == MAINT_FULL ? "full" : k == MAINT_QUICK ? "quick" : "none";
 }
 
-static int record_encode(const struct maint_record *m, struct buf *out, struct err *e)
+/* Copies at most cap - 1 bytes of valid UTF-8, cutting before a sequence that would not fit. */
+static void copy_utf8(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        size_t lead = n;
+        while (lead > 0 && ((unsigned char)src[lead - 1] & 0xc0) == 0x80)
+            lead--;
+        if (lead > 0) {
+            unsigned char c = (unsigned char)src[lead - 1];
+            size_t want = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+            if (n - (lead - 1) < want) n = lead - 1;
+        }
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+int maint_record_encode(const struct maint_record *m, struct buf *out, struct err *e)
 {
     json_t *o = json_object();
     if (!o) return err_set(e, ERR_FAIL, "maintenance record: out of memory");
@@ -40,8 +59,11 @@ static int record_encode(const struct maint_record *m, struct buf *out, struct e
     return rc;
 }
 
-static int record_decode(const void *data, size_t len, struct maint_record *m, struct err *e)
+int maint_record_decode(const void *data, size_t len, struct maint_record *m, struct err *e)
 {
+    struct oid id = m->id;
+    memset(m, 0, sizeof *m);
+    m->id = id;
     json_t *o;
     const char *what = "maintenance record";
     int rc = jsonf_parse(data, len, MAINT_JSON_MAX, what, &o, e);
@@ -75,7 +97,7 @@ static int record_decode(const void *data, size_t len, struct maint_record *m, s
     m->finished = (int64_t)finished;
     snprintf(m->hostname, sizeof m->hostname, "%s", host);
     const char *err = json_string_value(json_object_get(o, "error"));
-    snprintf(m->error, sizeof m->error, "%s", err ? err : "");
+    copy_utf8(m->error, sizeof m->error, err ? err : "");
     m->packs_deleted = v[0];
     m->bytes_freed = v[1];
     m->packs_pending = v[2];
@@ -115,7 +137,7 @@ int maint_state_load(struct repo *r, struct maint_state *st, struct maint_record
         buf_reset(&plain);
         /* A record removed meanwhile, or unreadable, just does not count. */
         if (repo_load_file(r, MAINT_DIR, MAINT_KIND_FILE, &ids[i], &plain, &le) < 0 ||
-            record_decode(plain.data, plain.len, &list[k], &le) < 0)
+            maint_record_decode(plain.data, plain.len, &list[k], &le) < 0)
             continue;
         list[k].id = ids[i];
         k++;
@@ -169,7 +191,7 @@ void maint_options_default(struct maint_options *o)
 static int record_save(struct repo *r, struct maint_record *m, struct err *e)
 {
     struct buf json = BUF_INIT;
-    int rc = record_encode(m, &json, e);
+    int rc = maint_record_encode(m, &json, e);
     if (rc == 0) rc = repo_save_file(r, MAINT_DIR, MAINT_KIND_FILE, json.data, json.len, &m->id, e);
     buf_free(&json);
     if (rc < 0) return err_wrap(e, "recording the maintenance run");
@@ -219,7 +241,7 @@ int maint_run(struct repo *r, struct lock *lk, const struct maint_options *o,
         }
         m.finished = (int64_t)time(NULL);
         m.ok = rc == 0;
-        if (rc < 0) snprintf(m.error, sizeof m.error, "%s", e->msg);
+        if (rc < 0) copy_utf8(m.error, sizeof m.error, e->msg);
         m.packs_deleted = res->prune.packs_deleted;
         m.bytes_freed = res->prune.bytes_freed;
         m.packs_pending = res->prune.packs_pending;

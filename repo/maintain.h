@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/buf.h"
 #include "base/err.h"
 #include "base/oid.h"
 #include "repo/check.h"
@@ -68,6 +69,11 @@ struct maint_result {
     struct check_stats check;
     int64_t next_quick, next_full; /* when each is due next (Unix seconds) */
 };
+
+/* The JSON plaintext of a record (FORMAT-maint.md), for tests and fuzzing; the decoder keeps
+ * out->id and refuses anything malformed. */
+int maint_record_encode(const struct maint_record *m, struct buf *out, struct err *e);
+int maint_record_decode(const void *json, size_t len, struct maint_record *out, struct err *e);
 
 /* Reads every record; *records (may be NULL) gets them, newest first (caller frees). Records
  * that cannot be read are skipped. */
