@@ -1,7 +1,9 @@
 #!/bin/bash
 # bench/maint.sh - prune and check beside restic on the same history: time and peak RSS of
-# prune (after forgetting half of the snapshots), check, and check --read-data, plus podvault's
-# own memory figures (bytes of index and tables). Not part of the tests.
+# prune (after forgetting half of the snapshots), check, and check --read-data, beside the
+# baseline of each tool (listing snapshots: opening the repository, whose key derivation alone
+# takes tens of MiB), plus podvault's own memory figures (bytes of index and tables). Not part
+# of the tests.
 #
 # The history: BENCH_FILES small files (1..8 KiB, one blob each in both tools, so the blob count
 # is about the file count), backed up BENCH_SNAPSHOTS times, each time after rewriting
@@ -72,6 +74,9 @@ keep=$((SNAPS / 2))
 "${PVR[@]}" forget --keep-last "$keep" -q
 [ "$RESTIC" = 1 ] && "${RR[@]}" forget --keep-last "$keep" >/dev/null
 printf '%-28s %10s %13s\n' "" "time" "peak RSS"
+# The baseline: opening the repository (the key derivation alone takes tens of MiB in both).
+measure "podvault snapshots" "${PVR[@]}" snapshots
+[ "$RESTIC" = 1 ] && measure "restic snapshots" "${RR[@]}" snapshots
 measure "podvault prune" "${PVR[@]}" --json prune --max-unused 5%
 [ "$RESTIC" = 1 ] && measure "restic prune" "${RR[@]}" prune --max-unused 5%
 measure "podvault check" "${PVR[@]}" --json check
