@@ -646,7 +646,7 @@ static const char check_usage[] =
     "Options:\n"
     "  --read-data             read and verify all data\n"
     "  --read-data-subset S    read a share of the packs (\"10%\") or group n of m (\"2/5\")\n"
-    "  --threads N             reads at once (default 4)\n"
+    "  --threads N             reads at once (default 4; 2 with --read-data)\n"
     "  --lock-wait SECONDS     wait this long for a running prune to end (default 0)\n";
 
 static const char *object_name(enum check_object o)

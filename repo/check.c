@@ -366,7 +366,9 @@ int check_run(struct repo *r, const struct check_options *o, struct check_stats 
     /* Every pack: header against index, and data when selected. */
     if ((rc = select_reads(&c, e)) < 0) goto out;
     progress(&c, o->read ? "reading packs" : "reading pack headers", 0, c.n_data);
-    if ((rc = walk_parallel(c.n_data, o->threads, check_pack, &c, o->cancel, e)) < 0) goto out;
+    /* Reading whole packs holds one pack per thread: two unless told otherwise. */
+    unsigned threads = o->threads ? o->threads : o->read != CHECK_READ_NONE ? 2 : 0;
+    if ((rc = walk_parallel(c.n_data, threads, check_pack, &c, o->cancel, e)) < 0) goto out;
     for (size_t pos = 0; pos < n_blobs; pos++) {
         if (walk_bit(&c.confirmed, pos)) continue;
         struct idx_loc loc;

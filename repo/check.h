@@ -55,7 +55,7 @@ struct check_options {
      * With subset_m 0, a random subset_frac (0..1] of the packs is read instead. */
     uint32_t subset_n, subset_m;
     double subset_frac;
-    unsigned threads; /* 0: 4 */
+    unsigned threads; /* 0: 4, or 2 when reading data */
     const volatile int *cancel;
     /* Each problem (may be NULL); called one at a time. */
     void (*report)(void *ctx, const struct check_problem *p);
