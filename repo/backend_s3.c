@@ -24,6 +24,8 @@
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define ERR_BODY_MAX (64u << 10)
 #define LIST_BODY_MAX (16u << 20)
+/* Room reserved up front for an answer of announced length; packs are at most 1 GiB. */
+#define PREALLOC_MAX ((uint64_t)2 << 30)
 
 struct s3 {
     struct backend b;
@@ -110,9 +112,15 @@ static int set_token(struct s3 *s, const char *token)
 
 /* Reads one profile of an AWS shared credentials file (INI: "[name]" sections, "key = value"
  * lines, '#' or ';' comments; "[profile name]" as in ~/.aws/config is accepted too). */
-static int read_credentials_file(struct s3 *s, const char *path, const char *profile, struct err *e)
+static int read_credentials_file(struct s3 *s, const char *path, const char *profile, bool named,
+                                 struct err *e)
 {
     FILE *f = fopen(path, "re");
+    if (!f && errno == ENOENT && !named)
+        return err_set(e, ERR_FAIL,
+                       "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                       "write them to %s",
+                       path);
     if (!f) {
         err_sys(e, errno, "reading the AWS credentials file %s", path);
         return e->code = ERR_FAIL;
@@ -186,12 +194,7 @@ static int load_credentials(struct s3 *s, struct err *e)
         if (asprintf(&path, "%s/.aws/credentials", home) < 0) path = NULL;
     }
     if (!path) return err_set(e, ERR_FAIL, "out of memory");
-    int rc = read_credentials_file(s, path, profile ? profile : "default", e);
-    if (rc < 0 && !file && e->code == ERR_FAIL && strstr(e->msg, "No such file"))
-        err_set(e, ERR_FAIL,
-                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                "or write them to %s",
-                path);
+    int rc = read_credentials_file(s, path, profile ? profile : "default", file != NULL, e);
     free(path);
     return rc;
 }
@@ -360,6 +363,7 @@ struct xfer {
     size_t out_start;
     long status; /* known once the body starts */
     bool too_much, oom;
+    bool headers_done; /* the blank line that ends the last header block was seen */
     struct buf errbody;
     size_t up_pos;
 };
@@ -374,7 +378,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
         curl_off_t cl = -1;
         curl_easy_getinfo(x->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
         /* Growing by doubling would copy a large object several times. */
-        if (r->out && x->status / 100 == 2 && cl > 0 && (uint64_t)cl < SIZE_MAX / 4)
+        if (r->out && x->status / 100 == 2 && cl > 0 && (uint64_t)cl <= PREALLOC_MAX)
             (void)buf_reserve(r->out, (size_t)cl);
     }
     if (x->status / 100 != 2) {
@@ -392,6 +396,18 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
         x->oom = true;
         return 0;
     }
+    return n;
+}
+
+/* curl accepts an answer whose headers were cut short by a closed connection (a HEAD then
+ * "succeeds" without its Content-Length): note whether the header block really ended. */
+static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
+{
+    struct xfer *x = ud;
+    size_t n = size * nmemb;
+    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) x->headers_done = false; /* after 100 Continue */
+    if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n'))
+        x->headers_done = true;
     return n;
 }
 
@@ -454,6 +470,8 @@ static CURLcode attempt(struct s3 *s, CURL *h, struct req *r, char *curl_msg)
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
     if (s->cacert) curl_easy_setopt(h, CURLOPT_CAINFO, s->cacert);
     if (s->insecure) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -483,6 +501,16 @@ static CURLcode attempt(struct s3 *s, CURL *h, struct req *r, char *curl_msg)
         r->length = (uint64_t)cl;
     if (x.too_much) snprintf(curl_msg, CURL_ERROR_SIZE, "the server sent more than was asked for");
     if (x.oom) cc = CURLE_OUT_OF_MEMORY;
+    /* An object's body must come whole, with its length announced: never take a cut-off
+     * answer for the object. Both cases are worth another attempt. */
+    bool cut = cc == CURLE_OK && !x.headers_done;
+    if (cc == CURLE_OK && r->object && r->status / 100 == 2 && strcmp(r->method, "DELETE") != 0 &&
+        (cl < 0 || (r->out && r->out->len - x.out_start != (uint64_t)cl)))
+        cut = true;
+    if (cut) {
+        cc = CURLE_PARTIAL_FILE;
+        snprintf(curl_msg, CURL_ERROR_SIZE, "the answer was cut short");
+    }
     if (cc == CURLE_OK && r->status / 100 != 2 && x.errbody.len > 0)
         s3_xml_parse_error((const char *)x.errbody.data, x.errbody.len, &r->err);
     buf_free(&x.errbody);
@@ -510,10 +538,16 @@ static bool retryable_curl(CURLcode cc)
     }
 }
 
+/* 500, 502, 503 and 504 pass with time; 501 or 505 would not. */
 static bool retryable_status(const struct req *r)
 {
-    return r->status >= 500 || r->status == 429 || r->status == 408 ||
-           strcmp(r->err.code, "SlowDown") == 0 || strcmp(r->err.code, "RequestTimeout") == 0;
+    static const char *const codes[] = {"SlowDown", "RequestTimeout", "InternalError",
+                                        "ServiceUnavailable"};
+    long st = r->status;
+    if (st == 500 || st == 502 || st == 503 || st == 504 || st == 429 || st == 408) return true;
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strcmp(r->err.code, codes[i]) == 0) return true;
+    return false;
 }
 
 /* Exponential backoff with jitter: half the delay fixed, half random, so that many clients

@@ -570,7 +570,8 @@ static int parse_file(struct idx *x, const void *data, size_t len, struct oid *s
     uint64_t n_sup, n_packs;
     if (!rd_skip(&r, sizeof idx_magic, &magic) || memcmp(magic, idx_magic, sizeof idx_magic))
         return err_set(e, ERR_FAIL, "index file: bad magic (not an index file)");
-    if (!rd_u8(&r, &version) || version != IDX_FILE_VERSION)
+    if (!rd_u8(&r, &version)) return err_set(e, ERR_FAIL, "index file: truncated after magic");
+    if (version != IDX_FILE_VERSION)
         return err_set(e, ERR_FAIL, "index file: unsupported version %u", version);
     if (!rd_uvarint(&r, &n_sup) || n_sup > r.left / OID_LEN)
         return err_set(e, ERR_FAIL, "index file: bad superseded-index count");

@@ -199,7 +199,11 @@ int pack_header_decode(const struct crypt_keys *k, const struct oid *pack_id, co
         rc = err_set(e, ERR_FAIL, "pack %s: header has a bad magic", hex);
         goto out;
     }
-    if (!rd_u8(&r, &version) || version != PACK_VERSION) {
+    if (!rd_u8(&r, &version)) {
+        rc = err_set(e, ERR_FAIL, "pack %s: header truncated after its magic", hex);
+        goto out;
+    }
+    if (version != PACK_VERSION) {
         rc = err_set(e, ERR_FAIL, "pack %s: unsupported header version %u", hex, version);
         goto out;
     }

@@ -215,7 +215,10 @@ static int open_objects(struct repo *r, const char *location, const char *passwo
         crypt_keys_derive(&r->keys);
         rc = crypt_file_open(&r->keys, REPO_KIND_CONFIG, sealed.data, sealed.len, &json, e);
         /* The password was right, so a config that fails is damaged, not ours to read. */
-        if (rc == ERR_AUTH) err_wrap(e, "config (damaged or replaced)");
+        if (rc == ERR_AUTH) {
+            err_wrap(e, "config (damaged or replaced)");
+            rc = e->code = ERR_FAIL;
+        }
     }
     if (rc == 0) rc = config_decode(json.data, json.len, &r->config, e);
     if (rc == 0) rc = chunker_new(&r->config.chunker, r->keys.gear, &r->chunker, e);

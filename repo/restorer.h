@@ -34,6 +34,9 @@ struct restore_progress {
     double elapsed;
 };
 
+/* Entries restored: files (every path of a hard-link group counts), dirs (not the target
+ * itself), links (symlinks), specials (FIFOs and device nodes). Sockets are never restored; each
+ * is reported as a note, not an error. */
 struct restore_summary {
     uint64_t files, dirs, links, specials; /* entries restored */
     uint64_t bytes;                        /* content bytes written (holes excluded) */
@@ -42,15 +45,24 @@ struct restore_summary {
     double duration;
 };
 
+/* The target receives the restored directory's own metadata: snapshot.root on a full restore
+ * (when present), the subpath directory's otherwise. Includes are paths relative to the
+ * restored directory ("/a/b" and "a/b" alike; a full restore of a one-directory backup also
+ * accepts them prefixed with the backed-up path); each component may be an fnmatch(3) pattern.
+ * An included path brings everything below it and its ancestors (with their metadata). */
 struct restore_options {
-    const char *target;       /* created if missing */
-    const char *subpath;      /* restore only this directory of the snapshot ("/a/b"); NULL = all */
+    const char *target;  /* created if missing */
+    const char *subpath; /* restore only this directory of the snapshot ("/a/b"); NULL = all */
     const char *const *includes; /* restore only these paths (and what is below them); NULL = all */
     size_t n_includes;
-    bool numeric_owner;       /* use uid/gid, ignore user and group names */
+    bool numeric_owner; /* use uid/gid, ignore user and group names */
     enum restore_overwrite overwrite;
-    bool sparse;              /* also write all-zero data blocks as holes */
-    unsigned threads;         /* 0 = number of CPUs */
+    bool sparse;      /* also write all-zero data blocks as holes */
+    unsigned threads; /* 0 = number of CPUs */
+    /* Both callbacks run on the thread that called restore_snapshot, never concurrently:
+     * progress about every 250 ms and once at the end; report once per refused or failed entry
+     * (and for notes such as skipped sockets or an include that matched nothing), with the
+     * entry's path in the snapshot, bytes a terminal would misread written as \xNN. */
     void (*progress)(void *ctx, const struct restore_progress *p);
     void (*report)(void *ctx, const char *path, const char *msg);
     void *ctx;

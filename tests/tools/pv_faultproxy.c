@@ -4,16 +4,18 @@
  *
  *   pv_faultproxy --target 127.0.0.1:7480 [--listen PORT] [--rate PERCENT]
  *                 [--faults drop,delay,500,503,cut] [--delay-ms N] [--always FAULT]
- *                 [--seed N] [--stats FILE]
+ *                 [--seed N] [--stats FILE] [--log FILE]
  *
  * "delay" holds the answer back (the request reaches the server at once, so a client that gives
  * up and retries never races a late copy of its own request).
  * It prints "listening 127.0.0.1:<port>" once ready (--listen 0, the default, picks a free
  * port). --always makes every request fail ("the server never recovers"). --stats names a
- * file rewritten after each request with "requests N" and "faults N" lines. One request per
+ * file rewritten after each request with "requests N" and "faults N" lines; --log a file
+ * that gets the header block of every request, as received. One request per
  * connection: the proxy adds "Connection: close" both ways, so it only has to find the end of
  * the headers, never the end of a body. SIGTERM or SIGINT stops it. */
 #include <arpa/inet.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,6 +42,7 @@ struct proxy {
     uint64_t rng;
     unsigned long requests, faults;
     const char *stats_path;
+    FILE *log;
 };
 
 struct conn {
@@ -203,8 +206,10 @@ static char *rewrite_head(const char *head, size_t len, size_t *out_len)
     for (const char *l = head; l < head + len;) {
         const char *eol = memchr(l, '\n', (size_t)(head + len - l));
         size_t n = eol ? (size_t)(eol - l) + 1 : (size_t)(head + len - l);
-        bool drop = !first && (strncasecmp(l, "Connection:", 11) == 0 ||
-                               strncasecmp(l, "Keep-Alive:", 11) == 0);
+        /* The last line of the block may be shorter than the names compared against. */
+        bool drop = !first && n >= 11 &&
+                    (strncasecmp(l, "Connection:", 11) == 0 ||
+                     strncasecmp(l, "Keep-Alive:", 11) == 0);
         if (!drop) {
             memcpy(o, l, n);
             o += n;
@@ -393,6 +398,10 @@ static void start_request(struct conn *c, size_t end)
     px->requests++;
     if (c->fault != F_NONE) px->faults++;
     write_stats(px);
+    if (px->log) {
+        fwrite(c->head, 1, end, px->log);
+        fflush(px->log);
+    }
     switch (c->fault) {
     case F_DROP:
         return close_conn(c);
@@ -489,7 +498,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: pv_faultproxy --target IP:PORT [--listen PORT] [--rate PERCENT] "
                     "[--faults drop,delay,500,503,cut] [--delay-ms N] [--always FAULT] "
-                    "[--seed N] [--stats FILE]\n");
+                    "[--seed N] [--stats FILE] [--log FILE]\n");
     return 2;
 }
 
@@ -515,6 +524,9 @@ int main(int argc, char **argv)
             seed = strtoull(v, NULL, 10);
         } else if (strcmp(a, "--stats") == 0) {
             px.stats_path = v;
+        } else if (strcmp(a, "--log") == 0) {
+            px.log = fopen(v, "a");
+            if (!px.log) return usage();
         } else if (strcmp(a, "--always") == 0) {
             px.always = fault_by_name(v, strlen(v));
             if (px.always == F_NONE) return usage();
@@ -536,6 +548,8 @@ int main(int argc, char **argv)
     char host[64];
     snprintf(host, sizeof host, "%.*s", (int)(colon - target), target);
     if (uv_ip4_addr(host, atoi(colon + 1), &px.target) < 0) return usage();
+    /* A client that gives up closes its socket; writing to it must not kill the proxy. */
+    signal(SIGPIPE, SIG_IGN);
     px.rng = seed ? seed : 1;
     px.loop = uv_default_loop();
     write_stats(&px);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -47,7 +48,7 @@ static void random_name(char *out, size_t cap, const char *dir)
     char hex[65];
     randombytes_buf(r, sizeof r);
     sodium_bin2hex(hex, sizeof hex, r, sizeof r);
-    snprintf(out, cap, "%s/%s", dir, hex);
+    if (snprintf(out, cap, "%s/%s", dir, hex) >= (int)cap) fail_msg("name too long");
 }
 
 static uint8_t *random_bytes(size_t n)
@@ -88,6 +89,12 @@ static void env_restore(void)
         free(saved_env[n_saved_env].name);
         free(saved_env[n_saved_env].old);
     }
+}
+
+static int env_reset(void **state)
+{
+    env_restore();
+    return 0;
 }
 
 static bool s3_available(void)
@@ -185,8 +192,8 @@ static bool proxy_path(char *out, size_t cap)
 {
     const char *bd = getenv("PV_BUILD_DIR");
     if (bd) {
-        snprintf(out, cap, "%s/pv_faultproxy", bd);
-        if (access(out, X_OK) == 0) return true;
+        if (snprintf(out, cap, "%s/pv_faultproxy", bd) < (int)cap && access(out, X_OK) == 0)
+            return true;
     }
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -195,8 +202,7 @@ static bool proxy_path(char *out, size_t cap)
     char *slash = strrchr(self, '/');
     if (!slash) return false;
     *slash = '\0';
-    snprintf(out, cap, "%s/pv_faultproxy", self);
-    return access(out, X_OK) == 0;
+    return snprintf(out, cap, "%s/pv_faultproxy", self) < (int)cap && access(out, X_OK) == 0;
 }
 
 /* Starts pv_faultproxy with the given extra arguments (NULL-terminated) in front of `target`. */
@@ -220,6 +226,8 @@ static void proxy_start(struct proxy *p, const char *target, ...)
     p->pid = fork();
     assert_true(p->pid >= 0);
     if (p->pid == 0) {
+        /* A failed assertion skips proxy_stop(); the proxy must not outlive the tests. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
@@ -469,7 +477,8 @@ static void save_ok(struct backend *b, const char *name, const void *data, size_
 static void test_save_load(void **state)
 {
     struct fixture *fx = *state;
-    size_t sizes[] = {0, 1, 4096, 300000};
+    /* 3 MiB: curl asks for "100 Continue" above 1 MiB, a path of its own */
+    size_t sizes[] = {0, 1, 4096, 300000, 3 << 20};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         char name[128];
         random_name(name, sizeof name, "snapshots");
@@ -708,7 +717,7 @@ static void test_list(void **state)
     struct listing l = {.b = fx->b, .n = fx->list_n + 5, .f = {.mu = PTHREAD_MUTEX_INITIALIZER}};
     l.v = calloc(l.n, sizeof *l.v);
     for (size_t i = 0; i < l.n; i++) {
-        char dir[64];
+        char dir[128];
         if (i < fx->list_n)
             snprintf(dir, sizeof dir, "%s/data/%02x", top, (unsigned)(i % 16));
         else
@@ -893,7 +902,7 @@ static void local_enospc(struct fixture *fx)
             if (fd < 0 || write(fd, map, strlen(map)) < 0) _exit(77);
             close(fd);
         }
-        if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) _exit(77);
+        if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0) _exit(77);
         if (mount("tmpfs", mnt, "tmpfs", 0, "size=64k") < 0) _exit(77);
         char repo[PATH_MAX + 8];
         snprintf(repo, sizeof repo, "%s/repo", mnt);
@@ -1124,6 +1133,90 @@ static void test_s3_never_recovers(void **state)
     never_recovers("delay", "Timeout was reached");
 }
 
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char text[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    return text;
+}
+
+/* What goes on the wire, seen through the proxy's log (every answer is a 503, no server
+ * needed): path-style and virtual-hosted URLs, the prefix, ranges, the listing query, the
+ * session token and the payload hash. */
+static void test_s3_requests_on_the_wire(void **state)
+{
+    char exe[PATH_MAX];
+    if (!proxy_path(exe, sizeof exe)) skip();
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char log[PATH_MAX];
+    snprintf(log, sizeof log, "%s/pv-proxy-log-%d", tmp, (int)getpid());
+    unlink(log);
+    struct proxy p = {0};
+    proxy_start(&p, "127.0.0.1:1", "--always", "503", "--log", log, NULL);
+    env_set("AWS_ACCESS_KEY_ID", "AKEXAMPLE");
+    env_set("AWS_SECRET_ACCESS_KEY", "s");
+    env_set("AWS_SESSION_TOKEN", "token-123");
+    env_set(BACKEND_S3_ENV_RETRIES, "0");
+    env_set(BACKEND_S3_ENV_REGION, "eu-west-3");
+    char loc[128], want[256];
+    struct backend *b = NULL;
+    struct buf out = BUF_INIT;
+    struct err e;
+    err_clear(&e);
+
+    snprintf(loc, sizeof loc, "s3:http://127.0.0.1:%d/my-bucket/pre/fix/", p.port);
+    assert_int_equal(backend_open(loc, false, &b, &e), 0);
+    assert_int_equal(backend_load(b, "config", 0, 0, &out, &e), ERR_FAIL);
+    assert_int_equal(backend_load(b, "data/00/ab", 10, 10, &out, &e), ERR_FAIL);
+    assert_int_equal(backend_save(b, "keys/01", "abc", 3, true, &e), ERR_FAIL);
+    size_t n = 0;
+    assert_int_equal(backend_list(b, "snapshots/", count_cb, &n, &e), ERR_FAIL);
+    backend_close(b);
+
+    env_set(BACKEND_S3_ENV_VIRTUAL_HOST, "1");
+    snprintf(loc, sizeof loc, "s3:http://localhost:%d/my-bucket", p.port);
+    assert_int_equal(backend_open(loc, false, &b, &e), 0);
+    assert_int_equal(backend_load(b, "config", 0, 0, &out, &e), ERR_FAIL);
+    backend_close(b);
+
+    const char *text = read_text(log);
+    const char *needles[] = {
+        "GET /my-bucket/pre/fix/config HTTP/1.1\r\n",
+        "GET /my-bucket/pre/fix/data/00/ab HTTP/1.1\r\n",
+        "Range: bytes=10-19\r\n",
+        "PUT /my-bucket/pre/fix/keys/01 HTTP/1.1\r\n",
+        /* sha256("abc") */
+        "x-amz-content-sha256: "
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\r\n",
+        "x-amz-content-sha256: "
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\r\n",
+        "GET /my-bucket?list-type=2&max-keys=1000&prefix=pre%2Ffix%2Fsnapshots%2F HTTP/1.1\r\n",
+        "x-amz-security-token: token-123\r\n",
+        "/eu-west-3/s3/aws4_request",
+        "Credential=AKEXAMPLE/",
+        "GET /config HTTP/1.1\r\n",
+    };
+    for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
+        if (!strstr(text, needles[i]))
+            fail_msg("not on the wire: %s\n--- log:\n%s", needles[i], text);
+    /* the token is signed, not just sent */
+    const char *signed_hdrs = strstr(text, "SignedHeaders=");
+    assert_non_null(signed_hdrs);
+    const char *eol = strchr(signed_hdrs, ',');
+    assert_non_null(eol);
+    assert_non_null(memmem(signed_hdrs, (size_t)(eol - signed_hdrs), "x-amz-security-token", 20));
+    snprintf(want, sizeof want, "Host: my-bucket.localhost:%d\r\n", p.port);
+    assert_non_null(strstr(text, want));
+    buf_free(&out);
+    proxy_stop(&p);
+    unlink(log);
+    env_restore();
+}
+
 /* ---- S3 checks against a real server ---- */
 
 static struct backend *open_s3_with(const char *secret, const char *loc_override)
@@ -1312,27 +1405,33 @@ int main(void)
 {
     if (sodium_init() < 0) return 1;
     const struct CMUnitTest suite[] = {SUITE};
+    /* env_reset: a failed check must not leave its environment to the next one */
     const struct CMUnitTest offline[] = {
-        cmocka_unit_test(test_s3_locations),
-        cmocka_unit_test(test_s3_credentials),
-        cmocka_unit_test(test_s3_unreachable),
-        cmocka_unit_test(test_s3_never_recovers),
+        cmocka_unit_test_teardown(test_s3_locations, env_reset),
+        cmocka_unit_test_teardown(test_s3_credentials, env_reset),
+        cmocka_unit_test_teardown(test_s3_unreachable, env_reset),
+        cmocka_unit_test_teardown(test_s3_never_recovers, env_reset),
+        cmocka_unit_test_teardown(test_s3_requests_on_the_wire, env_reset),
     };
     const struct CMUnitTest s3_only[] = {
-        cmocka_unit_test(test_s3_wrong_secret),
-        cmocka_unit_test(test_s3_wrong_secret_counted),
-        cmocka_unit_test(test_s3_buckets),
-        cmocka_unit_test(test_s3_credentials_file),
+        cmocka_unit_test_teardown(test_s3_wrong_secret, env_reset),
+        cmocka_unit_test_teardown(test_s3_wrong_secret_counted, env_reset),
+        cmocka_unit_test_teardown(test_s3_buckets, env_reset),
+        cmocka_unit_test_teardown(test_s3_credentials_file, env_reset),
     };
     const struct CMUnitTest flaky[] = {SUITE, cmocka_unit_test(test_proxy_did_break)};
     int failed = 0;
-    failed += cmocka_run_group_tests_name("backend: local directory", suite, setup_local, teardown);
-    failed += cmocka_run_group_tests_name("backend: S3 without a server", offline, NULL, NULL);
+    printf("== the conformance suite on a local directory\n");
+    failed += cmocka_run_group_tests_name("local", suite, setup_local, teardown);
+    printf("== S3 checks that need no server\n");
+    failed += cmocka_run_group_tests_name("s3-offline", offline, NULL, NULL);
     if (s3_available()) {
-        failed += cmocka_run_group_tests_name("backend: S3", suite, setup_s3, teardown);
-        failed += cmocka_run_group_tests_name("backend: S3 specifics", s3_only, NULL, NULL);
-        failed += cmocka_run_group_tests_name("backend: S3 through a faulty proxy", flaky,
-                                              setup_s3_proxy, teardown);
+        printf("== the conformance suite on S3 at %s\n", getenv("PV_TEST_S3"));
+        failed += cmocka_run_group_tests_name("s3", suite, setup_s3, teardown);
+        printf("== S3 errors, buckets and credentials\n");
+        failed += cmocka_run_group_tests_name("s3-specifics", s3_only, NULL, NULL);
+        printf("== the conformance suite on S3 through pv_faultproxy breaking 15%% of requests\n");
+        failed += cmocka_run_group_tests_name("s3-faulty-proxy", flaky, setup_s3_proxy, teardown);
     } else {
         printf("S3 conformance suite SKIPPED: PV_TEST_S3 and AWS_ACCESS_KEY_ID/"
                "AWS_SECRET_ACCESS_KEY are not set (eval \"$(tests/s3-env.sh)\" sets them)\n");

@@ -274,12 +274,12 @@ static void test_tampered_config(void **state)
     cfg.data[cfg.len / 2] ^= 4;
     assert_int_equal(backend_save(repo_backend(r), "config", cfg.data, cfg.len, true, &e), 0);
     struct repo *bad;
-    assert_int_equal(repo_open(loc, "pw", &bad, &e), ERR_AUTH);
+    assert_int_equal(repo_open(loc, "pw", &bad, &e), ERR_FAIL);
     assert_non_null(strstr(e.msg, "config"));
     /* Another repository's config, sealed with another key, is refused too. */
     assert_int_equal(
         backend_save(repo_backend(r), "config", cfg_other.data, cfg_other.len, true, &e), 0);
-    assert_int_equal(repo_open(loc, "pw", &bad, &e), ERR_AUTH);
+    assert_int_equal(repo_open(loc, "pw", &bad, &e), ERR_FAIL);
     assert_non_null(strstr(e.msg, "config"));
     buf_free(&cfg);
     buf_free(&cfg_other);
