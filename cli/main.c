@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/agent.h"
 #include "cli/cli.h"
 #include "repo/crypt.h"
 
@@ -24,6 +25,7 @@ static const char usage[] =
     "  cat         print a repository object as JSON\n"
     "  key         manage the passwords of a repository\n"
     "  version     print the version\n"
+    "  agent       run the node agent (PodVolumeBackup/PodVolumeRestore on this node)\n"
     "\n"
     "Global options (before or after the command):\n"
     "  -r, --repo LOCATION     repository: a directory, or "
@@ -74,13 +76,20 @@ static void install_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* The node agent parses its own options and handles its own signals (see agent/agent.h). */
+static int cmd_agent(struct cli *g, int argc, char **argv)
+{
+    (void)g;
+    return agent_main(argc, argv);
+}
+
 static const struct {
     const char *name;
     int (*run)(struct cli *g, int argc, char **argv);
 } commands[] = {
     {"init", cmd_init}, {"backup", cmd_backup},   {"snapshots", cmd_snapshots},
     {"ls", cmd_ls},     {"restore", cmd_restore}, {"cat", cmd_cat},
-    {"key", cmd_key},   {"version", cmd_version},
+    {"key", cmd_key},   {"version", cmd_version}, {"agent", cmd_agent},
 };
 
 static int find_command(const char *name)
