@@ -78,6 +78,12 @@ static void install_signals(void)
     sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A parent may have left them blocked (the mask survives exec); they must reach us. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
     /* A closed pipe (podvault ls | head) is an error on write, not a silent death. */
     signal(SIGPIPE, SIG_IGN);
 }
