@@ -6,7 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/agent.h"
 #include "cli/cli.h"
+#include "cli/cmd_maint.h"
 #include "repo/crypt.h"
 
 static const char usage[] =
@@ -23,7 +25,13 @@ static const char usage[] =
     "  restore     restore a snapshot\n"
     "  cat         print a repository object as JSON\n"
     "  key         manage the passwords of a repository\n"
+    "  forget      remove snapshots, by ID or by a retention policy\n"
+    "  prune       free the space no snapshot needs\n"
+    "  check       verify the repository (and its data with --read-data)\n"
+    "  repair      rebuild the index from the packs (repair index)\n"
+    "  maintain    run the maintenance that is due (for scheduled jobs)\n"
     "  version     print the version\n"
+    "  agent       run the node agent (PodVolumeBackup/PodVolumeRestore on this node)\n"
     "\n"
     "Global options (before or after the command):\n"
     "  -r, --repo LOCATION     repository: a directory, or "
@@ -70,17 +78,41 @@ static void install_signals(void)
     sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A parent may have left them blocked (the mask survives exec); they must reach us. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
     /* A closed pipe (podvault ls | head) is an error on write, not a silent death. */
     signal(SIGPIPE, SIG_IGN);
+}
+
+/* The node agent parses its own options and handles its own signals (see agent/agent.h). */
+static int cmd_agent(struct cli *g, int argc, char **argv)
+{
+    (void)g;
+    return agent_main(argc, argv);
 }
 
 static const struct {
     const char *name;
     int (*run)(struct cli *g, int argc, char **argv);
 } commands[] = {
-    {"init", cmd_init}, {"backup", cmd_backup},   {"snapshots", cmd_snapshots},
-    {"ls", cmd_ls},     {"restore", cmd_restore}, {"cat", cmd_cat},
-    {"key", cmd_key},   {"version", cmd_version},
+    {"init", cmd_init},
+    {"backup", cmd_backup},
+    {"snapshots", cmd_snapshots},
+    {"ls", cmd_ls},
+    {"restore", cmd_restore},
+    {"cat", cmd_cat},
+    {"key", cmd_key},
+    {"version", cmd_version},
+    {"forget", cmd_forget},
+    {"prune", cmd_prune},
+    {"check", cmd_check},
+    {"repair", cmd_repair},
+    {"maintain", cmd_maintain},
+    {"agent", cmd_agent},
 };
 
 static int find_command(const char *name)

@@ -1,0 +1,385 @@
+/* agent.c - `podvault agent`: options, start-up, signals; see agent.h. */
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <sodium.h>
+
+#include "agent/asys.h"
+#include "agent/controller.h"
+#include "agent/k8s.h"
+#include "agent/metrics.h"
+
+extern char **environ;
+
+#define MAX_UPLOADER_TYPES 8
+
+static const char usage[] =
+    "usage: podvault agent [options]\n"
+    "Serves Velero's PodVolumeBackups and PodVolumeRestores of one node.\n"
+    "  --node NAME                 this node (default $NODE_NAME)\n"
+    "  --namespace NS              where PVBs, PVRs, locations and Secrets live\n"
+    "                              (default $VELERO_NAMESPACE, else velero)\n"
+    "  --host-pods DIR             the kubelet pods directory as mounted (default /host_pods)\n"
+    "  --server URL                API server URL without credentials (e.g. kubectl proxy)\n"
+    "  --kubeconfig FILE           kubeconfig file (default: in-cluster service account)\n"
+    "  --context NAME              kubeconfig context (default: its current-context)\n"
+    "  --credentials-file FILE     AWS shared credentials (default $AWS_SHARED_CREDENTIALS_FILE)\n"
+    "  --concurrency N             jobs at once (default: from --node-agent-configmap, else 1)\n"
+    "  --node-agent-configmap NAME Velero's node-agent ConfigMap (loadConcurrency)\n"
+    "  --uploader-types LIST       spec.uploaderType values served, comma-separated; an empty\n"
+    "                              item means unset (default \"kopia,\")\n"
+    "  --metrics-address ADDR      /metrics and /healthz (default :8085; \"off\" disables)\n"
+    "  --cache-dir DIR             cache directory for the podvault jobs\n"
+    "  --scratch-dir DIR           temporary files (default $VELERO_SCRATCH_DIR, else /tmp)\n"
+    "  --progress-interval SEC     seconds between progress writes (default 3)\n"
+    "  --shutdown-grace SEC        seconds running jobs get on SIGTERM (default 30)\n"
+    "  --podvault PATH             program the jobs run (default: this one)\n"
+    "  --log-level LEVEL           debug, info, warning or error (default info)\n";
+
+struct opts {
+    const char *node, *ns, *host_pods, *server, *kubeconfig, *context, *creds, *configmap;
+    const char *uploaders, *metrics_addr, *cache_dir, *scratch, *exe, *log_level;
+    long concurrency, progress, grace;
+};
+
+static const char *env_or(const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : dflt;
+}
+
+/* A whole number from 0 to max. */
+static bool parse_number(const char *s, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < 0 || v > max) return false;
+    *out = v;
+    return true;
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+    enum {
+        O_NODE = 256,
+        O_NS,
+        O_HOSTPODS,
+        O_SERVER,
+        O_KUBECONFIG,
+        O_CONTEXT,
+        O_CREDS,
+        O_CONC,
+        O_CM,
+        O_UPLOADERS,
+        O_METRICS,
+        O_CACHE,
+        O_SCRATCH,
+        O_PROGRESS,
+        O_GRACE,
+        O_EXE,
+        O_LOG
+    };
+    static const struct option lo[] = {
+        {"node", required_argument, 0, O_NODE},
+        {"namespace", required_argument, 0, O_NS},
+        {"host-pods", required_argument, 0, O_HOSTPODS},
+        {"server", required_argument, 0, O_SERVER},
+        {"kubeconfig", required_argument, 0, O_KUBECONFIG},
+        {"context", required_argument, 0, O_CONTEXT},
+        {"credentials-file", required_argument, 0, O_CREDS},
+        {"concurrency", required_argument, 0, O_CONC},
+        {"node-agent-configmap", required_argument, 0, O_CM},
+        {"uploader-types", required_argument, 0, O_UPLOADERS},
+        {"metrics-address", required_argument, 0, O_METRICS},
+        {"cache-dir", required_argument, 0, O_CACHE},
+        {"scratch-dir", required_argument, 0, O_SCRATCH},
+        {"progress-interval", required_argument, 0, O_PROGRESS},
+        {"shutdown-grace", required_argument, 0, O_GRACE},
+        {"podvault", required_argument, 0, O_EXE},
+        {"log-level", required_argument, 0, O_LOG},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    *o = (struct opts){
+        .node = env_or("NODE_NAME", NULL),
+        .ns = env_or("VELERO_NAMESPACE", "velero"),
+        .host_pods = "/host_pods",
+        .creds = env_or("AWS_SHARED_CREDENTIALS_FILE", NULL),
+        .uploaders = "kopia,",
+        .metrics_addr = ":8085",
+        .scratch = env_or("VELERO_SCRATCH_DIR", env_or("TMPDIR", "/tmp")),
+        .exe = "/proc/self/exe",
+        .log_level = "info",
+        .concurrency = 0,
+        .progress = 3,
+        .grace = 30,
+    };
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        switch (ch) {
+        case O_NODE:
+            o->node = optarg;
+            break;
+        case O_NS:
+            o->ns = optarg;
+            break;
+        case O_HOSTPODS:
+            o->host_pods = optarg;
+            break;
+        case O_SERVER:
+            o->server = optarg;
+            break;
+        case O_KUBECONFIG:
+            o->kubeconfig = optarg;
+            break;
+        case O_CONTEXT:
+            o->context = optarg;
+            break;
+        case O_CREDS:
+            o->creds = optarg;
+            break;
+        case O_CM:
+            o->configmap = optarg;
+            break;
+        case O_UPLOADERS:
+            o->uploaders = optarg;
+            break;
+        case O_METRICS:
+            o->metrics_addr = optarg;
+            break;
+        case O_CACHE:
+            o->cache_dir = optarg;
+            break;
+        case O_SCRATCH:
+            o->scratch = optarg;
+            break;
+        case O_EXE:
+            o->exe = optarg;
+            break;
+        case O_LOG:
+            o->log_level = optarg;
+            break;
+        case O_CONC:
+            if (!parse_number(optarg, 256, &o->concurrency) || o->concurrency < 1) {
+                fprintf(stderr, "podvault agent: --concurrency takes a number from 1 to 256\n");
+                return 2;
+            }
+            break;
+        case O_PROGRESS:
+        case O_GRACE:
+            if (!parse_number(optarg, 86400, ch == O_PROGRESS ? &o->progress : &o->grace)) {
+                fprintf(stderr, "podvault agent: %s takes a number of seconds\n",
+                        ch == O_PROGRESS ? "--progress-interval" : "--shutdown-grace");
+                return 2;
+            }
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return -1;
+        default:
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "podvault agent: unexpected argument %s\n%s", argv[optind], usage);
+        return 2;
+    }
+    if (!o->node || !*o->node) {
+        fprintf(stderr, "podvault agent: no node name: give --node or set NODE_NAME (the "
+                        "DaemonSet sets it from spec.nodeName)\n");
+        return 2;
+    }
+    if (o->server && o->kubeconfig) {
+        fprintf(stderr, "podvault agent: give --server or --kubeconfig, not both\n");
+        return 2;
+    }
+    static const char *const levels[] = {"debug", "info", "warning", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(o->log_level, levels[i]) == 0) {
+            asys_log_level((enum asys_level)i);
+            return 0;
+        }
+    fprintf(stderr, "podvault agent: --log-level takes debug, info, warning or error\n");
+    return 2;
+}
+
+/* Splits "kopia,," into {"kopia", ""} in `store` (modified in place). */
+static size_t split_types(char *store, const char **out, size_t cap)
+{
+    size_t n = 0;
+    char *p = store;
+    for (;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = '\0';
+        bool dup = false;
+        for (size_t i = 0; i < n; i++)
+            dup |= strcmp(out[i], p) == 0;
+        if (!dup && n < cap) out[n++] = p;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return n;
+}
+
+/* The concurrency from Velero's node-agent ConfigMap: its first data value is the JSON. */
+static unsigned concurrency_from_configmap(const struct k8s_config *kc, const struct opts *o)
+{
+    struct k8s_client *k;
+    struct err e;
+    unsigned n = 1;
+    if (k8s_client_new(kc, NULL, &k, &e) < 0) goto fail;
+    char *p = k8s_path(&K8S_CONFIGMAPS, o->ns, o->configmap, NULL);
+    json_t *cm = NULL, *node = NULL;
+    int rc = p ? k8s_get(k, p, &cm, &e) : err_set(&e, ERR_FAIL, "out of memory");
+    free(p);
+    if (rc == 0) {
+        p = k8s_path(&K8S_NODES, NULL, o->node, NULL);
+        struct err ne;
+        if (!p || k8s_get(k, p, &node, &ne) < 0)
+            asys_log(ASYS_WARN, "Node", NULL, o->node,
+                     "reading the node's labels for perNodeConfig: %s", p ? ne.msg : "no memory");
+        free(p);
+        const char *key;
+        json_t *v;
+        /* Velero's ConfigMap has one key; a podvault one may hold other settings too: the
+         * first value with a loadConcurrency counts. */
+        rc = err_set(&e, ERR_FAIL, "ConfigMap %s/%s has no value with a loadConcurrency", o->ns,
+                     o->configmap);
+        json_object_foreach(json_object_get(cm, "data"), key, v)
+        {
+            struct err ve;
+            if (!json_is_string(v)) continue;
+            int r = ctl_concurrency_from_config(json_string_value(v), node, 1, &n, &ve);
+            if (r == 0) {
+                rc = 0;
+                break;
+            }
+            if (r != ERR_NOT_FOUND) e = ve; /* a value that is not JSON: say so */
+        }
+    }
+    json_decref(cm);
+    json_decref(node);
+    k8s_client_free(k);
+    if (rc == 0) return n;
+fail:
+    asys_log(ASYS_WARN, "ConfigMap", o->ns, o->configmap,
+             "node-agent configuration unusable, running 1 job at a time: %s", e.msg);
+    return 1;
+}
+
+struct sigctx {
+    sigset_t set;
+    volatile int stop;
+};
+
+static void *signal_thread(void *arg)
+{
+    struct sigctx *s = arg;
+    int sig;
+    while (sigwait(&s->set, &sig) != 0) {
+    }
+    asys_log(ASYS_INFO, NULL, NULL, NULL, "received %s: stopping",
+             sig == SIGTERM  ? "SIGTERM"
+             : sig == SIGINT ? "SIGINT"
+                             : "a signal");
+    s->stop = 1;
+    return NULL;
+}
+
+int agent_main(int argc, char **argv)
+{
+    struct opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "podvault agent: cannot initialize libsodium or libcurl\n");
+        return 1;
+    }
+    struct err e;
+    err_clear(&e);
+    struct k8s_config kc = {0};
+    struct metrics *m = NULL;
+    struct ctl *c = NULL;
+    char types_store[256];
+    const char *types[MAX_UPLOADER_TYPES];
+    snprintf(types_store, sizeof types_store, "%s", o.uploaders);
+    size_t n_types = split_types(types_store, types, MAX_UPLOADER_TYPES);
+
+    /* Signals go to one thread; every other thread (and, through it, each job) blocks them. */
+    struct sigctx sc = {.stop = 0};
+    sigemptyset(&sc.set);
+    sigaddset(&sc.set, SIGTERM);
+    sigaddset(&sc.set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    pthread_t sig_thread;
+    if (pthread_create(&sig_thread, NULL, signal_thread, &sc) != 0) {
+        fprintf(stderr, "podvault agent: cannot start the signal thread\n");
+        return 1;
+    }
+
+    rc = 1;
+    if (k8s_config_load(&kc, o.server, o.kubeconfig, o.context, &e) < 0) goto out;
+    unsigned conc = o.concurrency > 0 ? (unsigned)o.concurrency
+                    : o.configmap     ? concurrency_from_configmap(&kc, &o)
+                                      : 1;
+    if (metrics_new(&m, &e) < 0) goto out;
+    if (strcmp(o.metrics_addr, "off") != 0 && *o.metrics_addr) {
+        int port = 0;
+        if (metrics_serve(m, o.metrics_addr, &port, &e) < 0) goto out;
+        asys_log(ASYS_INFO, NULL, NULL, NULL, "metrics on %s (port %d)", o.metrics_addr, port);
+    }
+    struct ctl_config cfg = {
+        .node = o.node,
+        .namespace = o.ns,
+        .uploader_types = types,
+        .n_uploader_types = n_types,
+        .concurrency = conc,
+        .progress_interval = (unsigned)o.progress,
+        .shutdown_grace = (unsigned)o.grace,
+        .k8s = &kc,
+        .metrics = m,
+        .runner =
+            {
+                .exe = o.exe,
+                .host_pods = o.host_pods,
+                .namespace = o.ns,
+                .cache_dir = o.cache_dir,
+                .scratch_dir = o.scratch,
+                .credentials_file = o.creds,
+                .base_env = (const char *const *)environ,
+            },
+    };
+    if (access(o.host_pods, R_OK | X_OK) != 0)
+        asys_log(ASYS_WARN, NULL, NULL, NULL,
+                 "the kubelet pods directory %s is not readable: volumes will not be found",
+                 o.host_pods);
+    if (ctl_new(&cfg, &c, &e) < 0) goto out;
+    asys_log(ASYS_INFO, NULL, o.ns, NULL, "podvault agent %s starting on node %s, API server %s",
+             PV_VERSION, o.node, kc.server);
+    if (ctl_run(c, &sc.stop, &e) < 0) goto out;
+    rc = 0;
+out:
+    if (rc) asys_log(ASYS_ERROR, NULL, NULL, NULL, "%s", e.msg);
+    ctl_free(c);
+    metrics_free(m);
+    k8s_config_free(&kc);
+    if (!sc.stop) pthread_kill(sig_thread, SIGTERM);
+    pthread_join(sig_thread, NULL);
+    curl_global_cleanup();
+    asys_log(ASYS_INFO, NULL, NULL, NULL, "stopped");
+    return rc;
+}

@@ -1,0 +1,27 @@
+/* asys.h - small system helpers the agent's modules share: whole-file reads and JSON-lines logs.
+ *
+ * The agent is a long-running program whose output is its log: one JSON object a line on stderr,
+ * {"time":..,"level":..,"msg":..} plus the object the line is about ("kind", "namespace", "name").
+ */
+#ifndef PV_AGENT_ASYS_H
+#define PV_AGENT_ASYS_H
+
+#include <stddef.h>
+
+#include "base/buf.h"
+#include "base/err.h"
+
+/* Appends the whole file to `out`, failing when it is larger than `max` bytes. A NUL is kept
+ * after the data (not counted in out->len) so text can be used as a C string. */
+int asys_read_file(const char *path, size_t max, struct buf *out, struct err *e);
+
+enum asys_level { ASYS_DEBUG, ASYS_INFO, ASYS_WARN, ASYS_ERROR };
+
+/* Lines below `min` are dropped (default ASYS_INFO). Set once at start-up. */
+void asys_log_level(enum asys_level min);
+
+/* Writes one log line; kind, ns and name may be NULL (then left out). */
+void asys_log(enum asys_level lvl, const char *kind, const char *ns, const char *name,
+              const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+#endif

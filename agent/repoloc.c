@@ -1,0 +1,226 @@
+/* repoloc.c - BackupStorageLocation to repository location, and AWS credentials files. */
+#include "agent/repoloc.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "agent/k8s.h"
+#include "base/buf.h"
+
+void repoloc_free(struct repoloc *l)
+{
+    free(l->location);
+    free(l->profile);
+    for (size_t i = 0; i < l->n_args; i++)
+        free(l->args[i]);
+    memset(l, 0, sizeof *l);
+}
+
+static int add_arg(struct repoloc *l, const char *a, struct err *e)
+{
+    if (l->n_args == REPOLOC_MAX_ARGS) return err_set(e, ERR_FAIL, "too many repository options");
+    if (!(l->args[l->n_args] = strdup(a))) return err_set(e, ERR_FAIL, "out of memory");
+    l->n_args++;
+    return 0;
+}
+
+static bool truthy(const char *v)
+{
+    return v && (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0);
+}
+
+/* The prefix without leading and trailing slashes, into out. */
+static void trim_slashes(const char *in, char *out, size_t cap)
+{
+    while (*in == '/')
+        in++;
+    snprintf(out, cap, "%s", in);
+    size_t n = strlen(out);
+    while (n > 0 && out[n - 1] == '/')
+        out[--n] = '\0';
+}
+
+static int write_ca(const char *b64, const char *dir, struct repoloc *l, struct err *e)
+{
+    size_t n = strlen(b64), got = 0;
+    unsigned char *pem = malloc(n + 1);
+    if (!pem) return err_set(e, ERR_FAIL, "out of memory");
+    if (sodium_base642bin(pem, n, b64, n, " \t\r\n", &got, NULL, sodium_base64_VARIANT_ORIGINAL) !=
+        0) {
+        free(pem);
+        return err_set(e, ERR_FAIL, "spec.objectStorage.caCert is not valid base64");
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/ca.pem", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        free(pem);
+        return err_sys(e, errno, "writing the location's CA to %s", path);
+    }
+    ssize_t w = write(fd, pem, got);
+    int werr = errno;
+    free(pem);
+    if (close(fd) < 0 || w != (ssize_t)got)
+        return err_sys(e, w < 0 ? werr : EIO, "writing the location's CA to %s", path);
+    return add_arg(l, "--cacert", e) < 0 ? e->code : add_arg(l, path, e);
+}
+
+static bool s3_provider(const char *p)
+{
+    return !p || !*p || strcmp(p, "aws") == 0 || strcmp(p, "velero.io/aws") == 0 ||
+           strcmp(p, "s3") == 0 || strcmp(p, "minio") == 0;
+}
+
+int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_dir,
+                     struct repoloc *out, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    const char *name = k8s_str(bsl, "metadata.name");
+    const char *provider = k8s_str(bsl, "spec.provider");
+    const char *bucket = k8s_str(bsl, "spec.objectStorage.bucket");
+    const char *prefix_raw = k8s_str(bsl, "spec.objectStorage.prefix");
+    const char *dir = k8s_str(bsl, "spec.config.podvaultPath");
+    const char *s3url = k8s_str(bsl, "spec.config.s3Url");
+    const char *region = k8s_str(bsl, "spec.config.region");
+    const char *profile = k8s_str(bsl, "spec.config.profile");
+    char prefix[1024], url[2048], loc[4096];
+    trim_slashes(prefix_raw ? prefix_raw : "", prefix, sizeof prefix);
+    if (!name) name = "(unnamed)";
+    if (!volume_ns || !*volume_ns || strchr(volume_ns, '/'))
+        return err_set(e, ERR_FAIL, "invalid volume namespace \"%s\"", volume_ns ? volume_ns : "");
+    if (!(out->profile = strdup(profile && *profile ? profile : "default")))
+        return err_set(e, ERR_FAIL, "out of memory");
+    int rc = 0;
+    if (dir && *dir) {
+        snprintf(loc, sizeof loc, "%s%s%s/podvault/%s", dir, *prefix ? "/" : "", prefix, volume_ns);
+    } else {
+        if (!s3_provider(provider) && !s3url) {
+            rc = err_set(e, ERR_FAIL,
+                         "BackupStorageLocation %s: provider %s is not supported: podvault "
+                         "stores into S3-compatible object storage (provider aws, with "
+                         "config.s3Url for other stores)",
+                         name, provider);
+            goto fail;
+        }
+        if (!bucket || !*bucket) {
+            rc = err_set(e, ERR_FAIL, "BackupStorageLocation %s has no spec.objectStorage.bucket",
+                         name);
+            goto fail;
+        }
+        if (!region || !*region) region = "us-east-1";
+        if (s3url && *s3url)
+            trim_slashes(s3url, url, sizeof url);
+        else
+            snprintf(url, sizeof url, "https://s3.%s.amazonaws.com", region);
+        if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+            rc = err_set(e, ERR_FAIL,
+                         "BackupStorageLocation %s: config.s3Url %s must start with http:// or "
+                         "https://",
+                         name, url);
+            goto fail;
+        }
+        snprintf(loc, sizeof loc, "s3:%s/%s%s%s/podvault/%s", url, bucket, *prefix ? "/" : "",
+                 prefix, volume_ns);
+        out->s3 = true;
+        if ((rc = add_arg(out, "--s3-region", e)) < 0 || (rc = add_arg(out, region, e)) < 0 ||
+            (rc =
+                 add_arg(out,
+                         truthy(k8s_str(bsl, "spec.config.s3ForcePathStyle")) ? "--s3-path-style"
+                                                                              : "--s3-virtual-host",
+                         e)) < 0)
+            goto fail;
+        if (truthy(k8s_str(bsl, "spec.config.insecureSkipTLSVerify")) &&
+            (rc = add_arg(out, "--insecure-tls", e)) < 0)
+            goto fail;
+        const char *ca = k8s_str(bsl, "spec.objectStorage.caCert");
+        if (ca && *ca && (rc = write_ca(ca, ca_dir, out, e)) < 0) {
+            err_wrap(e, "BackupStorageLocation %s", name);
+            goto fail;
+        }
+    }
+    if (!(out->location = strdup(loc))) {
+        rc = err_set(e, ERR_FAIL, "out of memory");
+        goto fail;
+    }
+    return 0;
+fail:
+    repoloc_free(out);
+    return rc;
+}
+
+void repoloc_creds_free(struct repoloc_creds *c)
+{
+    if (c->secret) sodium_memzero(c->secret, strlen(c->secret));
+    if (c->session_token) sodium_memzero(c->session_token, strlen(c->session_token));
+    free(c->key_id);
+    free(c->secret);
+    free(c->session_token);
+    memset(c, 0, sizeof *c);
+}
+
+/* Trims spaces at both ends of [s, s+n) in place; returns the new start, *n updated. */
+static const char *trim(const char *s, size_t *n)
+{
+    while (*n && isspace((unsigned char)*s))
+        s++, (*n)--;
+    while (*n && isspace((unsigned char)s[*n - 1]))
+        (*n)--;
+    return s;
+}
+
+int repoloc_parse_credentials(const char *text, const char *profile, struct repoloc_creds *out,
+                              struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    bool in_section = false, seen = false;
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        const char *line = trim(p, &n);
+        p = nl ? nl + 1 : NULL;
+        if (n == 0 || line[0] == '#' || line[0] == ';') continue;
+        if (n >= 2 && line[0] == '[' && line[n - 1] == ']') {
+            size_t m = n - 2;
+            const char *sec = trim(line + 1, &m);
+            if (m > 8 && strncmp(sec, "profile ", 8) == 0) { /* the ~/.aws/config spelling */
+                sec += 8;
+                m -= 8;
+                sec = trim(sec, &m);
+            }
+            in_section = m == strlen(profile) && strncmp(sec, profile, m) == 0;
+            seen |= in_section;
+            continue;
+        }
+        const char *eq = memchr(line, '=', n);
+        if (!in_section || !eq) continue;
+        size_t kn = (size_t)(eq - line), vn = n - kn - 1;
+        const char *k = trim(line, &kn), *v = trim(eq + 1, &vn);
+        char **dst = kn == 17 && strncasecmp(k, "aws_access_key_id", kn) == 0       ? &out->key_id
+                     : kn == 21 && strncasecmp(k, "aws_secret_access_key", kn) == 0 ? &out->secret
+                     : kn == 17 && strncasecmp(k, "aws_session_token", kn) == 0
+                         ? &out->session_token
+                         : NULL;
+        if (!dst) continue;
+        free(*dst);
+        if (!(*dst = strndup(v, vn))) {
+            repoloc_creds_free(out);
+            return err_set(e, ERR_FAIL, "out of memory");
+        }
+    }
+    if (!seen || !out->key_id || !out->secret) {
+        repoloc_creds_free(out);
+        return err_set(e, ERR_NOT_FOUND,
+                       seen ? "profile [%s] lacks aws_access_key_id or aws_secret_access_key"
+                            : "no profile [%s] in the credentials",
+                       profile);
+    }
+    return 0;
+}

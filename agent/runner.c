@@ -1,0 +1,733 @@
+/* runner.c - one backup or restore of a pod volume, carried out by podvault children. */
+#include "agent/runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "agent/asys.h"
+#include "agent/repoloc.h"
+#include "agent/volume.h"
+
+#define REPO_PASSWORD_SECRET "velero-repo-credentials"
+#define REPO_PASSWORD_KEY "repository-password"
+#define SECRET_MAX (1u << 20)
+#define EXIT_INCOMPLETE 3
+#define EXIT_NO_REPO 10
+#define EXIT_WRONG_PASSWORD 12
+
+/* --- a NULL-terminated list of owned strings (argv, envp); zeroed when freed, as it may hold
+ * secrets */
+
+struct strv {
+    char **v;
+    size_t n, cap;
+};
+
+static int sv_add(struct strv *s, const char *x)
+{
+    if (s->n + 2 > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        char **v = realloc(s->v, cap * sizeof *v);
+        if (!v) return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    if (!(s->v[s->n] = strdup(x))) return -1;
+    s->v[++s->n] = NULL;
+    return 0;
+}
+
+static int sv_addf(struct strv *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sv_addf(struct strv *s, const char *fmt, ...)
+{
+    char *x;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&x, fmt, ap);
+    va_end(ap);
+    if (n < 0) return -1;
+    int rc = sv_add(s, x);
+    sodium_memzero(x, (size_t)n);
+    free(x);
+    return rc;
+}
+
+static void sv_free(struct strv *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        sodium_memzero(s->v[i], strlen(s->v[i]));
+        free(s->v[i]);
+    }
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+static const char *const *sv_list(const struct strv *s)
+{
+    return (const char *const *)s->v;
+}
+
+/* --- results */
+
+static void set_result(struct runner_result *r, const char *phase, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_result(struct runner_result *r, const char *phase, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->message, sizeof r->message, fmt, ap);
+    va_end(ap);
+    r->phase = phase;
+}
+
+/* After a step: a cancel request wins over whatever the step reported. */
+static bool canceled(const struct runner_hooks *h, struct runner_result *r, const char *what,
+                     const char *path)
+{
+    if (!*h->cancel) return false;
+    set_result(r, "Canceled", "canceled while %s %s", what, path);
+    return true;
+}
+
+static void fail_err(struct runner_result *r, const struct err *e)
+{
+    set_result(r, e->code == ERR_CANCELED ? "Canceled" : "Failed", "%s", e->msg);
+}
+
+/* --- the pod's volume */
+
+int runner_find_volume(const struct runner_env *env, struct k8s_client *k, const json_t *spec,
+                       char **path, char **claim_out, struct err *e)
+{
+    const char *ns = k8s_str(spec, "pod.namespace"), *name = k8s_str(spec, "pod.name");
+    const char *want_uid = k8s_str(spec, "pod.uid"), *volume = k8s_str(spec, "volume");
+    if (!ns || !*ns || !name || !*name)
+        return err_set(e, ERR_FAIL, "spec.pod must name the pod's namespace and name");
+    if (!volume || !*volume) return err_set(e, ERR_FAIL, "spec.volume is missing");
+    char *p = k8s_path(&K8S_PODS, ns, name, NULL);
+    json_t *pod = NULL, *pvc = NULL, *pv = NULL, *drivers = NULL;
+    int rc = p ? k8s_get(k, p, &pod, e) : err_set(e, ERR_FAIL, "out of memory");
+    free(p);
+    if (rc < 0) {
+        if (rc == ERR_NOT_FOUND) err_set(e, rc, "pod %s/%s does not exist", ns, name);
+        return rc;
+    }
+    const char *uid = k8s_str(pod, "metadata.uid");
+    const json_t *entry = volume_entry(pod, volume);
+    char *dir = NULL;
+    if (!uid) {
+        rc = err_set(e, ERR_FAIL, "pod %s/%s has no UID", ns, name);
+    } else if (want_uid && *want_uid && strcmp(want_uid, uid) != 0) {
+        rc = err_set(e, ERR_FAIL, "pod %s/%s was replaced: its UID is now %s, not %s", ns, name,
+                     uid, want_uid);
+    } else if (!entry) {
+        rc = err_set(e, ERR_FAIL, "pod %s/%s has no volume named %s", ns, name, volume);
+    } else if (volume_claim(entry)) {
+        const char *claim = volume_claim(entry);
+        p = k8s_path(&K8S_PVCS, ns, claim, NULL);
+        rc = p ? k8s_get(k, p, &pvc, e) : err_set(e, ERR_FAIL, "out of memory");
+        free(p);
+        const char *pv_name = k8s_str(pvc, "spec.volumeName");
+        if (rc == 0 && !pv_name)
+            rc = err_set(e, ERR_FAIL, "PVC %s/%s is not bound to a PersistentVolume", ns, claim);
+        if (rc == 0) {
+            p = k8s_path(&K8S_PVS, NULL, pv_name, NULL);
+            rc = p ? k8s_get(k, p, &pv, e) : err_set(e, ERR_FAIL, "out of memory");
+            free(p);
+        }
+        if (rc == 0 && volume_pv_names_driver(pv)) {
+            p = k8s_path(&K8S_CSIDRIVERS, NULL, NULL, NULL);
+            rc = p ? k8s_get(k, p, &drivers, e) : err_set(e, ERR_FAIL, "out of memory");
+            free(p);
+        }
+        if (rc == 0 && claim_out && !(*claim_out = strdup(claim)))
+            rc = err_set(e, ERR_FAIL, "out of memory");
+    }
+    if (rc == 0) rc = volume_dir(entry, pv, drivers, &dir, e);
+    if (rc == 0) rc = volume_find(env->host_pods, uid, dir, path, e);
+    if (rc < 0) err_wrap(e, "volume %s of pod %s/%s", volume, ns, name);
+    free(dir);
+    json_decref(pod);
+    json_decref(pvc);
+    json_decref(pv);
+    json_decref(drivers);
+    return rc;
+}
+
+/* --- the repository and the children's environment */
+
+static int secret_value(struct k8s_client *k, const char *ns, const char *name, const char *key,
+                        char **out, struct err *e)
+{
+    char *p = k8s_path(&K8S_SECRETS, ns, name, NULL);
+    json_t *s = NULL;
+    int rc = p ? k8s_get(k, p, &s, e) : err_set(e, ERR_FAIL, "out of memory");
+    free(p);
+    if (rc < 0) {
+        if (rc == ERR_NOT_FOUND) err_set(e, rc, "Secret %s/%s does not exist", ns, name);
+        return rc;
+    }
+    const char *b64 = json_string_value(json_object_get(json_object_get(s, "data"), key));
+    if (!b64) {
+        json_decref(s);
+        return err_set(e, ERR_NOT_FOUND, "Secret %s/%s has no key %s", ns, name, key);
+    }
+    size_t n = strlen(b64), got = 0;
+    *out = malloc(n + 1);
+    if (!*out)
+        rc = err_set(e, ERR_FAIL, "out of memory");
+    else if (sodium_base642bin((unsigned char *)*out, n, b64, n, " \r\n", &got, NULL,
+                               sodium_base64_VARIANT_ORIGINAL) != 0)
+        rc = err_set(e, ERR_FAIL, "Secret %s/%s: key %s is not base64", ns, name, key);
+    else
+        (*out)[got] = '\0';
+    if (rc < 0) {
+        free(*out);
+        *out = NULL;
+    }
+    json_decref(s);
+    return rc;
+}
+
+static bool env_has(const char *const *env, const char *name)
+{
+    size_t n = strlen(name);
+    for (; env && *env; env++)
+        if (strncmp(*env, name, n) == 0 && (*env)[n] == '=') return true;
+    return false;
+}
+
+/* Reads the S3 keys: the location's credential Secret, else the mounted credentials file; with
+ * neither, keys already in the agent's environment are inherited (creds stays empty). */
+static int s3_credentials(const struct runner_env *env, struct k8s_client *k, const json_t *bsl,
+                          const char *profile, struct repoloc_creds *creds, struct err *e)
+{
+    const char *sname = k8s_str(bsl, "spec.credential.name");
+    const char *skey = k8s_str(bsl, "spec.credential.key");
+    char *text = NULL;
+    struct buf file = BUF_INIT;
+    const char *what;
+    char whatbuf[512];
+    int rc;
+    if (sname && *sname) {
+        rc = secret_value(k, env->namespace, sname, skey && *skey ? skey : "cloud", &text, e);
+        snprintf(whatbuf, sizeof whatbuf, "Secret %s/%s", env->namespace, sname);
+        what = whatbuf;
+    } else if (env->credentials_file) {
+        rc = asys_read_file(env->credentials_file, SECRET_MAX, &file, e);
+        text = (char *)file.data;
+        file.data = NULL;
+        what = env->credentials_file;
+    } else if (env_has(env->base_env, "AWS_ACCESS_KEY_ID")) {
+        return 0;
+    } else {
+        return err_set(e, ERR_FAIL,
+                       "no S3 credentials: the location names no spec.credential Secret and no "
+                       "credentials file is mounted (--credentials-file or "
+                       "AWS_SHARED_CREDENTIALS_FILE; Velero mounts Secret cloud-credentials at "
+                       "/credentials/cloud)");
+    }
+    if (rc == 0) {
+        rc = repoloc_parse_credentials(text ? text : "", profile, creds, e);
+        if (rc < 0) err_wrap(e, "S3 credentials in %s", what);
+    }
+    if (text) {
+        sodium_memzero(text, strlen(text));
+        free(text);
+    }
+    buf_free(&file);
+    return rc;
+}
+
+static bool inherited(const char *var, bool own_aws)
+{
+    static const char *const drop[] = {
+        "PODVAULT_PASSWORD=", "PODVAULT_PASSWORD_FILE=", "PODVAULT_REPOSITORY=", NULL};
+    static const char *const aws[] = {"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=",
+                                      "AWS_SESSION_TOKEN=", "AWS_SHARED_CREDENTIALS_FILE=", NULL};
+    for (const char *const *d = drop; *d; d++)
+        if (strncmp(var, *d, strlen(*d)) == 0) return false;
+    for (const char *const *d = aws; own_aws && *d; d++)
+        if (strncmp(var, *d, strlen(*d)) == 0) return false;
+    return true;
+}
+
+static int child_env(const struct runner_env *env, struct k8s_client *k, const struct repoloc *loc,
+                     const json_t *bsl, struct strv *out, struct err *e)
+{
+    char *password = NULL;
+    struct repoloc_creds creds = {0};
+    int rc = secret_value(k, env->namespace, REPO_PASSWORD_SECRET, REPO_PASSWORD_KEY, &password, e);
+    if (rc < 0) {
+        return err_wrap(e,
+                        "repository password (Velero creates Secret %s with key %s; create it "
+                        "when podvault runs without Velero)",
+                        REPO_PASSWORD_SECRET, REPO_PASSWORD_KEY);
+    }
+    if (loc->s3) rc = s3_credentials(env, k, bsl, loc->profile, &creds, e);
+    for (const char *const *v = env->base_env; rc == 0 && v && *v; v++)
+        if (inherited(*v, creds.key_id != NULL) && sv_add(out, *v) < 0)
+            rc = err_set(e, ERR_FAIL, "out of memory");
+    if (rc == 0 &&
+        (sv_addf(out, "PODVAULT_PASSWORD=%s", password) < 0 ||
+         (creds.key_id && (sv_addf(out, "AWS_ACCESS_KEY_ID=%s", creds.key_id) < 0 ||
+                           sv_addf(out, "AWS_SECRET_ACCESS_KEY=%s", creds.secret) < 0)) ||
+         (creds.session_token && sv_addf(out, "AWS_SESSION_TOKEN=%s", creds.session_token) < 0)))
+        rc = err_set(e, ERR_FAIL, "out of memory");
+    sodium_memzero(password, strlen(password));
+    free(password);
+    repoloc_creds_free(&creds);
+    return rc;
+}
+
+static int load_location(const struct runner_env *env, struct k8s_client *k, const json_t *spec,
+                         const char *volume_ns, const char *scratch, struct repoloc *loc,
+                         json_t **bsl_out, struct err *e)
+{
+    const char *name = k8s_str(spec, "backupStorageLocation");
+    if (!name || !*name) return err_set(e, ERR_FAIL, "spec.backupStorageLocation is missing");
+    char *p = k8s_path(&K8S_BSLS, env->namespace, name, NULL);
+    int rc = p ? k8s_get(k, p, bsl_out, e) : err_set(e, ERR_FAIL, "out of memory");
+    free(p);
+    if (rc == ERR_NOT_FOUND)
+        return err_set(e, rc, "BackupStorageLocation %s does not exist in namespace %s", name,
+                       env->namespace);
+    if (rc < 0) return rc;
+    return repoloc_from_bsl(*bsl_out, volume_ns, scratch, loc, e);
+}
+
+/* --- children */
+
+struct run_ctx {
+    const struct runner_hooks *h;
+    struct runner_result *res;
+};
+
+static void on_status(void *ctx, const struct job_status *st)
+{
+    struct run_ctx *rc = ctx;
+    rc->res->total_bytes = st->total_bytes;
+    rc->res->bytes_done = st->bytes_done;
+    json_t *f = json_pack("{s:{s:I, s:I}}", "progress", "totalBytes", (json_int_t)st->total_bytes,
+                          "bytesDone", (json_int_t)st->bytes_done);
+    if (f) rc->h->update(rc->h->ctx, f, false);
+    json_decref(f);
+}
+
+static int base_argv(const struct runner_env *env, const struct repoloc *loc, struct strv *a)
+{
+    int bad =
+        sv_add(a, env->exe) | sv_add(a, "--json") | sv_add(a, "-r") | sv_add(a, loc->location);
+    if (env->cache_dir) bad |= sv_add(a, "--cache-dir") | sv_add(a, env->cache_dir);
+    for (size_t i = 0; i < loc->n_args; i++)
+        bad |= sv_add(a, loc->args[i]);
+    return bad ? -1 : 0;
+}
+
+/* Runs one child to its end; progress lines reach the hooks when `res` is given. */
+static int run_child(const struct runner_hooks *h, const struct strv *argv, const struct strv *envp,
+                     struct runner_result *res, struct buf *out, struct job_result *jr,
+                     struct err *e)
+{
+    memset(jr, 0, sizeof *jr); /* callers free it whatever happened */
+    if (*h->cancel) return err_set(e, ERR_CANCELED, "canceled");
+    struct job *j;
+    if (job_start(sv_list(argv), sv_list(envp), &j, e) < 0) return e->code;
+    h->child(h->ctx, j);
+    struct run_ctx rc = {h, res};
+    int r = job_wait(j, res ? on_status : NULL, &rc, out, jr, e);
+    h->child(h->ctx, NULL);
+    job_free(j);
+    return r;
+}
+
+static void explain(int code, const struct job_result *jr, const struct repoloc *loc,
+                    const struct runner_env *env, char *buf, size_t cap)
+{
+    char why[1024];
+    if (code == EXIT_NO_REPO)
+        snprintf(buf, cap, "no podvault repository at %s", loc->location);
+    else if (code == EXIT_WRONG_PASSWORD)
+        snprintf(buf, cap,
+                 "wrong repository password: Secret %s/%s (key %s) does not open the repository "
+                 "at %s",
+                 env->namespace, REPO_PASSWORD_SECRET, REPO_PASSWORD_KEY, loc->location);
+    else
+        snprintf(buf, cap, "%s", job_result_reason(jr, why, sizeof why));
+}
+
+/* `snapshots --json [--host H]` into *list (an array). *code is the exit code. */
+static int list_snapshots(const struct runner_env *env, const struct runner_hooks *h,
+                          const struct repoloc *loc, const struct strv *envp, const char *host,
+                          json_t **list, int *code, char *why, size_t why_cap, struct err *e)
+{
+    struct strv a = {0};
+    struct buf out = BUF_INIT;
+    struct job_result jr = {0};
+    *list = NULL;
+    int rc = base_argv(env, loc, &a) | sv_add(&a, "snapshots");
+    if (host) rc |= sv_add(&a, "--host") | sv_add(&a, host);
+    rc = rc ? err_set(e, ERR_FAIL, "out of memory") : run_child(h, &a, envp, NULL, &out, &jr, e);
+    if (rc == 0) {
+        *code = jr.exit_code;
+        if (jr.exit_code == 0) {
+            *list = json_loadb(out.data ? (const char *)out.data : "", out.len, 0, NULL);
+            if (!json_is_array(*list)) {
+                json_decref(*list);
+                *list = NULL;
+                rc = err_set(e, ERR_FAIL, "podvault snapshots --json did not print an array");
+            }
+        } else {
+            explain(jr.exit_code, &jr, loc, env, why, why_cap);
+        }
+    }
+    job_result_free(&jr);
+    buf_free(&out);
+    sv_free(&a);
+    return rc;
+}
+
+const json_t *runner_pick_snapshot(const json_t *list, const char *id)
+{
+    const json_t *best = NULL;
+    size_t i, idlen = id ? strlen(id) : 0, matches = 0;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        const char *sid = k8s_str(s, "id"), *t = k8s_str(s, "time");
+        if (!sid) continue;
+        if (id) {
+            if (strcmp(sid, id) == 0) return s;
+            if (idlen && strncmp(sid, id, idlen) == 0) {
+                best = s;
+                matches++;
+            }
+        } else if (t && (!best || strcmp(t, k8s_str(best, "time")) > 0)) {
+            best = s;
+        }
+    }
+    return id && matches != 1 ? NULL : best;
+}
+
+/* --- scratch space for one job */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+static int remove_tree(const char *path)
+{
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int make_scratch(const struct runner_env *env, char *dir, size_t cap, struct err *e)
+{
+    snprintf(dir, cap, "%s/podvault-job-XXXXXX", env->scratch_dir);
+    if (!mkdtemp(dir))
+        return err_sys(e, errno, "creating a scratch directory under %s", env->scratch_dir);
+    return 0;
+}
+
+/* What a backup and a restore share: the volume, the scratch directory, the location and the
+ * children's environment. */
+struct prep {
+    char *path, *claim;
+    char scratch[PATH_MAX];
+    struct repoloc loc;
+    json_t *bsl;
+    struct strv envp;
+};
+
+static int prepare(const struct runner_env *env, struct k8s_client *k, const json_t *spec,
+                   const char *repo_ns, const struct runner_hooks *h, struct prep *p,
+                   struct runner_result *res, struct err *e)
+{
+    memset(p, 0, sizeof *p);
+    if (runner_find_volume(env, k, spec, &p->path, &p->claim, e) < 0) return e->code;
+    snprintf(res->path, sizeof res->path, "%s", p->path);
+    json_t *f = json_pack("{s:s}", "path", p->path);
+    if (f) h->update(h->ctx, f, true);
+    json_decref(f);
+    if (make_scratch(env, p->scratch, sizeof p->scratch, e) < 0) return e->code;
+    if (load_location(env, k, spec, repo_ns, p->scratch, &p->loc, &p->bsl, e) < 0) return e->code;
+    return child_env(env, k, &p->loc, p->bsl, &p->envp, e);
+}
+
+static void prep_free(struct prep *p)
+{
+    if (p->scratch[0]) remove_tree(p->scratch);
+    free(p->path);
+    free(p->claim);
+    repoloc_free(&p->loc);
+    json_decref(p->bsl);
+    sv_free(&p->envp);
+}
+
+/* --- backup */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* --tag k=v for each of the PVB's tags, in key order so runs are repeatable. */
+static int add_tags(struct strv *a, const json_t *tags)
+{
+    size_t n = json_object_size(tags), i = 0;
+    if (!n) return 0;
+    const char **keys = calloc(n, sizeof *keys);
+    if (!keys) return -1;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)tags, key, v) keys[i++] = key;
+    qsort(keys, n, sizeof *keys, cmp_str);
+    int bad = 0;
+    for (i = 0; i < n; i++) {
+        const char *val = json_string_value(json_object_get(tags, keys[i]));
+        bad |= sv_add(a, "--tag") | sv_addf(a, "%s=%s", keys[i], val ? val : "");
+    }
+    free(keys);
+    return bad;
+}
+
+/* --threads N from an uploaderSettings value (Velero's ParallelFilesUpload/Download), when it
+ * is a positive number. */
+static int add_threads(struct strv *a, const char *setting)
+{
+    int n = setting ? atoi(setting) : 0;
+    return n > 0 ? sv_add(a, "--threads") | sv_addf(a, "%d", n) : 0;
+}
+
+/* Creates the namespace's repository unless another job (or node) just did. */
+static int init_repo(const struct runner_env *env, const struct runner_hooks *h, struct prep *p,
+                     struct err *e)
+{
+    struct strv a = {0};
+    struct job_result jr = {0};
+    json_t *list = NULL;
+    int code = 0;
+    char why[1024] = "";
+    pthread_mutex_lock(env->init_lock);
+    int rc = list_snapshots(env, h, &p->loc, &p->envp, NULL, &list, &code, why, sizeof why, e);
+    if (rc == 0 && code == EXIT_NO_REPO) {
+        rc = base_argv(env, &p->loc, &a) | sv_add(&a, "init")
+                 ? err_set(e, ERR_FAIL, "out of memory")
+                 : run_child(h, &a, &p->envp, NULL, NULL, &jr, e);
+        if (rc == 0 && jr.exit_code != 0) {
+            explain(jr.exit_code, &jr, &p->loc, env, why, sizeof why);
+            rc = err_set(e, ERR_FAIL, "creating the repository at %s: %s", p->loc.location, why);
+            /* The agent of another node may have created it just now. */
+            json_decref(list);
+            struct err again;
+            if (list_snapshots(env, h, &p->loc, &p->envp, NULL, &list, &code, why, sizeof why,
+                               &again) == 0 &&
+                code == 0)
+                rc = 0;
+        }
+        job_result_free(&jr);
+    } else if (rc == 0 && code != 0) {
+        rc = err_set(e, ERR_FAIL, "%s", why);
+    }
+    pthread_mutex_unlock(env->init_lock);
+    json_decref(list);
+    sv_free(&a);
+    return rc;
+}
+
+void runner_backup(const struct runner_env *env, struct k8s_client *k, const json_t *pvb,
+                   const struct runner_hooks *h, struct runner_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->phase = "Failed";
+    const json_t *spec = k8s_at(pvb, "spec");
+    const char *ns = k8s_str(spec, "pod.namespace"), *pod = k8s_str(spec, "pod.name");
+    const char *volume = k8s_str(spec, "volume");
+    struct err e;
+    err_clear(&e);
+    struct prep p;
+    struct strv a = {0};
+    struct job_result jr = {0};
+    json_t *list = NULL;
+    char host[512], why[1024] = "";
+    bool empty = false;
+    int code = 0;
+    if (prepare(env, k, spec, ns, h, &p, res, &e) < 0) goto fail;
+    if (volume_is_empty(p.path, &empty, &e) < 0) goto fail;
+    if (empty) {
+        set_result(res, "Completed", "volume %s is empty: no snapshot was taken", volume);
+        goto out;
+    }
+    if (p.claim)
+        snprintf(host, sizeof host, "%s/%s", ns, p.claim);
+    else
+        snprintf(host, sizeof host, "%s/%s/%s", ns, pod, volume);
+    if (list_snapshots(env, h, &p.loc, &p.envp, host, &list, &code, why, sizeof why, &e) < 0)
+        goto fail;
+    if (canceled(h, res, "backing up", p.path)) goto out;
+    if (code == EXIT_NO_REPO) {
+        if (init_repo(env, h, &p, &e) < 0) goto fail;
+    } else if (code != 0) {
+        set_result(res, "Failed", "%s", why);
+        goto out;
+    }
+    const json_t *parent = runner_pick_snapshot(list, NULL);
+    int bad = base_argv(env, &p.loc, &a) | sv_add(&a, "backup") | sv_add(&a, p.path) |
+              sv_add(&a, "--host") | sv_add(&a, host) | sv_add(&a, "--label") |
+              sv_addf(&a, "pod=%s", pod) | sv_add(&a, "--label") | sv_addf(&a, "namespace=%s", ns) |
+              sv_add(&a, "--label") | sv_addf(&a, "volume=%s", volume) |
+              add_tags(&a, k8s_at(spec, "tags"));
+    if (p.claim) bad |= sv_add(&a, "--label") | sv_addf(&a, "pvc=%s", p.claim);
+    if (parent) bad |= sv_add(&a, "--parent") | sv_add(&a, k8s_str(parent, "id"));
+    bad |= add_threads(&a, k8s_str(spec, "uploaderSettings.ParallelFilesUpload"));
+    if (bad) {
+        err_set(&e, ERR_FAIL, "out of memory");
+        goto fail;
+    }
+    if (run_child(h, &a, &p.envp, res, NULL, &jr, &e) < 0) goto fail;
+    if (jr.exit_code != 0 && canceled(h, res, "backing up", p.path)) goto out;
+    const char *snap = k8s_str(jr.summary, "snapshot_id");
+    if (snap) snprintf(res->snapshot_id, sizeof res->snapshot_id, "%s", snap);
+    if (jr.summary) {
+        res->total_bytes = (uint64_t)json_integer_value(json_object_get(jr.summary, "total_bytes"));
+        res->bytes_done = res->total_bytes;
+        res->bytes_new = (uint64_t)json_integer_value(json_object_get(jr.summary, "bytes_new"));
+    }
+    if (jr.exit_code == 0 && snap) {
+        set_result(res, "Completed", "%s", "");
+    } else if (jr.exit_code == EXIT_INCOMPLETE) {
+        set_result(res, "Failed",
+                   "snapshot %s was saved, but %llu entries could not be read (first: %s)",
+                   snap ? snap : "(unknown)", (unsigned long long)jr.error_lines,
+                   jr.first_error[0] ? jr.first_error : "see the agent log");
+    } else if (jr.exit_code == 0) {
+        set_result(res, "Failed", "podvault backup ended without reporting a snapshot ID");
+    } else {
+        explain(jr.exit_code, &jr, &p.loc, env, why, sizeof why);
+        set_result(res, "Failed", "backup of %s: %s", p.path, why);
+    }
+    goto out;
+fail:
+    fail_err(res, &e);
+out:
+    job_result_free(&jr);
+    json_decref(list);
+    sv_free(&a);
+    prep_free(&p);
+}
+
+/* --- restore */
+
+int runner_write_mark(const char *volume_path, const char *restore_uid, struct err *e)
+{
+    char dir[PATH_MAX], file[PATH_MAX];
+    if (!restore_uid || !*restore_uid || strchr(restore_uid, '/') || restore_uid[0] == '.')
+        return err_set(e, ERR_FAIL, "no usable restore UID for the completion mark");
+    if (snprintf(dir, sizeof dir, "%s/.velero", volume_path) >= (int)sizeof dir ||
+        snprintf(file, sizeof file, "%s/%s", dir, restore_uid) >= (int)sizeof file)
+        return err_set(e, ERR_FAIL, "volume path %s is too long", volume_path);
+    if (remove_tree(dir) < 0 && errno != ENOENT) return err_sys(e, errno, "removing %s", dir);
+    if (mkdir(dir, 0755) < 0) return err_sys(e, errno, "creating %s", dir);
+    chmod(dir, 0755); /* whatever the umask */
+    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return err_sys(e, errno, "creating %s", file);
+    fchmod(fd, 0644);
+    if (close(fd) < 0) return err_sys(e, errno, "creating %s", file);
+    return 0;
+}
+
+/* The UID of the Restore the PVR belongs to: its first owner, else Velero's label. */
+static const char *restore_uid(const json_t *pvr)
+{
+    const char *uid = k8s_str(json_array_get(k8s_at(pvr, "metadata.ownerReferences"), 0), "uid");
+    if (uid) return uid;
+    return json_string_value(
+        json_object_get(k8s_at(pvr, "metadata.labels"), "velero.io/restore-uid"));
+}
+
+void runner_restore(const struct runner_env *env, struct k8s_client *k, const json_t *pvr,
+                    const struct runner_hooks *h, struct runner_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->phase = "Failed";
+    const json_t *spec = k8s_at(pvr, "spec");
+    const char *snap = k8s_str(spec, "snapshotID"), *src_ns = k8s_str(spec, "sourceNamespace");
+    if (!src_ns || !*src_ns) src_ns = k8s_str(spec, "pod.namespace");
+    struct err e;
+    err_clear(&e);
+    struct prep p;
+    struct strv a = {0};
+    struct job_result jr = {0};
+    json_t *list = NULL;
+    char why[1024] = "";
+    int code = 0;
+    memset(&p, 0, sizeof p);
+    if (!snap || !*snap) {
+        err_set(&e, ERR_FAIL, "spec.snapshotID is missing");
+        goto fail;
+    }
+    if (prepare(env, k, spec, src_ns, h, &p, res, &e) < 0) goto fail;
+    if (list_snapshots(env, h, &p.loc, &p.envp, NULL, &list, &code, why, sizeof why, &e) < 0)
+        goto fail;
+    if (canceled(h, res, "restoring into", p.path)) goto out;
+    if (code == EXIT_NO_REPO) {
+        set_result(res, "Failed",
+                   "snapshot %s cannot be restored: there is no podvault repository at %s (a "
+                   "snapshot taken by Velero's own kopia or restic uploader needs Velero's "
+                   "node-agent)",
+                   snap, p.loc.location);
+        goto out;
+    }
+    if (code != 0) {
+        set_result(res, "Failed", "%s", why);
+        goto out;
+    }
+    const json_t *found = runner_pick_snapshot(list, snap);
+    if (!found) {
+        set_result(res, "Failed",
+                   "snapshot %s is not in the podvault repository at %s (a snapshot taken by "
+                   "Velero's own kopia or restic uploader needs Velero's node-agent)",
+                   snap, p.loc.location);
+        goto out;
+    }
+    res->total_bytes = (uint64_t)json_integer_value(k8s_at(found, "summary.total_bytes"));
+    const char *sparse = k8s_str(spec, "uploaderSettings.WriteSparseFiles");
+    int bad = base_argv(env, &p.loc, &a) | sv_add(&a, "restore") |
+              sv_add(&a, k8s_str(found, "id")) | sv_add(&a, "--target") | sv_add(&a, p.path);
+    if (sparse && strcasecmp(sparse, "true") == 0) bad |= sv_add(&a, "--sparse");
+    bad |= add_threads(&a, k8s_str(spec, "uploaderSettings.ParallelFilesDownload"));
+    if (bad) {
+        err_set(&e, ERR_FAIL, "out of memory");
+        goto fail;
+    }
+    if (run_child(h, &a, &p.envp, res, NULL, &jr, &e) < 0) goto fail;
+    if (jr.exit_code != 0 && canceled(h, res, "restoring into", p.path)) goto out;
+    if (jr.exit_code != 0) {
+        explain(jr.exit_code, &jr, &p.loc, env, why, sizeof why);
+        set_result(res, "Failed", "restore of snapshot %s into %s: %s", snap, p.path, why);
+    } else if (runner_write_mark(p.path, restore_uid(pvr), &e) < 0) {
+        err_wrap(&e, "data restored, but the completion mark for Velero's restore-wait could not "
+                     "be written");
+        goto fail;
+    } else {
+        res->bytes_done = res->total_bytes;
+        set_result(res, "Completed", "%s", "");
+    }
+    goto out;
+fail:
+    fail_err(res, &e);
+out:
+    job_result_free(&jr);
+    json_decref(list);
+    sv_free(&a);
+    prep_free(&p);
+}

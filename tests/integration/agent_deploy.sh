@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# agent_deploy.sh - deploy/ against the API server stand-in with the real kubectl: `apply -k
+# deploy/` creates every object and a second apply changes none; `apply -k deploy/agent` works
+# where Velero's kinds already exist; and the DaemonSet's own arguments and environment
+# (with the ConfigMap's values) start `podvault agent`, which reads loadConcurrency from it.
+set -euo pipefail
+src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
+. "$src/tests/k8s/lib.sh"
+
+command -v kubectl >/dev/null || { echo "SKIP: kubectl is not installed"; exit 0; }
+command -v python3 >/dev/null || { echo "SKIP: python3 is not installed"; exit 0; }
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-deploy.XXXXXX")
+agent=
+cleanup() {
+    [ -n "$agent" ] && kill "$agent" 2>/dev/null
+    k8s_stop
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*" >&2
+    [ -f "$tmp/agent.log" ] && tail -n 20 "$tmp/agent.log" >&2
+    exit 1
+}
+
+# --- a cluster without Velero: everything
+k8s_start "$tmp"
+kc apply -k "$src/deploy" >"$tmp/apply1" || fail "kubectl apply -k deploy/ failed"
+for obj in namespace/velero customresourcedefinition.apiextensions.k8s.io/podvolumebackups.velero.io \
+    customresourcedefinition.apiextensions.k8s.io/podvolumerestores.velero.io \
+    customresourcedefinition.apiextensions.k8s.io/backupstoragelocations.velero.io \
+    serviceaccount/podvault-agent role.rbac.authorization.k8s.io/podvault-agent \
+    clusterrole.rbac.authorization.k8s.io/podvault-agent \
+    rolebinding.rbac.authorization.k8s.io/podvault-agent \
+    clusterrolebinding.rbac.authorization.k8s.io/podvault-agent configmap/podvault-agent \
+    daemonset.apps/podvault-agent; do
+    grep -q "^$obj created" "$tmp/apply1" || fail "apply did not create $obj: $(cat "$tmp/apply1")"
+done
+kc apply -k "$src/deploy" >"$tmp/apply2"
+if grep -v ' unchanged$' "$tmp/apply2"; then fail "a second apply changed objects"; fi
+[ "$(kc get ds podvault-agent -n velero -o jsonpath='{.spec.template.spec.containers[0].image}')" = \
+    podvault:0.1.0 ] || fail "the image is not set by the kustomization"
+[ "$(kc get ds podvault-agent -n velero -o jsonpath='{.spec.template.metadata.labels.role}')" = \
+    node-agent ] || fail "the pods are not labelled role=node-agent"
+kc get podvolumebackups -n velero >/dev/null || fail "the PodVolumeBackup CRD is not served"
+echo "ok - kubectl apply -k deploy/ (twice)"
+
+# --- the DaemonSet's arguments, with its environment from the ConfigMap, start the agent
+if "$PODVAULT" agent --help >/dev/null 2>&1; then
+    kc patch configmap podvault-agent -n velero --type merge \
+        -p '{"data":{"node-agent-config.json":"{\"loadConcurrency\":{\"globalConfig\":3,\"perNodeConfig\":[{\"nodeSelector\":{\"matchLabels\":{\"size\":\"big\"}},\"number\":2}]}}"}}' \
+        >/dev/null
+    kc apply -f - >/dev/null <<'EOF'
+apiVersion: v1
+kind: Node
+metadata: {name: node-1, labels: {size: big}}
+EOF
+    kc get ds podvault-agent -n velero -o json >"$tmp/ds.json"
+    kc get cm podvault-agent -n velero -o json >"$tmp/cm.json"
+    mkdir -p "$tmp/pods" "$tmp/cache" "$tmp/scratch"
+    # The container's arguments with $(VAR) expanded as the kubelet does; paths and the API
+    # server moved to this test's.
+    python3 - "$tmp" >"$tmp/args" <<'EOF'
+import json, re, sys
+tmp = sys.argv[1]
+ds = json.load(open(f"{tmp}/ds.json"))
+cm = json.load(open(f"{tmp}/cm.json"))["data"]
+c = ds["spec"]["template"]["spec"]["containers"][0]
+env = {}
+for e in c["env"]:
+    ref = (e.get("valueFrom") or {}).get("configMapKeyRef")
+    if ref:
+        env[e["name"]] = cm[ref["key"]]
+    elif "value" in e:
+        env[e["name"]] = e["value"]
+moved = {"/host_pods": f"{tmp}/pods", "/cache": f"{tmp}/cache", "/scratch": f"{tmp}/scratch",
+         ":8085": "127.0.0.1:0"}
+for a in c["args"]:
+    a = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a)
+    if "=" in a and a.split("=", 1)[1] in moved:
+        a = a.split("=", 1)[0] + "=" + moved[a.split("=", 1)[1]]
+    print(a)
+EOF
+    mapfile -t args <"$tmp/args"
+    [ "${args[0]}" = agent ] || fail "the DaemonSet does not run the agent command: ${args[*]}"
+    NODE_NAME=node-1 VELERO_NAMESPACE=velero "$PODVAULT" "${args[@]}" --server "$K8S_URL" \
+        >"$tmp/agent.log" 2>&1 &
+    agent=$!
+    running() { grep -q '"msg":"serving' "$tmp/agent.log"; }
+    wait_for 20 running || fail "the agent did not start with the DaemonSet's arguments"
+    grep -q "(2 jobs at once)" "$tmp/agent.log" || fail "loadConcurrency from the ConfigMap not used"
+    if grep -q '"level":"\(warning\|error\)"' "$tmp/agent.log"; then fail "the agent warned"; fi
+    kill -TERM "$agent"
+    wait "$agent" || fail "the agent did not exit 0 on SIGTERM"
+    agent=
+    echo "ok - the DaemonSet's arguments and ConfigMap start the agent"
+else
+    echo "SKIP: this podvault does not dispatch the agent command yet"
+fi
+k8s_stop
+
+# --- next to Velero: its kinds exist already (the stand-in serves them from the start)
+k8s_start "$tmp"
+kc create namespace velero >/dev/null
+kc apply -k "$src/deploy/agent" >"$tmp/apply3" || fail "kubectl apply -k deploy/agent failed"
+if grep -q customresourcedefinition "$tmp/apply3"; then fail "deploy/agent applies CRDs"; fi
+grep -q "^daemonset.apps/podvault-agent created" "$tmp/apply3" || fail "no DaemonSet"
+echo "ok - kubectl apply -k deploy/agent"
+echo "agent deploy: all ok"

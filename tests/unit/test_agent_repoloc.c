@@ -1,0 +1,180 @@
+/* test_agent_repoloc.c - unit tests of agent/repoloc: BackupStorageLocation to repository
+ * location and podvault options (AWS default URL, s3Url, path style, TLS, CA file, local
+ * directories, refused providers) and AWS shared-credentials files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "agent/repoloc.h"
+
+static int from(const char *bsl_text, const char *ns, const char *dir, struct repoloc *l,
+                struct err *e)
+{
+    json_t *bsl = json_loads(bsl_text, 0, NULL);
+    assert_non_null(bsl);
+    int rc = repoloc_from_bsl(bsl, ns, dir, l, e);
+    json_decref(bsl);
+    return rc;
+}
+
+static void assert_args(const struct repoloc *l, const char *const *want)
+{
+    size_t n = 0;
+    while (want[n])
+        n++;
+    assert_int_equal(l->n_args, n);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(l->args[i], want[i]);
+}
+
+static void test_s3_locations(void **state)
+{
+    struct repoloc l;
+    struct err e;
+    assert_int_equal(from("{\"metadata\":{\"name\":\"default\"},\"spec\":{\"provider\":\"aws\","
+                          "\"objectStorage\":{\"bucket\":\"bk\",\"prefix\":\"/cluster1/\"},"
+                          "\"config\":{\"region\":\"eu-west-1\"}}}",
+                          "shop", "/tmp", &l, &e),
+                     0);
+    assert_string_equal(l.location,
+                        "s3:https://s3.eu-west-1.amazonaws.com/bk/cluster1/podvault/shop");
+    assert_true(l.s3);
+    assert_string_equal(l.profile, "default");
+    static const char *const aws[] = {"--s3-region", "eu-west-1", "--s3-virtual-host", NULL};
+    assert_args(&l, aws);
+    repoloc_free(&l);
+
+    assert_int_equal(
+        from("{\"metadata\":{\"name\":\"minio\"},\"spec\":{\"provider\":\"velero.io/aws\","
+             "\"objectStorage\":{\"bucket\":\"velero\"},"
+             "\"config\":{\"s3Url\":\"http://minio.velero.svc:9000/\","
+             "\"s3ForcePathStyle\":\"true\",\"insecureSkipTLSVerify\":\"true\","
+             "\"profile\":\"backup\"}}}",
+             "default", "/tmp", &l, &e),
+        0);
+    assert_string_equal(l.location, "s3:http://minio.velero.svc:9000/velero/podvault/default");
+    assert_string_equal(l.profile, "backup");
+    static const char *const minio[] = {"--s3-region", "us-east-1", "--s3-path-style",
+                                        "--insecure-tls", NULL};
+    assert_args(&l, minio);
+    repoloc_free(&l);
+}
+
+static void test_ca_written(void **state)
+{
+    char dir[] = "/tmp/pv-repoloc.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct repoloc l;
+    struct err e;
+    /* "-----BEGIN CERTIFICATE-----\n" in base64 */
+    assert_int_equal(
+        from("{\"spec\":{\"provider\":\"aws\",\"objectStorage\":{\"bucket\":\"b\","
+             "\"caCert\":\"LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==\"},"
+             "\"config\":{\"s3Url\":\"https://rgw:7480\",\"s3ForcePathStyle\":\"1\"}}}",
+             "ns", dir, &l, &e),
+        0);
+    char ca[256];
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    static const char *want_tail[] = {"--cacert", NULL};
+    assert_string_equal(l.args[l.n_args - 2], want_tail[0]);
+    assert_string_equal(l.args[l.n_args - 1], ca);
+    FILE *f = fopen(ca, "r");
+    assert_non_null(f);
+    char line[64] = "";
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    assert_string_equal(line, "-----BEGIN CERTIFICATE-----\n");
+    struct stat st;
+    assert_int_equal(stat(ca, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    repoloc_free(&l);
+    unlink(ca);
+    rmdir(dir);
+}
+
+static void test_local_and_refusals(void **state)
+{
+    struct repoloc l;
+    struct err e;
+    assert_int_equal(from("{\"spec\":{\"provider\":\"local\",\"objectStorage\":{\"bucket\":\"x\","
+                          "\"prefix\":\"p\"},\"config\":{\"podvaultPath\":\"/srv/backups\"}}}",
+                          "apps", "/tmp", &l, &e),
+                     0);
+    assert_string_equal(l.location, "/srv/backups/p/podvault/apps");
+    assert_false(l.s3);
+    assert_int_equal(l.n_args, 0);
+    repoloc_free(&l);
+
+    assert_int_equal(from("{\"metadata\":{\"name\":\"gcs\"},\"spec\":{\"provider\":\"gcp\","
+                          "\"objectStorage\":{\"bucket\":\"b\"}}}",
+                          "ns", "/tmp", &l, &e),
+                     ERR_FAIL);
+    assert_non_null(strstr(e.msg, "BackupStorageLocation gcs: provider gcp is not supported"));
+    assert_null(l.location);
+    assert_int_equal(from("{\"metadata\":{\"name\":\"nob\"},\"spec\":{\"provider\":\"aws\"}}", "ns",
+                          "/tmp", &l, &e),
+                     ERR_FAIL);
+    assert_non_null(strstr(e.msg, "no spec.objectStorage.bucket"));
+    assert_int_equal(from("{\"spec\":{\"provider\":\"aws\",\"objectStorage\":{\"bucket\":\"b\"},"
+                          "\"config\":{\"s3Url\":\"minio:9000\"}}}",
+                          "ns", "/tmp", &l, &e),
+                     ERR_FAIL);
+    assert_non_null(strstr(e.msg, "must start with http"));
+    assert_int_equal(
+        from("{\"spec\":{\"config\":{\"podvaultPath\":\"/x\"}}}", "../etc", "/tmp", &l, &e),
+        ERR_FAIL);
+    assert_int_equal(from("{\"spec\":{\"config\":{\"podvaultPath\":\"/x\"}}}", "", "/tmp", &l, &e),
+                     ERR_FAIL);
+}
+
+static void test_credentials(void **state)
+{
+    static const char text[] = "# Velero's cloud file\n"
+                               "[default]\n"
+                               "aws_access_key_id = AKIA1\n"
+                               "aws_secret_access_key=secret1  \n"
+                               "\n"
+                               "[profile backup]\n"
+                               "; another\n"
+                               "AWS_ACCESS_KEY_ID = AKIA2\n"
+                               "aws_secret_access_key = secret2\n"
+                               "aws_session_token = tok2\n"
+                               "[empty]\n"
+                               "aws_access_key_id = AKIA3\n";
+    struct repoloc_creds c;
+    struct err e;
+    assert_int_equal(repoloc_parse_credentials(text, "default", &c, &e), 0);
+    assert_string_equal(c.key_id, "AKIA1");
+    assert_string_equal(c.secret, "secret1");
+    assert_null(c.session_token);
+    repoloc_creds_free(&c);
+    assert_int_equal(repoloc_parse_credentials(text, "backup", &c, &e), 0);
+    assert_string_equal(c.key_id, "AKIA2");
+    assert_string_equal(c.secret, "secret2");
+    assert_string_equal(c.session_token, "tok2");
+    repoloc_creds_free(&c);
+    assert_int_equal(repoloc_parse_credentials(text, "empty", &c, &e), ERR_NOT_FOUND);
+    assert_non_null(strstr(e.msg, "lacks"));
+    assert_int_equal(repoloc_parse_credentials(text, "nope", &c, &e), ERR_NOT_FOUND);
+    assert_non_null(strstr(e.msg, "no profile [nope]"));
+    assert_int_equal(repoloc_parse_credentials("[\n]\n[", "default", &c, &e), ERR_NOT_FOUND);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_s3_locations),
+        cmocka_unit_test(test_ca_written),
+        cmocka_unit_test(test_local_and_refusals),
+        cmocka_unit_test(test_credentials),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
