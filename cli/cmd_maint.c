@@ -364,11 +364,10 @@ static int forget_parse(struct cli *g, int argc, char **argv, struct forget_args
 
 static int remove_snapshot(struct repo *r, const struct oid *id, struct err *e)
 {
-    char name[96], hex[OID_HEX_LEN + 1];
-    snprintf(name, sizeof name, "snapshots/%s", oid_hex(id, hex));
-    int rc = backend_remove(repo_backend(r), name, e);
-    if (rc == ERR_NOT_FOUND) return 0; /* another forget was quicker */
-    if (rc < 0) return err_wrap(e, "removing snapshot %s", hex);
+    char hex[OID_HEX_LEN + 1];
+    int rc = repo_remove_file(r, "snapshots", id, e); /* and its cached copy */
+    if (rc == ERR_NOT_FOUND) return 0;                /* another forget was quicker */
+    if (rc < 0) return err_wrap(e, "removing snapshot %s", oid_hex(id, hex));
     return 0;
 }
 
@@ -554,6 +553,11 @@ int cmd_forget(struct cli *g, int argc, char **argv)
         rc = cli_usage_error(g, "no policy and no snapshot IDs given: nothing would be removed");
     struct repo *r = NULL;
     if (rc == -1) rc = cli_open_repo(g, &r);
+    if (!r) { /* --help, a usage error, or no repository */
+        cli_list_free(&a.keep_tags);
+        cli_filter_free(&a.filter);
+        return rc;
+    }
     size_t kept = 0, removed = 0;
     if (rc == 0)
         rc = by_id ? forget_by_id(g, r, &a, argc, argv, &removed)

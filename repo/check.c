@@ -500,7 +500,7 @@ int check_repair_index(struct repo *r, const struct check_options *o, struct che
     char name[96], hex[OID_HEX_LEN + 1];
     for (size_t i = 0; rc == 0 && i < n_old; i++) {
         snprintf(name, sizeof name, "index/%s", oid_hex(&old[i], hex));
-        int rrc = backend_remove(repo_backend(r), name, e);
+        int rrc = repo_remove_file(r, "index", &old[i], e);
         if (rrc == ERR_NOT_FOUND) continue;
         if (rrc < 0) {
             rc = err_wrap(e, "removing the replaced index file %s", name);

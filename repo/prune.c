@@ -989,7 +989,7 @@ static int delete_one(void *ctx, size_t k, struct err *e)
     struct pr *p = ctx;
     char name[80];
     pack_object_name(slot_id(p, p->now_slots[k]), name);
-    int rc = backend_remove(repo_backend(p->r), name, e);
+    int rc = repo_remove_file(p->r, "data", slot_id(p, p->now_slots[k]), e);
     if (rc == ERR_NOT_FOUND) return 0;
     if (rc < 0) return err_wrap(e, "deleting pack %s", name + 8);
     return 0;
@@ -1001,7 +1001,7 @@ static int remove_index_files(struct pr *p, struct err *e)
     for (size_t i = 0; i < p->n_i0 + p->n_i_new; i++) {
         const struct oid *id = i < p->n_i0 ? &p->i0[i] : &p->i_new[i - p->n_i0];
         snprintf(name, sizeof name, "index/%s", oid_hex(id, hex));
-        int rc = backend_remove(repo_backend(p->r), name, e);
+        int rc = repo_remove_file(p->r, "index", id, e);
         if (rc == ERR_NOT_FOUND) continue;
         if (rc < 0) return err_wrap(e, "removing the replaced index file %s", name);
         p->st->index_files_removed++;

@@ -479,9 +479,7 @@ int repo_remove_file(struct repo *r, const char *dir, const struct oid *id, stru
     if (rc < 0) return rc;
     /* The copy goes first: a copy without its object would be read as if it still existed. */
     cache_drop(r, name);
-    rc = backend_remove(r->b, name, e);
-    if (rc < 0) return err_wrap(e, "removing %s", name);
-    return 0;
+    return backend_remove(r->b, name, e); /* its messages name the object */
 }
 
 int repo_save_pack(struct repo *r, const struct oid *pack_id, enum blob_type type, const void *data,
