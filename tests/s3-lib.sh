@@ -8,6 +8,7 @@
 #                           larger than S3_PACK_SIZE, many small files, compressible text, a link
 #   s3_proxy VAR ARGS...    start pv_faultproxy in front of the server (ARGS: its options); the
 #                           repository location through it goes into $VAR, its pid into $VAR_pid
+#   s3_keys                 the keys under $REPO (relative to it); s3_delete_prefix deletes them
 #   s3_gets LOG [OFFSET]    GET requests for index files, snapshots and packs in a proxy --log
 #                           (from byte OFFSET on), one path a line; existence probes (the
 #                           one-byte GET before an upload) are left out
@@ -35,24 +36,37 @@ s3_require() {
 s3_hostport() { local r=${REPO#s3:http://}; echo "${r%%/*}"; }
 s3_path() { local r=${REPO#s3:http://}; echo "${r#*/}"; }
 
-# Deletes every object under $REPO's prefix (ListObjectsV2 pages of up to 1000 keys), so the
-# shared server does not fill up with test repositories. Never fails (it runs from exit traps,
-# also under set -e).
-s3_delete_prefix() {
-    local base path bucket prefix keys k sha=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+# s3_keys: the keys under $REPO's prefix, one a line, relative to it (ListObjectsV2, up to 50
+# pages of 1000). s3_delete_prefix: deletes them all, so the shared server does not fill up
+# with test repositories; it never fails (it runs from exit traps, also under set -e).
+s3_curl() {
+    curl -s -m 30 --aws-sigv4 "aws:amz:${AWS_REGION:-us-east-1}:s3" \
+        --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+        -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" "$@"
+}
+
+s3_keys() {
+    local base path bucket prefix page token="" query
     base=http://$(s3_hostport)
     path=$(s3_path)
     bucket=${path%%/*}
     prefix=${path#*/}/
-    local s3curl=(curl -s -m 30 --aws-sigv4 "aws:amz:${AWS_REGION:-us-east-1}:s3"
-        --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-content-sha256: $sha")
     for _ in $(seq 1 50); do
-        # The query is signed as written: sorted, and the prefix's slashes encoded.
-        keys=$("${s3curl[@]}" "$base/$bucket?list-type=2&max-keys=1000&prefix=${prefix//\//%2F}" |
-            grep -o '<Key>[^<]*</Key>' | sed 's/<Key>\(.*\)<\/Key>/\1/') || true
-        [ -n "$keys" ] || return 0
-        for k in $keys; do "${s3curl[@]}" -X DELETE -o /dev/null "$base/$bucket/$k" || true; done
+        # The query is signed as written: sorted, with the values' slashes (and more) encoded.
+        query="list-type=2&max-keys=1000&prefix=${prefix//\//%2F}"
+        [ -n "$token" ] && query="continuation-token=$(jq -rn --arg t "$token" '$t | @uri')&$query"
+        page=$(s3_curl "$base/$bucket?$query") || return 0
+        grep -o '<Key>[^<]*</Key>' <<<"$page" | sed "s|<Key>$prefix\(.*\)</Key>|\1|" || true
+        token=$(grep -o '<NextContinuationToken>[^<]*' <<<"$page" | sed 's/<NextContinuationToken>//') || true
+        [ -n "$token" ] || return 0
     done
+}
+
+s3_delete_prefix() {
+    local base path k
+    base=http://$(s3_hostport)
+    path=$(s3_path)
+    for k in $(s3_keys); do s3_curl -X DELETE -o /dev/null "$base/$path/$k" || true; done
 }
 
 s3_make_tree() {

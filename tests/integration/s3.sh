@@ -4,8 +4,8 @@
 # larger than a pack, many small files, random and compressible data; snapshots, ls and cat;
 # incremental backup; the local cache (through a logging pv_faultproxy: `snapshots` and an
 # unchanged backup download no index, snapshot or tree data again); read-ahead (a restore makes
-# far fewer requests than it has files); a wrong password; a wrong secret that fails at once with
-# the server's reason.
+# far fewer requests than it has files); forget and prune (the cache follows); a wrong password;
+# a wrong secret that fails at once with the server's reason.
 # Runs when PV_TEST_S3 and the AWS_* credentials are set (eval "$(tests/s3-env.sh)"); says
 # SKIPPED otherwise. Every podvault run is bounded in time (tests/s3-lib.sh).
 . "$(dirname "$0")/lib.sh" || exit 1
@@ -102,6 +102,21 @@ pvx "$C2" --json backup "$S" --tag s3
 pvx "$C2" --no-cache snapshots # the check can fail: without the cache everything is read
 [ "$(grep -c /snapshots/ "$T/gets")" = 4 ] || fail "--no-cache: $(cat "$T/gets")"
 ok "cache: 'snapshots' and an unchanged backup download no index, snapshot or tree data again"
+
+# ---- forget and prune: the cache follows the repository ----
+run_pv 0 forget "$first"
+[ ! -f "$C/snapshots/$first" ] || fail "forget left the snapshot in the cache"
+run_pv 0 --json prune --max-unused 0%
+note "prune: $(tail -n 1 "$T/out")"
+s3_keys >"$T/keys"
+for f in "$C"/index/* "$C"/snapshots/* "$C"/data/*/*; do
+    [ -e "$f" ] || continue
+    grep -qx "${f#"$C"/}" "$T/keys" || fail "the cache still holds ${f#"$C"/}, which the repository no longer has"
+done
+[ -n "$(ls "$C/index")" ] || fail "no index file left in the cache"
+run_pv 0 restore latest --target "$T/restore4"
+tree_equal "$S" "$T/restore4"
+ok "forget and prune: the cache holds nothing the repository lost; restore after prune byte for byte"
 
 # ---- wrong password, wrong secret ----
 echo wrong >"$T/wrong"
