@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/request.h"
 #include "cli/cli.h"
 #include "repo/crypt.h"
 
@@ -26,6 +27,7 @@ static const char usage[] =
     "  key         manage the passwords of a repository\n"
     "  version     print the version\n"
     "  agent       run the node agent (PodVolumeBackup/PodVolumeRestore on this node)\n"
+    "  request     ask the node agents for pod volume backups and restores\n"
     "\n"
     "Global options (before or after the command):\n"
     "  -r, --repo LOCATION     repository: a directory, or "
@@ -83,13 +85,21 @@ static int cmd_agent(struct cli *g, int argc, char **argv)
     return agent_main(argc, argv);
 }
 
+/* `request` also parses its own options (see agent/request.h). */
+static int cmd_request(struct cli *g, int argc, char **argv)
+{
+    (void)g;
+    return request_main(argc, argv);
+}
+
 static const struct {
     const char *name;
     int (*run)(struct cli *g, int argc, char **argv);
 } commands[] = {
-    {"init", cmd_init}, {"backup", cmd_backup},   {"snapshots", cmd_snapshots},
-    {"ls", cmd_ls},     {"restore", cmd_restore}, {"cat", cmd_cat},
-    {"key", cmd_key},   {"version", cmd_version}, {"agent", cmd_agent},
+    {"init", cmd_init},       {"backup", cmd_backup},   {"snapshots", cmd_snapshots},
+    {"ls", cmd_ls},           {"restore", cmd_restore}, {"cat", cmd_cat},
+    {"key", cmd_key},         {"version", cmd_version}, {"agent", cmd_agent},
+    {"request", cmd_request},
 };
 
 static int find_command(const char *name)
