@@ -302,10 +302,10 @@ static int do_restore(struct req *q, struct err *e)
     char uid[37], name[80], sel[160], label[64];
     new_uid(uid);
     if (!q->name) {
+        char ts[20];
         time_t t = time(NULL);
-        strftime(name, sizeof name, "-%Y%m%d%H%M%S", gmtime(&t));
-        snprintf(sel, sizeof sel, "%.60s%s", q->from, name);
-        snprintf(name, sizeof name, "%s", sel);
+        strftime(ts, sizeof ts, "%Y%m%d%H%M%S", gmtime(&t));
+        snprintf(name, sizeof name, "%.50s-%s", q->from, ts);
         q->name = name;
     }
     label_value(q->from, label);
