@@ -3,7 +3,8 @@
 # laid out like a kubelet pods directory, a local repository and one agent: pods with Velero's
 # annotations -> `request backup --wait` backs up exactly the chosen volumes and reports the
 # skipped ones with their reasons -> `request restore --wait` brings the data back byte for byte
-# into a new pod of the same name, with Velero's completion mark.
+# into a new pod of the same name, with Velero's completion mark; a failed PodVolumeBackup and a
+# --wait that times out make the request exit non-zero.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
@@ -231,3 +232,41 @@ if req restore --from no-such-backup --namespace shop >"$tmp/none.out" 2>&1; the
 fi
 expect "$tmp/none.out" "no PodVolumeBackups of backup no-such-backup"
 pass "opt-out mode and a restore from an unknown backup"
+
+# --- a volume the agent cannot find fails its PodVolumeBackup, and the request exits non-zero
+kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: lost
+  namespace: shop
+  labels: {app: lost}
+  annotations: {backup.velero.io/backup-volumes: cache}
+spec:
+  nodeName: n1
+  containers: [{name: app, image: busybox, volumeMounts: [{name: cache, mountPath: /cache}]}]
+  volumes: [{name: cache, emptyDir: {}}]
+EOF
+running lost shop
+if req backup --namespace shop --selector app=lost --name b3 --wait --timeout 60 \
+    >"$tmp/b3.out" 2>&1; then
+    cat "$tmp/b3.out" >&2
+    fail "a backup whose volume is missing exited 0"
+fi
+expect "$tmp/b3.out" " Failed "
+expect "$tmp/b3.out" "expected one matching path"
+expect "$tmp/b3.out" "1 of 1 did not complete"
+pass "a failed PodVolumeBackup makes the request fail, with the agent's message"
+
+# --- with no agent serving, --wait gives up after --timeout and says so
+kill -TERM "$agent_pid"
+wait "$agent_pid" 2>/dev/null || true
+agent_pid=
+start=$SECONDS
+if req backup --namespace shop --selector app=shop --name b4 --default-volumes --wait --timeout 2 \
+    >"$tmp/b4.out" 2>&1; then
+    fail "a backup nobody served exited 0"
+fi
+[ $((SECONDS - start)) -le 10 ] || fail "--timeout 2 took $((SECONDS - start)) s"
+expect "$tmp/b4.out" "2 of 2 did not complete"
+pass "--wait is bounded by --timeout"
