@@ -90,16 +90,17 @@ if [ $? = 0 ]; then
 fi
 
 # ---- valgrind over the unit tests --------------------------------------------------------------
-valgrind_one() { # TEST: leaves its exit code in $LOGS/valgrind-NAME.rc
-    local name
+valgrind_one() { # TEST: leaves "exit-code seconds" in $LOGS/valgrind-NAME.rc
+    local name t0
     name=$(basename "$1")
+    t0=$(date +%s)
     PV_SOURCE_DIR=$ROOT PV_BUILD_DIR=$ROOT/build timeout 1200 valgrind -q --error-exitcode=1 \
         --leak-check=full --errors-for-leak-kinds=definite,indirect \
         --show-leak-kinds=definite,indirect "$1" >"$LOGS/valgrind-$name.log" 2>&1
-    echo $? >"$LOGS/valgrind-$name.rc"
+    echo "$? $(( $(date +%s) - t0 ))" >"$LOGS/valgrind-$name.rc"
 }
 valgrind_units() {
-    local t rc=0 name
+    local t rc=0 name code secs
     local tests=(build/test_*)
     [ -e "${tests[0]}" ] || { echo "no unit tests built"; return 1; }
     for t in "${tests[@]}"; do
@@ -110,10 +111,11 @@ valgrind_units() {
     wait
     for t in "${tests[@]}"; do
         name=$(basename "$t")
-        if [ "$(cat "$LOGS/valgrind-$name.rc" 2>/dev/null)" = 0 ]; then
-            echo "ok   $name"
+        read -r code secs <"$LOGS/valgrind-$name.rc" || code=missing
+        if [ "$code" = 0 ]; then
+            echo "ok   $name (${secs}s)"
         else
-            echo "FAIL $name (exit $(cat "$LOGS/valgrind-$name.rc" 2>/dev/null); log below)"
+            echo "FAIL $name (exit $code after ${secs:-?}s; log below)"
             grep -E '^==[0-9]+==' "$LOGS/valgrind-$name.log" | head -n 40
             tail -n 5 "$LOGS/valgrind-$name.log"
             rc=1
@@ -126,20 +128,31 @@ if [ $BUILD_OK = 0 ]; then
 fi
 
 # ---- fuzzers -----------------------------------------------------------------------------------
+fuzz_one() { # TARGET: runs it from its seeds; leaves its exit code in $LOGS/NAME.rc
+    local f=$1 name seeds corpus
+    name=$(basename "$f")
+    corpus=$LOGS/corpus-$name
+    mkdir -p "$corpus"
+    for seeds in "tests/fuzz/corpus/$name" "tests/fuzz/corpus/${name#fuzz_}" "tests/fuzz/seeds/$name"; do
+        [ -d "$seeds" ] && cp -r "$seeds"/. "$corpus"/
+    done
+    "$f" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        -artifact_prefix="$LOGS/$name-" "$corpus" >"$LOGS/$name.log" 2>&1
+    echo $? >"$LOGS/$name.rc"
+}
 fuzz_all() {
-    local f name seeds corpus rc=0
+    local f name rc=0
     local targets=(build-fuzz/fuzz_*)
     [ -e "${targets[0]}" ] || { echo "no fuzz targets"; return 0; }
     for f in "${targets[@]}"; do
         [ -x "$f" ] || continue
+        fuzz_one "$f" &
+        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+    done
+    wait
+    for f in "${targets[@]}"; do
         name=$(basename "$f")
-        corpus=$LOGS/corpus-$name
-        mkdir -p "$corpus"
-        for seeds in "tests/fuzz/corpus/$name" "tests/fuzz/corpus/${name#fuzz_}" "tests/fuzz/seeds/$name"; do
-            [ -d "$seeds" ] && cp -r "$seeds"/. "$corpus"/
-        done
-        if "$f" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-            -artifact_prefix="$LOGS/$name-" "$corpus" >"$LOGS/$name.log" 2>&1; then
+        if [ "$(cat "$LOGS/$name.rc" 2>/dev/null)" = 0 ]; then
             echo "ok   $name: $(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$LOGS/$name.log" | grep -Eo '[0-9]+$') runs in ${FUZZ_SECONDS}s"
         else
             echo "FAIL $name"

@@ -5,10 +5,12 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cmd_maint.h"
 #include "cli/format.h"
 #include "cli/options.h"
 #include "cli/progress.h"
 #include "repo/archiver.h"
+#include "repo/lock.h"
 #include "repo/repo.h"
 
 static const char backup_usage[] =
@@ -204,8 +206,11 @@ int cmd_backup(struct cli *g, int argc, char **argv)
     memset(&a, 0, sizeof a);
     int rc = parse_args(g, argc, argv, &a);
     struct repo *r = NULL;
-    if (rc == PARSED) rc = cli_open_repo_indexed(g, &r);
-    if (!r) { /* a usage error, --help, or the repository did not open */
+    struct lock *lk = NULL;
+    if (rc == PARSED) rc = cli_open_repo(g, &r);
+    if (r && !rc) rc = cli_writer_begin(g, r, &lk);
+    if (!r || rc) { /* a usage error, --help, the repository did not open, or no lock */
+        repo_close(r);
         args_free(&a);
         return rc;
     }
@@ -236,11 +241,13 @@ int cmd_backup(struct cli *g, int argc, char **argv)
             .progress = on_progress,
             .report = on_report,
             .ctx = &ui,
-            .cancel = g->cancel,
+            .cancel = lock_stop_flag(lk),
         };
         struct err e;
         err_clear(&e);
         int brc = arch_backup(r, a.paths.v, a.paths.n, &o, &snap, &e);
+        brc = cli_writer_end(lk, brc, &e);
+        lk = NULL;
         progress_finish(&ui.progress);
         if (brc) {
             rc = cli_fail(g, &e);
@@ -252,6 +259,8 @@ int cmd_backup(struct cli *g, int argc, char **argv)
     }
     progress_destroy(&ui.progress);
     snap_free(&parent);
+    struct err ignored;
+    cli_writer_end(lk, 0, &ignored);
     repo_close(r);
     args_free(&a);
     return rc;

@@ -108,13 +108,12 @@ int cmd_init(struct cli *g, int argc, char **argv)
     struct password_source src = {g->password_file, "PODVAULT_PASSWORD",
                                   "enter a password for the new repository: ", true, g->cancel};
     if (password_get(&src, &pw, &e)) return cli_fail(g, &e);
+    /* Open it again: proves the new repository reads back, and gives its ID to print. */
+    struct repo *r = NULL;
     rc = repo_create(g->repo, pw, &params, &e);
+    if (!rc) rc = repo_open(g->repo, pw, &r, &e);
     password_free(pw);
     if (rc) return cli_fail(g, &e);
-
-    /* Open it again: proves the new repository reads back, and gives its ID to print. */
-    struct repo *r;
-    if ((rc = cli_open_repo(g, &r))) return rc;
     const struct config *cfg = repo_config(r);
     char hex[OID_HEX_LEN + 1], sid[9];
     if (g->json) {

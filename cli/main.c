@@ -9,6 +9,7 @@
 #include "agent/agent.h"
 #include "agent/request.h"
 #include "cli/cli.h"
+#include "cli/cmd_maint.h"
 #include "repo/crypt.h"
 
 static const char usage[] =
@@ -25,6 +26,11 @@ static const char usage[] =
     "  restore     restore a snapshot\n"
     "  cat         print a repository object as JSON\n"
     "  key         manage the passwords of a repository\n"
+    "  forget      remove snapshots, by ID or by a retention policy\n"
+    "  prune       free the space no snapshot needs\n"
+    "  check       verify the repository (and its data with --read-data)\n"
+    "  repair      rebuild the index from the packs (repair index)\n"
+    "  maintain    run the maintenance that is due (for scheduled jobs)\n"
     "  version     print the version\n"
     "  agent       run the node agent (PodVolumeBackup/PodVolumeRestore on this node)\n"
     "  request     ask the node agents for pod volume backups and restores\n"
@@ -74,6 +80,12 @@ static void install_signals(void)
     sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A parent may have left them blocked (the mask survives exec); they must reach us. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
     /* A closed pipe (podvault ls | head) is an error on write, not a silent death. */
     signal(SIGPIPE, SIG_IGN);
 }
@@ -96,9 +108,20 @@ static const struct {
     const char *name;
     int (*run)(struct cli *g, int argc, char **argv);
 } commands[] = {
-    {"init", cmd_init},       {"backup", cmd_backup},   {"snapshots", cmd_snapshots},
-    {"ls", cmd_ls},           {"restore", cmd_restore}, {"cat", cmd_cat},
-    {"key", cmd_key},         {"version", cmd_version}, {"agent", cmd_agent},
+    {"init", cmd_init},
+    {"backup", cmd_backup},
+    {"snapshots", cmd_snapshots},
+    {"ls", cmd_ls},
+    {"restore", cmd_restore},
+    {"cat", cmd_cat},
+    {"key", cmd_key},
+    {"version", cmd_version},
+    {"forget", cmd_forget},
+    {"prune", cmd_prune},
+    {"check", cmd_check},
+    {"repair", cmd_repair},
+    {"maintain", cmd_maintain},
+    {"agent", cmd_agent},
     {"request", cmd_request},
 };
 

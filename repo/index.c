@@ -473,6 +473,109 @@ size_t idx_memory(const struct idx *x)
            x->n_pslots * sizeof *x->pslots;
 }
 
+int idx_seal(struct idx *x, struct err *e)
+{
+    return idx_merge(x, e);
+}
+
+bool idx_lookup_pos(const struct idx *x, const struct oid *blob, struct idx_loc *loc, size_t *pos)
+{
+    const struct ment *m;
+    const struct tent *t;
+    if (main_find(x, blob, &m)) {
+        if (loc) fill_loc(loc, m->pack_type, m->offset, m->stored_len, m->raw_len);
+        if (pos) *pos = (size_t)(m - x->main);
+        return true;
+    }
+    /* Only an index that was not sealed has a tail; its blobs have no position yet. */
+    if (tail_find(x, blob, &t)) {
+        if (loc) fill_loc(loc, t->pack_type, t->offset, t->stored_len, t->raw_len);
+        if (pos) *pos = SIZE_MAX;
+        return true;
+    }
+    return false;
+}
+
+void idx_at(const struct idx *x, size_t pos, struct oid *blob, struct idx_loc *loc)
+{
+    /* The bucket is the last one starting at or before pos. */
+    uint32_t lo = 0, hi = IDX_BUCKETS;
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (x->dir[mid] <= pos)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    const struct ment *m = &x->main[pos];
+    if (blob) {
+        blob->b[0] = (uint8_t)(lo >> 8);
+        blob->b[1] = (uint8_t)lo;
+        memcpy(blob->b + IDX_PREFIX, m->rest, IDX_REST);
+    }
+    if (loc) fill_loc(loc, m->pack_type, m->offset, m->stored_len, m->raw_len);
+}
+
+bool idx_pack_find(const struct idx *x, const struct oid *pack_id, uint32_t *pack)
+{
+    if (!x->n_pslots) return false;
+    size_t mask = x->n_pslots - 1;
+    for (size_t h = (size_t)hash_oid(pack_id) & mask; x->pslots[h]; h = (h + 1) & mask) {
+        if (oid_eq(&x->packs[x->pslots[h] - 1], pack_id)) {
+            if (pack) *pack = x->pslots[h] - 1;
+            return true;
+        }
+    }
+    return false;
+}
+
+int idx_forget_packs(struct idx *x, const struct oid *packs, size_t n, size_t *forgotten,
+                     struct err *e)
+{
+    if (forgotten) *forgotten = 0;
+    int rc = idx_merge(x, e);
+    if (rc < 0) return rc;
+    uint8_t *drop = calloc(x->n_packs / 8 + 1, 1);
+    if (!drop) return err_set(e, ERR_FAIL, "index: out of memory");
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t num;
+        if (!idx_pack_find(x, &packs[i], &num)) continue;
+        drop[num / 8] |= (uint8_t)(1u << (num % 8));
+        any = true;
+    }
+    if (!any || !x->n_main) {
+        free(drop);
+        return 0;
+    }
+    /* Compact in place, keeping order, and recount each bucket's start as we go. */
+    size_t w = 0;
+    uint32_t b = 0;
+    for (size_t i = 0; i < x->n_main; i++) {
+        while (x->dir[b + 1] <= i) {
+            b++;
+            x->dir[b] = (uint32_t)w;
+        }
+        uint32_t num = x->main[i].pack_type & ~IDX_TYPE_BIT;
+        if (drop[num / 8] & (1u << (num % 8))) continue;
+        if (w != i) x->main[w] = x->main[i];
+        w++;
+    }
+    while (b < IDX_BUCKETS)
+        x->dir[++b] = (uint32_t)w;
+    free(drop);
+    if (forgotten) *forgotten = x->n_main - w;
+    if (w == 0) {
+        munmap(x->main, main_bytes(x->n_main));
+        x->main = NULL;
+    } else if (main_bytes(w) < main_bytes(x->n_main)) {
+        /* Shrinking is unmapping the pages past the new end. */
+        munmap((char *)x->main + main_bytes(w), main_bytes(x->n_main) - main_bytes(w));
+    }
+    x->n_main = w;
+    return 0;
+}
+
 int idx_foreach(struct idx *x, idx_foreach_cb cb, void *ctx)
 {
     struct err e;
@@ -562,7 +665,8 @@ static bool read_blob(struct rd *r, struct pack_entry *pe, const char **why)
 /* Walks an index file. With x == NULL only validates and reports the largest pack's blob
  * count; otherwise adds every pack to x using `scratch` (room for max_count entries). */
 static int parse_file(struct idx *x, const void *data, size_t len, struct oid *sup,
-                      struct pack_entry *scratch, size_t *max_count, struct err *e)
+                      struct pack_entry *scratch, size_t *max_count, idx_pack_filter keep,
+                      void *ctx, struct err *e)
 {
     struct rd r = rd_make(data, len);
     const uint8_t *magic;
@@ -599,7 +703,7 @@ static int parse_file(struct idx *x, const void *data, size_t len, struct oid *s
                 return err_set(e, ERR_FAIL, "index file: pack %llu, blob %llu: %s",
                                (unsigned long long)p, (unsigned long long)i, why);
         }
-        if (x) {
+        if (x && (!keep || keep(ctx, &pack_id))) {
             int rc = idx_add_pack(x, &pack_id, scratch, (size_t)count, e);
             if (rc < 0) return rc;
         }
@@ -611,10 +715,17 @@ static int parse_file(struct idx *x, const void *data, size_t len, struct oid *s
 int idx_file_decode(struct idx *x, const void *data, size_t len, struct oid **supersedes,
                     size_t *n_supersedes, struct err *e)
 {
+    return idx_file_decode_filtered(x, data, len, NULL, NULL, supersedes, n_supersedes, e);
+}
+
+int idx_file_decode_filtered(struct idx *x, const void *data, size_t len, idx_pack_filter keep,
+                             void *ctx, struct oid **supersedes, size_t *n_supersedes,
+                             struct err *e)
+{
     /* Validate everything first, so a bad file adds nothing and allocations are bounded by
      * counts already checked against the input length. */
     size_t max_count = 0;
-    int rc = parse_file(NULL, data, len, NULL, NULL, &max_count, e);
+    int rc = parse_file(NULL, data, len, NULL, NULL, &max_count, NULL, NULL, e);
     if (rc < 0) return rc;
 
     struct rd r = rd_make(data, len);
@@ -634,7 +745,7 @@ int idx_file_decode(struct idx *x, const void *data, size_t len, struct oid **su
             return err_set(e, ERR_FAIL, "index file: out of memory");
         }
     }
-    rc = parse_file(x, data, len, sup, scratch, &max_count, e);
+    rc = parse_file(x, data, len, sup, scratch, &max_count, keep, ctx, e);
     free(scratch);
     if (rc < 0) {
         free(sup);

@@ -47,6 +47,22 @@ size_t idx_pack_count(const struct idx *x);
 /* Bytes of memory the index holds (for measurement). */
 size_t idx_memory(const struct idx *x);
 
+/* Positions, for per-blob bitmaps (prune, check): once idx_seal() has run, and until the next
+ * idx_add_pack or idx_forget_packs, every blob has a fixed position in 0..idx_blob_count()-1
+ * (its rank in ID order, the order idx_foreach visits). */
+int idx_seal(struct idx *x, struct err *e);
+/* idx_lookup on a sealed index that also gives the blob's position. */
+bool idx_lookup_pos(const struct idx *x, const struct oid *blob, struct idx_loc *loc, size_t *pos);
+/* The blob at a position of a sealed index (pos < idx_blob_count()). */
+void idx_at(const struct idx *x, size_t pos, struct oid *blob, struct idx_loc *loc);
+/* The number of a pack in the pack table; false when the index never saw it. */
+bool idx_pack_find(const struct idx *x, const struct oid *pack_id, uint32_t *pack);
+/* Removes every blob whose location is one of the `n` packs (the pack table keeps its numbers),
+ * so a writer treats them as absent and stores them again. *forgotten (may be NULL) counts
+ * them. The index is sealed afterwards. */
+int idx_forget_packs(struct idx *x, const struct oid *packs, size_t n, size_t *forgotten,
+                     struct err *e);
+
 /* Calls cb for every blob (in ID order); non-zero from cb stops and is returned. */
 typedef int (*idx_foreach_cb)(void *ctx, const struct oid *blob, const struct idx_loc *loc);
 int idx_foreach(struct idx *x, idx_foreach_cb cb, void *ctx);
@@ -68,5 +84,12 @@ int idx_file_encode(const struct idx_file_pack *packs, size_t n_packs,
  * Hostile input fails with a message; it never over-allocates or reads out of bounds. */
 int idx_file_decode(struct idx *x, const void *data, size_t len, struct oid **supersedes,
                     size_t *n_supersedes, struct err *e);
+
+/* idx_file_decode that adds only the packs `keep` accepts (prune loads the packs marked for
+ * deletion last, so a blob stored again elsewhere is placed in the copy that stays). */
+typedef bool (*idx_pack_filter)(void *ctx, const struct oid *pack_id);
+int idx_file_decode_filtered(struct idx *x, const void *data, size_t len, idx_pack_filter keep,
+                             void *ctx, struct oid **supersedes, size_t *n_supersedes,
+                             struct err *e);
 
 #endif

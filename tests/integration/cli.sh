@@ -128,6 +128,35 @@ run_pv 0 restore "${s1:0:10}:/sub" --target "$T/rsub"
 tree_equal "$A/sub" "$T/rsub" --no-atime
 ok "restore latest --path, and ID:/dir"
 
+# ---- backup and restore options ---------------------------------------------------------------
+X=$T/excl
+mkdir -p "$X/keep/skipdir" "$X/cache"
+echo a >"$X/keep/a.txt"
+echo b >"$X/keep/b.tmp"
+echo c >"$X/keep/skipdir/c"
+echo d >"$X/cache/d"
+printf '# comment\n\n%s\n' "$X/keep/skipdir" >"$T/excludes"
+run_pv 0 --json backup "$X" --exclude '*.tmp' --exclude "$X/cache" --exclude-file "$T/excludes" \
+    --one-file-system --threads 1 --tag excl
+run_pv 0 ls latest --tag excl
+printf '%s\n' /keep /keep/a.txt >"$T/want"
+LC_ALL=C sort "$T/out" | diff - "$T/want" >/dev/null || fail "excludes: ls shows $(cat "$T/out")"
+run_pv 1 backup "$X" --exclude-file "$T/no-such-file"
+one_line_error no-such-file
+ok "--exclude (name and path patterns), --exclude-file, --one-file-system, --threads"
+
+run_pv 0 restore latest --tag excl --target "$T/ow" --sparse --numeric-owner --threads 1
+echo changed >"$T/ow/keep/a.txt"
+run_pv 0 restore latest --tag excl --target "$T/ow" --overwrite never
+[ "$(cat "$T/ow/keep/a.txt")" = changed ] || fail "--overwrite never replaced a file"
+run_pv 0 restore latest --tag excl --target "$T/ow" --overwrite if-changed
+[ "$(cat "$T/ow/keep/a.txt")" = a ] || fail "--overwrite if-changed kept a changed file"
+echo changed >"$T/ow/keep/a.txt"
+run_pv 0 restore latest --tag excl --target "$T/ow"
+[ "$(cat "$T/ow/keep/a.txt")" = a ] || fail "--overwrite always (the default) kept a file"
+run_pv 2 restore latest --target "$T/ow" --overwrite sometimes
+ok "restore --overwrite never/if-changed/always, --sparse, --numeric-owner, --threads"
+
 # ---- cat ----------------------------------------------------------------------------------------
 run_pv 0 cat snapshot "${s1:0:8}"
 jq -e --arg a "$A" '.paths == [$a]' "$T/out" >/dev/null || fail "cat snapshot"

@@ -1,0 +1,1248 @@
+/* prune.c - mark, repack and delete what no snapshot needs, beside running backups; see
+ * prune.h and docs/MAINTENANCE.md (the numbered steps below follow its protocol).
+ *
+ * Blob attribution: the in-memory index keeps one location per blob, the first it loaded. A
+ * blob stored twice (a backup that honoured a mark stores it again) must be attributed to the
+ * copy that stays, so the index is loaded without the packs of earlier marks, which are then
+ * added from their headers: a blob is attributed to a marked pack only when no other pack has
+ * it. Usage is counted per attributed copy; other copies are unused bytes.
+ */
+#include "repo/prune.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "repo/index.h"
+#include "repo/lock.h"
+#include "repo/pack.h"
+#include "repo/repo.h"
+#include "repo/store.h"
+#include "repo/walk.h"
+
+/* The index is rewritten when there are at least this many index files, even if nothing was
+ * deleted: loading many small files costs every backup time. */
+#define PRUNE_COMPACT_FILES 32
+/* Blobs per index file written by prune (about 2.5 MiB a file). */
+#define PRUNE_INDEX_FILE_BLOBS 65536
+/* Stored bytes a pack header takes per blob, and in all, for telling unused blobs from
+ * overhead. */
+#define PRUNE_HEADER_PER_BLOB 48
+#define PRUNE_HEADER_FIXED 128
+
+/* Pack states. */
+enum {
+    F_DATA = 1 << 0,     /* present in data/ */
+    F_MARKED = 1 << 1,   /* listed by a mark from an earlier prune */
+    F_DELETE = 1 << 2,   /* no used blob: marked by this prune */
+    F_REPACK = 1 << 3,   /* repacked by this prune */
+    F_UNMARK = 1 << 4,   /* marked, but used */
+    F_GONE = 1 << 5,     /* indexed, not in data/, not used: drop from the index */
+    F_BLOCKED = 1 << 6,  /* a writer live at marking time may still refer to it */
+    F_TREE = 1 << 7,     /* holds tree blobs */
+    F_BLOBDATA = 1 << 8, /* holds data blobs */
+    F_NOW = 1 << 9,      /* deleted by this prune */
+    F_SMALL = 1 << 10,
+};
+
+struct pstat {
+    uint64_t size;       /* from the listing */
+    uint64_t used_bytes; /* stored bytes of used blobs attributed to it */
+    uint64_t blob_bytes; /* stored bytes of all blobs attributed to it */
+    uint32_t n_blobs, n_used;
+    uint32_t fl;
+};
+
+/* A blob of a pack being repacked. */
+struct rentry {
+    struct oid id;
+    uint32_t slot;
+    uint32_t offset, stored_len, raw_len;
+    uint8_t type;
+    bool used;
+};
+
+struct pr {
+    struct repo *r;
+    const struct prune_options *o;
+    struct prune_stats *st;
+    const volatile int *stop;
+    int64_t now;
+
+    struct oid *i0; /* index files listed before the load */
+    size_t n_i0;
+    struct oid *i_new; /* index files loaded later (their content is in the index too) */
+    size_t n_i_new;
+    struct lock_mark *marks;
+    size_t n_marks;
+    struct oid *marked; /* union of the marks' packs, sorted */
+    size_t n_marked;
+    struct walk_pack *data; /* data/ listing, sorted */
+    size_t n_data;
+
+    /* Slots: pack numbers of the index's table (n_table of them, as of the walk), then the
+     * packs no index lists (orphans). */
+    struct pstat *ps;
+    size_t n_table, n_slots;
+    struct walk_pack *orphans; /* sorted */
+    size_t n_orphans;
+
+    struct snapshot *snaps;
+    size_t n_snaps;
+    struct oid *walked; /* snapshots known not to use marked packs, sorted */
+    size_t n_walked;
+    struct walk_bits used;
+
+    struct rentry *rep; /* blobs of repacked packs, by slot then offset */
+    size_t n_rep;
+    struct oid *holders; /* live writers */
+    size_t n_holders;
+    size_t *now_slots;      /* packs to delete now */
+    uint8_t *pending;       /* per mark (old ones, then this prune's): writers it still waits for */
+    struct lock_mark fresh; /* this prune's mark */
+    bool fresh_saved;
+    bool walk_problems;
+    char problem_msg[ERR_MSG_MAX];
+};
+
+static int cmp_oid(const void *a, const void *b)
+{
+    return oid_cmp(a, b);
+}
+
+static bool has_oid(const struct oid *v, size_t n, const struct oid *id)
+{
+    return n && bsearch(id, v, n, sizeof *v, cmp_oid);
+}
+
+static void note_memory(struct pr *p, uint64_t extra)
+{
+    uint64_t m = idx_memory(repo_index(p->r)) + p->used.n / 8 + p->n_slots * sizeof *p->ps +
+                 p->n_rep * sizeof *p->rep + extra;
+    if (m > p->st->memory) p->st->memory = m;
+}
+
+static int canceled(struct pr *p, struct err *e)
+{
+    if (p->stop && *p->stop) return err_set(e, ERR_CANCELED, "prune canceled");
+    return 0;
+}
+
+static void progress(struct pr *p, const char *phase, uint64_t done, uint64_t total)
+{
+    if (p->o->progress) p->o->progress(p->o->ctx, phase, done, total);
+}
+
+static void report(struct pr *p, enum prune_action a, const struct oid *id, const struct pstat *s)
+{
+    if (p->o->pack) p->o->pack(p->o->ctx, a, id, s->size, s->used_bytes);
+}
+
+/* ---- step 1: what is there ---- */
+
+static int list_data(struct pr *p, struct err *e)
+{
+    return walk_list_packs(p->r, &p->data, &p->n_data, e);
+}
+
+static const struct walk_pack *find_data(const struct pr *p, const struct oid *id)
+{
+    return walk_find_pack(p->data, p->n_data, id);
+}
+
+static int load_marks(struct pr *p, struct err *e)
+{
+    int rc = lock_marks_load(p->r, &p->marks, &p->n_marks, e);
+    if (rc < 0) return rc;
+    size_t total = 0;
+    for (size_t i = 0; i < p->n_marks; i++)
+        total += p->marks[i].n_packs;
+    p->marked = malloc((total ? total : 1) * sizeof *p->marked);
+    if (!p->marked) return err_set(e, ERR_FAIL, "prune: out of memory");
+    for (size_t i = 0; i < p->n_marks; i++)
+        for (size_t k = 0; k < p->marks[i].n_packs; k++)
+            p->marked[p->n_marked++] = p->marks[i].packs[k];
+    if (p->n_marked) qsort(p->marked, p->n_marked, sizeof *p->marked, cmp_oid);
+    size_t w = 0;
+    for (size_t i = 0; i < p->n_marked; i++)
+        if (!w || !oid_eq(&p->marked[w - 1], &p->marked[i])) p->marked[w++] = p->marked[i];
+    p->n_marked = w;
+    return 0;
+}
+
+static int load_index(struct pr *p, struct err *e)
+{
+    return walk_load_index_skip(p->r, p->marked, p->n_marked, &p->i0, &p->n_i0, NULL, NULL, e);
+}
+
+/* Re-adds a marked pack from its header, after every other pack (see the top of this file). */
+static int readd_one(void *ctx, size_t i, struct err *e)
+{
+    struct pr *p = ctx;
+    const struct oid *id = &p->marked[i];
+    if (!find_data(p, id)) return 0; /* deleted already; the mark is dropped later */
+    struct pack_entry *ents = NULL;
+    size_t n = 0;
+    char hex[OID_HEX_LEN + 1];
+    int rc = pack_read_header(repo_backend(p->r), repo_keys(p->r), id, &ents, &n, e);
+    if (rc == ERR_NOT_FOUND) return 0;
+    if (rc < 0)
+        return err_wrap(e, "pack %s (marked for deletion): reading its header (run check)",
+                        oid_hex(id, hex));
+    repo_index_lock(p->r, true);
+    rc = idx_add_pack(repo_index(p->r), id, ents, n, e);
+    repo_index_unlock(p->r);
+    free(ents);
+    return rc;
+}
+
+/* The index was loaded without the marked packs; they are added now, after every other. */
+static int attribute_marked(struct pr *p, struct err *e)
+{
+    if (!p->n_marked) return 0;
+    return walk_parallel(p->n_marked, p->o->threads, readd_one, p, p->stop, e);
+}
+
+/* ---- step 1: the walk ---- */
+
+static void on_problem(void *ctx, enum walk_problem kind, const struct oid *snapshot,
+                       const struct oid *tree, const struct oid *blob, const char *msg)
+{
+    struct pr *p = ctx;
+    if (!p->walk_problems) {
+        char hex[OID_HEX_LEN + 1];
+        snprintf(p->problem_msg, sizeof p->problem_msg, "snapshot %s: %s", oid_hex(snapshot, hex),
+                 msg);
+    }
+    p->walk_problems = true;
+}
+
+/* Whether a mark's snapshot list lacks s, i.e. s is new since that mark. */
+static bool new_since_some_mark(const struct pr *p, const struct oid *s)
+{
+    for (size_t i = 0; i < p->n_marks; i++)
+        if (!has_oid(p->marks[i].snapshots, p->marks[i].n_snapshots, s)) return true;
+    return false;
+}
+
+/* Snapshots are listed before the index is loaded: a backup writes its index files before its
+ * snapshot, so every snapshot listed here finds its blobs in the index loaded next. Snapshots
+ * saved later are the re-check's (step 4). */
+static int load_snapshots(struct pr *p, struct err *e)
+{
+    return walk_load_snapshots(p->r, &p->snaps, &p->n_snaps, NULL, NULL, e);
+}
+
+static int walk_used(struct pr *p, struct err *e)
+{
+    int rc;
+    p->walked = malloc((p->n_snaps ? p->n_snaps : 1) * sizeof *p->walked);
+    struct walk_root *roots = malloc((p->n_snaps ? p->n_snaps : 1) * sizeof *roots);
+    if (!p->walked || !roots) {
+        free(roots);
+        return err_set(e, ERR_FAIL, "prune: out of memory");
+    }
+    size_t n_roots = 0;
+    for (size_t i = 0; i < p->n_snaps; i++) {
+        p->walked[p->n_walked++] = p->snaps[i].id;
+        /* A quick prune looks only at snapshots saved since some mark was made. */
+        if (p->o->quick && !new_since_some_mark(p, &p->snaps[i].id)) continue;
+        roots[n_roots].snapshot = p->snaps[i].id;
+        roots[n_roots].tree = p->snaps[i].tree;
+        n_roots++;
+    }
+    if (p->n_walked) qsort(p->walked, p->n_walked, sizeof *p->walked, cmp_oid);
+    repo_index_lock(p->r, true);
+    rc = idx_seal(repo_index(p->r), e);
+    repo_index_unlock(p->r);
+    if (rc == 0) rc = walk_bits_init(&p->used, idx_blob_count(repo_index(p->r)), e);
+    struct walk_stats ws;
+    struct walk_options wo = {
+        .threads = p->o->threads, .cancel = p->stop, .problem = on_problem, .ctx = p};
+    progress(p, "walking snapshots", 0, n_roots);
+    if (rc == 0) rc = walk_trees(p->r, roots, n_roots, &p->used, &wo, &ws, e);
+    free(roots);
+    if (rc < 0) return rc;
+    p->st->snapshots = n_roots;
+    p->st->trees = ws.trees;
+    note_memory(p, 0);
+    if (p->walk_problems)
+        return err_set(e, ERR_FAIL,
+                       "%llu problems in the snapshots, the first: %s; prune changed nothing "
+                       "(run check, then repair index)",
+                       (unsigned long long)ws.problems, p->problem_msg);
+    return 0;
+}
+
+/* ---- step 2: what to do with each pack ---- */
+
+static long slot_of(const struct pr *p, const struct oid *id)
+{
+    uint32_t num;
+    if (idx_pack_find(repo_index(p->r), id, &num) && num < p->n_table) return (long)num;
+    const struct walk_pack *o = walk_find_pack(p->orphans, p->n_orphans, id);
+    return o ? (long)(p->n_table + (size_t)(o - p->orphans)) : -1;
+}
+
+static const struct oid *slot_id(const struct pr *p, size_t s)
+{
+    return s < p->n_table ? idx_pack_id(repo_index(p->r), (uint32_t)s)
+                          : &p->orphans[s - p->n_table].id;
+}
+
+static int pack_stats(struct pr *p, struct err *e)
+{
+    struct idx *x = repo_index(p->r);
+    p->n_table = idx_pack_count(x);
+    /* Orphans: in data/, in no index. */
+    p->orphans = malloc((p->n_data ? p->n_data : 1) * sizeof *p->orphans);
+    if (!p->orphans) return err_set(e, ERR_FAIL, "prune: out of memory");
+    for (size_t i = 0; i < p->n_data; i++)
+        if (!idx_pack_find(x, &p->data[i].id, NULL)) p->orphans[p->n_orphans++] = p->data[i];
+    p->n_slots = p->n_table + p->n_orphans;
+    p->ps = calloc(p->n_slots ? p->n_slots : 1, sizeof *p->ps);
+    if (!p->ps) return err_set(e, ERR_FAIL, "prune: out of memory");
+
+    size_t n = idx_blob_count(x);
+    for (size_t pos = 0; pos < n; pos++) {
+        struct idx_loc loc;
+        idx_at(x, pos, NULL, &loc);
+        struct pstat *s = &p->ps[loc.pack];
+        s->n_blobs++;
+        s->blob_bytes += loc.stored_len;
+        s->fl |= loc.type == 1 ? F_TREE : F_BLOBDATA;
+        if (walk_bit(&p->used, pos)) {
+            s->n_used++;
+            s->used_bytes += loc.stored_len;
+        }
+    }
+    char hex[OID_HEX_LEN + 1];
+    for (size_t i = 0; i < p->n_slots; i++) {
+        struct pstat *s = &p->ps[i];
+        const struct oid *id = slot_id(p, i);
+        const struct walk_pack *d = find_data(p, id);
+        if (d) {
+            s->fl |= F_DATA;
+            s->size = d->size;
+        }
+        if (has_oid(p->marked, p->n_marked, id)) s->fl |= F_MARKED;
+        if (!d && s->n_used)
+            return err_set(e, ERR_FAIL,
+                           "pack %s holds %u blobs that snapshots use, but it is missing; prune "
+                           "changed nothing (run check, then repair index)",
+                           oid_hex(id, hex), s->n_used);
+        if (!d && s->n_blobs) s->fl |= F_GONE;
+        if (d) {
+            p->st->packs++;
+            p->st->bytes += s->size;
+            p->st->bytes_used += s->used_bytes;
+        }
+    }
+    p->st->packs_unindexed = p->n_orphans;
+    p->st->blobs = n;
+    p->st->blobs_used = walk_bits_count(&p->used);
+    note_memory(p, 0);
+    return 0;
+}
+
+static uint64_t unused_of(const struct pstat *s)
+{
+    return s->size > s->used_bytes ? s->size - s->used_bytes : 0;
+}
+
+/* Unused bytes beyond the header's share: real unused blobs (or copies of blobs). */
+static bool partly_used(const struct pstat *s)
+{
+    uint64_t overhead = PRUNE_HEADER_FIXED + (uint64_t)s->n_blobs * PRUNE_HEADER_PER_BLOB;
+    return unused_of(s) > overhead;
+}
+
+struct cand {
+    size_t slot;
+    double share; /* unused share */
+};
+
+static int cmp_cand(const void *pa, const void *pb)
+{
+    const struct cand *a = pa, *b = pb;
+    if (a->share != b->share) return a->share > b->share ? -1 : 1;
+    return a->slot < b->slot ? -1 : a->slot > b->slot;
+}
+
+static int decide(struct pr *p, struct err *e)
+{
+    uint64_t unused_after = 0;
+    struct cand *cands = malloc((p->n_slots ? p->n_slots : 1) * sizeof *cands);
+    if (!cands) return err_set(e, ERR_FAIL, "prune: out of memory");
+    size_t n_cands = 0;
+    uint64_t small = p->o->small_pack ? p->o->small_pack : repo_config(p->r)->pack_size / 4;
+    size_t n_small[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < p->n_slots; i++) {
+        struct pstat *s = &p->ps[i];
+        if (!(s->fl & F_DATA)) continue;
+        if (s->fl & F_MARKED) {
+            if (s->n_used) s->fl |= F_UNMARK;
+            if (s->n_used) unused_after += unused_of(s);
+            continue;
+        }
+        if (p->o->quick) {
+            unused_after += unused_of(s);
+            continue;
+        }
+        if (!s->n_used) {
+            s->fl |= F_DELETE;
+            continue;
+        }
+        unused_after += unused_of(s);
+        if (partly_used(s)) {
+            cands[n_cands].slot = i;
+            cands[n_cands].share = (double)unused_of(s) / (double)(s->size ? s->size : 1);
+            n_cands++;
+        }
+        if (s->size < small) {
+            s->fl |= F_SMALL;
+            n_small[(s->fl & F_TREE ? 1 : 0) | (s->fl & F_BLOBDATA ? 2 : 0)]++;
+        }
+    }
+    if (!p->o->quick) {
+        double mu = p->o->max_unused;
+        double allowed = mu >= 1 ? 1e300 : (double)p->st->bytes_used * mu / (1 - mu);
+        qsort(cands, n_cands, sizeof *cands, cmp_cand);
+        for (size_t k = 0; k < n_cands && (double)unused_after > allowed; k++) {
+            struct pstat *s = &p->ps[cands[k].slot];
+            s->fl |= F_REPACK;
+            unused_after -= unused_of(s);
+        }
+        /* Small packs of one kind are merged when there are several. */
+        for (size_t i = 0; i < p->n_slots; i++) {
+            struct pstat *s = &p->ps[i];
+            if (!(s->fl & F_SMALL) || (s->fl & F_REPACK)) continue;
+            if (n_small[(s->fl & F_TREE ? 1 : 0) | (s->fl & F_BLOBDATA ? 2 : 0)] < 2) continue;
+            s->fl |= F_REPACK;
+            unused_after -= unused_of(s);
+        }
+    }
+    free(cands);
+    p->st->bytes_unused_after = unused_after;
+    return 0;
+}
+
+/* ---- step 2: repack ---- */
+
+static int cmp_rentry(const void *pa, const void *pb)
+{
+    const struct rentry *a = pa, *b = pb;
+    if (a->slot != b->slot) return a->slot < b->slot ? -1 : 1;
+    return a->offset < b->offset ? -1 : a->offset > b->offset;
+}
+
+struct repack {
+    struct pr *p;
+    struct store *s;
+    size_t *first; /* per repacked pack: its first entry in p->rep */
+    size_t n_packs;
+};
+
+static int repack_one(void *ctx, size_t k, struct err *e)
+{
+    struct repack *R = ctx;
+    struct pr *p = R->p;
+    size_t a = R->first[k], b = R->first[k + 1];
+    const struct oid *pack_id = slot_id(p, p->rep[a].slot);
+    char name[80], hex[OID_HEX_LEN + 1];
+    pack_object_name(pack_id, name);
+    struct buf pack = BUF_INIT, plain = BUF_INIT;
+    int rc = backend_load(repo_backend(p->r), name, 0, 0, &pack, e);
+    if (rc < 0) err_wrap(e, "repacking");
+    for (size_t i = a; i < b && rc == 0; i++) {
+        const struct rentry *r = &p->rep[i];
+        if (!r->used) continue;
+        if ((uint64_t)r->offset + r->stored_len > pack.len) {
+            rc = err_set(e, ERR_FAIL, "repacking pack %s: blob %s lies past its end (run check)",
+                         name + 8, oid_hex(&r->id, hex));
+            break;
+        }
+        buf_reset(&plain);
+        rc = crypt_blob_open(repo_keys(p->r), (enum blob_type)r->type, &r->id,
+                             pack.data + r->offset, r->stored_len, r->raw_len, &plain, e);
+        if (rc < 0) {
+            err_wrap(e, "repacking pack %s: blob %s (run check)", name + 8, oid_hex(&r->id, hex));
+            break;
+        }
+        rc = store_add(R->s, (enum blob_type)r->type, &r->id, plain.data, plain.len, NULL, e);
+    }
+    buf_free(&pack);
+    buf_free(&plain);
+    return rc;
+}
+
+static int repack(struct pr *p, struct err *e)
+{
+    struct idx *x = repo_index(p->r);
+    size_t n_packs = 0;
+    for (size_t i = 0; i < p->n_slots; i++)
+        if (p->ps[i].fl & F_REPACK) n_packs++;
+    if (!n_packs) return 0;
+    /* Every blob attributed to a repacked pack: the used ones are copied, and all are listed
+     * again in the index while the pack waits for its deletion. */
+    size_t n = idx_blob_count(x), count = 0;
+    for (size_t i = 0; i < p->n_slots; i++)
+        if (p->ps[i].fl & F_REPACK) count += p->ps[i].n_blobs;
+    p->rep = malloc((count ? count : 1) * sizeof *p->rep);
+    struct oid *ids = malloc(n_packs * sizeof *ids);
+    struct repack R = {.p = p, .n_packs = n_packs};
+    R.first = malloc((n_packs + 1) * sizeof *R.first);
+    int rc = 0;
+    if (!p->rep || !ids || !R.first) {
+        rc = err_set(e, ERR_FAIL, "prune: out of memory for repacking %zu blobs", count);
+        goto out;
+    }
+    for (size_t pos = 0; pos < n; pos++) {
+        struct idx_loc loc;
+        struct oid id;
+        idx_at(x, pos, &id, &loc);
+        if (!(p->ps[loc.pack].fl & F_REPACK)) continue;
+        struct rentry *r = &p->rep[p->n_rep++];
+        r->id = id;
+        r->slot = loc.pack;
+        r->offset = loc.offset;
+        r->stored_len = loc.stored_len;
+        r->raw_len = loc.raw_len;
+        r->type = loc.type;
+        r->used = walk_bit(&p->used, pos);
+    }
+    qsort(p->rep, p->n_rep, sizeof *p->rep, cmp_rentry);
+    size_t k = 0;
+    for (size_t i = 0; i < p->n_rep; i++)
+        if (!i || p->rep[i].slot != p->rep[i - 1].slot) R.first[k++] = i;
+    R.first[k] = p->n_rep;
+    R.n_packs = k;
+    for (size_t i = 0, j = 0; i < p->n_slots; i++)
+        if (p->ps[i].fl & F_REPACK) ids[j++] = *slot_id(p, i);
+    note_memory(p, 0);
+
+    /* The store deduplicates against the index: without these packs there, it stores their
+     * blobs again. */
+    repo_index_lock(p->r, true);
+    rc = idx_forget_packs(x, ids, n_packs, NULL, e);
+    repo_index_unlock(p->r);
+    if (rc < 0) goto out;
+    if ((rc = store_new(p->r, &R.s, e)) < 0) goto out;
+    progress(p, "repacking", 0, R.n_packs);
+    unsigned threads = p->o->threads ? p->o->threads : 2;
+    rc = walk_parallel(R.n_packs, threads, repack_one, &R, p->stop, e);
+    /* Whatever was uploaded gets indexed, also after a failure, so nothing is lost and the
+     * next prune finds it. */
+    struct err fe;
+    int frc = store_flush(R.s, rc == 0 ? e : &fe);
+    if (rc == 0) rc = frc;
+    struct store_stats ss;
+    store_stats(R.s, &ss);
+    store_free(R.s);
+    if (rc < 0) goto out;
+    p->st->blobs_repacked = ss.blobs_new;
+    p->st->bytes_repacked = ss.bytes_stored;
+    for (size_t i = 0; i < p->n_slots; i++) {
+        if (!(p->ps[i].fl & F_REPACK)) continue;
+        p->st->packs_repacked++;
+        report(p, PRUNE_REPACK, slot_id(p, i), &p->ps[i]);
+    }
+out:
+    free(ids);
+    free(R.first);
+    return rc;
+}
+
+/* ---- step 3: mark ---- */
+
+static int mark_new(struct pr *p, struct err *e)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->n_slots; i++)
+        if (p->ps[i].fl & (F_DELETE | F_REPACK)) n++;
+    if (!n) return 0;
+    struct lock_mark *m = &p->fresh;
+    m->marked_at = p->now;
+    m->packs = malloc(n * sizeof *m->packs);
+    m->snapshots = malloc((p->n_walked ? p->n_walked : 1) * sizeof *m->snapshots);
+    if (!m->packs || !m->snapshots) return err_set(e, ERR_FAIL, "prune: out of memory");
+    for (size_t i = 0; i < p->n_slots; i++)
+        if (p->ps[i].fl & (F_DELETE | F_REPACK)) m->packs[m->n_packs++] = *slot_id(p, i);
+    memcpy(m->snapshots, p->walked, p->n_walked * sizeof *p->walked);
+    m->n_snapshots = p->n_walked;
+    int rc = lock_mark_save(p->r, m, e);
+    if (rc < 0) return rc;
+    p->fresh_saved = true;
+    p->st->packs_marked = n;
+    return 0;
+}
+
+/* ---- step 4: who may still refer to marked packs ---- */
+
+static int list_writers(struct pr *p, struct err *e)
+{
+    struct lock_info *locks;
+    size_t n;
+    int rc = lock_list(p->r, &locks, &n, e);
+    if (rc < 0) return rc;
+    p->holders = malloc((n ? n : 1) * sizeof *p->holders);
+    if (!p->holders) {
+        free(locks);
+        return err_set(e, ERR_FAIL, "prune: out of memory");
+    }
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; i < n; i++) {
+        /* An unreadable lock says nothing, so it counts as a live writer. */
+        if (!locks[i].readable)
+            p->holders[p->n_holders++] = locks[i].id;
+        else if (locks[i].kind == LOCK_BACKUP && !lock_is_stale(&locks[i], now, p->o->stale_sec))
+            p->holders[p->n_holders++] = locks[i].holder;
+    }
+    free(locks);
+    if (p->n_holders) qsort(p->holders, p->n_holders, sizeof *p->holders, cmp_oid);
+    size_t w = 0;
+    for (size_t i = 0; i < p->n_holders; i++)
+        if (!w || !oid_eq(&p->holders[w - 1], &p->holders[i])) p->holders[w++] = p->holders[i];
+    p->n_holders = w;
+    p->st->waiting_writers = w;
+    return 0;
+}
+
+/* The mark at i: old marks first, then this prune's own. */
+static struct lock_mark *mark_at(struct pr *p, size_t i)
+{
+    return i < p->n_marks ? &p->marks[i] : &p->fresh;
+}
+
+static size_t n_all_marks(const struct pr *p)
+{
+    return p->n_marks + (p->fresh_saved ? 1 : 0);
+}
+
+/* Narrows each mark's waiting set to the writers still live; a mark that never had one (just
+ * made, or its prune stopped before listing locks) waits for every live writer. A pack is
+ * blocked while any mark listing it waits for someone. */
+static int compute_pending(struct pr *p, struct err *e)
+{
+    size_t nm = n_all_marks(p);
+    p->pending = calloc(nm ? nm : 1, 1);
+    if (!p->pending) return err_set(e, ERR_FAIL, "prune: out of memory");
+    for (size_t i = 0; i < nm; i++) {
+        struct lock_mark *m = mark_at(p, i);
+        bool waits = false;
+        if (!m->has_waiting)
+            waits = p->n_holders > 0;
+        else
+            for (size_t k = 0; k < m->n_waiting && !waits; k++)
+                waits = has_oid(p->holders, p->n_holders, &m->waiting[k]);
+        p->pending[i] = waits;
+        if (!waits) continue;
+        for (size_t k = 0; k < m->n_packs; k++) {
+            long s = slot_of(p, &m->packs[k]);
+            if (s >= 0) p->ps[s].fl |= F_BLOCKED;
+        }
+    }
+    return 0;
+}
+
+static bool candidate(const struct pstat *s)
+{
+    return (s->fl & F_DATA) && (s->fl & (F_MARKED | F_DELETE | F_REPACK)) &&
+           !(s->fl & (F_UNMARK | F_BLOCKED));
+}
+
+/* ---- step 4: re-check snapshots saved since the walk ---- */
+
+static int load_new_index_files(struct pr *p, struct err *e)
+{
+    struct oid *now_ids = NULL;
+    size_t n_now = 0;
+    int rc = repo_list_ids(p->r, "index", &now_ids, &n_now, e);
+    if (rc == ERR_NOT_FOUND) rc = 0;
+    if (rc < 0) return rc;
+    size_t n_had = p->n_i_new;
+    struct oid *grown = realloc(p->i_new, (n_had + n_now + 1) * sizeof *p->i_new);
+    if (!grown) {
+        free(now_ids);
+        return err_set(e, ERR_FAIL, "prune: out of memory");
+    }
+    p->i_new = grown;
+    struct buf plain = BUF_INIT;
+    for (size_t i = 0; i < n_now && rc == 0; i++) {
+        if (has_oid(p->i0, p->n_i0, &now_ids[i]) || has_oid(p->i_new, n_had, &now_ids[i])) continue;
+        buf_reset(&plain);
+        rc = repo_load_file(p->r, "index", "index", &now_ids[i], &plain, e);
+        if (rc == ERR_NOT_FOUND) {
+            rc = 0;
+            continue;
+        }
+        if (rc < 0) break;
+        repo_index_lock(p->r, true);
+        rc = idx_file_decode(repo_index(p->r), plain.data, plain.len, NULL, NULL, e);
+        repo_index_unlock(p->r);
+        if (rc == 0) p->i_new[p->n_i_new++] = now_ids[i];
+    }
+    buf_free(&plain);
+    free(now_ids);
+    if (p->n_i_new) qsort(p->i_new, p->n_i_new, sizeof *p->i_new, cmp_oid);
+    return rc;
+}
+
+static int recheck(struct pr *p, struct err *e)
+{
+    bool any = false;
+    for (size_t i = 0; i < p->n_slots && !any; i++)
+        any = candidate(&p->ps[i]);
+    if (!any) return 0;
+    struct oid *ids = NULL;
+    size_t n_ids = 0;
+    int rc = repo_list_ids(p->r, "snapshots", &ids, &n_ids, e);
+    if (rc == ERR_NOT_FOUND) rc = 0;
+    if (rc < 0) return rc;
+    size_t n_new = 0;
+    for (size_t i = 0; i < n_ids; i++)
+        if (!has_oid(p->walked, p->n_walked, &ids[i])) ids[n_new++] = ids[i];
+    if (!n_new) {
+        free(ids);
+        return 0;
+    }
+    /* Snapshots saved since the walk were written by backups that ended since: load the index
+     * files they wrote, then walk them. */
+    struct walk_root *roots = malloc(n_new * sizeof *roots);
+    struct walk_bits used2 = {0};
+    size_t n_roots = 0;
+    if (!roots) rc = err_set(e, ERR_FAIL, "prune: out of memory");
+    if (rc == 0) rc = load_new_index_files(p, e);
+    if (rc == 0) {
+        repo_index_lock(p->r, true);
+        rc = idx_seal(repo_index(p->r), e);
+        repo_index_unlock(p->r);
+    }
+    for (size_t i = 0; i < n_new && rc == 0; i++) {
+        struct snapshot s;
+        memset(&s, 0, sizeof s);
+        int lrc = snap_load(p->r, &ids[i], &s, e);
+        if (lrc == ERR_NOT_FOUND) continue;
+        if (lrc < 0) {
+            rc = lrc;
+            break;
+        }
+        roots[n_roots].snapshot = ids[i];
+        roots[n_roots].tree = s.tree;
+        n_roots++;
+        snap_free(&s);
+    }
+    struct idx *x = repo_index(p->r);
+    if (rc == 0) rc = walk_bits_init(&used2, idx_blob_count(x), e);
+    struct walk_options wo = {
+        .threads = p->o->threads, .cancel = p->stop, .problem = on_problem, .ctx = p};
+    struct walk_stats ws;
+    if (rc == 0) rc = walk_trees(p->r, roots, n_roots, &used2, &wo, &ws, e);
+    if (rc == 0 && p->walk_problems) {
+        /* Something new refers to blobs we cannot place: delete nothing this time. */
+        for (size_t i = 0; i < p->n_slots; i++)
+            p->ps[i].fl |= F_BLOCKED;
+    } else if (rc == 0) {
+        size_t n = idx_blob_count(x);
+        for (size_t pos = 0; pos < n; pos++) {
+            if (!walk_bit(&used2, pos)) continue;
+            struct idx_loc loc;
+            idx_at(x, pos, NULL, &loc);
+            long s = loc.pack < p->n_table ? (long)loc.pack : slot_of(p, idx_pack_id(x, loc.pack));
+            if (s >= 0 && (p->ps[s].fl & (F_MARKED | F_DELETE | F_REPACK))) {
+                p->ps[s].fl |= F_UNMARK;
+            }
+        }
+        /* These snapshots are now known not to use what stays marked. */
+        struct oid *w = realloc(p->walked, (p->n_walked + n_roots + 1) * sizeof *w);
+        if (!w) {
+            rc = err_set(e, ERR_FAIL, "prune: out of memory");
+        } else {
+            p->walked = w;
+            for (size_t i = 0; i < n_roots; i++)
+                p->walked[p->n_walked++] = roots[i].snapshot;
+            qsort(p->walked, p->n_walked, sizeof *p->walked, cmp_oid);
+        }
+    }
+    note_memory(p, used2.n / 8);
+    walk_bits_free(&used2);
+    free(roots);
+    free(ids);
+    return rc;
+}
+
+/* ---- step 5: the new index, deletions ---- */
+
+static bool dropped(const struct pstat *s)
+{
+    return (s->fl & (F_NOW | F_GONE)) != 0;
+}
+
+struct ixw {
+    struct pr *p;
+    struct idx_file_pack *packs;
+    size_t n_packs, cap_packs, n_blobs;
+};
+
+static int ixw_flush(struct ixw *w, bool last, struct err *e)
+{
+    struct pr *p = w->p;
+    struct oid *sup = NULL;
+    size_t n_sup = 0;
+    int rc = 0;
+    if (last) {
+        /* The last file names every file it replaces: until it exists, the old files stay in
+         * force and the new ones only duplicate them. */
+        sup = malloc((p->n_i0 + p->n_i_new + 1) * sizeof *sup);
+        if (!sup) return err_set(e, ERR_FAIL, "prune: out of memory");
+        memcpy(sup, p->i0, p->n_i0 * sizeof *sup);
+        memcpy(sup + p->n_i0, p->i_new, p->n_i_new * sizeof *sup);
+        n_sup = p->n_i0 + p->n_i_new;
+    }
+    struct buf plain = BUF_INIT;
+    struct oid id;
+    if (w->n_packs || last) rc = idx_file_encode(w->packs, w->n_packs, sup, n_sup, &plain, e);
+    if (rc == 0 && (w->n_packs || last))
+        rc = repo_save_file(p->r, "index", "index", plain.data, plain.len, &id, e);
+    if (rc == 0 && (w->n_packs || last)) p->st->index_files_written++;
+    buf_free(&plain);
+    free(sup);
+    for (size_t i = 0; i < w->n_packs; i++)
+        free(w->packs[i].entries);
+    w->n_packs = w->n_blobs = 0;
+    if (rc < 0) return err_wrap(e, "writing the new index");
+    return 0;
+}
+
+static int ixw_add(struct ixw *w, const struct oid *pack, struct pack_entry *ents, size_t n,
+                   struct err *e)
+{
+    if (w->n_packs == w->cap_packs) {
+        size_t cap = w->cap_packs ? w->cap_packs * 2 : 256;
+        struct idx_file_pack *pk = realloc(w->packs, cap * sizeof *pk);
+        if (!pk) {
+            free(ents);
+            return err_set(e, ERR_FAIL, "prune: out of memory");
+        }
+        w->packs = pk;
+        w->cap_packs = cap;
+    }
+    w->packs[w->n_packs].pack_id = *pack;
+    w->packs[w->n_packs].entries = ents;
+    w->packs[w->n_packs].n = n;
+    w->n_packs++;
+    w->n_blobs += n;
+    if (w->n_blobs >= PRUNE_INDEX_FILE_BLOBS) return ixw_flush(w, false, e);
+    return 0;
+}
+
+static bool pack_dropped(const struct pr *p, const struct oid *pack)
+{
+    long s = slot_of(p, pack);
+    return s >= 0 && dropped(&p->ps[s]);
+}
+
+struct oid_list {
+    struct oid *v;
+    size_t n, cap;
+};
+
+/* Lists the packs of index `x` (sealed), each with the blobs `x` places in it, except packs
+ * dropped, packs in `skip` (sorted), and packs no blob is placed in; the IDs of the packs listed
+ * go to `emitted` when it is not NULL. */
+static int emit_packs(struct pr *p, struct ixw *w, struct idx *x, const struct oid_list *skip,
+                      struct oid_list *emitted, struct err *e)
+{
+    size_t n = idx_blob_count(x), n_packs = idx_pack_count(x);
+    /* Blob positions grouped by pack (a counting sort): 4 bytes a blob for a moment. */
+    uint32_t *start = calloc(n_packs + 1, sizeof *start);
+    uint32_t *order = malloc((n ? n : 1) * sizeof *order);
+    int rc = 0;
+    if (!start || !order) {
+        rc = err_set(e, ERR_FAIL, "prune: out of memory writing the index");
+        goto out;
+    }
+    note_memory(p, (n + n_packs) * sizeof *order);
+    for (size_t pos = 0; pos < n; pos++) {
+        struct idx_loc loc;
+        idx_at(x, pos, NULL, &loc);
+        start[loc.pack + 1]++;
+    }
+    for (size_t i = 0; i < n_packs; i++)
+        start[i + 1] += start[i];
+    for (size_t pos = 0; pos < n; pos++) {
+        struct idx_loc loc;
+        idx_at(x, pos, NULL, &loc);
+        order[start[loc.pack]++] = (uint32_t)pos;
+    }
+    for (size_t i = n_packs; i > 0; i--)
+        start[i] = start[i - 1];
+    start[0] = 0;
+    for (uint32_t pk = 0; pk < n_packs && rc == 0; pk++) {
+        size_t a = start[pk], b = start[pk + 1];
+        const struct oid *id = idx_pack_id(x, pk);
+        if (a == b || pack_dropped(p, id)) continue;
+        if (skip && skip->n && bsearch(id, skip->v, skip->n, sizeof *skip->v, cmp_oid)) continue;
+        struct pack_entry *ents = malloc((b - a) * sizeof *ents);
+        if (!ents) {
+            rc = err_set(e, ERR_FAIL, "prune: out of memory writing the index");
+            break;
+        }
+        for (size_t i = a; i < b; i++) {
+            struct idx_loc loc;
+            idx_at(x, order[i], &ents[i - a].id, &loc);
+            ents[i - a].type = loc.type;
+            ents[i - a].offset = loc.offset;
+            ents[i - a].stored_len = loc.stored_len;
+            ents[i - a].raw_len = loc.raw_len;
+        }
+        rc = ixw_add(w, id, ents, b - a, e);
+        if (rc == 0 && emitted) {
+            if (emitted->n == emitted->cap) {
+                size_t cap = emitted->cap ? emitted->cap * 2 : 64;
+                struct oid *v = realloc(emitted->v, cap * sizeof *v);
+                if (!v) {
+                    rc = err_set(e, ERR_FAIL, "prune: out of memory writing the index");
+                    break;
+                }
+                emitted->v = v;
+                emitted->cap = cap;
+            }
+            emitted->v[emitted->n++] = *id;
+        }
+    }
+out:
+    free(start);
+    free(order);
+    return rc;
+}
+
+/* The packs of index files written since the load (by backups, or by the repack), each with
+ * all the blobs its file lists. The in-memory index may place such a blob in an older copy,
+ * in a marked pack loaded first, which this prune may delete: the new copy must stay listed. */
+static int emit_new_files(struct pr *p, struct ixw *w, struct oid_list *emitted, struct err *e)
+{
+    struct buf plain = BUF_INIT;
+    int rc = 0;
+    for (size_t i = 0; i < p->n_i_new && rc == 0; i++) {
+        buf_reset(&plain);
+        struct idx *t = NULL;
+        rc = repo_load_file(p->r, "index", "index", &p->i_new[i], &plain, e);
+        if (rc == 0) rc = idx_new(&t, e);
+        if (rc == 0) rc = idx_file_decode(t, plain.data, plain.len, NULL, NULL, e);
+        if (rc == 0) rc = idx_seal(t, e);
+        if (rc == 0) rc = emit_packs(p, w, t, NULL, emitted, e);
+        idx_free(t);
+    }
+    buf_free(&plain);
+    if (emitted->n) qsort(emitted->v, emitted->n, sizeof *emitted->v, cmp_oid);
+    return rc;
+}
+
+/* Writes index files listing every pack that stays: the packs of files written since the load
+ * with all their blobs, the others with the blobs the index places in them, and the repacked
+ * packs that wait for deletion with all their blobs. */
+static int write_index(struct pr *p, struct err *e)
+{
+    struct idx *x = repo_index(p->r);
+    repo_index_lock(p->r, true);
+    int rc = idx_seal(x, e);
+    repo_index_unlock(p->r);
+    if (rc < 0) return rc;
+    struct ixw w = {.p = p};
+    struct oid_list emitted = {0};
+    rc = emit_new_files(p, &w, &emitted, e);
+    if (rc == 0) rc = emit_packs(p, &w, x, &emitted, NULL, e);
+    for (size_t i = 0; i < p->n_rep && rc == 0;) {
+        size_t j = i;
+        while (j < p->n_rep && p->rep[j].slot == p->rep[i].slot)
+            j++;
+        if (!dropped(&p->ps[p->rep[i].slot])) {
+            struct pack_entry *ents = malloc((j - i) * sizeof *ents);
+            if (!ents) {
+                rc = err_set(e, ERR_FAIL, "prune: out of memory writing the index");
+                break;
+            }
+            for (size_t k = i; k < j; k++) {
+                ents[k - i].id = p->rep[k].id;
+                ents[k - i].type = p->rep[k].type;
+                ents[k - i].offset = p->rep[k].offset;
+                ents[k - i].stored_len = p->rep[k].stored_len;
+                ents[k - i].raw_len = p->rep[k].raw_len;
+            }
+            rc = ixw_add(&w, slot_id(p, p->rep[i].slot), ents, j - i, e);
+        }
+        i = j;
+    }
+    if (rc == 0) rc = ixw_flush(&w, true, e);
+    for (size_t i = 0; i < w.n_packs; i++)
+        free(w.packs[i].entries);
+    free(w.packs);
+    free(emitted.v);
+    return rc;
+}
+
+static int delete_one(void *ctx, size_t k, struct err *e)
+{
+    struct pr *p = ctx;
+    char name[80];
+    pack_object_name(slot_id(p, p->now_slots[k]), name);
+    int rc = backend_remove(repo_backend(p->r), name, e);
+    if (rc == ERR_NOT_FOUND) return 0;
+    if (rc < 0) return err_wrap(e, "deleting pack %s", name + 8);
+    return 0;
+}
+
+static int remove_index_files(struct pr *p, struct err *e)
+{
+    char name[96], hex[OID_HEX_LEN + 1];
+    for (size_t i = 0; i < p->n_i0 + p->n_i_new; i++) {
+        const struct oid *id = i < p->n_i0 ? &p->i0[i] : &p->i_new[i - p->n_i0];
+        snprintf(name, sizeof name, "index/%s", oid_hex(id, hex));
+        int rc = backend_remove(repo_backend(p->r), name, e);
+        if (rc == ERR_NOT_FOUND) continue;
+        if (rc < 0) return err_wrap(e, "removing the replaced index file %s", name);
+        p->st->index_files_removed++;
+    }
+    return 0;
+}
+
+/* Rewrites each mark whose packs or waiting set changed; drops emptied ones. The new mark is
+ * stored before the old one is removed, so a pack stays marked throughout. */
+static int update_marks(struct pr *p, struct err *e)
+{
+    size_t nm = n_all_marks(p);
+    for (size_t i = 0; i < nm; i++) {
+        struct lock_mark *m = mark_at(p, i);
+        struct lock_mark nw = {.marked_at = m->marked_at};
+        nw.packs = malloc((m->n_packs ? m->n_packs : 1) * sizeof *nw.packs);
+        if (!nw.packs) return err_set(e, ERR_FAIL, "prune: out of memory");
+        for (size_t k = 0; k < m->n_packs; k++) {
+            long s = slot_of(p, &m->packs[k]);
+            if (s < 0) continue; /* gone from data/ and from the index */
+            const struct pstat *ps = &p->ps[s];
+            if (!(ps->fl & F_DATA) || (ps->fl & (F_NOW | F_UNMARK))) continue;
+            nw.packs[nw.n_packs++] = m->packs[k];
+        }
+        if (nw.n_packs) {
+            if (p->pending[i]) {
+                /* Still waiting: for the writers of its set that are live now. */
+                nw.has_waiting = true;
+                const struct oid *src = m->has_waiting ? m->waiting : p->holders;
+                size_t n_src = m->has_waiting ? m->n_waiting : p->n_holders;
+                nw.waiting = malloc((n_src ? n_src : 1) * sizeof *nw.waiting);
+                if (!nw.waiting) {
+                    lock_mark_free(&nw);
+                    return err_set(e, ERR_FAIL, "prune: out of memory");
+                }
+                for (size_t k = 0; k < n_src; k++)
+                    if (has_oid(p->holders, p->n_holders, &src[k]))
+                        nw.waiting[nw.n_waiting++] = src[k];
+            } else {
+                /* Not waiting for anyone: only kept because a re-check or the cancel stopped
+                 * its deletion; the next prune decides again. */
+                nw.has_waiting = true;
+            }
+            bool same = m->has_waiting && nw.n_packs == m->n_packs &&
+                        nw.n_waiting == m->n_waiting &&
+                        (!nw.n_waiting ||
+                         memcmp(nw.waiting, m->waiting, nw.n_waiting * sizeof *nw.waiting) == 0);
+            if (same && i < p->n_marks) {
+                lock_mark_free(&nw);
+                continue;
+            }
+            nw.snapshots = malloc((p->n_walked ? p->n_walked : 1) * sizeof *nw.snapshots);
+            if (!nw.snapshots) {
+                lock_mark_free(&nw);
+                return err_set(e, ERR_FAIL, "prune: out of memory");
+            }
+            memcpy(nw.snapshots, p->walked, p->n_walked * sizeof *p->walked);
+            nw.n_snapshots = p->n_walked;
+            int rc = lock_mark_save(p->r, &nw, e);
+            if (rc < 0) {
+                lock_mark_free(&nw);
+                return rc;
+            }
+            p->st->packs_pending += nw.n_packs;
+        }
+        lock_mark_free(&nw);
+        int rc = lock_mark_remove(p->r, &m->id, e);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static void count_pending(struct pr *p)
+{
+    for (size_t i = 0; i < n_all_marks(p); i++) {
+        struct lock_mark *m = mark_at(p, i);
+        for (size_t k = 0; k < m->n_packs; k++) {
+            long s = slot_of(p, &m->packs[k]);
+            if (s < 0) continue;
+            const struct pstat *ps = &p->ps[s];
+            if ((ps->fl & F_DATA) && !(ps->fl & (F_NOW | F_UNMARK))) p->st->packs_pending++;
+        }
+    }
+}
+
+static int finish(struct pr *p, struct err *e)
+{
+    size_t n_now = 0;
+    bool index_changes = false;
+    p->now_slots = malloc((p->n_slots ? p->n_slots : 1) * sizeof *p->now_slots);
+    if (!p->now_slots) return err_set(e, ERR_FAIL, "prune: out of memory");
+    for (size_t i = 0; i < p->n_slots; i++) {
+        struct pstat *s = &p->ps[i];
+        if (candidate(s)) {
+            s->fl |= F_NOW;
+            p->now_slots[n_now++] = i;
+        }
+        /* Deleting a pack an index lists, or forgetting a gone one, needs a new index. */
+        if ((s->fl & F_GONE) ||
+            ((s->fl & F_NOW) && idx_pack_find(repo_index(p->r), slot_id(p, i), NULL)))
+            index_changes = true;
+    }
+    bool compact = p->n_i0 + p->n_i_new >= PRUNE_COMPACT_FILES;
+    int rc = 0;
+    if (p->o->dry_run) {
+        for (size_t i = 0; i < p->n_slots; i++) {
+            struct pstat *s = &p->ps[i];
+            if (s->fl & F_NOW) {
+                if (!(s->fl & F_REPACK)) report(p, PRUNE_DELETE, slot_id(p, i), s);
+                p->st->packs_deleted++;
+                p->st->bytes_deleted += s->size;
+            } else if ((s->fl & F_DATA) && (s->fl & F_UNMARK)) {
+                report(p, PRUNE_UNMARK, slot_id(p, i), s);
+                p->st->packs_unmarked++;
+            } else if ((s->fl & F_DATA) && (s->fl & (F_MARKED | F_DELETE | F_REPACK))) {
+                report(p, PRUNE_PENDING, slot_id(p, i), s);
+                p->st->packs_pending++;
+            }
+        }
+        return 0;
+    }
+    if (index_changes || compact) {
+        progress(p, "writing the index", 0, 1);
+        /* Index files written since the load (by the repack's store, or by backups) are loaded
+         * too, so that the new index can replace them as well. */
+        if ((rc = load_new_index_files(p, e)) < 0 || (rc = write_index(p, e)) < 0) return rc;
+    }
+    if ((rc = canceled(p, e)) < 0) return rc;
+    progress(p, "deleting packs", 0, n_now);
+    rc = walk_parallel(n_now, p->o->threads, delete_one, p, p->stop, e);
+    for (size_t i = 0; i < p->n_slots; i++) {
+        struct pstat *s = &p->ps[i];
+        if (s->fl & F_NOW) {
+            if (!(s->fl & F_REPACK)) report(p, PRUNE_DELETE, slot_id(p, i), s);
+            p->st->packs_deleted++;
+            p->st->bytes_deleted += s->size;
+        } else if ((s->fl & F_DATA) && (s->fl & F_UNMARK)) {
+            report(p, PRUNE_UNMARK, slot_id(p, i), s);
+            p->st->packs_unmarked++;
+        }
+    }
+    if (rc < 0) return rc; /* the marks stay; the next prune deletes the rest */
+    if (index_changes || compact) {
+        if ((rc = remove_index_files(p, e)) < 0) return rc;
+    }
+    if ((rc = update_marks(p, e)) < 0) return rc;
+    for (size_t i = 0; i < p->n_slots; i++) {
+        struct pstat *s = &p->ps[i];
+        if ((s->fl & F_DATA) && (s->fl & F_BLOCKED) && !(s->fl & (F_NOW | F_UNMARK)))
+            report(p, PRUNE_PENDING, slot_id(p, i), s);
+    }
+    size_t removed = 0;
+    rc = lock_remove_stale(p->r, (int64_t)time(NULL), p->o->stale_sec, &removed, e);
+    p->st->locks_removed = removed;
+    return rc;
+}
+
+void prune_options_default(struct prune_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->max_unused = PRUNE_DEFAULT_MAX_UNUSED;
+}
+
+static void pr_free(struct pr *p)
+{
+    free(p->i0);
+    free(p->i_new);
+    lock_marks_free(p->marks, p->n_marks);
+    free(p->marked);
+    free(p->data);
+    free(p->ps);
+    free(p->orphans);
+    snap_list_free(p->snaps, p->n_snaps);
+    free(p->walked);
+    walk_bits_free(&p->used);
+    free(p->rep);
+    free(p->holders);
+    free(p->pending);
+    free(p->now_slots);
+    lock_mark_free(&p->fresh);
+}
+
+int prune_run(struct repo *r, struct lock *lk, const struct prune_options *o,
+              struct prune_stats *st, struct err *e)
+{
+    memset(st, 0, sizeof *st);
+    struct pr p = {.r = r, .o = o, .st = st, .stop = lk ? lock_stop_flag(lk) : NULL};
+    p.now = (int64_t)time(NULL);
+    int rc;
+    /* 1. What is there: marks (before the index, as writers read them), snapshots (before the
+     *    index, see load_snapshots), the index, the packs, then the blobs snapshots use. */
+    progress(&p, "loading the index", 0, 1);
+    if ((rc = load_marks(&p, e)) < 0 || (rc = load_snapshots(&p, e)) < 0 ||
+        (rc = load_index(&p, e)) < 0 || (rc = list_data(&p, e)) < 0 ||
+        (rc = attribute_marked(&p, e)) < 0 || (rc = canceled(&p, e)) < 0 ||
+        (rc = walk_used(&p, e)) < 0 || (rc = pack_stats(&p, e)) < 0 || (rc = decide(&p, e)) < 0)
+        goto out;
+    if (o->dry_run) {
+        /* Who would hold deletions up, without marking anything. */
+        if ((rc = list_writers(&p, e)) < 0) goto out;
+        for (size_t i = 0; i < p.n_slots; i++) {
+            struct pstat *s = &p.ps[i];
+            if (s->fl & F_REPACK) {
+                report(&p, PRUNE_REPACK, slot_id(&p, i), s);
+                st->packs_repacked++;
+                st->bytes_repacked += s->used_bytes;
+            }
+            if (s->fl & (F_DELETE | F_REPACK)) st->packs_marked++;
+            if ((s->fl & (F_DELETE | F_REPACK)) && p.n_holders) s->fl |= F_BLOCKED;
+        }
+        for (size_t i = 0; i < p.n_marks; i++) {
+            struct lock_mark *m = &p.marks[i];
+            bool waits = !m->has_waiting ? p.n_holders > 0 : false;
+            for (size_t k = 0; m->has_waiting && k < m->n_waiting && !waits; k++)
+                waits = has_oid(p.holders, p.n_holders, &m->waiting[k]);
+            for (size_t k = 0; waits && k < m->n_packs; k++) {
+                long s = slot_of(&p, &m->packs[k]);
+                if (s >= 0) p.ps[s].fl |= F_BLOCKED;
+            }
+        }
+        rc = finish(&p, e);
+        uint64_t freed = st->bytes_deleted;
+        st->bytes_freed = freed > st->bytes_repacked ? freed - st->bytes_repacked : 0;
+        goto out;
+    }
+    /* 2. Repack partly used packs. */
+    if ((rc = canceled(&p, e)) < 0 || (rc = repack(&p, e)) < 0) goto out;
+    /* 3. Mark. 4. List the writers after the mark is stored; re-check new snapshots. */
+    progress(&p, "marking", 0, 1);
+    if ((rc = canceled(&p, e)) < 0 || (rc = mark_new(&p, e)) < 0 ||
+        (rc = list_writers(&p, e)) < 0 || (rc = compute_pending(&p, e)) < 0 ||
+        (rc = recheck(&p, e)) < 0)
+        goto out;
+    /* 5. New index, deletions, marks, stale locks. */
+    rc = finish(&p, e);
+    if (st->bytes_deleted > st->bytes_repacked)
+        st->bytes_freed = st->bytes_deleted - st->bytes_repacked;
+out:
+    if (rc < 0 && p.ps && !o->dry_run && st->packs_pending == 0) count_pending(&p);
+    note_memory(&p, 0);
+    pr_free(&p);
+    if (rc < 0 && rc != ERR_CANCELED) return err_wrap(e, "prune");
+    return rc;
+}

@@ -1,0 +1,108 @@
+/* walk.h - what prune and check share: the walk of every tree reachable from snapshots, which
+ * marks each referenced blob in a bitmap over the positions of a sealed index (one bit a blob,
+ * so millions of blobs cost a few hundred KiB on top of the index), tolerant snapshot loading,
+ * and a small parallel loop for the many independent reads both do (trees, pack headers, packs).
+ * Trees are loaded by several threads, since on S3 each is a request of its own.
+ */
+#ifndef PV_REPO_WALK_H
+#define PV_REPO_WALK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "base/oid.h"
+#include "repo/snapshot.h"
+
+struct repo;
+
+/* A bitmap; bits are set atomically, so several threads may share one. */
+struct walk_bits {
+    uint64_t *w;
+    size_t n;
+};
+
+int walk_bits_init(struct walk_bits *b, size_t n, struct err *e);
+void walk_bits_free(struct walk_bits *b);
+static inline bool walk_bit(const struct walk_bits *b, size_t i)
+{
+    return (b->w[i / 64] >> (i % 64)) & 1;
+}
+/* Sets bit i; returns whether it was set before. */
+bool walk_bit_set(struct walk_bits *b, size_t i);
+size_t walk_bits_count(const struct walk_bits *b);
+
+enum walk_problem {
+    WALK_TREE_MISSING = 1, /* a tree blob the index does not know */
+    WALK_TREE_BAD,         /* a tree that cannot be read, authenticated or decoded */
+    WALK_DATA_MISSING,     /* a data blob the index does not know */
+};
+
+struct walk_root {
+    struct oid snapshot; /* for reports */
+    struct oid tree;
+};
+
+struct walk_options {
+    unsigned threads; /* 0: 4 */
+    const volatile int *cancel;
+    /* Each problem (may be NULL): the snapshot it was found from, the tree holding the
+     * reference (the root itself for a missing root), the blob at fault, a message. Called
+     * from the walking threads, one at a time. */
+    void (*problem)(void *ctx, enum walk_problem kind, const struct oid *snapshot,
+                    const struct oid *tree, const struct oid *blob, const char *msg);
+    void *ctx;
+};
+
+struct walk_stats {
+    uint64_t trees;    /* distinct trees read */
+    uint64_t problems; /* problems reported */
+};
+
+/* Marks in `used` (sized to idx_blob_count) every blob reachable from the roots. The
+ * repository's index must be sealed and not change during the walk. Problems do not stop the
+ * walk; they are reported and counted. Fails only when the walk cannot go on (canceled:
+ * ERR_CANCELED). */
+int walk_trees(struct repo *r, const struct walk_root *roots, size_t n_roots,
+               struct walk_bits *used, const struct walk_options *o, struct walk_stats *st,
+               struct err *e);
+
+/* Loads every snapshot (sorted by time, oldest first), skipping those removed while being
+ * listed (a forget running beside). A snapshot that cannot be read is reported through `bad`
+ * and skipped, or fails the call when `bad` is NULL. */
+int walk_load_snapshots(struct repo *r, struct snapshot **out, size_t *n,
+                        void (*bad)(void *ctx, const struct oid *id, const char *msg), void *ctx,
+                        struct err *e);
+
+/* Loads every index file into the repository's in-memory index, which is emptied first (so a
+ * long-lived repository can load again), honouring the files' supersedes lists. *ids gets the
+ * files whose content the index now holds: every file listed but those that failed (malloc'd,
+ * sorted). A file that cannot be read is reported through `bad` and skipped, or fails the call
+ * when `bad` is NULL. The index is sealed afterwards. */
+int walk_load_index(struct repo *r, struct oid **ids, size_t *n_ids,
+                    void (*bad)(void *ctx, const struct oid *id, const char *msg), void *ctx,
+                    struct err *e);
+/* walk_load_index leaving out the `n_skip` packs of `skip` (sorted). */
+int walk_load_index_skip(struct repo *r, const struct oid *skip, size_t n_skip, struct oid **ids,
+                         size_t *n_ids,
+                         void (*bad)(void *ctx, const struct oid *id, const char *msg), void *ctx,
+                         struct err *e);
+
+/* A pack in data/ and its size. */
+struct walk_pack {
+    struct oid id;
+    uint64_t size;
+};
+
+/* Lists data/ (sorted by ID; malloc'd). */
+int walk_list_packs(struct repo *r, struct walk_pack **out, size_t *n, struct err *e);
+const struct walk_pack *walk_find_pack(const struct walk_pack *packs, size_t n,
+                                       const struct oid *id);
+
+/* Runs fn(ctx, i) for i in 0..n-1 on `threads` threads (0: 4). Stops at the first failure,
+ * which it returns, or at cancel (ERR_CANCELED). fn is called for each i at most once. */
+int walk_parallel(size_t n, unsigned threads, int (*fn)(void *ctx, size_t i, struct err *e),
+                  void *ctx, const volatile int *cancel, struct err *e);
+
+#endif
