@@ -7,7 +7,9 @@
 # Env: BENCH_DIR (work dir, default a new one under /var/tmp; needs ~3x the data size free)
 #      BENCH_SMALL_FILES (default 50000; sizes 1..16 KiB), BENCH_LARGE_FILES (default 4),
 #      BENCH_LARGE_MB (total of the large files, default 2048), BENCH_KEEP=1 keeps the work dir,
-#      PODVAULT (binary, default build/podvault), BENCH_SKIP_RESTIC=1
+#      PODVAULT (binary, default build/podvault), BENCH_SKIP_RESTIC=1,
+#      BENCH_S3=1 also compares first backup and restore on S3: a Ceph RGW on 127.0.0.1:7480
+#      (started by tests/s3-env.sh), bucket podvault-bench, emptied again afterwards
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -109,6 +111,27 @@ diff -rq "$DATA" "$W/pv-restore" >/dev/null || { echo "bench: podvault's restore
 PV_SIZE=$(du -sb "$PVREPO" | cut -f1)
 R_SIZE=$([ $RESTIC = 1 ] && du -sb "$RREPO" | cut -f1 || echo 0)
 
+# ---- the same on S3 (BENCH_S3=1) ----------------------------------------------------------------
+S3=${BENCH_S3:-0}
+if [ "$S3" = 1 ]; then
+    # shellcheck disable=SC1091
+    PV_S3_BUCKET=podvault-bench source tests/s3-env.sh || { echo "bench: no S3 server here" >&2; exit 1; }
+    # shellcheck disable=SC1091
+    . tests/s3-lib.sh # s3_delete_prefix
+    S3BASE=${PV_TEST_S3%/tests}/run-$(date +%s)-$$
+    trap 'REPO=$S3BASE s3_delete_prefix; [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$W"' EXIT
+    echo "bench: S3 runs at $S3BASE"
+    pvs=("$PV" -r "$S3BASE/podvault" -q)
+    rss=(restic -r "$S3BASE/restic" --cache-dir "$W/restic-s3-cache" -q)
+    "${pvs[@]}" init >/dev/null
+    [ $RESTIC = 1 ] && "${rss[@]}" init >/dev/null
+    timed pv-s3-backup "${pvs[@]}" backup "$DATA" --host bench
+    [ $RESTIC = 1 ] && timed restic-s3-backup "${rss[@]}" backup "$DATA" --host bench
+    timed pv-s3-restore "${pvs[@]}" restore latest --target "$W/pv-s3-restore"
+    [ $RESTIC = 1 ] && timed restic-s3-restore "${rss[@]}" restore latest --target "$W/restic-s3-restore"
+    diff -rq "$DATA" "$W/pv-s3-restore" >/dev/null || { echo "bench: podvault's S3 restore differs from the data!" >&2; exit 1; }
+fi
+
 # ---- table --------------------------------------------------------------------------------------
 mbs() { awk -v s="$1" -v b="$DATA_BYTES" 'BEGIN { if (s > 0) printf "%.0f", b / 1048576 / s; else print "-" }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
@@ -134,8 +157,20 @@ if [ $RESTIC = 1 ]; then
     done
     r=$(ratio "$PV_SIZE" "$R_SIZE")
     row "repository (MiB)" "$((PV_SIZE / 1048576))" "$((R_SIZE / 1048576))" "$r" "<= 1" "$(verdict "$r" 1 le)"
+    if [ "$S3" = 1 ]; then
+        for k in backup restore; do
+            r=$(ratio "${SEC[restic-s3-$k]}" "${SEC[pv-s3-$k]}")
+            row "S3 $k (s)" "${SEC[pv-s3-$k]}" "${SEC[restic-s3-$k]}" "${r}x" ">= 2x" "$(verdict "$r" 2 ge)"
+            row "S3 $k (MB/s)" "$(mbs "${SEC[pv-s3-$k]}")" "$(mbs "${SEC[restic-s3-$k]}")" "" "" ""
+            r=$(ratio "${RSS[pv-s3-$k]}" "${RSS[restic-s3-$k]}")
+            row "S3 peak RSS $k (MiB)" "${RSS[pv-s3-$k]}" "${RSS[restic-s3-$k]}" "$r" "<= 0.25" "$(verdict "$r" 0.25 le)"
+        done
+    fi
 else
     for k in backup rebackup restore; do row "$k (s / MiB RSS)" "${SEC[pv-$k]} / ${RSS[pv-$k]}" - - - -; done
+    if [ "$S3" = 1 ]; then
+        for k in backup restore; do row "S3 $k (s / MiB RSS)" "${SEC[pv-s3-$k]} / ${RSS[pv-s3-$k]}" - - - -; done
+    fi
     row "repository (MiB)" "$((PV_SIZE / 1048576))" - - - -
 fi
 

@@ -87,11 +87,25 @@ void cache_close(struct cache *c)
     free(c);
 }
 
-int cache_get(struct cache *c, const char *name, struct buf *out, struct err *e)
+/* len 0: the whole copy. */
+static int load(struct cache *c, const char *name, uint64_t offset, uint64_t len, struct buf *out,
+                struct err *e)
 {
-    int rc = backend_load(c->b, name, 0, 0, out, e);
+    int rc = backend_load(c->b, name, offset, len, out, e);
     if (rc < 0 && rc != ERR_NOT_FOUND) err_wrap(e, "reading the cache");
     return rc;
+}
+
+int cache_get(struct cache *c, const char *name, struct buf *out, struct err *e)
+{
+    return load(c, name, 0, 0, out, e);
+}
+
+int cache_get_range(struct cache *c, const char *name, uint64_t offset, uint64_t len,
+                    struct buf *out, struct err *e)
+{
+    if (len == 0) return err_set(e, ERR_FAIL, "cache: empty range of %.100s", name);
+    return load(c, name, offset, len, out, e);
 }
 
 int cache_put(struct cache *c, const char *name, const void *data, size_t len, struct err *e)

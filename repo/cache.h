@@ -31,6 +31,10 @@ void cache_close(struct cache *c);
 
 /* Appends the cached copy of `name` to `out`; ERR_NOT_FOUND when it is not cached. */
 int cache_get(struct cache *c, const char *name, struct buf *out, struct err *e);
+/* Appends bytes [offset, offset+len) of the cached copy of `name` (len > 0); ERR_NOT_FOUND when
+ * it is not cached, ERR_FAIL when the copy is shorter. */
+int cache_get_range(struct cache *c, const char *name, uint64_t offset, uint64_t len,
+                    struct buf *out, struct err *e);
 /* Stores a copy of `name` (replacing any older one). */
 int cache_put(struct cache *c, const char *name, const void *data, size_t len, struct err *e);
 /* Drops the copy of `name`; dropping what is not cached is not an error. */

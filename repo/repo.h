@@ -37,7 +37,21 @@ int repo_create(const char *location, const char *password, const struct repo_cr
 int repo_open(const char *location, const char *password, struct repo **out, struct err *e);
 void repo_close(struct repo *r);
 
-/* Reads every index file into the in-memory index (once; later calls do nothing). */
+/* The local cache (repo/cache.h) of index files, snapshots and tree packs. repo_open gives a
+ * repository that is not a local directory one, in the directory cache_default_dir() names,
+ * unless $PODVAULT_NO_CACHE is "1"; a cache that cannot be opened is no error (the repository is
+ * then used without one). repo_set_cache replaces that choice, before the repository is shared
+ * between threads: `dir`, or NULL for no cache. Cached copies are authenticated on every use. */
+int repo_set_cache(struct repo *r, const char *dir, struct err *e);
+/* The cache directory in use, or NULL. */
+const char *repo_cache_dir(const struct repo *r);
+/* Blob reads fetch up to `bytes` of the pack from the blob on and serve the next blobs from
+ * that (0: each blob is one read). repo_open turns it on for a repository that is not a local
+ * directory. Set before the repository is shared between threads. */
+void repo_set_read_ahead(struct repo *r, size_t bytes);
+
+/* Reads every index file into the in-memory index (once; later calls do nothing). Cached tree
+ * packs that the index no longer lists are dropped. */
 int repo_load_index(struct repo *r, struct err *e);
 
 struct backend *repo_backend(struct repo *r);
@@ -54,19 +68,28 @@ void repo_index_unlock(struct repo *r);
 const struct oid *repo_key_id(const struct repo *r);
 
 /* Reads, authenticates and decrypts one blob, appending its plaintext to `out`.
- * ERR_NOT_FOUND when the index does not know it. Thread-safe. */
+ * ERR_NOT_FOUND when the index does not know it. With a cache, a blob stored in a tree pack is
+ * read from the cached pack, the whole pack being fetched once. Thread-safe. */
 int repo_load_blob(struct repo *r, enum blob_type type, const struct oid *id, struct buf *out,
                    struct err *e);
 
 /* Seals `plain` as a file of `kind` and stores it as "<dir>/<random hex>"; the ID is returned. */
-int repo_save_file(struct repo *r, const char *dir, const char *kind, const void *plain,
-                   size_t len, struct oid *id, struct err *e);
+int repo_save_file(struct repo *r, const char *dir, const char *kind, const void *plain, size_t len,
+                   struct oid *id, struct err *e);
 /* Loads and opens "<dir>/<hex id>", appending the plaintext to `out`. */
 int repo_load_file(struct repo *r, const char *dir, const char *kind, const struct oid *id,
                    struct buf *out, struct err *e);
 /* Lists the IDs of the objects in "<dir>/" (malloc'd array). Names that are not IDs are
- * skipped. */
+ * skipped. Cached copies of index files or snapshots that the listing no longer shows (removed
+ * by another client) are dropped. */
 int repo_list_ids(struct repo *r, const char *dir, struct oid **ids, size_t *n, struct err *e);
+/* Removes "<dir>/<hex id>" (the pack for dir "data") from the repository and from the cache;
+ * ERR_NOT_FOUND when the repository does not have it. For prune and forget. */
+int repo_remove_file(struct repo *r, const char *dir, const struct oid *id, struct err *e);
+/* Uploads a finished pack holding blobs of `type` (the store keeps types in separate packs);
+ * a tree pack is kept in the cache too. */
+int repo_save_pack(struct repo *r, const struct oid *pack_id, enum blob_type type, const void *data,
+                   size_t len, struct err *e);
 
 /* Key management: add a password (new key file; its ID in *id), remove a key file (never the
  * last one, nor the one in use), list key files. */

@@ -247,19 +247,15 @@ static int pack_uploaded(struct store *s, const struct oid *pack_id, struct pack
     return 0;
 }
 
-/* Finishes and uploads a detached pack writer (the caller counted it in s->busy), then indexes
- * it, writing an index file when enough packs wait for one. Called without the lock. */
-static int upload(struct store *s, struct pack_writer *w, struct err *e)
+/* Finishes and uploads a detached pack writer of blobs of `type` (the caller counted it in
+ * s->busy), then indexes it, writing an index file when enough packs wait for one. Called
+ * without the lock. */
+static int upload(struct store *s, enum blob_type type, struct pack_writer *w, struct err *e)
 {
     struct buf pack = BUF_INIT;
     struct oid pack_id;
-    char name[80];
     int rc = pack_writer_finish(w, s->keys, &pack_id, &pack, e);
-    if (rc == 0) {
-        pack_object_name(&pack_id, name);
-        rc = backend_save(repo_backend(s->r), name, pack.data, pack.len, false, e);
-        if (rc < 0) err_wrap(e, "uploading pack %s", name + 8);
-    }
+    if (rc == 0) rc = repo_save_pack(s->r, &pack_id, type, pack.data, pack.len, e);
     buf_free(&pack);
 
     struct idx_file_pack *batch = NULL;
@@ -366,7 +362,7 @@ int store_add(struct store *s, enum blob_type type, const struct oid *id, const 
     buf_free(&sealed);
     if (rc < 0) return rc;
     if (added) *added = true;
-    if (full) return upload(s, full, e);
+    if (full) return upload(s, type, full, e);
     return 0;
 }
 
@@ -387,7 +383,7 @@ int store_flush(struct store *s, struct err *e)
 
     for (int t = 0; t < 2; t++) {
         if (!full[t]) continue;
-        int urc = upload(s, full[t], e);
+        int urc = upload(s, (enum blob_type)t, full[t], e);
         if (urc < 0 && rc == 0) rc = urc;
     }
     if (rc < 0) return rc;

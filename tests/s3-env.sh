@@ -7,7 +7,8 @@
 #
 # RGW comes from ../shared/tools/ceph-rgw next to the repository (installs Ceph 16 from Debian
 # the first time; about 20 s and 250 MB of RAM to start). Progress goes to stderr; only the
-# export lines go to stdout. PV_SHARED_DIR overrides where ../shared is; PV_S3_BUCKET the bucket.
+# export lines go to stdout. PV_SHARED_DIR overrides where ../shared is; PV_S3_BUCKET the bucket;
+# PV_S3_START_TIMEOUT (seconds, default 1800) bounds the install and start.
 
 # Sourced: run as a program and take its exports, without changing the caller's shell options.
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
@@ -37,7 +38,8 @@ if [[ ! -f "$ensure" ]]; then
 fi
 
 echo "s3-env.sh: making sure Ceph RGW runs on 127.0.0.1:7480 ..." >&2
-bash "$ensure" >&2
+# Bounded: the first run downloads Ceph, but a hung install or start must not hang the tests.
+timeout -k 10 "${PV_S3_START_TIMEOUT:-1800}" bash "$ensure" >&2
 
 endpoint=http://127.0.0.1:7480
 key=testkey

@@ -1,4 +1,4 @@
-/* test_cache.c - the local object cache: hits, misses, replacement, removal, separation of
+/* test_cache.c - the local object cache: hits, misses, ranges, replacement, removal, separation of
  * repositories, the cache directory tag, the default location, and concurrent writers. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -85,6 +85,14 @@ static void test_roundtrip(void **state)
     assert_int_equal(cache_get(c, "index/01", &out, &e), 0);
     assert_int_equal(out.len, 3);
     assert_memory_equal(out.data, "bye", 3);
+    /* ranges: appended; a range past the end, or an empty one, fails */
+    assert_int_equal(cache_get_range(c, "index/01", 1, 2, &out, &e), 0);
+    assert_int_equal(out.len, 5);
+    assert_memory_equal(out.data + 3, "ye", 2);
+    assert_int_equal(cache_get_range(c, "index/01", 2, 2, &out, &e), ERR_FAIL);
+    assert_int_equal(cache_get_range(c, "index/01", 0, 0, &out, &e), ERR_FAIL);
+    assert_int_equal(cache_get_range(c, "index/02", 0, 1, &out, &e), ERR_NOT_FOUND);
+    assert_int_equal(out.len, 5);
     assert_int_equal(cache_remove(c, "index/01", &e), 0);
     assert_int_equal(cache_get(c, "index/01", &out, &e), ERR_NOT_FOUND);
     assert_int_equal(cache_remove(c, "index/01", &e), 0); /* already gone: fine */

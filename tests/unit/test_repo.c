@@ -1,5 +1,7 @@
-/* test_repo.c - unit tests of repository create/open, keys, files, index load and blob reads
- * (repo/repo.c), on a local directory. */
+/* test_repo.c - unit tests of repository create/open, keys, files, index load, blob reads, the
+ * local cache of index files, snapshots and tree packs, and read-ahead (repo/repo.c), on a local
+ * directory (cache and read-ahead switched on explicitly; a counting wrapper shows what reaches
+ * the backend). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,8 +14,13 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "repo/cache.h"
 #include "repo/pack.h"
 #include "repo/repo.h"
+#include "repo/store.h"
 
 static char base[512];
 static int counter;
@@ -464,6 +471,440 @@ static void test_index_damaged(void **state)
     free(ents);
 }
 
+/* ---- the cache ---- */
+
+/* Counts the loads that reach a repository's backend, by directory. */
+static struct {
+    struct backend_ops ops;
+    const struct backend_ops *inner;
+    atomic_int index, snapshots, data;
+} counting;
+
+static int counting_load(struct backend *self, const char *name, uint64_t offset, uint64_t len,
+                         struct buf *out, struct err *e)
+{
+    if (strncmp(name, "index/", 6) == 0) counting.index++;
+    if (strncmp(name, "snapshots/", 10) == 0) counting.snapshots++;
+    if (strncmp(name, "data/", 5) == 0) counting.data++;
+    return counting.inner->load(self, name, offset, len, out, e);
+}
+
+static void count_loads(struct repo *r)
+{
+    struct backend *b = repo_backend(r);
+    counting.inner = b->ops;
+    counting.ops = *b->ops;
+    counting.ops.load = counting_load;
+    b->ops = &counting.ops;
+    counting.index = counting.snapshots = counting.data = 0;
+}
+
+static void cache_path(struct repo *r, const char *dir, const char *name, char out[1400])
+{
+    char hex[OID_HEX_LEN + 1];
+    snprintf(out, 1400, "%s/%s/%s", dir, oid_hex(&repo_config(r)->repo_id, hex), name);
+}
+
+static bool cached(struct repo *r, const char *dir, const char *name)
+{
+    char path[1400];
+    struct stat st;
+    cache_path(r, dir, name, path);
+    return stat(path, &st) == 0;
+}
+
+/* Replaces the cached copy of `name`, as damage would. */
+static void put_cached(struct repo *r, const char *dir, const char *name, const void *data,
+                       size_t len)
+{
+    struct cache *c;
+    struct err e;
+    char hex[OID_HEX_LEN + 1];
+    assert_int_equal(cache_open(dir, oid_hex(&repo_config(r)->repo_id, hex), &c, &e), 0);
+    assert_int_equal(cache_put(c, name, data, len, &e), 0);
+    cache_close(c);
+}
+
+/* The cached copy of `name` holds what the repository holds. (This check's own load is not
+ * counted.) */
+static void expect_cached_copy(struct repo *r, const char *dir, const char *name)
+{
+    int counts[3] = {counting.index, counting.snapshots, counting.data};
+    struct cache *c;
+    struct buf a = BUF_INIT, b = BUF_INIT;
+    struct err e;
+    char hex[OID_HEX_LEN + 1];
+    assert_int_equal(cache_open(dir, oid_hex(&repo_config(r)->repo_id, hex), &c, &e), 0);
+    assert_int_equal(cache_get(c, name, &a, &e), 0);
+    assert_int_equal(backend_load(repo_backend(r), name, 0, 0, &b, &e), 0);
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.data, b.data, a.len);
+    counting.index = counts[0];
+    counting.snapshots = counts[1];
+    counting.data = counts[2];
+    cache_close(c);
+    buf_free(&a);
+    buf_free(&b);
+}
+
+static void test_cache_files(void **state)
+{
+    char loc[600], cdir[600], name[160], name2[160], hex[OID_HEX_LEN + 1];
+    struct err e;
+    struct buf out = BUF_INIT;
+    new_location(loc);
+    new_location(cdir);
+    create(loc, "pw");
+    struct repo *r = open_ok(loc, "pw");
+    assert_null(repo_cache_dir(r)); /* a local directory needs none */
+    assert_int_equal(repo_set_cache(r, cdir, &e), 0);
+    assert_string_equal(repo_cache_dir(r), cdir);
+    count_loads(r);
+
+    /* What this client saves is cached as it is uploaded, and read from there. */
+    struct oid id, id2;
+    assert_int_equal(repo_save_file(r, "snapshots", "snapshot", "one", 3, &id, &e), 0);
+    snprintf(name, sizeof name, "snapshots/%s", oid_hex(&id, hex));
+    assert_true(cached(r, cdir, name));
+    expect_cached_copy(r, cdir, name);
+    assert_int_equal(repo_load_file(r, "snapshots", "snapshot", &id, &out, &e), 0);
+    assert_int_equal(out.len, 3);
+    assert_memory_equal(out.data, "one", 3);
+    assert_int_equal(counting.snapshots, 0);
+
+    /* A copy that does not open is dropped and fetched again; the caller never sees it. */
+    put_cached(r, cdir, name, "garbage that does not authenticate", 34);
+    buf_reset(&out);
+    assert_int_equal(repo_load_file(r, "snapshots", "snapshot", &id, &out, &e), 0);
+    assert_int_equal(out.len, 3);
+    assert_int_equal(counting.snapshots, 1);
+    expect_cached_copy(r, cdir, name);
+    /* ...also one cut short. */
+    put_cached(r, cdir, name, "", 0);
+    buf_reset(&out);
+    assert_int_equal(repo_load_file(r, "snapshots", "snapshot", &id, &out, &e), 0);
+    assert_int_equal(counting.snapshots, 2);
+    expect_cached_copy(r, cdir, name);
+
+    /* A file another client wrote is cached on its first read. */
+    struct repo *other = open_ok(loc, "pw");
+    assert_int_equal(repo_save_file(other, "snapshots", "snapshot", "two", 3, &id2, &e), 0);
+    repo_close(other);
+    snprintf(name2, sizeof name2, "snapshots/%s", oid_hex(&id2, hex));
+    assert_false(cached(r, cdir, name2));
+    for (int i = 0; i < 3; i++) {
+        buf_reset(&out);
+        assert_int_equal(repo_load_file(r, "snapshots", "snapshot", &id2, &out, &e), 0);
+        assert_memory_equal(out.data, "two", 3);
+    }
+    assert_int_equal(counting.snapshots, 3);
+    assert_true(cached(r, cdir, name2));
+
+    /* Removed by another client: the listing drops the copy. */
+    assert_int_equal(backend_remove(repo_backend(r), name2, &e), 0);
+    assert_int_equal(count_ids(r, "snapshots"), 1);
+    assert_false(cached(r, cdir, name2));
+    assert_true(cached(r, cdir, name));
+    assert_int_equal(repo_load_file(r, "snapshots", "snapshot", &id2, &out, &e), ERR_NOT_FOUND);
+
+    /* repo_remove_file removes both. */
+    assert_int_equal(repo_remove_file(r, "snapshots", &id, &e), 0);
+    assert_false(cached(r, cdir, name));
+    assert_int_equal(repo_load_file(r, "snapshots", "snapshot", &id, &out, &e), ERR_NOT_FOUND);
+    assert_int_equal(repo_remove_file(r, "snapshots", &id, &e), ERR_NOT_FOUND);
+
+    /* Index files are cached too; other directories are not. */
+    assert_int_equal(repo_save_file(r, "index", "index", "x", 1, &id, &e), 0);
+    snprintf(name, sizeof name, "index/%s", oid_hex(&id, hex));
+    assert_true(cached(r, cdir, name));
+    assert_int_equal(repo_save_file(r, "locks", "lock", "x", 1, &id, &e), 0);
+    snprintf(name, sizeof name, "locks/%s", oid_hex(&id, hex));
+    assert_false(cached(r, cdir, name));
+
+    /* Without a cache, every read goes to the repository. */
+    assert_int_equal(repo_set_cache(r, NULL, &e), 0);
+    assert_null(repo_cache_dir(r));
+    assert_int_equal(repo_save_file(r, "snapshots", "snapshot", "three", 5, &id, &e), 0);
+    assert_int_equal(repo_load_file(r, "snapshots", "snapshot", &id, &out, &e), 0);
+    assert_int_equal(counting.snapshots, 6); /* 3 + the two that found nothing + this one */
+    snprintf(name, sizeof name, "snapshots/%s", oid_hex(&id, hex));
+    assert_false(cached(r, cdir, name));
+    buf_free(&out);
+    repo_close(r);
+}
+
+enum { TREES = 300, DATAS = 20, READERS = 4 };
+
+struct tree_blobs {
+    struct repo *r;
+    char plain[TREES][96];
+    struct oid id[TREES];
+    atomic_int bad;
+};
+
+static void *read_trees(void *arg)
+{
+    struct tree_blobs *t = arg;
+    struct buf out = BUF_INIT;
+    struct err e;
+    for (int i = 0; i < TREES; i++) {
+        buf_reset(&out);
+        if (repo_load_blob(t->r, BLOB_TREE, &t->id[i], &out, &e) != 0 ||
+            out.len != strlen(t->plain[i]) || memcmp(out.data, t->plain[i], out.len) != 0)
+            t->bad++;
+    }
+    buf_free(&out);
+    return NULL;
+}
+
+static void expect_trees(struct tree_blobs *t, int readers)
+{
+    pthread_t th[READERS];
+    t->bad = 0;
+    for (int i = 0; i < readers; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, read_trees, t), 0);
+    for (int i = 0; i < readers; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(t->bad, 0);
+}
+
+/* The pack that holds blob `id`. */
+static void pack_of(struct repo *r, const struct oid *id, char name[80])
+{
+    struct idx_loc loc;
+    assert_true(idx_lookup(repo_index(r), id, &loc));
+    pack_object_name(idx_pack_id(repo_index(r), loc.pack), name);
+}
+
+static void test_cache_tree_packs(void **state)
+{
+    char loc[600], cdir[600], cdir2[600], tree_pack[80], data_pack[80];
+    struct err e;
+    new_location(loc);
+    new_location(cdir);
+    new_location(cdir2);
+    create(loc, "pw");
+    static struct tree_blobs t;
+    struct oid data_id[DATAS];
+    char data[DATAS][64];
+
+    /* A backup: the tree pack goes into the cache as it is uploaded, the data pack does not. */
+    struct repo *r = open_ok(loc, "pw");
+    assert_int_equal(repo_set_cache(r, cdir, &e), 0);
+    assert_int_equal(repo_load_index(r, &e), 0);
+    struct store *s;
+    assert_int_equal(store_new(r, &s, &e), 0);
+    for (int i = 0; i < TREES; i++) {
+        snprintf(t.plain[i], sizeof t.plain[i], "{\"tree\":%d,\"nodes\":[\"dir %d\"]}", i, i * 7);
+        crypt_blob_id(repo_keys(r), t.plain[i], strlen(t.plain[i]), &t.id[i]);
+        assert_int_equal(
+            store_add(s, BLOB_TREE, &t.id[i], t.plain[i], strlen(t.plain[i]), NULL, &e), 0);
+    }
+    for (int i = 0; i < DATAS; i++) {
+        snprintf(data[i], sizeof data[i], "file content %d", i);
+        crypt_blob_id(repo_keys(r), data[i], strlen(data[i]), &data_id[i]);
+        assert_int_equal(store_add(s, BLOB_DATA, &data_id[i], data[i], strlen(data[i]), NULL, &e),
+                         0);
+    }
+    assert_int_equal(store_flush(s, &e), 0);
+    store_free(s);
+    pack_of(r, &t.id[0], tree_pack);
+    pack_of(r, &data_id[0], data_pack);
+    assert_string_not_equal(tree_pack, data_pack);
+    assert_true(cached(r, cdir, tree_pack));
+    expect_cached_copy(r, cdir, tree_pack);
+    assert_false(cached(r, cdir, data_pack));
+    /* The next run reads its trees from there. */
+    count_loads(r);
+    t.r = r;
+    expect_trees(&t, 1);
+    assert_int_equal(counting.data, 0);
+    repo_close(r);
+
+    /* Another client with an empty cache: the first tree read fetches the whole pack, once,
+     * however many threads want trees from it at the same time. */
+    r = open_ok(loc, "pw");
+    assert_int_equal(repo_set_cache(r, cdir2, &e), 0);
+    count_loads(r);
+    assert_int_equal(repo_load_index(r, &e), 0);
+    assert_int_equal(counting.index, 1);
+    t.r = r;
+    expect_trees(&t, READERS);
+    assert_int_equal(counting.data, 1);
+    expect_cached_copy(r, cdir2, tree_pack);
+    /* Data blobs are not cached. */
+    struct buf out = BUF_INIT;
+    for (int i = 0; i < 2; i++) {
+        buf_reset(&out);
+        assert_int_equal(repo_load_blob(r, BLOB_DATA, &data_id[3], &out, &e), 0);
+        assert_memory_equal(out.data, data[3], strlen(data[3]));
+    }
+    assert_int_equal(counting.data, 3);
+    assert_false(cached(r, cdir2, data_pack));
+
+    /* A damaged copy is dropped and fetched again. */
+    struct buf pack = BUF_INIT;
+    assert_int_equal(backend_load(repo_backend(r), tree_pack, 0, 0, &pack, &e), 0);
+    counting.data--; /* not the repository's read */
+    struct idx_loc l0;
+    assert_true(idx_lookup(repo_index(r), &t.id[0], &l0));
+    pack.data[l0.offset + l0.stored_len / 2] ^= 0x20;
+    put_cached(r, cdir2, tree_pack, pack.data, pack.len);
+    expect_trees(&t, 1);
+    assert_int_equal(counting.data, 4);
+    expect_cached_copy(r, cdir2, tree_pack);
+    /* ...also one cut short. */
+    put_cached(r, cdir2, tree_pack, pack.data, 100);
+    expect_trees(&t, 1);
+    assert_int_equal(counting.data, 5);
+    expect_cached_copy(r, cdir2, tree_pack);
+
+    /* With the pack gone from the repository, its trees are still read from the cache (objects
+     * never change, so the copy cannot be stale)... */
+    assert_int_equal(backend_remove(repo_backend(r), tree_pack, &e), 0);
+    expect_trees(&t, READERS);
+    assert_int_equal(counting.data, 5);
+    repo_close(r);
+
+    /* ...until an index load shows the repository no longer lists it. The fake index drops
+     * the tree pack; the copy of a pack the index does list stays. */
+    r = open_ok(loc, "pw");
+    assert_int_equal(repo_set_cache(r, cdir2, &e), 0);
+    struct oid *ids;
+    size_t n;
+    assert_int_equal(repo_list_ids(r, "index", &ids, &n, &e), 0);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(repo_remove_file(r, "index", &ids[i], &e), 0);
+    free(ids);
+    struct pack_entry *ents;
+    struct oid p, xid;
+    write_pack(r, "kept", 2, &p, &ents);
+    struct idx_file_pack fp = {p, ents, 2};
+    write_index(r, &fp, 1, NULL, 0, &xid);
+    char kept[80];
+    pack_object_name(&p, kept);
+    assert_int_equal(backend_load(repo_backend(r), kept, 0, 0, &pack, &e), 0);
+    put_cached(r, cdir2, kept, pack.data, pack.len);
+    assert_int_equal(repo_load_index(r, &e), 0);
+    assert_false(cached(r, cdir2, tree_pack));
+    assert_true(cached(r, cdir2, kept));
+    repo_close(r);
+    free(ents);
+    buf_free(&pack);
+    buf_free(&out);
+}
+
+struct ahead {
+    struct repo *r;
+    const struct pack_entry *ents;
+    size_t n;
+    int stride; /* read every blob i with i % stride == phase, in that order */
+    int phase;
+    atomic_int bad;
+};
+
+static void *read_blobs(void *arg)
+{
+    struct ahead *a = arg;
+    for (size_t i = (size_t)a->phase; i < a->n; i += (size_t)a->stride) {
+        char plain[64];
+        int len = snprintf(plain, sizeof plain, "blob ahead %zu", i);
+        struct buf out = BUF_INIT;
+        struct err e;
+        if (repo_load_blob(a->r, BLOB_DATA, &a->ents[i].id, &out, &e) != 0 ||
+            out.len != (size_t)len || memcmp(out.data, plain, out.len) != 0)
+            a->bad++;
+        buf_free(&out);
+    }
+    return NULL;
+}
+
+static void test_read_ahead(void **state)
+{
+    char loc[600];
+    struct err e;
+    new_location(loc);
+    create(loc, "pw");
+    struct repo *r = open_ok(loc, "pw");
+    enum { N = 400 };
+    struct oid p, xid;
+    struct pack_entry *ents;
+    write_pack(r, "ahead", N, &p, &ents);
+    struct idx_file_pack fp = {p, ents, N};
+    write_index(r, &fp, 1, NULL, 0, &xid);
+    uint64_t area = ents[N - 1].offset + ents[N - 1].stored_len;
+    repo_close(r);
+
+    /* Off (a local directory's default): one read per blob. */
+    r = open_ok(loc, "pw");
+    assert_int_equal(repo_load_index(r, &e), 0);
+    count_loads(r);
+    struct ahead a = {.r = r, .ents = ents, .n = N, .stride = 1};
+    read_blobs(&a);
+    assert_int_equal(a.bad, 0);
+    assert_int_equal(counting.data, N);
+
+    /* On: reading in order takes one read per window. */
+    const size_t window = 2048;
+    repo_set_read_ahead(r, window);
+    counting.data = 0;
+    read_blobs(&a);
+    assert_int_equal(a.bad, 0);
+    assert_true(counting.data >= (int)(area / window));
+    assert_true(counting.data <= (int)(area / window) + 2);
+    /* A window as large as the pack: one read; never past the pack's blobs (the local backend
+     * fails a read past the end of the file, and the header follows the blobs anyway). */
+    repo_set_read_ahead(r, 1u << 20);
+    counting.data = 0;
+    read_blobs(&a);
+    assert_int_equal(a.bad, 0);
+    assert_int_equal(counting.data, 1);
+
+    /* Threads reading interleaved streams, and backwards: all correct, still far fewer reads
+     * than blobs. */
+    repo_close(r);
+    r = open_ok(loc, "pw");
+    assert_int_equal(repo_load_index(r, &e), 0);
+    repo_set_read_ahead(r, window);
+    count_loads(r);
+    pthread_t th[4];
+    struct ahead as[4];
+    for (int t = 0; t < 4; t++) {
+        as[t] = (struct ahead){.r = r, .ents = ents, .n = N, .stride = 4, .phase = t};
+        assert_int_equal(pthread_create(&th[t], NULL, read_blobs, &as[t]), 0);
+    }
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(as[t].bad, 0);
+    }
+    assert_true(counting.data < N / 4);
+    for (int i = N - 1; i >= 0; i--) {
+        struct ahead one = {.r = r, .ents = ents, .n = (size_t)i + 1, .stride = N, .phase = i};
+        read_blobs(&one);
+        assert_int_equal(one.bad, 0);
+    }
+
+    /* A damaged blob fails alone; its neighbours in the same window read fine. */
+    char name[80];
+    pack_object_name(&p, name);
+    struct buf pack = BUF_INIT;
+    assert_int_equal(backend_load(repo_backend(r), name, 0, 0, &pack, &e), 0);
+    pack.data[ents[10].offset + 20] ^= 1;
+    assert_int_equal(backend_save(repo_backend(r), name, pack.data, pack.len, true, &e), 0);
+    repo_close(r);
+    r = open_ok(loc, "pw");
+    assert_int_equal(repo_load_index(r, &e), 0);
+    repo_set_read_ahead(r, 1u << 20);
+    struct buf out = BUF_INIT;
+    assert_int_equal(repo_load_blob(r, BLOB_DATA, &ents[9].id, &out, &e), 0);
+    assert_int_equal(repo_load_blob(r, BLOB_DATA, &ents[10].id, &out, &e), ERR_AUTH);
+    assert_int_equal(repo_load_blob(r, BLOB_DATA, &ents[11].id, &out, &e), 0);
+    repo_close(r);
+    buf_free(&out);
+    buf_free(&pack);
+    free(ents);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -479,6 +920,9 @@ int main(void)
         cmocka_unit_test(test_index_and_blobs),
         cmocka_unit_test(test_index_supersedes),
         cmocka_unit_test(test_index_damaged),
+        cmocka_unit_test(test_cache_files),
+        cmocka_unit_test(test_cache_tree_packs),
+        cmocka_unit_test(test_read_ahead),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
