@@ -1,7 +1,7 @@
 /* chunkbench.c - measures the chunker: speed on one core over random data, and deduplication
  * of a synthetic data set (a file, an edited copy, appended records, a shifted copy) for the
  * default chunk sizes against alternatives. Usage: chunkbench [speed MiB (1024)] [set MiB (256)]
- * The figures justify the defaults in chunker/chunker.h; see docs/FORMAT-crypto.md. */
+ * The figures justify the defaults in chunker/chunker.h; see docs/FORMAT.md. */
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* chunker.c - FastCDC-style cut points with a keyed gear table; see chunker.h and
- * docs/FORMAT-crypto.md ("Chunking") for the exact algorithm. */
+ * docs/FORMAT.md ("Chunking") for the exact algorithm. */
 #include "chunker/chunker.h"
 
 #include <sodium.h>

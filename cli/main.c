@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/request.h"
 #include "cli/cli.h"
 #include "cli/cmd_maint.h"
 #include "repo/crypt.h"
@@ -32,6 +33,7 @@ static const char usage[] =
     "  maintain    run the maintenance that is due (for scheduled jobs)\n"
     "  version     print the version\n"
     "  agent       run the node agent (PodVolumeBackup/PodVolumeRestore on this node)\n"
+    "  request     ask the node agents for pod volume backups and restores\n"
     "\n"
     "Global options (before or after the command):\n"
     "  -r, --repo LOCATION     repository: a directory, or "
@@ -95,6 +97,13 @@ static int cmd_agent(struct cli *g, int argc, char **argv)
     return agent_main(argc, argv);
 }
 
+/* `request` also parses its own options (see agent/request.h). */
+static int cmd_request(struct cli *g, int argc, char **argv)
+{
+    (void)g;
+    return request_main(argc, argv);
+}
+
 static const struct {
     const char *name;
     int (*run)(struct cli *g, int argc, char **argv);
@@ -113,6 +122,7 @@ static const struct {
     {"repair", cmd_repair},
     {"maintain", cmd_maintain},
     {"agent", cmd_agent},
+    {"request", cmd_request},
 };
 
 static int find_command(const char *name)

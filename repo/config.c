@@ -1,5 +1,5 @@
 /* config.c - the repository config as JSON, validated field by field; see config.h and
- * docs/FORMAT-crypto.md ("Config"). */
+ * docs/FORMAT.md ("Config"). */
 #include "repo/config.h"
 
 #include <jansson.h>

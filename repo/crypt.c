@@ -1,5 +1,5 @@
 /* crypt.c - key derivation, blob IDs, and sealing of blobs and files; see crypt.h and
- * docs/FORMAT-crypto.md for the byte layouts. */
+ * docs/FORMAT.md for the byte layouts. */
 #include "repo/crypt.h"
 
 #include <pthread.h>

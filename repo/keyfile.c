@@ -1,5 +1,5 @@
 /* keyfile.c - key files: the master key wrapped under an Argon2id password key; see keyfile.h
- * and docs/FORMAT-crypto.md ("Key files"). */
+ * and docs/FORMAT.md ("Key files"). */
 #include "repo/keyfile.h"
 
 #include <jansson.h>

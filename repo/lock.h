@@ -108,7 +108,7 @@ int lock_mark_remove(struct repo *r, const struct oid *id, struct err *e);
 void lock_mark_free(struct lock_mark *m);
 void lock_marks_free(struct lock_mark *m, size_t n);
 
-/* The JSON plaintext of lock objects and marks (FORMAT-maint.md), for tests and fuzzing. The
+/* The JSON plaintext of lock objects and marks (FORMAT.md), for tests and fuzzing. The
  * decoders keep out->id, refuse anything malformed, and on failure leave nothing allocated.
  * lock_mark_encode sorts the mark's lists. */
 int lock_info_encode(const struct lock_info *li, struct buf *out, struct err *e);

@@ -70,7 +70,7 @@ struct maint_result {
     int64_t next_quick, next_full; /* when each is due next (Unix seconds) */
 };
 
-/* The JSON plaintext of a record (FORMAT-maint.md), for tests and fuzzing; the decoder keeps
+/* The JSON plaintext of a record (FORMAT.md), for tests and fuzzing; the decoder keeps
  * out->id and refuses anything malformed. */
 int maint_record_encode(const struct maint_record *m, struct buf *out, struct err *e);
 int maint_record_decode(const void *json, size_t len, struct maint_record *out, struct err *e);

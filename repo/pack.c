@@ -1,5 +1,5 @@
 /* pack.c - pack files: the writer that assembles them and the reader of their headers; see
- * pack.h, and docs/FORMAT-packidx.md for the bytes. */
+ * pack.h, and docs/FORMAT.md for the bytes. */
 #include "repo/pack.h"
 
 #include <stdio.h>

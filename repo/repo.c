@@ -1,6 +1,6 @@
 /* repo.c - opening and creating repositories, the index load, and object I/O; see repo.h.
  *
- * Layout under a backend (docs/FORMAT-packidx.md): "config" (sealed, kind "config"),
+ * Layout under a backend (docs/FORMAT.md): "config" (sealed, kind "config"),
  * "keys/<hex>" (key files, JSON), "data/<2 hex>/<hex>" (packs), "index/<hex>",
  * "snapshots/<hex>" and "locks/<hex>". "config" is written last by repo_create, so its presence
  * is what makes a location a repository.

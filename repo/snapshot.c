@@ -1,5 +1,5 @@
 /* snapshot.c - snapshots: their JSON codec, storage under "snapshots/", and selection by ID,
- * prefix or "latest". The JSON fields are described in docs/FORMAT-treesnap.md. */
+ * prefix or "latest". The JSON fields are described in docs/FORMAT.md. */
 #include "repo/snapshot.h"
 
 #include <ctype.h>

@@ -1,5 +1,5 @@
 /* tree.c - deterministic binary encoding of directory trees; the bytes are described in
- * docs/FORMAT-treesnap.md. */
+ * docs/FORMAT.md. */
 #include "repo/tree.h"
 
 #include <stdarg.h>

@@ -1,6 +1,6 @@
 /* fuzz_blob.c - libFuzzer target for opening blobs and files with fixed keys. Arbitrary bytes
  * almost never authenticate, so the input is also sealed as an authentic blob plaintext
- * (flag || payload, as docs/FORMAT-crypto.md lays it out): that reaches the decompression and
+ * (flag || payload, as docs/FORMAT.md lays it out): that reaches the decompression and
  * length checks behind the authentication, which a hostile key holder could reach too.
  * Input: byte 0 selects type and kind, bytes 1..3 the claimed plaintext length, then the bytes. */
 #include <sodium.h>

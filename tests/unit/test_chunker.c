@@ -70,7 +70,7 @@ static size_t *cut_all(const struct chunker *c, const uint8_t *d, size_t len, si
     return v;
 }
 
-/* The algorithm exactly as docs/FORMAT-crypto.md states it, one byte at a time. */
+/* The algorithm exactly as docs/FORMAT.md states it, one byte at a time. */
 static size_t ref_cut(const struct chunker_params *p, const uint8_t key[32], const uint8_t *d,
                       size_t len)
 {
@@ -164,7 +164,7 @@ static void test_matches_reference(void **state)
     }
 }
 
-/* Known answer, also reproduced by an independent implementation from docs/FORMAT-crypto.md:
+/* Known answer, also reproduced by an independent implementation from docs/FORMAT.md:
  * gear key and data as in the document's test vector. A change here changes every chunk. */
 static void test_known_answer(void **state)
 {

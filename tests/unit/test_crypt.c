@@ -74,7 +74,7 @@ static void test_key_derivation(void **state)
     assert_memory_equal(&a, &zero, sizeof a);
 }
 
-/* Known answers, also reproduced by an independent implementation from docs/FORMAT-crypto.md:
+/* Known answers, also reproduced by an independent implementation from docs/FORMAT.md:
  * a change here is a change of the repository format. */
 static void test_known_answers(void **state)
 {

@@ -382,7 +382,7 @@ static void raw_tree(struct buf *b, const struct raw *nodes, size_t n)
         put_raw(b, &nodes[i]);
 }
 
-/* The encoder writes exactly the documented layout (docs/FORMAT-treesnap.md). */
+/* The encoder writes exactly the documented layout (docs/FORMAT.md). */
 static void test_layout_matches_format(void **state)
 {
     (void)state;
