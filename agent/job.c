@@ -90,6 +90,9 @@ enum job_line job_parse_line(const char *line, size_t len, struct job_status *st
 int job_start(const char *const *argv, const char *const *envp, struct job **out, struct err *e)
 {
     int op[2], ep[2];
+    /* posix_spawn may report a missing program only as exit status 127 (it does under
+     * valgrind): check first, so the caller gets the reason. */
+    if (access(argv[0], X_OK) < 0) return err_sys(e, errno, "starting %s", argv[0]);
     if (pipe2(op, O_CLOEXEC) < 0) return err_sys(e, errno, "creating a pipe");
     if (pipe2(ep, O_CLOEXEC) < 0) {
         close(op[0]);

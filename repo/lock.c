@@ -212,11 +212,12 @@ static void *refresh_main(void *arg)
         if (now - l->last_ok >= lost_after) {
             l->lost = true;
             l->stop = 1;
+            char last[ERR_MSG_MAX]; /* err_set must not read the buffer it writes */
+            memcpy(last, l->lost_err.msg, sizeof last);
             err_set(&l->lost_err, ERR_FAIL,
                     "lost the repository lock: it could not be refreshed for %.0f s (others "
                     "count it stale after %u s)%s%s",
-                    now - l->last_ok, stale, l->lost_err.msg[0] ? "; last error: " : "",
-                    l->lost_err.msg[0] ? l->lost_err.msg : "");
+                    now - l->last_ok, stale, last[0] ? "; last error: " : "", last);
             continue;
         }
         if (now < l->next_try) continue;
