@@ -1,6 +1,7 @@
 /* test_k8s.c - unit tests of agent/k8s: watch line splitting, kubeconfig parsing, paths, and the
  * client and list+watch loop against a scripted HTTP server on 127.0.0.1 (resume after a watch
  * ends, relist after 410 Gone, error codes, bearer tokens read from a file). */
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -547,6 +548,8 @@ static void test_informer_backs_off_until_stopped(void **state)
 
 int main(void)
 {
+    /* As in `podvault agent`: a peer that hangs up is an error on write, not a signal. */
+    signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lines_split_across_chunks),
