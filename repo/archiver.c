@@ -393,26 +393,6 @@ static int idcache_get(struct idcache *c, uint32_t id, bool group, const char **
     return 0;
 }
 
-static uint8_t node_type(mode_t m)
-{
-    switch (m & S_IFMT) {
-    case S_IFREG:
-        return TREE_FILE;
-    case S_IFDIR:
-        return TREE_DIR;
-    case S_IFLNK:
-        return TREE_SYMLINK;
-    case S_IFIFO:
-        return TREE_FIFO;
-    case S_IFCHR:
-        return TREE_CHARDEV;
-    case S_IFBLK:
-        return TREE_BLOCKDEV;
-    default:
-        return TREE_SOCKET;
-    }
-}
-
 static void set_times(struct tree_node *n, const struct stat *st)
 {
     n->mtime_sec = st->st_mtim.tv_sec;
@@ -432,7 +412,7 @@ static int node_init(struct arch *a, struct tree_node *n, const char *name, cons
     n->name = malloc(n->name_len ? n->name_len : 1);
     if (!n->name) return oom(e);
     memcpy(n->name, name, n->name_len);
-    n->type = node_type(st->st_mode);
+    n->type = tree_type_of_mode(st->st_mode);
     n->mode = st->st_mode & 07777;
     n->uid = st->st_uid;
     n->gid = st->st_gid;
@@ -956,7 +936,7 @@ static const struct tree_node *prev_lookup(const struct dir *d, const char *name
  * symlink's target cannot change without changing ctime, so they are taken from it unread. */
 static bool same_inode(const struct tree_node *pn, const struct stat *st)
 {
-    return pn && pn->type == node_type(st->st_mode) && pn->inode == (uint64_t)st->st_ino &&
+    return pn && pn->type == tree_type_of_mode(st->st_mode) && pn->inode == (uint64_t)st->st_ino &&
            same_time(pn->ctime_sec, pn->ctime_nsec, &st->st_ctim);
 }
 

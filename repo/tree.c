@@ -2,6 +2,8 @@
  * docs/FORMAT.md. */
 #include "repo/tree.h"
 
+#include <sys/stat.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -477,4 +479,24 @@ int tree_decode(const void *data, size_t len, struct tree *out, struct err *e)
     }
     *out = t;
     return 0;
+}
+
+uint8_t tree_type_of_mode(uint32_t st_mode)
+{
+    switch (st_mode & S_IFMT) {
+    case S_IFREG:
+        return TREE_FILE;
+    case S_IFDIR:
+        return TREE_DIR;
+    case S_IFLNK:
+        return TREE_SYMLINK;
+    case S_IFIFO:
+        return TREE_FIFO;
+    case S_IFCHR:
+        return TREE_CHARDEV;
+    case S_IFBLK:
+        return TREE_BLOCKDEV;
+    default:
+        return TREE_SOCKET;
+    }
 }

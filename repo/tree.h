@@ -99,5 +99,8 @@ int tree_decode(const void *data, size_t len, struct tree *out, struct err *e);
 void tree_node_free(struct tree_node *node);
 /* Frees every node; the tree is empty and reusable. */
 void tree_free(struct tree *t);
+/* The node type for a file of stat(2) mode `st_mode`; anything unknown is a socket (recorded,
+ * never restored). */
+uint8_t tree_type_of_mode(uint32_t st_mode);
 
 #endif

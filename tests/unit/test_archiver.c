@@ -198,26 +198,6 @@ static void tree_at(const struct snapshot *s, const char *rel, struct tree *out)
     load_tree(&id, out);
 }
 
-static uint8_t type_of(mode_t m)
-{
-    switch (m & S_IFMT) {
-    case S_IFREG:
-        return TREE_FILE;
-    case S_IFDIR:
-        return TREE_DIR;
-    case S_IFLNK:
-        return TREE_SYMLINK;
-    case S_IFIFO:
-        return TREE_FIFO;
-    case S_IFCHR:
-        return TREE_CHARDEV;
-    case S_IFBLK:
-        return TREE_BLOCKDEV;
-    default:
-        return TREE_SOCKET;
-    }
-}
-
 /* Compares a file's bytes with the blobs (and holes) of its extents. */
 static void verify_content(const struct tree_node *n, const char *path)
 {
@@ -286,7 +266,7 @@ static void verify_xattrs(const struct tree_node *n, const char *path)
 
 static void verify_node(const struct tree_node *n, const char *path, const struct stat *st)
 {
-    assert_int_equal(n->type, type_of(st->st_mode));
+    assert_int_equal(n->type, tree_type_of_mode(st->st_mode));
     assert_int_equal(n->mode, st->st_mode & 07777);
     assert_int_equal(n->uid, st->st_uid);
     assert_int_equal(n->gid, st->st_gid);

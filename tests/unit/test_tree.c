@@ -1,5 +1,6 @@
 /* test_tree.c - tree encoding: round trips, determinism, and refusal of malformed or hostile
  * bytes (truncations, bad fields, huge counts). */
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -909,10 +910,24 @@ static void test_tree_add_keeps_node_on_failure_free(void **state)
     tree_free(&t); /* freeing twice is harmless: the tree is empty */
 }
 
+/* Every stat(2) file type maps to its node type; an unknown one is recorded as a socket. */
+static void test_type_of_mode(void **state)
+{
+    (void)state;
+    assert_int_equal(tree_type_of_mode(S_IFREG | 0644), TREE_FILE);
+    assert_int_equal(tree_type_of_mode(S_IFDIR | 0755), TREE_DIR);
+    assert_int_equal(tree_type_of_mode(S_IFLNK | 0777), TREE_SYMLINK);
+    assert_int_equal(tree_type_of_mode(S_IFIFO | 0600), TREE_FIFO);
+    assert_int_equal(tree_type_of_mode(S_IFCHR | 0600), TREE_CHARDEV);
+    assert_int_equal(tree_type_of_mode(S_IFBLK | 0600), TREE_BLOCKDEV);
+    assert_int_equal(tree_type_of_mode(S_IFSOCK | 0600), TREE_SOCKET);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_every_type),
+        cmocka_unit_test(test_type_of_mode),
         cmocka_unit_test(test_empty_tree),
         cmocka_unit_test(test_encode_appends),
         cmocka_unit_test(test_deterministic),
