@@ -2,7 +2,12 @@
  * them; see backend.h. */
 #include "repo/backend.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Names are also file paths (local) and S3 keys, so only characters that are safe as both pass,
  * and no component may climb out of the repository or look like a local temporary file. */
@@ -59,6 +64,35 @@ int backend_save(struct backend *b, const char *name, const void *data, size_t l
 {
     int rc = check_name(b, name, e);
     return rc ? rc : b->ops->save(b, name, data, len, overwrite, e);
+}
+
+int backend_save_fd(struct backend *b, const char *name, int fd, uint64_t len, bool overwrite,
+                    struct err *e)
+{
+    int rc = check_name(b, name, e);
+    return rc ? rc : b->ops->save_fd(b, name, fd, len, overwrite, e);
+}
+
+int backend_tmp_file_in(const char *dir, int *fd, struct err *e)
+{
+    *fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+    if (*fd >= 0) return 0;
+    char *path = NULL;
+    if (asprintf(&path, "%s/" TMP_MARK "podvault-XXXXXX", dir) < 0)
+        return err_set(e, ERR_FAIL, "creating a temporary file in %s: out of memory", dir);
+    *fd = mkostemp(path, O_CLOEXEC);
+    int saved = errno;
+    if (*fd >= 0) unlink(path);
+    free(path);
+    if (*fd < 0) return err_sys(e, saved, "creating a temporary file in %s", dir);
+    return 0;
+}
+
+int backend_tmp_file(struct backend *b, int *fd, struct err *e)
+{
+    if (b->ops->tmp_file) return b->ops->tmp_file(b, fd, e);
+    const char *dir = getenv("TMPDIR");
+    return backend_tmp_file_in(dir && *dir ? dir : "/tmp", fd, e);
 }
 
 int backend_load(struct backend *b, const char *name, uint64_t offset, uint64_t len,

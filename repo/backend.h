@@ -29,6 +29,10 @@ typedef int (*backend_list_cb)(void *ctx, const char *name, uint64_t size);
 struct backend_ops {
     int (*save)(struct backend *self, const char *name, const void *data, size_t len,
                 bool overwrite, struct err *e);
+    int (*save_fd)(struct backend *self, const char *name, int fd, uint64_t len, bool overwrite,
+                   struct err *e);
+    /* NULL: temporary files go to $TMPDIR (or /tmp). */
+    int (*tmp_file)(struct backend *self, int *fd, struct err *e);
     int (*load)(struct backend *self, const char *name, uint64_t offset, uint64_t len,
                 struct buf *out, struct err *e);
     int (*stat)(struct backend *self, const char *name, uint64_t *size, struct err *e);
@@ -40,7 +44,8 @@ struct backend_ops {
 
 struct backend {
     const struct backend_ops *ops;
-    char *location; /* as the user gave it, for messages; owned */
+    char *location;      /* as the user gave it, for messages; owned */
+    unsigned save_slots; /* how many saves the engine should keep running at once (>= 1) */
 };
 
 /* Opens the backend named by a location: "s3:<url>/<bucket>[/<prefix>]" for S3 (see
@@ -49,8 +54,21 @@ struct backend {
 int backend_open(const char *location, bool create, struct backend **out, struct err *e);
 
 /* Stores `data` under `name`, atomically. */
-int backend_save(struct backend *b, const char *name, const void *data, size_t len,
-                 bool overwrite, struct err *e);
+int backend_save(struct backend *b, const char *name, const void *data, size_t len, bool overwrite,
+                 struct err *e);
+/* Stores the first `len` bytes of the file open as `fd` under `name`, atomically, like
+ * backend_save. The file is read with pread(2) (its offset is left alone) and never held in
+ * memory whole; the caller keeps fd. */
+int backend_save_fd(struct backend *b, const char *name, int fd, uint64_t len, bool overwrite,
+                    struct err *e);
+/* Opens a new, empty, anonymous temporary file for reading and writing (it vanishes when
+ * closed) in which an object can be assembled before backend_save_fd. The backend places it
+ * where saving it is cheapest: the local backend in the repository's own file system, where
+ * saving links it into place without copying it. */
+int backend_tmp_file(struct backend *b, int *fd, struct err *e);
+/* backend_tmp_file's mechanics in a given directory, for implementations: O_TMPFILE, or a
+ * unique file unlinked at once where the file system lacks it. */
+int backend_tmp_file_in(const char *dir, int *fd, struct err *e);
 /* Appends bytes [offset, offset+len) of the object to `out`; len 0 means "to the end".
  * Fails (ERR_FAIL) when the object is shorter than offset+len. */
 int backend_load(struct backend *b, const char *name, uint64_t offset, uint64_t len,

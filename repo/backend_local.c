@@ -2,7 +2,9 @@
  *
  * An object "a/b/c" is the file "<root>/a/b/c". Saves write a temporary file next to the target
  * (".tmp-<random>", never listed), fsync it, then rename it into place and fsync the directory,
- * so a crash or a failed write leaves either the whole object or nothing under its name. */
+ * so a crash or a failed write leaves either the whole object or nothing under its name. An
+ * object assembled in a temporary file of local_tmp_file (an unnamed O_TMPFILE in the root) is
+ * instead synced and linked into place, which costs no copy. */
 #include "repo/backend.h"
 
 #include <dirent.h>
@@ -91,8 +93,43 @@ static int write_all(int fd, const uint8_t *p, size_t len)
     return 0;
 }
 
+/* Copies [0, len) of the file open as `src` to `out`, through a bounded buffer. */
+static int copy_fd(int src, int out, uint64_t len)
+{
+    enum { COPY_BUF = 256 * 1024 };
+    uint8_t *b = malloc(COPY_BUF);
+    if (!b) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int rc = 0;
+    for (uint64_t off = 0; off < len && rc == 0;) {
+        ssize_t n =
+            pread(src, b, len - off < COPY_BUF ? (size_t)(len - off) : COPY_BUF, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) errno = EIO; /* the source is shorter than it was said to be */
+        if (n <= 0) {
+            rc = -1;
+            break;
+        }
+        rc = write_all(out, b, (size_t)n);
+        off += (uint64_t)n;
+    }
+    int saved = errno;
+    free(b);
+    errno = saved;
+    return rc;
+}
+
+/* What a save writes: `len` bytes from memory (`data`), or from the file open as `fd`. */
+struct source {
+    const void *data;
+    int fd;
+    uint64_t len;
+};
+
 /* Writes the whole temporary file, synced; on failure nothing of it remains. */
-static int write_tmp(const char *root, char *tmp, const void *data, size_t len, struct err *e)
+static int write_tmp(const char *root, char *tmp, const struct source *src, struct err *e)
 {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0 && errno == ENOENT) {
@@ -101,7 +138,8 @@ static int write_tmp(const char *root, char *tmp, const void *data, size_t len, 
     }
     if (fd < 0) return err_sys(e, errno, "creating %s", tmp);
     const char *step = "writing";
-    int rc = write_all(fd, data, len);
+    int rc =
+        src->data ? write_all(fd, src->data, (size_t)src->len) : copy_fd(src->fd, fd, src->len);
     if (rc == 0) {
         step = "syncing";
         rc = fsync(fd);
@@ -139,24 +177,49 @@ static int publish(const char *tmp, const char *path, bool overwrite, struct err
     return err_sys(e, saved, "renaming %s to %s", tmp, path);
 }
 
-static int local_save(struct backend *self, const char *name, const void *data, size_t len,
-                      bool overwrite, struct err *e)
+/* Saves an O_TMPFILE made by local_tmp_file by linking it into place: no copy at all. Returns
+ * 1 when the file cannot be linked (not one of ours, another file system, no /proc): the
+ * caller then copies it. linkat() never replaces, which is what a save without overwrite
+ * wants. */
+static int link_tmpfile(const char *root, char *path, int fd, uint64_t len, struct err *e)
 {
-    struct local *l = as_local(self);
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 0 ||
+        (uint64_t)st.st_size != len)
+        return 1;
+    if (fsync(fd) < 0) return err_sys(e, errno, "syncing the temporary file of %s", path);
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    int rc = linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+    if (rc < 0 && errno == ENOENT && access(proc, F_OK) == 0) {
+        if (make_parents(root, path, e) < 0) return ERR_FAIL;
+        rc = linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+    }
+    if (rc == 0) return 0;
+    if (errno == EEXIST) return err_set(e, ERR_EXISTS, "the object already exists");
+    return 1;
+}
+
+static int save_source(struct local *l, const char *name, const struct source *src, bool overwrite,
+                       struct err *e)
+{
     char *path = join(l->root, name);
     char *tmp = NULL;
     if (!path) return oom(e, "saving", name);
     char *slash = strrchr(path, '/');
-    uint8_t rnd[8];
-    char hex[2 * sizeof rnd + 1];
-    randombytes_buf(rnd, sizeof rnd);
-    sodium_bin2hex(hex, sizeof hex, rnd, sizeof rnd);
-    if (asprintf(&tmp, "%.*s/" TMP_MARK "%s", (int)(slash - path), path, hex) < 0) {
-        free(path);
-        return oom(e, "saving", name);
+    int rc = src->data || overwrite ? 1 : link_tmpfile(l->root, path, src->fd, src->len, e);
+    if (rc == 1) {
+        uint8_t rnd[8];
+        char hex[2 * sizeof rnd + 1];
+        randombytes_buf(rnd, sizeof rnd);
+        sodium_bin2hex(hex, sizeof hex, rnd, sizeof rnd);
+        if (asprintf(&tmp, "%.*s/" TMP_MARK "%s", (int)(slash - path), path, hex) < 0) {
+            free(path);
+            return oom(e, "saving", name);
+        }
+        rc = write_tmp(l->root, tmp, src, e);
+        if (rc == 0) rc = publish(tmp, path, overwrite, e);
     }
-    int rc = write_tmp(l->root, tmp, data, len, e);
-    if (rc == 0) rc = publish(tmp, path, overwrite, e);
     if (rc == 0) {
         *slash = '\0';
         if (sync_dir(path) < 0) rc = err_sys(e, errno, "syncing directory %s", path);
@@ -169,6 +232,26 @@ static int local_save(struct backend *self, const char *name, const void *data, 
     free(tmp);
     free(path);
     return rc;
+}
+
+static int local_save(struct backend *self, const char *name, const void *data, size_t len,
+                      bool overwrite, struct err *e)
+{
+    struct source src = {.data = data ? data : "", .fd = -1, .len = len};
+    return save_source(as_local(self), name, &src, overwrite, e);
+}
+
+static int local_save_fd(struct backend *self, const char *name, int fd, uint64_t len,
+                         bool overwrite, struct err *e)
+{
+    struct source src = {.data = NULL, .fd = fd, .len = len};
+    return save_source(as_local(self), name, &src, overwrite, e);
+}
+
+/* In the repository's root, so that local_save_fd can link it into place. */
+static int local_tmp_file(struct backend *self, int *fd, struct err *e)
+{
+    return backend_tmp_file_in(as_local(self)->root, fd, e);
 }
 
 /* Opening "a/b" when "a" is a file fails with ENOTDIR: that object is just as absent. */
@@ -361,6 +444,8 @@ static void local_close(struct backend *self)
 
 static const struct backend_ops local_ops = {
     .save = local_save,
+    .save_fd = local_save_fd,
+    .tmp_file = local_tmp_file,
     .load = local_load,
     .stat = local_stat,
     .list = local_list,
@@ -394,6 +479,8 @@ int backend_local_open(const char *path, bool create, struct backend **out, stru
     struct local *l = calloc(1, sizeof *l);
     if (!l) return oom(e, "opening", path);
     l->b.ops = &local_ops;
+    /* One save writing while another syncs keeps a disk busy; more only queue on it. */
+    l->b.save_slots = 2;
     l->b.location = strdup(path);
     l->root = strdup(path);
     if (!l->b.location || !l->root) {

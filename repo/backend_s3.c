@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "repo/backend.h"
 #include "repo/s3_xml.h"
@@ -335,6 +336,9 @@ static int load_settings(struct s3 *s, struct err *e)
     if (!rc) rc = env_long(BACKEND_S3_ENV_CONNECT_TIMEOUT, 10, 1, 3600, &s->connect_timeout_s, e);
     if (!rc) rc = env_long(BACKEND_S3_ENV_STALL_TIMEOUT, 60, 1, 3600, &s->stall_timeout_s, e);
     if (!rc) rc = env_long(BACKEND_S3_ENV_LIST_MAX, 1000, 1, 1000, &s->list_max, e);
+    long uploads = 4;
+    if (!rc) rc = env_long(BACKEND_S3_ENV_UPLOADS, uploads, 1, 64, &uploads, e);
+    s->b.save_slots = (unsigned)uploads;
     return rc;
 }
 
@@ -345,8 +349,9 @@ struct req {
     const char *what;   /* the object name, or the bucket, for messages */
     bool object;        /* a 404 without another code means the object is absent */
     const char *url;
-    const void *body; /* PUT */
-    size_t body_len;
+    const void *body; /* PUT from memory, or when NULL ... */
+    int body_fd;      /* ... from this file, read with pread */
+    uint64_t body_len;
     const char *body_sha256; /* hex; NULL for requests without a body */
     const char *range;       /* CURLOPT_RANGE ("a-b", "a-") or NULL */
     struct buf *out;         /* a successful answer's body is appended here; NULL drops it */
@@ -365,7 +370,7 @@ struct xfer {
     bool too_much, oom;
     bool headers_done; /* the blank line that ends the last header block was seen */
     struct buf errbody;
-    size_t up_pos;
+    uint64_t up_pos;
 };
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
@@ -414,9 +419,21 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
 static size_t on_upload(char *p, size_t size, size_t nmemb, void *ud)
 {
     struct xfer *x = ud;
-    size_t left = x->r->body_len - x->up_pos, n = size * nmemb;
-    if (n > left) n = left;
-    memcpy(p, (const uint8_t *)x->r->body + x->up_pos, n);
+    const struct req *r = x->r;
+    uint64_t left = r->body_len - x->up_pos;
+    size_t n = size * nmemb;
+    if (n > left) n = (size_t)left;
+    if (r->body) {
+        memcpy(p, (const uint8_t *)r->body + x->up_pos, n);
+    } else if (n > 0) {
+        ssize_t got;
+        do
+            got = pread(r->body_fd, p, n, (off_t)x->up_pos);
+        while (got < 0 && errno == EINTR);
+        /* A file that shrank or cannot be read must not become a short object. */
+        if (got <= 0) return CURL_READFUNC_ABORT;
+        n = (size_t)got;
+    }
     x->up_pos += n;
     return n;
 }
@@ -427,7 +444,7 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
     struct xfer *x = ud;
     if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > x->r->body_len)
         return CURL_SEEKFUNC_FAIL;
-    x->up_pos = (size_t)offset;
+    x->up_pos = (uint64_t)offset;
     return CURL_SEEKFUNC_OK;
 }
 
@@ -689,10 +706,37 @@ static int s3_exists(struct s3 *s, const char *name, const char *url, bool *exis
     return rc;
 }
 
-static int s3_save(struct backend *self, const char *name, const void *data, size_t len,
-                   bool overwrite, struct err *e)
+/* The hex SHA-256 of [0, len) of a file, which SigV4 wants before the upload starts. */
+static int file_sha256(int fd, uint64_t len, char hex[2 * crypto_hash_sha256_BYTES + 1])
 {
-    struct s3 *s = as_s3(self);
+    enum { HASH_BUF = 256 * 1024 };
+    uint8_t *b = malloc(HASH_BUF);
+    if (!b) return -1;
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    int rc = 0;
+    for (uint64_t off = 0; off < len;) {
+        ssize_t n = pread(fd, b, len - off < HASH_BUF ? (size_t)(len - off) : HASH_BUF, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) errno = EIO; /* shorter than it was said to be */
+        if (n <= 0) {
+            rc = -1;
+            break;
+        }
+        crypto_hash_sha256_update(&st, b, (size_t)n);
+        off += (uint64_t)n;
+    }
+    unsigned char h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&st, h);
+    sodium_bin2hex(hex, 2 * sizeof h + 1, h, sizeof h);
+    free(b);
+    return rc;
+}
+
+/* PUTs `len` bytes from memory (`data`) or, when data is NULL, from the file `fd`. */
+static int put(struct s3 *s, const char *name, const void *data, int fd, uint64_t len,
+               bool overwrite, struct err *e)
+{
     char *url = object_url(s, name);
     if (!url) return err_set(e, ERR_FAIL, "saving %s: out of memory", name);
     int rc = 0;
@@ -705,21 +749,38 @@ static int s3_save(struct backend *self, const char *name, const void *data, siz
             rc = err_set(e, ERR_EXISTS, "saving %s in %s: the object already exists", name,
                          s->b.location);
     }
-    if (rc == 0) {
+    char hex[2 * crypto_hash_sha256_BYTES + 1];
+    if (rc == 0 && data) {
         unsigned char h[crypto_hash_sha256_BYTES];
-        char hex[2 * sizeof h + 1];
-        crypto_hash_sha256(h, data, len);
+        crypto_hash_sha256(h, data, (size_t)len);
         sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+    } else if (rc == 0 && file_sha256(fd, len, hex) < 0) {
+        rc = err_sys(e, errno, "saving %s: reading its temporary file", name);
+    }
+    if (rc == 0) {
         struct req r = {.method = "PUT",
                         .what = name,
                         .url = url,
                         .body = data,
+                        .body_fd = fd,
                         .body_len = len,
                         .body_sha256 = hex};
         rc = request(s, &r, e);
     }
     free(url);
     return rc;
+}
+
+static int s3_save(struct backend *self, const char *name, const void *data, size_t len,
+                   bool overwrite, struct err *e)
+{
+    return put(as_s3(self), name, data ? data : "", -1, len, overwrite, e);
+}
+
+static int s3_save_fd(struct backend *self, const char *name, int fd, uint64_t len, bool overwrite,
+                      struct err *e)
+{
+    return put(as_s3(self), name, NULL, fd, len, overwrite, e);
 }
 
 static int shorter(struct s3 *s, const char *name, uint64_t size, uint64_t offset, uint64_t len,
@@ -924,6 +985,7 @@ static void s3_close(struct backend *self)
 
 static const struct backend_ops s3_ops = {
     .save = s3_save,
+    .save_fd = s3_save_fd,
     .load = s3_load,
     .stat = s3_stat,
     .list = s3_list,

@@ -33,5 +33,7 @@
 #define BACKEND_S3_ENV_STALL_TIMEOUT "PODVAULT_S3_STALL_TIMEOUT"
 /* Keys asked for per listing page, 1..1000 (default 1000); small values test pagination. */
 #define BACKEND_S3_ENV_LIST_MAX "PODVAULT_S3_LIST_MAX"
+/* Uploads a backup keeps in flight at once (default 4, 1..64). */
+#define BACKEND_S3_ENV_UPLOADS "PODVAULT_S3_UPLOADS"
 
 #endif

@@ -40,8 +40,8 @@ void keyfile_params_default(struct keyfile_params *p)
         p->memlimit = crypto_pwhash_argon2id_MEMLIMIT_MIN;
         return;
     }
-    p->opslimit = crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE;
-    p->memlimit = crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE;
+    p->opslimit = KEYFILE_DEFAULT_OPSLIMIT;
+    p->memlimit = KEYFILE_DEFAULT_MEMLIMIT;
 }
 
 static int params_check(uint64_t opslimit, uint64_t memlimit, struct err *e)

@@ -2,9 +2,12 @@
  * pack.h, and docs/FORMAT.md for the bytes. */
 #include "repo/pack.h"
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "repo/backend.h"
 
@@ -23,7 +26,9 @@ static const uint8_t pack_magic[4] = {'P', 'V', 'P', 'K'};
 #define PACK_TAIL_GUESS (64u * 1024)
 
 struct pack_writer {
-    struct buf data; /* sealed blobs back to back */
+    int fd;        /* the temporary file that receives the pack; owned */
+    uint64_t size; /* bytes written to it */
+    bool finished;
     struct pack_entry *entries;
     size_t n, cap;
 };
@@ -42,10 +47,14 @@ static void header_kind(const struct oid *pack_id, char out[12 + OID_HEX_LEN + 1
     snprintf(out, 12 + OID_HEX_LEN + 1, "pack-header/%s", oid_hex(pack_id, hex));
 }
 
-int pack_writer_new(struct pack_writer **out, struct err *e)
+int pack_writer_new(struct pack_writer **out, int fd, struct err *e)
 {
     struct pack_writer *w = calloc(1, sizeof *w);
-    if (!w) return err_set(e, ERR_FAIL, "pack writer: out of memory");
+    if (!w) {
+        close(fd);
+        return err_set(e, ERR_FAIL, "pack writer: out of memory");
+    }
+    w->fd = fd;
     *out = w;
     return 0;
 }
@@ -53,9 +62,24 @@ int pack_writer_new(struct pack_writer **out, struct err *e)
 void pack_writer_free(struct pack_writer *w)
 {
     if (!w) return;
-    buf_free(&w->data);
+    close(w->fd);
     free(w->entries);
     free(w);
+}
+
+/* Appends bytes to the pack's file at its end. */
+static int append(struct pack_writer *w, const void *data, size_t len, struct err *e)
+{
+    const uint8_t *p = data;
+    while (len > 0) {
+        ssize_t n = pwrite(w->fd, p, len, (off_t)w->size);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return err_sys(e, errno, "pack writer: writing its temporary file");
+        p += n;
+        len -= (size_t)n;
+        w->size += (uint64_t)n;
+    }
+    return 0;
 }
 
 int pack_writer_add(struct pack_writer *w, enum blob_type type, const struct oid *id,
@@ -63,10 +87,11 @@ int pack_writer_add(struct pack_writer *w, enum blob_type type, const struct oid
 {
     if (type != BLOB_DATA && type != BLOB_TREE)
         return err_set(e, ERR_FAIL, "pack writer: invalid blob type %d", (int)type);
+    if (w->finished) return err_set(e, ERR_FAIL, "pack writer: the pack is already finished");
     if (w->n >= PACK_MAX_ENTRIES)
         return err_set(e, ERR_FAIL, "pack writer: pack already holds %u blobs", PACK_MAX_ENTRIES);
     /* Offsets are 32-bit and the whole pack, header included, must stay addressable. */
-    if (sealed_len > UINT32_MAX || w->data.len + sealed_len > UINT32_MAX - PACK_MAX_HEADER)
+    if (sealed_len > UINT32_MAX || w->size + sealed_len > UINT32_MAX - PACK_MAX_HEADER)
         return err_set(e, ERR_FAIL, "pack writer: pack would exceed 4 GiB");
     if (w->n == w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 64;
@@ -75,9 +100,13 @@ int pack_writer_add(struct pack_writer *w, enum blob_type type, const struct oid
         w->entries = p;
         w->cap = cap;
     }
-    size_t offset = w->data.len;
-    if (buf_append(&w->data, sealed, sealed_len) < 0)
-        return err_set(e, ERR_FAIL, "pack writer: out of memory");
+    uint64_t offset = w->size;
+    int rc = append(w, sealed, sealed_len, e);
+    if (rc < 0) {
+        /* What a failed write left must not be taken for the next blob's bytes. */
+        w->size = offset;
+        return rc;
+    }
     struct pack_entry *pe = &w->entries[w->n++];
     pe->id = *id;
     pe->type = (uint8_t)type;
@@ -89,7 +118,7 @@ int pack_writer_add(struct pack_writer *w, enum blob_type type, const struct oid
 
 uint64_t pack_writer_size(const struct pack_writer *w)
 {
-    return w->data.len;
+    return w->size;
 }
 
 size_t pack_writer_count(const struct pack_writer *w)
@@ -103,16 +132,16 @@ const struct pack_entry *pack_writer_entries(const struct pack_writer *w, size_t
     return w->entries;
 }
 
-void pack_writer_reset(struct pack_writer *w)
+int pack_writer_fd(const struct pack_writer *w)
 {
-    buf_reset(&w->data);
-    w->n = 0;
+    return w->fd;
 }
 
 int pack_writer_finish(struct pack_writer *w, const struct crypt_keys *k, struct oid *pack_id,
-                       struct buf *out, struct err *e)
+                       uint64_t *pack_len, struct err *e)
 {
-    struct buf hdr = BUF_INIT;
+    if (w->finished) return err_set(e, ERR_FAIL, "pack writer: the pack is already finished");
+    struct buf hdr = BUF_INIT, sealed = BUF_INIT;
     int bad = buf_append(&hdr, pack_magic, sizeof pack_magic);
     bad |= buf_put_u8(&hdr, PACK_VERSION);
     bad |= buf_put_uvarint(&hdr, w->n);
@@ -127,23 +156,38 @@ int pack_writer_finish(struct pack_writer *w, const struct crypt_keys *k, struct
         buf_free(&hdr);
         return err_set(e, ERR_FAIL, "pack writer: out of memory");
     }
-
-    /* Hand the blob bytes over without copying them: `out` takes the writer's buffer and the
-     * writer keeps out's old memory for the next pack. */
-    struct buf swap = *out;
-    *out = w->data;
-    w->data = swap;
-    buf_reset(&w->data);
-
     oid_random(pack_id);
     char kind[12 + OID_HEX_LEN + 1];
     header_kind(pack_id, kind);
-    size_t before = out->len;
-    int rc = crypt_file_seal(k, kind, hdr.data, hdr.len, out, e);
+    int rc = crypt_file_seal(k, kind, hdr.data, hdr.len, &sealed, e);
+    if (rc < 0)
+        err_wrap(e, "pack writer");
+    else if (buf_put_u32(&sealed, (uint32_t)sealed.len) < 0)
+        rc = err_set(e, ERR_FAIL, "pack writer: out of memory");
+    uint64_t blobs_end = w->size;
+    if (rc == 0) rc = append(w, sealed.data, sealed.len, e);
+    if (rc < 0)
+        w->size = blobs_end;
+    else
+        w->finished = true;
     buf_free(&hdr);
-    if (rc < 0) return err_wrap(e, "pack writer");
-    if (buf_put_u32(out, (uint32_t)(out->len - before)) < 0)
+    buf_free(&sealed);
+    *pack_len = w->size;
+    return rc;
+}
+
+int pack_writer_load(const struct pack_writer *w, struct buf *out, struct err *e)
+{
+    if (w->size > SIZE_MAX || buf_reserve(out, (size_t)w->size) < 0)
         return err_set(e, ERR_FAIL, "pack writer: out of memory");
+    for (uint64_t off = 0; off < w->size;) {
+        ssize_t n = pread(w->fd, out->data + out->len, (size_t)(w->size - off), (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            return err_sys(e, n < 0 ? errno : EIO, "pack writer: reading its temporary file");
+        off += (uint64_t)n;
+        out->len += (size_t)n;
+    }
     return 0;
 }
 

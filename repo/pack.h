@@ -32,32 +32,41 @@ struct pack_entry {
 /* Writes "data/xx/<hex>" for a pack ID into out (at least 72 bytes). */
 void pack_object_name(const struct oid *pack_id, char out[80]);
 
-/* Collects sealed blobs in memory until the caller finishes the pack. Not thread-safe. */
+/* Assembles one pack in a temporary file (see backend_tmp_file): only the blob list is held in
+ * memory. Not thread-safe. */
 struct pack_writer;
 
-int pack_writer_new(struct pack_writer **out, struct err *e);
+/* The writer owns `fd` from here on (closing it also when this fails). */
+int pack_writer_new(struct pack_writer **out, int fd, struct err *e);
+/* Closes the file: a pack that was not saved vanishes with it. */
 void pack_writer_free(struct pack_writer *w);
-/* Appends one sealed blob. */
+
+/* Appends one sealed blob to the file. A failed write (a full disk) adds nothing. */
 int pack_writer_add(struct pack_writer *w, enum blob_type type, const struct oid *id,
                     const void *sealed, size_t sealed_len, uint32_t raw_len, struct err *e);
-/* Bytes so far (blobs only), and blobs so far. */
+
+/* Bytes in the file so far (blobs only until finished), and blobs so far. */
 uint64_t pack_writer_size(const struct pack_writer *w);
 size_t pack_writer_count(const struct pack_writer *w);
-/* Picks a random pack ID, appends the sealed header and trailer, and hands over the whole pack's
- * bytes in `out` (which is reset first) and its ID. The entries stay readable until reset. */
+
+/* Picks a random pack ID and appends the sealed header and trailer to the file, which then
+ * holds the whole pack: *pack_len bytes from offset 0 of pack_writer_fd(), ready for
+ * backend_save_fd. Nothing can be added afterwards. */
 int pack_writer_finish(struct pack_writer *w, const struct crypt_keys *k, struct oid *pack_id,
-                       struct buf *out, struct err *e);
+                       uint64_t *pack_len, struct err *e);
+int pack_writer_fd(const struct pack_writer *w);
+/* Appends the finished pack's bytes to `out` (for the metadata cache, and tests). */
+int pack_writer_load(const struct pack_writer *w, struct buf *out, struct err *e);
+/* The blobs added, in pack order, with their offsets. */
 const struct pack_entry *pack_writer_entries(const struct pack_writer *w, size_t *n);
-/* Empties the writer for the next pack. */
-void pack_writer_reset(struct pack_writer *w);
 
 /* Decodes a pack header from the last `tail_len` bytes of a pack of `pack_size` bytes (the tail
  * must include the header and the 4-byte trailer). On success *entries (malloc'd, caller frees)
  * holds *n entries, each checked to lie inside the pack's blob area without overlap.
  * If the tail is too short, fails with ERR_FAIL and sets *need to the tail length required. */
 int pack_header_decode(const struct crypt_keys *k, const struct oid *pack_id, const void *tail,
-                       size_t tail_len, uint64_t pack_size, struct pack_entry **entries,
-                       size_t *n, size_t *need, struct err *e);
+                       size_t tail_len, uint64_t pack_size, struct pack_entry **entries, size_t *n,
+                       size_t *need, struct err *e);
 
 struct backend;
 /* Reads and decodes a stored pack's header (one or two ranged loads). */

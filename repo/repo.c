@@ -482,14 +482,19 @@ int repo_remove_file(struct repo *r, const char *dir, const struct oid *id, stru
     return backend_remove(r->b, name, e); /* its messages name the object */
 }
 
-int repo_save_pack(struct repo *r, const struct oid *pack_id, enum blob_type type, const void *data,
-                   size_t len, struct err *e)
+int repo_save_pack(struct repo *r, const struct oid *pack_id, enum blob_type type,
+                   const struct pack_writer *w, uint64_t pack_len, struct err *e)
 {
     char name[80];
     pack_object_name(pack_id, name);
-    int rc = backend_save(r->b, name, data, len, false, e);
+    int rc = backend_save_fd(r->b, name, pack_writer_fd(w), pack_len, false, e);
     if (rc < 0) return err_wrap(e, "uploading pack %s", name + 8);
-    if (type == BLOB_TREE) cache_keep(r, name, data, len);
+    if (type == BLOB_TREE && r->cache) {
+        struct buf pack = BUF_INIT;
+        struct err ignored;
+        if (pack_writer_load(w, &pack, &ignored) == 0) cache_keep(r, name, pack.data, pack.len);
+        buf_free(&pack);
+    }
     return 0;
 }
 

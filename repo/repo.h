@@ -86,10 +86,11 @@ int repo_list_ids(struct repo *r, const char *dir, struct oid **ids, size_t *n, 
 /* Removes "<dir>/<hex id>" (the pack for dir "data") from the repository and from the cache;
  * ERR_NOT_FOUND when the repository does not have it. For prune and forget. */
 int repo_remove_file(struct repo *r, const char *dir, const struct oid *id, struct err *e);
-/* Uploads a finished pack holding blobs of `type` (the store keeps types in separate packs);
- * a tree pack is kept in the cache too. */
-int repo_save_pack(struct repo *r, const struct oid *pack_id, enum blob_type type, const void *data,
-                   size_t len, struct err *e);
+struct pack_writer;
+/* Uploads the pack that `w` finished as pack_id (of pack_len bytes), holding blobs of `type`
+ * (the store keeps types in separate packs); a tree pack is kept in the cache too. */
+int repo_save_pack(struct repo *r, const struct oid *pack_id, enum blob_type type,
+                   const struct pack_writer *w, uint64_t pack_len, struct err *e);
 
 /* Key management: add a password (new key file; its ID in *id), remove a key file (never the
  * last one, nor the one in use), list key files. */

@@ -2,9 +2,12 @@
  *
  * One mutex guards the store's shared state: the set of blob IDs accepted but not yet in the
  * repository's index (in flight), the two open pack writers (tree blobs and data blobs go to
- * separate packs, so tree packs stay small and cacheable), and the uploaded packs not yet listed
- * in an index file. Sealing (compression and encryption), pack uploads and index file writes run
- * outside it, so several threads do that work at once. Lock order: store mutex, then the
+ * separate packs, so tree packs stay small and cacheable), the queue of full packs, and the
+ * uploaded packs not yet listed in an index file. Sealing (compression and encryption) runs
+ * outside it in the callers' threads; pack uploads and index file writes run in the store's
+ * own uploader threads (as many as the backend asks for), so the callers never wait on storage
+ * unless the queue is full. Packs are assembled in temporary files (backend_tmp_file), so a
+ * queued or uploading pack costs disk, not memory. Lock order: store mutex, then the
  * repository's index lock.
  *
  * A failed pack upload or index write makes the store fail for good: a backup must not go on to
@@ -23,8 +26,9 @@
 
 /* An index file is written once this many packs are uploaded but not yet listed in one. */
 #define STORE_INDEX_EVERY 16
-/* Pack writers kept for reuse after their pack is uploaded. */
-#define STORE_SPARE_WRITERS 2
+/* Full packs that may wait for an uploader, per uploader: enough to cover one upload's
+ * latency, few enough to bound the temporary disk space (pack size x uploaders x 2). */
+#define STORE_QUEUE_PER_UPLOADER 2
 
 /* A set of blob IDs: open addressing, linear probing, deletion by backward shift. The all-zero
  * ID marks an empty slot, so it is kept apart in `has_zero`. */
@@ -35,6 +39,11 @@ struct oid_set {
     bool has_zero;
 };
 
+struct upload {
+    struct pack_writer *w;
+    enum blob_type type;
+};
+
 struct store {
     struct repo *r;
     const struct crypt_keys *keys;
@@ -42,15 +51,19 @@ struct store {
     uint32_t pack_size;
 
     pthread_mutex_t lock;
-    pthread_cond_t idle; /* signalled when `sealing` or `busy` drops */
+    pthread_cond_t idle;   /* signalled when `sealing` or `busy` drops, or the queue shrinks */
+    pthread_cond_t queued; /* signalled when a pack is queued, or the uploaders must stop */
     struct oid_set inflight;
-    struct pack_writer *open[2]; /* by enum blob_type */
-    struct pack_writer *spare[STORE_SPARE_WRITERS];
-    size_t n_spare;
+    struct pack_writer *open[2]; /* by enum blob_type; NULL until a blob of that type comes */
+    struct upload *queue;        /* a ring of full packs waiting for an uploader */
+    size_t q_head, q_len, q_cap;
+    pthread_t *uploaders;
+    unsigned n_uploaders;
+    bool stopping;
     struct idx_file_pack *pending; /* uploaded, not yet in an index file */
     size_t n_pending, cap_pending;
     size_t sealing; /* store_add calls between reserving an ID and adding it to a pack */
-    size_t busy;    /* pack uploads and index writes running */
+    size_t busy;    /* packs queued or uploading, and index writes running */
     int failed;     /* 0, or the error that made the store fail */
     struct err fail_err;
     struct store_stats stats;
@@ -140,6 +153,9 @@ static int failed_err(struct store *s, struct err *e)
                    s->fail_err.msg);
 }
 
+static void *uploader_main(void *arg);
+static void stop_uploaders(struct store *s);
+
 int store_new(struct repo *r, struct store **out, struct err *e)
 {
     struct store *s = calloc(1, sizeof *s);
@@ -148,15 +164,25 @@ int store_new(struct repo *r, struct store **out, struct err *e)
     s->keys = repo_keys(r);
     s->zstd_level = repo_config(r)->zstd_level;
     s->pack_size = repo_config(r)->pack_size;
-    int rc = pack_writer_new(&s->open[BLOB_DATA], e);
-    if (rc == 0) rc = pack_writer_new(&s->open[BLOB_TREE], e);
-    if (rc < 0) {
-        pack_writer_free(s->open[BLOB_DATA]);
-        free(s);
-        return rc;
-    }
+    unsigned n = repo_backend(r)->save_slots ? repo_backend(r)->save_slots : 1;
+    s->q_cap = (size_t)n * STORE_QUEUE_PER_UPLOADER;
+    s->queue = calloc(s->q_cap, sizeof *s->queue);
+    s->uploaders = calloc(n, sizeof *s->uploaders);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
+    pthread_cond_init(&s->queued, NULL);
+    int rc = s->queue && s->uploaders ? 0 : err_set(e, ERR_FAIL, "store: out of memory");
+    for (unsigned i = 0; rc == 0 && i < n; i++) {
+        int en = pthread_create(&s->uploaders[i], NULL, uploader_main, s);
+        if (en)
+            rc = err_sys(e, en, "store: starting an upload thread");
+        else
+            s->n_uploaders++;
+    }
+    if (rc < 0) {
+        store_free(s);
+        return rc;
+    }
     *out = s;
     return 0;
 }
@@ -171,14 +197,16 @@ static void free_pending(struct idx_file_pack *p, size_t n)
 void store_free(struct store *s)
 {
     if (!s) return;
+    stop_uploaders(s);
     pack_writer_free(s->open[BLOB_DATA]);
     pack_writer_free(s->open[BLOB_TREE]);
-    for (size_t i = 0; i < s->n_spare; i++)
-        pack_writer_free(s->spare[i]);
+    free(s->queue);
+    free(s->uploaders);
     free_pending(s->pending, s->n_pending);
     free(s->inflight.slots);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->idle);
+    pthread_cond_destroy(&s->queued);
     free(s);
 }
 
@@ -247,42 +275,41 @@ static int pack_uploaded(struct store *s, const struct oid *pack_id, struct pack
     return 0;
 }
 
-/* Finishes and uploads a detached pack writer of blobs of `type` (the caller counted it in
- * s->busy), then indexes it, writing an index file when enough packs wait for one. Called
- * without the lock. */
-static int upload(struct store *s, enum blob_type type, struct pack_writer *w, struct err *e)
+/* Finishes and uploads a full pack writer of blobs of `type` (counted in s->busy), then
+ * indexes it, writing an index file when enough packs wait for one. Called without the lock. */
+static void upload(struct store *s, enum blob_type type, struct pack_writer *w)
 {
-    struct buf pack = BUF_INIT;
+    struct err e;
+    err_clear(&e);
     struct oid pack_id;
-    int rc = pack_writer_finish(w, s->keys, &pack_id, &pack, e);
-    if (rc == 0) rc = repo_save_pack(s->r, &pack_id, type, pack.data, pack.len, e);
-    buf_free(&pack);
+    uint64_t pack_len;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (s->failed) rc = s->failed; /* the backup is lost anyway: spare the upload */
+    pthread_mutex_unlock(&s->lock);
+    if (rc == 0) rc = pack_writer_finish(w, s->keys, &pack_id, &pack_len, &e);
+    if (rc == 0) rc = repo_save_pack(s->r, &pack_id, type, w, pack_len, &e);
 
     struct idx_file_pack *batch = NULL;
     size_t n_batch = 0;
     pthread_mutex_lock(&s->lock);
-    if (rc == 0 && s->failed) rc = failed_err(s, e);
-    if (rc == 0) rc = pack_uploaded(s, &pack_id, w, e);
+    if (rc == 0 && s->failed) rc = failed_err(s, &e);
+    if (rc == 0) rc = pack_uploaded(s, &pack_id, w, &e);
     if (rc == 0 && s->n_pending >= STORE_INDEX_EVERY) {
         batch = s->pending;
         n_batch = s->n_pending;
         s->pending = NULL;
         s->n_pending = s->cap_pending = 0;
     }
-    if (rc < 0) set_failed(s, rc, e);
-    pack_writer_reset(w);
-    if (s->n_spare < STORE_SPARE_WRITERS) {
-        s->spare[s->n_spare++] = w;
-        w = NULL;
-    }
+    if (rc < 0 && !s->failed) set_failed(s, rc, &e);
     pthread_mutex_unlock(&s->lock);
     pack_writer_free(w);
 
     if (batch) {
-        rc = write_index(s, batch, n_batch, e);
+        rc = write_index(s, batch, n_batch, &e);
         if (rc < 0) {
             pthread_mutex_lock(&s->lock);
-            set_failed(s, rc, e);
+            set_failed(s, rc, &e);
             pthread_mutex_unlock(&s->lock);
         }
     }
@@ -290,22 +317,67 @@ static int upload(struct store *s, enum blob_type type, struct pack_writer *w, s
     s->busy--;
     pthread_cond_broadcast(&s->idle);
     pthread_mutex_unlock(&s->lock);
-    return rc;
 }
 
-/* Swaps a fresh writer in for the open one of `type` and returns the old one, counted in busy.
- * Caller holds the lock. NULL when memory is out. */
-static struct pack_writer *detach(struct store *s, enum blob_type type, struct err *e)
+static void *uploader_main(void *arg)
 {
-    struct pack_writer *fresh = NULL;
-    if (s->n_spare)
-        fresh = s->spare[--s->n_spare];
-    else if (pack_writer_new(&fresh, e) < 0)
-        return NULL;
-    struct pack_writer *full = s->open[type];
-    s->open[type] = fresh;
+    struct store *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->q_len && !s->stopping)
+            pthread_cond_wait(&s->queued, &s->lock);
+        if (!s->q_len) break;
+        struct upload u = s->queue[s->q_head];
+        s->q_head = (s->q_head + 1) % s->q_cap;
+        s->q_len--;
+        pthread_cond_broadcast(&s->idle); /* room in the queue */
+        pthread_mutex_unlock(&s->lock);
+        upload(s, u.type, u.w);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Drops the packs still queued (a store freed without a flush saves nothing more) and ends
+ * the uploader threads once their current uploads end. */
+static void stop_uploaders(struct store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    for (; s->q_len; s->q_len--, s->busy--) {
+        pack_writer_free(s->queue[s->q_head].w);
+        s->q_head = (s->q_head + 1) % s->q_cap;
+    }
+    s->stopping = true;
+    pthread_cond_broadcast(&s->queued);
+    pthread_mutex_unlock(&s->lock);
+    for (unsigned i = 0; i < s->n_uploaders; i++)
+        pthread_join(s->uploaders[i], NULL);
+    s->n_uploaders = 0;
+}
+
+/* Hands the open pack of `type` to the uploaders, waiting while the queue is full. Caller holds
+ * the lock (which the wait releases). */
+static void queue_pack(struct store *s, enum blob_type type)
+{
+    struct upload u = {.w = s->open[type], .type = type};
+    s->open[type] = NULL;
     s->busy++;
-    return full;
+    while (s->q_len == s->q_cap)
+        pthread_cond_wait(&s->idle, &s->lock);
+    s->queue[(s->q_head + s->q_len++) % s->q_cap] = u;
+    pthread_cond_signal(&s->queued);
+}
+
+/* Opens a pack writer for `type` when there is none. Caller holds the lock. */
+static int open_writer(struct store *s, enum blob_type type, struct err *e)
+{
+    if (s->open[type]) return 0;
+    int fd;
+    int rc = backend_tmp_file(repo_backend(s->r), &fd, e);
+    if (rc == 0) rc = pack_writer_new(&s->open[type], fd, e);
+    if (rc < 0) return err_wrap(e, "store: starting a new pack");
+    return 0;
 }
 
 int store_add(struct store *s, enum blob_type type, const struct oid *id, const void *plain,
@@ -338,61 +410,44 @@ int store_add(struct store *s, enum blob_type type, const struct oid *id, const 
     struct buf sealed = BUF_INIT;
     int rc = crypt_blob_seal(s->keys, type, id, plain, len, s->zstd_level, &sealed, e);
 
-    struct pack_writer *full = NULL;
     pthread_mutex_lock(&s->lock);
     if (rc == 0 && s->failed) rc = failed_err(s, e);
+    if (rc == 0) rc = open_writer(s, type, e);
     if (rc == 0)
         rc = pack_writer_add(s->open[type], type, id, sealed.data, sealed.len, (uint32_t)len, e);
     if (rc == 0) {
         s->stats.blobs_new++;
         s->stats.bytes_new += len;
         s->stats.bytes_stored += sealed.len;
-        struct pack_writer *w = s->open[type];
-        if (pack_writer_size(w) >= s->pack_size || pack_writer_count(w) >= PACK_MAX_ENTRIES) {
-            full = detach(s, type, e);
-            if (!full) rc = ERR_FAIL;
-        }
     }
     /* A blob reserved but not packed would be missing from the repository while its ID says
      * it is there, so any failure here fails the store. */
     if (rc < 0) set_failed(s, rc, e);
     s->sealing--;
     pthread_cond_broadcast(&s->idle);
+    struct pack_writer *w = s->open[type];
+    if (rc == 0 &&
+        (pack_writer_size(w) >= s->pack_size || pack_writer_count(w) >= PACK_MAX_ENTRIES))
+        queue_pack(s, type);
     pthread_mutex_unlock(&s->lock);
     buf_free(&sealed);
     if (rc < 0) return rc;
     if (added) *added = true;
-    if (full) return upload(s, type, full, e);
     return 0;
 }
 
 int store_flush(struct store *s, struct err *e)
 {
-    struct pack_writer *full[2] = {NULL, NULL};
-    int rc = 0;
     pthread_mutex_lock(&s->lock);
     /* Blobs being sealed right now belong in this flush. */
     while (s->sealing && !s->failed)
         pthread_cond_wait(&s->idle, &s->lock);
-    for (int t = 0; t < 2 && !s->failed; t++) {
-        if (!pack_writer_count(s->open[t])) continue;
-        full[t] = detach(s, (enum blob_type)t, e);
-        if (!full[t]) set_failed(s, ERR_FAIL, e);
-    }
-    pthread_mutex_unlock(&s->lock);
-
-    for (int t = 0; t < 2; t++) {
-        if (!full[t]) continue;
-        int urc = upload(s, (enum blob_type)t, full[t], e);
-        if (urc < 0 && rc == 0) rc = urc;
-    }
-    if (rc < 0) return rc;
-
-    pthread_mutex_lock(&s->lock);
-    while (s->busy) /* uploads started by other threads, and their index writes */
+    for (int t = 0; t < 2 && !s->failed; t++)
+        if (s->open[t] && pack_writer_count(s->open[t])) queue_pack(s, (enum blob_type)t);
+    while (s->busy) /* queued and running uploads, and their index writes */
         pthread_cond_wait(&s->idle, &s->lock);
     if (s->failed) {
-        rc = failed_err(s, e);
+        int rc = failed_err(s, e);
         pthread_mutex_unlock(&s->lock);
         return rc;
     }
@@ -404,7 +459,7 @@ int store_flush(struct store *s, struct err *e)
     pthread_mutex_unlock(&s->lock);
     if (!n_batch) return 0;
 
-    rc = write_index(s, batch, n_batch, e);
+    int rc = write_index(s, batch, n_batch, e);
     pthread_mutex_lock(&s->lock);
     if (rc < 0) set_failed(s, rc, e);
     s->busy--;

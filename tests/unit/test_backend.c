@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <sys/mman.h>
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -490,6 +491,62 @@ static void test_save_load(void **state)
         err_clear(&e);
         assert_int_equal(backend_stat(fx->b, name, &size, &e), 0);
         assert_int_equal(size, sizes[i]);
+        free(data);
+    }
+}
+
+/* A temporary file holding `data`: the backend's own (linked into place where it can be), or a
+ * memfd, which no backend can link and every backend must copy. */
+static int tmp_with(struct backend *b, bool own, const uint8_t *data, size_t len)
+{
+    struct err e;
+    int fd = -1;
+    if (own)
+        assert_int_equal(backend_tmp_file(b, &fd, &e), 0);
+    else
+        fd = memfd_create("test-backend", MFD_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    return fd;
+}
+
+/* Saving from a file: both kinds of file, a name that exists, and a file shorter than the
+ * length asked for (a save that fails half-way), which must leave nothing under the name. */
+static void test_save_fd(void **state)
+{
+    struct fixture *fx = *state;
+    size_t sizes[] = {0, 1, 300000, 3 << 20};
+    struct err e;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        for (int own = 0; own < 2; own++) {
+            char name[128];
+            random_name(name, sizeof name, "data");
+            uint8_t *data = random_bytes(sizes[i]);
+            int fd = tmp_with(fx->b, own, data, sizes[i]);
+            err_clear(&e);
+            if (backend_save_fd(fx->b, name, fd, sizes[i], false, &e) != 0)
+                fail_msg("save_fd %s: %s", name, e.msg);
+            check_load(fx->b, name, 0, 0, data, sizes[i]);
+            /* The name is taken now, whichever way the first save went. */
+            int fd2 = tmp_with(fx->b, own, data, sizes[i]);
+            assert_int_equal(backend_save_fd(fx->b, name, fd2, sizes[i], false, &e), ERR_EXISTS);
+            check_load(fx->b, name, 0, 0, data, sizes[i]);
+            close(fd2);
+            close(fd);
+            free(data);
+        }
+    }
+    for (int own = 0; own < 2; own++) {
+        char name[128];
+        random_name(name, sizeof name, "data");
+        uint8_t *data = random_bytes(1000);
+        int fd = tmp_with(fx->b, own, data, 1000);
+        err_clear(&e);
+        assert_int_equal(backend_save_fd(fx->b, name, fd, 5000, false, &e), ERR_FAIL);
+        assert_true(e.msg[0] != '\0');
+        uint64_t size;
+        assert_int_equal(backend_stat(fx->b, name, &size, &e), ERR_NOT_FOUND);
+        close(fd);
         free(data);
     }
 }
@@ -991,11 +1048,11 @@ static void test_failed_save_invisible(void **state)
 }
 
 #define SUITE                                                                                      \
-    cmocka_unit_test(test_save_load), cmocka_unit_test(test_ranges),                               \
-        cmocka_unit_test(test_not_found), cmocka_unit_test(test_exists),                           \
-        cmocka_unit_test(test_stat_remove), cmocka_unit_test(test_bad_names),                      \
-        cmocka_unit_test(test_list), cmocka_unit_test(test_threads),                               \
-        cmocka_unit_test(test_failed_save_invisible)
+    cmocka_unit_test(test_save_load), cmocka_unit_test(test_save_fd),                              \
+        cmocka_unit_test(test_ranges), cmocka_unit_test(test_not_found),                           \
+        cmocka_unit_test(test_exists), cmocka_unit_test(test_stat_remove),                         \
+        cmocka_unit_test(test_bad_names), cmocka_unit_test(test_list),                             \
+        cmocka_unit_test(test_threads), cmocka_unit_test(test_failed_save_invisible)
 
 /* ---- S3 checks that need no server ---- */
 

@@ -41,8 +41,8 @@ static void test_params_default(void **state)
     unsetenv("PODVAULT_KDF_TEST");
     keyfile_params_default(&p);
     setenv("PODVAULT_KDF_TEST", "1", 1);
-    assert_int_equal(p.opslimit, crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE);
-    assert_int_equal(p.memlimit, crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE);
+    assert_int_equal(p.opslimit, KEYFILE_DEFAULT_OPSLIMIT);
+    assert_int_equal(p.memlimit, KEYFILE_DEFAULT_MEMLIMIT);
 }
 
 static void test_round_trip(void **state)

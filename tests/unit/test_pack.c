@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <fcntl.h>
 
 #include "repo/backend.h"
 #include "repo/pack.h"
@@ -23,12 +24,35 @@ static int setup(void **state)
     return 0;
 }
 
-/* Seals `n` blobs of varying sizes into a fresh pack; returns the writer (entries still valid). */
-static struct pack_writer *make_pack(size_t n, struct oid *pack_id, struct buf *pack)
+/* A writer on a fresh anonymous temporary file. */
+static struct pack_writer *new_writer(void)
 {
     struct pack_writer *w;
     struct err e;
-    assert_int_equal(pack_writer_new(&w, &e), 0);
+    int fd;
+    const char *dir = getenv("TMPDIR");
+    assert_int_equal(backend_tmp_file_in(dir && *dir ? dir : "/tmp", &fd, &e), 0);
+    assert_int_equal(pack_writer_new(&w, fd, &e), 0);
+    return w;
+}
+
+/* Finishes the pack and reads its bytes back from the writer's file into `pack`. */
+static void finish(struct pack_writer *w, struct oid *pack_id, struct buf *pack)
+{
+    struct err e;
+    uint64_t len = 0;
+    assert_int_equal(pack_writer_finish(w, &keys, pack_id, &len, &e), 0);
+    assert_int_equal(len, pack_writer_size(w));
+    buf_reset(pack);
+    assert_int_equal(pack_writer_load(w, pack, &e), 0);
+    assert_int_equal(pack->len, len);
+}
+
+/* Seals `n` blobs of varying sizes into a fresh pack; returns the writer (entries still valid). */
+static struct pack_writer *make_pack(size_t n, struct oid *pack_id, struct buf *pack)
+{
+    struct err e;
+    struct pack_writer *w = new_writer();
     struct buf plain = BUF_INIT, sealed = BUF_INIT;
     for (size_t i = 0; i < n; i++) {
         buf_reset(&plain);
@@ -44,7 +68,7 @@ static struct pack_writer *make_pack(size_t n, struct oid *pack_id, struct buf *
     }
     assert_int_equal(pack_writer_count(w), n);
     uint64_t blob_bytes = pack_writer_size(w);
-    assert_int_equal(pack_writer_finish(w, &keys, pack_id, pack, &e), 0);
+    finish(w, pack_id, pack);
     assert_true(pack->len > blob_bytes + 4 + CRYPT_FILE_OVERHEAD);
     buf_free(&plain);
     buf_free(&sealed);
@@ -85,14 +109,18 @@ static void test_roundtrip(void **state)
     }
     free(ents);
 
-    /* The writer is reusable: a second pack gets its own ID and only its own blobs. */
-    pack_writer_reset(w);
-    assert_int_equal(pack_writer_count(w), 0);
-    assert_int_equal(pack_writer_size(w), 0);
+    /* A finished pack takes nothing more, and cannot be finished twice. */
     uint8_t blob[CRYPT_BLOB_OVERHEAD + 3] = {1, 2, 3};
     struct oid bid = {{9}}, pid2;
+    uint64_t len;
+    assert_int_equal(pack_writer_add(w, BLOB_DATA, &bid, blob, sizeof blob, 3, &e), ERR_FAIL);
+    assert_int_equal(pack_writer_finish(w, &keys, &pid2, &len, &e), ERR_FAIL);
+    pack_writer_free(w);
+
+    /* A second pack gets its own ID and only its own blobs. */
+    w = new_writer();
     assert_int_equal(pack_writer_add(w, BLOB_DATA, &bid, blob, sizeof blob, 3, &e), 0);
-    assert_int_equal(pack_writer_finish(w, &keys, &pid2, &pack, &e), 0);
+    finish(w, &pid2, &pack);
     assert_false(oid_eq(&pid, &pid2));
     assert_int_equal(
         pack_header_decode(&keys, &pid2, pack.data, pack.len, pack.len, &ents, &n, NULL, &e), 0);
@@ -106,12 +134,11 @@ static void test_roundtrip(void **state)
 
 static void test_empty_pack(void **state)
 {
-    struct pack_writer *w;
+    struct pack_writer *w = new_writer();
     struct err e;
     struct oid pid;
     struct buf pack = BUF_INIT;
-    assert_int_equal(pack_writer_new(&w, &e), 0);
-    assert_int_equal(pack_writer_finish(w, &keys, &pid, &pack, &e), 0);
+    finish(w, &pid, &pack);
     struct pack_entry *ents = (struct pack_entry *)&pack;
     size_t n = 7;
     assert_int_equal(
@@ -124,14 +151,31 @@ static void test_empty_pack(void **state)
 
 static void test_writer_rejects(void **state)
 {
-    struct pack_writer *w;
+    struct pack_writer *w = new_writer();
     struct err e;
     struct oid id = {{1}};
-    assert_int_equal(pack_writer_new(&w, &e), 0);
     assert_int_equal(pack_writer_add(w, (enum blob_type)2, &id, "x", 1, 1, &e), ERR_FAIL);
     assert_int_equal(pack_writer_add(w, BLOB_DATA, &id, "x", (size_t)UINT32_MAX + 1, 1, &e),
                      ERR_FAIL);
     assert_int_equal(pack_writer_count(w), 0);
+    pack_writer_free(w);
+}
+
+/* A file that refuses writes (as a full disk does) fails the add with the system's reason and
+ * leaves the pack as it was. */
+static void test_write_fails(void **state)
+{
+    struct pack_writer *w;
+    struct err e;
+    struct oid id = {{1}};
+    int fd = open("/dev/full", O_WRONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pack_writer_new(&w, fd, &e), 0);
+    uint8_t blob[CRYPT_BLOB_OVERHEAD + 3] = {0};
+    assert_int_equal(pack_writer_add(w, BLOB_DATA, &id, blob, sizeof blob, 3, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "No space left on device"));
+    assert_int_equal(pack_writer_count(w), 0);
+    assert_int_equal(pack_writer_size(w), 0);
     pack_writer_free(w);
 }
 
@@ -389,10 +433,15 @@ static void test_read_header_from_backend(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),       cmocka_unit_test(test_empty_pack),
-        cmocka_unit_test(test_writer_rejects),  cmocka_unit_test(test_object_name),
-        cmocka_unit_test(test_tampered),        cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_hostile_headers), cmocka_unit_test(test_read_header_from_backend),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_empty_pack),
+        cmocka_unit_test(test_writer_rejects),
+        cmocka_unit_test(test_write_fails),
+        cmocka_unit_test(test_object_name),
+        cmocka_unit_test(test_tampered),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_hostile_headers),
+        cmocka_unit_test(test_read_header_from_backend),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -419,21 +419,21 @@ static struct oid write_orphan(const char *loc)
     struct err e;
     assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
     struct pack_writer *pw;
-    assert_int_equal(pack_writer_new(&pw, &e), 0);
+    int fd;
+    assert_int_equal(backend_tmp_file(repo_backend(r), &fd, &e), 0);
+    assert_int_equal(pack_writer_new(&pw, fd, &e), 0);
     size_t len;
     uint8_t *d = fx_content(999, &len);
     struct oid id, pack_id;
     crypt_blob_id(repo_keys(r), d, len, &id);
-    struct buf sealed = BUF_INIT, pack = BUF_INIT;
+    struct buf sealed = BUF_INIT;
     assert_int_equal(crypt_blob_seal(repo_keys(r), BLOB_DATA, &id, d, len, 0, &sealed, &e), 0);
     assert_int_equal(
         pack_writer_add(pw, BLOB_DATA, &id, sealed.data, sealed.len, (uint32_t)len, &e), 0);
-    assert_int_equal(pack_writer_finish(pw, repo_keys(r), &pack_id, &pack, &e), 0);
-    char name[80];
-    pack_object_name(&pack_id, name);
-    assert_int_equal(backend_save(repo_backend(r), name, pack.data, pack.len, false, &e), 0);
+    uint64_t pack_len;
+    assert_int_equal(pack_writer_finish(pw, repo_keys(r), &pack_id, &pack_len, &e), 0);
+    assert_int_equal(repo_save_pack(r, &pack_id, BLOB_DATA, pw, pack_len, &e), 0);
     buf_free(&sealed);
-    buf_free(&pack);
     free(d);
     pack_writer_free(pw);
     repo_close(r);

@@ -300,8 +300,10 @@ static void write_pack(struct repo *r, const char *tag, size_t n, struct oid *pa
 {
     struct pack_writer *w;
     struct err e;
-    struct buf sealed = BUF_INIT, pack = BUF_INIT;
-    assert_int_equal(pack_writer_new(&w, &e), 0);
+    struct buf sealed = BUF_INIT;
+    int fd;
+    assert_int_equal(backend_tmp_file(repo_backend(r), &fd, &e), 0);
+    assert_int_equal(pack_writer_new(&w, fd, &e), 0);
     for (size_t i = 0; i < n; i++) {
         char plain[64];
         int len = snprintf(plain, sizeof plain, "blob %s %zu", tag, i);
@@ -313,17 +315,15 @@ static void write_pack(struct repo *r, const char *tag, size_t n, struct oid *pa
         assert_int_equal(
             pack_writer_add(w, BLOB_DATA, &id, sealed.data, sealed.len, (uint32_t)len, &e), 0);
     }
-    assert_int_equal(pack_writer_finish(w, repo_keys(r), pack_id, &pack, &e), 0);
-    char name[80];
-    pack_object_name(pack_id, name);
-    assert_int_equal(backend_save(repo_backend(r), name, pack.data, pack.len, false, &e), 0);
+    uint64_t pack_len;
+    assert_int_equal(pack_writer_finish(w, repo_keys(r), pack_id, &pack_len, &e), 0);
+    assert_int_equal(repo_save_pack(r, pack_id, BLOB_DATA, w, pack_len, &e), 0);
     size_t wn;
     const struct pack_entry *we = pack_writer_entries(w, &wn);
     *ents = malloc(wn * sizeof **ents);
     memcpy(*ents, we, wn * sizeof **ents);
     pack_writer_free(w);
     buf_free(&sealed);
-    buf_free(&pack);
 }
 
 static void write_index(struct repo *r, const struct idx_file_pack *packs, size_t n,
