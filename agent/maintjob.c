@@ -235,11 +235,11 @@ static bool report(const char *ns, const struct repoloc *loc, const struct runne
         else
             asys_log(ASYS_INFO, "Repository", NULL, ns,
                      "maintenance of %s: %s run done: %llu packs deleted, %llu bytes freed, %llu "
-                     "packs wait for running backups, %llu check errors",
+                     "packs wait for running backups%s",
                      loc->location, ran, (unsigned long long)field(s, "prune.packs_deleted"),
                      (unsigned long long)field(s, "prune.bytes_freed"),
                      (unsigned long long)field(s, "prune.packs_pending"),
-                     (unsigned long long)field(s, "check.errors"));
+                     json_object_get(s, "check") ? ", check found no errors" : "");
         return true;
     }
     char why[1024];
