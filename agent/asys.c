@@ -1,15 +1,17 @@
-/* asys.c - whole-file reads and JSON-lines logging for the agent; see asys.h. */
+/* asys.c - whole-file reads, JSON-lines logging and string lists for the agent; see asys.h. */
 #include "agent/asys.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include "agent/k8s.h"
 
@@ -75,4 +77,47 @@ void asys_log(enum asys_level lvl, const char *kind, const char *ns, const char 
     if (!line) return;
     fprintf(stderr, "%s\n", line); /* one call, so lines of several threads do not interleave */
     free(line);
+}
+
+int asys_sv_add(struct asys_strv *s, const char *x)
+{
+    if (s->n + 2 > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        char **v = realloc(s->v, cap * sizeof *v);
+        if (!v) return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    if (!(s->v[s->n] = strdup(x))) return -1;
+    s->v[++s->n] = NULL;
+    return 0;
+}
+
+int asys_sv_addf(struct asys_strv *s, const char *fmt, ...)
+{
+    char *x;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&x, fmt, ap);
+    va_end(ap);
+    if (n < 0) return -1;
+    int rc = asys_sv_add(s, x);
+    sodium_memzero(x, (size_t)n);
+    free(x);
+    return rc;
+}
+
+void asys_sv_free(struct asys_strv *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        sodium_memzero(s->v[i], strlen(s->v[i]));
+        free(s->v[i]);
+    }
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+const char *const *asys_sv_list(const struct asys_strv *s)
+{
+    return (const char *const *)s->v;
 }

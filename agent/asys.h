@@ -1,4 +1,5 @@
-/* asys.h - small system helpers the agent's modules share: whole-file reads and JSON-lines logs.
+/* asys.h - small system helpers the agent's modules share: whole-file reads, JSON-lines logs and
+ * the string lists that become a child's argv and environment.
  *
  * The agent is a long-running program whose output is its log: one JSON object a line on stderr,
  * {"time":..,"level":..,"msg":..} plus the object the line is about ("kind", "namespace", "name").
@@ -23,5 +24,17 @@ void asys_log_level(enum asys_level min);
 /* Writes one log line; kind, ns and name may be NULL (then left out). */
 void asys_log(enum asys_level lvl, const char *kind, const char *ns, const char *name,
               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* A NULL-terminated list of owned strings (argv, envp); zeroed when freed, as it may hold
+ * secrets. Start from {0}. The add functions return 0, or -1 when memory is out. */
+struct asys_strv {
+    char **v;
+    size_t n, cap;
+};
+int asys_sv_add(struct asys_strv *s, const char *x);
+int asys_sv_addf(struct asys_strv *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void asys_sv_free(struct asys_strv *s);
+/* The list as execve(2) wants it (NULL when nothing was added). */
+const char *const *asys_sv_list(const struct asys_strv *s);
 
 #endif

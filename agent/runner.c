@@ -24,58 +24,6 @@
 #define EXIT_NO_REPO 10
 #define EXIT_WRONG_PASSWORD 12
 
-/* --- a NULL-terminated list of owned strings (argv, envp); zeroed when freed, as it may hold
- * secrets */
-
-struct strv {
-    char **v;
-    size_t n, cap;
-};
-
-static int sv_add(struct strv *s, const char *x)
-{
-    if (s->n + 2 > s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        char **v = realloc(s->v, cap * sizeof *v);
-        if (!v) return -1;
-        s->v = v;
-        s->cap = cap;
-    }
-    if (!(s->v[s->n] = strdup(x))) return -1;
-    s->v[++s->n] = NULL;
-    return 0;
-}
-
-static int sv_addf(struct strv *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sv_addf(struct strv *s, const char *fmt, ...)
-{
-    char *x;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vasprintf(&x, fmt, ap);
-    va_end(ap);
-    if (n < 0) return -1;
-    int rc = sv_add(s, x);
-    sodium_memzero(x, (size_t)n);
-    free(x);
-    return rc;
-}
-
-static void sv_free(struct strv *s)
-{
-    for (size_t i = 0; i < s->n; i++) {
-        sodium_memzero(s->v[i], strlen(s->v[i]));
-        free(s->v[i]);
-    }
-    free(s->v);
-    memset(s, 0, sizeof *s);
-}
-
-static const char *const *sv_list(const struct strv *s)
-{
-    return (const char *const *)s->v;
-}
-
 /* --- results */
 
 static void set_result(struct runner_result *r, const char *phase, const char *fmt, ...)
@@ -261,8 +209,8 @@ static bool inherited(const char *var, bool own_aws)
     return true;
 }
 
-static int child_env(const struct runner_env *env, struct k8s_client *k, const struct repoloc *loc,
-                     const json_t *bsl, struct strv *out, struct err *e)
+int runner_child_env(const struct runner_env *env, struct k8s_client *k, const struct repoloc *loc,
+                     const json_t *bsl, struct asys_strv *out, struct err *e)
 {
     char *password = NULL;
     struct repoloc_creds creds = {0};
@@ -275,13 +223,14 @@ static int child_env(const struct runner_env *env, struct k8s_client *k, const s
     }
     if (loc->s3) rc = s3_credentials(env, k, bsl, loc->profile, &creds, e);
     for (const char *const *v = env->base_env; rc == 0 && v && *v; v++)
-        if (inherited(*v, creds.key_id != NULL) && sv_add(out, *v) < 0)
+        if (inherited(*v, creds.key_id != NULL) && asys_sv_add(out, *v) < 0)
             rc = err_set(e, ERR_FAIL, "out of memory");
     if (rc == 0 &&
-        (sv_addf(out, "PODVAULT_PASSWORD=%s", password) < 0 ||
-         (creds.key_id && (sv_addf(out, "AWS_ACCESS_KEY_ID=%s", creds.key_id) < 0 ||
-                           sv_addf(out, "AWS_SECRET_ACCESS_KEY=%s", creds.secret) < 0)) ||
-         (creds.session_token && sv_addf(out, "AWS_SESSION_TOKEN=%s", creds.session_token) < 0)))
+        (asys_sv_addf(out, "PODVAULT_PASSWORD=%s", password) < 0 ||
+         (creds.key_id && (asys_sv_addf(out, "AWS_ACCESS_KEY_ID=%s", creds.key_id) < 0 ||
+                           asys_sv_addf(out, "AWS_SECRET_ACCESS_KEY=%s", creds.secret) < 0)) ||
+         (creds.session_token &&
+          asys_sv_addf(out, "AWS_SESSION_TOKEN=%s", creds.session_token) < 0)))
         rc = err_set(e, ERR_FAIL, "out of memory");
     sodium_memzero(password, strlen(password));
     free(password);
@@ -323,25 +272,25 @@ static void on_status(void *ctx, const struct job_status *st)
     json_decref(f);
 }
 
-static int base_argv(const struct runner_env *env, const struct repoloc *loc, struct strv *a)
+int runner_base_argv(const struct runner_env *env, const struct repoloc *loc, struct asys_strv *a)
 {
-    int bad =
-        sv_add(a, env->exe) | sv_add(a, "--json") | sv_add(a, "-r") | sv_add(a, loc->location);
-    if (env->cache_dir) bad |= sv_add(a, "--cache-dir") | sv_add(a, env->cache_dir);
+    int bad = asys_sv_add(a, env->exe) | asys_sv_add(a, "--json") | asys_sv_add(a, "-r") |
+              asys_sv_add(a, loc->location);
+    if (env->cache_dir) bad |= asys_sv_add(a, "--cache-dir") | asys_sv_add(a, env->cache_dir);
     for (size_t i = 0; i < loc->n_args; i++)
-        bad |= sv_add(a, loc->args[i]);
+        bad |= asys_sv_add(a, loc->args[i]);
     return bad ? -1 : 0;
 }
 
 /* Runs one child to its end; progress lines reach the hooks when `res` is given. */
-static int run_child(const struct runner_hooks *h, const struct strv *argv, const struct strv *envp,
-                     struct runner_result *res, struct buf *out, struct job_result *jr,
-                     struct err *e)
+static int run_child(const struct runner_hooks *h, const struct asys_strv *argv,
+                     const struct asys_strv *envp, struct runner_result *res, struct buf *out,
+                     struct job_result *jr, struct err *e)
 {
     memset(jr, 0, sizeof *jr); /* callers free it whatever happened */
     if (*h->cancel) return err_set(e, ERR_CANCELED, "canceled");
     struct job *j;
-    if (job_start(sv_list(argv), sv_list(envp), &j, e) < 0) return e->code;
+    if (job_start(asys_sv_list(argv), asys_sv_list(envp), &j, e) < 0) return e->code;
     h->child(h->ctx, j);
     struct run_ctx rc = {h, res};
     int r = job_wait(j, res ? on_status : NULL, &rc, out, jr, e);
@@ -350,7 +299,7 @@ static int run_child(const struct runner_hooks *h, const struct strv *argv, cons
     return r;
 }
 
-static void explain(int code, const struct job_result *jr, const struct repoloc *loc,
+void runner_explain(int code, const struct job_result *jr, const struct repoloc *loc,
                     const struct runner_env *env, char *buf, size_t cap)
 {
     char why[1024];
@@ -367,15 +316,15 @@ static void explain(int code, const struct job_result *jr, const struct repoloc 
 
 /* `snapshots --json [--host H]` into *list (an array). *code is the exit code. */
 static int list_snapshots(const struct runner_env *env, const struct runner_hooks *h,
-                          const struct repoloc *loc, const struct strv *envp, const char *host,
+                          const struct repoloc *loc, const struct asys_strv *envp, const char *host,
                           json_t **list, int *code, char *why, size_t why_cap, struct err *e)
 {
-    struct strv a = {0};
+    struct asys_strv a = {0};
     struct buf out = BUF_INIT;
     struct job_result jr = {0};
     *list = NULL;
-    int rc = base_argv(env, loc, &a) | sv_add(&a, "snapshots");
-    if (host) rc |= sv_add(&a, "--host") | sv_add(&a, host);
+    int rc = runner_base_argv(env, loc, &a) | asys_sv_add(&a, "snapshots");
+    if (host) rc |= asys_sv_add(&a, "--host") | asys_sv_add(&a, host);
     rc = rc ? err_set(e, ERR_FAIL, "out of memory") : run_child(h, &a, envp, NULL, &out, &jr, e);
     if (rc == 0) {
         *code = jr.exit_code;
@@ -387,12 +336,12 @@ static int list_snapshots(const struct runner_env *env, const struct runner_hook
                 rc = err_set(e, ERR_FAIL, "podvault snapshots --json did not print an array");
             }
         } else {
-            explain(jr.exit_code, &jr, loc, env, why, why_cap);
+            runner_explain(jr.exit_code, &jr, loc, env, why, why_cap);
         }
     }
     job_result_free(&jr);
     buf_free(&out);
-    sv_free(&a);
+    asys_sv_free(&a);
     return rc;
 }
 
@@ -445,7 +394,7 @@ struct prep {
     char scratch[PATH_MAX];
     struct repoloc loc;
     json_t *bsl;
-    struct strv envp;
+    struct asys_strv envp;
 };
 
 static int prepare(const struct runner_env *env, struct k8s_client *k, const json_t *spec,
@@ -460,7 +409,7 @@ static int prepare(const struct runner_env *env, struct k8s_client *k, const jso
     json_decref(f);
     if (make_scratch(env, p->scratch, sizeof p->scratch, e) < 0) return e->code;
     if (load_location(env, k, spec, repo_ns, p->scratch, &p->loc, &p->bsl, e) < 0) return e->code;
-    return child_env(env, k, &p->loc, p->bsl, &p->envp, e);
+    return runner_child_env(env, k, &p->loc, p->bsl, &p->envp, e);
 }
 
 static void prep_free(struct prep *p)
@@ -470,7 +419,7 @@ static void prep_free(struct prep *p)
     free(p->claim);
     repoloc_free(&p->loc);
     json_decref(p->bsl);
-    sv_free(&p->envp);
+    asys_sv_free(&p->envp);
 }
 
 /* --- backup */
@@ -481,7 +430,7 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* --tag k=v for each of the PVB's tags, in key order so runs are repeatable. */
-static int add_tags(struct strv *a, const json_t *tags)
+static int add_tags(struct asys_strv *a, const json_t *tags)
 {
     size_t n = json_object_size(tags), i = 0;
     if (!n) return 0;
@@ -494,7 +443,7 @@ static int add_tags(struct strv *a, const json_t *tags)
     int bad = 0;
     for (i = 0; i < n; i++) {
         const char *val = json_string_value(json_object_get(tags, keys[i]));
-        bad |= sv_add(a, "--tag") | sv_addf(a, "%s=%s", keys[i], val ? val : "");
+        bad |= asys_sv_add(a, "--tag") | asys_sv_addf(a, "%s=%s", keys[i], val ? val : "");
     }
     free(keys);
     return bad;
@@ -502,17 +451,17 @@ static int add_tags(struct strv *a, const json_t *tags)
 
 /* --threads N from an uploaderSettings value (Velero's ParallelFilesUpload/Download), when it
  * is a positive number. */
-static int add_threads(struct strv *a, const char *setting)
+static int add_threads(struct asys_strv *a, const char *setting)
 {
     int n = setting ? atoi(setting) : 0;
-    return n > 0 ? sv_add(a, "--threads") | sv_addf(a, "%d", n) : 0;
+    return n > 0 ? asys_sv_add(a, "--threads") | asys_sv_addf(a, "%d", n) : 0;
 }
 
 /* Creates the namespace's repository unless another job (or node) just did. */
 static int init_repo(const struct runner_env *env, const struct runner_hooks *h, struct prep *p,
                      struct err *e)
 {
-    struct strv a = {0};
+    struct asys_strv a = {0};
     struct job_result jr = {0};
     json_t *list = NULL;
     int code = 0;
@@ -520,11 +469,11 @@ static int init_repo(const struct runner_env *env, const struct runner_hooks *h,
     pthread_mutex_lock(env->init_lock);
     int rc = list_snapshots(env, h, &p->loc, &p->envp, NULL, &list, &code, why, sizeof why, e);
     if (rc == 0 && code == EXIT_NO_REPO) {
-        rc = base_argv(env, &p->loc, &a) | sv_add(&a, "init")
+        rc = runner_base_argv(env, &p->loc, &a) | asys_sv_add(&a, "init")
                  ? err_set(e, ERR_FAIL, "out of memory")
                  : run_child(h, &a, &p->envp, NULL, NULL, &jr, e);
         if (rc == 0 && jr.exit_code != 0) {
-            explain(jr.exit_code, &jr, &p->loc, env, why, sizeof why);
+            runner_explain(jr.exit_code, &jr, &p->loc, env, why, sizeof why);
             rc = err_set(e, ERR_FAIL, "creating the repository at %s: %s", p->loc.location, why);
             /* The agent of another node may have created it just now. */
             json_decref(list);
@@ -540,7 +489,7 @@ static int init_repo(const struct runner_env *env, const struct runner_hooks *h,
     }
     pthread_mutex_unlock(env->init_lock);
     json_decref(list);
-    sv_free(&a);
+    asys_sv_free(&a);
     return rc;
 }
 
@@ -555,7 +504,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
     struct err e;
     err_clear(&e);
     struct prep p;
-    struct strv a = {0};
+    struct asys_strv a = {0};
     struct job_result jr = {0};
     json_t *list = NULL;
     char host[512], why[1024] = "";
@@ -581,13 +530,14 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
         goto out;
     }
     const json_t *parent = runner_pick_snapshot(list, NULL);
-    int bad = base_argv(env, &p.loc, &a) | sv_add(&a, "backup") | sv_add(&a, p.path) |
-              sv_add(&a, "--host") | sv_add(&a, host) | sv_add(&a, "--label") |
-              sv_addf(&a, "pod=%s", pod) | sv_add(&a, "--label") | sv_addf(&a, "namespace=%s", ns) |
-              sv_add(&a, "--label") | sv_addf(&a, "volume=%s", volume) |
+    int bad = runner_base_argv(env, &p.loc, &a) | asys_sv_add(&a, "backup") |
+              asys_sv_add(&a, p.path) | asys_sv_add(&a, "--host") | asys_sv_add(&a, host) |
+              asys_sv_add(&a, "--label") | asys_sv_addf(&a, "pod=%s", pod) |
+              asys_sv_add(&a, "--label") | asys_sv_addf(&a, "namespace=%s", ns) |
+              asys_sv_add(&a, "--label") | asys_sv_addf(&a, "volume=%s", volume) |
               add_tags(&a, k8s_at(spec, "tags"));
-    if (p.claim) bad |= sv_add(&a, "--label") | sv_addf(&a, "pvc=%s", p.claim);
-    if (parent) bad |= sv_add(&a, "--parent") | sv_add(&a, k8s_str(parent, "id"));
+    if (p.claim) bad |= asys_sv_add(&a, "--label") | asys_sv_addf(&a, "pvc=%s", p.claim);
+    if (parent) bad |= asys_sv_add(&a, "--parent") | asys_sv_add(&a, k8s_str(parent, "id"));
     bad |= add_threads(&a, k8s_str(spec, "uploaderSettings.ParallelFilesUpload"));
     if (bad) {
         err_set(&e, ERR_FAIL, "out of memory");
@@ -612,7 +562,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
     } else if (jr.exit_code == 0) {
         set_result(res, "Failed", "podvault backup ended without reporting a snapshot ID");
     } else {
-        explain(jr.exit_code, &jr, &p.loc, env, why, sizeof why);
+        runner_explain(jr.exit_code, &jr, &p.loc, env, why, sizeof why);
         set_result(res, "Failed", "backup of %s: %s", p.path, why);
     }
     goto out;
@@ -621,7 +571,7 @@ fail:
 out:
     job_result_free(&jr);
     json_decref(list);
-    sv_free(&a);
+    asys_sv_free(&a);
     prep_free(&p);
 }
 
@@ -665,7 +615,7 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
     struct err e;
     err_clear(&e);
     struct prep p;
-    struct strv a = {0};
+    struct asys_strv a = {0};
     struct job_result jr = {0};
     json_t *list = NULL;
     char why[1024] = "";
@@ -701,9 +651,10 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
     }
     res->total_bytes = (uint64_t)json_integer_value(k8s_at(found, "summary.total_bytes"));
     const char *sparse = k8s_str(spec, "uploaderSettings.WriteSparseFiles");
-    int bad = base_argv(env, &p.loc, &a) | sv_add(&a, "restore") |
-              sv_add(&a, k8s_str(found, "id")) | sv_add(&a, "--target") | sv_add(&a, p.path);
-    if (sparse && strcasecmp(sparse, "true") == 0) bad |= sv_add(&a, "--sparse");
+    int bad = runner_base_argv(env, &p.loc, &a) | asys_sv_add(&a, "restore") |
+              asys_sv_add(&a, k8s_str(found, "id")) | asys_sv_add(&a, "--target") |
+              asys_sv_add(&a, p.path);
+    if (sparse && strcasecmp(sparse, "true") == 0) bad |= asys_sv_add(&a, "--sparse");
     bad |= add_threads(&a, k8s_str(spec, "uploaderSettings.ParallelFilesDownload"));
     if (bad) {
         err_set(&e, ERR_FAIL, "out of memory");
@@ -712,7 +663,7 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
     if (run_child(h, &a, &p.envp, res, NULL, &jr, &e) < 0) goto fail;
     if (jr.exit_code != 0 && canceled(h, res, "restoring into", p.path)) goto out;
     if (jr.exit_code != 0) {
-        explain(jr.exit_code, &jr, &p.loc, env, why, sizeof why);
+        runner_explain(jr.exit_code, &jr, &p.loc, env, why, sizeof why);
         set_result(res, "Failed", "restore of snapshot %s into %s: %s", snap, p.path, why);
     } else if (runner_write_mark(p.path, restore_uid(pvr), &e) < 0) {
         err_wrap(&e, "data restored, but the completion mark for Velero's restore-wait could not "
@@ -728,6 +679,6 @@ fail:
 out:
     job_result_free(&jr);
     json_decref(list);
-    sv_free(&a);
+    asys_sv_free(&a);
     prep_free(&p);
 }

@@ -20,8 +20,10 @@
 
 #include <jansson.h>
 
+#include "agent/asys.h"
 #include "agent/job.h"
 #include "agent/k8s.h"
+#include "agent/repoloc.h"
 
 struct runner_env {
     const char *exe;              /* the podvault program the children run */
@@ -63,6 +65,22 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
  * NULL) receives the PVC's name for PVC volumes. */
 int runner_find_volume(const struct runner_env *env, struct k8s_client *k, const json_t *spec,
                        char **path, char **claim, struct err *e);
+
+/* What every child working on the repository `loc` (of the location `bsl`) is given, for other
+ * jobs on a location's repositories (maintjob.h):
+ * the environment: env->base_env without podvault's own variables (and without the AWS ones
+ * when the location brings its keys), plus PODVAULT_PASSWORD from the Secret
+ * velero-repo-credentials and, for S3, the keys of the location's spec.credential Secret, else
+ * of env->credentials_file; */
+int runner_child_env(const struct runner_env *env, struct k8s_client *k, const struct repoloc *loc,
+                     const json_t *bsl, struct asys_strv *out, struct err *e);
+/* the start of the command line: env->exe --json -r LOCATION [--cache-dir D] and the location's
+ * S3 options (-1 when memory is out); */
+int runner_base_argv(const struct runner_env *env, const struct repoloc *loc, struct asys_strv *a);
+/* and what a failed child's exit `code` means: "no podvault repository at ...", "wrong repository
+ * password: ...", else the reason the child gave. */
+void runner_explain(int code, const struct job_result *jr, const struct repoloc *loc,
+                    const struct runner_env *env, char *buf, size_t cap);
 
 /* The restore completion mark: replaces <volume>/.velero with a directory (0755) holding the
  * empty file <restore_uid> (0644). */

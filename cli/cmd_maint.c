@@ -3,11 +3,13 @@
 #include "cli/cmd_maint.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "agent/maintjob.h"
 #include "cli/format.h"
 #include "cli/options.h"
 #include "repo/check.h"
@@ -859,6 +861,15 @@ static const char maintain_usage[] =
     "(so any node may run it). Quick (hourly): deletes what earlier prunes marked, compacts the\n"
     "index. Full (daily): prune and check. Without --quick/--full, whatever is due (full first).\n"
     "\n"
+    "In a cluster, --location NAME (or --default-location, the one marked default) maintains,\n"
+    "one after the other, every repository under that Velero BackupStorageLocation, with the\n"
+    "password of Secret velero-repo-credentials and the location's S3 settings; -r and\n"
+    "--password-file are not used then. Exit code 1 if any repository failed.\n"
+    "  --server URL | --kubeconfig FILE [--context NAME]   the API server (default in-cluster)\n"
+    "  --namespace NS          Velero's namespace (default $VELERO_NAMESPACE, else velero)\n"
+    "  --credentials-file FILE S3 keys when the location names no Secret (default\n"
+    "                          $AWS_SHARED_CREDENTIALS_FILE)\n"
+    "\n"
     "Options:\n"
     "  --quick / --full        consider only this kind\n"
     "  --force                 run even if not due\n"
@@ -882,9 +893,54 @@ static int parse_every(struct cli *g, const char *arg, uint32_t *out)
     return 0;
 }
 
+/* Cluster options of maintain (values apart from the shared ones above). */
+enum {
+    O_LOCATION = 800,
+    O_DEFAULT_LOCATION,
+    O_SERVER,
+    O_KUBECONFIG,
+    O_CONTEXT,
+    O_NAMESPACE,
+    O_CREDENTIALS_FILE,
+};
+
+/* Keeps a maintain option for the `maintain` children of --location; -1 when there are too
+ * many. */
+static int forward_option(struct maintjob_config *c, struct maintjob_option *fwd, size_t cap,
+                          const struct option *longopts, int opt, const char *arg)
+{
+    for (const struct option *o = longopts; o->name; o++) {
+        if (o->val != opt) continue;
+        if (c->n_maint_args == cap) return -1;
+        fwd[c->n_maint_args++] = (struct maintjob_option){o->name, o->has_arg ? arg : NULL};
+        return 0;
+    }
+    return 0;
+}
+
+static int maintain_cluster(struct cli *g, struct maintjob_config *c)
+{
+    const char *ns = getenv("VELERO_NAMESPACE"), *tmp = getenv("TMPDIR");
+    if (!c->namespace) c->namespace = ns && *ns ? ns : "velero";
+    if (!c->credentials_file) c->credentials_file = getenv("AWS_SHARED_CREDENTIALS_FILE");
+    c->cache_dir = g->cache_dir;
+    c->no_cache = g->no_cache;
+    c->scratch_dir = tmp && *tmp ? tmp : "/tmp";
+    c->exe = "/proc/self/exe";
+    c->cancel = g->cancel;
+    return maintjob_run(c);
+}
+
 int cmd_maintain(struct cli *g, int argc, char **argv)
 {
     static const struct option longopts[] = {
+        {"location", required_argument, NULL, O_LOCATION},
+        {"default-location", no_argument, NULL, O_DEFAULT_LOCATION},
+        {"server", required_argument, NULL, O_SERVER},
+        {"kubeconfig", required_argument, NULL, O_KUBECONFIG},
+        {"context", required_argument, NULL, O_CONTEXT},
+        {"namespace", required_argument, NULL, O_NAMESPACE},
+        {"credentials-file", required_argument, NULL, O_CREDENTIALS_FILE},
         {"quick", no_argument, NULL, O_QUICK},
         {"full", no_argument, NULL, O_FULL},
         {"force", no_argument, NULL, O_FORCE},
@@ -904,7 +960,21 @@ int cmd_maintain(struct cli *g, int argc, char **argv)
     int opt, rc;
     struct err e;
     err_clear(&e);
+    struct maintjob_config mj = {0};
+    bool cluster = false, default_location = false;
+    struct maintjob_option fwd[32];
+    mj.maint_args = fwd;
     while ((opt = cli_next(g, &p, argc, argv)) != CLI_OPT_END) {
+        if (opt >= O_LOCATION && opt <= O_CREDENTIALS_FILE) {
+            const char **to[] = {&mj.location, NULL,          &mj.server,          &mj.kubeconfig,
+                                 &mj.context,  &mj.namespace, &mj.credentials_file};
+            if (to[opt - O_LOCATION]) *to[opt - O_LOCATION] = optarg;
+            default_location |= opt == O_DEFAULT_LOCATION;
+            cluster |= opt == O_LOCATION || opt == O_DEFAULT_LOCATION;
+            continue;
+        }
+        if (opt >= 0 && forward_option(&mj, fwd, sizeof fwd / sizeof *fwd, longopts, opt, optarg))
+            return cli_usage_error(g, "too many options");
         switch (opt) {
         case O_QUICK:
         case O_FULL:
@@ -935,6 +1005,11 @@ int cmd_maintain(struct cli *g, int argc, char **argv)
         }
     }
     if (optind < argc) return cli_usage_error(g, "maintain takes no arguments");
+    if (mj.location && default_location)
+        return cli_usage_error(g, "--location or --default-location, not both");
+    if (cluster) return maintain_cluster(g, &mj);
+    if (mj.server || mj.kubeconfig || mj.context || mj.namespace || mj.credentials_file)
+        return cli_usage_error(g, "cluster options go with --location or --default-location");
     struct repo *r;
     if ((rc = cli_open_repo(g, &r))) return rc;
     struct lock *lk;

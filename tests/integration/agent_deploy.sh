@@ -2,7 +2,9 @@
 # agent_deploy.sh - deploy/ against the API server stand-in with the real kubectl: `apply -k
 # deploy/` creates every object and a second apply changes none; `apply -k deploy/agent` works
 # where Velero's kinds already exist; and the DaemonSet's own arguments and environment
-# (with the ConfigMap's values) start `podvault agent`, which reads loadConcurrency from it.
+# (with the ConfigMap's values) start `podvault agent`, which reads loadConcurrency from it; the
+# maintenance CronJob is accepted as kubectl sends it, and its own arguments and environment run
+# `podvault maintain` against the location marked default.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
@@ -34,7 +36,9 @@ for obj in namespace/velero customresourcedefinition.apiextensions.k8s.io/podvol
     clusterrole.rbac.authorization.k8s.io/podvault-agent \
     rolebinding.rbac.authorization.k8s.io/podvault-agent \
     clusterrolebinding.rbac.authorization.k8s.io/podvault-agent configmap/podvault-agent \
-    daemonset.apps/podvault-agent; do
+    daemonset.apps/podvault-agent serviceaccount/podvault-maintenance \
+    role.rbac.authorization.k8s.io/podvault-maintenance \
+    rolebinding.rbac.authorization.k8s.io/podvault-maintenance cronjob.batch/podvault-maintenance; do
     grep -q "^$obj created" "$tmp/apply1" || fail "apply did not create $obj: $(cat "$tmp/apply1")"
 done
 kc apply -k "$src/deploy" >"$tmp/apply2"
@@ -44,7 +48,76 @@ if grep -v ' unchanged$' "$tmp/apply2"; then fail "a second apply changed object
 [ "$(kc get ds podvault-agent -n velero -o jsonpath='{.spec.template.metadata.labels.role}')" = \
     node-agent ] || fail "the pods are not labelled role=node-agent"
 kc get podvolumebackups -n velero >/dev/null || fail "the PodVolumeBackup CRD is not served"
+kc get cronjob podvault-maintenance -n velero -o json >"$tmp/cj.json"
+python3 - "$tmp/cj.json" <<'EOF' || fail "the maintenance CronJob is not as deployed"
+import json, sys
+cj = json.load(open(sys.argv[1]))
+s = cj["spec"]
+assert s["concurrencyPolicy"] == "Forbid", s
+assert s["successfulJobsHistoryLimit"] >= 1 and s["failedJobsHistoryLimit"] >= 1, s
+assert s["schedule"].split()[1:] == ["*", "*", "*", "*"], s["schedule"]  # hourly
+j = s["jobTemplate"]["spec"]
+assert j["backoffLimit"] >= 0, j
+p = j["template"]["spec"]
+assert p["serviceAccountName"] == "podvault-maintenance", p
+c = p["containers"][0]
+assert c["image"] == "podvault:0.1.0", c["image"]
+assert c["args"][:2] == ["maintain", "--default-location"], c["args"]
+assert c["resources"]["limits"]["memory"] and c["resources"]["requests"]["memory"], c
+cache = [v for v in p["volumes"] if v["name"] == "cache"][0]
+assert cache["emptyDir"]["sizeLimit"], cache
+assert any(v.get("secret", {}).get("secretName") == "cloud-credentials" for v in p["volumes"])
+EOF
 echo "ok - kubectl apply -k deploy/ (twice)"
+
+# --- the CronJob's arguments and environment run the maintenance of the default location
+if "$PODVAULT" maintain --help 2>/dev/null | grep -q -- --default-location; then
+    kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: velero-repo-credentials, namespace: velero}
+stringData: {repository-password: static-passw0rd}
+---
+apiVersion: velero.io/v1
+kind: BackupStorageLocation
+metadata: {name: main, namespace: velero}
+spec:
+  provider: aws
+  default: true
+  config: {podvaultPath: "$tmp/store"}
+  objectStorage: {bucket: unused}
+EOF
+    mkdir -p "$tmp/store/podvault" "$tmp/mcache" "$tmp/mscratch"
+    PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" -q --no-cache -r "$tmp/store/podvault/shop" init
+    # The container's arguments and plain environment, with its mounts moved to this test's.
+    python3 - "$tmp" >"$tmp/margs" <<'EOF'
+import json, sys
+tmp = sys.argv[1]
+p = json.load(open(f"{tmp}/cj.json"))["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+c = p["containers"][0]
+moved = {"/cache": f"{tmp}/mcache", "/scratch": f"{tmp}/mscratch",
+         "/credentials/cloud": f"{tmp}/cloud"}
+for e in c["env"]:
+    if "value" in e:
+        print("ENV", e["name"], moved.get(e["value"], e["value"]))
+for a in c["args"]:
+    if "=" in a and a.split("=", 1)[1] in moved:
+        a = a.split("=", 1)[0] + "=" + moved[a.split("=", 1)[1]]
+    print("ARG", a)
+EOF
+    margs=() menv=(VELERO_NAMESPACE=velero)
+    while read -r kind a b; do
+        if [ "$kind" = ENV ]; then menv+=("$a=$b"); else margs+=("$a"); fi
+    done <"$tmp/margs"
+    : >"$tmp/cloud"
+    env "${menv[@]}" timeout 120 "$PODVAULT" "${margs[@]}" --server "$K8S_URL" \
+        >"$tmp/maint.log" 2>&1 || fail "the CronJob's command failed: $(cat "$tmp/maint.log")"
+    grep -q "maintenance of $tmp/store/podvault/shop: full run done" "$tmp/maint.log" ||
+        fail "the CronJob's command did not maintain the repository: $(cat "$tmp/maint.log")"
+    echo "ok - the CronJob's arguments and environment maintain the default location"
+else
+    echo "SKIP: this podvault has no maintain --default-location"
+fi
 
 # --- the DaemonSet's arguments, with its environment from the ConfigMap, start the agent
 if "$PODVAULT" agent --help >/dev/null 2>&1; then
@@ -107,4 +180,7 @@ kc apply -k "$src/deploy/agent" >"$tmp/apply3" || fail "kubectl apply -k deploy/
 if grep -q customresourcedefinition "$tmp/apply3"; then fail "deploy/agent applies CRDs"; fi
 grep -q "^daemonset.apps/podvault-agent created" "$tmp/apply3" || fail "no DaemonSet"
 echo "ok - kubectl apply -k deploy/agent"
+kc apply -k "$src/deploy/maintenance" >"$tmp/apply4" || fail "kubectl apply -k deploy/maintenance failed"
+grep -q "^cronjob.batch/podvault-maintenance created" "$tmp/apply4" || fail "no CronJob"
+echo "ok - kubectl apply -k deploy/maintenance"
 echo "agent deploy: all ok"

@@ -1,0 +1,367 @@
+/* maintjob.c - maintenance of every repository under a BackupStorageLocation (see maintjob.h). */
+#include "agent/maintjob.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/asys.h"
+#include "agent/job.h"
+#include "agent/k8s.h"
+#include "agent/repoloc.h"
+#include "agent/runner.h"
+#include "repo/backend.h"
+#include "repo/backend_s3.h"
+#include "repo/maintain.h"
+
+extern char **environ;
+
+#define EXIT_OK 0
+#define EXIT_FAILED 1
+#define EXIT_CANCELED 130
+/* repoloc_from_bsl wants a volume namespace; the parent of this one is the location's base. */
+#define PROBE_NS "_"
+
+/* --- decisions */
+
+int maintjob_pick_location(const json_t *items, const char *name, const char *ns,
+                           const json_t **out, struct err *e)
+{
+    const json_t *found = NULL, *it;
+    char names[512] = "", defaults[512] = "";
+    size_t i, n_default = 0;
+    *out = NULL;
+    json_array_foreach(items, i, it)
+    {
+        const char *n = k8s_str(it, "metadata.name");
+        if (!n) continue;
+        size_t used = strlen(names);
+        snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "", n);
+        if (name) {
+            if (strcmp(n, name) == 0) found = it;
+        } else if (json_is_true(k8s_at(it, "spec.default"))) {
+            used = strlen(defaults);
+            snprintf(defaults + used, sizeof defaults - used, "%s%s", used ? ", " : "", n);
+            if (n_default++ == 0) found = it;
+        }
+    }
+    if (n_default > 1)
+        return err_set(e, ERR_FAIL,
+                       "several BackupStorageLocations in namespace %s are marked default (%s); "
+                       "name one with --location",
+                       ns, defaults);
+    if (!found && name)
+        return err_set(e, ERR_NOT_FOUND,
+                       "BackupStorageLocation %s does not exist in namespace %s (there: %s)", name,
+                       ns, *names ? names : "none");
+    if (!found)
+        return err_set(e, ERR_NOT_FOUND,
+                       "no BackupStorageLocation in namespace %s is marked default "
+                       "(spec.default: true); name one with --location (there: %s)",
+                       ns, *names ? names : "none");
+    *out = found;
+    return 0;
+}
+
+int maintjob_repos_add(struct maintjob_repos *r, const char *listed_name)
+{
+    const char *slash = strchr(listed_name, '/');
+    if (!slash || slash == listed_name || strcmp(slash + 1, "config") != 0) return 0;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        char **v = realloc(r->ns, cap * sizeof *v);
+        if (!v) return -1;
+        r->ns = v;
+        r->cap = cap;
+    }
+    if (!(r->ns[r->n] = strndup(listed_name, (size_t)(slash - listed_name)))) return -1;
+    r->n++;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void maintjob_repos_finish(struct maintjob_repos *r)
+{
+    if (!r->n) return;
+    qsort(r->ns, r->n, sizeof *r->ns, cmp_str);
+    size_t k = 1;
+    for (size_t i = 1; i < r->n; i++) {
+        if (strcmp(r->ns[i], r->ns[k - 1]) == 0)
+            free(r->ns[i]);
+        else
+            r->ns[k++] = r->ns[i];
+    }
+    r->n = k;
+}
+
+void maintjob_repos_free(struct maintjob_repos *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        free(r->ns[i]);
+    free(r->ns);
+    memset(r, 0, sizeof *r);
+}
+
+bool maintjob_parent(char *location)
+{
+    char *slash = strrchr(location, '/');
+    if (!slash) return false;
+    *slash = '\0';
+    return true;
+}
+
+/* --- reading the location */
+
+static int load_location(const struct maintjob_config *c, struct k8s_client *k, json_t **bsl,
+                         struct err *e)
+{
+    char *p = k8s_path(&K8S_BSLS, c->namespace, c->location, NULL);
+    json_t *got = NULL;
+    int rc = p ? k8s_get(k, p, &got, e) : err_set(e, ERR_FAIL, "out of memory");
+    free(p);
+    if (rc == ERR_NOT_FOUND && c->location)
+        return err_set(e, rc, "BackupStorageLocation %s does not exist in namespace %s",
+                       c->location, c->namespace);
+    if (rc < 0) return err_wrap(e, "reading BackupStorageLocations in namespace %s", c->namespace);
+    if (c->location) {
+        *bsl = got;
+        return 0;
+    }
+    const json_t *pick;
+    rc = maintjob_pick_location(json_object_get(got, "items"), NULL, c->namespace, &pick, e);
+    *bsl = rc == 0 ? json_incref((json_t *)pick) : NULL;
+    json_decref(got);
+    return rc;
+}
+
+/* The backend reads its S3 settings and keys from the environment (backend_s3.h); the children
+ * get them as options and an explicit environment, this process as variables, as the CLI's own
+ * global options do. */
+static int use_s3_settings(const struct repoloc *l, const struct asys_strv *envp, struct err *e)
+{
+    int bad = 0;
+    for (size_t i = 0; i < l->n_args; i++) {
+        const char *a = l->args[i], *v = i + 1 < l->n_args ? l->args[i + 1] : "";
+        if (strcmp(a, "--s3-region") == 0 && ++i)
+            bad |= setenv(BACKEND_S3_ENV_REGION, v, 1);
+        else if (strcmp(a, "--cacert") == 0 && ++i)
+            bad |= setenv(BACKEND_S3_ENV_CACERT, v, 1);
+        else if (strcmp(a, "--insecure-tls") == 0)
+            bad |= setenv(BACKEND_S3_ENV_INSECURE_TLS, "1", 1);
+        else if (strcmp(a, "--s3-path-style") == 0)
+            bad |= setenv(BACKEND_S3_ENV_VIRTUAL_HOST, "0", 1);
+    }
+    for (size_t i = 0; i < envp->n; i++) {
+        const char *var = envp->v[i], *eq = strchr(var, '=');
+        if (strncmp(var, "AWS_", 4) != 0 || !eq) continue;
+        char *name = strndup(var, (size_t)(eq - var));
+        bad |= !name || setenv(name, eq + 1, 1);
+        free(name);
+    }
+    return bad ? err_set(e, ERR_FAIL, "out of memory") : 0;
+}
+
+static int on_listed(void *ctx, const char *name, uint64_t size)
+{
+    (void)size;
+    return maintjob_repos_add(ctx, name) < 0 ? 1 : 0;
+}
+
+/* Lists `base` (the location's podvault/ directory). A directory that does not exist yet holds
+ * no repository. */
+static int find_repos(const char *base, struct maintjob_repos *r, struct err *e)
+{
+    struct backend *b;
+    int rc = backend_open(base, false, &b, e);
+    if (rc == ERR_NOT_FOUND && strncmp(base, "s3:", 3) != 0) return 0;
+    if (rc < 0) return err_wrap(e, "opening %s", base);
+    rc = backend_list(b, "", on_listed, r, e);
+    backend_close(b);
+    if (rc > 0) return err_set(e, ERR_FAIL, "listing %s: out of memory", base);
+    if (rc < 0) return err_wrap(e, "listing the repositories at %s", base);
+    maintjob_repos_finish(r);
+    return 0;
+}
+
+/* --- one repository */
+
+struct watch {
+    struct job *j;
+    const volatile sig_atomic_t *cancel;
+    atomic_int done;
+};
+
+/* The signal handler only sets the flag; the child, in a process group of its own, is told here. */
+static void *watch_cancel(void *arg)
+{
+    struct watch *w = arg;
+    while (!atomic_load(&w->done)) {
+        if (*w->cancel) {
+            job_cancel(w->j);
+            break;
+        }
+        usleep(100 * 1000);
+    }
+    return NULL;
+}
+
+static uint64_t field(const json_t *o, const char *path)
+{
+    json_int_t v = json_integer_value(k8s_at(o, path));
+    return v > 0 ? (uint64_t)v : 0;
+}
+
+/* Logs what the child reported; returns whether the repository's maintenance succeeded. */
+static bool report(const char *ns, const struct repoloc *loc, const struct runner_env *env,
+                   const struct job_result *jr)
+{
+    const json_t *s = jr->summary;
+    const char *ran = k8s_str(s, "ran"), *err = k8s_str(s, "error");
+    if (jr->exit_code == 0 && json_is_true(json_object_get(s, "ok")) && ran) {
+        if (strcmp(ran, maint_kind_name(MAINT_NONE)) == 0)
+            asys_log(ASYS_INFO, "Repository", NULL, ns,
+                     "maintenance of %s: nothing was due (next quick run %s, full run %s)",
+                     loc->location, k8s_str(s, "next_quick") ?: "?",
+                     k8s_str(s, "next_full") ?: "?");
+        else
+            asys_log(ASYS_INFO, "Repository", NULL, ns,
+                     "maintenance of %s: %s run done: %llu packs deleted, %llu bytes freed, %llu "
+                     "packs wait for running backups%s",
+                     loc->location, ran, (unsigned long long)field(s, "prune.packs_deleted"),
+                     (unsigned long long)field(s, "prune.bytes_freed"),
+                     (unsigned long long)field(s, "prune.packs_pending"),
+                     json_object_get(s, "check") ? ", check found no errors" : "");
+        return true;
+    }
+    char why[1024];
+    if (err && *err)
+        snprintf(why, sizeof why, "%s", err);
+    else
+        runner_explain(jr->exit_code, jr, loc, env, why, sizeof why);
+    asys_log(ASYS_ERROR, "Repository", NULL, ns, "maintenance of %s FAILED (exit code %d): %s",
+             loc->location, jr->exit_code, why);
+    return false;
+}
+
+static bool maintain_one(const struct maintjob_config *c, const struct runner_env *env,
+                         const json_t *bsl, const struct asys_strv *envp, const char *ns)
+{
+    struct repoloc loc;
+    struct asys_strv argv = {0};
+    struct job_result jr = {0};
+    struct job *j = NULL;
+    struct err e;
+    err_clear(&e);
+    bool ok = false;
+    if (repoloc_from_bsl(bsl, ns, env->scratch_dir, &loc, &e) < 0) {
+        asys_log(ASYS_ERROR, "Repository", NULL, ns, "%s", e.msg);
+        return false;
+    }
+    int bad = runner_base_argv(env, &loc, &argv) | asys_sv_add(&argv, "maintain");
+    if (c->no_cache) bad |= asys_sv_add(&argv, "--no-cache");
+    for (size_t i = 0; i < c->n_maint_args; i++) {
+        const struct maintjob_option *o = &c->maint_args[i];
+        bad |= o->value ? asys_sv_addf(&argv, "--%s=%s", o->name, o->value)
+                        : asys_sv_addf(&argv, "--%s", o->name);
+    }
+    int rc = bad ? err_set(&e, ERR_FAIL, "out of memory")
+                 : job_start(asys_sv_list(&argv), asys_sv_list(envp), &j, &e);
+    if (rc == 0) {
+        asys_log(ASYS_INFO, "Repository", NULL, ns, "maintaining %s", loc.location);
+        struct watch w = {.j = j, .cancel = c->cancel};
+        pthread_t t;
+        bool watching = c->cancel && pthread_create(&t, NULL, watch_cancel, &w) == 0;
+        rc = job_wait(j, NULL, NULL, NULL, &jr, &e);
+        atomic_store(&w.done, 1);
+        if (watching) pthread_join(t, NULL);
+    }
+    if (rc < 0)
+        asys_log(ASYS_ERROR, "Repository", NULL, ns, "maintenance of %s FAILED: %s", loc.location,
+                 e.msg);
+    else
+        ok = report(ns, &loc, env, &jr);
+    job_result_free(&jr);
+    job_free(j);
+    asys_sv_free(&argv);
+    repoloc_free(&loc);
+    return ok;
+}
+
+/* --- the whole job */
+
+int maintjob_run(const struct maintjob_config *c)
+{
+    struct k8s_config kc = {0};
+    struct k8s_client *k = NULL;
+    json_t *bsl = NULL;
+    struct repoloc base = {0};
+    struct asys_strv envp = {0};
+    struct maintjob_repos repos = {0};
+    struct err e;
+    err_clear(&e);
+    /* A directory of its own for the location's CA file, which the children read. */
+    char scratch[PATH_MAX];
+    snprintf(scratch, sizeof scratch, "%s/podvault-maintain.XXXXXX", c->scratch_dir);
+    if (!mkdtemp(scratch)) {
+        err_sys(&e, errno, "making a scratch directory in %s", c->scratch_dir);
+        asys_log(ASYS_ERROR, NULL, NULL, NULL, "%s", e.msg);
+        return EXIT_FAILED;
+    }
+    struct runner_env env = {.exe = c->exe,
+                             .namespace = c->namespace,
+                             .cache_dir = c->cache_dir,
+                             .scratch_dir = scratch,
+                             .credentials_file = c->credentials_file,
+                             .base_env = (const char *const *)environ};
+    int rc = k8s_config_load(&kc, c->server, c->kubeconfig, c->context, &e);
+    if (rc == 0) rc = k8s_client_new(&kc, c->cancel, &k, &e);
+    if (rc == 0) rc = load_location(c, k, &bsl, &e);
+    const char *name = rc == 0 ? k8s_str(bsl, "metadata.name") : c->location;
+    if (rc == 0 && (rc = repoloc_from_bsl(bsl, PROBE_NS, scratch, &base, &e)) == 0 &&
+        !maintjob_parent(base.location))
+        rc = err_set(&e, ERR_FAIL, "no repository directory in %s", base.location);
+    if (rc == 0) rc = runner_child_env(&env, k, &base, bsl, &envp, &e);
+    if (rc == 0 && base.s3) rc = use_s3_settings(&base, &envp, &e);
+    if (rc == 0) rc = find_repos(base.location, &repos, &e);
+    if (rc < 0) {
+        asys_log(ASYS_ERROR, "BackupStorageLocation", c->namespace, name, "%s", e.msg);
+    } else {
+        asys_log(ASYS_INFO, "BackupStorageLocation", c->namespace, name,
+                 "%zu podvault repositories at %s", repos.n, base.location);
+    }
+    size_t failed = 0, done = 0;
+    char failed_names[512] = "";
+    for (size_t i = 0; rc == 0 && i < repos.n && !(c->cancel && *c->cancel); i++, done++) {
+        if (maintain_one(c, &env, bsl, &envp, repos.ns[i])) continue;
+        size_t used = strlen(failed_names);
+        snprintf(failed_names + used, sizeof failed_names - used, "%s%s", used ? ", " : "",
+                 repos.ns[i]);
+        failed++;
+    }
+    bool canceled = c->cancel && *c->cancel;
+    if (rc == 0)
+        asys_log(failed || canceled ? ASYS_ERROR : ASYS_INFO, "BackupStorageLocation", c->namespace,
+                 name, "%zu of %zu repositories maintained%s%s%s", done - failed, repos.n,
+                 failed ? "; failed: " : "", failed_names, canceled ? "; canceled" : "");
+    char ca[PATH_MAX + 8];
+    snprintf(ca, sizeof ca, "%s/ca.pem", scratch);
+    unlink(ca);
+    rmdir(scratch);
+    maintjob_repos_free(&repos);
+    asys_sv_free(&envp);
+    repoloc_free(&base);
+    json_decref(bsl);
+    k8s_client_free(k);
+    k8s_config_free(&kc);
+    if (canceled) return EXIT_CANCELED;
+    return rc < 0 || failed ? EXIT_FAILED : EXIT_OK;
+}
