@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "repo/backend_s3.h"
 
 /* Global option values; kept apart from every command's values (which are characters or
  * small numbers below 1000). */
@@ -97,16 +98,16 @@ static bool apply_global(struct cli *g, int opt, const char *arg)
         set_env("PODVAULT_S3_INSECURE_TLS", "1");
         break;
     case G_CACERT:
-        set_env("PODVAULT_S3_CACERT", arg);
+        set_env(BACKEND_S3_ENV_CACERT, arg);
         break;
     case G_S3_REGION:
-        set_env("PODVAULT_S3_REGION", arg);
+        set_env(BACKEND_S3_ENV_REGION, arg);
         break;
     case G_S3_PATH_STYLE:
-        set_env("PODVAULT_S3_PATH_STYLE", "1");
+        set_env(BACKEND_S3_ENV_VIRTUAL_HOST, "0");
         break;
     case G_S3_VIRTUAL_HOST:
-        set_env("PODVAULT_S3_PATH_STYLE", "0");
+        set_env(BACKEND_S3_ENV_VIRTUAL_HOST, "1");
         break;
     default:
         return false;

@@ -14,6 +14,7 @@
 #include "cli/cli.h"
 #include "cli/format.h"
 #include "cli/options.h"
+#include "repo/backend_s3.h"
 #include "cli/password.h"
 
 static void test_parse_size(void **state)
@@ -167,6 +168,28 @@ static void test_next_mixed(void **state)
     assert_int_equal(argc - optind, 2);
     assert_string_equal(argv[optind], "/data");
     assert_string_equal(argv[optind + 1], "/more");
+}
+
+/* The S3 addressing options set the variable the S3 backend reads, each the way it says. */
+static void test_s3_addressing(void **state)
+{
+    (void)state;
+    static const struct option longopts[] = {{NULL, 0, NULL, 0}};
+    const char *flags[] = {"--s3-path-style", "--s3-virtual-host"}, *want[] = {"0", "1"};
+    for (int i = 0; i < 2; i++) {
+        char *argv[] = {"snapshots", (char *)flags[i], NULL};
+        volatile sig_atomic_t cancel = 0;
+        struct cli g = {.verbosity = 1, .cancel = &cancel, .cmd = "snapshots"};
+        struct cli_parser p;
+        cli_parser_init(&p, "usage\n", "", longopts);
+        optind = 0;
+        unsetenv(BACKEND_S3_ENV_VIRTUAL_HOST);
+        assert_int_equal(cli_next(&g, &p, 2, argv), CLI_OPT_END);
+        const char *v = getenv(BACKEND_S3_ENV_VIRTUAL_HOST);
+        assert_non_null(v);
+        assert_string_equal(v, want[i]);
+    }
+    unsetenv(BACKEND_S3_ENV_VIRTUAL_HOST);
 }
 
 static void test_next_errors(void **state)
@@ -358,12 +381,13 @@ static void test_json_snapshot(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_size),  cmocka_unit_test(test_parse_uint),
-        cmocka_unit_test(test_abs_path),    cmocka_unit_test(test_read_patterns),
-        cmocka_unit_test(test_filter),      cmocka_unit_test(test_next_mixed),
-        cmocka_unit_test(test_next_errors), cmocka_unit_test(test_password),
-        cmocka_unit_test(test_fmt_text),    cmocka_unit_test(test_escape),
-        cmocka_unit_test(test_json_bytes),  cmocka_unit_test(test_json_snapshot),
+        cmocka_unit_test(test_parse_size),    cmocka_unit_test(test_parse_uint),
+        cmocka_unit_test(test_abs_path),      cmocka_unit_test(test_read_patterns),
+        cmocka_unit_test(test_filter),        cmocka_unit_test(test_next_mixed),
+        cmocka_unit_test(test_s3_addressing), cmocka_unit_test(test_next_errors),
+        cmocka_unit_test(test_password),      cmocka_unit_test(test_fmt_text),
+        cmocka_unit_test(test_escape),        cmocka_unit_test(test_json_bytes),
+        cmocka_unit_test(test_json_snapshot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
