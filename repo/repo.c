@@ -41,6 +41,9 @@
 /* Read-ahead windows of a remote repository (see the top of the file). */
 #define REPO_WINDOW_BYTES (4u << 20)
 #define REPO_WINDOWS 4
+/* Listings of index/ tried when a file listed is gone by the time it is read (a concurrent
+ * prune replaced it); each try lists again. */
+#define REPO_RELIST_TRIES 3
 
 /* Bytes [off, off + want) of a pack, read ahead. While `loading`, `data` belongs to the thread
  * that fetches it, and threads that want bytes of it wait for `win_ready`. */
@@ -672,13 +675,9 @@ static void drop_stale_packs(struct repo *r)
     free(packs);
 }
 
-int repo_load_index(struct repo *r, struct err *e)
+/* One listing of index/ and the loading of what it named. */
+static int load_index_once(struct repo *r, struct err *e)
 {
-    pthread_mutex_lock(&r->load_lock);
-    if (r->index_loaded) {
-        pthread_mutex_unlock(&r->load_lock);
-        return 0;
-    }
     struct index_load L = {.r = r};
     pthread_mutex_init(&L.lock, NULL);
     struct oid *ids = NULL;
@@ -707,18 +706,36 @@ int repo_load_index(struct repo *r, struct err *e)
         repo_index_unlock(r);
         rc = load_index_files(&L, e);
     }
-    if (rc == 0 && r->cache) drop_stale_packs(r);
 out:
     if (rc < 0) { /* leave an empty index rather than a partial one */
         repo_index_lock(r, true);
         idx_clear(r->idx);
         repo_index_unlock(r);
     }
-    r->index_loaded = rc == 0;
     pthread_mutex_destroy(&L.lock);
     free(L.superseded);
     free(L.added);
     free(ids);
+    return rc;
+}
+
+int repo_load_index(struct repo *r, struct err *e)
+{
+    pthread_mutex_lock(&r->load_lock);
+    if (r->index_loaded) {
+        pthread_mutex_unlock(&r->load_lock);
+        return 0;
+    }
+    /* A prune running meanwhile deletes index files once a file that supersedes them is
+     * stored: one listed but gone when read means a newer listing has its replacement. */
+    int rc;
+    for (int attempt = 1;; attempt++) {
+        rc = load_index_once(r, e);
+        if (rc != ERR_NOT_FOUND || attempt == REPO_RELIST_TRIES) break;
+        err_clear(e);
+    }
+    if (rc == 0 && r->cache) drop_stale_packs(r);
+    r->index_loaded = rc == 0;
     pthread_mutex_unlock(&r->load_lock);
     if (rc < 0) return err_wrap(e, "loading the index");
     return 0;

@@ -51,6 +51,7 @@ struct rfile {
     atomic_bool failed;
     uint64_t length; /* final length: ftruncate'd at the end so trailing holes exist */
     char *disp;
+    char *rel;             /* its path below the restore root, to remove it if it fails */
     struct tree_node node; /* moved out of its tree */
 };
 
@@ -618,9 +619,25 @@ static int64_t write_data(int fd, const uint8_t *p, size_t n, uint64_t off, bool
     return written;
 }
 
+/* A file whose content could not be written whole is removed: what a restore leaves must be
+ * what was backed up, never something that passes for it. */
+static void remove_partial(struct rs *rs, struct rfile *f)
+{
+    const char *last;
+    int dirfd = open_parent(rs, f->rel, &last);
+    int rc = dirfd < 0 ? dirfd : unlinkat(dirfd, last, 0) < 0 ? -errno : 0;
+    if (dirfd >= 0) close(dirfd);
+    if (rc < 0)
+        report(rs, f->disp, true, "removing the partly restored file: %s", strerror(-rc));
+    else if (f->failed)
+        report(rs, f->disp, true, "removed: its content could not be restored whole");
+}
+
 static void finish_file(struct rs *rs, struct rfile *f)
 {
-    if (!f->failed && !canceled(rs)) {
+    if (f->failed || canceled(rs)) {
+        remove_partial(rs, f);
+    } else {
         if (ftruncate(f->fd, (off_t)f->length) < 0) {
             report(rs, f->disp, true, "setting size to %llu: %s", (unsigned long long)f->length,
                    strerror(errno));
@@ -634,6 +651,7 @@ static void finish_file(struct rs *rs, struct rfile *f)
     rs->entries_done++;
     tree_node_free(&f->node);
     free(f->disp);
+    free(f->rel);
     free(f);
 }
 
@@ -1011,7 +1029,8 @@ static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_
         return -1;
     }
     struct rfile *f = calloc(1, sizeof *f);
-    if (!f || !(f->disp = strdup(disp))) {
+    if (!f || !(f->disp = strdup(disp)) || !(f->rel = strdup(rel))) {
+        if (f) free(f->disp);
         free(f);
         close(fd);
         return -1;

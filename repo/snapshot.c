@@ -601,16 +601,26 @@ int snap_list(struct repo *r, struct snapshot **out, size_t *n, struct err *e)
     if (rc < 0) return err_wrap(e, "listing snapshots");
     struct snapshot *list = calloc(n_ids ? n_ids : 1, sizeof *list);
     if (!list) rc = err_set(e, ERR_FAIL, "listing %zu snapshots: out of memory", n_ids);
-    for (; rc == 0 && got < n_ids; got++)
-        rc = snap_load(r, &ids[got], &list[got], e);
+    for (size_t i = 0; rc == 0 && i < n_ids; i++) {
+        rc = snap_load(r, &ids[i], &list[got], e);
+        if (rc == 0) {
+            got++;
+        } else if (rc == ERR_NOT_FOUND) {
+            /* Forgotten since it was listed: the listing is only a moment older. */
+            snap_free(&list[got]);
+            memset(&list[got], 0, sizeof list[got]);
+            err_clear(e);
+            rc = 0;
+        }
+    }
     free(ids);
     if (rc < 0) {
-        snap_list_free(list, got);
+        snap_list_free(list, got + 1); /* the one that failed may hold parts */
         return rc;
     }
-    qsort(list, n_ids, sizeof *list, snap_time_cmp);
+    qsort(list, got, sizeof *list, snap_time_cmp);
     *out = list;
-    *n = n_ids;
+    *n = got;
     return 0;
 }
 

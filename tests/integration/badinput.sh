@@ -112,10 +112,9 @@ run_any restore latest --target "$T/r1"
 [ "$rc" != 0 ] || fail "restore from a tampered pack succeeded"
 grep -Eqi "${pid:0:8}|$blobs" "$T/err" || fail "errors name neither the pack nor its blobs: $(head -n 3 "$T/err")"
 if grep -qv '^podvault: ' "$T/err"; then fail "stderr holds lines not starting 'podvault: '"; fi
-if [ -f "$T/r1/d/r" ] && cmp -s "$T/r1/d/r" "$S/d/r"; then :; elif [ -f "$T/r1/d/r" ]; then
-    # A file whose blob failed may exist, but it must not pass for the original.
-    note "d/r restored partially after an error (content differs, as reported)"
-fi
+# A file whose blob failed is removed, never left to pass for the original.
+if [ -f "$T/r1/d/r" ] && ! cmp -s "$T/r1/d/r" "$S/d/r"; then fail "d/r left partly restored"; fi
+grep -q "could not be restored whole" "$T/err" || fail "no report of the removed file: $(head -n 3 "$T/err")"
 ok "tampered blob in a pack: exit $rc, $(head -n 1 "$T/err")"
 
 fresh

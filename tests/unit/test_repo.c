@@ -499,6 +499,53 @@ static void count_loads(struct repo *r)
     counting.index = counting.snapshots = counting.data = 0;
 }
 
+/* The first listing of index/ also names a file that is not there, as when a concurrent prune
+ * removed it between the listing and the load. */
+static struct {
+    struct backend_ops ops;
+    const struct backend_ops *inner;
+    int index_lists;
+} ghost;
+
+static int ghost_list(struct backend *self, const char *prefix, backend_list_cb cb, void *ctx,
+                      struct err *e)
+{
+    int rc = ghost.inner->list(self, prefix, cb, ctx, e);
+    if (rc != 0 || strcmp(prefix, "index/") != 0 || ghost.index_lists++ > 0) return rc;
+    return cb(ctx, "index/00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", 9);
+}
+
+static void test_vanished_while_listed(void **state)
+{
+    char loc[600];
+    struct err e;
+    new_location(loc);
+    create(loc, "pw");
+    struct repo *r = open_ok(loc, "pw");
+    struct oid pack_id;
+    struct pack_entry *ents;
+    write_pack(r, "a", 3, &pack_id, &ents);
+    struct idx_file_pack fp = {.pack_id = pack_id, .entries = ents, .n = 3};
+    struct oid iid;
+    write_index(r, &fp, 1, NULL, 0, &iid);
+    repo_close(r);
+
+    r = open_ok(loc, "pw");
+    struct backend *b = repo_backend(r);
+    ghost.inner = b->ops;
+    ghost.ops = *b->ops;
+    ghost.ops.list = ghost_list;
+    ghost.index_lists = 0;
+    b->ops = &ghost.ops;
+    err_clear(&e);
+    if (repo_load_index(r, &e) != 0) fail_msg("index: %s", e.msg);
+    assert_int_equal(ghost.index_lists, 2); /* listed again after the miss */
+    assert_int_equal(idx_blob_count(repo_index(r)), 3);
+    b->ops = ghost.inner;
+    repo_close(r);
+    free(ents);
+}
+
 static void cache_path(struct repo *r, const char *dir, const char *name, char out[1400])
 {
     char hex[OID_HEX_LEN + 1];
@@ -920,6 +967,7 @@ int main(void)
         cmocka_unit_test(test_index_and_blobs),
         cmocka_unit_test(test_index_supersedes),
         cmocka_unit_test(test_index_damaged),
+        cmocka_unit_test(test_vanished_while_listed),
         cmocka_unit_test(test_cache_files),
         cmocka_unit_test(test_cache_tree_packs),
         cmocka_unit_test(test_read_ahead),

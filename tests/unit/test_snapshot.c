@@ -724,6 +724,41 @@ static void test_save_load_list(void **state)
     assert_non_null(strstr(e.msg, "\"time\" is missing"));
 }
 
+/* A listing that also names a snapshot that is gone, as when `forget` removed it between the
+ * listing and the load. */
+static const struct backend_ops *ghost_inner;
+
+static int ghost_list(struct backend *self, const char *prefix, backend_list_cb cb, void *ctx,
+                      struct err *e)
+{
+    int rc = ghost_inner->list(self, prefix, cb, ctx, e);
+    if (rc != 0 || strcmp(prefix, "snapshots/") != 0) return rc;
+    return cb(ctx, "snapshots/00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", 9);
+}
+
+static void test_list_skips_vanished(void **state)
+{
+    struct fixture *fx = *state;
+    struct oid ids[2];
+    save_one(fx->r, 100, "h", "/a", NULL, &ids[0]);
+    save_one(fx->r, 200, "h", "/a", NULL, &ids[1]);
+    struct backend *b = repo_backend(fx->r);
+    struct backend_ops ops = *b->ops;
+    ghost_inner = b->ops;
+    ops.list = ghost_list;
+    b->ops = &ops;
+    struct snapshot *list;
+    size_t n;
+    struct err e;
+    err_clear(&e);
+    int rc = snap_list(fx->r, &list, &n, &e);
+    b->ops = ghost_inner;
+    if (rc != 0) fail_msg("snap_list: %s", e.msg);
+    assert_int_equal(n, 2);
+    assert_true(oid_eq(&list[0].id, &ids[0]) && oid_eq(&list[1].id, &ids[1]));
+    snap_list_free(list, n);
+}
+
 static void test_find(void **state)
 {
     struct fixture *fx = *state;
@@ -854,6 +889,7 @@ int main(void)
         cmocka_unit_test(test_copy),
         cmocka_unit_test(test_matches),
         cmocka_unit_test_setup_teardown(test_save_load_list, setup_repo, teardown_repo),
+        cmocka_unit_test_setup_teardown(test_list_skips_vanished, setup_repo, teardown_repo),
         cmocka_unit_test_setup_teardown(test_find, setup_repo, teardown_repo),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
