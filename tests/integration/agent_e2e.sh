@@ -51,19 +51,8 @@ pass() { echo "ok - $*"; }
 
 # The stand-in also listens with TLS, where the token of the agent's service account is held to
 # the RBAC rules of deploy/agent/rbac.yaml: agent b connects there through a kubeconfig.
-tls=()
-if command -v openssl >/dev/null; then
-    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=e2e-ca -keyout "$tmp/ca.key" \
-        -out "$tmp/ca.pem" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$tmp/srv.key" \
-        -out "$tmp/srv.csr" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1\n' >"$tmp/san.ext"
-    openssl x509 -req -in "$tmp/srv.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial \
-        -days 1 -extfile "$tmp/san.ext" -out "$tmp/srv.pem" 2>/dev/null
-    tls=(--tls-cert "$tmp/srv.pem" --tls-key "$tmp/srv.key" --tls-port-file "$tmp/k8s.tls-port"
-        --sa-token "agent-token=velero/podvault-agent")
-fi
-k8s_start "$tmp" "${tls[@]}" || fail "the stand-in did not start"
+k8s_tls_setup "$tmp" "agent-token=velero/podvault-agent"
+k8s_start "$tmp" "${K8S_TLS_ARGS[@]}" || fail "the stand-in did not start"
 pods=$tmp/kubelet/pods
 mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"
 
@@ -96,7 +85,7 @@ snapshots_of() { # NS -> the repository's snapshots as JSON
 kc create namespace velero >/dev/null
 kc apply -f "$src/deploy/agent/rbac.yaml" >/dev/null
 b_conn=(--server "$K8S_URL")
-if [ ${#tls[@]} -gt 0 ]; then
+if [ ${#K8S_TLS_ARGS[@]} -gt 0 ]; then
     mkdir -p "$tmp/kube"
     cp "$tmp/ca.pem" "$tmp/kube/ca.pem"
     cat >"$tmp/kube/config" <<EOF
@@ -377,7 +366,7 @@ sleep 2
 if grep -q '"level":"\(warning\|error\)"' "$tmp/agent-b.log"; then
     fail "agent b (TLS, token, RBAC of deploy/agent/rbac.yaml) met errors"
 fi
-if [ ${#tls[@]} -gt 0 ]; then # the RBAC is enforced: what the rules leave out is refused
+if [ ${#K8S_TLS_ARGS[@]} -gt 0 ]; then # the RBAC is enforced: what the rules leave out is refused
     tls_get() {
         curl -s -o /dev/null -w '%{http_code}' --cacert "$tmp/ca.pem" \
             -H "Authorization: Bearer agent-token" "https://127.0.0.1:$(cat "$tmp/k8s.tls-port")$1"
@@ -388,7 +377,7 @@ if [ ${#tls[@]} -gt 0 ]; then # the RBAC is enforced: what the rules leave out i
     [ "$(tls_get /api/v1/namespaces/default/secrets/other)" = 403 ] || fail "RBAC: other secrets"
 fi
 stop_agent b TERM
-pass "two agents for two nodes each take only their own objects (b: TLS, token, RBAC: ${#tls[@]})"
+pass "two agents for two nodes each take only their own objects (b: TLS, token, RBAC: ${#K8S_TLS_ARGS[@]})"
 
 # --- 6. a dropped watch and a 410 Gone
 k8s_admin drop-watches >/dev/null

@@ -46,19 +46,8 @@ expect() { grep -qF -- "$2" "$1" || { cat "$1" >&2; fail "$1 lacks: $2"; }; }
 
 # The stand-in's TLS listener holds the maintenance ServiceAccount's token to the RBAC rules of
 # deploy/maintenance/rbac.yaml.
-tls=()
-if command -v openssl >/dev/null; then
-    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=maint-ca -keyout "$tmp/ca.key" \
-        -out "$tmp/ca.pem" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$tmp/srv.key" \
-        -out "$tmp/srv.csr" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1\n' >"$tmp/san.ext"
-    openssl x509 -req -in "$tmp/srv.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial \
-        -days 1 -extfile "$tmp/san.ext" -out "$tmp/srv.pem" 2>/dev/null
-    tls=(--tls-cert "$tmp/srv.pem" --tls-key "$tmp/srv.key" --tls-port-file "$tmp/k8s.tls-port"
-        --sa-token "maint-token=velero/podvault-maintenance")
-fi
-k8s_start "$tmp" "${tls[@]}" || fail "the stand-in did not start"
+k8s_tls_setup "$tmp" "maint-token=velero/podvault-maintenance"
+k8s_start "$tmp" "${K8S_TLS_ARGS[@]}" || fail "the stand-in did not start"
 pods=$tmp/kubelet/pods
 store=$tmp/store
 mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"
@@ -109,17 +98,7 @@ metadata: {name: data, namespace: shop}
 spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: pv-data}
 EOF
 
-running() {
-    kc patch pod "$1" -n "$2" --subresource=status --type=merge \
-        -p '{"status":{"phase":"Running"}}' >/dev/null
-}
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: node-agent-n1, namespace: velero, labels: {name: node-agent, role: node-agent}}
-spec: {nodeName: n1, containers: [{name: node-agent, image: podvault}]}
-EOF
-running node-agent-n1 velero
+k8s_node_agent n1
 
 # mkpod NS NAME: a pod with a PVC volume (shop only), an emptyDir and an unchosen emptyDir;
 # prints its UID.
@@ -152,7 +131,7 @@ $claim
   - {name: cache, emptyDir: {}}
   - {name: tmp, emptyDir: {}}
 EOF
-    running "$2" "$1"
+    k8s_running "$2" "$1"
     kc get pod "$2" -n "$1" -o jsonpath='{.metadata.uid}'
 }
 uid_shop=$(mkpod shop web)
@@ -218,7 +197,7 @@ PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" -q --no-cache -r "$(repo_of shop)"
 
 # --- maintenance, connected as deploy/maintenance's ServiceAccount when TLS is there
 conn=(--server "$K8S_URL")
-if [ ${#tls[@]} -gt 0 ]; then
+if [ ${#K8S_TLS_ARGS[@]} -gt 0 ]; then
     mkdir -p "$tmp/kube"
     cp "$tmp/ca.pem" "$tmp/kube/ca.pem"
     cat >"$tmp/kube/config" <<EOF
@@ -294,7 +273,7 @@ expect "$tmp/m6.log" "0 podvault repositories"
 if maint "$tmp/m7.log" --location default --default-location; then fail "both options exited 0"; fi
 pass "a missing location, no default, a foreign repository (the others still maintained), an empty location"
 
-if [ ${#tls[@]} -gt 0 ]; then # the RBAC is enforced: what the rules leave out is refused
+if [ ${#K8S_TLS_ARGS[@]} -gt 0 ]; then # the RBAC is enforced: what the rules leave out is refused
     tls_get() {
         curl -s -o /dev/null -w '%{http_code}' --cacert "$tmp/ca.pem" \
             -H "Authorization: Bearer maint-token" "https://127.0.0.1:$(cat "$tmp/k8s.tls-port")$1"

@@ -83,19 +83,7 @@ metadata: {name: local, namespace: shop}
 spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: pv-host}
 EOF
 
-# running POD NAMESPACE: the stand-in creates pods Pending, as a scheduler would leave them.
-running() {
-    kc patch pod "$1" -n "$2" --subresource=status --type=merge \
-        -p '{"status":{"phase":"Running"}}' >/dev/null
-}
-# The node agent's own pod, which is how `request` learns that node n1 has an agent.
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: node-agent-n1, namespace: velero, labels: {name: node-agent, role: node-agent}}
-spec: {nodeName: n1, containers: [{name: node-agent, image: podvault}]}
-EOF
-running node-agent-n1 velero
+k8s_node_agent n1
 
 # mkapp NAME NODE ANNOTATION: a pod in shop with every kind of volume; prints its UID.
 mkapp() {
@@ -126,7 +114,7 @@ spec:
   - {name: conf, configMap: {name: app-conf}}
   - {name: unused, emptyDir: {}}
 EOF
-    running "$1" shop
+    k8s_running "$1" shop
     kc get pod "$1" -n shop -o jsonpath='{.metadata.uid}'
 }
 ann='backup.velero.io/backup-volumes: "data,cache,logs,local,unused"'
@@ -247,7 +235,7 @@ spec:
   containers: [{name: app, image: busybox, volumeMounts: [{name: cache, mountPath: /cache}]}]
   volumes: [{name: cache, emptyDir: {}}]
 EOF
-running lost shop
+k8s_running lost shop
 if req backup --namespace shop --selector app=lost --name b3 --wait --timeout 60 \
     >"$tmp/b3.out" 2>&1; then
     cat "$tmp/b3.out" >&2

@@ -56,3 +56,40 @@ wait_for() {
         sleep 0.2
     done
 }
+
+# k8s_tls_setup DIR TOKEN=NAMESPACE/SERVICEACCOUNT: when openssl is there, makes a CA and a
+# server certificate for 127.0.0.1 in DIR and sets K8S_TLS_ARGS to the k8s_start options of a
+# TLS listener that holds that token to the ServiceAccount's RBAC rules (port in DIR/k8s.tls-port,
+# CA in DIR/ca.pem). Without openssl K8S_TLS_ARGS is empty.
+k8s_tls_setup() {
+    local dir=$1 token=$2
+    K8S_TLS_ARGS=()
+    command -v openssl >/dev/null || return 0
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout "$dir/ca.key" \
+        -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$dir/srv.key" \
+        -out "$dir/srv.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$dir/san.ext"
+    openssl x509 -req -in "$dir/srv.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 1 -extfile "$dir/san.ext" -out "$dir/srv.pem" 2>/dev/null
+    K8S_TLS_ARGS=(--tls-cert "$dir/srv.pem" --tls-key "$dir/srv.key"
+        --tls-port-file "$dir/k8s.tls-port" --sa-token "$token")
+}
+
+# k8s_running POD NAMESPACE: the stand-in creates pods Pending, as a scheduler would leave them.
+k8s_running() {
+    kc patch pod "$1" -n "$2" --subresource=status --type=merge \
+        -p '{"status":{"phase":"Running"}}' >/dev/null
+}
+
+# k8s_node_agent NODE: the node agent's own pod in velero, running on NODE, which is how
+# `podvault request` learns that the node has an agent.
+k8s_node_agent() {
+    kc apply -f - >/dev/null <<EOF2
+apiVersion: v1
+kind: Pod
+metadata: {name: node-agent-$1, namespace: velero, labels: {name: node-agent, role: node-agent}}
+spec: {nodeName: $1, containers: [{name: node-agent, image: podvault}]}
+EOF2
+    k8s_running "node-agent-$1" velero
+}
