@@ -62,7 +62,7 @@ enum {
     "  --small-pack SIZE   merge packs smaller than SIZE (default: a quarter of the pack size)\n"  \
     "  --threads N         reads and deletions at once (default 4)\n"                              \
     "  --max-memory SIZE   bound the index and tables (e.g. 256M, 2G; default: env\n"              \
-    "                      PODVAULT_MAX_MEMORY, else none): beyond it, work in passes\n"          \
+    "                      PODVAULT_MAX_MEMORY, else none): beyond it, work in passes\n"           \
     "  --lock-wait SECONDS wait this long for another maintenance run to end (default 0)\n"
 
 struct maint_args {

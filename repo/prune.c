@@ -97,7 +97,7 @@ struct pr {
     uint32_t passes;
     struct tslot *table; /* sorted by ID */
     struct oid *table_ids;
-    uint32_t *num_slot; /* this pass's pack number -> slot */
+    uint32_t *num_slot;        /* this pass's pack number -> slot */
     struct walk_pack *orphans; /* sorted */
     size_t n_orphans;
 
@@ -319,7 +319,8 @@ static long slot_of(const struct pr *p, const struct oid *id)
 {
     uint32_t num;
     if (p->table) {
-        struct tslot key = {.id = *id}, *t = bsearch(&key, p->table, p->n_table, sizeof key, cmp_tslot);
+        struct tslot key = {.id = *id},
+                     *t = bsearch(&key, p->table, p->n_table, sizeof key, cmp_tslot);
         if (t) return (long)t->slot;
     } else if (idx_pack_find(repo_index(p->r), id, &num) && num < p->n_table) {
         return (long)num;
@@ -439,8 +440,8 @@ static int plan(struct pr *p, struct err *e)
                         sizeof(struct tslot) + sizeof(struct oid) + 4;
     uint64_t fixed = (256 << 10) + wc.trees * (WALK_COST_BLOB + WALK_COST_PENDING_TREE) +
                      wc.packs * per_pack + p->n_snaps * (WALK_COST_SNAPSHOT + 2 * OID_LEN);
-    rc = walk_plan_passes(p->o->max_memory, fixed, wc.data * WALK_COST_BLOB, "prune", &p->passes,
-                          e);
+    rc =
+        walk_plan_passes(p->o->max_memory, fixed, wc.data * WALK_COST_BLOB, "prune", &p->passes, e);
     if (rc == 0 && p->passes > 1 && !p->o->dry_run)
         rc = err_set(e, ERR_FAIL,
                      "prune: this repository needs %u passes to stay within --max-memory %.1f MiB, "

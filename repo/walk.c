@@ -685,11 +685,12 @@ int walk_count_index(struct repo *r, struct walk_counts *c, struct err *e)
 }
 
 /* A range's share of `split` over k passes, with slack for ranges that hold more than their
- * share (a few standard deviations of the binomial count, at least 64 blobs' worth). */
+ * share (the binomial count's standard deviation is sqrt(avg): a sixteenth of the average plus
+ * 8 blobs is over 3 of them at any size). */
 static uint64_t range_share(uint64_t split, uint32_t k)
 {
     uint64_t avg = (split + k - 1) / k;
-    return avg + avg / 16 + 64 * WALK_COST_BLOB;
+    return avg + avg / 16 + 8 * WALK_COST_BLOB;
 }
 
 int walk_plan_passes(uint64_t max_memory, uint64_t fixed, uint64_t split, const char *what,
