@@ -49,8 +49,8 @@ struct backend {
 int backend_open(const char *location, bool create, struct backend **out, struct err *e);
 
 /* Stores `data` under `name`, atomically. */
-int backend_save(struct backend *b, const char *name, const void *data, size_t len, bool overwrite,
-                 struct err *e);
+int backend_save(struct backend *b, const char *name, const void *data, size_t len,
+                 bool overwrite, struct err *e);
 /* Appends bytes [offset, offset+len) of the object to `out`; len 0 means "to the end".
  * Fails (ERR_FAIL) when the object is shorter than offset+len. */
 int backend_load(struct backend *b, const char *name, uint64_t offset, uint64_t len,

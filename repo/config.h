@@ -15,11 +15,11 @@
 #define CONFIG_DEFAULT_ZSTD_LEVEL 3
 
 struct config {
-    uint32_t version;              /* CONFIG_VERSION; newer versions are refused */
-    struct oid repo_id;            /* random, names the repository (caches, locks) */
-    struct chunker_params chunker; /* chunk size limits */
-    uint32_t pack_size;            /* target pack size in bytes, 1 MiB..1 GiB */
-    int zstd_level;                /* 0 = no compression, 1..19 */
+    uint32_t version;             /* CONFIG_VERSION; newer versions are refused */
+    struct oid repo_id;           /* random, names the repository (caches, locks) */
+    struct chunker_params chunker;/* chunk size limits */
+    uint32_t pack_size;           /* target pack size in bytes, 1 MiB..1 GiB */
+    int zstd_level;               /* 0 = no compression, 1..19 */
 };
 
 void config_default(struct config *c);

@@ -56,8 +56,8 @@ void pack_writer_reset(struct pack_writer *w);
  * holds *n entries, each checked to lie inside the pack's blob area without overlap.
  * If the tail is too short, fails with ERR_FAIL and sets *need to the tail length required. */
 int pack_header_decode(const struct crypt_keys *k, const struct oid *pack_id, const void *tail,
-                       size_t tail_len, uint64_t pack_size, struct pack_entry **entries, size_t *n,
-                       size_t *need, struct err *e);
+                       size_t tail_len, uint64_t pack_size, struct pack_entry **entries,
+                       size_t *n, size_t *need, struct err *e);
 
 struct backend;
 /* Reads and decodes a stored pack's header (one or two ranged loads). */
