@@ -431,6 +431,7 @@ static int pack_stats(struct pr *p, struct err *e)
 static int plan(struct pr *p, struct err *e)
 {
     p->passes = 1;
+    p->st->passes = 1;
     if (!p->o->max_memory) return 0;
     struct walk_counts wc;
     int rc = walk_count_index(p->r, &wc, e);
@@ -442,9 +443,10 @@ static int plan(struct pr *p, struct err *e)
                      wc.packs * per_pack + p->n_snaps * (WALK_COST_SNAPSHOT + 2 * OID_LEN);
     rc =
         walk_plan_passes(p->o->max_memory, fixed, wc.data * WALK_COST_BLOB, "prune", &p->passes, e);
+    p->st->passes = p->passes;
     if (rc == 0 && p->passes > 1 && !p->o->dry_run)
         rc = err_set(e, ERR_FAIL,
-                     "prune: this repository needs %u passes to stay within --max-memory %.1f MiB, "
+                     "this repository needs %u passes to stay within --max-memory %.1f MiB, "
                      "and only a dry run can split its work yet; give at least %.1f MiB (the "
                      "index and tables in one pass), or run prune --dry-run",
                      p->passes, (double)p->o->max_memory / (1 << 20),
@@ -1326,7 +1328,6 @@ int prune_run(struct repo *r, struct lock *lk, const struct prune_options *o,
     if ((rc = load_marks(&p, e)) < 0 || (rc = load_snapshots(&p, e)) < 0 ||
         (rc = plan(&p, e)) < 0 || (rc = analyse(&p, e)) < 0 || (rc = decide(&p, e)) < 0)
         goto out;
-    st->passes = p.passes;
     if (o->dry_run) {
         /* Who would hold deletions up, without marking anything. */
         if ((rc = list_writers(&p, e)) < 0) goto out;

@@ -705,10 +705,10 @@ int walk_plan_passes(uint64_t max_memory, uint64_t fixed, uint64_t split, const 
         snprintf(b1, sizeof b1, "%.1f MiB", (double)max_memory / (1 << 20));
         snprintf(b2, sizeof b2, "%.1f MiB", (double)least / (1 << 20));
         return err_set(e, ERR_FAIL,
-                       "%s: a memory bound of %s is too small for this repository: at least %s "
+                       "a memory bound of %s is too small to %s this repository: at least %s "
                        "(%llu bytes) is needed (the trees, packs and snapshots alone take %llu "
                        "bytes in every pass)",
-                       what, b1, b2, (unsigned long long)least, (unsigned long long)fixed);
+                       b1, what, b2, (unsigned long long)least, (unsigned long long)fixed);
     }
     uint32_t k = 2;
     while (fixed + range_share(split, k) > max_memory)
