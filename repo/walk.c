@@ -706,9 +706,10 @@ int walk_plan_passes(uint64_t max_memory, uint64_t fixed, uint64_t split, const 
         snprintf(b2, sizeof b2, "%.1f MiB", (double)least / (1 << 20));
         return err_set(e, ERR_FAIL,
                        "a memory bound of %s is too small to %s this repository: at least %s "
-                       "(%llu bytes) is needed (the trees, packs and snapshots alone take %llu "
-                       "bytes in every pass)",
-                       b1, what, b2, (unsigned long long)least, (unsigned long long)fixed);
+                       "(%llu bytes) is needed, in %u passes (the trees, packs and snapshots "
+                       "alone take %llu bytes in every pass; one pass needs %llu bytes)",
+                       b1, what, b2, (unsigned long long)least, WALK_MAX_PASSES,
+                       (unsigned long long)fixed, (unsigned long long)(fixed + split));
     }
     uint32_t k = 2;
     while (fixed + range_share(split, k) > max_memory)
