@@ -604,8 +604,7 @@ struct repair {
     const struct oid *old;
     size_t n_old;
     pthread_mutex_t mu;
-    struct idx_file_pack *packs;
-    size_t n_packs, cap_packs, n_blobs;
+    struct walk_ixlist packs;
     int rc;
     struct err e;
 };
@@ -616,13 +615,11 @@ static int repair_flush(struct repair *R, bool last, struct err *e)
 {
     struct buf plain = BUF_INIT;
     struct oid id;
-    int rc =
-        idx_file_encode(R->packs, R->n_packs, last ? R->old : NULL, last ? R->n_old : 0, &plain, e);
+    int rc = idx_file_encode(R->packs.v, R->packs.n, last ? R->old : NULL, last ? R->n_old : 0,
+                             &plain, e);
     if (rc == 0) rc = repo_save_file(R->r, "index", "index", plain.data, plain.len, &id, e);
     buf_free(&plain);
-    for (size_t i = 0; i < R->n_packs; i++)
-        free(R->packs[i].entries);
-    R->n_packs = R->n_blobs = 0;
+    walk_ixlist_clear(&R->packs);
     if (rc < 0) return err_wrap(e, "writing a new index file");
     R->st->index_files_written++;
     return 0;
@@ -651,26 +648,15 @@ static int repair_one(void *ctx, size_t i, struct err *e)
         pthread_mutex_unlock(&R->mu);
         return 0;
     }
-    if (R->n_packs == R->cap_packs) {
-        size_t cap = R->cap_packs ? R->cap_packs * 2 : 256;
-        struct idx_file_pack *p = realloc(R->packs, cap * sizeof *p);
-        if (!p) {
-            pthread_mutex_unlock(&R->mu);
-            free(ents);
-            return err_set(e, ERR_FAIL, "repair: out of memory");
-        }
-        R->packs = p;
-        R->cap_packs = cap;
+    rc = walk_ixlist_add(&R->packs, id, ents, n, e);
+    if (rc < 0) {
+        pthread_mutex_unlock(&R->mu);
+        return rc;
     }
-    R->packs[R->n_packs].pack_id = *id;
-    R->packs[R->n_packs].entries = ents;
-    R->packs[R->n_packs].n = n;
-    R->n_packs++;
-    R->n_blobs += n;
     R->st->packs++;
     R->st->blobs += n;
     rc = 0;
-    if (R->n_blobs >= REPAIR_FILE_BLOBS) rc = repair_flush(R, false, e);
+    if (R->packs.blobs >= REPAIR_FILE_BLOBS) rc = repair_flush(R, false, e);
     pthread_mutex_unlock(&R->mu);
     return rc;
 }
@@ -704,9 +690,7 @@ int check_repair_index(struct repo *r, const struct check_options *o, struct che
         }
         st->index_files_removed++;
     }
-    for (size_t i = 0; i < R.n_packs; i++)
-        free(R.packs[i].entries);
-    free(R.packs);
+    walk_ixlist_free(&R.packs);
     free(R.data);
     free(old);
     pthread_mutex_destroy(&R.mu);

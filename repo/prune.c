@@ -910,8 +910,7 @@ static bool dropped(const struct pstat *s)
 
 struct ixw {
     struct pr *p;
-    struct idx_file_pack *packs;
-    size_t n_packs, cap_packs, n_blobs;
+    struct walk_ixlist l;
 };
 
 static int ixw_flush(struct ixw *w, bool last, struct err *e)
@@ -931,15 +930,13 @@ static int ixw_flush(struct ixw *w, bool last, struct err *e)
     }
     struct buf plain = BUF_INIT;
     struct oid id;
-    if (w->n_packs || last) rc = idx_file_encode(w->packs, w->n_packs, sup, n_sup, &plain, e);
-    if (rc == 0 && (w->n_packs || last))
+    if (w->l.n || last) rc = idx_file_encode(w->l.v, w->l.n, sup, n_sup, &plain, e);
+    if (rc == 0 && (w->l.n || last))
         rc = repo_save_file(p->r, "index", "index", plain.data, plain.len, &id, e);
-    if (rc == 0 && (w->n_packs || last)) p->st->index_files_written++;
+    if (rc == 0 && (w->l.n || last)) p->st->index_files_written++;
     buf_free(&plain);
     free(sup);
-    for (size_t i = 0; i < w->n_packs; i++)
-        free(w->packs[i].entries);
-    w->n_packs = w->n_blobs = 0;
+    walk_ixlist_clear(&w->l);
     if (rc < 0) return err_wrap(e, "writing the new index");
     return 0;
 }
@@ -947,23 +944,9 @@ static int ixw_flush(struct ixw *w, bool last, struct err *e)
 static int ixw_add(struct ixw *w, const struct oid *pack, struct pack_entry *ents, size_t n,
                    struct err *e)
 {
-    if (w->n_packs == w->cap_packs) {
-        size_t cap = w->cap_packs ? w->cap_packs * 2 : 256;
-        struct idx_file_pack *pk = realloc(w->packs, cap * sizeof *pk);
-        if (!pk) {
-            free(ents);
-            return err_set(e, ERR_FAIL, "prune: out of memory");
-        }
-        w->packs = pk;
-        w->cap_packs = cap;
-    }
-    w->packs[w->n_packs].pack_id = *pack;
-    w->packs[w->n_packs].entries = ents;
-    w->packs[w->n_packs].n = n;
-    w->n_packs++;
-    w->n_blobs += n;
-    if (w->n_blobs >= PRUNE_INDEX_FILE_BLOBS) return ixw_flush(w, false, e);
-    return 0;
+    int rc = walk_ixlist_add(&w->l, pack, ents, n, e);
+    if (rc == 0 && w->l.blobs >= PRUNE_INDEX_FILE_BLOBS) rc = ixw_flush(w, false, e);
+    return rc;
 }
 
 static bool pack_dropped(const struct pr *p, const struct oid *pack)
@@ -1105,9 +1088,7 @@ static int write_index(struct pr *p, struct err *e)
         i = j;
     }
     if (rc == 0) rc = ixw_flush(&w, true, e);
-    for (size_t i = 0; i < w.n_packs; i++)
-        free(w.packs[i].entries);
-    free(w.packs);
+    walk_ixlist_free(&w.l);
     free(emitted.v);
     return rc;
 }
@@ -1215,6 +1196,26 @@ static void count_pending(struct pr *p)
     }
 }
 
+/* Reports and counts each pack deleted or unmarked, and on a dry run each that would stay
+ * marked (a real run counts those when it rewrites the marks). */
+static void report_outcome(struct pr *p, bool dry_run)
+{
+    for (size_t i = 0; i < p->n_slots; i++) {
+        struct pstat *s = &p->ps[i];
+        if (s->fl & F_NOW) {
+            if (!(s->fl & F_REPACK)) report(p, PRUNE_DELETE, slot_id(p, i), s);
+            p->st->packs_deleted++;
+            p->st->bytes_deleted += s->size;
+        } else if ((s->fl & F_DATA) && (s->fl & F_UNMARK)) {
+            report(p, PRUNE_UNMARK, slot_id(p, i), s);
+            p->st->packs_unmarked++;
+        } else if (dry_run && (s->fl & F_DATA) && (s->fl & (F_MARKED | F_DELETE | F_REPACK))) {
+            report(p, PRUNE_PENDING, slot_id(p, i), s);
+            p->st->packs_pending++;
+        }
+    }
+}
+
 static int finish(struct pr *p, struct err *e)
 {
     size_t n_now = 0;
@@ -1235,20 +1236,7 @@ static int finish(struct pr *p, struct err *e)
     bool compact = p->n_i0 + p->n_i_new >= PRUNE_COMPACT_FILES;
     int rc = 0;
     if (p->o->dry_run) {
-        for (size_t i = 0; i < p->n_slots; i++) {
-            struct pstat *s = &p->ps[i];
-            if (s->fl & F_NOW) {
-                if (!(s->fl & F_REPACK)) report(p, PRUNE_DELETE, slot_id(p, i), s);
-                p->st->packs_deleted++;
-                p->st->bytes_deleted += s->size;
-            } else if ((s->fl & F_DATA) && (s->fl & F_UNMARK)) {
-                report(p, PRUNE_UNMARK, slot_id(p, i), s);
-                p->st->packs_unmarked++;
-            } else if ((s->fl & F_DATA) && (s->fl & (F_MARKED | F_DELETE | F_REPACK))) {
-                report(p, PRUNE_PENDING, slot_id(p, i), s);
-                p->st->packs_pending++;
-            }
-        }
+        report_outcome(p, true);
         return 0;
     }
     if (index_changes || compact) {
@@ -1260,17 +1248,7 @@ static int finish(struct pr *p, struct err *e)
     if ((rc = canceled(p, e)) < 0) return rc;
     progress(p, "deleting packs", 0, n_now);
     rc = walk_parallel(n_now, p->o->threads, delete_one, p, p->stop, e);
-    for (size_t i = 0; i < p->n_slots; i++) {
-        struct pstat *s = &p->ps[i];
-        if (s->fl & F_NOW) {
-            if (!(s->fl & F_REPACK)) report(p, PRUNE_DELETE, slot_id(p, i), s);
-            p->st->packs_deleted++;
-            p->st->bytes_deleted += s->size;
-        } else if ((s->fl & F_DATA) && (s->fl & F_UNMARK)) {
-            report(p, PRUNE_UNMARK, slot_id(p, i), s);
-            p->st->packs_unmarked++;
-        }
-    }
+    report_outcome(p, false);
     if (rc < 0) return rc; /* the marks stay; the next prune deletes the rest */
     if (index_changes || compact) {
         if ((rc = remove_index_files(p, e)) < 0) return rc;

@@ -718,6 +718,44 @@ int walk_plan_passes(uint64_t max_memory, uint64_t fixed, uint64_t split, const 
     return 0;
 }
 
+/* ---- index files being written ---- */
+
+int walk_ixlist_add(struct walk_ixlist *l, const struct oid *pack, struct pack_entry *ents,
+                    size_t n, struct err *e)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        struct idx_file_pack *v = realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            free(ents);
+            return err_set(e, ERR_FAIL, "writing the index: out of memory");
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n].pack_id = *pack;
+    l->v[l->n].entries = ents;
+    l->v[l->n].n = n;
+    l->n++;
+    l->blobs += n;
+    return 0;
+}
+
+void walk_ixlist_clear(struct walk_ixlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i].entries);
+    l->n = l->blobs = 0;
+}
+
+void walk_ixlist_free(struct walk_ixlist *l)
+{
+    walk_ixlist_clear(l);
+    free(l->v);
+    l->v = NULL;
+    l->cap = 0;
+}
+
 /* ---- packs ---- */
 
 struct pack_list {

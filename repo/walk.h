@@ -13,6 +13,7 @@
 
 #include "base/err.h"
 #include "base/oid.h"
+#include "repo/index.h"
 #include "repo/snapshot.h"
 
 struct repo;
@@ -152,6 +153,21 @@ struct walk_pack {
 int walk_list_packs(struct repo *r, struct walk_pack **out, size_t *n, struct err *e);
 const struct walk_pack *walk_find_pack(const struct walk_pack *packs, size_t n,
                                        const struct oid *id);
+
+/* The packs of an index file being written (prune's new index, repair's), each with its
+ * entries, which the list owns. */
+struct walk_ixlist {
+    struct idx_file_pack *v;
+    size_t n, cap;
+    size_t blobs; /* entries in all */
+};
+
+/* Appends a pack; the list owns `ents` from now on (freed here on failure). */
+int walk_ixlist_add(struct walk_ixlist *l, const struct oid *pack, struct pack_entry *ents,
+                    size_t n, struct err *e);
+/* Frees the entries and empties the list (keeping its room); walk_ixlist_free frees it all. */
+void walk_ixlist_clear(struct walk_ixlist *l);
+void walk_ixlist_free(struct walk_ixlist *l);
 
 /* Runs fn(ctx, i) for i in 0..n-1 on `threads` threads (0: 4). Stops at the first failure,
  * which it returns, or at cancel (ERR_CANCELED). fn is called for each i at most once. */
