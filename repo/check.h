@@ -11,8 +11,8 @@
  * check_repair_index reads every pack's header and writes index files that supersede all
  * existing ones, so a lost or damaged index file costs nothing that the packs still hold.
  *
- * Memory: the index plus two bits a blob and ~16 bytes a pack; with read_data, one pack per
- * thread.
+ * Memory (bounded by max_memory, in passes): the index plus two bits a blob and ~16 bytes a pack;
+ * with read_data, one pack per thread.
  */
 #ifndef PV_REPO_CHECK_H
 #define PV_REPO_CHECK_H

@@ -17,7 +17,8 @@
  * the next prune removes), so prune may be interrupted at any point and simply run again.
  * The caller holds a prune lock (lock.h), whose stop flag prune polls.
  *
- * Memory: the index (idx_memory, ~46 bytes a blob) plus one bit a blob for the walk, ~40 bytes
+ * Memory (bounded by max_memory, in passes; see docs/MAINTENANCE.md section 3): the index
+ * (idx_memory, ~46 bytes a blob) plus one bit a blob for the walk, ~40 bytes
  * a pack, and, while repacking, ~64 bytes per blob being copied; see docs/MAINTENANCE.md.
  */
 #ifndef PV_REPO_PRUNE_H
