@@ -77,6 +77,23 @@ printf '%-28s %10s %13s\n' "" "time" "peak RSS"
 # The baseline: opening the repository (the key derivation alone takes tens of MiB in both).
 measure "podvault snapshots" "${PVR[@]}" snapshots
 [ "$RESTIC" = 1 ] && measure "restic snapshots" "${RR[@]}" snapshots
+# --max-memory: a bound that makes 4 passes, from the figures a too-small bound reports (the
+# fixed cost F of every pass, and O for one pass: a range then costs (O-F)/4, plus 1/16 and 8
+# blobs of slack, as walk_plan_passes counts).
+four_passes() {
+    "${PVR[@]}" "$@" --max-memory 1K >/dev/null 2>"$W/err.bound" && return 1
+    local f o q
+    f=$(sed -n 's/.*alone take \([0-9]*\) bytes.*/\1/p' "$W/err.bound")
+    o=$(sed -n 's/.*one pass needs \([0-9]*\) bytes.*/\1/p' "$W/err.bound")
+    q=$(( (o - f + 3) / 4 ))
+    echo $((f + q + q / 16 + 8 * 56))
+}
+pbound=$(four_passes prune --dry-run)
+measure "podvault prune --dry-run" "${PVR[@]}" --json prune --dry-run --max-unused 5%
+measure "prune --dry-run (4 passes)" "${PVR[@]}" --json prune --dry-run --max-unused 5% --max-memory "$pbound"
+cbound=$(four_passes check)
+measure "podvault check (1st)" "${PVR[@]}" --json check
+measure "check (4 passes)" "${PVR[@]}" --json check --max-memory "$cbound"
 measure "podvault prune" "${PVR[@]}" --json prune --max-unused 5%
 [ "$RESTIC" = 1 ] && measure "restic prune" "${RR[@]}" prune --max-unused 5%
 measure "podvault check" "${PVR[@]}" --json check
@@ -85,4 +102,9 @@ measure "podvault check --read-data" "${PVR[@]}" --json check --read-data
 [ "$RESTIC" = 1 ] && measure "restic check --read-data" "${RR[@]}" check --read-data
 jq -r '"podvault prune: \(.blobs) blobs (\(.blobs_used) used) in \(.packs) packs, \(.snapshots) snapshots, \(.trees) trees; deleted \(.packs_deleted) packs, repacked \(.packs_repacked); index and tables: \(.memory) bytes = \((.memory / .blobs * 10 | floor) / 10) bytes a blob"' "$W/out.podvault prune"
 jq -r 'select(.message_type == "summary") | "podvault check: index and tables: \(.memory) bytes = \((.memory / .blobs * 10 | floor) / 10) bytes a blob"' "$W/out.podvault check"
+for n in "podvault prune --dry-run" "prune --dry-run (4 passes)"; do
+    jq -r --arg n "$n" '"\($n): \(.passes) passes, tables \(.memory) bytes = \((.memory / .blobs * 10 | floor) / 10) bytes a blob"' "$W/out.$n"
+done
+echo "  (bound $pbound bytes for prune, $cbound for check)"
+jq -r 'select(.message_type == "summary") | "check (4 passes): \(.passes) passes, tables \(.memory) bytes = \((.memory / .blobs * 10 | floor) / 10) bytes a blob"' "$W/out.check (4 passes)"
 echo "repository sizes: podvault $(du -sh "$W/pv" | cut -f1)$([ "$RESTIC" = 1 ] && echo ", restic $(du -sh "$W/restic" | cut -f1)")"

@@ -27,6 +27,7 @@ enum {
     O_DRY_RUN = 1,
     O_PRUNE,
     O_MAX_UNUSED,
+    O_MAX_MEMORY,
     O_THREADS,
     O_SMALL_PACK,
     O_QUICK,
@@ -51,6 +52,7 @@ enum {
 #define PRUNE_OPTIONS                                                                              \
     {"max-unused", required_argument, NULL, O_MAX_UNUSED},                                         \
         {"small-pack", required_argument, NULL, O_SMALL_PACK},                                     \
+        {"max-memory", required_argument, NULL, O_MAX_MEMORY},                                     \
         {"threads", required_argument, NULL, O_THREADS},                                           \
     {                                                                                              \
         "lock-wait", required_argument, NULL, O_LOCK_WAIT                                          \
@@ -61,6 +63,8 @@ enum {
     "                      \"unlimited\" never repacks for space)\n"                               \
     "  --small-pack SIZE   merge packs smaller than SIZE (default: a quarter of the pack size)\n"  \
     "  --threads N         reads and deletions at once (default 4)\n"                              \
+    "  --max-memory SIZE   bound the index and tables (e.g. 256M, 2G; default: env\n"              \
+    "                      PODVAULT_MAX_MEMORY, else none): beyond it, work in passes\n"           \
     "  --lock-wait SECONDS wait this long for another maintenance run to end (default 0)\n"
 
 struct maint_args {
@@ -69,10 +73,22 @@ struct maint_args {
     uint32_t lock_wait;
 };
 
+#define MAX_MEMORY_ENV "PODVAULT_MAX_MEMORY"
+
+/* The bound from the environment, for a CronJob; --max-memory overrides it. A bad value is
+ * refused by prune_lock, which every command here passes. */
+static bool env_max_memory(uint64_t *v)
+{
+    const char *s = getenv(MAX_MEMORY_ENV);
+    *v = 0;
+    return !s || !*s || opt_parse_size(s, v);
+}
+
 static void maint_args_init(struct maint_args *a)
 {
     memset(a, 0, sizeof *a);
     prune_options_default(&a->prune);
+    env_max_memory(&a->prune.max_memory);
 }
 
 /* Takes one of PRUNE_OPTIONS; returns 0, 1 when `opt` is not one, or an exit code (> 1). */
@@ -92,6 +108,11 @@ static int prune_option(struct cli *g, int opt, const char *arg, struct maint_ar
         a->prune.max_unused = p / 100;
         return 0;
     }
+    case O_MAX_MEMORY:
+        if (!opt_parse_size(arg, &v) || !v)
+            return cli_usage_error(g, "--max-memory wants a size like 256M or 2G");
+        a->prune.max_memory = v;
+        return 0;
     case O_SMALL_PACK:
         if (!opt_parse_size(arg, &v)) return cli_usage_error(g, "--small-pack wants a size");
         a->prune.small_pack = v;
@@ -115,6 +136,10 @@ static int prune_option(struct cli *g, int opt, const char *arg, struct maint_ar
 /* Takes the prune lock; returns an exit code, having printed the error. */
 static int prune_lock(struct cli *g, struct repo *r, uint32_t wait, struct lock **lk)
 {
+    uint64_t v;
+    if (!env_max_memory(&v))
+        return cli_usage_error(g, "%s wants a size like 256M or 2G, not \"%s\"", MAX_MEMORY_ENV,
+                               getenv(MAX_MEMORY_ENV));
     struct lock_options lo = {.kind = LOCK_PRUNE, .cancel = g->cancel, .wait_sec = wait};
     struct err e;
     err_clear(&e);
@@ -175,6 +200,7 @@ static json_t *prune_json(const struct prune_stats *s, bool dry_run)
     U(bytes_freed);
     U(bytes_unused_after);
     U(memory);
+    U(passes);
 #undef U
     fmt_json_set(o, "dry_run", json_boolean(dry_run));
     return o;
@@ -653,6 +679,8 @@ static const char check_usage[] =
     "  --read-data             read and verify all data\n"
     "  --read-data-subset S    read a share of the packs (\"10%\") or group n of m (\"2/5\")\n"
     "  --threads N             reads at once (default 4; 2 with --read-data)\n"
+    "  --max-memory SIZE       bound the index and tables (e.g. 256M; default: env\n"
+    "                          PODVAULT_MAX_MEMORY, else none): beyond it, work in passes\n"
     "  --lock-wait SECONDS     wait this long for a running prune to end (default 0)\n";
 
 static const char *object_name(enum check_object o)
@@ -697,6 +725,7 @@ static json_t *check_json(const struct check_stats *s)
     U(errors);
     U(warnings);
     U(memory);
+    U(passes);
 #undef U
     return o;
 }
@@ -725,6 +754,7 @@ int cmd_check(struct cli *g, int argc, char **argv)
         {"read-data-subset", required_argument, NULL, O_READ_SUBSET},
         {"threads", required_argument, NULL, O_THREADS},
         {"lock-wait", required_argument, NULL, O_LOCK_WAIT},
+        {"max-memory", required_argument, NULL, O_MAX_MEMORY},
         {NULL, 0, NULL, 0},
     };
     struct check_options o;
@@ -760,6 +790,7 @@ int cmd_check(struct cli *g, int argc, char **argv)
         return rc;
     }
     o.threads = a.threads;
+    o.max_memory = a.prune.max_memory;
     o.cancel = lock_stop_flag(lk);
     o.report = on_check_problem;
     o.progress = note_phase;

@@ -19,6 +19,18 @@
 /* Trailer bytes after a pack's header. */
 #define PACK_TRAILER 4
 
+/* A pack the index lists that data/ lacks: its blobs, counted over the passes. */
+struct missing {
+    struct oid id;
+    uint64_t blobs, used;
+};
+
+/* A blob that failed to decrypt, reported in the pass of its range (which knows its use). */
+struct bad_blob {
+    struct oid id, pack;
+    char msg[ERR_MSG_MAX];
+};
+
 struct ck {
     struct repo *r;
     const struct check_options *o;
@@ -27,11 +39,22 @@ struct ck {
     struct walk_pack *data;
     size_t n_data;
     size_t n_table;
-    uint32_t *need;     /* per pack number: bytes the index says the pack has at least */
-    uint8_t *has_blobs; /* per pack number: the index lists blobs in it */
+    struct walk_range range; /* this pass */
+    struct oid *index_ids;   /* the files the first pass loaded, which the others load too */
+    size_t n_index;
+    uint8_t *has_blobs; /* per pack number: the index lists blobs of this range in it */
     struct walk_bits used, confirmed;
     uint8_t *header_ok; /* per pack number: its header was read and compared */
     uint8_t *read_sel;  /* per listed pack: read its data */
+    /* Per listed pack, over all passes: */
+    uint32_t *need;       /* bytes the index says the pack has at least */
+    uint8_t *header_bad;  /* its header could not be read (reported in the first pass) */
+    uint32_t *unindexed;  /* header entries no index lists */
+    uint32_t *n_header;   /* entries its header lists */
+    struct missing *miss; /* sorted by ID */
+    size_t n_miss;
+    struct bad_blob *bad; /* decryption failures of later ranges */
+    size_t n_bad, cap_bad;
 };
 
 static void problem(struct ck *c, bool error, enum check_object obj, const struct oid *id,
@@ -123,28 +146,61 @@ static uint32_t pack_group(const struct oid *id, uint32_t m)
 
 /* ---- packs ---- */
 
-/* Compares a pack's header with the index and, when selected, reads and verifies its blobs. */
+static int note_bad_blob(struct ck *c, const struct oid *id, const struct oid *pack,
+                         const char *msg)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->n_bad == c->cap_bad) {
+        size_t cap = c->cap_bad ? c->cap_bad * 2 : 16;
+        struct bad_blob *v = realloc(c->bad, cap * sizeof *v);
+        if (!v) {
+            pthread_mutex_unlock(&c->mu);
+            return ERR_FAIL;
+        }
+        c->bad = v;
+        c->cap_bad = cap;
+    }
+    struct bad_blob *b = &c->bad[c->n_bad++];
+    b->id = *id;
+    b->pack = *pack;
+    snprintf(b->msg, sizeof b->msg, "%s", msg);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+static void report_bad_blob(struct ck *c, const struct oid *id, const struct oid *pack,
+                            const char *msg)
+{
+    char hex[OID_HEX_LEN + 1], hex2[OID_HEX_LEN + 1];
+    struct idx_loc loc;
+    size_t pos;
+    bool used = idx_lookup_pos(repo_index(c->r), id, &loc, &pos) && walk_bit(&c->used, pos);
+    problem(c, true, CHECK_BLOB, id, "blob %s in pack %s%s: %s", oid_hex(id, hex),
+            oid_hex(pack, hex2), used ? " (used by snapshots)" : "", msg);
+}
+
+/* Compares a pack's header with the index (the entries of this pass's range) and, when
+ * selected, reads and verifies all its blobs (in the first pass). Findings about the pack as a
+ * whole are made in the first pass, or after the last one. */
 static int check_pack(void *ctx, size_t i, struct err *e)
 {
     struct ck *c = ctx;
     const struct walk_pack *wp = &c->data[i];
     struct repo *r = c->r;
     struct idx *x = repo_index(r);
+    bool first = c->range.part == 0;
+    if (c->header_bad[i]) return 0;
     char name[80], hex[OID_HEX_LEN + 1];
     pack_object_name(&wp->id, name);
     uint32_t num = 0;
-    bool indexed = idx_pack_find(x, &wp->id, &num) && num < c->n_table && c->has_blobs[num];
-    if (indexed && (uint64_t)c->need[num] + PACK_TRAILER > wp->size)
-        problem(c, true, CHECK_PACK, &wp->id,
-                "pack %s is truncated: %llu bytes, but the index places blobs up to byte %u",
-                oid_hex(&wp->id, hex), (unsigned long long)wp->size, c->need[num]);
+    bool listed = idx_pack_find(x, &wp->id, &num) && num < c->n_table;
 
     struct pack_entry *ents = NULL;
     size_t n = 0;
     struct buf whole = BUF_INIT;
     struct err pe;
     int rc;
-    bool read = c->read_sel && c->read_sel[i];
+    bool read = first && c->read_sel && c->read_sel[i];
     if (read) {
         rc = backend_load(repo_backend(r), name, 0, 0, &whole, &pe);
         if (rc == 0) {
@@ -155,28 +211,36 @@ static int check_pack(void *ctx, size_t i, struct err *e)
     } else {
         rc = pack_read_header(repo_backend(r), repo_keys(r), &wp->id, &ents, &n, &pe);
     }
+    if (rc < 0) {
+        c->header_bad[i] = 1;
+        buf_free(&whole);
+        if (!first) return 0; /* appeared only now: someone is changing the repository */
+    }
     if (rc == ERR_NOT_FOUND) {
         /* Deleted since listed: only prune deletes, and the caller holds the prune lock, so
          * this is someone removing files by hand. */
         problem(c, true, CHECK_PACK, &wp->id, "pack %s vanished during the check",
                 oid_hex(&wp->id, hex));
-        buf_free(&whole);
         return 0;
     }
     if (rc < 0) {
-        problem(c, indexed, CHECK_PACK, &wp->id, "pack %s: %s%s", oid_hex(&wp->id, hex), pe.msg,
-                indexed ? "" : " (the pack is in no index)");
-        buf_free(&whole);
+        problem(c, listed, CHECK_PACK, &wp->id, "pack %s: %s%s", oid_hex(&wp->id, hex), pe.msg,
+                listed ? "" : " (the pack is in no index)");
         return 0;
     }
-    size_t unindexed = 0;
+    int frc = 0;
     for (size_t k = 0; k < n; k++) {
         const struct pack_entry *pk = &ents[k];
         struct idx_loc loc;
         size_t pos;
-        if (!idx_lookup_pos(x, &pk->id, &loc, &pos)) {
-            unindexed++;
-        } else if (loc.pack == num && indexed) {
+        bool mine = walk_in_range(&c->range, &pk->id);
+        if (!mine) {
+            /* Another pass compares it. */
+        } else if (!idx_lookup_pos(x, &pk->id, &loc, &pos)) {
+            pthread_mutex_lock(&c->mu);
+            c->unindexed[i]++;
+            pthread_mutex_unlock(&c->mu);
+        } else if (loc.pack == num && listed) {
             if (loc.offset != pk->offset || loc.stored_len != pk->stored_len ||
                 loc.raw_len != pk->raw_len || loc.type != pk->type) {
                 char hex2[OID_HEX_LEN + 1];
@@ -195,12 +259,10 @@ static int check_pack(void *ctx, size_t i, struct err *e)
             crypt_blob_open(repo_keys(r), (enum blob_type)pk->type, &pk->id,
                             whole.data + pk->offset, pk->stored_len, pk->raw_len, &plain, &be);
         buf_free(&plain);
-        if (brc < 0) {
-            char hex2[OID_HEX_LEN + 1];
-            bool used = idx_lookup_pos(x, &pk->id, &loc, &pos) && walk_bit(&c->used, pos);
-            problem(c, true, CHECK_BLOB, &pk->id, "blob %s in pack %s%s: %s", oid_hex(&pk->id, hex),
-                    oid_hex(&wp->id, hex2), used ? " (used by snapshots)" : "", be.msg);
-        }
+        if (brc < 0 && mine)
+            report_bad_blob(c, &pk->id, &wp->id, be.msg);
+        else if (brc < 0 && note_bad_blob(c, &pk->id, &wp->id, be.msg) < 0 && !frc)
+            frc = err_set(e, ERR_FAIL, "check: out of memory");
         pthread_mutex_lock(&c->mu);
         c->st->blobs_read++;
         pthread_mutex_unlock(&c->mu);
@@ -211,19 +273,41 @@ static int check_pack(void *ctx, size_t i, struct err *e)
         c->st->bytes_read += whole.len;
         pthread_mutex_unlock(&c->mu);
     }
-    if (indexed) c->header_ok[num] = 1;
-    if (!idx_pack_find(x, &wp->id, NULL))
-        problem(c, false, CHECK_PACK, &wp->id,
-                "pack %s (%zu blobs) is in no index: left by a backup that was interrupted or is "
-                "still running; prune removes it",
-                oid_hex(&wp->id, hex), n);
-    else if (unindexed)
-        problem(c, false, CHECK_PACK, &wp->id,
-                "pack %s holds %zu blobs that no index lists (unused; prune removes them)",
-                oid_hex(&wp->id, hex), unindexed);
+    if (listed && c->has_blobs[num]) c->header_ok[num] = 1;
+    if (first) c->n_header[i] = (uint32_t)n;
     free(ents);
     buf_free(&whole);
-    return 0;
+    return frc;
+}
+
+/* What is known about each pack only once every pass has run. */
+static void report_packs(struct ck *c)
+{
+    struct idx *x = repo_index(c->r);
+    char hex[OID_HEX_LEN + 1];
+    for (size_t i = 0; i < c->n_data; i++) {
+        const struct walk_pack *wp = &c->data[i];
+        if (c->need[i] && (uint64_t)c->need[i] + PACK_TRAILER > wp->size)
+            problem(c, true, CHECK_PACK, &wp->id,
+                    "pack %s is truncated: %llu bytes, but the index places blobs up to byte %u",
+                    oid_hex(&wp->id, hex), (unsigned long long)wp->size, c->need[i]);
+        if (c->header_bad[i]) continue;
+        if (!idx_pack_find(x, &wp->id, NULL))
+            problem(c, false, CHECK_PACK, &wp->id,
+                    "pack %s (%u blobs) is in no index: left by a backup that was interrupted or "
+                    "is still running; prune removes it",
+                    oid_hex(&wp->id, hex), c->n_header[i]);
+        else if (c->unindexed[i])
+            problem(c, false, CHECK_PACK, &wp->id,
+                    "pack %s holds %u blobs that no index lists (unused; prune removes them)",
+                    oid_hex(&wp->id, hex), c->unindexed[i]);
+    }
+    for (size_t i = 0; i < c->n_miss; i++)
+        problem(c, true, CHECK_PACK, &c->miss[i].id,
+                "pack %s is missing: the index lists %llu blobs in it, %llu of them used by "
+                "snapshots",
+                oid_hex(&c->miss[i].id, hex), (unsigned long long)c->miss[i].blobs,
+                (unsigned long long)c->miss[i].used);
 }
 
 /* Which packs to read whole, for read_data. */
@@ -281,17 +365,186 @@ static void check_marks_and_locks(struct ck *c)
     free(locks);
 }
 
+static void bad_index_first(void *ctx, const struct oid *id, const char *msg)
+{
+    struct ck *c = ctx;
+    if (c->range.part == 0) bad_index(ctx, id, msg);
+}
+
+static int cmp_missing(const void *a, const void *b)
+{
+    return oid_cmp(&((const struct missing *)a)->id, &((const struct missing *)b)->id);
+}
+
+/* Counts the blobs of a pack data/ lacks, for the report after the last pass. */
+static int note_missing(struct ck *c, const struct oid *id, uint64_t blobs, uint64_t used,
+                        struct err *e)
+{
+    struct missing key = {.id = *id};
+    struct missing *m =
+        c->n_miss ? bsearch(&key, c->miss, c->n_miss, sizeof key, cmp_missing) : NULL;
+    if (!m) {
+        struct missing *v = realloc(c->miss, (c->n_miss + 1) * sizeof *v);
+        if (!v) return err_set(e, ERR_FAIL, "check: out of memory");
+        c->miss = v;
+        c->miss[c->n_miss++] = key;
+        qsort(c->miss, c->n_miss, sizeof *c->miss, cmp_missing);
+        m = bsearch(&key, c->miss, c->n_miss, sizeof key, cmp_missing);
+    }
+    m->blobs += blobs;
+    m->used += used;
+    return 0;
+}
+
+/* The passes (max_memory): fixed costs are the trees (every pass loads them, and the walk may
+ * hold each pending), packs and snapshots; the data blobs are split. */
+static int plan(struct ck *c, size_t n_snaps, uint32_t *passes, struct err *e)
+{
+    *passes = 1;
+    if (!c->o->max_memory) return 0;
+    struct walk_counts wc;
+    int rc = walk_count_index(c->r, &wc, e);
+    if (rc < 0) return rc;
+    /* A pack in the index's table, in the data/ listing, and the per-pack tables. */
+    uint64_t per_pack = WALK_COST_PACK + sizeof(struct walk_pack) + 16;
+    uint64_t fixed = (256 << 10) + wc.trees * (WALK_COST_BLOB + WALK_COST_PENDING_TREE) +
+                     wc.packs * per_pack + n_snaps * WALK_COST_SNAPSHOT;
+    return walk_plan_passes(c->o->max_memory, fixed, wc.data * WALK_COST_BLOB, "check", passes, e);
+}
+
+static int list_packs(struct ck *c, struct err *e)
+{
+    int rc = walk_list_packs(c->r, &c->data, &c->n_data, e);
+    if (rc < 0) return rc;
+    c->st->packs = c->n_data;
+    size_t nd = c->n_data ? c->n_data : 1;
+    c->need = calloc(nd, sizeof *c->need);
+    c->header_bad = calloc(nd, 1);
+    c->unindexed = calloc(nd, sizeof *c->unindexed);
+    c->n_header = calloc(nd, sizeof *c->n_header);
+    if (!c->need || !c->header_bad || !c->unindexed || !c->n_header)
+        return err_set(e, ERR_FAIL, "check: out of memory");
+    return select_reads(c, e);
+}
+
+/* One pass: the index entries of c->range (and every tree), the walk, the headers. */
+static int check_pass(struct ck *c, const struct walk_root *roots, size_t n_roots, struct err *e)
+{
+    struct repo *r = c->r;
+    const struct check_options *o = c->o;
+    struct check_stats *st = c->st;
+    struct oid *index_ids = NULL;
+    size_t n_index = 0;
+    char hex[OID_HEX_LEN + 1], hex2[OID_HEX_LEN + 1];
+    bool first = c->range.part == 0;
+    int rc = walk_load_index_range(r, NULL, 0, &c->range, first ? NULL : c->index_ids, c->n_index,
+                                   &index_ids, &n_index, bad_index_first, c, e);
+    if (rc < 0) return rc;
+    if (first) {
+        /* The packs after the index: a pack an index file lists was uploaded before it. */
+        c->index_ids = index_ids;
+        c->n_index = st->index_files = n_index;
+        if ((rc = list_packs(c, e)) < 0) return rc;
+    } else {
+        free(index_ids);
+    }
+    struct idx *x = repo_index(r);
+    size_t n_blobs = idx_blob_count(x);
+    c->n_table = idx_pack_count(x);
+    free(c->has_blobs);
+    free(c->header_ok);
+    walk_bits_free(&c->used);
+    walk_bits_free(&c->confirmed);
+    c->has_blobs = calloc(c->n_table ? c->n_table : 1, 1);
+    c->header_ok = calloc(c->n_table ? c->n_table : 1, 1);
+    if (!c->has_blobs || !c->header_ok) return err_set(e, ERR_FAIL, "check: out of memory");
+    if ((rc = walk_bits_init(&c->used, n_blobs, e)) < 0 ||
+        (rc = walk_bits_init(&c->confirmed, n_blobs, e)) < 0)
+        return rc;
+    /* A pack's extent counts each blob once: trees in the pass of their range. */
+    for (size_t pos = 0; pos < n_blobs; pos++) {
+        struct idx_loc loc;
+        struct oid id;
+        idx_at(x, pos, &id, &loc);
+        c->has_blobs[loc.pack] = 1;
+        if (!walk_in_range(&c->range, &id)) continue;
+        const struct walk_pack *wp = walk_find_pack(c->data, c->n_data, idx_pack_id(x, loc.pack));
+        uint32_t end = loc.offset + loc.stored_len;
+        if (wp && end > c->need[wp - c->data]) c->need[wp - c->data] = end;
+    }
+
+    struct walk_options wo = {.threads = o->threads,
+                              .range = &c->range,
+                              .cancel = o->cancel,
+                              .problem = walk_problem,
+                              .ctx = c};
+    struct walk_stats ws;
+    progress(c, "walking snapshots", 0, n_roots);
+    if ((rc = walk_trees(r, roots, n_roots, &c->used, &wo, &ws, e)) < 0) return rc;
+    if (first) st->trees = ws.trees;
+
+    /* Packs the index lists that are not there, and the counts of this range. */
+    uint32_t *miss_blobs = calloc(c->n_table ? c->n_table : 1, sizeof *miss_blobs);
+    uint32_t *miss_used = calloc(c->n_table ? c->n_table : 1, sizeof *miss_used);
+    uint8_t *gone = calloc(c->n_table ? c->n_table : 1, 1);
+    if (!miss_blobs || !miss_used || !gone) rc = err_set(e, ERR_FAIL, "check: out of memory");
+    for (uint32_t pk = 0; rc == 0 && pk < c->n_table; pk++)
+        gone[pk] = c->has_blobs[pk] && !walk_find_pack(c->data, c->n_data, idx_pack_id(x, pk));
+    for (size_t pos = 0; rc == 0 && pos < n_blobs; pos++) {
+        struct idx_loc loc;
+        struct oid id;
+        idx_at(x, pos, &id, &loc);
+        if (!walk_in_range(&c->range, &id)) continue;
+        bool used = walk_bit(&c->used, pos);
+        st->blobs++;
+        st->blobs_used += used;
+        if (gone[loc.pack]) {
+            miss_blobs[loc.pack]++;
+            miss_used[loc.pack] += used;
+        }
+    }
+    for (uint32_t pk = 0; rc == 0 && pk < c->n_table; pk++)
+        if (gone[pk]) rc = note_missing(c, idx_pack_id(x, pk), miss_blobs[pk], miss_used[pk], e);
+    free(miss_blobs);
+    free(miss_used);
+    free(gone);
+    if (rc < 0) return rc;
+
+    /* Every pack: header against index, and data when selected. */
+    progress(c, o->read ? "reading packs" : "reading pack headers", 0, c->n_data);
+    /* Reading whole packs holds one pack per thread: two unless told otherwise. */
+    unsigned threads = o->threads ? o->threads : o->read != CHECK_READ_NONE ? 2 : 0;
+    if ((rc = walk_parallel(c->n_data, threads, check_pack, c, o->cancel, e)) < 0) return rc;
+    for (size_t pos = 0; pos < n_blobs; pos++) {
+        if (walk_bit(&c->confirmed, pos)) continue;
+        struct idx_loc loc;
+        struct oid id;
+        idx_at(x, pos, &id, &loc);
+        /* A pack that is missing, or whose header could not be read, was reported itself. */
+        if (!c->header_ok[loc.pack] || !walk_in_range(&c->range, &id)) continue;
+        problem(c, true, CHECK_BLOB, &id,
+                "blob %s: the index places it in pack %s, whose header does not list it",
+                oid_hex(&id, hex), oid_hex(idx_pack_id(x, loc.pack), hex2));
+    }
+    /* Blobs of this range that failed to decrypt in the first pass. */
+    for (size_t i = 0; i < c->n_bad; i++)
+        if (walk_in_range(&c->range, &c->bad[i].id))
+            report_bad_blob(c, &c->bad[i].id, &c->bad[i].pack, c->bad[i].msg);
+    uint64_t mem = idx_memory(x) + 2 * (n_blobs / 8) + c->n_table * 2 +
+                   c->n_data * (sizeof *c->data + 14) + c->n_bad * sizeof *c->bad;
+    if (mem > st->memory) st->memory = mem;
+    return 0;
+}
+
 int check_run(struct repo *r, const struct check_options *o, struct check_stats *st, struct err *e)
 {
     memset(st, 0, sizeof *st);
     struct ck c = {.r = r, .o = o, .st = st};
     pthread_mutex_init(&c.mu, NULL);
-    struct oid *index_ids = NULL;
-    size_t n_index = 0;
     struct snapshot *snaps = NULL;
     size_t n_snaps = 0;
     struct walk_root *roots = NULL;
-    char hex[OID_HEX_LEN + 1], hex2[OID_HEX_LEN + 1];
+    uint32_t passes = 1;
     int rc;
 
     /* Snapshots first: a backup writes its index files before its snapshot, so every snapshot
@@ -300,33 +553,8 @@ int check_run(struct repo *r, const struct check_options *o, struct check_stats 
     if ((rc = walk_load_snapshots(r, &snaps, &n_snaps, bad_snapshot, &c, e)) < 0) goto out;
     st->snapshots = n_snaps;
     progress(&c, "loading the index", 0, 1);
-    if ((rc = walk_load_index(r, &index_ids, &n_index, bad_index, &c, e)) < 0) goto out;
-    st->index_files = n_index;
-    if ((rc = walk_list_packs(r, &c.data, &c.n_data, e)) < 0) goto out;
-    struct idx *x = repo_index(r);
-    size_t n_blobs = idx_blob_count(x);
-    c.n_table = idx_pack_count(x);
-    st->blobs = n_blobs;
-    st->packs = c.n_data;
-    c.need = calloc(c.n_table ? c.n_table : 1, sizeof *c.need);
-    c.has_blobs = calloc(c.n_table ? c.n_table : 1, 1);
-    c.header_ok = calloc(c.n_table ? c.n_table : 1, 1);
-    if (!c.need || !c.has_blobs || !c.header_ok) {
-        rc = err_set(e, ERR_FAIL, "check: out of memory");
-        goto out;
-    }
-    if ((rc = walk_bits_init(&c.used, n_blobs, e)) < 0 ||
-        (rc = walk_bits_init(&c.confirmed, n_blobs, e)) < 0)
-        goto out;
-    for (size_t pos = 0; pos < n_blobs; pos++) {
-        struct idx_loc loc;
-        idx_at(x, pos, NULL, &loc);
-        uint32_t end = loc.offset + loc.stored_len;
-        if (end > c.need[loc.pack]) c.need[loc.pack] = end;
-        c.has_blobs[loc.pack] = 1;
-    }
-
-    /* The snapshots' trees. */
+    if ((rc = plan(&c, n_snaps, &passes, e)) < 0) goto out;
+    st->passes = passes;
     roots = malloc((n_snaps ? n_snaps : 1) * sizeof *roots);
     if (!roots) {
         rc = err_set(e, ERR_FAIL, "check: out of memory");
@@ -336,55 +564,17 @@ int check_run(struct repo *r, const struct check_options *o, struct check_stats 
         roots[i].snapshot = snaps[i].id;
         roots[i].tree = snaps[i].tree;
     }
-    struct walk_options wo = {
-        .threads = o->threads, .cancel = o->cancel, .problem = walk_problem, .ctx = &c};
-    struct walk_stats ws;
-    progress(&c, "walking snapshots", 0, n_snaps);
-    if ((rc = walk_trees(r, roots, n_snaps, &c.used, &wo, &ws, e)) < 0) goto out;
-    st->trees = ws.trees;
-    st->blobs_used = walk_bits_count(&c.used);
-
-    /* Packs the index lists that are not there. */
-    for (uint32_t pk = 0; pk < c.n_table; pk++) {
-        if (!c.has_blobs[pk]) continue;
-        const struct oid *id = idx_pack_id(x, pk);
-        if (walk_find_pack(c.data, c.n_data, id)) continue;
-        size_t blobs = 0, used = 0;
-        for (size_t pos = 0; pos < n_blobs; pos++) {
-            struct idx_loc loc;
-            idx_at(x, pos, NULL, &loc);
-            if (loc.pack != pk) continue;
-            blobs++;
-            used += walk_bit(&c.used, pos);
-        }
-        problem(&c, true, CHECK_PACK, id,
-                "pack %s is missing: the index lists %zu blobs in it, %zu of them used by "
-                "snapshots",
-                oid_hex(id, hex), blobs, used);
+    for (uint32_t k = 0; k < passes && rc == 0; k++) {
+        c.range.part = k;
+        c.range.parts = passes;
+        if (passes > 1) progress(&c, "pass", k + 1, passes);
+        rc = check_pass(&c, roots, n_snaps, e);
     }
-
-    /* Every pack: header against index, and data when selected. */
-    if ((rc = select_reads(&c, e)) < 0) goto out;
-    progress(&c, o->read ? "reading packs" : "reading pack headers", 0, c.n_data);
-    /* Reading whole packs holds one pack per thread: two unless told otherwise. */
-    unsigned threads = o->threads ? o->threads : o->read != CHECK_READ_NONE ? 2 : 0;
-    if ((rc = walk_parallel(c.n_data, threads, check_pack, &c, o->cancel, e)) < 0) goto out;
-    for (size_t pos = 0; pos < n_blobs; pos++) {
-        if (walk_bit(&c.confirmed, pos)) continue;
-        struct idx_loc loc;
-        struct oid id;
-        idx_at(x, pos, &id, &loc);
-        /* A pack that is missing, or whose header could not be read, was reported itself. */
-        if (!c.header_ok[loc.pack]) continue;
-        problem(&c, true, CHECK_BLOB, &id,
-                "blob %s: the index places it in pack %s, whose header does not list it",
-                oid_hex(&id, hex), oid_hex(idx_pack_id(x, loc.pack), hex2));
-    }
+    if (rc < 0) goto out;
+    report_packs(&c);
     check_marks_and_locks(&c);
-    st->memory = idx_memory(x) + 2 * (n_blobs / 8) + c.n_table * 6 + c.n_data * sizeof *c.data;
 out:
     pthread_mutex_destroy(&c.mu);
-    free(index_ids);
     snap_list_free(snaps, n_snaps);
     free(roots);
     free(c.data);
@@ -392,6 +582,12 @@ out:
     free(c.has_blobs);
     free(c.header_ok);
     free(c.read_sel);
+    free(c.header_bad);
+    free(c.unindexed);
+    free(c.n_header);
+    free(c.miss);
+    free(c.bad);
+    free(c.index_ids);
     walk_bits_free(&c.used);
     walk_bits_free(&c.confirmed);
     if (rc < 0 && rc != ERR_CANCELED) return err_wrap(e, "check");
@@ -408,8 +604,7 @@ struct repair {
     const struct oid *old;
     size_t n_old;
     pthread_mutex_t mu;
-    struct idx_file_pack *packs;
-    size_t n_packs, cap_packs, n_blobs;
+    struct walk_ixlist packs;
     int rc;
     struct err e;
 };
@@ -420,13 +615,11 @@ static int repair_flush(struct repair *R, bool last, struct err *e)
 {
     struct buf plain = BUF_INIT;
     struct oid id;
-    int rc =
-        idx_file_encode(R->packs, R->n_packs, last ? R->old : NULL, last ? R->n_old : 0, &plain, e);
+    int rc = idx_file_encode(R->packs.v, R->packs.n, last ? R->old : NULL, last ? R->n_old : 0,
+                             &plain, e);
     if (rc == 0) rc = repo_save_file(R->r, "index", "index", plain.data, plain.len, &id, e);
     buf_free(&plain);
-    for (size_t i = 0; i < R->n_packs; i++)
-        free(R->packs[i].entries);
-    R->n_packs = R->n_blobs = 0;
+    walk_ixlist_clear(&R->packs);
     if (rc < 0) return err_wrap(e, "writing a new index file");
     R->st->index_files_written++;
     return 0;
@@ -455,26 +648,15 @@ static int repair_one(void *ctx, size_t i, struct err *e)
         pthread_mutex_unlock(&R->mu);
         return 0;
     }
-    if (R->n_packs == R->cap_packs) {
-        size_t cap = R->cap_packs ? R->cap_packs * 2 : 256;
-        struct idx_file_pack *p = realloc(R->packs, cap * sizeof *p);
-        if (!p) {
-            pthread_mutex_unlock(&R->mu);
-            free(ents);
-            return err_set(e, ERR_FAIL, "repair: out of memory");
-        }
-        R->packs = p;
-        R->cap_packs = cap;
+    rc = walk_ixlist_add(&R->packs, id, ents, n, e);
+    if (rc < 0) {
+        pthread_mutex_unlock(&R->mu);
+        return rc;
     }
-    R->packs[R->n_packs].pack_id = *id;
-    R->packs[R->n_packs].entries = ents;
-    R->packs[R->n_packs].n = n;
-    R->n_packs++;
-    R->n_blobs += n;
     R->st->packs++;
     R->st->blobs += n;
     rc = 0;
-    if (R->n_blobs >= REPAIR_FILE_BLOBS) rc = repair_flush(R, false, e);
+    if (R->packs.blobs >= REPAIR_FILE_BLOBS) rc = repair_flush(R, false, e);
     pthread_mutex_unlock(&R->mu);
     return rc;
 }
@@ -508,9 +690,7 @@ int check_repair_index(struct repo *r, const struct check_options *o, struct che
         }
         st->index_files_removed++;
     }
-    for (size_t i = 0; i < R.n_packs; i++)
-        free(R.packs[i].entries);
-    free(R.packs);
+    walk_ixlist_free(&R.packs);
     free(R.data);
     free(old);
     pthread_mutex_destroy(&R.mu);

@@ -11,8 +11,8 @@
  * check_repair_index reads every pack's header and writes index files that supersede all
  * existing ones, so a lost or damaged index file costs nothing that the packs still hold.
  *
- * Memory: the index plus two bits a blob and ~16 bytes a pack; with read_data, one pack per
- * thread.
+ * Memory (bounded by max_memory, in passes): the index plus two bits a blob and ~16 bytes a pack;
+ * with read_data, one pack per thread.
  */
 #ifndef PV_REPO_CHECK_H
 #define PV_REPO_CHECK_H
@@ -56,6 +56,10 @@ struct check_options {
     uint32_t subset_n, subset_m;
     double subset_frac;
     unsigned threads; /* 0: 4, or 2 when reading data */
+    /* Bound in bytes on the index and the tables (0: none). When they would not fit, the work is
+     * done in passes over ranges of blob IDs (walk.h); when even one range does not fit, the
+     * run fails at once, naming the least bound that would work. */
+    uint64_t max_memory;
     const volatile int *cancel;
     /* Each problem (may be NULL); called one at a time. */
     void (*report)(void *ctx, const struct check_problem *p);
@@ -68,6 +72,7 @@ struct check_stats {
     uint64_t packs_read, blobs_read, bytes_read; /* read_data */
     uint64_t errors, warnings;
     uint64_t memory; /* peak bytes of the index and check's own tables */
+    uint64_t passes; /* over ranges of blob IDs (max_memory) */
 };
 
 /* Parses "10%" (a share) or "2/5" (group 2 of 5) into o's subset fields and sets o->read. */

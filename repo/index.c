@@ -666,7 +666,7 @@ static bool read_blob(struct rd *r, struct pack_entry *pe, const char **why)
  * count; otherwise adds every pack to x using `scratch` (room for max_count entries). */
 static int parse_file(struct idx *x, const void *data, size_t len, struct oid *sup,
                       struct pack_entry *scratch, size_t *max_count, idx_pack_filter keep,
-                      void *ctx, struct err *e)
+                      idx_blob_filter keep_blob, void *ctx, struct err *e)
 {
     struct rd r = rd_make(data, len);
     const uint8_t *magic;
@@ -696,15 +696,17 @@ static int parse_file(struct idx *x, const void *data, size_t len, struct oid *s
             return err_set(e, ERR_FAIL, "index file: pack %llu: bad blob count %llu",
                            (unsigned long long)p, (unsigned long long)count);
         if (!x && count > *max_count) *max_count = (size_t)count;
+        size_t kept = 0;
         for (uint64_t i = 0; i < count; i++) {
-            struct pack_entry tmp, *pe = x ? &scratch[i] : &tmp;
+            struct pack_entry tmp, *pe = x ? &scratch[kept] : &tmp;
             const char *why;
             if (!read_blob(&r, pe, &why))
                 return err_set(e, ERR_FAIL, "index file: pack %llu, blob %llu: %s",
                                (unsigned long long)p, (unsigned long long)i, why);
+            if (x && (!keep_blob || keep_blob(ctx, pe))) kept++;
         }
         if (x && (!keep || keep(ctx, &pack_id))) {
-            int rc = idx_add_pack(x, &pack_id, scratch, (size_t)count, e);
+            int rc = idx_add_pack(x, &pack_id, scratch, kept, e);
             if (rc < 0) return rc;
         }
     }
@@ -722,10 +724,17 @@ int idx_file_decode_filtered(struct idx *x, const void *data, size_t len, idx_pa
                              void *ctx, struct oid **supersedes, size_t *n_supersedes,
                              struct err *e)
 {
+    return idx_file_decode_blobs(x, data, len, keep, NULL, ctx, supersedes, n_supersedes, e);
+}
+
+int idx_file_decode_blobs(struct idx *x, const void *data, size_t len, idx_pack_filter keep,
+                          idx_blob_filter keep_blob, void *ctx, struct oid **supersedes,
+                          size_t *n_supersedes, struct err *e)
+{
     /* Validate everything first, so a bad file adds nothing and allocations are bounded by
      * counts already checked against the input length. */
     size_t max_count = 0;
-    int rc = parse_file(NULL, data, len, NULL, NULL, &max_count, NULL, NULL, e);
+    int rc = parse_file(NULL, data, len, NULL, NULL, &max_count, NULL, NULL, NULL, e);
     if (rc < 0) return rc;
 
     struct rd r = rd_make(data, len);
@@ -745,7 +754,7 @@ int idx_file_decode_filtered(struct idx *x, const void *data, size_t len, idx_pa
             return err_set(e, ERR_FAIL, "index file: out of memory");
         }
     }
-    rc = parse_file(x, data, len, sup, scratch, &max_count, keep, ctx, e);
+    rc = parse_file(x, data, len, sup, scratch, &max_count, keep, keep_blob, ctx, e);
     free(scratch);
     if (rc < 0) {
         free(sup);

@@ -24,8 +24,8 @@
 struct idx;
 
 struct idx_loc {
-    uint32_t pack;       /* number in this index's pack table; idx_pack_id() gives the ID */
-    uint8_t type;        /* enum blob_type */
+    uint32_t pack; /* number in this index's pack table; idx_pack_id() gives the ID */
+    uint8_t type;  /* enum blob_type */
     uint32_t offset;
     uint32_t stored_len;
     uint32_t raw_len;
@@ -75,9 +75,8 @@ struct idx_file_pack {
 };
 
 /* Encodes the plaintext of an index file. */
-int idx_file_encode(const struct idx_file_pack *packs, size_t n_packs,
-                    const struct oid *supersedes, size_t n_supersedes, struct buf *out,
-                    struct err *e);
+int idx_file_encode(const struct idx_file_pack *packs, size_t n_packs, const struct oid *supersedes,
+                    size_t n_supersedes, struct buf *out, struct err *e);
 
 /* Decodes the plaintext of an index file and adds its packs to `x`. When `supersedes` is not
  * NULL it receives a malloc'd array of the superseded index IDs (*n_supersedes of them).
@@ -91,5 +90,13 @@ typedef bool (*idx_pack_filter)(void *ctx, const struct oid *pack_id);
 int idx_file_decode_filtered(struct idx *x, const void *data, size_t len, idx_pack_filter keep,
                              void *ctx, struct oid **supersedes, size_t *n_supersedes,
                              struct err *e);
+
+/* idx_file_decode_filtered that also keeps only the blobs `keep_blob` accepts (NULL: all). A
+ * pack accepted by `keep` enters the pack table even when none of its blobs is kept. Prune and
+ * check load the index in passes over ranges of blob IDs this way, to bound their memory. */
+typedef bool (*idx_blob_filter)(void *ctx, const struct pack_entry *blob);
+int idx_file_decode_blobs(struct idx *x, const void *data, size_t len, idx_pack_filter keep,
+                          idx_blob_filter keep_blob, void *ctx, struct oid **supersedes,
+                          size_t *n_supersedes, struct err *e);
 
 #endif

@@ -233,6 +233,7 @@ int maint_run(struct repo *r, struct lock *lk, const struct maint_options *o,
         if (rc == 0 && res->ran == MAINT_FULL && !o->dry_run) {
             struct check_options co = o->check;
             if (!co.cancel) co.cancel = lock_stop_flag(lk);
+            if (!co.max_memory) co.max_memory = o->prune.max_memory;
             rc = check_run(r, &co, &res->check, e);
             res->checked = rc == 0;
             if (rc == 0 && res->check.errors)

@@ -64,6 +64,11 @@ struct rentry {
     bool used;
 };
 
+struct tslot {
+    struct oid id;
+    uint32_t slot;
+};
+
 struct pr {
     struct repo *r;
     const struct prune_options *o;
@@ -86,6 +91,13 @@ struct pr {
      * packs no index lists (orphans). */
     struct pstat *ps;
     size_t n_table, n_slots;
+    /* With several passes (max_memory), each reloads the index, whose pack numbers then differ:
+     * slots are the first pass's numbers, kept here with a lookup sorted by ID. */
+    struct walk_range range;
+    uint32_t passes;
+    struct tslot *table; /* sorted by ID */
+    struct oid *table_ids;
+    uint32_t *num_slot;        /* this pass's pack number -> slot */
     struct walk_pack *orphans; /* sorted */
     size_t n_orphans;
 
@@ -172,9 +184,18 @@ static int load_marks(struct pr *p, struct err *e)
     return 0;
 }
 
+/* The first pass lists the index files; later passes load the same ones. */
 static int load_index(struct pr *p, struct err *e)
 {
-    return walk_load_index_skip(p->r, p->marked, p->n_marked, &p->i0, &p->n_i0, NULL, NULL, e);
+    if (p->range.part == 0)
+        return walk_load_index_range(p->r, p->marked, p->n_marked, &p->range, NULL, 0, &p->i0,
+                                     &p->n_i0, NULL, NULL, e);
+    struct oid *ids = NULL;
+    size_t n = 0;
+    int rc = walk_load_index_range(p->r, p->marked, p->n_marked, &p->range, p->i0, p->n_i0, &ids,
+                                   &n, NULL, NULL, e);
+    free(ids);
+    return rc;
 }
 
 /* Re-adds a marked pack from its header, after every other pack (see the top of this file). */
@@ -191,6 +212,11 @@ static int readd_one(void *ctx, size_t i, struct err *e)
     if (rc < 0)
         return err_wrap(e, "pack %s (marked for deletion): reading its header (run check)",
                         oid_hex(id, hex));
+    size_t kept = 0;
+    for (size_t k = 0; k < n; k++)
+        if (ents[k].type == BLOB_TREE || walk_in_range(&p->range, &ents[k].id))
+            ents[kept++] = ents[k];
+    n = kept;
     repo_index_lock(p->r, true);
     rc = idx_add_pack(repo_index(p->r), id, ents, n, e);
     repo_index_unlock(p->r);
@@ -238,6 +264,9 @@ static int load_snapshots(struct pr *p, struct err *e)
 static int walk_used(struct pr *p, struct err *e)
 {
     int rc;
+    free(p->walked);
+    p->n_walked = 0;
+    walk_bits_free(&p->used);
     p->walked = malloc((p->n_snaps ? p->n_snaps : 1) * sizeof *p->walked);
     struct walk_root *roots = malloc((p->n_snaps ? p->n_snaps : 1) * sizeof *roots);
     if (!p->walked || !roots) {
@@ -259,14 +288,17 @@ static int walk_used(struct pr *p, struct err *e)
     repo_index_unlock(p->r);
     if (rc == 0) rc = walk_bits_init(&p->used, idx_blob_count(repo_index(p->r)), e);
     struct walk_stats ws;
-    struct walk_options wo = {
-        .threads = p->o->threads, .cancel = p->stop, .problem = on_problem, .ctx = p};
+    struct walk_options wo = {.threads = p->o->threads,
+                              .range = &p->range,
+                              .cancel = p->stop,
+                              .problem = on_problem,
+                              .ctx = p};
     progress(p, "walking snapshots", 0, n_roots);
     if (rc == 0) rc = walk_trees(p->r, roots, n_roots, &p->used, &wo, &ws, e);
     free(roots);
     if (rc < 0) return rc;
     p->st->snapshots = n_roots;
-    p->st->trees = ws.trees;
+    if (p->range.part == 0) p->st->trees = ws.trees;
     note_memory(p, 0);
     if (p->walk_problems)
         return err_set(e, ERR_FAIL,
@@ -278,21 +310,33 @@ static int walk_used(struct pr *p, struct err *e)
 
 /* ---- step 2: what to do with each pack ---- */
 
+static int cmp_tslot(const void *a, const void *b)
+{
+    return oid_cmp(&((const struct tslot *)a)->id, &((const struct tslot *)b)->id);
+}
+
 static long slot_of(const struct pr *p, const struct oid *id)
 {
     uint32_t num;
-    if (idx_pack_find(repo_index(p->r), id, &num) && num < p->n_table) return (long)num;
+    if (p->table) {
+        struct tslot key = {.id = *id},
+                     *t = bsearch(&key, p->table, p->n_table, sizeof key, cmp_tslot);
+        if (t) return (long)t->slot;
+    } else if (idx_pack_find(repo_index(p->r), id, &num) && num < p->n_table) {
+        return (long)num;
+    }
     const struct walk_pack *o = walk_find_pack(p->orphans, p->n_orphans, id);
     return o ? (long)(p->n_table + (size_t)(o - p->orphans)) : -1;
 }
 
 static const struct oid *slot_id(const struct pr *p, size_t s)
 {
-    return s < p->n_table ? idx_pack_id(repo_index(p->r), (uint32_t)s)
-                          : &p->orphans[s - p->n_table].id;
+    if (s >= p->n_table) return &p->orphans[s - p->n_table].id;
+    return p->table ? &p->table_ids[s] : idx_pack_id(repo_index(p->r), (uint32_t)s);
 }
 
-static int pack_stats(struct pr *p, struct err *e)
+/* The slots, from the first pass's index. */
+static int make_slots(struct pr *p, struct err *e)
 {
     struct idx *x = repo_index(p->r);
     p->n_table = idx_pack_count(x);
@@ -304,20 +348,57 @@ static int pack_stats(struct pr *p, struct err *e)
     p->n_slots = p->n_table + p->n_orphans;
     p->ps = calloc(p->n_slots ? p->n_slots : 1, sizeof *p->ps);
     if (!p->ps) return err_set(e, ERR_FAIL, "prune: out of memory");
+    if (p->passes <= 1) return 0;
+    p->table = malloc((p->n_table ? p->n_table : 1) * sizeof *p->table);
+    p->table_ids = malloc((p->n_table ? p->n_table : 1) * sizeof *p->table_ids);
+    if (!p->table || !p->table_ids) return err_set(e, ERR_FAIL, "prune: out of memory");
+    for (size_t i = 0; i < p->n_table; i++) {
+        p->table_ids[i] = p->table[i].id = *idx_pack_id(x, (uint32_t)i);
+        p->table[i].slot = (uint32_t)i;
+    }
+    if (p->n_table) qsort(p->table, p->n_table, sizeof *p->table, cmp_tslot);
+    return 0;
+}
 
+/* Adds this pass's blobs (those of its range) to the figures of their packs. */
+static int count_pass(struct pr *p, struct err *e)
+{
+    struct idx *x = repo_index(p->r);
+    size_t n_packs = idx_pack_count(x);
+    free(p->num_slot);
+    p->num_slot = malloc((n_packs ? n_packs : 1) * sizeof *p->num_slot);
+    if (!p->num_slot) return err_set(e, ERR_FAIL, "prune: out of memory");
+    char hex[OID_HEX_LEN + 1];
+    for (size_t i = 0; i < n_packs; i++) {
+        long sl = slot_of(p, idx_pack_id(x, (uint32_t)i));
+        if (sl < 0 || (size_t)sl >= p->n_table)
+            return err_set(e, ERR_FAIL, "pack %s appeared in the index between two passes",
+                           oid_hex(idx_pack_id(x, (uint32_t)i), hex));
+        p->num_slot[i] = (uint32_t)sl;
+    }
     size_t n = idx_blob_count(x);
     for (size_t pos = 0; pos < n; pos++) {
         struct idx_loc loc;
-        idx_at(x, pos, NULL, &loc);
-        struct pstat *s = &p->ps[loc.pack];
+        struct oid id;
+        idx_at(x, pos, &id, &loc);
+        if (!walk_in_range(&p->range, &id)) continue; /* a tree of another range */
+        struct pstat *s = &p->ps[p->num_slot[loc.pack]];
         s->n_blobs++;
         s->blob_bytes += loc.stored_len;
         s->fl |= loc.type == 1 ? F_TREE : F_BLOBDATA;
+        p->st->blobs++;
         if (walk_bit(&p->used, pos)) {
             s->n_used++;
             s->used_bytes += loc.stored_len;
+            p->st->blobs_used++;
         }
     }
+    note_memory(p, 0);
+    return 0;
+}
+
+static int pack_stats(struct pr *p, struct err *e)
+{
     char hex[OID_HEX_LEN + 1];
     for (size_t i = 0; i < p->n_slots; i++) {
         struct pstat *s = &p->ps[i];
@@ -341,10 +422,57 @@ static int pack_stats(struct pr *p, struct err *e)
         }
     }
     p->st->packs_unindexed = p->n_orphans;
-    p->st->blobs = n;
-    p->st->blobs_used = walk_bits_count(&p->used);
-    note_memory(p, 0);
     return 0;
+}
+
+/* The passes (max_memory): fixed costs are the trees (every pass loads them, and the walk may
+ * hold each pending), packs and snapshots; the data blobs are split. A prune that changes the
+ * repository needs the whole index to write the new one, so only a dry run splits (yet). */
+static int plan(struct pr *p, struct err *e)
+{
+    p->passes = 1;
+    p->st->passes = 1;
+    if (!p->o->max_memory) return 0;
+    struct walk_counts wc;
+    int rc = walk_count_index(p->r, &wc, e);
+    if (rc < 0) return rc;
+    /* A pack in the index's table, its figures, the data/ listing, and the slot lookup. */
+    uint64_t per_pack = WALK_COST_PACK + sizeof(struct pstat) + sizeof(struct walk_pack) +
+                        sizeof(struct tslot) + sizeof(struct oid) + 4;
+    uint64_t fixed = (256 << 10) + wc.trees * (WALK_COST_BLOB + WALK_COST_PENDING_TREE) +
+                     wc.packs * per_pack + p->n_snaps * (WALK_COST_SNAPSHOT + 2 * OID_LEN);
+    rc =
+        walk_plan_passes(p->o->max_memory, fixed, wc.data * WALK_COST_BLOB, "prune", &p->passes, e);
+    p->st->passes = p->passes;
+    if (rc == 0 && p->passes > 1 && !p->o->dry_run)
+        rc = err_set(e, ERR_FAIL,
+                     "this repository needs %u passes to stay within --max-memory %.1f MiB, "
+                     "and only a dry run can split its work yet; give at least %.1f MiB (the "
+                     "index and tables in one pass), or run prune --dry-run",
+                     p->passes, (double)p->o->max_memory / (1 << 20),
+                     (double)(fixed + wc.data * WALK_COST_BLOB) / (1 << 20));
+    return rc;
+}
+
+/* Step 1 in passes: each loads its range of the index (and every tree), places the marked packs'
+ * blobs, walks the snapshots and counts what its range uses. */
+static int analyse(struct pr *p, struct err *e)
+{
+    int rc = 0;
+    for (uint32_t k = 0; k < p->passes && rc == 0; k++) {
+        p->range.part = k;
+        p->range.parts = p->passes;
+        if (p->passes > 1) progress(p, "pass", k + 1, p->passes);
+        if ((rc = load_index(p, e)) < 0) break;
+        if (k == 0 && (rc = list_data(p, e)) < 0) break;
+        if ((rc = attribute_marked(p, e)) < 0 || (rc = canceled(p, e)) < 0 ||
+            (rc = walk_used(p, e)) < 0)
+            break;
+        if (k == 0 && (rc = make_slots(p, e)) < 0) break;
+        rc = count_pass(p, e);
+    }
+    if (rc == 0) rc = pack_stats(p, e);
+    return rc;
 }
 
 static uint64_t unused_of(const struct pstat *s)
@@ -782,8 +910,7 @@ static bool dropped(const struct pstat *s)
 
 struct ixw {
     struct pr *p;
-    struct idx_file_pack *packs;
-    size_t n_packs, cap_packs, n_blobs;
+    struct walk_ixlist l;
 };
 
 static int ixw_flush(struct ixw *w, bool last, struct err *e)
@@ -803,15 +930,13 @@ static int ixw_flush(struct ixw *w, bool last, struct err *e)
     }
     struct buf plain = BUF_INIT;
     struct oid id;
-    if (w->n_packs || last) rc = idx_file_encode(w->packs, w->n_packs, sup, n_sup, &plain, e);
-    if (rc == 0 && (w->n_packs || last))
+    if (w->l.n || last) rc = idx_file_encode(w->l.v, w->l.n, sup, n_sup, &plain, e);
+    if (rc == 0 && (w->l.n || last))
         rc = repo_save_file(p->r, "index", "index", plain.data, plain.len, &id, e);
-    if (rc == 0 && (w->n_packs || last)) p->st->index_files_written++;
+    if (rc == 0 && (w->l.n || last)) p->st->index_files_written++;
     buf_free(&plain);
     free(sup);
-    for (size_t i = 0; i < w->n_packs; i++)
-        free(w->packs[i].entries);
-    w->n_packs = w->n_blobs = 0;
+    walk_ixlist_clear(&w->l);
     if (rc < 0) return err_wrap(e, "writing the new index");
     return 0;
 }
@@ -819,23 +944,9 @@ static int ixw_flush(struct ixw *w, bool last, struct err *e)
 static int ixw_add(struct ixw *w, const struct oid *pack, struct pack_entry *ents, size_t n,
                    struct err *e)
 {
-    if (w->n_packs == w->cap_packs) {
-        size_t cap = w->cap_packs ? w->cap_packs * 2 : 256;
-        struct idx_file_pack *pk = realloc(w->packs, cap * sizeof *pk);
-        if (!pk) {
-            free(ents);
-            return err_set(e, ERR_FAIL, "prune: out of memory");
-        }
-        w->packs = pk;
-        w->cap_packs = cap;
-    }
-    w->packs[w->n_packs].pack_id = *pack;
-    w->packs[w->n_packs].entries = ents;
-    w->packs[w->n_packs].n = n;
-    w->n_packs++;
-    w->n_blobs += n;
-    if (w->n_blobs >= PRUNE_INDEX_FILE_BLOBS) return ixw_flush(w, false, e);
-    return 0;
+    int rc = walk_ixlist_add(&w->l, pack, ents, n, e);
+    if (rc == 0 && w->l.blobs >= PRUNE_INDEX_FILE_BLOBS) rc = ixw_flush(w, false, e);
+    return rc;
 }
 
 static bool pack_dropped(const struct pr *p, const struct oid *pack)
@@ -977,9 +1088,7 @@ static int write_index(struct pr *p, struct err *e)
         i = j;
     }
     if (rc == 0) rc = ixw_flush(&w, true, e);
-    for (size_t i = 0; i < w.n_packs; i++)
-        free(w.packs[i].entries);
-    free(w.packs);
+    walk_ixlist_free(&w.l);
     free(emitted.v);
     return rc;
 }
@@ -1087,6 +1196,26 @@ static void count_pending(struct pr *p)
     }
 }
 
+/* Reports and counts each pack deleted or unmarked, and on a dry run each that would stay
+ * marked (a real run counts those when it rewrites the marks). */
+static void report_outcome(struct pr *p, bool dry_run)
+{
+    for (size_t i = 0; i < p->n_slots; i++) {
+        struct pstat *s = &p->ps[i];
+        if (s->fl & F_NOW) {
+            if (!(s->fl & F_REPACK)) report(p, PRUNE_DELETE, slot_id(p, i), s);
+            p->st->packs_deleted++;
+            p->st->bytes_deleted += s->size;
+        } else if ((s->fl & F_DATA) && (s->fl & F_UNMARK)) {
+            report(p, PRUNE_UNMARK, slot_id(p, i), s);
+            p->st->packs_unmarked++;
+        } else if (dry_run && (s->fl & F_DATA) && (s->fl & (F_MARKED | F_DELETE | F_REPACK))) {
+            report(p, PRUNE_PENDING, slot_id(p, i), s);
+            p->st->packs_pending++;
+        }
+    }
+}
+
 static int finish(struct pr *p, struct err *e)
 {
     size_t n_now = 0;
@@ -1107,20 +1236,7 @@ static int finish(struct pr *p, struct err *e)
     bool compact = p->n_i0 + p->n_i_new >= PRUNE_COMPACT_FILES;
     int rc = 0;
     if (p->o->dry_run) {
-        for (size_t i = 0; i < p->n_slots; i++) {
-            struct pstat *s = &p->ps[i];
-            if (s->fl & F_NOW) {
-                if (!(s->fl & F_REPACK)) report(p, PRUNE_DELETE, slot_id(p, i), s);
-                p->st->packs_deleted++;
-                p->st->bytes_deleted += s->size;
-            } else if ((s->fl & F_DATA) && (s->fl & F_UNMARK)) {
-                report(p, PRUNE_UNMARK, slot_id(p, i), s);
-                p->st->packs_unmarked++;
-            } else if ((s->fl & F_DATA) && (s->fl & (F_MARKED | F_DELETE | F_REPACK))) {
-                report(p, PRUNE_PENDING, slot_id(p, i), s);
-                p->st->packs_pending++;
-            }
-        }
+        report_outcome(p, true);
         return 0;
     }
     if (index_changes || compact) {
@@ -1132,17 +1248,7 @@ static int finish(struct pr *p, struct err *e)
     if ((rc = canceled(p, e)) < 0) return rc;
     progress(p, "deleting packs", 0, n_now);
     rc = walk_parallel(n_now, p->o->threads, delete_one, p, p->stop, e);
-    for (size_t i = 0; i < p->n_slots; i++) {
-        struct pstat *s = &p->ps[i];
-        if (s->fl & F_NOW) {
-            if (!(s->fl & F_REPACK)) report(p, PRUNE_DELETE, slot_id(p, i), s);
-            p->st->packs_deleted++;
-            p->st->bytes_deleted += s->size;
-        } else if ((s->fl & F_DATA) && (s->fl & F_UNMARK)) {
-            report(p, PRUNE_UNMARK, slot_id(p, i), s);
-            p->st->packs_unmarked++;
-        }
-    }
+    report_outcome(p, false);
     if (rc < 0) return rc; /* the marks stay; the next prune deletes the rest */
     if (index_changes || compact) {
         if ((rc = remove_index_files(p, e)) < 0) return rc;
@@ -1174,6 +1280,9 @@ static void pr_free(struct pr *p)
     free(p->data);
     free(p->ps);
     free(p->orphans);
+    free(p->table);
+    free(p->table_ids);
+    free(p->num_slot);
     snap_list_free(p->snaps, p->n_snaps);
     free(p->walked);
     walk_bits_free(&p->used);
@@ -1195,9 +1304,7 @@ int prune_run(struct repo *r, struct lock *lk, const struct prune_options *o,
      *    index, see load_snapshots), the index, the packs, then the blobs snapshots use. */
     progress(&p, "loading the index", 0, 1);
     if ((rc = load_marks(&p, e)) < 0 || (rc = load_snapshots(&p, e)) < 0 ||
-        (rc = load_index(&p, e)) < 0 || (rc = list_data(&p, e)) < 0 ||
-        (rc = attribute_marked(&p, e)) < 0 || (rc = canceled(&p, e)) < 0 ||
-        (rc = walk_used(&p, e)) < 0 || (rc = pack_stats(&p, e)) < 0 || (rc = decide(&p, e)) < 0)
+        (rc = plan(&p, e)) < 0 || (rc = analyse(&p, e)) < 0 || (rc = decide(&p, e)) < 0)
         goto out;
     if (o->dry_run) {
         /* Who would hold deletions up, without marking anything. */

@@ -17,7 +17,8 @@
  * the next prune removes), so prune may be interrupted at any point and simply run again.
  * The caller holds a prune lock (lock.h), whose stop flag prune polls.
  *
- * Memory: the index (idx_memory, ~46 bytes a blob) plus one bit a blob for the walk, ~40 bytes
+ * Memory (bounded by max_memory, in passes; see docs/MAINTENANCE.md section 3): the index
+ * (idx_memory, ~46 bytes a blob) plus one bit a blob for the walk, ~40 bytes
  * a pack, and, while repacking, ~64 bytes per blob being copied; see docs/MAINTENANCE.md.
  */
 #ifndef PV_REPO_PRUNE_H
@@ -53,6 +54,10 @@ struct prune_options {
     bool dry_run;       /* change nothing; report what would happen */
     unsigned threads;   /* tree loads, pack reads and deletions at once (0: 4) */
     uint32_t stale_sec; /* lock staleness (0: LOCK_STALE_SEC) */
+    /* Bound in bytes on the index and the tables (0: none). When they would not fit, the work is
+     * done in passes over ranges of blob IDs (walk.h); when even one range does not fit, the
+     * run fails at once, naming the least bound that would work. */
+    uint64_t max_memory;
     /* Each pack acted on (may be NULL), for listings: size and used bytes. */
     void (*pack)(void *ctx, enum prune_action a, const struct oid *pack, uint64_t size,
                  uint64_t used);
@@ -78,6 +83,7 @@ struct prune_stats {
     uint64_t bytes_freed;        /* deleted minus newly written (dry run: estimate) */
     uint64_t bytes_unused_after; /* unused bytes left (estimate) */
     uint64_t memory;             /* peak bytes of the index and prune's own tables */
+    uint64_t passes;             /* over ranges of blob IDs (max_memory) */
 };
 
 void prune_options_default(struct prune_options *o);

@@ -152,6 +152,7 @@ static void problem(struct walker *w, enum walk_problem kind, uint32_t root, con
 {
     char msg[ERR_MSG_MAX];
     va_list ap;
+    if (kind != WALK_DATA_MISSING && w->o->range && w->o->range->part > 0) return;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
@@ -265,7 +266,8 @@ static void walk_one(struct walker *w, const struct wjob *job, struct buf *b, st
         } else if (nd->type == TREE_FILE) {
             for (size_t k = 0; k < nd->n_content; k++) {
                 const struct tree_extent *x = &nd->content[k];
-                if (x->hole || mark(w, &x->id, NULL)) continue;
+                if (x->hole || !walk_in_range(w->o->range, &x->id) || mark(w, &x->id, NULL))
+                    continue;
                 char hex2[OID_HEX_LEN + 1];
                 problem(w, WALK_DATA_MISSING, job->root, &job->tree, &x->id,
                         "tree %s, file \"%.*s\": data blob %s is not in the index",
@@ -451,6 +453,7 @@ struct index_load {
     void *ctx;
     const struct oid *skip;
     size_t n_skip;
+    const struct walk_range *range;
     pthread_mutex_t mu;
 };
 
@@ -463,6 +466,20 @@ static bool not_skipped(void *ctx, const struct oid *pack)
 {
     const struct index_load *L = ctx;
     return !L->n_skip || !bsearch(pack, L->skip, L->n_skip, sizeof *L->skip, cmp_oid);
+}
+
+bool walk_in_range(const struct walk_range *rg, const struct oid *id)
+{
+    if (!rg || rg->parts <= 1) return true;
+    uint64_t v =
+        (uint64_t)id->b[0] << 24 | (uint64_t)id->b[1] << 16 | (uint64_t)id->b[2] << 8 | id->b[3];
+    return (v * rg->parts) >> 32 == rg->part;
+}
+
+static bool in_pass(void *ctx, const struct pack_entry *blob)
+{
+    const struct index_load *L = ctx;
+    return blob->type == BLOB_TREE || walk_in_range(L->range, &blob->id);
 }
 
 static int index_one(void *ctx, size_t i, struct err *e)
@@ -480,8 +497,8 @@ static int index_one(void *ctx, size_t i, struct err *e)
     int rc = repo_load_file(L->r, "index", "index", &L->ids[i], &plain, &le);
     if (rc == 0) {
         repo_index_lock(L->r, true);
-        rc = idx_file_decode_filtered(repo_index(L->r), plain.data, plain.len, not_skipped, L, &sup,
-                                      &n_sup, &le);
+        rc = idx_file_decode_blobs(repo_index(L->r), plain.data, plain.len, not_skipped, in_pass, L,
+                                   &sup, &n_sup, &le);
         repo_index_unlock(L->r);
         if (rc < 0) err_wrap(&le, "index %s", oid_hex(&L->ids[i], hex));
     }
@@ -537,6 +554,15 @@ int walk_load_index_skip(struct repo *r, const struct oid *skip, size_t n_skip, 
                          void (*bad)(void *ctx, const struct oid *id, const char *msg), void *ctx,
                          struct err *e)
 {
+    return walk_load_index_range(r, skip, n_skip, NULL, NULL, 0, ids, n_ids, bad, ctx, e);
+}
+
+int walk_load_index_range(struct repo *r, const struct oid *skip, size_t n_skip,
+                          const struct walk_range *rg, const struct oid *only, size_t n_only,
+                          struct oid **ids, size_t *n_ids,
+                          void (*bad)(void *ctx, const struct oid *id, const char *msg), void *ctx,
+                          struct err *e)
+{
     *ids = NULL;
     *n_ids = 0;
     struct oid *list = NULL;
@@ -544,8 +570,21 @@ int walk_load_index_skip(struct repo *r, const struct oid *skip, size_t n_skip, 
     int rc = repo_list_ids(r, "index", &list, &n, e);
     if (rc == ERR_NOT_FOUND) rc = 0;
     if (rc < 0) return err_wrap(e, "listing index files");
-    struct index_load L = {
-        .r = r, .ids = list, .n = n, .bad = bad, .ctx = ctx, .skip = skip, .n_skip = n_skip};
+    if (only) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (n_only && bsearch(&list[i], only, n_only, sizeof *only, cmp_oid))
+                list[k++] = list[i];
+        n = k;
+    }
+    struct index_load L = {.r = r,
+                           .ids = list,
+                           .n = n,
+                           .bad = bad,
+                           .ctx = ctx,
+                           .skip = skip,
+                           .n_skip = n_skip,
+                           .range = rg};
     L.state = calloc(n ? n : 1, 1);
     L.superseded = calloc(n ? n : 1, 1);
     pthread_mutex_init(&L.mu, NULL);
@@ -580,6 +619,141 @@ int walk_load_index_skip(struct repo *r, const struct oid *skip, size_t n_skip, 
     *ids = list;
     *n_ids = k;
     return 0;
+}
+
+/* ---- counting, and choosing the passes ---- */
+
+struct counter {
+    struct repo *r;
+    const struct oid *ids;
+    struct idx *packs; /* only the pack table is filled */
+    struct walk_counts *c;
+    pthread_mutex_t mu;
+};
+
+/* Counts a blob, keeping none. Called under the counter's lock. */
+static bool count_blob(void *ctx, const struct pack_entry *blob)
+{
+    struct counter *C = ctx;
+    if (blob->type == BLOB_TREE)
+        C->c->trees++;
+    else
+        C->c->data++;
+    return false;
+}
+
+static int count_one(void *ctx, size_t i, struct err *e)
+{
+    struct counter *C = ctx;
+    struct buf plain = BUF_INIT;
+    struct err le;
+    int rc = repo_load_file(C->r, "index", "index", &C->ids[i], &plain, &le);
+    if (rc == 0) {
+        pthread_mutex_lock(&C->mu);
+        rc = idx_file_decode_blobs(C->packs, plain.data, plain.len, NULL, count_blob, C, NULL, NULL,
+                                   &le);
+        if (rc == 0) C->c->files++;
+        pthread_mutex_unlock(&C->mu);
+    }
+    buf_free(&plain);
+    /* Out of memory is the only failure that matters here; bad files are the load's to report. */
+    if (rc < 0 && strstr(le.msg, "out of memory")) {
+        *e = le;
+        return rc;
+    }
+    return 0;
+}
+
+int walk_count_index(struct repo *r, struct walk_counts *c, struct err *e)
+{
+    memset(c, 0, sizeof *c);
+    struct oid *ids = NULL;
+    size_t n = 0;
+    int rc = repo_list_ids(r, "index", &ids, &n, e);
+    if (rc == ERR_NOT_FOUND) return 0;
+    if (rc < 0) return err_wrap(e, "listing index files");
+    struct counter C = {.r = r, .ids = ids, .c = c};
+    pthread_mutex_init(&C.mu, NULL);
+    rc = idx_new(&C.packs, e);
+    if (rc == 0) rc = walk_parallel(n, 4, count_one, &C, NULL, e);
+    if (C.packs) c->packs = idx_pack_count(C.packs);
+    idx_free(C.packs);
+    pthread_mutex_destroy(&C.mu);
+    free(ids);
+    if (rc < 0) return err_wrap(e, "counting the index");
+    return 0;
+}
+
+/* A range's share of `split` over k passes, with slack for ranges that hold more than their
+ * share (the binomial count's standard deviation is sqrt(avg): a sixteenth of the average plus
+ * 8 blobs is over 3 of them at any size). */
+static uint64_t range_share(uint64_t split, uint32_t k)
+{
+    uint64_t avg = (split + k - 1) / k;
+    return avg + avg / 16 + 8 * WALK_COST_BLOB;
+}
+
+int walk_plan_passes(uint64_t max_memory, uint64_t fixed, uint64_t split, const char *what,
+                     uint32_t *passes, struct err *e)
+{
+    *passes = 1;
+    if (!max_memory) return 0;
+    if (fixed + split <= max_memory) return 0;
+    uint64_t least = fixed + range_share(split, WALK_MAX_PASSES);
+    if (least > max_memory) {
+        char b1[32], b2[32];
+        snprintf(b1, sizeof b1, "%.1f MiB", (double)max_memory / (1 << 20));
+        snprintf(b2, sizeof b2, "%.1f MiB", (double)least / (1 << 20));
+        return err_set(e, ERR_FAIL,
+                       "a memory bound of %s is too small to %s this repository: at least %s "
+                       "(%llu bytes) is needed, in %u passes (the trees, packs and snapshots "
+                       "alone take %llu bytes in every pass; one pass needs %llu bytes)",
+                       b1, what, b2, (unsigned long long)least, WALK_MAX_PASSES,
+                       (unsigned long long)fixed, (unsigned long long)(fixed + split));
+    }
+    uint32_t k = 2;
+    while (fixed + range_share(split, k) > max_memory)
+        k++;
+    *passes = k;
+    return 0;
+}
+
+/* ---- index files being written ---- */
+
+int walk_ixlist_add(struct walk_ixlist *l, const struct oid *pack, struct pack_entry *ents,
+                    size_t n, struct err *e)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        struct idx_file_pack *v = realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            free(ents);
+            return err_set(e, ERR_FAIL, "writing the index: out of memory");
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n].pack_id = *pack;
+    l->v[l->n].entries = ents;
+    l->v[l->n].n = n;
+    l->n++;
+    l->blobs += n;
+    return 0;
+}
+
+void walk_ixlist_clear(struct walk_ixlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i].entries);
+    l->n = l->blobs = 0;
+}
+
+void walk_ixlist_free(struct walk_ixlist *l)
+{
+    walk_ixlist_clear(l);
+    free(l->v);
+    l->v = NULL;
+    l->cap = 0;
 }
 
 /* ---- packs ---- */

@@ -46,6 +46,38 @@ run_pv 0 --json snapshots
 [ "$(jq length "$T/out")" = 3 ] || fail "forget by ID"
 ok "forget: policy per host, --keep-tag, --dry-run, by ID"
 
+# --max-memory (and PODVAULT_MAX_MEMORY, for the CronJob): a bound too small fails at once,
+# naming the least that works; a bound that forces passes gives the same plan and findings.
+summary() { grep '"message_type":"summary"' "$T/out" | jq -c "$1"; }
+run_pv 0 --json prune --dry-run
+plan0=$(jq -c '[.packs_deleted, .packs_repacked, .bytes_freed, .blobs, .blobs_used]' "$T/out")
+run_pv 0 --json check
+check0=$(summary '[.errors, .warnings, .blobs, .blobs_used]')
+run_pv 1 prune --dry-run --max-memory 4K
+grep -q "too small to prune this repository: at least" "$T/err" || fail "no clear error: $(cat "$T/err")"
+least=$(sed -n 's/.*(\([0-9]*\) bytes) is needed.*/\1/p' "$T/err")
+one=$(sed -n 's/.*one pass needs \([0-9]*\) bytes.*/\1/p' "$T/err")
+[ -n "$least" ] && [ -n "$one" ] && [ "$one" -gt "$least" ] || fail "no figures: $(cat "$T/err")"
+bound=$((least + (one - least) / 4))
+run_pv 0 --json prune --dry-run --max-memory "$bound"
+[ "$(json_get .passes)" -ge 2 ] || fail "a bound of $bound made no passes: $(cat "$T/out")"
+[ "$(jq -c '[.packs_deleted, .packs_repacked, .bytes_freed, .blobs, .blobs_used]' "$T/out")" = "$plan0" ] ||
+    fail "plan under --max-memory $bound differs: $(cat "$T/out") vs $plan0"
+PODVAULT_MAX_MEMORY=4K run_pv 1 check
+grep -q "too small to check this repository" "$T/err" || fail "env bound ignored: $(cat "$T/err")"
+cleast=$(sed -n 's/.*(\([0-9]*\) bytes) is needed.*/\1/p' "$T/err")
+cone=$(sed -n 's/.*one pass needs \([0-9]*\) bytes.*/\1/p' "$T/err")
+PODVAULT_MAX_MEMORY=$((cone * 2)) run_pv 0 --json check --max-memory "$((cleast + (cone - cleast) / 4))"
+[ "$(summary .passes)" -ge 2 ] || fail "check under a bound made no passes: $(cat "$T/out")"
+[ "$(summary '[.errors, .warnings, .blobs, .blobs_used]')" = "$check0" ] || fail "check findings differ"
+before=$(dir_bytes "$REPO")
+run_pv 1 prune --max-memory "$bound"
+grep -q "only a dry run can split" "$T/err" || fail "prune under a forcing bound: $(cat "$T/err")"
+[ "$(dir_bytes "$REPO")" = "$before" ] || fail "a refused prune changed the repository"
+PODVAULT_MAX_MEMORY=lots run_pv 2 check
+run_pv 2 prune --max-memory 0
+ok "--max-memory: too small fails at once (least $least bytes); $bound bytes forces passes with the same plan and findings"
+
 # prune: the dry run says what would go and changes nothing; then prune frees it.
 before=$(dir_bytes "$REPO")
 run_pv 0 --json prune --dry-run

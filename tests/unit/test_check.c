@@ -330,6 +330,144 @@ static void test_repair_reports_bad_pack(void **state)
     assert_int_equal(fx_verify(x.loc, &x.sb), 0);
 }
 
+/* The passes check plans for a bound (0 when the bound is too small): a run canceled at once,
+ * which fails after planning. */
+static uint64_t planned(struct repo *r, uint64_t bound)
+{
+    static const volatile int stop = 1;
+    struct check_options o = {.cancel = &stop, .max_memory = bound};
+    struct check_stats st;
+    struct err e;
+    int rc = check_run(r, &o, &st, &e);
+    if (rc == ERR_FAIL) return 0;
+    assert_int_equal(rc, ERR_CANCELED);
+    return st.passes;
+}
+
+/* Check with the largest memory bound that makes it work in at least `passes` passes. */
+static struct check_stats check_bounded(const char *loc, enum check_read read, uint64_t passes,
+                                        struct found *f)
+{
+    struct repo *r;
+    struct err e;
+    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    uint64_t lo = 1024, hi = 1 << 20; /* planned(lo) >= passes or too small; planned(hi) < */
+    assert_true(planned(r, hi) < passes);
+    while (hi - lo > 1) {
+        uint64_t mid = lo + (hi - lo) / 2, k = planned(r, mid);
+        if (k == 0 || k >= passes)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    struct check_options o = {.read = read, .report = collect, .ctx = f, .max_memory = lo};
+    memset(f, 0, sizeof *f);
+    struct check_stats st;
+    assert_int_equal(check_run(r, &o, &st, &e), 0);
+    repo_close(r);
+    assert_true(st.passes >= passes);
+    assert_true(st.passes < passes * 2);
+    return st;
+}
+
+static int cmp_msg(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* The same problems, in any order. */
+static void assert_same_findings(struct found *a, struct found *b)
+{
+    assert_int_equal(a->n, b->n);
+    qsort(a->msg, a->n, sizeof a->msg[0], cmp_msg);
+    qsort(b->msg, b->n, sizeof b->msg[0], cmp_msg);
+    for (size_t i = 0; i < a->n; i++)
+        assert_string_equal(a->msg[i], b->msg[i]);
+}
+
+static void test_bounded_same_findings(void **state)
+{
+    (void)state;
+    struct fixture x;
+    make(&x);
+    struct found f0, f1;
+    struct check_stats s0 = check(x.loc, CHECK_READ_ALL, NULL, &f0);
+    struct check_stats s1 = check_bounded(x.loc, CHECK_READ_ALL, 4, &f1);
+    assert_int_equal(s0.errors + s0.warnings, 0);
+    assert_int_equal(s1.errors + s1.warnings, 0);
+    assert_int_equal(s1.blobs, s0.blobs);
+    assert_int_equal(s1.blobs_used, s0.blobs_used);
+    assert_int_equal(s1.blobs_read, s0.blobs_read);
+    assert_int_equal(s1.trees, s0.trees);
+
+    /* Damage of several kinds at once: a flipped blob, a flipped header elsewhere, a missing
+     * pack, a truncated one. */
+    struct repo *r;
+    struct err e;
+    assert_int_equal(repo_open(x.loc, "pw", &r, &e), 0);
+    assert_int_equal(lock_load_index(r, NULL, &e), 0);
+    struct oid p_missing, p_trunc, p_header;
+    struct oid b25 = fx_blob_id(r, 25), b102 = fx_blob_id(r, 102), b15 = fx_blob_id(r, 15);
+    p_missing = fx_pack_of(r, &b25);
+    p_trunc = fx_pack_of(r, &b102);
+    p_header = fx_pack_of(r, &b15);
+    repo_close(r);
+    assert_false(oid_eq(&p_missing, &x.pack));
+    assert_false(oid_eq(&p_trunc, &x.pack) || oid_eq(&p_trunc, &p_missing));
+    assert_false(oid_eq(&p_header, &x.pack) || oid_eq(&p_header, &p_missing) ||
+                 oid_eq(&p_header, &p_trunc));
+    char path[800];
+    pack_path(&x, &x.pack, path);
+    flip(path, x.offset + x.stored / 2);
+    pack_path(&x, &p_header, path);
+    flip(path, -10);
+    pack_path(&x, &p_missing, path);
+    assert_int_equal(unlink(path), 0);
+    pack_path(&x, &p_trunc, path);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(truncate(path, sb.st_size / 2), 0);
+    struct check_stats a0 = check(x.loc, CHECK_READ_ALL, NULL, &f0);
+    struct check_stats a1 = check_bounded(x.loc, CHECK_READ_ALL, 4, &f1);
+    assert_true(a0.errors >= 4);
+    assert_true(named(&f0, true, CHECK_BLOB, &x.blob));
+    assert_true(named(&f0, true, CHECK_PACK, &p_missing));
+    assert_true(named(&f0, true, CHECK_PACK, &p_trunc));
+    assert_true(named(&f0, true, CHECK_PACK, &p_header));
+    assert_true(named(&f1, true, CHECK_BLOB, &x.blob));
+    assert_true(named(&f1, true, CHECK_PACK, &p_missing));
+    assert_true(named(&f1, true, CHECK_PACK, &p_trunc));
+    assert_true(named(&f1, true, CHECK_PACK, &p_header));
+    assert_int_equal(a1.errors, a0.errors);
+    assert_int_equal(a1.warnings, a0.warnings);
+    assert_int_equal(a1.blobs, a0.blobs);
+    assert_int_equal(a1.blobs_used, a0.blobs_used);
+    assert_same_findings(&f0, &f1);
+    /* Structure only, too. */
+    check(x.loc, CHECK_READ_NONE, NULL, &f0);
+    check_bounded(x.loc, CHECK_READ_NONE, 3, &f1);
+    assert_same_findings(&f0, &f1);
+}
+
+static void test_bound_too_small(void **state)
+{
+    (void)state;
+    struct fixture x;
+    make(&x);
+    struct repo *r;
+    struct err e;
+    assert_int_equal(repo_open(x.loc, "pw", &r, &e), 0);
+    struct found f;
+    memset(&f, 0, sizeof f);
+    struct check_options o = {.report = collect, .ctx = &f, .max_memory = 64 << 10};
+    struct check_stats st;
+    assert_int_equal(check_run(r, &o, &st, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "too small"));
+    assert_non_null(strstr(e.msg, "at least"));
+    assert_int_equal(f.n, 0); /* failed at once, before looking at anything */
+    repo_close(r);
+}
+
 static void test_subset_parser(void **state)
 {
     (void)state;
@@ -361,6 +499,8 @@ int main(void)
         cmocka_unit_test(test_damaged_snapshot),
         cmocka_unit_test(test_repair_reports_bad_pack),
         cmocka_unit_test(test_subset_parser),
+        cmocka_unit_test(test_bounded_same_findings),
+        cmocka_unit_test(test_bound_too_small),
     };
     return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
 }

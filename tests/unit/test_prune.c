@@ -500,6 +500,127 @@ static void test_dry_run_changes_nothing(void **state)
     assert_int_equal(fx_count(loc, "deletions"), 0);
 }
 
+struct acts {
+    size_t n;
+    struct act {
+        struct oid pack;
+        enum prune_action a;
+        uint64_t size, used;
+    } v[256];
+};
+
+static void on_pack(void *ctx, enum prune_action a, const struct oid *pack, uint64_t size,
+                    uint64_t used)
+{
+    struct acts *l = ctx;
+    if (l->n < 256) l->v[l->n++] = (struct act){*pack, a, size, used};
+}
+
+static int cmp_act(const void *pa, const void *pb)
+{
+    const struct act *a = pa, *b = pb;
+    int c = oid_cmp(&a->pack, &b->pack);
+    return c ? c : (int)a->a - (int)b->a;
+}
+
+/* A dry run with a bound and its plan; prune's own runner, since the pack callback needs the
+ * context the progress callback of run_prune takes. Returns prune's result. */
+static int dry_plan(const char *loc, uint64_t bound, struct acts *l, struct prune_stats *st,
+                    char msg[ERR_MSG_MAX])
+{
+    struct repo *r;
+    struct err e;
+    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    struct prune_options o;
+    prune_options_default(&o);
+    o.max_unused = 0;
+    o.dry_run = true;
+    o.max_memory = bound;
+    o.pack = on_pack;
+    o.ctx = l;
+    memset(l, 0, sizeof *l);
+    int rc = prune_run(r, NULL, &o, st, &e);
+    if (msg) snprintf(msg, ERR_MSG_MAX, "%s", e.msg);
+    repo_close(r);
+    qsort(l->v, l->n, sizeof *l->v, cmp_act);
+    return rc;
+}
+
+/* The plan with and without a bound that forces several passes is the same, pack by pack; a
+ * prune that would change the repository refuses such a bound at once, as does any run given a
+ * bound below what one range needs. */
+static void test_bounded_plan(void **state)
+{
+    (void)state;
+    char loc[600];
+    fx_create(loc);
+    struct repo *r = fx_open(loc, NULL);
+    int a[40], b[10] = {0, 1, 2, 3, 4, 10, 11, 12, 13, 14}, c[20];
+    nums(a, 0, 40);
+    nums(c, 200, 220);
+    struct oid sa = fx_backup(r, a, 40, NULL);
+    fx_backup(r, b, 10, NULL);
+    fx_backup(r, c, 20, NULL);
+    fx_forget(r, &sa);
+    repo_close(r);
+    struct acts l0, l1;
+    struct prune_stats s0, s1;
+    assert_int_equal(dry_plan(loc, 0, &l0, &s0, NULL), 0);
+    assert_int_equal(s0.passes, 1);
+    assert_true(s0.packs_repacked >= 1);
+    assert_true(s0.packs_deleted >= 1);
+    /* The largest bound that needs at least 4 passes (bisection on the outcome). */
+    uint64_t lo = 1024, hi = 1 << 20;
+    char msg[ERR_MSG_MAX];
+    while (hi - lo > 64) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        int rc = dry_plan(loc, mid, &l1, &s1, msg);
+        if (rc == ERR_FAIL) assert_non_null(strstr(msg, "at least"));
+        if (rc == ERR_FAIL || s1.passes >= 4)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    assert_int_equal(dry_plan(loc, lo, &l1, &s1, NULL), 0);
+    assert_true(s1.passes >= 4);
+    assert_int_equal(l1.n, l0.n);
+    for (size_t i = 0; i < l0.n; i++) {
+        assert_true(oid_eq(&l0.v[i].pack, &l1.v[i].pack));
+        assert_int_equal(l0.v[i].a, l1.v[i].a);
+        assert_int_equal(l0.v[i].size, l1.v[i].size);
+        assert_int_equal(l0.v[i].used, l1.v[i].used);
+    }
+    assert_int_equal(s1.blobs, s0.blobs);
+    assert_int_equal(s1.blobs_used, s0.blobs_used);
+    assert_int_equal(s1.trees, s0.trees);
+    assert_int_equal(s1.packs_deleted, s0.packs_deleted);
+    assert_int_equal(s1.packs_repacked, s0.packs_repacked);
+    assert_int_equal(s1.bytes_freed, s0.bytes_freed);
+    assert_int_equal(s1.bytes_unused_after, s0.bytes_unused_after);
+
+    /* Too small: a clear error naming the least bound, before anything is read. */
+    assert_int_equal(dry_plan(loc, 4096, &l1, &s1, msg), ERR_FAIL);
+    assert_non_null(strstr(msg, "too small"));
+    assert_non_null(strstr(msg, "at least"));
+    assert_int_equal(l1.n, 0);
+    /* A real prune under a bound that needs passes refuses, changing nothing. */
+    int packs = fx_count(loc, "data"), idx = fx_count(loc, "index");
+    struct prune_options o;
+    prune_options_default(&o);
+    o.max_memory = lo;
+    assert_int_equal(run_prune(loc, &o, NULL, &s1), ERR_FAIL);
+    assert_int_equal(fx_count(loc, "data"), packs);
+    assert_int_equal(fx_count(loc, "index"), idx);
+    assert_int_equal(fx_count(loc, "deletions"), 0);
+    /* With room for one pass it prunes as planned. */
+    o.max_memory = 64 << 20;
+    assert_int_equal(run_prune(loc, &o, NULL, &s1), 0);
+    assert_int_equal(s1.passes, 1);
+    assert_int_equal(s1.packs_deleted, s0.packs_deleted);
+    assert_int_equal(s1.packs_repacked, s0.packs_repacked);
+    assert_int_equal(run_check(loc, true, NULL), 0);
+}
+
 static void test_refuses_broken_index(void **state)
 {
     (void)state;
@@ -683,6 +804,7 @@ int main(void)
         cmocka_unit_test(test_new_copy_stays_indexed),
         cmocka_unit_test(test_orphan_pack),
         cmocka_unit_test(test_dry_run_changes_nothing),
+        cmocka_unit_test(test_bounded_plan),
         cmocka_unit_test(test_refuses_broken_index),
         cmocka_unit_test(test_interrupted_resumes),
         cmocka_unit_test(test_quick_deletes_marked_only),
