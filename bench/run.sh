@@ -68,10 +68,12 @@ warm() { find "$DATA" -type f -print0 | xargs -0 cat >/dev/null; }
 
 # ---- measuring ----------------------------------------------------------------------------------
 declare -A SEC RSS
-# timed KEY COMMAND...: wall seconds and peak RSS (MiB) of a command.
+# timed KEY COMMAND...: wall seconds and peak RSS (MiB) of a command. Dirty pages of the run
+# before are written out first, so no command pays for its predecessor's writeback.
 timed() {
     local key=$1
     shift
+    sync
     if ! /usr/bin/time -f '%e %M' -o "$W/time" "$@" >"$W/out.$key" 2>&1; then
         echo "bench: '$*' failed:" >&2
         tail -n 20 "$W/out.$key" >&2
@@ -104,7 +106,6 @@ timed pv-backup "${pv[@]}" backup "$DATA" --host bench
 [ $RESTIC = 1 ] && timed restic-backup "${rs[@]}" backup "$DATA" --host bench
 timed pv-rebackup "${pv[@]}" backup "$DATA" --host bench
 [ $RESTIC = 1 ] && timed restic-rebackup "${rs[@]}" backup "$DATA" --host bench
-sync
 timed pv-restore "${pv[@]}" restore latest --target "$W/pv-restore"
 [ $RESTIC = 1 ] && timed restic-restore "${rs[@]}" restore latest --target "$W/restic-restore"
 diff -rq "$DATA" "$W/pv-restore" >/dev/null || { echo "bench: podvault's restore differs from the data!" >&2; exit 1; }
