@@ -39,7 +39,7 @@ step() {
 skip() { SUMMARY+=("SKIP  $(printf '%-42s' "$1") $2"); say "$1: SKIPPED ($2)"; }
 
 # ---- what the tests need -----------------------------------------------------------------------
-PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libsodium-dev libzstd-dev
+PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libssl-dev libsodium-dev libzstd-dev
           libxxhash-dev libjansson-dev libuv1-dev libexpat1-dev libyaml-dev libcmocka-dev
           attr acl clang libclang-rt-14-dev valgrind jq util-linux curl iproute2 python3 openssl)
 install_packages() {

@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 
 say() { printf '\n==> %s\n' "$*"; }
 
-PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libsodium-dev libzstd-dev
+PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libssl-dev libsodium-dev libzstd-dev
           libxxhash-dev libjansson-dev libuv1-dev libexpat1-dev libyaml-dev libcmocka-dev
           attr acl)
 missing=()
