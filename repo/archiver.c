@@ -594,9 +594,9 @@ static void *worker_main(void *arg)
         int rc = 0;
         if (!skip) {
             const uint8_t *data = a->ring.base + j.start % a->ring.size;
-            crypt_blob_id(a->keys, data, j.len, &id);
             err_clear(&e);
-            rc = store_add(a->s, BLOB_DATA, &id, data, j.len, &added, &e);
+            rc = crypt_blob_id(a->keys, data, j.len, &id, &e);
+            if (rc == 0) rc = store_add(a->s, BLOB_DATA, &id, data, j.len, &added, &e);
         }
 
         pthread_mutex_lock(&a->mu);
@@ -1163,10 +1163,8 @@ static int dir_store(struct arch *a, struct dir *d, struct oid *id, struct err *
     tree_sort(&d->t);
     struct buf b = BUF_INIT;
     int rc = tree_encode(&d->t, &b, e);
-    if (rc == 0) {
-        crypt_blob_id(a->keys, b.data, b.len, id);
-        rc = store_add(a->s, BLOB_TREE, id, b.data, b.len, NULL, e);
-    }
+    if (rc == 0) rc = crypt_blob_id(a->keys, b.data, b.len, id, e);
+    if (rc == 0) rc = store_add(a->s, BLOB_TREE, id, b.data, b.len, NULL, e);
     buf_free(&b);
     if (rc < 0) return err_wrap(e, "storing a directory tree (under %s)", a->path.p);
     if (d->real) {

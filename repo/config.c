@@ -3,6 +3,7 @@
 #include "repo/config.h"
 
 #include <jansson.h>
+#include <string.h>
 
 #include "repo/jsonf.h"
 
@@ -20,15 +21,22 @@ void config_default(struct config *c)
     c->chunker.max_size = CHUNKER_DEFAULT_MAX;
     c->pack_size = CONFIG_DEFAULT_PACK_SIZE;
     c->zstd_level = CONFIG_DEFAULT_ZSTD_LEVEL;
+    c->blob_id = CONFIG_DEFAULT_BLOB_ID;
+}
+
+/* The names of the blob ID functions in version 2 configs. */
+static const char *blob_id_name(enum crypt_id_hash h)
+{
+    return h == CRYPT_ID_BLAKE2B ? "blake2b" : h == CRYPT_ID_HMAC_SHA256 ? "hmac-sha256" : NULL;
 }
 
 static int check_version(uint64_t version, struct err *e)
 {
-    if (version != CONFIG_VERSION)
+    if (version < CONFIG_VERSION_MIN || version > CONFIG_VERSION)
         return err_set(e, ERR_FAIL,
                        "config: repository format version %llu is not supported (this podvault "
-                       "reads version %d)",
-                       (unsigned long long)version, CONFIG_VERSION);
+                       "reads versions %d to %d)",
+                       (unsigned long long)version, CONFIG_VERSION_MIN, CONFIG_VERSION);
     return 0;
 }
 
@@ -45,6 +53,9 @@ static int check(const struct config *c, struct err *e)
     if (c->zstd_level < 0 || c->zstd_level > ZSTD_LEVEL_MAX)
         return err_set(e, ERR_FAIL, "config: zstd_level %d is outside 0..%d", c->zstd_level,
                        ZSTD_LEVEL_MAX);
+    if (!blob_id_name(c->blob_id) || (c->version == 1 && c->blob_id != CRYPT_ID_BLAKE2B))
+        return err_set(e, ERR_FAIL, "config: blob ID function %d is not possible in version %u",
+                       (int)c->blob_id, c->version);
     return 0;
 }
 
@@ -54,10 +65,15 @@ int config_encode(const struct config *c, struct buf *out, struct err *e)
     if (rc < 0) return rc;
     char hex[OID_HEX_LEN + 1];
     json_t *root = json_pack(
-        "{s:i, s:s, s:{s:I, s:I, s:I}, s:I, s:i}", "version", CONFIG_VERSION, "repo_id",
+        "{s:i, s:s, s:{s:I, s:I, s:I}, s:I, s:i}", "version", (int)c->version, "repo_id",
         oid_hex(&c->repo_id, hex), "chunker", "min_size", (json_int_t)c->chunker.min_size,
         "avg_size", (json_int_t)c->chunker.avg_size, "max_size", (json_int_t)c->chunker.max_size,
         "pack_size", (json_int_t)c->pack_size, "zstd_level", c->zstd_level);
+    if (root && c->version >= 2 &&
+        json_object_set_new(root, "blob_id", json_string(blob_id_name(c->blob_id))) < 0) {
+        json_decref(root);
+        root = NULL;
+    }
     if (!root) return err_set(e, ERR_FAIL, "config: encoding failed (out of memory)");
     rc = jsonf_dump(root, out, "config", e);
     json_decref(root);
@@ -94,6 +110,17 @@ int config_decode(const void *json, size_t len, struct config *c, struct err *e)
     tmp.chunker.max_size = (uint32_t)max;
     tmp.pack_size = (uint32_t)pack;
     tmp.zstd_level = (int)level;
+    tmp.blob_id = CRYPT_ID_BLAKE2B;
+    if (version >= 2) {
+        const char *name;
+        if ((rc = jsonf_string(root, "blob_id", 40, what, &name, e)) < 0) goto out;
+        if (strcmp(name, "hmac-sha256") == 0) {
+            tmp.blob_id = CRYPT_ID_HMAC_SHA256;
+        } else if (strcmp(name, "blake2b") != 0) {
+            rc = err_set(e, ERR_FAIL, "config: unknown blob_id \"%.40s\"", name);
+            goto out;
+        }
+    }
     if ((rc = check(&tmp, e)) < 0) goto out;
     *c = tmp;
 out:

@@ -9,17 +9,23 @@
 #include "base/err.h"
 #include "base/oid.h"
 #include "chunker/chunker.h"
+#include "repo/crypt.h"
 
-#define CONFIG_VERSION 1
+/* Version 2 names the blob ID function ("blob_id"); version 1 configs, which lack it, mean
+ * keyed BLAKE2b and are still read (and written back as version 1). */
+#define CONFIG_VERSION 2
+#define CONFIG_VERSION_MIN 1
+#define CONFIG_DEFAULT_BLOB_ID CRYPT_ID_HMAC_SHA256
 #define CONFIG_DEFAULT_PACK_SIZE (16u * 1024 * 1024)
 #define CONFIG_DEFAULT_ZSTD_LEVEL 3
 
 struct config {
-    uint32_t version;             /* CONFIG_VERSION; newer versions are refused */
-    struct oid repo_id;           /* random, names the repository (caches, locks) */
-    struct chunker_params chunker;/* chunk size limits */
-    uint32_t pack_size;           /* target pack size in bytes, 1 MiB..1 GiB */
-    int zstd_level;               /* 0 = no compression, 1..19 */
+    uint32_t version;              /* CONFIG_VERSION_MIN..CONFIG_VERSION; newer are refused */
+    struct oid repo_id;            /* random, names the repository (caches, locks) */
+    struct chunker_params chunker; /* chunk size limits */
+    uint32_t pack_size;            /* target pack size in bytes, 1 MiB..1 GiB */
+    int zstd_level;                /* 0 = no compression, 1..19 */
+    enum crypt_id_hash blob_id;    /* how blob IDs are computed (always BLAKE2b in version 1) */
 };
 
 void config_default(struct config *c);

@@ -2,6 +2,8 @@
  * docs/FORMAT.md for the byte layouts. */
 #include "repo/crypt.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdbool.h>
@@ -36,6 +38,7 @@ enum { FLAG_RAW = 0, FLAG_ZSTD = 1 };
 struct tcache {
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
+    EVP_MAC_CTX *hmac; /* HMAC-SHA-256 blob IDs */
     struct buf scratch;
 };
 
@@ -49,6 +52,7 @@ static void tcache_free(void *p)
     if (!t) return;
     ZSTD_freeCCtx(t->cctx);
     ZSTD_freeDCtx(t->dctx);
+    EVP_MAC_CTX_free(t->hmac);
     buf_free(&t->scratch);
     free(t);
 }
@@ -88,6 +92,7 @@ void crypt_keys_derive(struct crypt_keys *k)
     crypto_kdf_derive_from_key(k->blob, sizeof k->blob, KDF_ID_BLOB, KDF_CONTEXT, k->master);
     crypto_kdf_derive_from_key(k->file, sizeof k->file, KDF_ID_FILE, KDF_CONTEXT, k->master);
     crypto_kdf_derive_from_key(k->gear, sizeof k->gear, KDF_ID_GEAR, KDF_CONTEXT, k->master);
+    k->id_hash = CRYPT_ID_HMAC_SHA256;
 }
 
 void crypt_keys_generate(struct crypt_keys *k)
@@ -101,9 +106,44 @@ void crypt_keys_wipe(struct crypt_keys *k)
     sodium_memzero(k, sizeof *k);
 }
 
-void crypt_blob_id(const struct crypt_keys *k, const void *plain, size_t len, struct oid *out)
+/* This thread's HMAC-SHA-256 context, made on first use. */
+static EVP_MAC_CTX *hmac_ctx(struct err *e)
 {
-    crypto_generichash(out->b, OID_LEN, plain, len, k->blob_id, sizeof k->blob_id);
+    struct tcache *t = tcache_get(e);
+    if (!t) return NULL;
+    if (!t->hmac) {
+        EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        t->hmac = mac ? EVP_MAC_CTX_new(mac) : NULL;
+        EVP_MAC_free(mac); /* the context holds its own reference */
+        char digest[] = "SHA256";
+        OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                               OSSL_PARAM_construct_end()};
+        if (t->hmac && EVP_MAC_CTX_set_params(t->hmac, params) != 1) {
+            EVP_MAC_CTX_free(t->hmac);
+            t->hmac = NULL;
+        }
+        if (!t->hmac) err_set(e, ERR_FAIL, "blob ID: OpenSSL's HMAC-SHA-256 is not available");
+    }
+    return t->hmac;
+}
+
+int crypt_blob_id(const struct crypt_keys *k, const void *plain, size_t len, struct oid *out,
+                  struct err *e)
+{
+    if (k->id_hash == CRYPT_ID_BLAKE2B) {
+        crypto_generichash(out->b, OID_LEN, plain, len, k->blob_id, sizeof k->blob_id);
+        return 0;
+    }
+    struct err ignored;
+    if (!e) e = &ignored;
+    EVP_MAC_CTX *ctx = hmac_ctx(e);
+    if (!ctx) return ERR_FAIL;
+    size_t n = 0;
+    if (EVP_MAC_init(ctx, k->blob_id, sizeof k->blob_id, NULL) != 1 ||
+        EVP_MAC_update(ctx, plain ? plain : (const void *)"", len) != 1 ||
+        EVP_MAC_final(ctx, out->b, &n, OID_LEN) != 1 || n != OID_LEN)
+        return err_set(e, ERR_FAIL, "blob ID: HMAC-SHA-256 failed");
+    return 0;
 }
 
 /* "podvault-blob" || type || id */
@@ -264,7 +304,7 @@ int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struc
         }
     }
     struct oid got;
-    crypt_blob_id(k, dst, raw_len, &got);
+    if ((rc = crypt_blob_id(k, dst, raw_len, &got, e)) < 0) goto done;
     if (!oid_eq(&got, id)) {
         rc = err_set(e, ERR_FAIL, "blob %s: content does not match its ID", hex);
         goto done;

@@ -2,7 +2,8 @@
  *
  * One random 32-byte master key per repository; purpose keys are derived from it with
  * libsodium's crypto_kdf (BLAKE2b), one context per purpose, so that no key serves two uses.
- *  - blob IDs: keyed BLAKE2b-256 of the plaintext (equal data is not linkable across repositories)
+ *  - blob IDs: HMAC-SHA-256 of the plaintext, keyed BLAKE2b-256 in version 1 repositories (equal
+ *    data is not linkable across repositories)
  *  - blobs: optional zstd, then XChaCha20-Poly1305 with a random nonce; the associated data binds
  *    the ciphertext to its blob type and ID, so a blob cannot be passed off as another
  *  - files (config, index, snapshots, pack headers): XChaCha20-Poly1305, associated data naming
@@ -33,26 +34,35 @@ enum blob_type {
     BLOB_TREE = 1, /* an encoded directory (tree.h) */
 };
 
+/* How blob IDs are computed; the repository's config says which (docs/FORMAT.md). */
+enum crypt_id_hash {
+    CRYPT_ID_BLAKE2B = 1,     /* keyed BLAKE2b-256: format version 1 */
+    CRYPT_ID_HMAC_SHA256 = 2, /* HMAC-SHA-256: version 2; 1.7x the speed with SHA extensions */
+};
+
 struct crypt_keys {
     uint8_t master[CRYPT_KEY_LEN];  /* the repository's master key, wrapped in key files */
     uint8_t blob_id[CRYPT_KEY_LEN]; /* keyed hash for blob IDs */
     uint8_t blob[CRYPT_KEY_LEN];    /* AEAD key for blobs */
     uint8_t file[CRYPT_KEY_LEN];    /* AEAD key for config, index, snapshot, pack headers */
     uint8_t gear[CRYPT_KEY_LEN];    /* chunker gear table */
+    enum crypt_id_hash id_hash;     /* HMAC-SHA-256 once derived; a repository may set BLAKE2b */
 };
 
 /* Must be called once before anything else here (wraps sodium_init). Returns 0 or ERR_FAIL. */
 int crypt_init(struct err *e);
 
-/* Fills a fresh random master key and derives the purpose keys. */
+/* Fills a fresh random master key and derives the purpose keys (blob IDs by HMAC-SHA-256). */
 void crypt_keys_generate(struct crypt_keys *k);
 /* Derives the purpose keys from k->master. */
 void crypt_keys_derive(struct crypt_keys *k);
 /* Overwrites every key with zeros. */
 void crypt_keys_wipe(struct crypt_keys *k);
 
-/* The blob ID of a plaintext: keyed BLAKE2b-256. */
-void crypt_blob_id(const struct crypt_keys *k, const void *plain, size_t len, struct oid *out);
+/* The blob ID of a plaintext: its keyed hash under k->blob_id, by k->id_hash. Fails only when
+ * memory is out (OpenSSL's HMAC allocates its context once per thread); `e` may be NULL. */
+int crypt_blob_id(const struct crypt_keys *k, const void *plain, size_t len, struct oid *out,
+                  struct err *e);
 
 /* Appends the stored form of a blob to `out`: compressed with zstd at `zstd_level` when that
  * saves at least 1/16 of the size (0 disables compression), then sealed. */

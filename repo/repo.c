@@ -114,6 +114,7 @@ static int create_objects(struct backend *b, const char *location, const char *p
     char key_name[REPO_NAME_MAX];
     crypt_keys_generate(&keys);
     c.version = CONFIG_VERSION;
+    c.blob_id = CONFIG_DEFAULT_BLOB_ID;
     oid_random(&c.repo_id);
     oid_random(&key_id);
     object_name(key_name, "keys", &key_id, e);
@@ -279,6 +280,7 @@ static int open_objects(struct repo *r, const char *location, const char *passwo
         }
     }
     if (rc == 0) rc = config_decode(json.data, json.len, &r->config, e);
+    if (rc == 0) r->keys.id_hash = r->config.blob_id;
     if (rc == 0) rc = chunker_new(&r->config.chunker, r->keys.gear, &r->chunker, e);
     if (rc == 0) rc = idx_new(&r->idx, e);
     buf_free(&sealed);

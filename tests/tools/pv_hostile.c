@@ -108,7 +108,7 @@ static void add_symlink(struct ctx *c, struct tree *t, const char *name, const c
 
 static void put_blob(struct ctx *c, enum blob_type type, const void *p, size_t len, struct oid *id)
 {
-    crypt_blob_id(repo_keys(c->r), p, len, id);
+    crypt_blob_id(repo_keys(c->r), p, len, id, NULL);
     if (store_add(c->st, type, id, p, len, NULL, &c->e) < 0) die(c, "store_add");
 }
 

@@ -105,7 +105,7 @@ static __attribute__((unused)) struct oid fx_blob_id(struct repo *r, int num)
     size_t len;
     uint8_t *d = fx_content(num, &len);
     struct oid id;
-    crypt_blob_id(repo_keys(r), d, len, &id);
+    crypt_blob_id(repo_keys(r), d, len, &id, NULL);
     free(d);
     return id;
 }
@@ -122,7 +122,7 @@ static __attribute__((unused)) struct oid fx_store(struct repo *r, const int *nu
         size_t len;
         uint8_t *d = fx_content(nums[i], &len);
         struct oid id;
-        crypt_blob_id(repo_keys(r), d, len, &id);
+        crypt_blob_id(repo_keys(r), d, len, &id, NULL);
         if (store_add(s, BLOB_DATA, &id, d, len, NULL, &e) != 0) {
             fprintf(stderr, "store_add: %s\n", e.msg);
             abort();
@@ -148,7 +148,7 @@ static __attribute__((unused)) struct oid fx_store(struct repo *r, const int *nu
     struct snapshot sn;
     memset(&sn, 0, sizeof sn);
     if (tree_encode(&t, &b, &e) != 0) abort();
-    crypt_blob_id(repo_keys(r), b.data, b.len, &sn.tree);
+    crypt_blob_id(repo_keys(r), b.data, b.len, &sn.tree, NULL);
     if (store_add(s, BLOB_TREE, &sn.tree, b.data, b.len, NULL, &e) != 0) abort();
     if (store_flush(s, &e) != 0) {
         fprintf(stderr, "store_flush: %s\n", e.msg);

@@ -51,6 +51,22 @@ static void test_default_round_trip(void **state)
     assert_memory_equal(&d.chunker, &c.chunker, sizeof c.chunker);
     assert_int_equal(d.pack_size, 1u << 30);
     assert_int_equal(d.zstd_level, 0);
+    assert_int_equal(d.blob_id, CRYPT_ID_HMAC_SHA256);
+    assert_non_null(memmem(b.data, b.len, "\"blob_id\":\"hmac-sha256\"", 23));
+
+    /* A version 1 config (no blob_id) means keyed BLAKE2b, and is written back as it was. */
+    c.version = 1;
+    c.blob_id = CRYPT_ID_BLAKE2B;
+    buf_reset(&b);
+    assert_int_equal(config_encode(&c, &b, &e), 0);
+    assert_null(memmem(b.data, b.len, "blob_id", 7));
+    assert_int_equal(config_decode(b.data, b.len, &d, &e), 0);
+    assert_int_equal(d.version, 1);
+    assert_int_equal(d.blob_id, CRYPT_ID_BLAKE2B);
+    /* ...but a version 1 config cannot claim another function. */
+    c.blob_id = CRYPT_ID_HMAC_SHA256;
+    buf_reset(&b);
+    assert_int_equal(config_encode(&c, &b, &e), ERR_FAIL);
     buf_free(&b);
 }
 
@@ -117,7 +133,7 @@ static void test_decode_refuses_bad(void **state)
 
     static const char *fields[] = {"version",          "repo_id",          "chunker",
                                    "chunker.min_size", "chunker.avg_size", "chunker.max_size",
-                                   "pack_size",        "zstd_level"};
+                                   "pack_size",        "zstd_level",       "blob_id"};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         char *s = with(fields[i], NULL);
         refused(s);
@@ -131,7 +147,9 @@ static void test_decode_refuses_bad(void **state)
         json_t *v;
     } cases[] = {
         {"version", json_integer(0)},
-        {"version", json_integer(2)},
+        {"version", json_integer(3)},
+        {"blob_id", json_string("sha1")},
+        {"blob_id", json_integer(2)},
         {"repo_id", json_string("abcd")},
         {"repo_id",
          json_string("zz00000000000000000000000000000000000000000000000000000000000000")},
@@ -156,9 +174,9 @@ static void test_decode_refuses_bad(void **state)
     /* the version message tells the user what is going on */
     struct err e;
     struct config c;
-    char *s = with("version", json_integer(2));
+    char *s = with("version", json_integer(3));
     assert_int_equal(config_decode(s, strlen(s), &c, &e), ERR_FAIL);
-    assert_non_null(strstr(e.msg, "version 2"));
+    assert_non_null(strstr(e.msg, "version 3"));
     free(s);
 }
 

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <zstd.h>
@@ -91,8 +93,15 @@ static void test_known_answers(void **state)
     assert_string_equal(hex, "3d6bd28e21d115915d225dd562f9eb0b0aa5d2ae638e50ad13339fe0296aaf25");
     sodium_bin2hex(hex, sizeof hex, k.gear, 32);
     assert_string_equal(hex, "33becf5ee69e338c938edb8334ec3d7a24e9a66ec067940706bf887ae479ef96");
+    /* HMAC-SHA-256 (what `openssl dgst -sha256 -mac HMAC -macopt hexkey:<blob_id>` prints),
+     * and the keyed BLAKE2b-256 of version 1 repositories. */
     struct oid id;
-    crypt_blob_id(&k, "abc", 3, &id);
+    assert_int_equal(k.id_hash, CRYPT_ID_HMAC_SHA256);
+    assert_int_equal(crypt_blob_id(&k, "abc", 3, &id, NULL), 0);
+    assert_string_equal(oid_hex(&id, hex),
+                        "6cc6ce6eec6ef58300a486a12f50ab38af8a4d03c2f5050a18c1fa1a513b3128");
+    k.id_hash = CRYPT_ID_BLAKE2B;
+    assert_int_equal(crypt_blob_id(&k, "abc", 3, &id, NULL), 0);
     assert_string_equal(oid_hex(&id, hex),
                         "31087082a961b66dc61ba8cd299af50eacbde5f688a0aff472d1bddaa23aec8e");
 }
@@ -100,18 +109,27 @@ static void test_known_answers(void **state)
 static void test_blob_id(void **state)
 {
     struct oid x, y, z;
-    crypt_blob_id(&keys, "hello", 5, &x);
-    crypt_blob_id(&keys, "hello", 5, &y);
+    crypt_blob_id(&keys, "hello", 5, &x, NULL);
+    crypt_blob_id(&keys, "hello", 5, &y, NULL);
     assert_true(oid_eq(&x, &y));
-    crypt_blob_id(&other, "hello", 5, &z);
+    crypt_blob_id(&other, "hello", 5, &z, NULL);
     assert_false(oid_eq(&x, &z));
-    crypt_blob_id(&keys, "hellp", 5, &z);
+    crypt_blob_id(&keys, "hellp", 5, &z, NULL);
     assert_false(oid_eq(&x, &z));
     uint8_t ref[32];
-    crypto_generichash(ref, 32, (const uint8_t *)"hello", 5, keys.blob_id, 32);
+    unsigned int ref_len = 0;
+    assert_non_null(
+        HMAC(EVP_sha256(), keys.blob_id, 32, (const uint8_t *)"hello", 5, ref, &ref_len));
     assert_memory_equal(ref, x.b, 32);
-    crypt_blob_id(&keys, NULL, 0, &z); /* the empty blob has an ID too */
+    crypt_blob_id(&keys, NULL, 0, &z, NULL); /* the empty blob has an ID too */
     assert_false(oid_is_zero(&z));
+    /* Version 1 repositories: keyed BLAKE2b. */
+    struct crypt_keys v1 = keys;
+    v1.id_hash = CRYPT_ID_BLAKE2B;
+    crypt_blob_id(&v1, "hello", 5, &y, NULL);
+    crypto_generichash(ref, 32, (const uint8_t *)"hello", 5, keys.blob_id, 32);
+    assert_memory_equal(ref, y.b, 32);
+    assert_false(oid_eq(&x, &y));
 }
 
 /* Seals and opens `len` bytes; returns the stored length. */
@@ -120,7 +138,7 @@ static size_t round_trip(enum blob_type type, const uint8_t *plain, size_t len, 
     struct err e;
     struct oid id;
     struct buf sealed = BUF_INIT, out = BUF_INIT;
-    crypt_blob_id(&keys, plain, len, &id);
+    crypt_blob_id(&keys, plain, len, &id, NULL);
     assert_int_equal(buf_append(&sealed, "prefix", 6), 0);
     assert_int_equal(crypt_blob_seal(&keys, type, &id, plain, len, level, &sealed, &e), 0);
     assert_memory_equal(sealed.data, "prefix", 6);
@@ -170,7 +188,7 @@ static void test_blob_tamper(void **state)
     for (int p = 0; p < 2; p++) {
         struct oid id, id2;
         struct buf s = BUF_INIT, out = BUF_INIT;
-        crypt_blob_id(&keys, plains[p], lens[p], &id);
+        crypt_blob_id(&keys, plains[p], lens[p], &id, NULL);
         assert_int_equal(crypt_blob_seal(&keys, BLOB_DATA, &id, plains[p], lens[p], 3, &s, &e), 0);
         for (size_t i = 0; i < s.len; i++) {
             s.data[i] ^= 0x01;
@@ -260,7 +278,7 @@ static void test_blob_hostile_plaintext(void **state)
     size_t n = 5000;
     uint8_t *t = text_data(n);
     struct oid id;
-    crypt_blob_id(&keys, t, n, &id);
+    crypt_blob_id(&keys, t, n, &id, NULL);
 
     forge(&id, 0, t, n, &s); /* a well-formed raw blob opens */
     assert_int_equal(crypt_blob_open(&keys, BLOB_DATA, &id, s.data, s.len, n, &out, &e), 0);
@@ -367,7 +385,7 @@ static void *worker(void *arg)
         struct oid id;
         struct buf s = BUF_INIT, out = BUF_INIT;
         t[1] = (uint8_t)i;
-        crypt_blob_id(&keys, t, 300000, &id);
+        crypt_blob_id(&keys, t, 300000, &id, NULL);
         bad |= crypt_blob_seal(&keys, BLOB_DATA, &id, t, 300000, 3, &s, &e);
         bad |= crypt_blob_open(&keys, BLOB_DATA, &id, s.data, s.len, 300000, &out, &e);
         bad |= out.len != 300000 || memcmp(out.data, t, 300000) != 0;

@@ -59,7 +59,7 @@ static struct pack_writer *make_pack(size_t n, struct oid *pack_id, struct buf *
         for (size_t j = 0; j < 100 + i * 37 % 5000; j++)
             buf_put_u8(&plain, (uint8_t)(i * 31 + j * (i % 7)));
         struct oid id;
-        crypt_blob_id(&keys, plain.data, plain.len, &id);
+        crypt_blob_id(&keys, plain.data, plain.len, &id, NULL);
         enum blob_type t = i % 3 == 0 ? BLOB_TREE : BLOB_DATA;
         buf_reset(&sealed);
         assert_int_equal(crypt_blob_seal(&keys, t, &id, plain.data, plain.len, 3, &sealed, &e), 0);

@@ -425,7 +425,7 @@ static struct oid write_orphan(const char *loc)
     size_t len;
     uint8_t *d = fx_content(999, &len);
     struct oid id, pack_id;
-    crypt_blob_id(repo_keys(r), d, len, &id);
+    crypt_blob_id(repo_keys(r), d, len, &id, NULL);
     struct buf sealed = BUF_INIT;
     assert_int_equal(crypt_blob_seal(repo_keys(r), BLOB_DATA, &id, d, len, 0, &sealed, &e), 0);
     assert_int_equal(

@@ -308,7 +308,7 @@ static void write_pack(struct repo *r, const char *tag, size_t n, struct oid *pa
         char plain[64];
         int len = snprintf(plain, sizeof plain, "blob %s %zu", tag, i);
         struct oid id;
-        crypt_blob_id(repo_keys(r), plain, (size_t)len, &id);
+        crypt_blob_id(repo_keys(r), plain, (size_t)len, &id, NULL);
         buf_reset(&sealed);
         assert_int_equal(
             crypt_blob_seal(repo_keys(r), BLOB_DATA, &id, plain, (size_t)len, 3, &sealed, &e), 0);
@@ -743,13 +743,13 @@ static void test_cache_tree_packs(void **state)
     assert_int_equal(store_new(r, &s, &e), 0);
     for (int i = 0; i < TREES; i++) {
         snprintf(t.plain[i], sizeof t.plain[i], "{\"tree\":%d,\"nodes\":[\"dir %d\"]}", i, i * 7);
-        crypt_blob_id(repo_keys(r), t.plain[i], strlen(t.plain[i]), &t.id[i]);
+        crypt_blob_id(repo_keys(r), t.plain[i], strlen(t.plain[i]), &t.id[i], NULL);
         assert_int_equal(
             store_add(s, BLOB_TREE, &t.id[i], t.plain[i], strlen(t.plain[i]), NULL, &e), 0);
     }
     for (int i = 0; i < DATAS; i++) {
         snprintf(data[i], sizeof data[i], "file content %d", i);
-        crypt_blob_id(repo_keys(r), data[i], strlen(data[i]), &data_id[i]);
+        crypt_blob_id(repo_keys(r), data[i], strlen(data[i]), &data_id[i], NULL);
         assert_int_equal(store_add(s, BLOB_DATA, &data_id[i], data[i], strlen(data[i]), NULL, &e),
                          0);
     }

@@ -299,7 +299,7 @@ static void store_blob(struct fx *f, enum blob_type type, const void *p, size_t 
 {
     struct err e;
     err_clear(&e);
-    crypt_blob_id(repo_keys(f->r), p, len, id);
+    crypt_blob_id(repo_keys(f->r), p, len, id, NULL);
     if (store_add(f->st, type, id, p, len, NULL, &e) < 0) fail_msg("store_add: %s", e.msg);
 }
 

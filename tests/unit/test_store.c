@@ -81,7 +81,7 @@ static struct blob *make_blobs(struct repo *r, size_t n_data, size_t n_tree, siz
             b[i].data[j] = tree ? (uint8_t)("tree entry "[j % 11] + (j / 64 == i % 7))
                                 : (uint8_t)splitmix64(&seed);
         snprintf((char *)b[i].data, b[i].len, "%zu", i); /* all distinct */
-        crypt_blob_id(repo_keys(r), b[i].data, b[i].len, &b[i].id);
+        crypt_blob_id(repo_keys(r), b[i].data, b[i].len, &b[i].id, NULL);
     }
     return b;
 }
