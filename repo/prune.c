@@ -197,8 +197,8 @@ static int load_index(struct pr *p, struct err *e)
     }
     struct oid *only = malloc((p->n_i0 + p->n_i_new + 1) * sizeof *only), *ids = NULL;
     if (!only) return err_set(e, ERR_FAIL, "prune: out of memory");
-    memcpy(only, p->i0, p->n_i0 * sizeof *only);
-    memcpy(only + p->n_i0, p->i_new, p->n_i_new * sizeof *only);
+    if (p->n_i0) memcpy(only, p->i0, p->n_i0 * sizeof *only);
+    if (p->n_i_new) memcpy(only + p->n_i0, p->i_new, p->n_i_new * sizeof *only);
     size_t n_only = p->n_i0 + p->n_i_new, n = 0;
     qsort(only, n_only, sizeof *only, cmp_oid);
     int rc = walk_load_index_range(p->r, p->marked, p->n_marked, &p->range, only, n_only, &ids, &n,
