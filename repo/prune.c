@@ -78,6 +78,7 @@ struct pr {
 
     struct oid *i0; /* index files listed before the load */
     size_t n_i0;
+    bool listed;       /* i0 is known: later passes load the same files */
     struct oid *i_new; /* index files loaded later (their content is in the index too) */
     size_t n_i_new;
     struct lock_mark *marks;
@@ -184,17 +185,26 @@ static int load_marks(struct pr *p, struct err *e)
     return 0;
 }
 
-/* The first pass lists the index files; later passes load the same ones. */
+/* The first pass lists the index files; later passes load the same ones, and those found since
+ * (i_new, once the re-check has looked for them). */
 static int load_index(struct pr *p, struct err *e)
 {
-    if (p->range.part == 0)
-        return walk_load_index_range(p->r, p->marked, p->n_marked, &p->range, NULL, 0, &p->i0,
-                                     &p->n_i0, NULL, NULL, e);
-    struct oid *ids = NULL;
-    size_t n = 0;
-    int rc = walk_load_index_range(p->r, p->marked, p->n_marked, &p->range, p->i0, p->n_i0, &ids,
-                                   &n, NULL, NULL, e);
+    if (!p->listed) {
+        int rc = walk_load_index_range(p->r, p->marked, p->n_marked, &p->range, NULL, 0, &p->i0,
+                                       &p->n_i0, NULL, NULL, e);
+        p->listed = rc == 0;
+        return rc;
+    }
+    struct oid *only = malloc((p->n_i0 + p->n_i_new + 1) * sizeof *only), *ids = NULL;
+    if (!only) return err_set(e, ERR_FAIL, "prune: out of memory");
+    if (p->n_i0) memcpy(only, p->i0, p->n_i0 * sizeof *only);
+    if (p->n_i_new) memcpy(only + p->n_i0, p->i_new, p->n_i_new * sizeof *only);
+    size_t n_only = p->n_i0 + p->n_i_new, n = 0;
+    qsort(only, n_only, sizeof *only, cmp_oid);
+    int rc = walk_load_index_range(p->r, p->marked, p->n_marked, &p->range, only, n_only, &ids, &n,
+                                   NULL, NULL, e);
     free(ids);
+    free(only);
     return rc;
 }
 
@@ -360,29 +370,50 @@ static int make_slots(struct pr *p, struct err *e)
     return 0;
 }
 
-/* Adds this pass's blobs (those of its range) to the figures of their packs. */
-static int count_pass(struct pr *p, struct err *e)
+/* A pack of the loaded index that has no slot: one the repack's store added (the pack table
+ * keeps its numbers across loads). None of the loaded files lists it. */
+#define NO_SLOT UINT32_MAX
+
+/* Maps this pass's pack numbers to slots. */
+static int map_slots(struct pr *p, struct err *e)
 {
     struct idx *x = repo_index(p->r);
     size_t n_packs = idx_pack_count(x);
     free(p->num_slot);
     p->num_slot = malloc((n_packs ? n_packs : 1) * sizeof *p->num_slot);
     if (!p->num_slot) return err_set(e, ERR_FAIL, "prune: out of memory");
-    char hex[OID_HEX_LEN + 1];
     for (size_t i = 0; i < n_packs; i++) {
         long sl = slot_of(p, idx_pack_id(x, (uint32_t)i));
-        if (sl < 0 || (size_t)sl >= p->n_table)
-            return err_set(e, ERR_FAIL, "pack %s appeared in the index between two passes",
-                           oid_hex(idx_pack_id(x, (uint32_t)i), hex));
-        p->num_slot[i] = (uint32_t)sl;
+        p->num_slot[i] = sl < 0 || (size_t)sl >= p->n_table ? NO_SLOT : (uint32_t)sl;
     }
+    return 0;
+}
+
+/* The slot of the pack of the blob at `loc`, failing when it has none. */
+static int blob_slot(const struct pr *p, const struct idx_loc *loc, uint32_t *slot, struct err *e)
+{
+    char hex[OID_HEX_LEN + 1];
+    *slot = p->num_slot[loc->pack];
+    if (*slot == NO_SLOT)
+        return err_set(e, ERR_FAIL, "pack %s appeared in the index between two passes",
+                       oid_hex(idx_pack_id(repo_index(p->r), loc->pack), hex));
+    return 0;
+}
+
+/* Adds this pass's blobs (those of its range) to the figures of their packs. */
+static int count_pass(struct pr *p, struct err *e)
+{
+    struct idx *x = repo_index(p->r);
     size_t n = idx_blob_count(x);
     for (size_t pos = 0; pos < n; pos++) {
         struct idx_loc loc;
         struct oid id;
+        uint32_t slot;
         idx_at(x, pos, &id, &loc);
         if (!walk_in_range(&p->range, &id)) continue; /* a tree of another range */
-        struct pstat *s = &p->ps[p->num_slot[loc.pack]];
+        int rc = blob_slot(p, &loc, &slot, e);
+        if (rc < 0) return rc;
+        struct pstat *s = &p->ps[slot];
         s->n_blobs++;
         s->blob_bytes += loc.stored_len;
         s->fl |= loc.type == 1 ? F_TREE : F_BLOBDATA;
@@ -427,7 +458,8 @@ static int pack_stats(struct pr *p, struct err *e)
 
 /* The passes (max_memory): fixed costs are the trees (every pass loads them, and the walk may
  * hold each pending), packs and snapshots; the data blobs are split. A prune that changes the
- * repository needs the whole index to write the new one, so only a dry run splits (yet). */
+ * repository repeats the passes to repack (when it repacks) and writes the new index from the
+ * index files, one at a time (write_index_streamed). */
 static int plan(struct pr *p, struct err *e)
 {
     p->passes = 1;
@@ -444,32 +476,32 @@ static int plan(struct pr *p, struct err *e)
     rc =
         walk_plan_passes(p->o->max_memory, fixed, wc.data * WALK_COST_BLOB, "prune", &p->passes, e);
     p->st->passes = p->passes;
-    if (rc == 0 && p->passes > 1 && !p->o->dry_run)
-        rc = err_set(e, ERR_FAIL,
-                     "this repository needs %u passes to stay within --max-memory %.1f MiB, "
-                     "and only a dry run can split its work yet; give at least %.1f MiB (the "
-                     "index and tables in one pass), or run prune --dry-run",
-                     p->passes, (double)p->o->max_memory / (1 << 20),
-                     (double)(fixed + wc.data * WALK_COST_BLOB) / (1 << 20));
     return rc;
 }
 
-/* Step 1 in passes: each loads its range of the index (and every tree), places the marked packs'
- * blobs, walks the snapshots and counts what its range uses. */
+/* Loads pass k's range of the index (and every tree), places the marked packs' blobs, and walks
+ * the snapshots, marking what the range uses. */
+static int load_pass(struct pr *p, uint32_t k, struct err *e)
+{
+    p->range.part = k;
+    p->range.parts = p->passes;
+    if (p->passes > 1) progress(p, "pass", k + 1, p->passes);
+    int rc = load_index(p, e);
+    if (rc == 0 && !p->ps) rc = list_data(p, e); /* once, in the first pass */
+    if (rc == 0) rc = attribute_marked(p, e);
+    if (rc == 0) rc = canceled(p, e);
+    if (rc == 0) rc = walk_used(p, e);
+    return rc;
+}
+
+/* Step 1 in passes: each counts what its range uses. */
 static int analyse(struct pr *p, struct err *e)
 {
     int rc = 0;
     for (uint32_t k = 0; k < p->passes && rc == 0; k++) {
-        p->range.part = k;
-        p->range.parts = p->passes;
-        if (p->passes > 1) progress(p, "pass", k + 1, p->passes);
-        if ((rc = load_index(p, e)) < 0) break;
-        if (k == 0 && (rc = list_data(p, e)) < 0) break;
-        if ((rc = attribute_marked(p, e)) < 0 || (rc = canceled(p, e)) < 0 ||
-            (rc = walk_used(p, e)) < 0)
-            break;
+        if ((rc = load_pass(p, k, e)) < 0) break;
         if (k == 0 && (rc = make_slots(p, e)) < 0) break;
-        rc = count_pass(p, e);
+        if ((rc = map_slots(p, e)) == 0) rc = count_pass(p, e);
     }
     if (rc == 0) rc = pack_stats(p, e);
     return rc;
@@ -606,58 +638,64 @@ static int repack_one(void *ctx, size_t k, struct err *e)
     return rc;
 }
 
-static int repack(struct pr *p, struct err *e)
+/* Adds to p->rep the blobs of the loaded range that lie in packs being repacked: in one pass
+ * every such blob (the used ones are copied, and all are listed again in the index while the pack
+ * waits for its deletion), in several only the used ones (the index is then written from the
+ * index files). `count` is the room p->rep has. */
+static int collect_range(struct pr *p, size_t count, struct err *e)
 {
     struct idx *x = repo_index(p->r);
-    size_t n_packs = 0;
-    for (size_t i = 0; i < p->n_slots; i++)
-        if (p->ps[i].fl & F_REPACK) n_packs++;
-    if (!n_packs) return 0;
-    /* Every blob attributed to a repacked pack: the used ones are copied, and all are listed
-     * again in the index while the pack waits for its deletion. */
-    size_t n = idx_blob_count(x), count = 0;
-    for (size_t i = 0; i < p->n_slots; i++)
-        if (p->ps[i].fl & F_REPACK) count += p->ps[i].n_blobs;
-    p->rep = malloc((count ? count : 1) * sizeof *p->rep);
-    struct oid *ids = malloc(n_packs * sizeof *ids);
-    struct repack R = {.p = p, .n_packs = n_packs};
-    R.first = malloc((n_packs + 1) * sizeof *R.first);
-    int rc = 0;
-    if (!p->rep || !ids || !R.first) {
-        rc = err_set(e, ERR_FAIL, "prune: out of memory for repacking %zu blobs", count);
-        goto out;
-    }
+    size_t n = idx_blob_count(x);
     for (size_t pos = 0; pos < n; pos++) {
         struct idx_loc loc;
         struct oid id;
+        uint32_t slot;
         idx_at(x, pos, &id, &loc);
-        if (!(p->ps[loc.pack].fl & F_REPACK)) continue;
+        int rc = blob_slot(p, &loc, &slot, e);
+        if (rc < 0) return rc;
+        if (!(p->ps[slot].fl & F_REPACK)) continue;
+        /* Every pass loads every tree; each is taken in the pass of its range. */
+        if (!walk_in_range(&p->range, &id)) continue;
+        bool used = walk_bit(&p->used, pos);
+        if (p->passes > 1 && !used) continue;
+        if (p->n_rep == count)
+            return err_set(e, ERR_FAIL, "prune: the index changed between passes");
         struct rentry *r = &p->rep[p->n_rep++];
         r->id = id;
-        r->slot = loc.pack;
+        r->slot = slot;
         r->offset = loc.offset;
         r->stored_len = loc.stored_len;
         r->raw_len = loc.raw_len;
         r->type = loc.type;
-        r->used = walk_bit(&p->used, pos);
+        r->used = used;
     }
+    note_memory(p, 0);
+    return 0;
+}
+
+/* Copies the used blobs of p->rep into new packs through one store, which indexes them before
+ * it returns. The repacked packs (`ids`) are forgotten first: the store deduplicates against the
+ * index, and would not store their blobs again otherwise. */
+static int copy_used(struct pr *p, const struct oid *ids, size_t n_packs, struct err *e)
+{
+    struct idx *x = repo_index(p->r);
+    struct repack R = {.p = p};
+    R.first = malloc((n_packs + 1) * sizeof *R.first);
+    if (!R.first) return err_set(e, ERR_FAIL, "prune: out of memory");
     qsort(p->rep, p->n_rep, sizeof *p->rep, cmp_rentry);
     size_t k = 0;
     for (size_t i = 0; i < p->n_rep; i++)
         if (!i || p->rep[i].slot != p->rep[i - 1].slot) R.first[k++] = i;
     R.first[k] = p->n_rep;
     R.n_packs = k;
-    for (size_t i = 0, j = 0; i < p->n_slots; i++)
-        if (p->ps[i].fl & F_REPACK) ids[j++] = *slot_id(p, i);
-    note_memory(p, 0);
-
-    /* The store deduplicates against the index: without these packs there, it stores their
-     * blobs again. */
     repo_index_lock(p->r, true);
-    rc = idx_forget_packs(x, ids, n_packs, NULL, e);
+    int rc = idx_forget_packs(x, ids, n_packs, NULL, e);
     repo_index_unlock(p->r);
-    if (rc < 0) goto out;
-    if ((rc = store_new(p->r, &R.s, e)) < 0) goto out;
+    if (rc == 0) rc = store_new(p->r, &R.s, e);
+    if (rc < 0) {
+        free(R.first);
+        return rc;
+    }
     progress(p, "repacking", 0, R.n_packs);
     unsigned threads = p->o->threads ? p->o->threads : 2;
     rc = walk_parallel(R.n_packs, threads, repack_one, &R, p->stop, e);
@@ -669,18 +707,50 @@ static int repack(struct pr *p, struct err *e)
     struct store_stats ss;
     store_stats(R.s, &ss);
     store_free(R.s);
-    if (rc < 0) goto out;
+    free(R.first);
+    if (rc < 0) return rc;
     p->st->blobs_repacked = ss.blobs_new;
     p->st->bytes_repacked = ss.bytes_stored;
+    return 0;
+}
+
+/* Repacks partly used packs. In several passes, the blobs to copy are collected range by range
+ * (the last pass's range is still loaded; the others are loaded and walked again), then copied
+ * through one store, so the new packs come out as full as in one pass. */
+static int repack(struct pr *p, struct err *e)
+{
+    size_t n_packs = 0, count = 0;
+    for (size_t i = 0; i < p->n_slots; i++) {
+        if (!(p->ps[i].fl & F_REPACK)) continue;
+        n_packs++;
+        count += p->passes > 1 ? p->ps[i].n_used : p->ps[i].n_blobs;
+    }
+    if (!n_packs) return 0;
+    struct oid *ids = malloc(n_packs * sizeof *ids);
+    p->rep = malloc((count ? count : 1) * sizeof *p->rep);
+    if (!ids || !p->rep) {
+        free(ids);
+        return err_set(e, ERR_FAIL, "prune: out of memory for repacking %zu blobs", count);
+    }
+    for (size_t i = 0, j = 0; i < p->n_slots; i++)
+        if (p->ps[i].fl & F_REPACK) ids[j++] = *slot_id(p, i);
+    int rc = 0;
+    for (uint32_t i = 0; i < p->passes && rc == 0; i++) {
+        if (i > 0) {
+            rc = load_pass(p, i - 1, e);
+            if (rc == 0) rc = map_slots(p, e);
+        }
+        if (rc == 0) rc = collect_range(p, count, e);
+    }
+    if (rc == 0) rc = copy_used(p, ids, n_packs, e);
+    free(ids);
+    if (rc < 0) return rc;
     for (size_t i = 0; i < p->n_slots; i++) {
         if (!(p->ps[i].fl & F_REPACK)) continue;
         p->st->packs_repacked++;
         report(p, PRUNE_REPACK, slot_id(p, i), &p->ps[i]);
     }
-out:
-    free(ids);
-    free(R.first);
-    return rc;
+    return 0;
 }
 
 /* ---- step 3: mark ---- */
@@ -783,7 +853,10 @@ static bool candidate(const struct pstat *s)
 
 /* ---- step 4: re-check snapshots saved since the walk ---- */
 
-static int load_new_index_files(struct pr *p, struct err *e)
+/* Adds to i_new the index files written since the load (by backups, or by the repack's store);
+ * with `decode`, their content goes into the in-memory index too (one pass only: in several, the
+ * passes load them by range). */
+static int find_new_index_files(struct pr *p, bool decode, struct err *e)
 {
     struct oid *now_ids = NULL;
     size_t n_now = 0;
@@ -800,21 +873,72 @@ static int load_new_index_files(struct pr *p, struct err *e)
     struct buf plain = BUF_INIT;
     for (size_t i = 0; i < n_now && rc == 0; i++) {
         if (has_oid(p->i0, p->n_i0, &now_ids[i]) || has_oid(p->i_new, n_had, &now_ids[i])) continue;
-        buf_reset(&plain);
-        rc = repo_load_file(p->r, "index", "index", &now_ids[i], &plain, e);
-        if (rc == ERR_NOT_FOUND) {
-            rc = 0;
-            continue;
+        if (decode) {
+            buf_reset(&plain);
+            rc = repo_load_file(p->r, "index", "index", &now_ids[i], &plain, e);
+            if (rc == ERR_NOT_FOUND) {
+                rc = 0;
+                continue;
+            }
+            if (rc < 0) break;
+            repo_index_lock(p->r, true);
+            rc = idx_file_decode(repo_index(p->r), plain.data, plain.len, NULL, NULL, e);
+            repo_index_unlock(p->r);
         }
-        if (rc < 0) break;
-        repo_index_lock(p->r, true);
-        rc = idx_file_decode(repo_index(p->r), plain.data, plain.len, NULL, NULL, e);
-        repo_index_unlock(p->r);
         if (rc == 0) p->i_new[p->n_i_new++] = now_ids[i];
     }
     buf_free(&plain);
     free(now_ids);
     if (p->n_i_new) qsort(p->i_new, p->n_i_new, sizeof *p->i_new, cmp_oid);
+    return rc;
+}
+
+/* Packs holding a blob that `used` (over the loaded index's positions) marks are unmarked. */
+static void unmark_used(struct pr *p, const struct walk_bits *used)
+{
+    struct idx *x = repo_index(p->r);
+    size_t n = idx_blob_count(x);
+    for (size_t pos = 0; pos < n; pos++) {
+        if (!walk_bit(used, pos)) continue;
+        struct idx_loc loc;
+        idx_at(x, pos, NULL, &loc);
+        long s = slot_of(p, idx_pack_id(x, loc.pack));
+        if (s >= 0 && (p->ps[s].fl & (F_MARKED | F_DELETE | F_REPACK))) p->ps[s].fl |= F_UNMARK;
+    }
+}
+
+/* Walks the new snapshots' roots, range by range in several passes (each loading the index files
+ * of the first pass and those found since), and unmarks the packs they use. */
+static int recheck_walk(struct pr *p, const struct walk_root *roots, size_t n_roots, struct err *e)
+{
+    int rc = find_new_index_files(p, p->passes <= 1, e);
+    struct walk_bits used2 = {0};
+    for (uint32_t k = 0; k < p->passes && rc == 0 && !p->walk_problems; k++) {
+        p->range.part = k;
+        p->range.parts = p->passes;
+        if (p->passes > 1) {
+            progress(p, "pass", k + 1, p->passes);
+            rc = load_index(p, e);
+            if (rc == 0) rc = attribute_marked(p, e);
+        }
+        if (rc == 0) {
+            repo_index_lock(p->r, true);
+            rc = idx_seal(repo_index(p->r), e);
+            repo_index_unlock(p->r);
+        }
+        walk_bits_free(&used2);
+        if (rc == 0) rc = walk_bits_init(&used2, idx_blob_count(repo_index(p->r)), e);
+        struct walk_options wo = {.threads = p->o->threads,
+                                  .range = &p->range,
+                                  .cancel = p->stop,
+                                  .problem = on_problem,
+                                  .ctx = p};
+        struct walk_stats ws;
+        if (rc == 0) rc = walk_trees(p->r, roots, n_roots, &used2, &wo, &ws, e);
+        if (rc == 0 && !p->walk_problems) unmark_used(p, &used2);
+        note_memory(p, used2.n / 8);
+    }
+    walk_bits_free(&used2);
     return rc;
 }
 
@@ -839,15 +963,8 @@ static int recheck(struct pr *p, struct err *e)
     /* Snapshots saved since the walk were written by backups that ended since: load the index
      * files they wrote, then walk them. */
     struct walk_root *roots = malloc(n_new * sizeof *roots);
-    struct walk_bits used2 = {0};
     size_t n_roots = 0;
     if (!roots) rc = err_set(e, ERR_FAIL, "prune: out of memory");
-    if (rc == 0) rc = load_new_index_files(p, e);
-    if (rc == 0) {
-        repo_index_lock(p->r, true);
-        rc = idx_seal(repo_index(p->r), e);
-        repo_index_unlock(p->r);
-    }
     for (size_t i = 0; i < n_new && rc == 0; i++) {
         struct snapshot s;
         memset(&s, 0, sizeof s);
@@ -862,27 +979,12 @@ static int recheck(struct pr *p, struct err *e)
         n_roots++;
         snap_free(&s);
     }
-    struct idx *x = repo_index(p->r);
-    if (rc == 0) rc = walk_bits_init(&used2, idx_blob_count(x), e);
-    struct walk_options wo = {
-        .threads = p->o->threads, .cancel = p->stop, .problem = on_problem, .ctx = p};
-    struct walk_stats ws;
-    if (rc == 0) rc = walk_trees(p->r, roots, n_roots, &used2, &wo, &ws, e);
+    if (rc == 0) rc = recheck_walk(p, roots, n_roots, e);
     if (rc == 0 && p->walk_problems) {
         /* Something new refers to blobs we cannot place: delete nothing this time. */
         for (size_t i = 0; i < p->n_slots; i++)
             p->ps[i].fl |= F_BLOCKED;
     } else if (rc == 0) {
-        size_t n = idx_blob_count(x);
-        for (size_t pos = 0; pos < n; pos++) {
-            if (!walk_bit(&used2, pos)) continue;
-            struct idx_loc loc;
-            idx_at(x, pos, NULL, &loc);
-            long s = loc.pack < p->n_table ? (long)loc.pack : slot_of(p, idx_pack_id(x, loc.pack));
-            if (s >= 0 && (p->ps[s].fl & (F_MARKED | F_DELETE | F_REPACK))) {
-                p->ps[s].fl |= F_UNMARK;
-            }
-        }
         /* These snapshots are now known not to use what stays marked. */
         struct oid *w = realloc(p->walked, (p->n_walked + n_roots + 1) * sizeof *w);
         if (!w) {
@@ -894,8 +996,6 @@ static int recheck(struct pr *p, struct err *e)
             qsort(p->walked, p->n_walked, sizeof *p->walked, cmp_oid);
         }
     }
-    note_memory(p, used2.n / 8);
-    walk_bits_free(&used2);
     free(roots);
     free(ids);
     return rc;
@@ -1093,6 +1193,108 @@ static int write_index(struct pr *p, struct err *e)
     return rc;
 }
 
+static bool pack_kept(void *ctx, const struct oid *pack)
+{
+    return !pack_dropped(ctx, pack);
+}
+
+static bool list_none(void *ctx, const struct oid *pack)
+{
+    (void)ctx;
+    (void)pack;
+    return false;
+}
+
+/* The files i0 and i_new that some other of them supersedes (left by an interrupted prune): their
+ * packs are listed in the file that superseded them, or gone. */
+static int superseded_files(struct pr *p, struct oid_list *sup, struct err *e)
+{
+    struct buf plain = BUF_INIT;
+    struct idx *none = NULL; /* stays empty */
+    int rc = idx_new(&none, e);
+    for (size_t i = 0; i < p->n_i0 + p->n_i_new && rc == 0; i++) {
+        const struct oid *id = i < p->n_i0 ? &p->i0[i] : &p->i_new[i - p->n_i0];
+        struct oid *v = NULL;
+        size_t n = 0;
+        buf_reset(&plain);
+        rc = repo_load_file(p->r, "index", "index", id, &plain, e);
+        if (rc == ERR_NOT_FOUND) { /* vanished while the first pass listed it */
+            rc = 0;
+            continue;
+        }
+        if (rc == 0)
+            rc = idx_file_decode_filtered(none, plain.data, plain.len, list_none, NULL, &v, &n, e);
+        if (rc == 0 && n) {
+            struct oid *grown = realloc(sup->v, (sup->n + n) * sizeof *grown);
+            if (!grown)
+                rc = err_set(e, ERR_FAIL, "prune: out of memory");
+            else {
+                sup->v = grown;
+                memcpy(sup->v + sup->n, v, n * sizeof *v);
+                sup->n += n;
+            }
+        }
+        free(v);
+    }
+    idx_free(none);
+    buf_free(&plain);
+    if (sup->n) qsort(sup->v, sup->n, sizeof *sup->v, cmp_oid);
+    return rc;
+}
+
+/* The new index in several passes, without the whole index in memory: each index file in force
+ * is decoded alone, and its packs that stay are listed again with all the blobs it lists for them
+ * (a pack listed by two files is listed twice; the loader merges such lists). A marked pack that
+ * stays but no file lists is listed from its header, as a single pass lists it. Holds one decoded
+ * file and one file being written at a time. */
+static int write_index_streamed(struct pr *p, struct err *e)
+{
+    struct ixw w = {.p = p};
+    struct oid_list sup = {0}, emitted = {0};
+    struct buf plain = BUF_INIT;
+    int rc = superseded_files(p, &sup, e);
+    for (size_t i = 0; i < p->n_i0 + p->n_i_new && rc == 0; i++) {
+        const struct oid *id = i < p->n_i0 ? &p->i0[i] : &p->i_new[i - p->n_i0];
+        if (has_oid(sup.v, sup.n, id)) continue;
+        struct idx *t = NULL;
+        buf_reset(&plain);
+        rc = repo_load_file(p->r, "index", "index", id, &plain, e);
+        if (rc == ERR_NOT_FOUND) {
+            rc = 0;
+            continue;
+        }
+        if (rc == 0) rc = idx_new(&t, e);
+        if (rc == 0)
+            rc = idx_file_decode_filtered(t, plain.data, plain.len, pack_kept, p, NULL, NULL, e);
+        if (rc == 0) rc = idx_seal(t, e);
+        if (rc == 0) rc = emit_packs(p, &w, t, NULL, &emitted, e);
+        idx_free(t);
+    }
+    buf_free(&plain);
+    if (emitted.n) qsort(emitted.v, emitted.n, sizeof *emitted.v, cmp_oid);
+    char hex[OID_HEX_LEN + 1];
+    for (size_t i = 0; i < p->n_slots && rc == 0; i++) {
+        const struct pstat *s = &p->ps[i];
+        const struct oid *id = slot_id(p, i);
+        if (!(s->fl & F_MARKED) || !(s->fl & F_DATA) || dropped(s) ||
+            has_oid(emitted.v, emitted.n, id))
+            continue;
+        struct pack_entry *ents = NULL;
+        size_t n = 0;
+        rc = pack_read_header(repo_backend(p->r), repo_keys(p->r), id, &ents, &n, e);
+        if (rc < 0) {
+            err_wrap(e, "pack %s (marked for deletion): reading its header", oid_hex(id, hex));
+            break;
+        }
+        rc = ixw_add(&w, id, ents, n, e);
+    }
+    if (rc == 0) rc = ixw_flush(&w, true, e);
+    walk_ixlist_free(&w.l);
+    free(sup.v);
+    free(emitted.v);
+    return rc;
+}
+
 static int delete_one(void *ctx, size_t k, struct err *e)
 {
     struct pr *p = ctx;
@@ -1243,7 +1445,9 @@ static int finish(struct pr *p, struct err *e)
         progress(p, "writing the index", 0, 1);
         /* Index files written since the load (by the repack's store, or by backups) are loaded
          * too, so that the new index can replace them as well. */
-        if ((rc = load_new_index_files(p, e)) < 0 || (rc = write_index(p, e)) < 0) return rc;
+        if ((rc = find_new_index_files(p, p->passes <= 1, e)) < 0 ||
+            (rc = (p->passes > 1 ? write_index_streamed : write_index)(p, e)) < 0)
+            return rc;
     }
     if ((rc = canceled(p, e)) < 0) return rc;
     progress(p, "deleting packs", 0, n_now);

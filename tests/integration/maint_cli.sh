@@ -70,13 +70,22 @@ cone=$(sed -n 's/.*one pass needs \([0-9]*\) bytes.*/\1/p' "$T/err")
 PODVAULT_MAX_MEMORY=$((cone * 2)) run_pv 0 --json check --max-memory "$((cleast + (cone - cleast) / 4))"
 [ "$(summary .passes)" -ge 2 ] || fail "check under a bound made no passes: $(cat "$T/out")"
 [ "$(summary '[.errors, .warnings, .blobs, .blobs_used]')" = "$check0" ] || fail "check findings differ"
-before=$(dir_bytes "$REPO")
-run_pv 1 prune --max-memory "$bound"
-grep -q "only a dry run can split" "$T/err" || fail "prune under a forcing bound: $(cat "$T/err")"
-[ "$(dir_bytes "$REPO")" = "$before" ] || fail "a refused prune changed the repository"
+# A real prune under the forcing bound does what the plan said, and the repository checks clean
+# (on a copy, so that the unbounded prune below still finds work).
+cp -a "$REPO" "$T/repo.unpruned"
+run_pv 1 prune --max-memory 4K
+grep -q "too small to prune this repository: at least" "$T/err" || fail "real prune, too small: $(cat "$T/err")"
+run_pv 0 --json prune --max-memory "$bound"
+[ "$(json_get .passes)" -ge 2 ] || fail "a real prune under $bound made no passes: $(cat "$T/out")"
+[ "$(jq -c '[.packs_deleted, .packs_repacked, .bytes_freed, .blobs, .blobs_used]' "$T/out")" = "$plan0" ] ||
+    fail "real prune under --max-memory $bound differs from the plan: $(cat "$T/out") vs $plan0"
+run_pv 0 --json check --read-data
+[ "$(summary '[.errors, .warnings]')" = "[0,0]" ] || fail "check after a bounded prune: $(cat "$T/out")"
+rm -rf "$REPO"
+mv "$T/repo.unpruned" "$REPO"
 PODVAULT_MAX_MEMORY=lots run_pv 2 check
 run_pv 2 prune --max-memory 0
-ok "--max-memory: too small fails at once (least $least bytes); $bound bytes forces passes with the same plan and findings"
+ok "--max-memory: too small fails at once (least $least bytes); $bound bytes forces passes with the same plan, findings and real prune"
 
 # prune: the dry run says what would go and changes nothing; then prune frees it.
 before=$(dir_bytes "$REPO")

@@ -16,11 +16,22 @@
 #include "repo/pack.h"
 #include "repo/prune.h"
 
+struct acts {
+    size_t n;
+    struct act {
+        struct oid pack;
+        enum prune_action a;
+        uint64_t size, used;
+    } v[256];
+};
+
 struct run {
     const char *cancel_at; /* phase at which to interrupt */
     volatile int cancel;
     void (*hook)(void *hctx, const char *phase);
     void *hctx;
+    struct acts *acts; /* each pack acted on (may be NULL), sorted after the run */
+    char *msg;         /* prune's message on failure (may be NULL: printed) */
 };
 
 static void on_progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
@@ -33,6 +44,20 @@ static void on_progress(void *ctx, const char *phase, uint64_t done, uint64_t to
         rn->cancel = 1;
         usleep(500 * 1000); /* the lock's thread folds it into the stop flag within 200 ms */
     }
+}
+
+static void on_pack(void *ctx, enum prune_action a, const struct oid *pack, uint64_t size,
+                    uint64_t used)
+{
+    struct acts *l = ((struct run *)ctx)->acts;
+    if (l && l->n < 256) l->v[l->n++] = (struct act){*pack, a, size, used};
+}
+
+static int cmp_act(const void *pa, const void *pb)
+{
+    const struct act *a = pa, *b = pb;
+    int c = oid_cmp(&a->pack, &b->pack);
+    return c ? c : (int)a->a - (int)b->a;
 }
 
 /* Runs prune under a prune lock of its own; returns prune's result. */
@@ -48,9 +73,13 @@ static int run_prune(const char *loc, struct prune_options *o, struct run *rn,
     struct lock *lk;
     assert_int_equal(lock_acquire(r, &lo, &lk, &e), 0);
     o->progress = on_progress;
+    o->pack = on_pack;
     o->ctx = rn;
+    if (rn->acts) memset(rn->acts, 0, sizeof *rn->acts);
     int rc = prune_run(r, lk, o, st, &e);
-    if (rc < 0 && rc != ERR_CANCELED) fprintf(stderr, "prune: %s\n", e.msg);
+    if (rc < 0 && rc != ERR_CANCELED && !rn->msg) fprintf(stderr, "prune: %s\n", e.msg);
+    if (rc < 0 && rn->msg) snprintf(rn->msg, ERR_MSG_MAX, "%s", e.msg);
+    if (rn->acts) qsort(rn->acts->v, rn->acts->n, sizeof *rn->acts->v, cmp_act);
     assert_int_equal(lock_release(lk, &e), 0);
     repo_close(r);
     return rc;
@@ -500,96 +529,84 @@ static void test_dry_run_changes_nothing(void **state)
     assert_int_equal(fx_count(loc, "deletions"), 0);
 }
 
-struct acts {
-    size_t n;
-    struct act {
-        struct oid pack;
-        enum prune_action a;
-        uint64_t size, used;
-    } v[256];
-};
-
-static void on_pack(void *ctx, enum prune_action a, const struct oid *pack, uint64_t size,
-                    uint64_t used)
-{
-    struct acts *l = ctx;
-    if (l->n < 256) l->v[l->n++] = (struct act){*pack, a, size, used};
-}
-
-static int cmp_act(const void *pa, const void *pb)
-{
-    const struct act *a = pa, *b = pb;
-    int c = oid_cmp(&a->pack, &b->pack);
-    return c ? c : (int)a->a - (int)b->a;
-}
-
-/* A dry run with a bound and its plan; prune's own runner, since the pack callback needs the
- * context the progress callback of run_prune takes. Returns prune's result. */
+/* A dry run with a bound and its plan. Returns prune's result. */
 static int dry_plan(const char *loc, uint64_t bound, struct acts *l, struct prune_stats *st,
                     char msg[ERR_MSG_MAX])
 {
-    struct repo *r;
-    struct err e;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
     struct prune_options o;
     prune_options_default(&o);
     o.max_unused = 0;
     o.dry_run = true;
     o.max_memory = bound;
-    o.pack = on_pack;
-    o.ctx = l;
-    memset(l, 0, sizeof *l);
-    int rc = prune_run(r, NULL, &o, st, &e);
-    if (msg) snprintf(msg, ERR_MSG_MAX, "%s", e.msg);
-    repo_close(r);
-    qsort(l->v, l->n, sizeof *l->v, cmp_act);
-    return rc;
+    char quiet[ERR_MSG_MAX];
+    struct run rn = {.acts = l, .msg = msg ? msg : quiet};
+    return run_prune(loc, &o, &rn, st);
 }
 
-/* The plan with and without a bound that forces several passes is the same, pack by pack; a
- * prune that would change the repository refuses such a bound at once, as does any run given a
- * bound below what one range needs. */
-static void test_bounded_plan(void **state)
+/* A history with packs to delete and to repack, the oldest snapshot forgotten; *keep gets the
+ * two snapshots that stay. */
+static void bounded_history(char loc[600], struct oid keep[2])
 {
-    (void)state;
-    char loc[600];
     fx_create(loc);
     struct repo *r = fx_open(loc, NULL);
     int a[40], b[10] = {0, 1, 2, 3, 4, 10, 11, 12, 13, 14}, c[20];
     nums(a, 0, 40);
     nums(c, 200, 220);
     struct oid sa = fx_backup(r, a, 40, NULL);
-    fx_backup(r, b, 10, NULL);
-    fx_backup(r, c, 20, NULL);
+    keep[0] = fx_backup(r, b, 10, NULL);
+    keep[1] = fx_backup(r, c, 20, NULL);
     fx_forget(r, &sa);
     repo_close(r);
+}
+
+/* The largest bound that needs at least 4 passes (bisection on the outcome). */
+static uint64_t four_pass_bound(const char *loc)
+{
+    uint64_t lo = 1024, hi = 1 << 20;
+    char msg[ERR_MSG_MAX];
+    struct acts l;
+    struct prune_stats st;
+    while (hi - lo > 64) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        int rc = dry_plan(loc, mid, &l, &st, msg);
+        if (rc == ERR_FAIL) assert_non_null(strstr(msg, "at least"));
+        if (rc == ERR_FAIL || st.passes >= 4)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void assert_same_acts(const struct acts *l0, const struct acts *l1)
+{
+    assert_int_equal(l1->n, l0->n);
+    for (size_t i = 0; i < l0->n; i++) {
+        assert_true(oid_eq(&l0->v[i].pack, &l1->v[i].pack));
+        assert_int_equal(l0->v[i].a, l1->v[i].a);
+        assert_int_equal(l0->v[i].size, l1->v[i].size);
+        assert_int_equal(l0->v[i].used, l1->v[i].used);
+    }
+}
+
+/* The plan with and without a bound that forces several passes is the same, pack by pack; any
+ * run given a bound below what one range needs fails at once. */
+static void test_bounded_plan(void **state)
+{
+    (void)state;
+    char loc[600];
+    struct oid keep[2];
+    bounded_history(loc, keep);
     struct acts l0, l1;
     struct prune_stats s0, s1;
     assert_int_equal(dry_plan(loc, 0, &l0, &s0, NULL), 0);
     assert_int_equal(s0.passes, 1);
     assert_true(s0.packs_repacked >= 1);
     assert_true(s0.packs_deleted >= 1);
-    /* The largest bound that needs at least 4 passes (bisection on the outcome). */
-    uint64_t lo = 1024, hi = 1 << 20;
-    char msg[ERR_MSG_MAX];
-    while (hi - lo > 64) {
-        uint64_t mid = lo + (hi - lo) / 2;
-        int rc = dry_plan(loc, mid, &l1, &s1, msg);
-        if (rc == ERR_FAIL) assert_non_null(strstr(msg, "at least"));
-        if (rc == ERR_FAIL || s1.passes >= 4)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    assert_int_equal(dry_plan(loc, lo, &l1, &s1, NULL), 0);
+    uint64_t bound = four_pass_bound(loc);
+    assert_int_equal(dry_plan(loc, bound, &l1, &s1, NULL), 0);
     assert_true(s1.passes >= 4);
-    assert_int_equal(l1.n, l0.n);
-    for (size_t i = 0; i < l0.n; i++) {
-        assert_true(oid_eq(&l0.v[i].pack, &l1.v[i].pack));
-        assert_int_equal(l0.v[i].a, l1.v[i].a);
-        assert_int_equal(l0.v[i].size, l1.v[i].size);
-        assert_int_equal(l0.v[i].used, l1.v[i].used);
-    }
+    assert_same_acts(&l0, &l1);
     assert_int_equal(s1.blobs, s0.blobs);
     assert_int_equal(s1.blobs_used, s0.blobs_used);
     assert_int_equal(s1.trees, s0.trees);
@@ -599,26 +616,99 @@ static void test_bounded_plan(void **state)
     assert_int_equal(s1.bytes_unused_after, s0.bytes_unused_after);
 
     /* Too small: a clear error naming the least bound, before anything is read. */
+    char msg[ERR_MSG_MAX];
     assert_int_equal(dry_plan(loc, 4096, &l1, &s1, msg), ERR_FAIL);
     assert_non_null(strstr(msg, "too small"));
     assert_non_null(strstr(msg, "at least"));
     assert_int_equal(l1.n, 0);
-    /* A real prune under a bound that needs passes refuses, changing nothing. */
+}
+
+static int add_blob(void *ctx, const struct oid *blob, const struct idx_loc *loc)
+{
+    (void)loc;
+    struct oid_set {
+        struct oid *v;
+        size_t n;
+    } *s = ctx;
+    s->v[s->n++] = *blob;
+    return 0;
+}
+
+/* A real prune under a bound that forces at least 4 passes deletes and repacks exactly what the
+ * unbounded one does on an identical repository, and leaves it indexing the same blobs, checking
+ * clean and restorable; a bound too small for one range fails at once, changing nothing. */
+static void test_bounded_prune(void **state)
+{
+    (void)state;
+    char loc[600], twin[600], cmd[1300];
+    struct oid keep[2];
+    bounded_history(loc, keep);
+    snprintf(twin, sizeof twin, "%s/r%d", fx_base, fx_counter++);
+    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", loc, twin);
+    assert_int_equal(system(cmd), 0);
+    uint64_t bound = four_pass_bound(loc);
+
+    /* Too small: fails at once, changing nothing. */
     int packs = fx_count(loc, "data"), idx = fx_count(loc, "index");
     struct prune_options o;
     prune_options_default(&o);
-    o.max_memory = lo;
-    assert_int_equal(run_prune(loc, &o, NULL, &s1), ERR_FAIL);
+    o.max_unused = 0;
+    o.max_memory = 4096;
+    char msg[ERR_MSG_MAX];
+    struct acts l0, l1;
+    struct run rn = {.acts = &l1, .msg = msg};
+    struct prune_stats s0, s1;
+    assert_int_equal(run_prune(loc, &o, &rn, &s1), ERR_FAIL);
+    assert_non_null(strstr(msg, "too small"));
+    assert_non_null(strstr(msg, "at least"));
+    assert_int_equal(l1.n, 0);
     assert_int_equal(fx_count(loc, "data"), packs);
     assert_int_equal(fx_count(loc, "index"), idx);
     assert_int_equal(fx_count(loc, "deletions"), 0);
-    /* With room for one pass it prunes as planned. */
-    o.max_memory = 64 << 20;
-    assert_int_equal(run_prune(loc, &o, NULL, &s1), 0);
-    assert_int_equal(s1.passes, 1);
+
+    o.max_memory = bound;
+    assert_int_equal(run_prune(loc, &o, &rn, &s1), 0);
+    assert_true(s1.passes >= 4);
+    struct run rn0 = {.acts = &l0};
+    o.max_memory = 0;
+    assert_int_equal(run_prune(twin, &o, &rn0, &s0), 0);
+    assert_int_equal(s0.passes, 1);
+    assert_true(s0.packs_repacked >= 1);
+    assert_true(s0.packs_deleted >= 1);
+    assert_same_acts(&l0, &l1);
     assert_int_equal(s1.packs_deleted, s0.packs_deleted);
     assert_int_equal(s1.packs_repacked, s0.packs_repacked);
-    assert_int_equal(run_check(loc, true, NULL), 0);
+    assert_int_equal(s1.blobs_repacked, s0.blobs_repacked);
+    assert_int_equal(s1.bytes_deleted, s0.bytes_deleted);
+    assert_int_equal(s1.packs_pending, 0);
+    assert_int_equal(fx_count(loc, "data"), fx_count(twin, "data"));
+    assert_int_equal(fx_count(loc, "deletions"), 0);
+
+    /* Both index the same blobs. */
+    struct repo *r0 = fx_open(twin, NULL), *r1 = fx_open(loc, NULL);
+    size_t n = idx_blob_count(repo_index(r0));
+    assert_int_equal(idx_blob_count(repo_index(r1)), n);
+    struct {
+        struct oid *v;
+        size_t n;
+    } set = {malloc((n ? n : 1) * sizeof(struct oid)), 0};
+    assert_non_null(set.v);
+    assert_int_equal(idx_foreach(repo_index(r0), add_blob, &set), 0);
+    for (size_t i = 0; i < set.n; i++)
+        assert_true(idx_lookup(repo_index(r1), &set.v[i], NULL));
+    free(set.v);
+    repo_close(r0);
+    repo_close(r1);
+
+    uint64_t warn;
+    assert_int_equal(run_check(loc, true, &warn), 0);
+    assert_int_equal(warn, 0);
+    assert_int_equal(fx_verify(loc, &keep[0]), 0);
+    assert_int_equal(fx_verify(loc, &keep[1]), 0);
+    /* Nothing is left to do. */
+    o.max_memory = bound;
+    assert_int_equal(run_prune(loc, &o, NULL, &s1), 0);
+    assert_int_equal(s1.packs_deleted + s1.packs_repacked + s1.packs_marked, 0);
 }
 
 static void test_refuses_broken_index(void **state)
@@ -805,6 +895,7 @@ int main(void)
         cmocka_unit_test(test_orphan_pack),
         cmocka_unit_test(test_dry_run_changes_nothing),
         cmocka_unit_test(test_bounded_plan),
+        cmocka_unit_test(test_bounded_prune),
         cmocka_unit_test(test_refuses_broken_index),
         cmocka_unit_test(test_interrupted_resumes),
         cmocka_unit_test(test_quick_deletes_marked_only),
