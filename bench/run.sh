@@ -86,7 +86,15 @@ timed() {
 
 PVREPO=$W/pv-repo
 RREPO=$W/restic-repo
-rm -rf "$PVREPO" "$RREPO" "$W/pv-cache" "$W/restic-cache" "$W/pv-restore" "$W/restic-restore"
+old=("$PVREPO" "$RREPO" "$W/pv-cache" "$W/restic-cache" "$W/restic-s3-cache" "$W"/*-restore)
+if [ -e "${old[0]}" ] || [ -e "$W/pv-restore" ]; then
+    # ext4 passes over inodes freed in the last minute when it allocates new ones, so whichever
+    # restore came first would create its files more slowly: let the freed ones age first.
+    rm -rf "${old[@]}"
+    sync
+    echo "bench: removed a previous run's output; waiting 60 s for the file system"
+    sleep 60
+fi
 echo "bench password" >"$W/password"
 export PODVAULT_PASSWORD_FILE=$W/password PODVAULT_CACHE_DIR=$W/pv-cache
 export RESTIC_PASSWORD_FILE=$W/password
