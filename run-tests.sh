@@ -190,14 +190,17 @@ elif [ ! -f tests/s3-env.sh ]; then
 elif [ $BUILD_OK != 0 ]; then
     skip "S3 tests (Ceph RGW)" "the build failed"
 else
+    say "S3 tests (Ceph RGW)"
+    t0=$(date +%s)
     s3_tests
     rc=$?
+    secs="$(( $(date +%s) - t0 ))s"
     if [ $rc = 2 ]; then
         skip "S3 tests (Ceph RGW)" "RGW could not start here (see above)"
     elif [ $rc = 0 ]; then
-        SUMMARY+=("PASS  $(printf '%-42s' "S3 tests (Ceph RGW)")")
+        SUMMARY+=("PASS  $(printf '%-42s' "S3 tests (Ceph RGW)") $secs")
     else
-        SUMMARY+=("FAIL  $(printf '%-42s' "S3 tests (Ceph RGW)") (exit $rc)")
+        SUMMARY+=("FAIL  $(printf '%-42s' "S3 tests (Ceph RGW)") $secs (exit $rc)")
         FAILED=$((FAILED + 1))
     fi
 fi
