@@ -198,8 +198,8 @@ static int s3_credentials(const struct runner_env *env, struct k8s_client *k, co
 
 static bool inherited(const char *var, bool own_aws)
 {
-    static const char *const drop[] = {
-        "PODVAULT_PASSWORD=", "PODVAULT_PASSWORD_FILE=", "PODVAULT_REPOSITORY=", NULL};
+    static const char *const drop[] = {"PODVAULT_PASSWORD=", "PODVAULT_PASSWORD_FILE=",
+                                       "PODVAULT_REPOSITORY=", "TMPDIR=", NULL};
     static const char *const aws[] = {"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=",
                                       "AWS_SESSION_TOKEN=", "AWS_SHARED_CREDENTIALS_FILE=", NULL};
     for (const char *const *d = drop; *d; d++)
@@ -225,8 +225,11 @@ int runner_child_env(const struct runner_env *env, struct k8s_client *k, const s
     for (const char *const *v = env->base_env; rc == 0 && v && *v; v++)
         if (inherited(*v, creds.key_id != NULL) && asys_sv_add(out, *v) < 0)
             rc = err_set(e, ERR_FAIL, "out of memory");
+    /* A job assembles packs for object storage in temporary files (pack size x uploads in
+     * flight): they go to the scratch volume, never to a container's read-only root. */
     if (rc == 0 &&
-        (asys_sv_addf(out, "PODVAULT_PASSWORD=%s", password) < 0 ||
+        ((env->scratch_dir && asys_sv_addf(out, "TMPDIR=%s", env->scratch_dir) < 0) ||
+         asys_sv_addf(out, "PODVAULT_PASSWORD=%s", password) < 0 ||
          (creds.key_id && (asys_sv_addf(out, "AWS_ACCESS_KEY_ID=%s", creds.key_id) < 0 ||
                            asys_sv_addf(out, "AWS_SECRET_ACCESS_KEY=%s", creds.secret) < 0)) ||
          (creds.session_token &&

@@ -409,7 +409,7 @@ pass "409 Conflict retried"
 
 # --- 9. cancel, agent killed mid-backup, SIGTERM handback: a slow podvault makes jobs last
 stop_agent a TERM
-export PODVAULT_REAL=$PODVAULT PV_SLOW_SECONDS=30
+export PODVAULT_REAL=$PODVAULT PV_SLOW_SECONDS=30 PV_RECORD_TMPDIR=$tmp/job-tmpdir
 start_agent slow node-a --podvault "$src/tests/k8s/slow-podvault.sh"
 create_pvb to-cancel node-a src "$src_uid" data
 wait_phase podvolumebackup to-cancel InProgress 20
@@ -419,6 +419,10 @@ pass "cancel of a running backup -> Canceled"
 
 create_pvb killed node-a src "$src_uid" data
 wait_phase podvolumebackup killed InProgress 20
+# Jobs assemble packs in temporary files: on the scratch volume, never the read-only root.
+wait_for 10 test -s "$tmp/job-tmpdir" || fail "the slow podvault recorded no TMPDIR"
+if grep -vqx "$tmp/scratch" "$tmp/job-tmpdir"; then fail "a job ran with TMPDIR $(sort -u "$tmp/job-tmpdir")"; fi
+pass "jobs get TMPDIR on the scratch directory"
 stop_agent slow KILL
 start_agent a2 node-a
 wait_phase podvolumebackup killed Failed 20
