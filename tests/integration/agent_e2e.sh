@@ -86,16 +86,7 @@ kc create namespace velero >/dev/null
 kc apply -f "$src/deploy/agent/rbac.yaml" >/dev/null
 b_conn=(--server "$K8S_URL")
 if [ ${#K8S_TLS_ARGS[@]} -gt 0 ]; then
-    mkdir -p "$tmp/kube"
-    cp "$tmp/ca.pem" "$tmp/kube/ca.pem"
-    cat >"$tmp/kube/config" <<EOF
-apiVersion: v1
-kind: Config
-current-context: agent
-clusters: [{name: standin, cluster: {server: "https://127.0.0.1:$(cat "$tmp/k8s.tls-port")", certificate-authority: ca.pem}}]
-users: [{name: sa, user: {token: agent-token}}]
-contexts: [{name: agent, context: {cluster: standin, user: sa, namespace: velero}}]
-EOF
+    k8s_tls_kubeconfig "$tmp" agent-token
     b_conn=(--kubeconfig "$tmp/kube/config")
 fi
 kc apply -f - >/dev/null <<EOF

@@ -198,16 +198,7 @@ PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" -q --no-cache -r "$(repo_of shop)"
 # --- maintenance, connected as deploy/maintenance's ServiceAccount when TLS is there
 conn=(--server "$K8S_URL")
 if [ ${#K8S_TLS_ARGS[@]} -gt 0 ]; then
-    mkdir -p "$tmp/kube"
-    cp "$tmp/ca.pem" "$tmp/kube/ca.pem"
-    cat >"$tmp/kube/config" <<EOF
-apiVersion: v1
-kind: Config
-current-context: maint
-clusters: [{name: standin, cluster: {server: "https://127.0.0.1:$(cat "$tmp/k8s.tls-port")", certificate-authority: ca.pem}}]
-users: [{name: sa, user: {token: maint-token}}]
-contexts: [{name: maint, context: {cluster: standin, user: sa, namespace: velero}}]
-EOF
+    k8s_tls_kubeconfig "$tmp" maint-token
     conn=(--kubeconfig "$tmp/kube/config")
 fi
 timer=()

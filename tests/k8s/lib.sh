@@ -93,3 +93,19 @@ spec: {nodeName: $1, containers: [{name: node-agent, image: podvault}]}
 EOF2
     k8s_running "node-agent-$1" velero
 }
+
+# k8s_tls_kubeconfig DIR TOKEN: after k8s_tls_setup DIR, writes DIR/kube/config (with the CA
+# beside it) for the TLS listener and that ServiceAccount token, namespace velero.
+k8s_tls_kubeconfig() {
+    local dir=$1 token=$2
+    mkdir -p "$dir/kube"
+    cp "$dir/ca.pem" "$dir/kube/ca.pem"
+    cat >"$dir/kube/config" <<EOF2
+apiVersion: v1
+kind: Config
+current-context: sa
+clusters: [{name: standin, cluster: {server: "https://127.0.0.1:$(cat "$dir/k8s.tls-port")", certificate-authority: ca.pem}}]
+users: [{name: sa, user: {token: $token}}]
+contexts: [{name: sa, context: {cluster: standin, user: sa, namespace: velero}}]
+EOF2
+}
