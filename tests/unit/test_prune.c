@@ -334,19 +334,27 @@ static void test_recheck_finds_late_snapshot(void **state)
     assert_int_equal(run_check(loc, true, &warn), 0);
 }
 
-static void test_writer_honours_marks(void **state)
+/* A repository whose only snapshot (files 0..29) was forgotten: every pack is unused. Returns
+ * the pack holding file 5's blob, whose ID goes to *b5. */
+static struct oid forgotten_history(char loc[600], struct oid *b5)
 {
-    (void)state;
-    char loc[600];
     fx_create(loc);
     struct repo *r = fx_open(loc, NULL);
     int a[30];
     nums(a, 0, 30);
     struct oid sa = fx_backup(r, a, 30, NULL);
-    struct oid b5 = fx_blob_id(r, 5);
-    struct oid p5 = fx_pack_of(r, &b5);
+    *b5 = fx_blob_id(r, 5);
+    struct oid p5 = fx_pack_of(r, b5);
     fx_forget(r, &sa);
     repo_close(r);
+    return p5;
+}
+
+static void test_writer_honours_marks(void **state)
+{
+    (void)state;
+    char loc[600];
+    struct oid b5, p5 = forgotten_history(loc, &b5);
 
     struct lock *lk1, *lk2;
     struct repo *w1 = fx_open(loc, &lk1); /* live through the prune: deletions wait */
@@ -405,15 +413,7 @@ static void test_new_copy_stays_indexed(void **state)
 {
     (void)state;
     char loc[600];
-    fx_create(loc);
-    struct repo *r = fx_open(loc, NULL);
-    int a[30];
-    nums(a, 0, 30);
-    struct oid sa = fx_backup(r, a, 30, NULL);
-    struct oid b5 = fx_blob_id(r, 5);
-    struct oid p5 = fx_pack_of(r, &b5);
-    fx_forget(r, &sa);
-    repo_close(r);
+    struct oid b5, p5 = forgotten_history(loc, &b5);
 
     struct lock *lk1, *lk2;
     struct repo *w1 = fx_open(loc, &lk1);
