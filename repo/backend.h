@@ -46,6 +46,7 @@ struct backend {
     const struct backend_ops *ops;
     char *location;      /* as the user gave it, for messages; owned */
     unsigned save_slots; /* how many saves the engine should keep running at once (>= 1) */
+    unsigned load_slots; /* how many loads read-ahead may keep running at once (0 means 1) */
 };
 
 /* Opens the backend named by a location: "s3:<url>/<bucket>[/<prefix>]" for S3 (see

@@ -341,6 +341,9 @@ static int load_settings(struct s3 *s, struct err *e)
     long uploads = 4;
     if (!rc) rc = env_long(BACKEND_S3_ENV_UPLOADS, uploads, 1, 64, &uploads, e);
     s->b.save_slots = (unsigned)uploads;
+    long downloads = 2;
+    if (!rc) rc = env_long(BACKEND_S3_ENV_DOWNLOADS, downloads, 1, 16, &downloads, e);
+    s->b.load_slots = (unsigned)downloads;
     return rc;
 }
 

@@ -38,21 +38,38 @@
 #define REPO_INDEX_THREADS 4
 /* Longest object name we build: "<dir>/<64 hex>" with a short dir. */
 #define REPO_NAME_MAX 160
-/* Read-ahead windows of a remote repository (see the top of the file). */
+/* Read-ahead of a remote repository (see the top of the file): the segment size; segments
+ * planned at once (a planned segment holds no bytes yet); segments with bytes beyond one per fetch
+ * in flight (those being read); most fetcher threads. */
 #define REPO_WINDOW_BYTES (4u << 20)
-#define REPO_WINDOWS 4
+#define REPO_SEGMENTS 64
+#define REPO_WINDOWS_READ 2
+#define REPO_FETCHERS_MAX 16
 /* Listings of index/ tried when a file listed is gone by the time it is read (a concurrent
  * prune replaced it); each try lists again. */
 #define REPO_RELIST_TRIES 3
 
-/* Bytes [off, off + want) of a pack, read ahead. While `loading`, `data` belongs to the thread
- * that fetches it, and threads that want bytes of it wait for `win_ready`. */
+enum win_state {
+    WIN_FREE,
+    WIN_PLANNED, /* to be fetched */
+    WIN_LOADING, /* `data` belongs to the fetcher */
+    WIN_READY,
+    WIN_FAILED, /* the fetch failed: its readers read directly */
+};
+
+/* Segment `seg` of a pack: bytes [off, off + want), off = seg x the window size. */
 struct window {
-    struct oid pack; /* zero: unused */
-    uint64_t off, want;
-    struct buf data;
-    bool loading;
-    uint64_t used; /* for least-recently-used replacement */
+    enum win_state state;
+    struct oid pack;
+    uint32_t pack_no;
+    uint64_t seg, off, want;
+    struct buf data;  /* exactly `want` bytes once ready */
+    uint32_t pending; /* reads announced (repo_prefetch) and not done: not dropped meanwhile */
+    unsigned readers; /* blobs being opened in place: not dropped meanwhile */
+    uint64_t seq;     /* planning order; 0: a reader waits for it */
+    bool stuck;       /* a reader waits for it but there is no room: readers read directly */
+    bool fresh;       /* fetched and not read from yet */
+    uint64_t used;    /* for least-recently-used replacement */
 };
 
 struct repo {
@@ -75,12 +92,22 @@ struct repo {
      * pack fetch it once. Such downloads are rare (once per pack), so one lock is enough. */
     pthread_mutex_t fetch_lock;
 
-    /* Read-ahead (window size 0: off). win_lock guards the windows and pack_end. */
+    /* Read-ahead (window size 0: off). win_lock guards the segments, the counters and
+     * pack_end; readers wait for win_ready (a fetch ended), fetchers for fetch_work (a segment
+     * was planned, or room made). */
     size_t window_bytes;
     pthread_mutex_t win_lock;
-    pthread_cond_t win_ready;
-    struct window win[REPO_WINDOWS];
-    uint64_t win_tick;
+    pthread_cond_t win_ready, fetch_work;
+    struct window win[REPO_SEGMENTS];
+    unsigned n_filled, win_budget; /* segments loading or ready, and how many may be */
+    /* Buffers of the window size that no segment holds, kept for the next fetch: allocated once,
+     * so that memory stays budget x window size however the allocator would place them. */
+    uint8_t *spare[REPO_FETCHERS_MAX + REPO_WINDOWS_READ];
+    unsigned n_spare;
+    uint64_t win_tick, plan_seq;
+    pthread_t fetchers[REPO_FETCHERS_MAX];
+    unsigned n_fetchers; /* started when first needed */
+    bool fetch_stop;
     /* By pack number: where the last blob the index knows in that pack ends, so that a window
      * never asks for bytes past a pack's end. Built when first needed. */
     uint64_t *pack_end;
@@ -246,11 +273,11 @@ static void repo_free(struct repo *r)
     cache_close(r->cache);
     free(r->cache_dir);
     pthread_mutex_destroy(&r->fetch_lock);
-    for (size_t i = 0; i < REPO_WINDOWS; i++)
-        buf_free(&r->win[i].data);
+    repo_prefetch_end(r);
     free(r->pack_end);
     pthread_mutex_destroy(&r->win_lock);
     pthread_cond_destroy(&r->win_ready);
+    pthread_cond_destroy(&r->fetch_work);
     chunker_free(r->chunker);
     idx_free(r->idx);
     backend_close(r->b);
@@ -316,6 +343,7 @@ const char *repo_cache_dir(const struct repo *r)
 
 void repo_set_read_ahead(struct repo *r, size_t bytes)
 {
+    repo_prefetch_end(r); /* segments of the old size */
     r->window_bytes = bytes;
 }
 
@@ -369,6 +397,7 @@ int repo_open(const char *location, const char *password, struct repo **out, str
     pthread_mutex_init(&r->fetch_lock, NULL);
     pthread_mutex_init(&r->win_lock, NULL);
     pthread_cond_init(&r->win_ready, NULL);
+    pthread_cond_init(&r->fetch_work, NULL);
     rc = open_objects(r, location, password, e);
     if (rc < 0) {
         repo_free(r);
@@ -827,74 +856,309 @@ static uint64_t pack_end(struct repo *r, uint32_t pack)
     return pack < r->n_pack_end ? r->pack_end[pack] : 0;
 }
 
-/* The window that holds (or is fetching) [off, off + len) of `pack`, or NULL. */
-static struct window *window_find(struct repo *r, const struct oid *pack, uint64_t off,
-                                  uint64_t len)
+/* Empties `b` and gives it exactly `n` bytes of room (buf_reserve rounds up to a power of
+ * two). */
+static int buf_exact(struct buf *b, size_t n)
 {
-    for (size_t i = 0; i < REPO_WINDOWS; i++) {
+    buf_free(b);
+    if (!(b->data = malloc(n ? n : 1))) return -1;
+    b->cap = n;
+    return 0;
+}
+
+/* Segment k of `pack` in any state but free, or NULL. */
+static struct window *seg_find(struct repo *r, const struct oid *pack, uint64_t k)
+{
+    for (size_t i = 0; i < REPO_SEGMENTS; i++) {
         struct window *w = &r->win[i];
-        if (oid_eq(&w->pack, pack) && off >= w->off && off + len <= w->off + w->want) return w;
+        if (w->state != WIN_FREE && w->seg == k && oid_eq(&w->pack, pack)) return w;
     }
     return NULL;
 }
 
-/* The least recently used window that no thread is fetching, or NULL. */
-static struct window *window_victim(struct repo *r)
+/* Keeps a buffer of the window size for the next fetch. */
+static void spare_put(struct repo *r, uint8_t *p)
+{
+    if (p && r->n_spare < sizeof r->spare / sizeof *r->spare)
+        r->spare[r->n_spare++] = p;
+    else
+        free(p);
+}
+
+/* Never called on a loading segment: its bytes belong to the fetcher. */
+static void seg_drop(struct repo *r, struct window *w)
+{
+    if (w->state == WIN_READY) r->n_filled--;
+    spare_put(r, w->data.data);
+    *w = (struct window){.state = WIN_FREE};
+}
+
+static void *fetcher_main(void *arg);
+
+/* Caller holds win_lock. False when no thread could be started. */
+static bool start_fetchers(struct repo *r)
+{
+    if (r->n_fetchers) return true;
+    unsigned n = r->b->load_slots ? r->b->load_slots : 1;
+    if (n > REPO_FETCHERS_MAX) n = REPO_FETCHERS_MAX;
+    for (unsigned i = 0; i < n; i++) {
+        if (pthread_create(&r->fetchers[r->n_fetchers], NULL, fetcher_main, r) != 0) break;
+        r->n_fetchers++;
+    }
+    r->win_budget = r->n_fetchers + REPO_WINDOWS_READ;
+    return r->n_fetchers > 0;
+}
+
+/* Plans the fetch of segment k of a pack: first among those planned when `urgent` (a reader
+ * waits for it), else after them. NULL when the segment lies past the pack's blobs (or their end
+ * is unknown), every slot is taken, or no fetcher runs. Caller holds win_lock. */
+static struct window *seg_plan(struct repo *r, const struct oid *pack, uint32_t pack_no, uint64_t k,
+                               bool urgent)
+{
+    uint64_t end = pack_end(r, pack_no), start = k * r->window_bytes;
+    if (start >= end || !start_fetchers(r)) return NULL;
+    struct window *w = NULL;
+    for (size_t i = 0; i < REPO_SEGMENTS && !w; i++)
+        if (r->win[i].state == WIN_FREE) w = &r->win[i];
+    if (!w) return NULL;
+    *w = (struct window){.state = WIN_PLANNED,
+                         .pack = *pack,
+                         .pack_no = pack_no,
+                         .seg = k,
+                         .off = start,
+                         .want = end - start < r->window_bytes ? end - start : r->window_bytes,
+                         .seq = urgent ? 0 : ++r->plan_seq};
+    pthread_cond_broadcast(&r->fetch_work);
+    return w;
+}
+
+/* One announced read of segment w happened or will not happen. */
+static void seg_taken(struct repo *r, struct window *w)
+{
+    if (!w->pending || --w->pending) return;
+    if (w->state == WIN_FAILED) seg_drop(r, w);
+    pthread_cond_broadcast(&r->fetch_work); /* room for a fetch, perhaps */
+}
+
+/* Room for one more segment with bytes: under the budget, or by dropping the least recently used
+ * ready segment that no announced read still needs. A speculative fetch does not drop a segment
+ * fetched ahead and not read yet, preferring to give way itself. Caller holds win_lock. */
+static bool make_room(struct repo *r, bool speculative)
+{
+    if (r->n_filled < r->win_budget) return true;
+    struct window *best = NULL;
+    for (size_t i = 0; i < REPO_SEGMENTS; i++) {
+        struct window *w = &r->win[i];
+        if (w->state != WIN_READY || w->pending || w->readers || (speculative && w->fresh))
+            continue;
+        if (!best || best->fresh > w->fresh || (best->fresh == w->fresh && w->used < best->used))
+            best = w;
+    }
+    if (!best) return false;
+    seg_drop(r, best);
+    return true;
+}
+
+/* The planned segment to fetch next: the one planned first (urgent ones are planned at 0). */
+static struct window *next_planned(struct repo *r)
 {
     struct window *best = NULL;
-    for (size_t i = 0; i < REPO_WINDOWS; i++) {
+    for (size_t i = 0; i < REPO_SEGMENTS; i++) {
         struct window *w = &r->win[i];
-        if (!w->loading && (!best || w->used < best->used)) best = w;
+        if (w->state == WIN_PLANNED && (!best || w->seq < best->seq)) best = w;
     }
     return best;
 }
 
-/* Appends the sealed bytes of a blob at `loc` in pack `pack` to `stored`, through the windows. */
-static int load_ahead(struct repo *r, const char *name, const struct oid *pack,
-                      const struct idx_loc *loc, struct buf *stored, struct err *e)
+/* A fetcher thread: fetches planned segments while there is room for their bytes. A segment
+ * that fails is marked so (the error is dropped): its readers then read their blob directly,
+ * which retries and reports as a read without read-ahead does. */
+static void *fetcher_main(void *arg)
 {
-    uint64_t off = loc->offset, len = loc->stored_len;
+    struct repo *r = arg;
     pthread_mutex_lock(&r->win_lock);
-    struct window *w;
-    while ((w = window_find(r, pack, off, len)) != NULL && w->loading)
-        pthread_cond_wait(&r->win_ready, &r->win_lock);
-    if (w) {
-        w->used = ++r->win_tick;
-        int rc = buf_append(stored, w->data.data + (off - w->off), len) < 0
-                     ? err_set(e, ERR_FAIL, "out of memory")
-                     : 0;
+    while (!r->fetch_stop) {
+        struct window *w = next_planned(r);
+        if (w && !make_room(r, !w->pending)) {
+            if (!w->pending) { /* speculation gives way */
+                seg_drop(r, w);
+                continue;
+            }
+            if (w->seq == 0 && !w->stuck) { /* its waiting readers read directly */
+                w->stuck = true;
+                pthread_cond_broadcast(&r->win_ready);
+            }
+            w = NULL;
+        }
+        if (!w) {
+            pthread_cond_wait(&r->fetch_work, &r->win_lock);
+            continue;
+        }
+        w->state = WIN_LOADING;
+        w->stuck = false;
+        r->n_filled++;
+        char name[80];
+        pack_object_name(&w->pack, name);
+        uint64_t off = w->off, want = w->want;
+        struct buf data = {.data = r->n_spare ? r->spare[--r->n_spare] : NULL,
+                           .cap = r->window_bytes};
         pthread_mutex_unlock(&r->win_lock);
-        return rc;
+
+        struct err ignored;
+        int rc = 0;
+        if (!data.data && !(data.data = malloc(r->window_bytes))) rc = ERR_FAIL;
+        if (rc == 0) rc = backend_load(r->b, name, off, want, &data, &ignored);
+        if (data.cap != r->window_bytes) { /* grown (never expected): not of the kind kept */
+            free(data.data);
+            data.data = NULL;
+            rc = ERR_FAIL;
+        }
+        pthread_mutex_lock(&r->win_lock);
+        if (rc == 0) {
+            w->data = data;
+            w->state = WIN_READY;
+            w->fresh = true;
+            w->used = ++r->win_tick;
+        } else {
+            spare_put(r, data.data);
+            r->n_filled--;
+            w->state = WIN_FAILED;
+            if (!w->pending) seg_drop(r, w);
+        }
+        pthread_cond_broadcast(&r->win_ready);
     }
-    uint64_t end = pack_end(r, loc->pack), want = len;
-    if (end > off + len) want = end - off < r->window_bytes ? end - off : r->window_bytes;
-    if (want < len) want = len;
-    w = want > len ? window_victim(r) : NULL;
-    if (!w) { /* nothing to read ahead, or every window busy: just this blob */
-        pthread_mutex_unlock(&r->win_lock);
-        return backend_load(r->b, name, off, len, stored, e);
-    }
-    w->pack = *pack;
-    w->off = off;
-    w->want = want;
-    w->loading = true;
+    pthread_mutex_unlock(&r->win_lock);
+    return NULL;
+}
+
+/* A read from segment w (k of its pack) begins. */
+static void seg_read(struct repo *r, struct window *w)
+{
+    bool first = w->fresh;
+    w->fresh = false;
     w->used = ++r->win_tick;
-    buf_reset(&w->data);
-    pthread_mutex_unlock(&r->win_lock);
+    seg_taken(r, w);
+    /* Sequential reading: the next segment is fetched while this one is read. */
+    if (first && !seg_find(r, &w->pack, w->seg + 1))
+        seg_plan(r, &w->pack, w->pack_no, w->seg + 1, false);
+}
 
-    int rc = backend_load(r->b, name, off, want, &w->data, e);
-
+/* Opens the blob `id` at `loc` in pack `pack` through the segments (see the top of the file),
+ * appending its plaintext to `out`: segment by segment, waiting for those being fetched and
+ * asking for those nobody planned; what cannot be had that way is read directly. A blob that
+ * lies in one segment is opened in place, the segment pinned meanwhile. */
+static int open_ahead(struct repo *r, const char *name, const struct oid *pack,
+                      const struct idx_loc *loc, const struct oid *id, struct buf *out,
+                      struct err *e)
+{
+    const uint64_t wb = r->window_bytes, end = (uint64_t)loc->offset + loc->stored_len;
+    uint64_t at = loc->offset;
+    struct buf stored = BUF_INIT; /* the blob when it is not opened in place */
     pthread_mutex_lock(&r->win_lock);
-    if (rc == 0 && buf_append(stored, w->data.data, len) < 0)
-        rc = err_set(e, ERR_FAIL, "out of memory");
-    if (rc < 0) {
-        memset(&w->pack, 0, sizeof w->pack);
-        buf_reset(&w->data);
+    while (at < end) {
+        uint64_t k = at / wb;
+        struct window *w = seg_find(r, pack, k);
+        if (!w && (w = seg_plan(r, pack, loc->pack, k, true)) != NULL) w->pending++;
+        while (w && ((w->state == WIN_PLANNED && !w->stuck) || w->state == WIN_LOADING)) {
+            if (w->state == WIN_PLANNED && w->seq) { /* needed now: before what is needed later */
+                w->seq = 0;
+                pthread_cond_broadcast(&r->fetch_work);
+            }
+            pthread_cond_wait(&r->win_ready, &r->win_lock);
+            w = seg_find(r, pack, k);
+        }
+        if (!w || w->state != WIN_READY) break;
+        bool whole = at == loc->offset && end <= w->off + w->want;
+        if (!whole && !stored.data && buf_exact(&stored, loc->stored_len) < 0) break;
+        seg_read(r, w);
+        if (whole) {
+            w->readers++;
+            pthread_mutex_unlock(&r->win_lock);
+            int rc = crypt_blob_open(&r->keys, (enum blob_type)loc->type, id,
+                                     w->data.data + (at - w->off), loc->stored_len, loc->raw_len,
+                                     out, e);
+            pthread_mutex_lock(&r->win_lock);
+            if (!--w->readers) pthread_cond_broadcast(&r->fetch_work);
+            pthread_mutex_unlock(&r->win_lock);
+            return rc;
+        }
+        uint64_t piece = (end < (k + 1) * wb ? end : (k + 1) * wb) - at;
+        buf_append(&stored, w->data.data + (at - w->off), (size_t)piece); /* room reserved */
+        at += piece;
     }
-    w->loading = false;
-    pthread_cond_broadcast(&r->win_ready);
+    /* The segments left will not be read: the rest is read directly. */
+    for (uint64_t k = at / wb; at < end && k * wb < end; k++) {
+        struct window *w = seg_find(r, pack, k);
+        if (w) seg_taken(r, w);
+    }
     pthread_mutex_unlock(&r->win_lock);
+    int rc = 0;
+    if (!stored.data && buf_exact(&stored, loc->stored_len) < 0)
+        rc = err_set(e, ERR_FAIL, "out of memory");
+    if (rc == 0 && at < end) rc = backend_load(r->b, name, at, end - at, &stored, e);
+    if (rc == 0) rc = open_blob(r, loc, id, &stored, out, e);
+    buf_free(&stored);
     return rc;
+}
+
+/* Where blob `id` is stored; false when the index does not know it. */
+static bool locate(struct repo *r, const struct oid *id, struct idx_loc *loc, struct oid *pack_id)
+{
+    repo_index_lock(r, false);
+    bool found = idx_lookup(r->idx, id, loc);
+    if (found) *pack_id = *idx_pack_id(r->idx, loc->pack); /* copied: the table may grow */
+    repo_index_unlock(r);
+    return found;
+}
+
+/* Calls `fn` on each segment that blob `id` lies in, when it is read through segments. */
+static void for_segments(struct repo *r, const struct oid *id, bool plan,
+                         void (*fn)(struct repo *, struct window *))
+{
+    struct idx_loc loc;
+    struct oid pack;
+    if (!r->window_bytes || !locate(r, id, &loc, &pack) || (r->cache && loc.type == BLOB_TREE))
+        return;
+    const uint64_t wb = r->window_bytes, end = (uint64_t)loc.offset + loc.stored_len;
+    pthread_mutex_lock(&r->win_lock);
+    for (uint64_t k = loc.offset / wb; k * wb < end; k++) {
+        struct window *w = seg_find(r, &pack, k);
+        if (!w && plan) w = seg_plan(r, &pack, loc.pack, k, false);
+        if (w) fn(r, w);
+    }
+    pthread_mutex_unlock(&r->win_lock);
+}
+
+static void seg_announce(struct repo *r, struct window *w)
+{
+    w->pending++;
+}
+
+void repo_prefetch(struct repo *r, const struct oid *id)
+{
+    for_segments(r, id, true, seg_announce);
+}
+
+void repo_prefetch_cancel(struct repo *r, const struct oid *id)
+{
+    for_segments(r, id, false, seg_taken);
+}
+
+void repo_prefetch_end(struct repo *r)
+{
+    pthread_mutex_lock(&r->win_lock);
+    r->fetch_stop = true;
+    pthread_cond_broadcast(&r->fetch_work);
+    pthread_mutex_unlock(&r->win_lock);
+    for (unsigned i = 0; i < r->n_fetchers; i++)
+        pthread_join(r->fetchers[i], NULL);
+    /* No thread uses the segments now. */
+    for (size_t i = 0; i < REPO_SEGMENTS; i++)
+        seg_drop(r, &r->win[i]);
+    while (r->n_spare)
+        free(r->spare[--r->n_spare]);
+    r->n_fetchers = 0;
+    r->fetch_stop = false;
 }
 
 int repo_load_blob(struct repo *r, enum blob_type type, const struct oid *id, struct buf *out,
@@ -903,11 +1167,8 @@ int repo_load_blob(struct repo *r, enum blob_type type, const struct oid *id, st
     char hex[OID_HEX_LEN + 1];
     struct idx_loc loc;
     struct oid pack_id;
-    repo_index_lock(r, false);
-    bool found = idx_lookup(r->idx, id, &loc);
-    if (found) pack_id = *idx_pack_id(r->idx, loc.pack); /* copied: the table may grow */
-    repo_index_unlock(r);
-    if (!found) return err_set(e, ERR_NOT_FOUND, "blob %s is not in the index", oid_hex(id, hex));
+    if (!locate(r, id, &loc, &pack_id))
+        return err_set(e, ERR_NOT_FOUND, "blob %s is not in the index", oid_hex(id, hex));
     (void)type; /* the index knows the stored type (see below) */
 
     char name[80];
@@ -919,12 +1180,11 @@ int repo_load_blob(struct repo *r, enum blob_type type, const struct oid *id, st
      * the ID. */
     if (r->cache && loc.type == BLOB_TREE) {
         rc = load_tree_blob(r, name, &loc, id, out, e);
+    } else if (r->window_bytes) {
+        rc = open_ahead(r, name, &pack_id, &loc, id, out, e);
     } else {
         struct buf stored = BUF_INIT;
-        if (r->window_bytes)
-            rc = load_ahead(r, name, &pack_id, &loc, &stored, e);
-        else
-            rc = backend_load(r->b, name, loc.offset, loc.stored_len, &stored, e);
+        rc = backend_load(r->b, name, loc.offset, loc.stored_len, &stored, e);
         if (rc == 0) rc = open_blob(r, &loc, id, &stored, out, e);
         buf_free(&stored);
     }

@@ -45,10 +45,21 @@ void repo_close(struct repo *r);
 int repo_set_cache(struct repo *r, const char *dir, struct err *e);
 /* The cache directory in use, or NULL. */
 const char *repo_cache_dir(const struct repo *r);
-/* Blob reads fetch up to `bytes` of the pack from the blob on and serve the next blobs from
- * that (0: each blob is one read). repo_open turns it on for a repository that is not a local
- * directory. Set before the repository is shared between threads. */
+/* Blob reads go through segments of `bytes` of their pack, fetched by background threads and
+ * shared by the reads of the blobs they hold (0: each blob is one read). repo_open turns it on
+ * for a repository that is not a local directory. Set before the repository is shared between
+ * threads. */
 void repo_set_read_ahead(struct repo *r, size_t bytes);
+/* Read-ahead for a reader that knows what it will read (a restore): each repo_prefetch tells
+ * that blob `id` will be read soon, in the order of the calls, so that its bytes are fetched
+ * before they are asked for (no more than a fixed number of segments at once). Each call must be
+ * matched by one repo_load_blob of that blob, or by one repo_prefetch_cancel when it will not be
+ * read after all: what is announced and not read yet stays in memory. Both do nothing without
+ * read-ahead; thread-safe. repo_prefetch_end stops the fetches, forgets what was announced and
+ * frees the segments; call it when no other thread uses the repository (repo_close does). */
+void repo_prefetch(struct repo *r, const struct oid *id);
+void repo_prefetch_cancel(struct repo *r, const struct oid *id);
+void repo_prefetch_end(struct repo *r);
 
 /* Reads every index file into the in-memory index (once; later calls do nothing). Cached tree
  * packs that the index no longer lists are dropped. */

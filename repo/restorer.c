@@ -667,19 +667,38 @@ struct worker {
     bool have_cached;
 };
 
+/* Blobs of a remote repository are fetched ahead of the workers: the walk announces the
+ * blobs of each job as it queues it, and every blob announced is then read, or its
+ * announcement taken back, exactly once. */
+static void announce(struct rs *rs, const struct job *j)
+{
+    for (size_t k = j->first; k < j->first + j->count; k++)
+        if (!j->f->node.content[k].hole) repo_prefetch(rs->r, &j->f->node.content[k].id);
+}
+
+/* Extents [k, end of the job) will not be read. */
+static void unannounce(struct rs *rs, const struct job *j, size_t k)
+{
+    for (; k < j->first + j->count; k++)
+        if (!j->f->node.content[k].hole) repo_prefetch_cancel(rs->r, &j->f->node.content[k].id);
+}
+
 static void run_job(struct worker *w, const struct job *j)
 {
     struct rs *rs = w->rs;
     struct rfile *f = j->f;
     uint64_t off = j->off;
-    for (size_t k = j->first; k < j->first + j->count; k++) {
-        if (f->failed || canceled(rs)) return;
+    size_t k = j->first;
+    for (; k < j->first + j->count; k++) {
+        if (f->failed || canceled(rs)) break;
         const struct tree_extent *x = &f->node.content[k];
         if (x->hole) {
             off += x->len;
             continue;
         }
-        if (!w->have_cached || !oid_eq(&w->cached, &x->id)) {
+        if (w->have_cached && oid_eq(&w->cached, &x->id)) {
+            repo_prefetch_cancel(rs->r, &x->id);
+        } else {
             struct err e;
             err_clear(&e);
             w->have_cached = false;
@@ -689,7 +708,8 @@ static void run_job(struct worker *w, const struct job *j)
                 report(rs, f->disp, true, "content not restored: blob %s: %s", oid_hex(&x->id, hex),
                        e.msg);
                 f->failed = true;
-                return;
+                k++;
+                break;
             }
             w->cached = x->id;
             w->have_cached = true;
@@ -698,18 +718,21 @@ static void run_job(struct worker *w, const struct job *j)
             report(rs, f->disp, true, "content not restored: blob is %zu bytes, tree says %llu",
                    w->blob.len, (unsigned long long)x->len);
             f->failed = true;
-            return;
+            k++;
+            break;
         }
         int64_t n = write_data(f->fd, w->blob.data, w->blob.len, off, rs->o->sparse);
         if (n < 0) {
             report(rs, f->disp, true, "writing: %s", strerror((int)-n));
             f->failed = true;
-            return;
+            k++;
+            break;
         }
         rs->bytes += (uint64_t)n;
         rs->bytes_done += x->len;
         off += x->len;
     }
+    unannounce(rs, j, k);
 }
 
 static void *worker_main(void *arg)
@@ -746,6 +769,7 @@ static void *worker_main(void *arg)
  * On cancel the job is dropped. */
 static void push_job(struct rs *rs, const struct job *j)
 {
+    announce(rs, j);
     pthread_mutex_lock(&rs->lock);
     while (rs->q_len == rs->q_cap && !canceled(rs)) {
         struct timespec ts;
@@ -757,6 +781,7 @@ static void push_job(struct rs *rs, const struct job *j)
     }
     if (canceled(rs)) {
         pthread_mutex_unlock(&rs->lock);
+        unannounce(rs, j, j->first);
         release_file(rs, j->f);
         return;
     }
@@ -1477,6 +1502,7 @@ int restore_snapshot(struct repo *r, const struct snapshot *s, const struct rest
     if (rc == 0) rc = start_workers(rs, e);
     if (rc == 0 && walk(rs) < 0) rc = err_set(e, ERR_FAIL, "restore: out of memory");
     stop_workers(rs);
+    repo_prefetch_end(r);
     if (rc == 0 && canceled(rs)) rc = err_set(e, ERR_CANCELED, "restore canceled");
     if (rc == 0) {
         for (size_t j = 0; j < rs->n_inc; j++) {
