@@ -932,11 +932,12 @@ static struct window *seg_plan(struct repo *r, const struct oid *pack, uint32_t 
     return w;
 }
 
-/* One announced read of segment w happened or will not happen. */
+/* One announced read of segment w happened or will not happen. A segment not fetched (or
+ * failed) that no read wants any more goes. */
 static void seg_taken(struct repo *r, struct window *w)
 {
     if (!w->pending || --w->pending) return;
-    if (w->state == WIN_FAILED) seg_drop(r, w);
+    if (w->state == WIN_PLANNED || w->state == WIN_FAILED) seg_drop(r, w);
     pthread_cond_broadcast(&r->fetch_work); /* room for a fetch, perhaps */
 }
 

@@ -952,6 +952,201 @@ static void test_read_ahead(void **state)
     free(ents);
 }
 
+/* Loads of data/ seen by the backend under a prefetching repository: how many, the most at
+ * once, and the first load of a whole segment at `fail_at` fails (when fail_at >= 0). */
+static struct {
+    struct backend_ops ops;
+    const struct backend_ops *inner;
+    atomic_int loads, in_flight, max_in_flight, direct, tried, failed;
+    long long fail_at;
+    uint64_t window, ends[2]; /* segments are `window` bytes, or end where a pack's blobs do */
+} watch;
+
+static int watch_load(struct backend *self, const char *name, uint64_t offset, uint64_t len,
+                      struct buf *out, struct err *e)
+{
+    if (strncmp(name, "data/", 5) != 0) return watch.inner->load(self, name, offset, len, out, e);
+    watch.loads++;
+    bool segment =
+        offset % watch.window == 0 &&
+        (len == watch.window || offset + len == watch.ends[0] || offset + len == watch.ends[1]);
+    if (!segment) watch.direct++;
+    if (segment && (long long)offset == watch.fail_at && !watch.tried++) {
+        watch.failed++;
+        return err_set(e, ERR_FAIL, "injected failure");
+    }
+    int now = ++watch.in_flight, max = watch.max_in_flight;
+    while (now > max && !atomic_compare_exchange_weak(&watch.max_in_flight, &max, now)) {
+    }
+    usleep(2000); /* a network's latency, so that fetches overlap */
+    int rc = watch.inner->load(self, name, offset, len, out, e);
+    watch.in_flight--;
+    return rc;
+}
+
+static void watch_loads(struct repo *r, uint64_t window, long long fail_at)
+{
+    struct backend *b = repo_backend(r);
+    if (b->ops != &watch.ops) {
+        watch.inner = b->ops;
+        watch.ops = *b->ops;
+        watch.ops.load = watch_load;
+        b->ops = &watch.ops;
+    }
+    watch.loads = watch.in_flight = watch.max_in_flight = watch.direct = watch.tried = 0;
+    watch.failed = 0;
+    watch.fail_at = fail_at;
+    watch.window = window;
+}
+
+/* A restore's pattern: one thread announces the blobs in order, keeping at most `ahead` blobs
+ * announced and not read; readers take the next blob in that order. */
+struct plan {
+    struct repo *r;
+    const struct pack_entry *ents;
+    size_t n, ahead;
+    atomic_size_t announced, next, done;
+    atomic_int bad;
+};
+
+static void *plan_reader(void *arg)
+{
+    struct plan *pl = arg;
+    struct buf out = BUF_INIT;
+    for (;;) {
+        size_t i = pl->next++;
+        if (i >= pl->n) break;
+        while (pl->announced <= i)
+            usleep(100);
+        char plain[64];
+        int len = snprintf(plain, sizeof plain, "blob ahead %zu", i);
+        struct err e;
+        buf_reset(&out);
+        if (repo_load_blob(pl->r, BLOB_DATA, &pl->ents[i].id, &out, &e) != 0 ||
+            out.len != (size_t)len || memcmp(out.data, plain, out.len) != 0)
+            pl->bad++;
+        pl->done++;
+    }
+    buf_free(&out);
+    return NULL;
+}
+
+static void run_plan(struct repo *r, const struct pack_entry *ents, size_t n, size_t ahead)
+{
+    enum { PLAN_READERS = 3 };
+    struct plan pl = {.r = r, .ents = ents, .n = n, .ahead = ahead};
+    pthread_t th[PLAN_READERS];
+    for (int t = 0; t < PLAN_READERS; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, plan_reader, &pl), 0);
+    for (size_t i = 0; i < n; i++) {
+        while (i >= pl.done + ahead)
+            usleep(100);
+        repo_prefetch(r, &ents[i].id);
+        pl.announced++;
+    }
+    for (int t = 0; t < PLAN_READERS; t++)
+        pthread_join(th[t], NULL);
+    assert_int_equal(pl.bad, 0);
+}
+
+/* Reads blobs "blob other <i>" (i < n) in order, checking them; returns how many were wrong. */
+static int read_others(struct repo *r, const struct pack_entry *ents, size_t n)
+{
+    int bad = 0;
+    struct buf out = BUF_INIT;
+    for (size_t i = 0; i < n; i++) {
+        char plain[64];
+        int len = snprintf(plain, sizeof plain, "blob other %zu", i);
+        struct err e;
+        buf_reset(&out);
+        if (repo_load_blob(r, BLOB_DATA, &ents[i].id, &out, &e) != 0 || out.len != (size_t)len ||
+            memcmp(out.data, plain, out.len) != 0)
+            bad++;
+    }
+    buf_free(&out);
+    return bad;
+}
+
+static void test_prefetch(void **state)
+{
+    char loc[600];
+    struct err e;
+    new_location(loc);
+    create(loc, "pw");
+    struct repo *r = open_ok(loc, "pw");
+    enum { N = 3000, N2 = 100 };
+    struct oid xid;
+    struct pack_entry *ents, *ents2;
+    struct idx_file_pack fp[2] = {{.n = N}, {.n = N2}};
+    write_pack(r, "ahead", N, &fp[0].pack_id, &ents);
+    write_pack(r, "other", N2, &fp[1].pack_id, &ents2);
+    fp[0].entries = ents;
+    fp[1].entries = ents2;
+    write_index(r, fp, 2, NULL, 0, &xid);
+    uint64_t area = ents[N - 1].offset + ents[N - 1].stored_len;
+    uint64_t area2 = ents2[N2 - 1].offset + ents2[N2 - 1].stored_len;
+    watch.ends[0] = area;
+    watch.ends[1] = area2;
+    repo_close(r);
+
+    /* Without read-ahead (a local directory), announcing does nothing. */
+    const size_t window = 4096;
+    r = open_ok(loc, "pw");
+    assert_int_equal(repo_load_index(r, &e), 0);
+    watch_loads(r, window, -1);
+    run_plan(r, ents, 200, 50);
+    assert_int_equal(watch.loads, 200);
+    repo_close(r);
+
+    /* With it: one fetch per segment, several in flight, each blob read in place or from two
+     * segments (blobs straddle their ends); none read directly. */
+    r = open_ok(loc, "pw");
+    assert_int_equal(repo_load_index(r, &e), 0);
+    repo_backend(r)->load_slots = 3; /* budget: 5 segments */
+    repo_set_read_ahead(r, window);
+    watch_loads(r, window, -1);
+    run_plan(r, ents, N, 400);
+    size_t segments = (size_t)((area + window - 1) / window);
+    size_t segments2 = (size_t)((area2 + window - 1) / window);
+    assert_true(segments > 20);
+    assert_int_equal(watch.direct, 0);
+    assert_int_equal(watch.loads, (int)segments);
+    assert_true(watch.max_in_flight >= 2);
+    assert_true(watch.max_in_flight <= 3);
+    repo_prefetch_end(r);
+
+    /* A fetch that fails costs its readers a direct read each (which succeeds here). */
+    watch_loads(r, window, (long long)(segments / 2) * (long long)window);
+    run_plan(r, ents, N, 400);
+    assert_int_equal(watch.failed, 1);
+    assert_true(watch.direct >= 1);
+    assert_true(watch.loads <= (int)segments + watch.direct + 2);
+    repo_prefetch_end(r);
+
+    /* Announcements neither read nor taken back hold their segments and fill the budget; a
+     * reader that finds no room does not wait for it but reads directly. */
+    watch_loads(r, window, -1);
+    for (size_t i = 0; i < N; i += 20)
+        repo_prefetch(r, &ents[i].id);
+    for (int i = 0; i < 5000 && (watch.loads < 5 || watch.in_flight); i++)
+        usleep(1000);
+    assert_int_equal(watch.loads, 5);
+    assert_int_equal(read_others(r, ents2, N2), 0);
+    assert_int_equal(watch.direct, N2);
+    assert_int_equal(watch.loads, 5 + N2);
+    /* Taken back, they make room again: the others are read through segments. (Last first:
+     * the segments still planned go before room is made that a fetcher would fill with them.) */
+    for (size_t i = N; i >= 20; i -= 20)
+        repo_prefetch_cancel(r, &ents[i - 20].id);
+    watch_loads(r, window, -1);
+    assert_int_equal(read_others(r, ents2, N2), 0);
+    assert_int_equal(watch.direct, 0);
+    assert_int_equal(watch.loads, (int)segments2);
+    repo_close(r);
+    free(ents);
+    free(ents2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -971,6 +1166,7 @@ int main(void)
         cmocka_unit_test(test_cache_files),
         cmocka_unit_test(test_cache_tree_packs),
         cmocka_unit_test(test_read_ahead),
+        cmocka_unit_test(test_prefetch),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
