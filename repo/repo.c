@@ -15,12 +15,23 @@
  * tree is then read from the cached file by offset, so memory per read stays one blob.
  *
  * Reading blobs one request each would make a restore from S3 cost one round trip per small
- * file. Blobs that are read together were mostly written together, next to each other in a pack,
- * so a remote repository reads ahead: a blob missing from memory is fetched with the bytes that
- * follow it in its pack, up to a window of REPO_WINDOW_BYTES, and the next blobs are cut from
- * that window. A few windows are kept (least recently used goes), so the threads of a restore
- * each keep their own stream; their memory is bounded by REPO_WINDOWS x the window size.
+ * file, and reading them only when asked leaves the server idle while the blobs are decoded and
+ * written. So a remote repository reads blobs through segments: pack bytes [k x W, (k+1) x W)
+ * for a window size W (REPO_WINDOW_BYTES), fetched by a few background threads (the backend's
+ * load_slots, PODVAULT_S3_DOWNLOADS for S3) and shared by every read of the blobs they hold. A
+ * reader that knows what comes next (a restore, which knows the jobs it queues) announces each
+ * blob with repo_prefetch: the segments it lies in are planned, and the fetchers fetch planned
+ * segments oldest first. A reader waits for the segments of its blob (asking for them first, or
+ * planning them when nobody did) and opens the blob in place, or from a copy when it straddles
+ * two segments. The first read of a segment plans the next one of its pack, since blobs written
+ * together are read together. Memory is a fixed budget: load_slots + 2 segments hold bytes at
+ * once, in buffers allocated once. A segment with announced reads not done yet is never dropped
+ * for another; when the budget is full of those, the fetchers wait, and a reader that cannot
+ * have its segment reads its blob directly instead of waiting (so no wait depends on a read
+ * that may never come). A fetch that fails only drops its segment: its readers read directly,
+ * with the backend's usual retries and errors. A local repository reads each blob when asked.
  */
+* /
 #include "repo/repo.h"
 
 #include <pthread.h>
@@ -41,7 +52,7 @@
 /* Read-ahead of a remote repository (see the top of the file): the segment size; segments
  * planned at once (a planned segment holds no bytes yet); segments with bytes beyond one per fetch
  * in flight (those being read); most fetcher threads. */
-#define REPO_WINDOW_BYTES (4u << 20)
+#define REPO_WINDOW_BYTES (3u << 20)
 #define REPO_SEGMENTS 64
 #define REPO_WINDOWS_READ 2
 #define REPO_FETCHERS_MAX 16
@@ -49,13 +60,13 @@
  * prune replaced it); each try lists again. */
 #define REPO_RELIST_TRIES 3
 
-enum win_state {
-    WIN_FREE,
-    WIN_PLANNED, /* to be fetched */
-    WIN_LOADING, /* `data` belongs to the fetcher */
-    WIN_READY,
-    WIN_FAILED, /* the fetch failed: its readers read directly */
-};
+    enum win_state {
+        WIN_FREE,
+        WIN_PLANNED, /* to be fetched */
+        WIN_LOADING, /* `data` belongs to the fetcher */
+        WIN_READY,
+        WIN_FAILED, /* the fetch failed: its readers read directly */
+    };
 
 /* Segment `seg` of a pack: bytes [off, off + want), off = seg x the window size. */
 struct window {
@@ -856,16 +867,6 @@ static uint64_t pack_end(struct repo *r, uint32_t pack)
     return pack < r->n_pack_end ? r->pack_end[pack] : 0;
 }
 
-/* Empties `b` and gives it exactly `n` bytes of room (buf_reserve rounds up to a power of
- * two). */
-static int buf_exact(struct buf *b, size_t n)
-{
-    buf_free(b);
-    if (!(b->data = malloc(n ? n : 1))) return -1;
-    b->cap = n;
-    return 0;
-}
-
 /* Segment k of `pack` in any state but free, or NULL. */
 static struct window *seg_find(struct repo *r, const struct oid *pack, uint64_t k)
 {
@@ -906,6 +907,13 @@ static bool start_fetchers(struct repo *r)
         r->n_fetchers++;
     }
     r->win_budget = r->n_fetchers + REPO_WINDOWS_READ;
+    /* All at once and here: buffers allocated by the fetchers, one by one, would each lie in
+     * the heap of the thread that asked first, among what it freed (more memory in all). */
+    while (r->n_spare < r->win_budget) {
+        uint8_t *p = malloc(r->window_bytes);
+        if (!p) break; /* the fetchers try again */
+        r->spare[r->n_spare++] = p;
+    }
     return r->n_fetchers > 0;
 }
 
@@ -1070,7 +1078,7 @@ static int open_ahead(struct repo *r, const char *name, const struct oid *pack,
         }
         if (!w || w->state != WIN_READY) break;
         bool whole = at == loc->offset && end <= w->off + w->want;
-        if (!whole && !stored.data && buf_exact(&stored, loc->stored_len) < 0) break;
+        if (!whole && buf_reserve(&stored, loc->stored_len) < 0) break;
         seg_read(r, w);
         if (whole) {
             w->readers++;
@@ -1094,8 +1102,7 @@ static int open_ahead(struct repo *r, const char *name, const struct oid *pack,
     }
     pthread_mutex_unlock(&r->win_lock);
     int rc = 0;
-    if (!stored.data && buf_exact(&stored, loc->stored_len) < 0)
-        rc = err_set(e, ERR_FAIL, "out of memory");
+    if (buf_reserve(&stored, loc->stored_len) < 0) rc = err_set(e, ERR_FAIL, "out of memory");
     if (rc == 0 && at < end) rc = backend_load(r->b, name, at, end - at, &stored, e);
     if (rc == 0) rc = open_blob(r, loc, id, &stored, out, e);
     buf_free(&stored);
