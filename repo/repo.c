@@ -31,7 +31,6 @@
  * that may never come). A fetch that fails only drops its segment: its readers read directly,
  * with the backend's usual retries and errors. A local repository reads each blob when asked.
  */
-* /
 #include "repo/repo.h"
 
 #include <pthread.h>
