@@ -4,7 +4,8 @@
 # larger than a pack, many small files, random and compressible data; snapshots, ls and cat;
 # incremental backup; the local cache (through a logging pv_faultproxy: `snapshots` and an
 # unchanged backup download no index, snapshot or tree data again); read-ahead (a restore makes
-# far fewer requests than it has files); forget and prune (the cache follows); a wrong password;
+# far fewer requests than it has files); forget and prune (the cache follows); read-ahead with
+# several segments in flight over many small files in several packs; a wrong password;
 # a wrong secret that fails at once with the server's reason.
 # Runs when PV_TEST_S3 and the AWS_* credentials are set (eval "$(tests/s3-env.sh)"); says
 # SKIPPED otherwise. Every podvault run is bounded in time (tests/s3-lib.sh).
@@ -117,6 +118,25 @@ done
 run_pv 0 restore latest --target "$T/restore4"
 tree_equal "$S" "$T/restore4"
 ok "forget and prune: the cache holds nothing the repository lost; restore after prune byte for byte"
+
+# ---- read-ahead: many small files over several packs, several segments fetched at once ----
+M=$T/many
+mkdir -p "$M/a" "$M/b"
+head -c $((7 * 1024 * 1024)) /dev/urandom | (cd "$M/a" && split -a 4 -b 2999 - f)
+head -c $((5 * 1024 * 1024)) /dev/urandom | (cd "$M/b" && split -a 4 -b 4097 - g)
+# Read once before the backup: the first read after a write sets atime (relatime), and the
+# comparisons below read the source.
+find "$M" -type f -exec cat {} + >/dev/null
+n_many=$(find "$M" -type f | wc -l)
+run_pv 0 --json backup "$M" --tag many
+many=$(tail -n 1 "$T/out" | jq -r .snapshot_id)
+for slots in 1 4; do
+    PODVAULT_S3_DOWNLOADS=$slots pvx "$T/cache-many-$slots" restore "$many" --target "$T/many-$slots"
+    tree_equal "$M" "$T/many-$slots"
+    n_gets=$(grep -c /data/ "$T/gets")
+    [ "$n_gets" -le 30 ] || fail "restoring $n_many small files ($slots downloads) took $n_gets GETs of packs"
+done
+ok "read-ahead: $n_many small files over several packs restored byte for byte with 1 and 4 downloads at once ($n_gets GETs)"
 
 # ---- wrong password, wrong secret ----
 echo wrong >"$T/wrong"
