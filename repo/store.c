@@ -29,6 +29,11 @@
 /* Full packs that may wait for an uploader, per uploader: enough to cover one upload's
  * latency, few enough to bound the temporary disk space (pack size x uploaders x 2). */
 #define STORE_QUEUE_PER_UPLOADER 2
+/* Sealing buffers kept for reuse. One buffer per blob, freed after it, made glibc raise its
+ * mmap threshold past the largest chunk and then keep every freed buffer in the arena of the
+ * thread that sealed it: 17 MiB of a 2-worker backup's 46 MiB peak. More concurrent sealers
+ * than this still work; their extra buffers are freed. */
+#define STORE_SPARE_BUFS 4
 
 /* A set of blob IDs: open addressing, linear probing, deletion by backward shift. The all-zero
  * ID marks an empty slot, so it is kept apart in `has_zero`. */
@@ -63,8 +68,10 @@ struct store {
     struct idx_file_pack *pending; /* uploaded, not yet in an index file */
     size_t n_pending, cap_pending;
     size_t sealing; /* store_add calls between reserving an ID and adding it to a pack */
-    size_t busy;    /* packs queued or uploading, and index writes running */
-    int failed;     /* 0, or the error that made the store fail */
+    struct buf spare[STORE_SPARE_BUFS]; /* sealing buffers not in use (n_spare of them) */
+    size_t n_spare;
+    size_t busy; /* packs queued or uploading, and index writes running */
+    int failed;  /* 0, or the error that made the store fail */
     struct err fail_err;
     struct store_stats stats;
 };
@@ -204,6 +211,8 @@ void store_free(struct store *s)
     free(s->uploaders);
     free_pending(s->pending, s->n_pending);
     free(s->inflight.slots);
+    for (size_t i = 0; i < s->n_spare; i++)
+        buf_free(&s->spare[i]);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->idle);
     pthread_cond_destroy(&s->queued);
@@ -404,10 +413,11 @@ int store_add(struct store *s, enum blob_type type, const struct oid *id, const 
         return err_set(e, ERR_FAIL, "store: out of memory");
     }
     s->sealing++;
+    struct buf sealed = s->n_spare ? s->spare[--s->n_spare] : (struct buf)BUF_INIT;
     pthread_mutex_unlock(&s->lock);
 
     /* The parallel part: compression and encryption. */
-    struct buf sealed = BUF_INIT;
+    buf_reset(&sealed);
     int rc = crypt_blob_seal(s->keys, type, id, plain, len, s->zstd_level, &sealed, e);
 
     pthread_mutex_lock(&s->lock);
@@ -429,6 +439,10 @@ int store_add(struct store *s, enum blob_type type, const struct oid *id, const 
     if (rc == 0 &&
         (pack_writer_size(w) >= s->pack_size || pack_writer_count(w) >= PACK_MAX_ENTRIES))
         queue_pack(s, type);
+    if (s->n_spare < STORE_SPARE_BUFS) {
+        s->spare[s->n_spare++] = sealed;
+        sealed = (struct buf)BUF_INIT;
+    }
     pthread_mutex_unlock(&s->lock);
     buf_free(&sealed);
     if (rc < 0) return rc;

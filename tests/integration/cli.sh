@@ -35,7 +35,8 @@ ok "help, usage errors (exit 2, one line), version"
 # ---- init options and the environment ---------------------------------------------------------
 run_raw 2 init -r "$REPO" --password-file "$PW" --chunk-avg 1000K
 one_line_error
-run_pv 0 init --chunk-min 64K --chunk-avg 256K --chunk-max 1M --pack-size 4M --compression 5
+run_pv 0 init --chunk-min 64K --chunk-avg 256K --chunk-max 1M --pack-size 4M --compression 5 \
+    --kdf-memory 64K --kdf-passes 2
 run_pv 0 cat config
 jq -e '.' "$T/out" >/dev/null || fail "cat config is not JSON"
 grep -q 262144 "$T/out" || fail "cat config does not show the average chunk size 262144"
@@ -202,6 +203,22 @@ one_line_error
 run_pv 0 key remove "${k2:0:8}"
 run_raw 12 -r "$REPO" --password-file "$T/pw2" snapshots
 ok "key add (file and environment), list, remove; the key in use cannot be removed"
+
+run_pv 0 --json key list
+[ "$(jq -r '.[] | select(.current) | "\(.opslimit) \(.memlimit)"' "$T/out")" = "2 65536" ] ||
+    fail "init --kdf-memory 64K --kdf-passes 2: $(cat "$T/out")"
+PODVAULT_NEW_PASSWORD="fourth password" run_pv 0 --json key add --kdf-passes 3 --kdf-memory 32K
+k4=$(jq -r .id "$T/out")
+run_pv 0 --json key list
+[ "$(jq -r --arg k "$k4" '.[] | select(.id == $k) | "\(.opslimit) \(.memlimit)"' "$T/out")" = "3 32768" ] ||
+    fail "key add --kdf-passes 3 --kdf-memory 32K: $(cat "$T/out")"
+run_pv 2 key add --kdf-passes many
+PODVAULT_NEW_PASSWORD="fifth" run_pv 1 key add --kdf-memory 1K
+one_line_error
+run_pv 0 --json key list
+[ "$(jq length "$T/out")" = 3 ] || fail "a refused key add wrote a key file: $(cat "$T/out")"
+run_pv 0 key remove "${k4:0:8}"
+ok "init and key add take the key derivation's cost (--kdf-memory, --kdf-passes)"
 
 printf 'new main password\n' >"$T/pw4"
 run_pv 0 key passwd --new-password-file "$T/pw4"
