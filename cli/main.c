@@ -1,6 +1,5 @@
 /* main.c - the `podvault` program: global options, command dispatch, signals and exit codes. */
 #include <errno.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,15 +142,8 @@ static void from_environment(struct cli *g)
     g->cancel = &canceled;
 }
 
-/* glibc raises its mmap threshold to the largest block freed so far (up to 32 MiB), so after the
- * first large chunk is sealed every later buffer of that size comes from a thread's arena and
- * stays resident when freed. A fixed threshold keeps small allocations in the arenas and gives
- * blocks of 1 MiB and more back at once: 4 MiB less at the peak of a backup. */
-#define MALLOC_MMAP_FROM (1 << 20)
-
 int main(int argc, char **argv)
 {
-    mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_FROM);
     struct cli g;
     memset(&g, 0, sizeof g);
     from_environment(&g);
