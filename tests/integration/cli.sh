@@ -281,3 +281,18 @@ else
     jq -e '.[-1].incomplete == true' "$T/out" >/dev/null || fail "snapshot not marked incomplete"
     ok "unreadable file: exit 3, JSON error line, snapshot marked incomplete"
 fi
+
+# ---- --parent latest follows --host --------------------------------------------------------------
+# A repository of its own: the snapshots above are counted by the tests before.
+REPO=$T/parent-repo
+run_pv 0 init
+run_pv 0 --json backup "$A" --host p1
+p1=$(tail -n 1 "$T/out" | jq -r .snapshot_id)
+run_pv 0 --json backup "$B" --host p2
+p2=$(tail -n 1 "$T/out" | jq -r .snapshot_id)
+run_pv 0 --json backup "$B" --host p1 --parent latest
+tail -n 1 "$T/out" | jq -e --arg p "$p1" '.parent == $p' >/dev/null ||
+    fail "backup --host p1 --parent latest: parent should be p1's latest $p1, not $p2: $(tail -n 1 "$T/out")"
+run_pv 1 backup "$B" --host nobody --parent latest
+one_line_error
+ok "backup --parent latest takes the newest snapshot of --host"
