@@ -693,13 +693,18 @@ static uint64_t range_share(uint64_t split, uint32_t k)
     return avg + avg / 16 + 8 * WALK_COST_BLOB;
 }
 
+uint64_t walk_pass_need(uint64_t fixed, uint64_t split, uint32_t passes)
+{
+    return fixed + (passes <= 1 ? split : range_share(split, passes));
+}
+
 int walk_plan_passes(uint64_t max_memory, uint64_t fixed, uint64_t split, const char *what,
                      uint32_t *passes, struct err *e)
 {
     *passes = 1;
     if (!max_memory) return 0;
-    if (fixed + split <= max_memory) return 0;
-    uint64_t least = fixed + range_share(split, WALK_MAX_PASSES);
+    if (walk_pass_need(fixed, split, 1) <= max_memory) return 0;
+    uint64_t least = walk_pass_need(fixed, split, WALK_MAX_PASSES);
     if (least > max_memory) {
         char b1[32], b2[32];
         snprintf(b1, sizeof b1, "%.1f MiB", (double)max_memory / (1 << 20));
@@ -712,7 +717,7 @@ int walk_plan_passes(uint64_t max_memory, uint64_t fixed, uint64_t split, const 
                        (unsigned long long)fixed, (unsigned long long)(fixed + split));
     }
     uint32_t k = 2;
-    while (fixed + range_share(split, k) > max_memory)
+    while (walk_pass_need(fixed, split, k) > max_memory)
         k++;
     *passes = k;
     return 0;
