@@ -589,8 +589,11 @@ int walk_load_index_range(struct repo *r, const struct oid *skip, size_t n_skip,
     L.superseded = calloc(n ? n : 1, 1);
     pthread_mutex_init(&L.mu, NULL);
     if (!L.state || !L.superseded) rc = err_set(e, ERR_FAIL, "loading the index: out of memory");
+    /* Each file being decoded is held whole, ciphertext and plaintext (tens of MB for one that
+     * lists a few hundred thousand blobs): under a bound, one at a time. */
+    unsigned threads = rg && rg->parts > 1 ? 1 : 4;
     if (rc == 0) rc = clear_index(r, e);
-    if (rc == 0) rc = walk_parallel(n, 4, index_one, &L, NULL, e);
+    if (rc == 0) rc = walk_parallel(n, threads, index_one, &L, NULL, e);
     /* A file loaded before the one superseding it was seen (left by an interrupted prune) may
      * list packs that are gone: load again without the superseded ones. */
     bool redo = false;
@@ -599,7 +602,7 @@ int walk_load_index_range(struct repo *r, const struct oid *skip, size_t n_skip,
     if (redo) {
         memset(L.state, 0, n);
         rc = clear_index(r, e);
-        if (rc == 0) rc = walk_parallel(n, 4, index_one, &L, NULL, e);
+        if (rc == 0) rc = walk_parallel(n, threads, index_one, &L, NULL, e);
     }
     if (rc == 0) {
         repo_index_lock(r, true);
@@ -675,7 +678,8 @@ int walk_count_index(struct repo *r, struct walk_counts *c, struct err *e)
     struct counter C = {.r = r, .ids = ids, .c = c};
     pthread_mutex_init(&C.mu, NULL);
     rc = idx_new(&C.packs, e);
-    if (rc == 0) rc = walk_parallel(n, 4, count_one, &C, NULL, e);
+    /* Only bounded runs count, and each file is held whole while it is: one at a time. */
+    if (rc == 0) rc = walk_parallel(n, 1, count_one, &C, NULL, e);
     if (C.packs) c->packs = idx_pack_count(C.packs);
     idx_free(C.packs);
     pthread_mutex_destroy(&C.mu);
