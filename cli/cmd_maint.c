@@ -201,6 +201,7 @@ static json_t *prune_json(const struct prune_stats *s, bool dry_run)
     U(bytes_unused_after);
     U(memory);
     U(passes);
+    U(repack_batches);
 #undef U
     fmt_json_set(o, "dry_run", json_boolean(dry_run));
     return o;

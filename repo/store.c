@@ -449,6 +449,16 @@ int store_add(struct store *s, enum blob_type type, const struct oid *id, const 
     return 0;
 }
 
+int store_wait(struct store *s, struct err *e)
+{
+    pthread_mutex_lock(&s->lock);
+    while (s->sealing || s->busy)
+        pthread_cond_wait(&s->idle, &s->lock);
+    int rc = s->failed ? failed_err(s, e) : 0;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 int store_flush(struct store *s, struct err *e)
 {
     pthread_mutex_lock(&s->lock);
