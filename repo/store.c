@@ -24,8 +24,12 @@
 #include "repo/pack.h"
 #include "repo/repo.h"
 
-/* An index file is written once this many packs are uploaded but not yet listed in one. */
+/* An index file is written once this many packs, or this many blobs, are uploaded but not yet
+ * listed in one. Readers hold a whole index file while decoding it (maintenance under
+ * --max-memory, one at a time), so the blob cap bounds that: 16 packs of small blobs listed
+ * ~270,000, 11 MB sealed and as much decoded (prune writes files of the same cap). */
 #define STORE_INDEX_EVERY 16
+#define STORE_INDEX_BLOBS 65536
 /* Full packs that may wait for an uploader, per uploader: enough to cover one upload's
  * latency, few enough to bound the temporary disk space (pack size x uploaders x 2). */
 #define STORE_QUEUE_PER_UPLOADER 2
@@ -65,7 +69,7 @@ struct store {
     unsigned n_uploaders;
     bool stopping;
     struct idx_file_pack *pending; /* uploaded, not yet in an index file */
-    size_t n_pending, cap_pending;
+    size_t n_pending, cap_pending, n_pending_blobs;
     size_t sealing; /* store_add calls between reserving an ID and adding it to a pack */
     struct buf spare[STORE_SPARE_BUFS]; /* sealing buffers not in use (n_spare of them) */
     size_t n_spare;
@@ -277,6 +281,7 @@ static int pack_uploaded(struct store *s, const struct oid *pack_id, struct pack
         return rc;
     }
     s->n_pending++;
+    s->n_pending_blobs += n;
     for (size_t i = 0; i < n; i++)
         set_remove(&s->inflight, &ents[i].id);
     s->stats.packs++;
@@ -303,11 +308,11 @@ static void upload(struct store *s, enum blob_type type, struct pack_writer *w)
     pthread_mutex_lock(&s->lock);
     if (rc == 0 && s->failed) rc = failed_err(s, &e);
     if (rc == 0) rc = pack_uploaded(s, &pack_id, w, &e);
-    if (rc == 0 && s->n_pending >= STORE_INDEX_EVERY) {
+    if (rc == 0 && (s->n_pending >= STORE_INDEX_EVERY || s->n_pending_blobs >= STORE_INDEX_BLOBS)) {
         batch = s->pending;
         n_batch = s->n_pending;
         s->pending = NULL;
-        s->n_pending = s->cap_pending = 0;
+        s->n_pending = s->cap_pending = s->n_pending_blobs = 0;
     }
     if (rc < 0 && !s->failed) set_failed(s, rc, &e);
     pthread_mutex_unlock(&s->lock);
@@ -477,7 +482,7 @@ int store_flush(struct store *s, struct err *e)
     struct idx_file_pack *batch = s->pending;
     size_t n_batch = s->n_pending;
     s->pending = NULL;
-    s->n_pending = s->cap_pending = 0;
+    s->n_pending = s->cap_pending = s->n_pending_blobs = 0;
     if (n_batch) s->busy++;
     pthread_mutex_unlock(&s->lock);
     if (!n_batch) return 0;
