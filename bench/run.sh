@@ -67,21 +67,39 @@ DATA_MB=$(awk -v b="$DATA_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }')
 warm() { find "$DATA" -type f -print0 | xargs -0 cat >/dev/null; }
 
 # ---- measuring ----------------------------------------------------------------------------------
-declare -A SEC RSS
-# timed KEY COMMAND...: wall seconds and peak RSS (MiB) of a command. Dirty pages of the run
-# before are written out first, so no command pays for its predecessor's writeback.
+declare -A SEC RSS CPU SRV
+# CPU seconds (user + system) used so far by the local S3 server's processes (Ceph RGW, OSD,
+# monitor), or 0 when none runs: on one machine they share the cores with the tool measured.
+server_cpu() {
+    local pid t=0 f
+    for pid in $(pgrep -x 'radosgw|ceph-osd|ceph-mon|ceph-mgr' || true); do
+        f=$(cut -d')' -f2- "/proc/$pid/stat" 2>/dev/null) || continue
+        set -- $f
+        t=$((t + ${12} + ${13}))
+    done
+    echo "$t"
+}
+# timed KEY COMMAND...: wall seconds, peak RSS (MiB) and CPU seconds of a command, and the CPU
+# the S3 server spent meanwhile. Dirty pages of the run before are written out first, so no
+# command pays for its predecessor's writeback.
 timed() {
-    local key=$1
+    local key=$1 s0 s1
     shift
     sync
-    if ! /usr/bin/time -f '%e %M' -o "$W/time" "$@" >"$W/out.$key" 2>&1; then
+    s0=$(server_cpu)
+    if ! /usr/bin/time -f '%e %M %U %S' -o "$W/time" "$@" >"$W/out.$key" 2>&1; then
         echo "bench: '$*' failed:" >&2
         tail -n 20 "$W/out.$key" >&2
         exit 1
     fi
+    s1=$(server_cpu)
     SEC[$key]=$(cut -d' ' -f1 "$W/time")
     RSS[$key]=$(awk '{ printf "%.0f", $2 / 1024 }' "$W/time")
-    printf '  %-22s %8.2f s  %6s MiB peak RSS\n' "$key" "${SEC[$key]}" "${RSS[$key]}"
+    CPU[$key]=$(awk '{ printf "%.1f", $3 + $4 }' "$W/time")
+    SRV[$key]=$(awk -v a="$s0" -v b="$s1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (b - a) / hz }')
+    printf '  %-22s %8.2f s  %6s MiB peak RSS  %6s s CPU' "$key" "${SEC[$key]}" "${RSS[$key]}" "${CPU[$key]}"
+    [ "${SRV[$key]}" = 0.0 ] || printf '  (S3 server %s s CPU)' "${SRV[$key]}"
+    echo
 }
 
 PVREPO=$W/pv-repo
@@ -190,6 +208,14 @@ if [ $RESTIC = 1 ]; then
             row "S3 $k (MB/s)" "$(mbs "${SEC[pv-s3-$k]}")" "$(mbs "${SEC[restic-s3-$k]}")" "" "" ""
             r=$(ratio "${RSS[pv-s3-$k]}" "${RSS[restic-s3-$k]}")
             row "S3 peak RSS $k (MiB)" "${RSS[pv-s3-$k]}" "${RSS[restic-s3-$k]}" "$r" "<= 0.25" "$(verdict "$r" 0.25 le)"
+            row "S3 $k CPU: tool + server (s)" "${CPU[pv-s3-$k]} + ${SRV[pv-s3-$k]}" "${CPU[restic-s3-$k]} + ${SRV[restic-s3-$k]}" "" "" ""
+        done
+        # The server shares the cores: podvault's CPU plus the server's, spread over every core,
+        # is the least wall time this machine allows; 2x restic needs half of restic's time.
+        for k in backup restore; do
+            floor=$(awk -v a="${CPU[pv-s3-$k]}" -v b="${SRV[pv-s3-$k]}" -v n="$(nproc)" 'BEGIN { printf "%.1f", (a + b) / n }')
+            half=$(awk -v t="${SEC[restic-s3-$k]}" 'BEGIN { printf "%.1f", t / 2 }')
+            echo "S3 $k: least wall time on $(nproc) cores for podvault's CPU and the server's: $floor s (2x restic: $half s)"
         done
     fi
 else

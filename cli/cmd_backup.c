@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/cmd_maint.h"
@@ -25,7 +26,8 @@ static const char backup_usage[] =
     "  --tag T             tag the snapshot (repeatable, or T1,T2)\n"
     "  --host H            record H as the host name (default: this machine's)\n"
     "  --label KEY=VALUE   record a label (repeatable)\n"
-    "  --parent ID         use this snapshot as the parent\n"
+    "  --parent ID         use this snapshot as the parent ('latest': the newest of --host's,\n"
+    "                      or of this machine's, whatever its paths)\n"
     "  --force             read every file (no parent)\n"
     "  --exclude PATTERN   skip matching entries (repeatable; fnmatch patterns, matched on the\n"
     "                      full path when they hold a '/', else on the name)\n"
@@ -219,9 +221,13 @@ int cmd_backup(struct cli *g, int argc, char **argv)
     memset(&parent, 0, sizeof parent);
     memset(&snap, 0, sizeof snap);
     if (a.parent) {
-        struct cli_filter none;
-        memset(&none, 0, sizeof none);
-        rc = cli_find_snapshot(g, r, a.parent, &none, &parent);
+        /* The host narrows "latest" as it does for restore; an ID names one snapshot anyway. */
+        char here[256] = "unknown";
+        struct cli_filter by_host;
+        memset(&by_host, 0, sizeof by_host);
+        if (!a.host && gethostname(here, sizeof here) == 0) here[sizeof here - 1] = 0;
+        by_host.host = a.host ? a.host : here;
+        rc = cli_find_snapshot(g, r, a.parent, &by_host, &parent);
     }
     struct backup_ui ui;
     progress_init(&ui.progress, g->json, g->verbosity);

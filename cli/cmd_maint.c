@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +77,7 @@ struct maint_args {
 #define MAX_MEMORY_ENV "PODVAULT_MAX_MEMORY"
 
 /* The bound from the environment, for a CronJob; --max-memory overrides it. A bad value is
- * refused by prune_lock, which every command here passes. */
+ * refused by maint_begin, which every command here passes. */
 static bool env_max_memory(uint64_t *v)
 {
     const char *s = getenv(MAX_MEMORY_ENV);
@@ -133,14 +134,21 @@ static int prune_option(struct cli *g, int opt, const char *arg, struct maint_ar
     }
 }
 
-/* Takes the prune lock; returns an exit code, having printed the error. */
-static int prune_lock(struct cli *g, struct repo *r, uint32_t wait, struct lock **lk)
+/* Checks the environment's memory bound, sets the heap up for a bound, and takes the prune
+ * lock; returns an exit code, having printed the error.
+ *
+ * Under a bound, blocks of 128 KiB and more go back to the system when freed. glibc otherwise
+ * raises that threshold to the largest block freed (index files, packs), after which such
+ * blocks come from the heap and their space stays with the process across passes: measured at
+ * 2 million blobs, a bounded prune peaked at 101 MiB instead of 52, for 10% more time. */
+static int maint_begin(struct cli *g, struct repo *r, const struct maint_args *a, struct lock **lk)
 {
     uint64_t v;
     if (!env_max_memory(&v))
         return cli_usage_error(g, "%s wants a size like 256M or 2G, not \"%s\"", MAX_MEMORY_ENV,
                                getenv(MAX_MEMORY_ENV));
-    struct lock_options lo = {.kind = LOCK_PRUNE, .cancel = g->cancel, .wait_sec = wait};
+    if (a->prune.max_memory) mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    struct lock_options lo = {.kind = LOCK_PRUNE, .cancel = g->cancel, .wait_sec = a->lock_wait};
     struct err e;
     err_clear(&e);
     if (lock_acquire(r, &lo, lk, &e) < 0) return cli_fail(g, &e);
@@ -201,6 +209,7 @@ static json_t *prune_json(const struct prune_stats *s, bool dry_run)
     U(bytes_unused_after);
     U(memory);
     U(passes);
+    U(repack_batches);
 #undef U
     fmt_json_set(o, "dry_run", json_boolean(dry_run));
     return o;
@@ -247,7 +256,7 @@ static void prune_print(const struct cli *g, const struct prune_stats *s, bool d
 static int run_prune(struct cli *g, struct repo *r, struct maint_args *a, json_t **json_out)
 {
     struct lock *lk;
-    int rc = prune_lock(g, r, a->lock_wait, &lk);
+    int rc = maint_begin(g, r, a, &lk);
     if (rc) return rc;
     a->prune.progress = note_phase;
     a->prune.pack = note_pack;
@@ -784,7 +793,7 @@ int cmd_check(struct cli *g, int argc, char **argv)
     int rc = cli_open_repo(g, &r);
     if (rc) return rc;
     struct lock *lk;
-    rc = prune_lock(g, r, a.lock_wait, &lk);
+    rc = maint_begin(g, r, &a, &lk);
     if (rc) {
         repo_close(r);
         return rc;
@@ -847,7 +856,7 @@ int cmd_repair(struct cli *g, int argc, char **argv)
     int rc = cli_open_repo(g, &r);
     if (rc) return rc;
     struct lock *lk;
-    rc = prune_lock(g, r, a.lock_wait, &lk);
+    rc = maint_begin(g, r, &a, &lk);
     if (rc) {
         repo_close(r);
         return rc;
@@ -1044,7 +1053,7 @@ int cmd_maintain(struct cli *g, int argc, char **argv)
     struct repo *r;
     if ((rc = cli_open_repo(g, &r))) return rc;
     struct lock *lk;
-    if ((rc = prune_lock(g, r, a.lock_wait, &lk))) {
+    if ((rc = maint_begin(g, r, &a, &lk))) {
         repo_close(r);
         return rc;
     }

@@ -22,6 +22,29 @@
 
 /* ---- init --------------------------------------------------------------------------------- */
 
+/* The password's Argon2id cost, for the key file that init, key add and key passwd write. */
+#define KDF_USAGE                                                                                  \
+    "  --kdf-memory SIZE   Argon2id memory for the new password (default 7M; it is the least\n"    \
+    "                      memory every command that opens the repository with it needs)\n"        \
+    "  --kdf-passes N      Argon2id passes (default 40)\n"
+
+enum { O_KDF_MEMORY = 100, O_KDF_PASSES };
+
+#define KDF_LONGOPTS                                                                               \
+    {"kdf-memory", required_argument, NULL, O_KDF_MEMORY},                                         \
+    {                                                                                              \
+        "kdf-passes", required_argument, NULL, O_KDF_PASSES                                        \
+    }
+
+/* Handles --kdf-memory and --kdf-passes; the key file's creation checks the bounds. */
+static int parse_kdf(struct cli *g, int opt, const char *arg, struct keyfile_params *kdf)
+{
+    if (opt == O_KDF_MEMORY && opt_parse_size(arg, &kdf->memlimit)) return 0;
+    if (opt == O_KDF_PASSES && opt_parse_uint(arg, 1, UINT32_MAX, &kdf->opslimit)) return 0;
+    return cli_usage_error(g, "--kdf-%s: not a %s: '%s'", opt == O_KDF_MEMORY ? "memory" : "passes",
+                           opt == O_KDF_MEMORY ? "size" : "number", arg);
+}
+
 static const char init_usage[] =
     "usage: podvault init [options]\n"
     "\n"
@@ -33,7 +56,7 @@ static const char init_usage[] =
     "  --chunk-avg N       average chunk, a power of two (default 1M)\n"
     "  --chunk-max N       largest chunk (default 4M)\n"
     "  --pack-size N       target size of pack files, 1M..1G (default 16M)\n"
-    "  --compression L     zstd level 1..19, or 0 / off for none (default 3)\n";
+    "  --compression L     zstd level 1..19, or 0 / off for none (default 3)\n" KDF_USAGE;
 
 enum { O_CHUNK_MIN = 1, O_CHUNK_AVG, O_CHUNK_MAX, O_PACK_SIZE, O_COMPRESSION };
 
@@ -54,6 +77,7 @@ int cmd_init(struct cli *g, int argc, char **argv)
         {"chunk-max", required_argument, NULL, O_CHUNK_MAX},
         {"pack-size", required_argument, NULL, O_PACK_SIZE},
         {"compression", required_argument, NULL, O_COMPRESSION},
+        KDF_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     struct repo_create_params params;
@@ -90,6 +114,10 @@ int cmd_init(struct cli *g, int argc, char **argv)
                 c->zstd_level = (int)v;
             else
                 rc = cli_usage_error(g, "--compression: want 0..19 or off, not '%s'", optarg);
+            break;
+        case O_KDF_MEMORY:
+        case O_KDF_PASSES:
+            rc = parse_kdf(g, opt, optarg, &params.kdf);
             break;
         default:
             return cli_parse_exit(opt);
@@ -454,7 +482,7 @@ static const char key_usage[] =
     "\n"
     "Options:\n"
     "  --new-password-file F   read the new password from F (else $PODVAULT_NEW_PASSWORD,\n"
-    "                          else ask twice on the terminal)\n";
+    "                          else ask twice on the terminal)\n" KDF_USAGE;
 
 enum { O_NEW_PASSWORD_FILE = 1 };
 
@@ -543,17 +571,24 @@ int cmd_key(struct cli *g, int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"new-password-file", required_argument, NULL, O_NEW_PASSWORD_FILE},
+        KDF_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     const char *new_file = NULL;
+    struct keyfile_params kdf;
+    keyfile_params_default(&kdf);
     struct cli_parser p;
     cli_parser_init(&p, key_usage, "", longopts);
     int opt;
     while ((opt = cli_next(g, &p, argc, argv)) != CLI_OPT_END) {
-        if (opt == O_NEW_PASSWORD_FILE)
+        if (opt == O_NEW_PASSWORD_FILE) {
             new_file = optarg;
-        else
+        } else if (opt == O_KDF_MEMORY || opt == O_KDF_PASSES) {
+            int rc = parse_kdf(g, opt, optarg, &kdf);
+            if (rc) return rc;
+        } else {
             return cli_parse_exit(opt);
+        }
     }
     if (optind >= argc) return cli_usage_error(g, "list, add, remove or passwd?");
     const char *action = argv[optind];
@@ -575,8 +610,6 @@ int cmd_key(struct cli *g, int argc, char **argv)
     char *pw = NULL;
     struct password_source src = {new_file, "PODVAULT_NEW_PASSWORD",
                                   "enter the new password: ", true, g->cancel};
-    struct keyfile_params kdf;
-    keyfile_params_default(&kdf);
 
     if (strcmp(action, "list") == 0) {
         if (key_list(g, r, &e)) rc = cli_fail(g, &e);

@@ -5,9 +5,9 @@
  * cuts chunks there and queues each chunk as a span of the ring (no copy). Worker threads hash
  * (crypt_blob_id) and store (store_add: dedup, compress, seal, pack) each chunk straight from the
  * ring and write the blob ID into the extent slot the walker reserved for it; the span is then
- * released. The ring (threads + 1 chunker maximums) bounds the memory of data in flight whatever
- * the file sizes. Its pages are mapped twice, back to back, so that every span is contiguous
- * even where it wraps around, as the chunker and the workers need.
+ * released. The ring (a chunker maximum plus an average chunk per worker) bounds the memory of
+ * data in flight whatever the file sizes. Its pages are mapped twice, back to back, so that every
+ * span is contiguous even where it wraps around, as the chunker and the workers need.
  *
  * Why hash in the workers rather than on the walker: measured on 1 GiB of random data
  * (incompressible, so hashing weighs most), hashing on the walker puts ~2.7 s of CPU per GiB on
@@ -52,8 +52,6 @@
 #include "repo/tree.h"
 
 #define PROGRESS_INTERVAL 0.25
-/* Least ring size in chunker maximums: one to cut from, one in flight per worker. */
-#define RING_CHUNKS 3
 #define READ_MAX (1u << 20) /* largest read: small enough to start cutting early */
 #define XATTR_LIST_MAX_TRIES 8
 #define SCAN_MAX_DEPTH 64
@@ -573,6 +571,19 @@ static int fail_code(struct arch *a, struct err *e)
     return a->fail.code < 0 ? a->fail.code : ERR_FAIL;
 }
 
+/* A span that wraps around the end of the ring is read partly through the second view. Its
+ * page table entries there are dropped once it is done: the pages stay in the memfd, mapped by
+ * the first view (a later access through the second view maps them again), and are no longer
+ * counted twice in the process's resident size. */
+static void ring_unmap_wrapped(const struct ring *rg, uint64_t start, size_t len)
+{
+    size_t off = (size_t)(start % rg->size);
+    if (off + len <= rg->size) return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t over = (off + len - rg->size + page - 1) / page * page;
+    madvise(rg->base + rg->size, over, MADV_DONTNEED);
+}
+
 static void *worker_main(void *arg)
 {
     struct arch *a = arg;
@@ -597,6 +608,7 @@ static void *worker_main(void *arg)
             err_clear(&e);
             rc = crypt_blob_id(a->keys, data, j.len, &id, &e);
             if (rc == 0) rc = store_add(a->s, BLOB_DATA, &id, data, j.len, &added, &e);
+            ring_unmap_wrapped(&a->ring, j.start, j.len);
         }
 
         pthread_mutex_lock(&a->mu);
@@ -773,8 +785,13 @@ static int pipeline_start(struct arch *a, struct err *e)
     a->spans = calloc(a->max_jobs, sizeof *a->spans);
     a->workers = calloc(n, sizeof *a->workers);
     if (!a->q || !a->spans || !a->workers) return oom(e);
-    size_t ring_chunks = n + 1 > RING_CHUNKS ? n + 1 : RING_CHUNKS;
-    int rc = ring_init(&a->ring, ring_chunks * a->max_chunk, e);
+    /* The ring holds a maximum chunk to cut from and an average one in flight per worker:
+     * with the default sizes 6 MiB, where room for a maximum chunk per worker took 12 MiB, a
+     * quarter of a backup's peak memory, for no measurable speed. Reading waits for half a
+     * maximum chunk of room, which the ring always gets back once the workers catch up. */
+    size_t ring = a->max_chunk + n * (size_t)chunker_params(a->ch)->avg_size;
+    if (ring < a->max_chunk / 2 * 3) ring = a->max_chunk / 2 * 3;
+    int rc = ring_init(&a->ring, ring, e);
     if (rc < 0) return rc;
     for (unsigned i = 0; i < n; i++) {
         rc = pthread_create(&a->workers[i], NULL, worker_main, a);
@@ -815,6 +832,8 @@ static int read_range(struct arch *a, struct dir *d, size_t node, int fd, uint64
             int rc = ring_wait_free(a, a->max_chunk / 2, &want, e);
             if (rc < 0) return rc;
             if (want > READ_MAX) want = READ_MAX;
+            /* Read only into the first view (see ring_unmap_wrapped). */
+            if (want > rg->size - rg->head % rg->size) want = rg->size - rg->head % rg->size;
             if (bounded && end - pos < want) want = (size_t)(end - pos);
             if (want == 0) {
                 eof = true;

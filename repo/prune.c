@@ -96,7 +96,12 @@ struct pr {
      * slots are the first pass's numbers, kept here with a lookup sorted by ID. */
     struct walk_range range;
     uint32_t passes;
-    struct tslot *table; /* sorted by ID */
+    uint64_t fixed, split; /* what every pass holds, and the data blobs' cost that passes split */
+    /* The in-memory index is loaded again after the first load (passes, or a repack in batches):
+     * the later steps load the index files again rather than trust it. */
+    bool reloads;
+    uint64_t repack_room; /* a batch of the repack's blobs may take this much (0: no bound) */
+    struct tslot *table;  /* sorted by ID */
     struct oid *table_ids;
     uint32_t *num_slot;        /* this pass's pack number -> slot */
     struct walk_pack *orphans; /* sorted */
@@ -473,9 +478,11 @@ static int plan(struct pr *p, struct err *e)
                         sizeof(struct tslot) + sizeof(struct oid) + 4;
     uint64_t fixed = (256 << 10) + wc.trees * (WALK_COST_BLOB + WALK_COST_PENDING_TREE) +
                      wc.packs * per_pack + p->n_snaps * (WALK_COST_SNAPSHOT + 2 * OID_LEN);
-    rc =
-        walk_plan_passes(p->o->max_memory, fixed, wc.data * WALK_COST_BLOB, "prune", &p->passes, e);
+    p->fixed = fixed;
+    p->split = wc.data * WALK_COST_BLOB;
+    rc = walk_plan_passes(p->o->max_memory, fixed, p->split, "prune", &p->passes, e);
     p->st->passes = p->passes;
+    p->reloads = p->passes > 1;
     return rc;
 }
 
@@ -638,14 +645,15 @@ static int repack_one(void *ctx, size_t k, struct err *e)
     return rc;
 }
 
-/* Adds to p->rep the blobs of the loaded range that lie in packs being repacked: in one pass
- * every such blob (the used ones are copied, and all are listed again in the index while the pack
- * waits for its deletion), in several only the used ones (the index is then written from the
- * index files). `count` is the room p->rep has. */
-static int collect_range(struct pr *p, size_t count, struct err *e)
+/* Adds to p->rep the blobs of the loaded range that lie in the packs being repacked in slots
+ * [from, to): when the index is loaded once, every such blob (the used ones are copied, and all
+ * are listed again in the index while the pack waits for its deletion), else only the used ones
+ * (the index is then written from the index files). `count` is the room p->rep has. */
+static int collect_range(struct pr *p, size_t from, size_t to, size_t count, struct err *e)
 {
     struct idx *x = repo_index(p->r);
     size_t n = idx_blob_count(x);
+    char hex[OID_HEX_LEN + 1], hex2[OID_HEX_LEN + 1];
     for (size_t pos = 0; pos < n; pos++) {
         struct idx_loc loc;
         struct oid id;
@@ -653,11 +661,19 @@ static int collect_range(struct pr *p, size_t count, struct err *e)
         idx_at(x, pos, &id, &loc);
         int rc = blob_slot(p, &loc, &slot, e);
         if (rc < 0) return rc;
-        if (!(p->ps[slot].fl & F_REPACK)) continue;
         /* Every pass loads every tree; each is taken in the pass of its range. */
         if (!walk_in_range(&p->range, &id)) continue;
         bool used = walk_bit(&p->used, pos);
-        if (p->passes > 1 && !used) continue;
+        /* A load that placed a blob stored twice in another copy than the analysis did (index
+         * files are decoded several at once) could otherwise leave a used blob in a pack that
+         * goes; the copy placed here stays or is copied, so only this case stops prune. */
+        if (used && !p->ps[slot].n_used)
+            return err_set(e, ERR_FAIL,
+                           "used blob %s is now placed in pack %s, which held no used blob when "
+                           "prune counted; nothing was marked or deleted (run prune again)",
+                           oid_hex(&id, hex), oid_hex(slot_id(p, slot), hex2));
+        if (!(p->ps[slot].fl & F_REPACK) || slot < from || slot >= to) continue;
+        if (p->reloads && !used) continue;
         if (p->n_rep == count)
             return err_set(e, ERR_FAIL, "prune: the index changed between passes");
         struct rentry *r = &p->rep[p->n_rep++];
@@ -673,13 +689,14 @@ static int collect_range(struct pr *p, size_t count, struct err *e)
     return 0;
 }
 
-/* Copies the used blobs of p->rep into new packs through one store, which indexes them before
- * it returns. The repacked packs (`ids`) are forgotten first: the store deduplicates against the
- * index, and would not store their blobs again otherwise. */
-static int copy_used(struct pr *p, const struct oid *ids, size_t n_packs, struct err *e)
+/* Copies the used blobs of p->rep (those of the `n_packs` packs `ids`) into new packs through
+ * the store `s`. The packs are forgotten first: the store deduplicates against the index, and
+ * would not store their blobs again otherwise. */
+static int copy_used(struct pr *p, struct store *s, const struct oid *ids, size_t n_packs,
+                     struct err *e)
 {
     struct idx *x = repo_index(p->r);
-    struct repack R = {.p = p};
+    struct repack R = {.p = p, .s = s};
     R.first = malloc((n_packs + 1) * sizeof *R.first);
     if (!R.first) return err_set(e, ERR_FAIL, "prune: out of memory");
     qsort(p->rep, p->n_rep, sizeof *p->rep, cmp_rentry);
@@ -691,59 +708,152 @@ static int copy_used(struct pr *p, const struct oid *ids, size_t n_packs, struct
     repo_index_lock(p->r, true);
     int rc = idx_forget_packs(x, ids, n_packs, NULL, e);
     repo_index_unlock(p->r);
-    if (rc == 0) rc = store_new(p->r, &R.s, e);
-    if (rc < 0) {
-        free(R.first);
-        return rc;
-    }
     progress(p, "repacking", 0, R.n_packs);
     unsigned threads = p->o->threads ? p->o->threads : 2;
-    rc = walk_parallel(R.n_packs, threads, repack_one, &R, p->stop, e);
-    /* Whatever was uploaded gets indexed, also after a failure, so nothing is lost and the
-     * next prune finds it. */
-    struct err fe;
-    int frc = store_flush(R.s, rc == 0 ? e : &fe);
-    if (rc == 0) rc = frc;
-    struct store_stats ss;
-    store_stats(R.s, &ss);
-    store_free(R.s);
+    if (rc == 0) rc = walk_parallel(R.n_packs, threads, repack_one, &R, p->stop, e);
     free(R.first);
-    if (rc < 0) return rc;
-    p->st->blobs_repacked = ss.blobs_new;
-    p->st->bytes_repacked = ss.bytes_stored;
+    return rc;
+}
+
+/* What collecting a repacked pack's blobs costs: in p->rep, each blob the index lists for it
+ * (only the used ones when `used_only`), then each used one in the index once the store has
+ * added its copy (a later batch's load drops it); its ID and its first entry. */
+static uint64_t repack_cost(const struct pstat *s, bool used_only)
+{
+    return (uint64_t)(used_only ? s->n_used : s->n_blobs) * sizeof(struct rentry) +
+           (uint64_t)s->n_used * WALK_COST_BLOB + sizeof(struct oid) + sizeof(size_t);
+}
+
+/* The batch starting at slot `from`: the repacked packs up to *to (exclusive) whose cost fits
+ * p->repack_room (at least one pack). Returns the number of packs; *count gets the entries they
+ * need in p->rep. */
+static size_t next_batch(const struct pr *p, size_t from, size_t *to, size_t *count)
+{
+    size_t n = 0;
+    uint64_t cost = 0;
+    *count = 0;
+    size_t i = from;
+    for (; i < p->n_slots; i++) {
+        const struct pstat *s = &p->ps[i];
+        if (!(s->fl & F_REPACK)) continue;
+        uint64_t c = repack_cost(s, p->reloads);
+        if (n && p->repack_room && cost + c > p->repack_room) break;
+        cost += c;
+        n++;
+        *count += p->reloads ? s->n_used : s->n_blobs;
+    }
+    *to = i;
+    return n;
+}
+
+/* Splits the repack into batches of packs whose blobs fit beside one pass, within max_memory
+ * (one batch, as without a bound, when they all fit). A pack's blobs must fit whole: when one
+ * does not fit beside a pass of the analysis, the repack makes more passes (down to the least a
+ * pass can hold), and fails, naming the least bound that would work, when even that is not
+ * enough. */
+static int plan_repack(struct pr *p, struct err *e)
+{
+    uint64_t all = 0, largest = 0;
+    size_t big = 0;
+    for (size_t i = 0; i < p->n_slots; i++) {
+        const struct pstat *s = &p->ps[i];
+        if (!(s->fl & F_REPACK)) continue;
+        all += repack_cost(s, p->reloads);
+        if (repack_cost(s, true) > largest) {
+            largest = repack_cost(s, true);
+            big = i;
+        }
+    }
+    p->st->repack_batches = all ? 1 : 0;
+    uint64_t m = p->o->max_memory;
+    if (!m || !all) return 0;
+    uint32_t k = p->passes;
+    uint64_t need = walk_pass_need(p->fixed, p->split, k);
+    if (need + all <= m) return 0;
+    while (k < WALK_MAX_PASSES && (need > m || m - need < largest))
+        need = walk_pass_need(p->fixed, p->split, ++k);
+    if (need > m || m - need < largest) {
+        uint64_t one = walk_pass_need(p->fixed, p->split, 1),
+                 least = walk_pass_need(p->fixed, p->split, WALK_MAX_PASSES);
+        least = (one < least ? one : least) + largest;
+        char b1[32], b2[32], hex[OID_HEX_LEN + 1];
+        snprintf(b1, sizeof b1, "%.1f MiB", (double)m / (1 << 20));
+        snprintf(b2, sizeof b2, "%.1f MiB", (double)least / (1 << 20));
+        return err_set(e, ERR_FAIL,
+                       "a memory bound of %s is too small to prune this repository: at least %s "
+                       "(%llu bytes) is needed, to repack pack %s (its %u used blobs take %llu "
+                       "bytes beside what a pass holds)",
+                       b1, b2, (unsigned long long)least, oid_hex(slot_id(p, big), hex),
+                       p->ps[big].n_used, (unsigned long long)largest);
+    }
+    p->passes = k;
+    p->st->passes = k;
+    p->reloads = true;
+    p->repack_room = m - need;
+    p->st->repack_batches = 0;
+    size_t to, count;
+    for (size_t from = 0; next_batch(p, from, &to, &count); from = to)
+        p->st->repack_batches++;
     return 0;
 }
 
-/* Repacks partly used packs. In several passes, the blobs to copy are collected range by range
- * (the last pass's range is still loaded; the others are loaded and walked again), then copied
- * through one store, so the new packs come out as full as in one pass. */
+/* Repacks partly used packs, in batches (plan_repack). Each batch's blobs are collected range by
+ * range (passes: the analysis's last range, still loaded, serves the first batch; the others
+ * are loaded and walked again), then copied through one store, kept open across batches, so the
+ * new packs come out as full as in one batch; the store indexes them before anything is
+ * marked. */
 static int repack(struct pr *p, struct err *e)
 {
-    size_t n_packs = 0, count = 0;
-    for (size_t i = 0; i < p->n_slots; i++) {
-        if (!(p->ps[i].fl & F_REPACK)) continue;
-        n_packs++;
-        count += p->passes > 1 ? p->ps[i].n_used : p->ps[i].n_blobs;
+    uint32_t analysed = p->passes;
+    int rc = plan_repack(p, e);
+    if (rc < 0 || !p->st->repack_batches) return rc;
+    size_t cap = 0, n_ids = 0, to, count;
+    for (size_t from = 0, n; (n = next_batch(p, from, &to, &count)); from = to) {
+        if (count > cap) cap = count;
+        if (n > n_ids) n_ids = n;
     }
-    if (!n_packs) return 0;
-    struct oid *ids = malloc(n_packs * sizeof *ids);
-    p->rep = malloc((count ? count : 1) * sizeof *p->rep);
+    struct oid *ids = malloc(n_ids * sizeof *ids);
+    p->rep = malloc((cap ? cap : 1) * sizeof *p->rep);
     if (!ids || !p->rep) {
         free(ids);
-        return err_set(e, ERR_FAIL, "prune: out of memory for repacking %zu blobs", count);
+        return err_set(e, ERR_FAIL, "prune: out of memory for repacking %zu blobs", cap);
     }
-    for (size_t i = 0, j = 0; i < p->n_slots; i++)
-        if (p->ps[i].fl & F_REPACK) ids[j++] = *slot_id(p, i);
-    int rc = 0;
-    for (uint32_t i = 0; i < p->passes && rc == 0; i++) {
-        if (i > 0) {
-            rc = load_pass(p, i - 1, e);
-            if (rc == 0) rc = map_slots(p, e);
+    struct store *s = NULL;
+    rc = store_new(p->r, &s, e);
+    /* The analysis's last range is loaded, with its walk, unless the repack makes more passes. */
+    bool loaded = analysed == p->passes;
+    uint32_t last = p->range.part;
+    for (size_t from = 0, n; rc == 0 && (n = next_batch(p, from, &to, &count)); from = to) {
+        size_t j = 0;
+        for (size_t i = from; i < to; i++)
+            if (p->ps[i].fl & F_REPACK) ids[j++] = *slot_id(p, i);
+        p->n_rep = 0;
+        for (uint32_t i = 0; i < p->passes && rc == 0; i++) {
+            uint32_t part = loaded ? (last + i) % p->passes : i;
+            if (!loaded || i > 0) {
+                /* The store's uploads add to the index: none may run while it is loaded. */
+                rc = store_wait(s, e);
+                if (rc == 0) rc = load_pass(p, part, e);
+                if (rc == 0) rc = map_slots(p, e);
+            }
+            if (rc == 0) rc = collect_range(p, from, to, count, e);
         }
-        if (rc == 0) rc = collect_range(p, count, e);
+        if (rc == 0) rc = copy_used(p, s, ids, n, e);
+        loaded = false;
     }
-    if (rc == 0) rc = copy_used(p, ids, n_packs, e);
     free(ids);
+    if (s) {
+        /* Whatever was uploaded gets indexed, also after a failure, so nothing is lost and the
+         * next prune finds it. */
+        struct err fe;
+        int frc = store_flush(s, rc == 0 ? e : &fe);
+        if (rc == 0) rc = frc;
+        struct store_stats ss;
+        store_stats(s, &ss);
+        store_free(s);
+        p->st->blobs_repacked = ss.blobs_new;
+        p->st->bytes_repacked = ss.bytes_stored;
+    }
     if (rc < 0) return rc;
     for (size_t i = 0; i < p->n_slots; i++) {
         if (!(p->ps[i].fl & F_REPACK)) continue;
@@ -911,13 +1021,13 @@ static void unmark_used(struct pr *p, const struct walk_bits *used)
  * of the first pass and those found since), and unmarks the packs they use. */
 static int recheck_walk(struct pr *p, const struct walk_root *roots, size_t n_roots, struct err *e)
 {
-    int rc = find_new_index_files(p, p->passes <= 1, e);
+    int rc = find_new_index_files(p, !p->reloads, e);
     struct walk_bits used2 = {0};
     for (uint32_t k = 0; k < p->passes && rc == 0 && !p->walk_problems; k++) {
         p->range.part = k;
         p->range.parts = p->passes;
-        if (p->passes > 1) {
-            progress(p, "pass", k + 1, p->passes);
+        if (p->reloads) {
+            if (p->passes > 1) progress(p, "pass", k + 1, p->passes);
             rc = load_index(p, e);
             if (rc == 0) rc = attribute_marked(p, e);
         }
@@ -1445,8 +1555,8 @@ static int finish(struct pr *p, struct err *e)
         progress(p, "writing the index", 0, 1);
         /* Index files written since the load (by the repack's store, or by backups) are loaded
          * too, so that the new index can replace them as well. */
-        if ((rc = find_new_index_files(p, p->passes <= 1, e)) < 0 ||
-            (rc = (p->passes > 1 ? write_index_streamed : write_index)(p, e)) < 0)
+        if ((rc = find_new_index_files(p, !p->reloads, e)) < 0 ||
+            (rc = (p->reloads ? write_index_streamed : write_index)(p, e)) < 0)
             return rc;
     }
     if ((rc = canceled(p, e)) < 0) return rc;
@@ -1511,8 +1621,8 @@ int prune_run(struct repo *r, struct lock *lk, const struct prune_options *o,
         (rc = plan(&p, e)) < 0 || (rc = analyse(&p, e)) < 0 || (rc = decide(&p, e)) < 0)
         goto out;
     if (o->dry_run) {
-        /* Who would hold deletions up, without marking anything. */
-        if ((rc = list_writers(&p, e)) < 0) goto out;
+        /* Who would hold deletions up, without marking anything; the repack's batches. */
+        if ((rc = list_writers(&p, e)) < 0 || (rc = plan_repack(&p, e)) < 0) goto out;
         for (size_t i = 0; i < p.n_slots; i++) {
             struct pstat *s = &p.ps[i];
             if (s->fl & F_REPACK) {

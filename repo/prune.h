@@ -18,8 +18,9 @@
  * The caller holds a prune lock (lock.h), whose stop flag prune polls.
  *
  * Memory (bounded by max_memory, in passes; see docs/MAINTENANCE.md section 3): the index
- * (idx_memory, ~46 bytes a blob) plus one bit a blob for the walk, ~40 bytes
- * a pack, and, while repacking, ~64 bytes per blob being copied; see docs/MAINTENANCE.md.
+ * (idx_memory, ~46 bytes a blob) plus one bit a blob for the walk, ~40 bytes a pack, and, while
+ * repacking, ~64 bytes per blob being copied (with a bound, in batches of packs that fit beside
+ * one pass); see docs/MAINTENANCE.md.
  */
 #ifndef PV_REPO_PRUNE_H
 #define PV_REPO_PRUNE_H
@@ -83,7 +84,8 @@ struct prune_stats {
     uint64_t bytes_freed;        /* deleted minus newly written (dry run: estimate) */
     uint64_t bytes_unused_after; /* unused bytes left (estimate) */
     uint64_t memory;             /* peak bytes of the index and prune's own tables */
-    uint64_t passes;             /* over ranges of blob IDs (max_memory) */
+    uint64_t passes;             /* over ranges of blob IDs (max_memory; the repack may add some) */
+    uint64_t repack_batches;     /* the repacked packs are copied in this many (max_memory) */
 };
 
 void prune_options_default(struct prune_options *o);

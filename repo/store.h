@@ -36,6 +36,10 @@ int store_add(struct store *s, enum blob_type type, const struct oid *id, const 
               size_t len, bool *added, struct err *e);
 /* Whether the repository or this store already has the blob. Thread-safe. */
 bool store_has(struct store *s, const struct oid *id);
+/* Waits until every full pack is uploaded and in the repository's index (with the index file
+ * then due, if any), leaving the packs being filled open: a caller that reloads the index between
+ * additions (prune, repacking in batches) then does so while nothing else changes it. */
+int store_wait(struct store *s, struct err *e);
 /* Uploads the pending pack and writes an index file for everything not yet indexed. */
 int store_flush(struct store *s, struct err *e);
 void store_stats(struct store *s, struct store_stats *out);

@@ -589,8 +589,11 @@ int walk_load_index_range(struct repo *r, const struct oid *skip, size_t n_skip,
     L.superseded = calloc(n ? n : 1, 1);
     pthread_mutex_init(&L.mu, NULL);
     if (!L.state || !L.superseded) rc = err_set(e, ERR_FAIL, "loading the index: out of memory");
+    /* Each file being decoded is held whole, ciphertext and plaintext (tens of MB for one that
+     * lists a few hundred thousand blobs): under a bound, one at a time. */
+    unsigned threads = rg && rg->parts > 1 ? 1 : 4;
     if (rc == 0) rc = clear_index(r, e);
-    if (rc == 0) rc = walk_parallel(n, 4, index_one, &L, NULL, e);
+    if (rc == 0) rc = walk_parallel(n, threads, index_one, &L, NULL, e);
     /* A file loaded before the one superseding it was seen (left by an interrupted prune) may
      * list packs that are gone: load again without the superseded ones. */
     bool redo = false;
@@ -599,7 +602,7 @@ int walk_load_index_range(struct repo *r, const struct oid *skip, size_t n_skip,
     if (redo) {
         memset(L.state, 0, n);
         rc = clear_index(r, e);
-        if (rc == 0) rc = walk_parallel(n, 4, index_one, &L, NULL, e);
+        if (rc == 0) rc = walk_parallel(n, threads, index_one, &L, NULL, e);
     }
     if (rc == 0) {
         repo_index_lock(r, true);
@@ -675,7 +678,8 @@ int walk_count_index(struct repo *r, struct walk_counts *c, struct err *e)
     struct counter C = {.r = r, .ids = ids, .c = c};
     pthread_mutex_init(&C.mu, NULL);
     rc = idx_new(&C.packs, e);
-    if (rc == 0) rc = walk_parallel(n, 4, count_one, &C, NULL, e);
+    /* Only bounded runs count, and each file is held whole while it is: one at a time. */
+    if (rc == 0) rc = walk_parallel(n, 1, count_one, &C, NULL, e);
     if (C.packs) c->packs = idx_pack_count(C.packs);
     idx_free(C.packs);
     pthread_mutex_destroy(&C.mu);
@@ -693,13 +697,18 @@ static uint64_t range_share(uint64_t split, uint32_t k)
     return avg + avg / 16 + 8 * WALK_COST_BLOB;
 }
 
+uint64_t walk_pass_need(uint64_t fixed, uint64_t split, uint32_t passes)
+{
+    return fixed + (passes <= 1 ? split : range_share(split, passes));
+}
+
 int walk_plan_passes(uint64_t max_memory, uint64_t fixed, uint64_t split, const char *what,
                      uint32_t *passes, struct err *e)
 {
     *passes = 1;
     if (!max_memory) return 0;
-    if (fixed + split <= max_memory) return 0;
-    uint64_t least = fixed + range_share(split, WALK_MAX_PASSES);
+    if (walk_pass_need(fixed, split, 1) <= max_memory) return 0;
+    uint64_t least = walk_pass_need(fixed, split, WALK_MAX_PASSES);
     if (least > max_memory) {
         char b1[32], b2[32];
         snprintf(b1, sizeof b1, "%.1f MiB", (double)max_memory / (1 << 20));
@@ -712,7 +721,7 @@ int walk_plan_passes(uint64_t max_memory, uint64_t fixed, uint64_t split, const 
                        (unsigned long long)fixed, (unsigned long long)(fixed + split));
     }
     uint32_t k = 2;
-    while (fixed + range_share(split, k) > max_memory)
+    while (walk_pass_need(fixed, split, k) > max_memory)
         k++;
     *passes = k;
     return 0;

@@ -142,6 +142,9 @@ int walk_count_index(struct repo *r, struct walk_counts *c, struct err *e);
  * would work, when even WALK_MAX_PASSES do not fit. `what` names the command. */
 int walk_plan_passes(uint64_t max_memory, uint64_t fixed, uint64_t split, const char *what,
                      uint32_t *passes, struct err *e);
+/* What each of `passes` passes holds, as walk_plan_passes counts it: `fixed`, plus `split` in
+ * one pass, or a range's share of it with its slack in several. */
+uint64_t walk_pass_need(uint64_t fixed, uint64_t split, uint32_t passes);
 
 /* A pack in data/ and its size. */
 struct walk_pack {

@@ -35,7 +35,8 @@ ok "help, usage errors (exit 2, one line), version"
 # ---- init options and the environment ---------------------------------------------------------
 run_raw 2 init -r "$REPO" --password-file "$PW" --chunk-avg 1000K
 one_line_error
-run_pv 0 init --chunk-min 64K --chunk-avg 256K --chunk-max 1M --pack-size 4M --compression 5
+run_pv 0 init --chunk-min 64K --chunk-avg 256K --chunk-max 1M --pack-size 4M --compression 5 \
+    --kdf-memory 64K --kdf-passes 2
 run_pv 0 cat config
 jq -e '.' "$T/out" >/dev/null || fail "cat config is not JSON"
 grep -q 262144 "$T/out" || fail "cat config does not show the average chunk size 262144"
@@ -203,6 +204,22 @@ run_pv 0 key remove "${k2:0:8}"
 run_raw 12 -r "$REPO" --password-file "$T/pw2" snapshots
 ok "key add (file and environment), list, remove; the key in use cannot be removed"
 
+run_pv 0 --json key list
+[ "$(jq -r '.[] | select(.current) | "\(.opslimit) \(.memlimit)"' "$T/out")" = "2 65536" ] ||
+    fail "init --kdf-memory 64K --kdf-passes 2: $(cat "$T/out")"
+PODVAULT_NEW_PASSWORD="fourth password" run_pv 0 --json key add --kdf-passes 3 --kdf-memory 32K
+k4=$(jq -r .id "$T/out")
+run_pv 0 --json key list
+[ "$(jq -r --arg k "$k4" '.[] | select(.id == $k) | "\(.opslimit) \(.memlimit)"' "$T/out")" = "3 32768" ] ||
+    fail "key add --kdf-passes 3 --kdf-memory 32K: $(cat "$T/out")"
+run_pv 2 key add --kdf-passes many
+PODVAULT_NEW_PASSWORD="fifth" run_pv 1 key add --kdf-memory 1K
+one_line_error
+run_pv 0 --json key list
+[ "$(jq length "$T/out")" = 3 ] || fail "a refused key add wrote a key file: $(cat "$T/out")"
+run_pv 0 key remove "${k4:0:8}"
+ok "init and key add take the key derivation's cost (--kdf-memory, --kdf-passes)"
+
 printf 'new main password\n' >"$T/pw4"
 run_pv 0 key passwd --new-password-file "$T/pw4"
 run_raw 12 -r "$REPO" --password-file "$PW" snapshots
@@ -264,3 +281,18 @@ else
     jq -e '.[-1].incomplete == true' "$T/out" >/dev/null || fail "snapshot not marked incomplete"
     ok "unreadable file: exit 3, JSON error line, snapshot marked incomplete"
 fi
+
+# ---- --parent latest follows --host --------------------------------------------------------------
+# A repository of its own: the snapshots above are counted by the tests before.
+REPO=$T/parent-repo
+run_pv 0 init
+run_pv 0 --json backup "$A" --host p1
+p1=$(tail -n 1 "$T/out" | jq -r .snapshot_id)
+run_pv 0 --json backup "$B" --host p2
+p2=$(tail -n 1 "$T/out" | jq -r .snapshot_id)
+run_pv 0 --json backup "$B" --host p1 --parent latest
+tail -n 1 "$T/out" | jq -e --arg p "$p1" '.parent == $p' >/dev/null ||
+    fail "backup --host p1 --parent latest: parent should be p1's latest $p1, not $p2: $(tail -n 1 "$T/out")"
+run_pv 1 backup "$B" --host nobody --parent latest
+one_line_error
+ok "backup --parent latest takes the newest snapshot of --host"

@@ -15,6 +15,7 @@
 #include "repo/check.h"
 #include "repo/pack.h"
 #include "repo/prune.h"
+#include "repo/walk.h"
 
 struct acts {
     size_t n;
@@ -711,6 +712,101 @@ static void test_bounded_prune(void **state)
     assert_int_equal(s1.packs_deleted + s1.packs_repacked + s1.packs_marked, 0);
 }
 
+/* The figure after `key` in a message, e.g. "(%llu bytes)". */
+static uint64_t msg_figure(const char *msg, const char *key, const char *fmt)
+{
+    const char *t = strstr(msg, key);
+    unsigned long long v = 0;
+    assert_non_null(t);
+    assert_int_equal(sscanf(t + strlen(key), fmt, &v), 1);
+    return v;
+}
+
+/* A bound that leaves, beside `passes` passes, room for the largest repacked pack alone, so that
+ * each repacked pack is copied in a batch of its own. From the messages: a bound too small for the
+ * analysis names its fixed part, what one pass needs and the least it takes; at that least, no
+ * room is left for the repack, whose message names the least it takes. */
+static uint64_t batch_bound(const char *loc, uint32_t passes)
+{
+    char msg[ERR_MSG_MAX];
+    struct acts l;
+    struct prune_stats st;
+    assert_int_equal(dry_plan(loc, 4096, &l, &st, msg), ERR_FAIL);
+    uint64_t fixed = msg_figure(msg, "alone take ", "%llu"),
+             one = msg_figure(msg, "one pass needs ", "%llu"),
+             least = msg_figure(msg, "MiB (", "%llu");
+    assert_true(least < one);
+    assert_int_equal(dry_plan(loc, least, &l, &st, msg), ERR_FAIL);
+    assert_non_null(strstr(msg, "too small to prune this repository"));
+    assert_non_null(strstr(msg, "to repack pack"));
+    uint64_t least2 = msg_figure(msg, "MiB (", "%llu");
+    assert_true(least2 > least);
+    return walk_pass_need(fixed, one - fixed, passes) + (least2 - least);
+}
+
+/* A real prune under a bound that leaves room for one repacked pack at a time beside a pass
+ * copies them in several batches (one range, and several) through one store: it deletes and
+ * repacks what the unbounded one does on an identical repository, writes as many packs, and
+ * leaves every snapshot loading and the repository checking clean. */
+static void test_bounded_repack_batches(void **state)
+{
+    (void)state;
+    char loc[600], twin[600], copy[600], cmd[1300];
+    struct oid keep[2];
+    bounded_history(loc, keep);
+    snprintf(twin, sizeof twin, "%s/r%d", fx_base, fx_counter++);
+    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", loc, twin);
+    assert_int_equal(system(cmd), 0);
+    struct acts d0, d1, l0, l1;
+    struct prune_stats s0, s1;
+    assert_int_equal(dry_plan(loc, 0, &d0, &s0, NULL), 0);
+    assert_int_equal(s0.repack_batches, 1);
+    assert_true(s0.packs_repacked >= 2);
+    struct prune_options o;
+    prune_options_default(&o);
+    o.max_unused = 0;
+    struct run rn0 = {.acts = &l0};
+    assert_int_equal(run_prune(twin, &o, &rn0, &s0), 0);
+    assert_int_equal(s0.repack_batches, 1);
+    assert_true(s0.packs_repacked >= 2);
+
+    const uint32_t passes[2] = {1, 4};
+    for (int i = 0; i < 2; i++) {
+        uint64_t bound = batch_bound(loc, passes[i]);
+        assert_int_equal(dry_plan(loc, bound, &d1, &s1, NULL), 0);
+        assert_true(s1.repack_batches >= 2);
+        assert_same_acts(&d0, &d1);
+
+        snprintf(copy, sizeof copy, "%s/r%d", fx_base, fx_counter++);
+        snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", loc, copy);
+        assert_int_equal(system(cmd), 0);
+        o.max_memory = bound;
+        struct run rn1 = {.acts = &l1};
+        assert_int_equal(run_prune(copy, &o, &rn1, &s1), 0);
+        assert_true(s1.repack_batches >= 2);
+        if (passes[i] == 1)
+            assert_int_equal(s1.passes, 1);
+        else
+            assert_true(s1.passes >= 2);
+        assert_same_acts(&l0, &l1);
+        assert_int_equal(s1.packs_deleted, s0.packs_deleted);
+        assert_int_equal(s1.packs_repacked, s0.packs_repacked);
+        assert_int_equal(s1.blobs_repacked, s0.blobs_repacked);
+        assert_int_equal(s1.bytes_deleted, s0.bytes_deleted);
+        assert_int_equal(s1.packs_pending, 0);
+        assert_int_equal(fx_count(copy, "data"), fx_count(twin, "data"));
+        assert_int_equal(fx_count(copy, "deletions"), 0);
+        uint64_t warn;
+        assert_int_equal(run_check(copy, true, &warn), 0);
+        assert_int_equal(warn, 0);
+        assert_int_equal(fx_verify(copy, &keep[0]), 0);
+        assert_int_equal(fx_verify(copy, &keep[1]), 0);
+        o.max_memory = 0;
+        assert_int_equal(run_prune(copy, &o, NULL, &s1), 0);
+        assert_int_equal(s1.packs_deleted + s1.packs_repacked + s1.packs_marked, 0);
+    }
+}
+
 static void test_refuses_broken_index(void **state)
 {
     (void)state;
@@ -896,6 +992,7 @@ int main(void)
         cmocka_unit_test(test_dry_run_changes_nothing),
         cmocka_unit_test(test_bounded_plan),
         cmocka_unit_test(test_bounded_prune),
+        cmocka_unit_test(test_bounded_repack_batches),
         cmocka_unit_test(test_refuses_broken_index),
         cmocka_unit_test(test_interrupted_resumes),
         cmocka_unit_test(test_quick_deletes_marked_only),

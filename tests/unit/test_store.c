@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "repo/crypt.h"
 #include "repo/pack.h"
 #include "repo/repo.h"
 #include "repo/store.h"
@@ -374,6 +375,40 @@ static void test_index_written_during_backup(void **state)
     free_blobs(blobs, N);
 }
 
+static void test_index_file_blob_cap(void **state)
+{
+    /* 100,000 tiny blobs fill far fewer than 16 packs, yet an index file is due once 65,536
+     * blobs wait, so readers never hold a file of hundreds of thousands of blobs. */
+    enum { N = 100000 };
+    char loc[600];
+    struct err e;
+    struct repo *r = new_repo(loc);
+    struct store *s;
+    assert_int_equal(store_new(r, &s, &e), 0);
+    for (uint32_t i = 0; i < N; i++) {
+        uint8_t data[16] = {0};
+        memcpy(data, &i, sizeof i);
+        struct oid id;
+        assert_int_equal(crypt_blob_id(repo_keys(r), data, sizeof data, &id, &e), 0);
+        assert_int_equal(store_add(s, BLOB_DATA, &id, data, sizeof data, NULL, &e), 0);
+    }
+    assert_int_equal(store_flush(s, &e), 0);
+    struct store_stats st;
+    store_stats(s, &st);
+    assert_true(st.packs < 16);
+    struct oid *ids;
+    size_t n_index;
+    assert_int_equal(repo_list_ids(r, "index", &ids, &n_index, &e), 0);
+    free(ids);
+    assert_int_equal(n_index, 2);
+    store_free(s);
+    repo_close(r);
+    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_load_index(r, &e), 0);
+    assert_int_equal(idx_blob_count(repo_index(r)), N);
+    repo_close(r);
+}
+
 static void test_tree_blobs_compress(void **state)
 {
     char loc[600];
@@ -462,6 +497,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_concurrent_adds),
         cmocka_unit_test(test_index_written_during_backup),
+        cmocka_unit_test(test_index_file_blob_cap),
         cmocka_unit_test(test_tree_blobs_compress),
         cmocka_unit_test(test_flush_empty),
         cmocka_unit_test(test_upload_failure_is_sticky),
