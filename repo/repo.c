@@ -59,13 +59,13 @@
  * prune replaced it); each try lists again. */
 #define REPO_RELIST_TRIES 3
 
-    enum win_state {
-        WIN_FREE,
-        WIN_PLANNED, /* to be fetched */
-        WIN_LOADING, /* `data` belongs to the fetcher */
-        WIN_READY,
-        WIN_FAILED, /* the fetch failed: its readers read directly */
-    };
+enum win_state {
+    WIN_FREE,
+    WIN_PLANNED, /* to be fetched */
+    WIN_LOADING, /* `data` belongs to the fetcher */
+    WIN_READY,
+    WIN_FAILED, /* the fetch failed: its readers read directly */
+};
 
 /* Segment `seg` of a pack: bytes [off, off + want), off = seg x the window size. */
 struct window {
@@ -355,6 +355,11 @@ void repo_set_read_ahead(struct repo *r, size_t bytes)
 {
     repo_prefetch_end(r); /* segments of the old size */
     r->window_bytes = bytes;
+}
+
+bool repo_reads_ahead(const struct repo *r)
+{
+    return r->window_bytes > 0;
 }
 
 /* A local directory needs neither a cache nor read-ahead: reading it is as fast as reading

@@ -50,6 +50,8 @@ const char *repo_cache_dir(const struct repo *r);
  * for a repository that is not a local directory. Set before the repository is shared between
  * threads. */
 void repo_set_read_ahead(struct repo *r, size_t bytes);
+/* Whether blob reads go through read-ahead (see repo_set_read_ahead). */
+bool repo_reads_ahead(const struct repo *r);
 /* Read-ahead for a reader that knows what it will read (a restore): each repo_prefetch tells
  * that blob `id` will be read soon, in the order of the calls, so that its bytes are fetched
  * before they are asked for (no more than a fixed number of segments at once). Each call must be
