@@ -590,6 +590,17 @@ static void assert_same_acts(const struct acts *l0, const struct acts *l1)
     }
 }
 
+/* A bounded prune (s1) deleted and repacked what the unbounded one (s0) did, and left nothing
+ * marked for later. */
+static void assert_same_outcome(const struct prune_stats *s1, const struct prune_stats *s0)
+{
+    assert_int_equal(s1->packs_deleted, s0->packs_deleted);
+    assert_int_equal(s1->packs_repacked, s0->packs_repacked);
+    assert_int_equal(s1->blobs_repacked, s0->blobs_repacked);
+    assert_int_equal(s1->bytes_deleted, s0->bytes_deleted);
+    assert_int_equal(s1->packs_pending, 0);
+}
+
 /* The plan with and without a bound that forces several passes is the same, pack by pack; any
  * run given a bound below what one range needs fails at once. */
 static void test_bounded_plan(void **state)
@@ -677,11 +688,7 @@ static void test_bounded_prune(void **state)
     assert_true(s0.packs_repacked >= 1);
     assert_true(s0.packs_deleted >= 1);
     assert_same_acts(&l0, &l1);
-    assert_int_equal(s1.packs_deleted, s0.packs_deleted);
-    assert_int_equal(s1.packs_repacked, s0.packs_repacked);
-    assert_int_equal(s1.blobs_repacked, s0.blobs_repacked);
-    assert_int_equal(s1.bytes_deleted, s0.bytes_deleted);
-    assert_int_equal(s1.packs_pending, 0);
+    assert_same_outcome(&s1, &s0);
     assert_int_equal(fx_count(loc, "data"), fx_count(twin, "data"));
     assert_int_equal(fx_count(loc, "deletions"), 0);
 
@@ -789,11 +796,7 @@ static void test_bounded_repack_batches(void **state)
         else
             assert_true(s1.passes >= 2);
         assert_same_acts(&l0, &l1);
-        assert_int_equal(s1.packs_deleted, s0.packs_deleted);
-        assert_int_equal(s1.packs_repacked, s0.packs_repacked);
-        assert_int_equal(s1.blobs_repacked, s0.blobs_repacked);
-        assert_int_equal(s1.bytes_deleted, s0.bytes_deleted);
-        assert_int_equal(s1.packs_pending, 0);
+        assert_same_outcome(&s1, &s0);
         assert_int_equal(fx_count(copy, "data"), fx_count(twin, "data"));
         assert_int_equal(fx_count(copy, "deletions"), 0);
         uint64_t warn;
