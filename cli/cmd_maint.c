@@ -141,13 +141,15 @@ static int prune_option(struct cli *g, int opt, const char *arg, struct maint_ar
  * raises that threshold to the largest block freed (index files, packs), after which such
  * blocks come from the heap and their space stays with the process across passes: measured at
  * 2 million blobs, a bounded prune peaked at 101 MiB instead of 52, for 10% more time. */
+#define MAINT_MMAP_THRESHOLD (128 * 1024)
+
 static int maint_begin(struct cli *g, struct repo *r, const struct maint_args *a, struct lock **lk)
 {
     uint64_t v;
     if (!env_max_memory(&v))
         return cli_usage_error(g, "%s wants a size like 256M or 2G, not \"%s\"", MAX_MEMORY_ENV,
                                getenv(MAX_MEMORY_ENV));
-    if (a->prune.max_memory) mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    if (a->prune.max_memory) mallopt(M_MMAP_THRESHOLD, MAINT_MMAP_THRESHOLD);
     struct lock_options lo = {.kind = LOCK_PRUNE, .cancel = g->cancel, .wait_sec = a->lock_wait};
     struct err e;
     err_clear(&e);
@@ -789,6 +791,10 @@ int cmd_check(struct cli *g, int argc, char **argv)
         }
     }
     if (optind < argc) return cli_usage_error(g, "check takes no arguments");
+    /* Reading data frees a range of a pack (2 MiB) after each read, which would otherwise stay in
+     * the heap for the same reason: in bench/maint.sh, 28.8 MiB at peak instead of 34.7, for 5%
+     * more time. */
+    if (o.read != CHECK_READ_NONE) mallopt(M_MMAP_THRESHOLD, MAINT_MMAP_THRESHOLD);
     struct repo *r;
     int rc = cli_open_repo(g, &r);
     if (rc) return rc;

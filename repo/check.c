@@ -179,6 +179,63 @@ static void report_bad_blob(struct ck *c, const struct oid *id, const struct oid
             oid_hex(pack, hex2), used ? " (used by snapshots)" : "", msg);
 }
 
+/* Reads a pack's blobs in ranges of about this many bytes (a blob larger than this is read
+ * alone), so reading data holds this much per thread, not a whole pack. 2 MiB: a 16 MiB pack
+ * takes 8 requests, and two threads hold a few MiB beside the tables. */
+#define CHECK_READ_RANGE (2u * 1024 * 1024)
+
+/* Reads the blobs of pack i in ranges and verifies each against its ID. A range that cannot be
+ * read makes each of its blobs bad, with the reason. */
+static int check_pack_data(struct ck *c, size_t i, const struct pack_entry *ents, size_t n,
+                           struct err *e)
+{
+    struct repo *r = c->r;
+    const struct walk_pack *wp = &c->data[i];
+    char name[80];
+    pack_object_name(&wp->id, name);
+    struct buf range = BUF_INIT, plain = BUF_INIT;
+    uint64_t bytes = 0;
+    int frc = 0;
+    for (size_t k = 0; k < n;) {
+        /* Blobs lie back to back in header order (pack_header_decode checks it). */
+        size_t end = k + 1;
+        uint32_t start = ents[k].offset;
+        uint64_t len = ents[k].stored_len;
+        while (end < n && len + ents[end].stored_len <= CHECK_READ_RANGE)
+            len += ents[end++].stored_len;
+        struct err le;
+        buf_reset(&range);
+        int lrc = backend_load(repo_backend(r), name, start, len, &range, &le);
+        if (lrc == 0) bytes += len;
+        for (; k < end; k++) {
+            const struct pack_entry *pk = &ents[k];
+            struct err be;
+            int brc;
+            if (lrc < 0) {
+                brc = lrc;
+                be = le;
+            } else {
+                buf_reset(&plain);
+                brc = crypt_blob_open(repo_keys(r), (enum blob_type)pk->type, &pk->id,
+                                      range.data + (pk->offset - start), pk->stored_len,
+                                      pk->raw_len, &plain, &be);
+            }
+            if (brc < 0 && walk_in_range(&c->range, &pk->id))
+                report_bad_blob(c, &pk->id, &wp->id, be.msg);
+            else if (brc < 0 && note_bad_blob(c, &pk->id, &wp->id, be.msg) < 0 && !frc)
+                frc = err_set(e, ERR_FAIL, "check: out of memory");
+        }
+    }
+    buf_free(&range);
+    buf_free(&plain);
+    pthread_mutex_lock(&c->mu);
+    c->st->packs_read++;
+    c->st->blobs_read += n;
+    c->st->bytes_read += bytes;
+    pthread_mutex_unlock(&c->mu);
+    return frc;
+}
+
 /* Compares a pack's header with the index (the entries of this pass's range) and, when
  * selected, reads and verifies all its blobs (in the first pass). Findings about the pack as a
  * whole are made in the first pass, or after the last one. */
@@ -190,30 +247,16 @@ static int check_pack(void *ctx, size_t i, struct err *e)
     struct idx *x = repo_index(r);
     bool first = c->range.part == 0;
     if (c->header_bad[i]) return 0;
-    char name[80], hex[OID_HEX_LEN + 1];
-    pack_object_name(&wp->id, name);
+    char hex[OID_HEX_LEN + 1];
     uint32_t num = 0;
     bool listed = idx_pack_find(x, &wp->id, &num) && num < c->n_table;
 
     struct pack_entry *ents = NULL;
     size_t n = 0;
-    struct buf whole = BUF_INIT;
     struct err pe;
-    int rc;
-    bool read = first && c->read_sel && c->read_sel[i];
-    if (read) {
-        rc = backend_load(repo_backend(r), name, 0, 0, &whole, &pe);
-        if (rc == 0) {
-            size_t need = 0;
-            rc = pack_header_decode(repo_keys(r), &wp->id, whole.data, whole.len, whole.len, &ents,
-                                    &n, &need, &pe);
-        }
-    } else {
-        rc = pack_read_header(repo_backend(r), repo_keys(r), &wp->id, &ents, &n, &pe);
-    }
+    int rc = pack_read_header(repo_backend(r), repo_keys(r), &wp->id, &ents, &n, &pe);
     if (rc < 0) {
         c->header_bad[i] = 1;
-        buf_free(&whole);
         if (!first) return 0; /* appeared only now: someone is changing the repository */
     }
     if (rc == ERR_NOT_FOUND) {
@@ -228,15 +271,12 @@ static int check_pack(void *ctx, size_t i, struct err *e)
                 listed ? "" : " (the pack is in no index)");
         return 0;
     }
-    int frc = 0;
     for (size_t k = 0; k < n; k++) {
         const struct pack_entry *pk = &ents[k];
         struct idx_loc loc;
         size_t pos;
-        bool mine = walk_in_range(&c->range, &pk->id);
-        if (!mine) {
-            /* Another pass compares it. */
-        } else if (!idx_lookup_pos(x, &pk->id, &loc, &pos)) {
+        if (!walk_in_range(&c->range, &pk->id)) continue; /* another pass compares it */
+        if (!idx_lookup_pos(x, &pk->id, &loc, &pos)) {
             pthread_mutex_lock(&c->mu);
             c->unindexed[i]++;
             pthread_mutex_unlock(&c->mu);
@@ -252,31 +292,12 @@ static int check_pack(void *ctx, size_t i, struct err *e)
             }
             walk_bit_set(&c->confirmed, pos);
         }
-        if (!read) continue;
-        struct buf plain = BUF_INIT;
-        struct err be;
-        int brc =
-            crypt_blob_open(repo_keys(r), (enum blob_type)pk->type, &pk->id,
-                            whole.data + pk->offset, pk->stored_len, pk->raw_len, &plain, &be);
-        buf_free(&plain);
-        if (brc < 0 && mine)
-            report_bad_blob(c, &pk->id, &wp->id, be.msg);
-        else if (brc < 0 && note_bad_blob(c, &pk->id, &wp->id, be.msg) < 0 && !frc)
-            frc = err_set(e, ERR_FAIL, "check: out of memory");
-        pthread_mutex_lock(&c->mu);
-        c->st->blobs_read++;
-        pthread_mutex_unlock(&c->mu);
     }
-    if (read) {
-        pthread_mutex_lock(&c->mu);
-        c->st->packs_read++;
-        c->st->bytes_read += whole.len;
-        pthread_mutex_unlock(&c->mu);
-    }
+    int frc = 0;
+    if (first && c->read_sel && c->read_sel[i]) frc = check_pack_data(c, i, ents, n, e);
     if (listed && c->has_blobs[num]) c->header_ok[num] = 1;
     if (first) c->n_header[i] = (uint32_t)n;
     free(ents);
-    buf_free(&whole);
     return frc;
 }
 

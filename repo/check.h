@@ -3,8 +3,8 @@
  * check_run verifies the structure: every index file and snapshot loads; every tree and data
  * blob a snapshot reaches is in the index, and every tree decodes; every pack the index lists
  * exists, is long enough, and its header (read back and authenticated) lists each blob where the
- * index says. With read_data it also reads whole packs (each once) and decrypts and verifies
- * every blob against its ID. Each problem is reported with the ID of the object at fault and
+ * index says. With read_data it also reads every pack's blobs (each pack once, in ranges of
+ * about 2 MiB) and decrypts and verifies every blob against its ID. Each problem is reported with the ID of the object at fault and
  * counted; unreferenced data (packs no index lists, blobs no snapshot uses) is reported as a
  * warning, since prune removes it and it harms nothing.
  *
@@ -12,7 +12,7 @@
  * existing ones, so a lost or damaged index file costs nothing that the packs still hold.
  *
  * Memory (bounded by max_memory, in passes): the index plus two bits a blob and ~16 bytes a pack;
- * with read_data, one pack per thread.
+ * with read_data, a 2 MiB range of a pack per thread.
  */
 #ifndef PV_REPO_CHECK_H
 #define PV_REPO_CHECK_H

@@ -43,20 +43,26 @@ static __attribute__((unused)) int fx_teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-/* Creates a repository and returns its location in loc. */
-static __attribute__((unused)) void fx_create(char loc[600])
+/* Creates a repository whose packs hold pack_size bytes, and returns its location in loc. */
+static __attribute__((unused)) void fx_create_sized(char loc[600], uint32_t pack_size)
 {
     snprintf(loc, 600, "%s/r%d", fx_base, fx_counter++);
     struct repo_create_params p;
     struct err e;
     config_default(&p.config);
-    p.config.pack_size = FX_PACK_SIZE;
+    p.config.pack_size = pack_size;
     p.config.zstd_level = 1;
     keyfile_params_default(&p.kdf);
     if (repo_create(loc, "pw", &p, &e) != 0) {
         fprintf(stderr, "repo_create: %s\n", e.msg);
         abort();
     }
+}
+
+/* Creates a repository with FX_PACK_SIZE packs. */
+static __attribute__((unused)) void fx_create(char loc[600])
+{
+    fx_create_sized(loc, FX_PACK_SIZE);
 }
 
 /* Opens a repository as a writer would: lock, marks, index. *lk may be NULL to skip the lock. */

@@ -166,6 +166,45 @@ static void test_flipped_blob_byte(void **state)
     assert_int_equal(st.packs_read, 1);
 }
 
+/* A pack larger than one read (2 MiB) is read in several ranges: damage in the first and the
+ * last is found, and every blob is read once. */
+static void test_read_in_ranges(void **state)
+{
+    (void)state;
+    char loc[600];
+    fx_create_sized(loc, 8u * 1024 * 1024);
+    struct repo *r = fx_open(loc, NULL);
+    int nums[60];
+    for (int i = 0; i < 60; i++)
+        nums[i] = i;
+    fx_backup(r, nums, 60, NULL);
+    struct oid first = fx_blob_id(r, 0), last = fx_blob_id(r, 59);
+    struct idx_loc lf, ll;
+    assert_true(idx_lookup(repo_index(r), &first, &lf));
+    assert_true(idx_lookup(repo_index(r), &last, &ll));
+    assert_int_equal(lf.pack, ll.pack);
+    assert_true(ll.offset > 4u * 1024 * 1024); /* in the third range or later */
+    struct oid pack = *idx_pack_id(repo_index(r), lf.pack);
+    repo_close(r);
+
+    struct found f;
+    struct check_stats st = check(loc, CHECK_READ_ALL, NULL, &f);
+    assert_int_equal(st.errors, 0);
+    assert_int_equal(st.blobs_read, 61); /* and one tree */
+    assert_true(st.bytes_read > 60u * 96 * 1024);
+
+    char name[80], path[800];
+    pack_object_name(&pack, name);
+    snprintf(path, sizeof path, "%s/%s", loc, name);
+    flip(path, (long)lf.offset + 10);
+    flip(path, (long)ll.offset + (long)ll.stored_len - 1);
+    st = check(loc, CHECK_READ_ALL, NULL, &f);
+    assert_int_equal(st.errors, 2);
+    assert_true(named(&f, true, CHECK_BLOB, &first));
+    assert_true(named(&f, true, CHECK_BLOB, &last));
+    assert_int_equal(st.blobs_read, 61);
+}
+
 static void test_flipped_header_byte(void **state)
 {
     (void)state;
@@ -491,6 +530,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clean),
         cmocka_unit_test(test_flipped_blob_byte),
+        cmocka_unit_test(test_read_in_ranges),
         cmocka_unit_test(test_flipped_header_byte),
         cmocka_unit_test(test_truncated_pack),
         cmocka_unit_test(test_missing_pack),
