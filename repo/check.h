@@ -4,9 +4,9 @@
  * blob a snapshot reaches is in the index, and every tree decodes; every pack the index lists
  * exists, is long enough, and its header (read back and authenticated) lists each blob where the
  * index says. With read_data it also reads every pack's blobs (each pack once, in ranges of
- * about 2 MiB) and decrypts and verifies every blob against its ID. Each problem is reported with the ID of the object at fault and
- * counted; unreferenced data (packs no index lists, blobs no snapshot uses) is reported as a
- * warning, since prune removes it and it harms nothing.
+ * about 2 MiB) and decrypts and verifies every blob against its ID. Each problem is reported
+ * with the ID of the object at fault and counted; unreferenced data (packs no index lists, blobs
+ * no snapshot uses) is reported as a warning, since prune removes it and it harms nothing.
  *
  * check_repair_index reads every pack's header and writes index files that supersede all
  * existing ones, so a lost or damaged index file costs nothing that the packs still hold.
