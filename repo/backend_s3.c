@@ -26,6 +26,9 @@
 #define SHA256_HEX_LEN 64
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define ERR_BODY_MAX (64u << 10)
+/* curl's receive buffer for answers with a body. Its default, 16 KiB, costs a poll and a recv
+ * per 16 KiB: 130,000 of each to restore 2 GB, against 14,000 with this. */
+#define RECV_BUFFER (256L << 10)
 #define LIST_BODY_MAX (16u << 20)
 /* Room reserved up front for an answer of announced length; packs are at most 1 GiB. */
 #define PREALLOC_MAX ((uint64_t)2 << 30)
@@ -512,6 +515,7 @@ static CURLcode attempt(struct s3 *s, CURL *h, struct req *r, char *curl_msg)
         curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
     }
     if (r->range) curl_easy_setopt(h, CURLOPT_RANGE, r->range);
+    if (r->out) curl_easy_setopt(h, CURLOPT_BUFFERSIZE, RECV_BUFFER);
 
     CURLcode cc = curl_easy_perform(h);
     r->status = 0;

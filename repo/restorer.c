@@ -49,7 +49,11 @@ struct rfile {
     int fd;
     atomic_uint refs;
     atomic_bool failed;
-    uint64_t length; /* final length: ftruncate'd at the end so trailing holes exist */
+    uint64_t length; /* final length */
+    /* The writes may end short of `length` (a trailing hole, or zeros left out with --sparse):
+     * the file is then ftruncate'd to it at the end. Otherwise the last write sets the length,
+     * and a call per file is spared. */
+    bool set_length;
     char *disp;
     char *rel;             /* its path below the restore root, to remove it if it fails */
     struct tree_node node; /* moved out of its tree */
@@ -638,7 +642,7 @@ static void finish_file(struct rs *rs, struct rfile *f)
     if (f->failed || canceled(rs)) {
         remove_partial(rs, f);
     } else {
-        if (ftruncate(f->fd, (off_t)f->length) < 0) {
+        if (f->set_length && ftruncate(f->fd, (off_t)f->length) < 0) {
             report(rs, f->disp, true, "setting size to %llu: %s", (unsigned long long)f->length,
                    strerror(errno));
         } else {
@@ -1062,6 +1066,8 @@ static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_
     }
     f->fd = fd;
     f->length = end > n->size ? end : n->size;
+    bool ends_in_hole = n->n_content && n->content[n->n_content - 1].hole;
+    f->set_length = f->length > end || ends_in_hole || (rs->o->sparse && data);
     f->node = *n;
     memset(n, 0, sizeof *n);
     atomic_init(&f->refs, 1); /* ours, until every job is queued */

@@ -795,6 +795,13 @@ static void test_sparse(void **state)
     assert_int_equal(pwrite(fd, data, 512 * 1024, (off_t)(4 * GiB)), 512 * 1024);
     assert_int_equal(pwrite(fd, data, 256 * 1024, (off_t)(8 * GiB - 256 * 1024)), 256 * 1024);
     close(fd);
+    /* Ending in a hole: no write reaches the end, the length must still be restored. */
+    src_path(f, p, sizeof p, "tail_hole");
+    fd = open(p, O_WRONLY | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, data, 64 * 1024, 0), 64 * 1024);
+    assert_int_equal(ftruncate(fd, (off_t)(3 * CHUNK)), 0);
+    close(fd);
     free(data);
     /* Zeros written as data: kept as data unless --sparse. */
     src_path(f, p, sizeof p, "zeros");
@@ -822,10 +829,13 @@ static void test_sparse(void **state)
     assert_int_equal(lstat(q, &st), 0);
     assert_int_equal((uint64_t)st.st_size, 8 * GiB);
     assert_true((uint64_t)st.st_blocks * 512 < 4 * CHUNK);
+    pathf(q, sizeof q, "%s/tail_hole", out);
+    assert_int_equal(lstat(q, &st), 0);
+    assert_int_equal((uint64_t)st.st_size, 3 * CHUNK);
     pathf(q, sizeof q, "%s/zeros", out);
     assert_int_equal(lstat(q, &st), 0);
     assert_true((uint64_t)st.st_blocks * 512 >= 2 * CHUNK);
-    assert_int_equal(sum.bytes, 2 * CHUNK + 1024 * 1024);
+    assert_int_equal(sum.bytes, 2 * CHUNK + 1024 * 1024 + 64 * 1024);
     expect_same(f->src, out, "--no-root");
     rec_free(&rc);
 
@@ -834,7 +844,7 @@ static void test_sparse(void **state)
     o.sparse = true;
     assert_int_equal(restore(f, out, &o, &rc, &sum), 0);
     assert_int_equal(sum.errors, 0);
-    assert_int_equal(sum.bytes, 1024 * 1024);
+    assert_int_equal(sum.bytes, 1024 * 1024 + 64 * 1024);
     pathf(q, sizeof q, "%s/zeros", out);
     assert_int_equal(lstat(q, &st), 0);
     assert_int_equal((uint64_t)st.st_size, 2 * CHUNK);
