@@ -198,8 +198,8 @@ static int s3_credentials(const struct runner_env *env, struct k8s_client *k, co
 
 static bool inherited(const char *var, bool own_aws)
 {
-    static const char *const drop[] = {"PODVAULT_PASSWORD=", "PODVAULT_PASSWORD_FILE=",
-                                       "PODVAULT_REPOSITORY=", "TMPDIR=", NULL};
+    static const char *const drop[] = {
+        "PODVAULT_PASSWORD=", "PODVAULT_PASSWORD_FILE=", "PODVAULT_REPOSITORY=", "TMPDIR=", NULL};
     static const char *const aws[] = {"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=",
                                       "AWS_SESSION_TOKEN=", "AWS_SHARED_CREDENTIALS_FILE=", NULL};
     for (const char *const *d = drop; *d; d++)

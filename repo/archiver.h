@@ -28,24 +28,24 @@ struct arch_progress {
     uint64_t files_total; /* from a scan that runs ahead; grows until scan_done */
     uint64_t bytes_total;
     bool scan_done;
-    uint64_t bytes_new;   /* plain bytes of new blobs so far */
+    uint64_t bytes_new; /* plain bytes of new blobs so far */
     uint64_t errors;
-    double elapsed;       /* seconds */
+    double elapsed; /* seconds */
 };
 
 struct arch_options {
-    const char *hostname;      /* NULL: gethostname() */
+    const char *hostname; /* NULL: gethostname() */
     const char *const *tags;
     size_t n_tags;
     const char *const *labels; /* "key=value" strings recorded in the snapshot */
     size_t n_labels;
-    const struct oid *parent;  /* explicit parent; NULL: latest snapshot of same host + paths */
-    bool no_parent;            /* read every file (no incremental) */
+    const struct oid *parent;    /* explicit parent; NULL: latest snapshot of same host + paths */
+    bool no_parent;              /* read every file (no incremental) */
     const char *const *excludes; /* fnmatch(3) patterns; a pattern with '/' matches the full
                                     path, otherwise the basename */
     size_t n_excludes;
-    bool one_file_system;      /* do not cross mount points below each path */
-    unsigned threads;          /* worker threads; 0 = number of CPUs */
+    bool one_file_system; /* do not cross mount points below each path */
+    unsigned threads;     /* worker threads; 0 = number of CPUs */
     /* Called about every 250 ms from the walking thread (may be NULL). */
     void (*progress)(void *ctx, const struct arch_progress *p);
     /* Called for each problem with an entry (may be NULL): path and a message. */

@@ -20,15 +20,15 @@ struct repo;
 struct snap_summary {
     uint64_t files_new, files_changed, files_unmodified;
     uint64_t dirs_new, dirs_changed, dirs_unmodified;
-    uint64_t total_files;      /* files of any type in the snapshot */
-    uint64_t total_bytes;      /* sum of file sizes */
-    uint64_t bytes_read;       /* bytes read from files (not skipped as unchanged) */
-    uint64_t blobs_new;        /* blobs this backup added to the repository */
-    uint64_t bytes_new;        /* plain bytes of those blobs */
-    uint64_t bytes_stored;     /* stored (compressed, sealed) bytes of those blobs */
-    uint64_t errors;           /* entries that could not be read */
+    uint64_t total_files;          /* files of any type in the snapshot */
+    uint64_t total_bytes;          /* sum of file sizes */
+    uint64_t bytes_read;           /* bytes read from files (not skipped as unchanged) */
+    uint64_t blobs_new;            /* blobs this backup added to the repository */
+    uint64_t bytes_new;            /* plain bytes of those blobs */
+    uint64_t bytes_stored;         /* stored (compressed, sealed) bytes of those blobs */
+    uint64_t errors;               /* entries that could not be read */
     uint64_t files_changed_during; /* files that changed while being read */
-    double duration;           /* seconds */
+    double duration;               /* seconds */
 };
 
 /* Metadata of the backed-up root directory itself (single-directory backups only). */
@@ -40,21 +40,21 @@ struct snap_root {
 };
 
 struct snapshot {
-    struct oid id;      /* the object name; not part of the JSON */
-    int64_t time_sec;   /* start of the backup */
+    struct oid id;    /* the object name; not part of the JSON */
+    int64_t time_sec; /* start of the backup */
     uint32_t time_nsec;
-    struct oid tree;    /* root tree blob */
+    struct oid tree; /* root tree blob */
     bool has_parent;
     struct oid parent;
     char *hostname, *username; /* owned */
-    char **paths;       /* owned, as given (absolute) */
+    char **paths;              /* owned, as given (absolute) */
     size_t n_paths;
-    char **tags;        /* owned, sorted */
+    char **tags; /* owned, sorted */
     size_t n_tags;
-    char **labels;      /* owned "key=value" strings (pod, namespace, volume, pvc, ...) */
+    char **labels; /* owned "key=value" strings (pod, namespace, volume, pvc, ...) */
     size_t n_labels;
     struct snap_root root;
-    bool incomplete;    /* some entries could not be read */
+    bool incomplete; /* some entries could not be read */
     struct snap_summary summary;
 };
 
@@ -89,7 +89,7 @@ struct snap_filter {
     const char *hostname;     /* NULL = any */
     const char *const *paths; /* the snapshot's set of paths must equal this set; none = any */
     size_t n_paths;
-    const char *const *tags;  /* snapshot must carry every one; none = any */
+    const char *const *tags; /* snapshot must carry every one; none = any */
     size_t n_tags;
 };
 

@@ -81,7 +81,10 @@ struct tree {
     size_t cap;
 };
 
-#define TREE_INIT {NULL, 0, 0}
+#define TREE_INIT                                                                                  \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* Appends a node, taking ownership of everything it points to (the caller's struct is zeroed).
  * On failure (memory) the node is left untouched and still the caller's. */

@@ -207,9 +207,9 @@ static char *rewrite_head(const char *head, size_t len, size_t *out_len)
         const char *eol = memchr(l, '\n', (size_t)(head + len - l));
         size_t n = eol ? (size_t)(eol - l) + 1 : (size_t)(head + len - l);
         /* The last line of the block may be shorter than the names compared against. */
-        bool drop = !first && n >= 11 &&
-                    (strncasecmp(l, "Connection:", 11) == 0 ||
-                     strncasecmp(l, "Keep-Alive:", 11) == 0);
+        bool drop =
+            !first && n >= 11 &&
+            (strncasecmp(l, "Connection:", 11) == 0 || strncasecmp(l, "Keep-Alive:", 11) == 0);
         if (!drop) {
             memcpy(o, l, n);
             o += n;
