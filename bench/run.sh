@@ -36,7 +36,7 @@ mkdir -p "$W"
 # What a run leaves besides the data (repositories, caches, restored trees: 300,000 files) goes
 # when it ends, also with BENCH_KEEP=1, so that the next run does not begin by deleting it (see
 # the wait below).
-outputs() { OUTPUTS=("$W/pv-repo" "$W/restic-repo" "$W/pv-cache" "$W/restic-cache" "$W/restic-s3-cache" "$W"/*-restore "$W"/*-restore-2); }
+outputs() { OUTPUTS=("$W/pv-repo" "$W/restic-repo" "$W/pv-cache" "$W/restic-cache" "$W/restic-s3-cache" "$W"/{pv,restic}{,-s3}-restore{,-2}); }
 cleanup() { if [ "${BENCH_KEEP:-0}" = 1 ]; then outputs; rm -rf "${OUTPUTS[@]}"; else rm -rf "$W"; fi; }
 trap cleanup EXIT
 DATA=$W/data
