@@ -81,6 +81,7 @@ struct window {
     uint64_t seq;     /* planning order; 0: a reader waits for it */
     bool stuck;       /* a reader waits for it but there is no room: readers read directly */
     bool fresh;       /* fetched and not read from yet */
+    bool passed;      /* a read began in the next segment of its pack since */
     uint64_t used;    /* for least-recently-used replacement */
 };
 
@@ -966,19 +967,29 @@ static void seg_taken(struct repo *r, struct window *w)
     fetch_wake(r); /* room for a fetch, perhaps */
 }
 
-/* Room for one more segment with bytes: under the budget, or by dropping the least recently used
- * ready segment that no announced read still needs. A speculative fetch does not drop a segment
- * fetched ahead and not read yet, preferring to give way itself. Caller holds win_lock. */
+/* Whether segment a should be dropped before b: one that reading has passed first, then one
+ * that was read, then the least recently used. */
+static bool drop_before(const struct window *a, const struct window *b)
+{
+    if (a->passed != b->passed) return a->passed;
+    if (a->fresh != b->fresh) return !a->fresh;
+    return a->used < b->used;
+}
+
+/* Room for one more segment with bytes: under the budget, or by dropping a ready segment that
+ * no announced read still needs (drop_before). A speculative fetch (the next segment, which no
+ * read announced) drops only a segment that reading has passed: a reader between two blobs of
+ * the segment it reads holds no pin on it, and dropping it for a guess fetched it twice.
+ * Caller holds win_lock. */
 static bool make_room(struct repo *r, bool speculative)
 {
     if (r->n_filled < r->win_budget) return true;
     struct window *best = NULL;
     for (size_t i = 0; i < REPO_SEGMENTS; i++) {
         struct window *w = &r->win[i];
-        if (w->state != WIN_READY || w->pending || w->readers || (speculative && w->fresh))
+        if (w->state != WIN_READY || w->pending || w->readers || (speculative && !w->passed))
             continue;
-        if (!best || best->fresh > w->fresh || (best->fresh == w->fresh && w->used < best->used))
-            best = w;
+        if (!best || drop_before(w, best)) best = w;
     }
     if (!best) return false;
     seg_drop(r, best);
@@ -1005,8 +1016,10 @@ static void *fetcher_main(void *arg)
     pthread_mutex_lock(&r->win_lock);
     while (!r->fetch_stop) {
         struct window *w = next_planned(r);
-        if (w && !make_room(r, !w->pending)) {
-            if (!w->pending) { /* speculation gives way */
+        /* Speculative: nobody announced a read of it or waits for it. */
+        bool speculative = w && !w->pending && w->seq;
+        if (w && !make_room(r, speculative)) {
+            if (speculative) { /* speculation gives way */
                 seg_drop(r, w);
                 continue;
             }
@@ -1052,6 +1065,7 @@ static void *fetcher_main(void *arg)
             r->n_filled--;
             w->state = WIN_FAILED;
             if (!w->pending) seg_drop(r, w);
+            fetch_wake(r); /* its room is free again */
         }
         pthread_cond_broadcast(&r->win_ready);
     }
@@ -1066,9 +1080,11 @@ static void seg_read(struct repo *r, struct window *w)
     w->fresh = false;
     w->used = ++r->win_tick;
     seg_taken(r, w);
+    if (!first) return;
+    struct window *prev = w->seg ? seg_find(r, &w->pack, w->seg - 1) : NULL;
+    if (prev) prev->passed = true;
     /* Sequential reading: the next segment is fetched while this one is read. */
-    if (first && !seg_find(r, &w->pack, w->seg + 1))
-        seg_plan(r, &w->pack, w->pack_no, w->seg + 1, false);
+    if (!seg_find(r, &w->pack, w->seg + 1)) seg_plan(r, &w->pack, w->pack_no, w->seg + 1, false);
 }
 
 /* Opens the blob `id` at `loc` in pack `pack` through the segments (see the top of the file),
