@@ -12,6 +12,7 @@
 #   s3_gets LOG [OFFSET]    GET requests for index files, snapshots and packs in a proxy --log
 #                           (from byte OFFSET on), one path a line; existence probes (the
 #                           one-byte GET before an upload) are left out
+#   s3_probes LOG [OFFSET]  those existence probes, for packs, index files and snapshots
 
 S3_PACK_SIZE=4M
 
@@ -107,6 +108,14 @@ s3_gets() {
     [ -f "$log" ] || return 0
     tail -c +$((off + 1)) "$log" | tr -d '\r' |
         awk 'BEGIN { RS = "" } /^GET / && !/\n[Rr]ange: bytes=0-0(\n|$)/ { split($0, f, " "); print f[2] }' |
+        grep -E '/(index|snapshots|data)/' || true
+}
+
+s3_probes() {
+    local log=$1 off=${2:-0}
+    [ -f "$log" ] || return 0
+    tail -c +$((off + 1)) "$log" | tr -d '\r' |
+        awk 'BEGIN { RS = "" } /^GET / && /\n[Rr]ange: bytes=0-0(\n|$)/ { split($0, f, " "); print f[2] }' |
         grep -E '/(index|snapshots|data)/' || true
 }
 

@@ -72,11 +72,15 @@ pvx() { # CACHE ARGS...: podvault through the proxy; the GETs of metadata it mad
 echo more >>"$S/small/d1/f1"
 rm "$S/text/short"
 echo new >"$S/empty-dir/new"
+boff=$(file_size "$T/px.log")
 pvx "$PODVAULT_CACHE_DIR" --json backup "$S" --tag s3
 tail -n 1 "$T/out" | jq -e '.files_changed == 1 and .files_new == 1 and .bytes_read < 10000 and .incomplete == false' >/dev/null ||
     fail "incremental backup on S3: $(tail -n 1 "$T/out")"
 second=$(tail -n 1 "$T/out" | jq -r .snapshot_id)
 [ ! -s "$T/gets" ] || fail "the incremental backup downloaded metadata its own client wrote: $(cat "$T/gets")"
+# Packs, index files and snapshots have random names: no request asks whether one exists.
+probes=$(s3_probes "$T/px.log" "$boff")
+[ -z "$probes" ] || fail "the backup probed for objects it was about to upload: $probes"
 pvx "$PODVAULT_CACHE_DIR" restore latest --target "$T/restore2"
 tree_equal "$S" "$T/restore2"
 # Read-ahead: blobs that were written together are read together, not one request per file.
