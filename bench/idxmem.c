@@ -10,25 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/prng.h"
 #include "repo/index.h"
 
 #define PACK_BLOBS 1000
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void random_oid(uint64_t *s, struct oid *id)
-{
-    for (int i = 0; i < OID_LEN; i += 8) {
-        uint64_t v = splitmix64(s);
-        memcpy(id->b + i, &v, 8);
-    }
-}
 
 static double now(void)
 {
@@ -59,14 +44,14 @@ static int run(size_t n)
     for (size_t done = 0; done < n;) {
         size_t k = n - done < PACK_BLOBS ? n - done : PACK_BLOBS;
         for (size_t i = 0; i < k; i++) {
-            random_oid(&seed, &batch[i].id);
+            prng_oid(&seed, &batch[i].id);
             batch[i].type = BLOB_DATA;
             batch[i].offset = (uint32_t)i * 1000;
             batch[i].stored_len = 1000;
             batch[i].raw_len = 2000;
         }
         struct oid pack;
-        random_oid(&pseed, &pack);
+        prng_oid(&pseed, &pack);
         if (idx_add_pack(x, &pack, batch, k, &e) < 0) {
             fprintf(stderr, "idxmem: %s\n", e.msg);
             idx_free(x);
@@ -83,7 +68,7 @@ static int run(size_t n)
     for (size_t i = 0; i < n; i++) {
         struct oid id;
         struct idx_loc loc;
-        random_oid(&seed, &id);
+        prng_oid(&seed, &id);
         found += idx_lookup(x, &id, &loc);
     }
     double t_hit = now() - t0;
@@ -92,7 +77,7 @@ static int run(size_t n)
     t0 = now();
     for (size_t i = 0; i < n; i++) {
         struct oid id;
-        random_oid(&miss_seed, &id);
+        prng_oid(&miss_seed, &id);
         false_hits += idx_lookup(x, &id, NULL);
     }
     double t_miss = now() - t0;

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/prng.h"
 #include "repo/crypt.h"
 #include "repo/repo.h"
 #include "repo/snapshot.h"
@@ -25,14 +26,6 @@
 #include "repo/tree.h"
 
 #define FILES_PER_DIR 1000
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static double now(void)
 {
@@ -56,9 +49,9 @@ static int add_blob(struct synth *y, uint64_t i, struct err *e)
 {
     uint8_t data[264];
     uint64_t st = i * 0x2545f4914f6cdd1dull + 1;
-    size_t len = 64 + splitmix64(&st) % 200;
+    size_t len = 64 + prng_next(&st) % 200;
     for (size_t k = 0; k < len; k += 8) {
-        uint64_t v = splitmix64(&st);
+        uint64_t v = prng_next(&st);
         memcpy(data + k, &v, len - k < 8 ? len - k : 8);
     }
     int rc = crypt_blob_id(repo_keys(y->r), data, len, &y->ids[y->n_ids], e);

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/prng.h"
 #include "repo/index.h"
 #include "repo/lock.h"
 #include "repo/repo.h"
@@ -85,14 +86,6 @@ static __attribute__((unused)) struct repo *fx_open(const char *loc, struct lock
     return r;
 }
 
-static uint64_t fx_mix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* The content of blob number `num`: incompressible, the same every time. */
 static uint8_t *fx_content(int num, size_t *len)
 {
@@ -100,7 +93,7 @@ static uint8_t *fx_content(int num, size_t *len)
     uint8_t *d = malloc(*len);
     uint64_t s = (uint64_t)num * 7919 + 1;
     for (size_t i = 0; i < *len; i += 8) {
-        uint64_t v = fx_mix(&s);
+        uint64_t v = prng_next(&s);
         memcpy(d + i, &v, *len - i < 8 ? *len - i : 8);
     }
     return d;

@@ -8,23 +8,8 @@
 
 #include <cmocka.h>
 
+#include "base/prng.h"
 #include "repo/index.h"
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void random_oid(uint64_t *s, struct oid *id)
-{
-    for (int i = 0; i < OID_LEN; i += 8) {
-        uint64_t v = splitmix64(s);
-        memcpy(id->b + i, &v, 8);
-    }
-}
 
 static struct idx *new_idx(void)
 {
@@ -77,17 +62,17 @@ static void test_add_lookup_many(void **state)
     size_t n = 0, n_packs = 0;
     struct err e;
     while (n < N) {
-        size_t k = 1 + splitmix64(&seed) % 500;
+        size_t k = 1 + prng_next(&seed) % 500;
         if (k > N - n) k = N - n;
-        random_oid(&seed, &packs[n_packs]);
+        prng_oid(&seed, &packs[n_packs]);
         uint32_t off = 0;
         for (size_t i = 0; i < k; i++) {
             struct pack_entry *pe = &ex[n + i].pe;
-            random_oid(&seed, &pe->id);
-            pe->type = (uint8_t)(splitmix64(&seed) & 1);
+            prng_oid(&seed, &pe->id);
+            pe->type = (uint8_t)(prng_next(&seed) & 1);
             pe->offset = off;
-            pe->stored_len = 41 + (uint32_t)(splitmix64(&seed) % 100000);
-            pe->raw_len = (uint32_t)splitmix64(&seed);
+            pe->stored_len = 41 + (uint32_t)(prng_next(&seed) % 100000);
+            pe->raw_len = (uint32_t)prng_next(&seed);
             off += pe->stored_len;
             ex[n + i].pack = (uint32_t)n_packs;
             batch[i] = *pe;
@@ -106,7 +91,7 @@ static void test_add_lookup_many(void **state)
         check_loc(x, &ex[i], packs);
     for (int i = 0; i < 10000; i++) {
         struct oid absent;
-        random_oid(&seed, &absent);
+        prng_oid(&seed, &absent);
         assert_false(idx_lookup(x, &absent, NULL));
     }
     /* A neighbour of a present ID (last byte changed) is absent. */
@@ -138,9 +123,9 @@ static void test_foreach_stops(void **state)
     uint64_t seed = 5;
     struct oid pack;
     struct err e;
-    random_oid(&seed, &pack);
+    prng_oid(&seed, &pack);
     for (int i = 0; i < 5; i++)
-        random_oid(&seed, &pe[i].id);
+        prng_oid(&seed, &pe[i].id);
     assert_int_equal(idx_add_pack(x, &pack, pe, 5, &e), 0);
     size_t n = 0;
     assert_int_equal(idx_foreach(x, stop_cb, &n), 42);
@@ -154,11 +139,11 @@ static void test_first_location_wins(void **state)
     uint64_t seed = 9;
     struct oid pa, pb, pc;
     struct err e;
-    random_oid(&seed, &pa);
-    random_oid(&seed, &pb);
-    random_oid(&seed, &pc);
+    prng_oid(&seed, &pa);
+    prng_oid(&seed, &pb);
+    prng_oid(&seed, &pc);
     struct pack_entry blob = {.type = BLOB_TREE, .offset = 10, .stored_len = 50, .raw_len = 9};
-    random_oid(&seed, &blob.id);
+    prng_oid(&seed, &blob.id);
     /* Twice within one pack: the first entry counts. */
     struct pack_entry two[2] = {blob, blob};
     two[1].offset = 60;
@@ -175,7 +160,7 @@ static void test_first_location_wins(void **state)
     /* Push it through merges, then offer it again. */
     struct pack_entry *many = calloc(20000, sizeof *many);
     for (int i = 0; i < 20000; i++)
-        random_oid(&seed, &many[i].id);
+        prng_oid(&seed, &many[i].id);
     assert_int_equal(idx_add_pack(x, &pc, many, 20000, &e), 0);
     assert_int_equal(idx_add_pack(x, &pc, &other, 1, &e), 0);
     assert_true(idx_lookup(x, &blob.id, &loc));
@@ -196,9 +181,9 @@ static void test_clear(void **state)
     uint64_t seed = 13;
     struct oid pack;
     struct err e;
-    random_oid(&seed, &pack);
+    prng_oid(&seed, &pack);
     for (int i = 0; i < 10000; i++)
-        random_oid(&seed, &pe[i].id);
+        prng_oid(&seed, &pe[i].id);
     assert_int_equal(idx_add_pack(x, &pack, pe, 10000, &e), 0); /* main array and tail */
     idx_clear(x);
     assert_int_equal(idx_blob_count(x), 0);
@@ -230,21 +215,21 @@ static void build_file(struct buf *out, struct idx_file_pack packs[3], struct oi
     uint64_t seed = 77;
     static struct pack_entry ents[2][300];
     for (int p = 0; p < 3; p++) {
-        random_oid(&seed, &packs[p].pack_id);
+        prng_oid(&seed, &packs[p].pack_id);
         packs[p].n = p == 1 ? 0 : 300;
         packs[p].entries = p == 1 ? NULL : ents[p / 2];
     }
     for (int p = 0; p < 2; p++)
         for (int i = 0; i < 300; i++) {
             struct pack_entry *pe = &ents[p][i];
-            random_oid(&seed, &pe->id);
+            prng_oid(&seed, &pe->id);
             pe->type = (uint8_t)(i % 2);
             pe->offset = (uint32_t)i * 1000000u;
             pe->stored_len = 1000000;
             pe->raw_len = i == 0 ? UINT32_MAX : (uint32_t)i;
         }
-    random_oid(&seed, &sup[0]);
-    random_oid(&seed, &sup[1]);
+    prng_oid(&seed, &sup[0]);
+    prng_oid(&seed, &sup[1]);
     struct err e;
     assert_int_equal(idx_file_encode(packs, 3, sup, 2, out, &e), 0);
 }
@@ -411,9 +396,9 @@ static void test_file_hostile(void **state)
     for (int round = 0; round < 3000; round++) {
         buf_reset(&t);
         buf_append(&t, b.data, b.len);
-        int flips = 1 + (int)(splitmix64(&seed) % 4);
+        int flips = 1 + (int)(prng_next(&seed) % 4);
         for (int f = 0; f < flips; f++)
-            t.data[splitmix64(&seed) % t.len] ^= (uint8_t)(1u << (splitmix64(&seed) % 8));
+            t.data[prng_next(&seed) % t.len] ^= (uint8_t)(1u << (prng_next(&seed) % 8));
         struct idx *x = new_idx();
         struct err e;
         struct oid *got = NULL;
@@ -437,11 +422,11 @@ static void test_memory_per_blob(void **state)
     double worst = 0; /* over the second half: the 256 KiB directory weighs on small indexes */
     for (size_t n = 0; n < N; n += PACK) {
         for (size_t i = 0; i < PACK; i++) {
-            random_oid(&seed, &batch[i].id);
+            prng_oid(&seed, &batch[i].id);
             batch[i].stored_len = 1000;
         }
         struct oid pack;
-        random_oid(&seed, &pack);
+        prng_oid(&seed, &pack);
         assert_int_equal(idx_add_pack(x, &pack, batch, PACK, &e), 0);
         double per_blob = (double)idx_memory(x) / (double)idx_blob_count(x);
         if (n >= N / 2 && per_blob > worst) worst = per_blob;

@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "base/prng.h"
 #include "repo/crypt.h"
 #include "repo/pack.h"
 #include "repo/repo.h"
@@ -53,14 +54,6 @@ static struct repo *new_repo(char loc[600])
     return r;
 }
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 struct blob {
     enum blob_type type;
     uint8_t *data;
@@ -76,11 +69,11 @@ static struct blob *make_blobs(struct repo *r, size_t n_data, size_t n_tree, siz
     for (size_t i = 0; i < n_data + n_tree; i++) {
         bool tree = i >= n_data;
         b[i].type = tree ? BLOB_TREE : BLOB_DATA;
-        b[i].len = tree ? 200 + splitmix64(&seed) % 2000 : 2048 + splitmix64(&seed) % data_max;
+        b[i].len = tree ? 200 + prng_next(&seed) % 2000 : 2048 + prng_next(&seed) % data_max;
         b[i].data = malloc(b[i].len);
         for (size_t j = 0; j < b[i].len; j++)
             b[i].data[j] = tree ? (uint8_t)("tree entry "[j % 11] + (j / 64 == i % 7))
-                                : (uint8_t)splitmix64(&seed);
+                                : (uint8_t)prng_next(&seed);
         snprintf((char *)b[i].data, b[i].len, "%zu", i); /* all distinct */
         crypt_blob_id(repo_keys(r), b[i].data, b[i].len, &b[i].id, NULL);
     }
@@ -111,7 +104,7 @@ static void *adder_main(void *arg)
     for (size_t i = 0; i < a->n; i++)
         order[i] = i;
     for (size_t i = a->n - 1; i > 0; i--) {
-        size_t j = splitmix64(&a->seed) % (i + 1), t = order[i];
+        size_t j = prng_next(&a->seed) % (i + 1), t = order[i];
         order[i] = order[j];
         order[j] = t;
     }
@@ -222,7 +215,7 @@ static void *racer_main(void *arg)
     struct buf out = BUF_INIT;
     uint64_t seed = 77;
     for (int round = 0; round < 200000 && !__atomic_load_n(c->done, __ATOMIC_ACQUIRE); round++) {
-        struct blob *b = &c->blobs[splitmix64(&seed) % c->n];
+        struct blob *b = &c->blobs[prng_next(&seed) % c->n];
         struct err e;
         buf_reset(&out);
         int rc = repo_load_blob(c->r, b->type, &b->id, &out, &e);
