@@ -179,8 +179,7 @@ static int publish(const char *tmp, const char *path, bool overwrite, struct err
 
 /* Saves an O_TMPFILE made by local_tmp_file by linking it into place: no copy at all. Returns
  * 1 when the file cannot be linked (not one of ours, another file system, no /proc): the
- * caller then copies it. linkat() never replaces, which is what a save without overwrite
- * wants. */
+ * caller then copies it. linkat() never replaces: ERR_EXISTS when the name is taken. */
 static int link_tmpfile(const char *root, char *path, int fd, uint64_t len, struct err *e)
 {
     struct stat st;
@@ -207,7 +206,11 @@ static int save_source(struct local *l, const char *name, const struct source *s
     char *tmp = NULL;
     if (!path) return oom(e, "saving", name);
     char *slash = strrchr(path, '/');
-    int rc = src->data || overwrite ? 1 : link_tmpfile(l->root, path, src->fd, src->len, e);
+    int rc = src->data ? 1 : link_tmpfile(l->root, path, src->fd, src->len, e);
+    if (rc == ERR_EXISTS && overwrite) { /* replaced by a copy, renamed over it */
+        err_clear(e);
+        rc = 1;
+    }
     if (rc == 1) {
         uint8_t rnd[8];
         char hex[2 * sizeof rnd + 1];

@@ -531,10 +531,42 @@ static void test_save_fd(void **state)
             int fd2 = tmp_with(fx->b, own, data, sizes[i]);
             assert_int_equal(backend_save_fd(fx->b, name, fd2, sizes[i], false, &e), ERR_EXISTS);
             check_load(fx->b, name, 0, 0, data, sizes[i]);
+            /* With overwrite, other content replaces it. */
+            uint8_t *other = random_bytes(sizes[i] + 10);
+            int fd3 = tmp_with(fx->b, own, other, sizes[i] + 10);
+            err_clear(&e);
+            if (backend_save_fd(fx->b, name, fd3, sizes[i] + 10, true, &e) != 0)
+                fail_msg("save_fd over %s: %s", name, e.msg);
+            check_load(fx->b, name, 0, 0, other, sizes[i] + 10);
+            close(fd3);
+            free(other);
             close(fd2);
             close(fd);
             free(data);
         }
+    }
+    /* A save with overwrite of a new name from the backend's own temporary file: the local
+     * directory links that file into place rather than copying it. */
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char name[128];
+        random_name(name, sizeof name, "data");
+        uint8_t *data = random_bytes(sizes[i]);
+        int fd = tmp_with(fx->b, true, data, sizes[i]);
+        err_clear(&e);
+        if (backend_save_fd(fx->b, name, fd, sizes[i], true, &e) != 0)
+            fail_msg("save_fd %s with overwrite: %s", name, e.msg);
+        check_load(fx->b, name, 0, 0, data, sizes[i]);
+        if (fx->kind == K_LOCAL) {
+            char *path = NULL;
+            struct stat saved, tmp;
+            assert_true(asprintf(&path, "%s/%s", fx->location, name) > 0);
+            assert_int_equal(stat(path, &saved), 0);
+            assert_int_equal(fstat(fd, &tmp), 0);
+            assert_true(saved.st_ino == tmp.st_ino && saved.st_dev == tmp.st_dev);
+            free(path);
+        }
+        close(fd);
+        free(data);
     }
     for (int own = 0; own < 2; own++) {
         char name[128];
