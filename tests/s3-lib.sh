@@ -103,21 +103,18 @@ s3_proxy() {
     printf -v "${var}_pid" '%s' "$pid"
 }
 
-s3_gets() {
-    local log=$1 off=${2:-0}
+# GETs of index files, snapshots and packs in a proxy log from byte OFF on: the existence
+# probes (PROBES=1) or the others (PROBES=0).
+s3_log_gets() {
+    local log=$1 off=$2 probes=$3
     [ -f "$log" ] || return 0
     tail -c +$((off + 1)) "$log" | tr -d '\r' |
-        awk 'BEGIN { RS = "" } /^GET / && !/\n[Rr]ange: bytes=0-0(\n|$)/ { split($0, f, " "); print f[2] }' |
+        awk -v probes="$probes" 'BEGIN { RS = "" }
+            /^GET / && (/\n[Rr]ange: bytes=0-0(\n|$)/ ? probes : !probes) { split($0, f, " "); print f[2] }' |
         grep -E '/(index|snapshots|data)/' || true
 }
-
-s3_probes() {
-    local log=$1 off=${2:-0}
-    [ -f "$log" ] || return 0
-    tail -c +$((off + 1)) "$log" | tr -d '\r' |
-        awk 'BEGIN { RS = "" } /^GET / && /\n[Rr]ange: bytes=0-0(\n|$)/ { split($0, f, " "); print f[2] }' |
-        grep -E '/(index|snapshots|data)/' || true
-}
+s3_gets() { s3_log_gets "$1" "${2:-0}" 0; }
+s3_probes() { s3_log_gets "$1" "${2:-0}" 1; }
 
 # Bytes in a file (for s3_gets offsets).
 file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
