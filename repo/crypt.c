@@ -38,7 +38,9 @@ enum { FLAG_RAW = 0, FLAG_ZSTD = 1 };
 struct tcache {
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
-    EVP_MAC_CTX *hmac; /* HMAC-SHA-256 blob IDs */
+    EVP_MAC_CTX *hmac;    /* HMAC-SHA-256 blob IDs */
+    EVP_CIPHER *chacha;   /* OpenSSL's ChaCha20-Poly1305, fetched once (see aead_start) */
+    EVP_CIPHER_CTX *aead; /* and a context for it */
     struct buf scratch;
 };
 
@@ -53,6 +55,8 @@ static void tcache_free(void *p)
     ZSTD_freeCCtx(t->cctx);
     ZSTD_freeDCtx(t->dctx);
     EVP_MAC_CTX_free(t->hmac);
+    EVP_CIPHER_CTX_free(t->aead);
+    EVP_CIPHER_free(t->chacha);
     buf_free(&t->scratch);
     free(t);
 }
@@ -125,6 +129,91 @@ static EVP_MAC_CTX *hmac_ctx(struct err *e)
         if (!t->hmac) err_set(e, ERR_FAIL, "blob ID: OpenSSL's HMAC-SHA-256 is not available");
     }
     return t->hmac;
+}
+
+/* ---- XChaCha20-Poly1305 ----
+ *
+ * Blobs and files are sealed with XChaCha20-Poly1305 (IETF), byte for byte what libsodium's
+ * crypto_aead_xchacha20poly1305_ietf_* produce, by the same construction: HChaCha20 of the key
+ * and the nonce's first 16 bytes gives a subkey, which seals with ChaCha20-Poly1305 (RFC 8439)
+ * under the nonce 0^4 || nonce[16..24). libsodium computes the subkey; OpenSSL runs the AEAD,
+ * 1.6x the speed of libsodium's on this project's machine (0.55 against 0.90 s per GiB, with
+ * AVX2). test_crypt opens with libsodium what this seals, and the other way round. */
+
+#define AEAD_PIECE (1u << 30) /* OpenSSL counts bytes in int */
+
+/* This thread's AEAD context with the subkey and nonce for (key, nonce) set; NULL when OpenSSL
+ * fails (out of memory). */
+static EVP_CIPHER_CTX *aead_start(const uint8_t key[CRYPT_KEY_LEN],
+                                  const uint8_t nonce[CRYPT_NONCE_LEN], bool encrypt, struct err *e)
+{
+    struct tcache *t = tcache_get(e);
+    if (!t) return NULL;
+    if (!t->chacha) t->chacha = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+    if (t->chacha && !t->aead) t->aead = EVP_CIPHER_CTX_new();
+    if (!t->aead) {
+        err_set(e, ERR_FAIL, "OpenSSL's ChaCha20-Poly1305 is not available");
+        return NULL;
+    }
+    uint8_t subkey[CRYPT_KEY_LEN], iv[12] = {0};
+    crypto_core_hchacha20(subkey, nonce, key, NULL);
+    memcpy(iv + 4, nonce + 16, 8);
+    int ok = EVP_CipherInit_ex2(t->aead, t->chacha, subkey, iv, encrypt, NULL);
+    sodium_memzero(subkey, sizeof subkey);
+    if (ok != 1) {
+        err_set(e, ERR_FAIL, "OpenSSL's ChaCha20-Poly1305 failed to start");
+        return NULL;
+    }
+    return t->aead;
+}
+
+/* Feeds the associated data (out NULL) or the message through c. */
+static bool aead_update(EVP_CIPHER_CTX *c, uint8_t *out, const uint8_t *in, size_t len)
+{
+    for (size_t done = 0; done < len;) {
+        int n = (int)(len - done < AEAD_PIECE ? len - done : AEAD_PIECE), got;
+        if (EVP_CipherUpdate(c, out ? out + done : NULL, &got, in + done, n) != 1 || got != n)
+            return false;
+        done += (size_t)n;
+    }
+    return true;
+}
+
+/* Writes the ciphertext of m (len bytes) and then its tag to out, which may be m itself. */
+static int aead_seal(uint8_t *out, const uint8_t *m, size_t len, const uint8_t *ad, size_t adlen,
+                     const uint8_t nonce[CRYPT_NONCE_LEN], const uint8_t key[CRYPT_KEY_LEN],
+                     struct err *e)
+{
+    EVP_CIPHER_CTX *c = aead_start(key, nonce, true, e);
+    int n;
+    if (!c || !aead_update(c, NULL, ad, adlen) || !aead_update(c, out, m, len) ||
+        EVP_CipherFinal_ex(c, out + len, &n) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, CRYPT_TAG_LEN, out + len) != 1)
+        return c ? err_set(e, ERR_FAIL, "sealing with ChaCha20-Poly1305 failed") : ERR_FAIL;
+    return 0;
+}
+
+/* Writes the plaintext of ciphertext || tag (clen >= CRYPT_TAG_LEN bytes) to out. Returns
+ * ERR_AUTH, with out wiped, when the bytes are not authentic. */
+static int aead_open(uint8_t *out, const uint8_t *cipher, size_t clen, const uint8_t *ad,
+                     size_t adlen, const uint8_t nonce[CRYPT_NONCE_LEN],
+                     const uint8_t key[CRYPT_KEY_LEN], struct err *e)
+{
+    size_t mlen = clen - CRYPT_TAG_LEN;
+    uint8_t tag[CRYPT_TAG_LEN];
+    memcpy(tag, cipher + mlen, sizeof tag);
+    EVP_CIPHER_CTX *c = aead_start(key, nonce, false, e);
+    if (!c) return ERR_FAIL;
+    int n;
+    if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, CRYPT_TAG_LEN, tag) != 1 ||
+        !aead_update(c, NULL, ad, adlen) || !aead_update(c, out, cipher, mlen))
+        return err_set(e, ERR_FAIL, "opening with ChaCha20-Poly1305 failed");
+    if (EVP_CipherFinal_ex(c, out + mlen, &n) != 1) {
+        /* OpenSSL decrypts before it checks: nothing unauthentic may stay. */
+        sodium_memzero(out, mlen);
+        return ERR_AUTH;
+    }
+    return 0;
 }
 
 int crypt_blob_id(const struct crypt_keys *k, const void *plain, size_t len, struct oid *out,
@@ -213,10 +302,9 @@ int crypt_blob_seal(const struct crypt_keys *k, enum blob_type type, const struc
     uint8_t ad[sizeof BLOB_AD_PREFIX + OID_LEN];
     size_t adlen = blob_ad(ad, type, id);
     randombytes_buf(nonce, CRYPT_NONCE_LEN);
-    unsigned long long clen = 0;
-    crypto_aead_xchacha20poly1305_ietf_encrypt(msg, &clen, msg, 1 + payload, ad, adlen, NULL, nonce,
-                                               k->blob);
-    out->len += CRYPT_NONCE_LEN + (size_t)clen;
+    if (aead_seal(msg, msg, 1 + payload, ad, adlen, nonce, k->blob, e) < 0)
+        return err_wrap(e, "sealing blob %s", oid_hex(id, hex));
+    out->len += CRYPT_NONCE_LEN + 1 + payload + CRYPT_TAG_LEN;
     return 0;
 }
 
@@ -265,13 +353,12 @@ int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struc
     size_t adlen = blob_ad(ad, type, id);
     int rc = 0;
     uint8_t *msg = t->scratch.data;
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(msg, NULL, NULL, cipher, clen, ad, adlen, nonce,
-                                                   k->blob) != 0) {
+    rc = aead_open(msg, cipher, clen, ad, adlen, nonce, k->blob, e);
+    if (rc == ERR_AUTH)
         rc = err_set(e, ERR_AUTH,
                      "blob %s: authentication failed (wrong key, or damaged or tampered bytes)",
                      hex);
-        goto done;
-    }
+    if (rc < 0) goto done;
     const uint8_t *payload = msg + 1;
     size_t plen = mlen - 1;
     if (msg[0] == FLAG_RAW && plen != raw_len)
@@ -340,10 +427,9 @@ int crypt_file_seal(const struct crypt_keys *k, const char *kind, const void *pl
         return err_set(e, ERR_FAIL, "sealing %s file: out of memory", kind);
     uint8_t *nonce = out->data + out->len;
     randombytes_buf(nonce, CRYPT_NONCE_LEN);
-    unsigned long long clen = 0;
-    crypto_aead_xchacha20poly1305_ietf_encrypt(nonce + CRYPT_NONCE_LEN, &clen, plain, len, ad,
-                                               adlen, NULL, nonce, k->file);
-    out->len += CRYPT_NONCE_LEN + (size_t)clen;
+    if (aead_seal(nonce + CRYPT_NONCE_LEN, plain, len, ad, adlen, nonce, k->file, e) < 0)
+        return err_wrap(e, "sealing %s file", kind);
+    out->len += CRYPT_NONCE_LEN + len + CRYPT_TAG_LEN;
     return 0;
 }
 
@@ -360,13 +446,14 @@ int crypt_file_open(const struct crypt_keys *k, const char *kind, const void *st
     /* + 1: out->data must not be NULL even for an empty file */
     if (buf_reserve(out, mlen + 1) < 0) return err_set(e, ERR_FAIL, "%s file: out of memory", kind);
     const uint8_t *nonce = stored;
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(out->data + out->len, NULL, NULL,
-                                                   nonce + CRYPT_NONCE_LEN, len - CRYPT_NONCE_LEN,
-                                                   ad, adlen, nonce, k->file) != 0)
+    rc = aead_open(out->data + out->len, nonce + CRYPT_NONCE_LEN, len - CRYPT_NONCE_LEN, ad, adlen,
+                   nonce, k->file, e);
+    if (rc == ERR_AUTH)
         return err_set(e, ERR_AUTH,
                        "%s file: authentication failed (wrong key, wrong kind of file, or "
                        "damaged or tampered bytes)",
                        kind);
+    if (rc < 0) return err_wrap(e, "%s file", kind);
     out->len += mlen;
     return 0;
 }

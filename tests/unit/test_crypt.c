@@ -332,6 +332,57 @@ static void test_blob_hostile_plaintext(void **state)
     free(t);
 }
 
+/* Sealed blobs are what libsodium's XChaCha20-Poly1305 opens (the AEAD runs in OpenSSL, the
+ * subkey in libsodium: crypt.c), for lengths around ChaCha20's 64-byte blocks and beyond,
+ * compressed or not. */
+static void test_blob_seal_libsodium(void **state)
+{
+    (void)state;
+    static const size_t lens[] = {0, 1, 63, 64, 65, 1000, 100000, 3u << 20};
+    struct err e;
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        for (int compressible = 0; compressible < 2; compressible++) {
+            size_t len = lens[i];
+            uint8_t *plain = malloc(len + 1);
+            assert_non_null(plain);
+            if (compressible)
+                memset(plain, 'a' + (int)i, len);
+            else
+                randombytes_buf(plain, len);
+            struct oid id;
+            assert_int_equal(crypt_blob_id(&keys, plain, len, &id, &e), 0);
+            struct buf s = BUF_INIT;
+            assert_int_equal(crypt_blob_seal(&keys, BLOB_DATA, &id, plain, len, 3, &s, &e), 0);
+            uint8_t ad[13 + 1 + 32];
+            memcpy(ad, "podvault-blob", 13);
+            ad[13] = BLOB_DATA;
+            memcpy(ad + 14, id.b, 32);
+            size_t mlen = s.len - CRYPT_NONCE_LEN - CRYPT_TAG_LEN;
+            uint8_t *m = malloc(mlen);
+            assert_non_null(m);
+            assert_int_equal(crypto_aead_xchacha20poly1305_ietf_decrypt(
+                                 m, NULL, NULL, s.data + CRYPT_NONCE_LEN, s.len - CRYPT_NONCE_LEN,
+                                 ad, sizeof ad, s.data, keys.blob),
+                             0);
+            uint8_t *back = malloc(len + 1);
+            assert_non_null(back);
+            if (m[0] == 0) { /* raw */
+                assert_int_equal(mlen - 1, len);
+                if (len) assert_memory_equal(m + 1, plain, len);
+            } else {
+                assert_int_equal(m[0], 1);
+                assert_true(compressible && len >= 64);
+                assert_int_equal(ZSTD_decompress(back, len, m + 1, mlen - 1), len);
+                assert_memory_equal(back, plain, len);
+            }
+            free(back);
+            free(m);
+            buf_free(&s);
+            free(plain);
+        }
+    }
+}
+
 static void test_file_seal(void **state)
 {
     struct err e;
@@ -418,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_blob_tamper),
         cmocka_unit_test(test_blob_limits),
         cmocka_unit_test(test_blob_hostile_plaintext),
+        cmocka_unit_test(test_blob_seal_libsodium),
         cmocka_unit_test(test_file_seal),
         cmocka_unit_test(test_threads),
     };
