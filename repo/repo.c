@@ -24,12 +24,13 @@
  * segments oldest first. A reader waits for the segments of its blob (asking for them first, or
  * planning them when nobody did) and opens the blob in place, or from a copy when it straddles
  * two segments. The first read of a segment plans the next one of its pack, since blobs written
- * together are read together. Memory is a fixed budget: load_slots + 2 segments hold bytes at
- * once, in buffers allocated once. A segment with announced reads not done yet is never dropped
- * for another; when the budget is full of those, the fetchers wait, and a reader that cannot
- * have its segment reads its blob directly instead of waiting (so no wait depends on a read
- * that may never come). A fetch that fails only drops its segment: its readers read directly,
- * with the backend's usual retries and errors. A local repository reads each blob when asked.
+ * together are read together. Memory is a fixed budget: load_slots segments, plus one per thread
+ * that reads (repo_set_readers), hold bytes at once, in buffers allocated once. A segment with
+ * announced reads not done yet is never dropped for another; when the budget is full of those, the
+ * fetchers wait, and a reader that cannot have its segment reads its blob directly instead of
+ * waiting (so no wait depends on a read that may never come). A fetch that fails only drops its
+ * segment: its readers read directly, with the backend's usual retries and errors. A local
+ * repository reads each blob when asked.
  */
 #include "repo/repo.h"
 
@@ -49,14 +50,16 @@
 /* Longest object name we build: "<dir>/<64 hex>" with a short dir. */
 #define REPO_NAME_MAX 160
 /* Read-ahead of a remote repository (see the top of the file): the segment size; segments
- * planned at once (a planned segment holds no bytes yet); segments with bytes beyond one per fetch
- * in flight (those being read); most fetcher threads. 4 MiB, aligned: Ceph RGW keeps an object
- * in 4 MiB pieces, and a segment across two of them cost it two reads (3 MiB segments took the
- * server a tenth more CPU for the same restore). */
+ * planned at once (a planned segment holds no bytes yet); most fetcher threads; threads reading
+ * at once unless told (repo_set_readers), and most: each may hold a segment while it reads, so
+ * the budget of segments with bytes is one per fetcher and one per reader. 4 MiB, aligned: Ceph RGW
+ * keeps an object in 4 MiB pieces, and a segment across two of them cost it two reads (3 MiB
+ * segments took the server a tenth more CPU for the same restore). */
 #define REPO_WINDOW_BYTES (4u << 20)
-#define REPO_SEGMENTS 64
-#define REPO_WINDOWS_READ 2
+#define REPO_SEGMENTS 128
 #define REPO_FETCHERS_MAX 16
+#define REPO_READERS_DEFAULT 2
+#define REPO_READERS_MAX 48
 /* Listings of index/ tried when a file listed is gone by the time it is read (a concurrent
  * prune replaced it); each try lists again. */
 #define REPO_RELIST_TRIES 3
@@ -113,9 +116,10 @@ struct repo {
     pthread_cond_t win_ready, fetch_work;
     struct window win[REPO_SEGMENTS];
     unsigned n_filled, win_budget; /* segments loading or ready, and how many may be */
+    unsigned readers;              /* threads reading at once (repo_set_readers) */
     /* Buffers of the window size that no segment holds, kept for the next fetch: allocated once,
      * so that memory stays budget x window size however the allocator would place them. */
-    uint8_t *spare[REPO_FETCHERS_MAX + REPO_WINDOWS_READ];
+    uint8_t *spare[REPO_FETCHERS_MAX + REPO_READERS_MAX];
     unsigned n_spare;
     uint64_t win_tick, plan_seq;
     pthread_t fetchers[REPO_FETCHERS_MAX];
@@ -361,6 +365,16 @@ void repo_set_read_ahead(struct repo *r, size_t bytes)
     r->window_bytes = bytes;
 }
 
+void repo_set_readers(struct repo *r, unsigned n)
+{
+    if (n < 1) n = 1;
+    if (n > REPO_READERS_MAX) n = REPO_READERS_MAX;
+    pthread_mutex_lock(&r->win_lock);
+    r->readers = n;
+    if (r->n_fetchers) r->win_budget = r->n_fetchers + n; /* its buffers come when needed */
+    pthread_mutex_unlock(&r->win_lock);
+}
+
 bool repo_reads_ahead(const struct repo *r)
 {
     return r->window_bytes > 0;
@@ -417,6 +431,7 @@ int repo_open(const char *location, const char *password, struct repo **out, str
     pthread_mutex_init(&r->win_lock, NULL);
     pthread_cond_init(&r->win_ready, NULL);
     pthread_cond_init(&r->fetch_work, NULL);
+    r->readers = REPO_READERS_DEFAULT;
     rc = open_objects(r, location, password, e);
     if (rc < 0) {
         repo_free(r);
@@ -917,7 +932,7 @@ static bool start_fetchers(struct repo *r)
         if (pthread_create(&r->fetchers[r->n_fetchers], NULL, fetcher_main, r) != 0) break;
         r->n_fetchers++;
     }
-    r->win_budget = r->n_fetchers + REPO_WINDOWS_READ;
+    r->win_budget = r->n_fetchers + r->readers;
     /* All at once and here: buffers allocated by the fetchers, one by one, would each lie in
      * the heap of the thread that asked first, among what it freed (more memory in all). */
     while (r->n_spare < r->win_budget) {
@@ -1010,6 +1025,20 @@ static struct window *next_planned(struct repo *r)
     return best;
 }
 
+/* There is no room for a segment a reader waits for: the readers of every such segment read
+ * directly instead. Every one, not only the first: the fetchers look at the first only, and a
+ * second one planned after it would wait for room that reads that never come may have to make.
+ * Caller holds win_lock. */
+static void give_up_waited(struct repo *r)
+{
+    bool any = false;
+    for (size_t i = 0; i < REPO_SEGMENTS; i++) {
+        struct window *w = &r->win[i];
+        if (w->state == WIN_PLANNED && w->seq == 0 && !w->stuck) w->stuck = any = true;
+    }
+    if (any) pthread_cond_broadcast(&r->win_ready);
+}
+
 /* A fetcher thread: fetches planned segments while there is room for their bytes. A segment
  * that fails is marked so (the error is dropped): its readers then read their blob directly,
  * which retries and reports as a read without read-ahead does. */
@@ -1026,10 +1055,7 @@ static void *fetcher_main(void *arg)
                 seg_drop(r, w);
                 continue;
             }
-            if (w->seq == 0 && !w->stuck) { /* its waiting readers read directly */
-                w->stuck = true;
-                pthread_cond_broadcast(&r->win_ready);
-            }
+            if (w->seq == 0) give_up_waited(r);
             w = NULL;
         }
         if (!w) {

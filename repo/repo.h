@@ -50,6 +50,10 @@ const char *repo_cache_dir(const struct repo *r);
  * for a repository that is not a local directory. Set before the repository is shared between
  * threads. */
 void repo_set_read_ahead(struct repo *r, size_t bytes);
+/* How many threads read blobs at once (2 unless set; at most 48). Read-ahead keeps a segment
+ * for each beside those being fetched, so that readers do not wait for each other's room (and
+ * read directly what they cannot have). Thread-safe. */
+void repo_set_readers(struct repo *r, unsigned n);
 /* Whether blob reads go through read-ahead (see repo_set_read_ahead). */
 bool repo_reads_ahead(const struct repo *r);
 /* Read-ahead for a reader that knows what it will read (a restore): each repo_prefetch tells

@@ -804,6 +804,7 @@ static int start_workers(struct rs *rs, struct err *e)
         n = cpus > 0 ? (unsigned)cpus : 1;
     }
     if (n > MAX_THREADS) n = MAX_THREADS;
+    repo_set_readers(rs->r, n);
     rs->q_cap = 4 * (size_t)n;
     rs->q = calloc(rs->q_cap, sizeof *rs->q);
     rs->threads = calloc(n, sizeof *rs->threads);

@@ -1049,22 +1049,52 @@ static void run_plan(struct repo *r, const struct pack_entry *ents, size_t n, si
     assert_int_equal(pl.bad, 0);
 }
 
+/* Reads blob "blob other <i>" and checks it; returns 0 when it is right. */
+static int read_others_at(struct repo *r, const struct pack_entry *ents, size_t i)
+{
+    char plain[64];
+    int len = snprintf(plain, sizeof plain, "blob other %zu", i);
+    struct buf out = BUF_INIT;
+    struct err e;
+    int bad = repo_load_blob(r, BLOB_DATA, &ents[i].id, &out, &e) != 0 || out.len != (size_t)len ||
+              memcmp(out.data, plain, out.len) != 0;
+    buf_free(&out);
+    return bad;
+}
+
 /* Reads blobs "blob other <i>" (i < n) in order, checking them; returns how many were wrong. */
 static int read_others(struct repo *r, const struct pack_entry *ents, size_t n)
 {
     int bad = 0;
-    struct buf out = BUF_INIT;
-    for (size_t i = 0; i < n; i++) {
-        char plain[64];
-        int len = snprintf(plain, sizeof plain, "blob other %zu", i);
-        struct err e;
-        buf_reset(&out);
-        if (repo_load_blob(r, BLOB_DATA, &ents[i].id, &out, &e) != 0 || out.len != (size_t)len ||
-            memcmp(out.data, plain, out.len) != 0)
-            bad++;
-    }
-    buf_free(&out);
+    for (size_t i = 0; i < n; i++)
+        bad += read_others_at(r, ents, i);
     return bad;
+}
+
+/* The index of a blob in `ents` that lies wholly in segment `seg` (of `window` bytes). */
+static size_t blob_in_segment(const struct pack_entry *ents, size_t n, uint64_t window,
+                              uint64_t seg)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ents[i].offset / window == seg &&
+            (ents[i].offset + ents[i].stored_len - 1) / window == seg)
+            return i;
+    fail_msg("no blob lies wholly in segment %llu", (unsigned long long)seg);
+    return 0;
+}
+
+struct one_read {
+    struct repo *r;
+    const struct pack_entry *ents;
+    size_t i;
+    atomic_int state; /* 0: reading, 1: read right, -1: read wrong */
+};
+
+static void *read_one_other(void *arg)
+{
+    struct one_read *o = arg;
+    o->state = read_others_at(o->r, o->ents, o->i) == 0 ? 1 : -1;
+    return NULL;
 }
 
 static void test_prefetch(void **state)
@@ -1142,6 +1172,39 @@ static void test_prefetch(void **state)
     assert_int_equal(read_others(r, ents2, N2), 0);
     assert_int_equal(watch.direct, 0);
     assert_int_equal(watch.loads, (int)segments2);
+
+    /* Readers waiting for two different segments while the budget is full of announced ones:
+     * both read directly. (The fetchers gave up only the first waited-for segment they found,
+     * so a reader of a second one, planned after a first that stayed planned, waited for ever.)
+     * Slots are taken in order from empty: pack 1's seven, then x, then y. With 4 readers
+     * the budget is 3 fetches + 4 segments. */
+    repo_prefetch_end(r);
+    repo_set_readers(r, 4);
+    watch_loads(r, window, -1);
+    size_t pinned[7];
+    for (uint64_t s = 0; s < 7; s++) {
+        pinned[s] = blob_in_segment(ents, N, window, s);
+        repo_prefetch(r, &ents[pinned[s]].id);
+    }
+    for (int i = 0; i < 5000 && (watch.loads < 7 || watch.in_flight); i++)
+        usleep(1000);
+    assert_int_equal(watch.loads, 7);
+    size_t x = blob_in_segment(ents2, N2, window, 0), y = blob_in_segment(ents2, N2, window, 1);
+    repo_prefetch(r, &ents2[x].id); /* twice: x stays planned after its first read */
+    repo_prefetch(r, &ents2[x].id);
+    assert_int_equal(read_others_at(r, ents2, x), 0);
+    struct one_read o = {.r = r, .ents = ents2, .i = y};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, read_one_other, &o), 0);
+    for (int i = 0; i < 10000 && o.state == 0; i++)
+        usleep(1000);
+    if (o.state == 0) fail_msg("a reader waits for a segment there is no room for");
+    pthread_join(th, NULL);
+    assert_int_equal(o.state, 1);
+    assert_int_equal(watch.direct, 2);
+    repo_prefetch_cancel(r, &ents2[x].id);
+    for (size_t s = 0; s < 7; s++)
+        repo_prefetch_cancel(r, &ents[pinned[s]].id);
     repo_close(r);
     free(ents);
     free(ents2);
