@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/fdio.h"
+
 #define TMP_MARK ".tmp-"
 
 struct local {
@@ -81,18 +83,6 @@ static int make_parents(const char *root, char *path, struct err *e)
     return 0;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Copies [0, len) of the file open as `src` to `out`, through a bounded buffer. */
 static int copy_fd(int src, int out, uint64_t len)
 {
@@ -104,16 +94,15 @@ static int copy_fd(int src, int out, uint64_t len)
     }
     int rc = 0;
     for (uint64_t off = 0; off < len && rc == 0;) {
-        ssize_t n =
-            pread(src, b, len - off < COPY_BUF ? (size_t)(len - off) : COPY_BUF, (off_t)off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n == 0) errno = EIO; /* the source is shorter than it was said to be */
-        if (n <= 0) {
+        size_t want = len - off < COPY_BUF ? (size_t)(len - off) : COPY_BUF;
+        ssize_t n = fdio_pread_full(src, b, want, off);
+        if (n >= 0 && (size_t)n < want) errno = EIO; /* shorter than it was said to be */
+        if (n < 0 || (size_t)n < want) {
             rc = -1;
             break;
         }
-        rc = write_all(out, b, (size_t)n);
-        off += (uint64_t)n;
+        rc = fdio_pwrite_all(out, b, want, off);
+        off += want;
     }
     int saved = errno;
     free(b);
@@ -138,8 +127,8 @@ static int write_tmp(const char *root, char *tmp, const struct source *src, stru
     }
     if (fd < 0) return err_sys(e, errno, "creating %s", tmp);
     const char *step = "writing";
-    int rc =
-        src->data ? write_all(fd, src->data, (size_t)src->len) : copy_fd(src->fd, fd, src->len);
+    int rc = src->data ? fdio_pwrite_all(fd, src->data, (size_t)src->len, 0)
+                       : copy_fd(src->fd, fd, src->len);
     if (rc == 0) {
         step = "syncing";
         rc = fsync(fd);
@@ -295,21 +284,16 @@ static int local_load(struct backend *self, const char *name, uint64_t offset, u
         rc = err_set(e, ERR_FAIL, "out of memory for %llu bytes", (unsigned long long)want);
         goto out;
     }
-    for (uint64_t got = 0; got < want;) {
-        size_t chunk = want - got > (1u << 30) ? (1u << 30) : (size_t)(want - got);
-        ssize_t n = pread(fd, out->data + out->len, chunk, (off_t)(offset + got));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            rc = err_sys(e, errno, "reading %s", path);
-            goto out;
-        }
-        if (n == 0) {
-            rc = err_set(e, ERR_FAIL, "%s shrank while being read", path);
-            goto out;
-        }
-        out->len += (size_t)n;
-        got += (uint64_t)n;
+    ssize_t n = fdio_pread_full(fd, out->data + out->len, (size_t)want, offset);
+    if (n < 0) {
+        rc = err_sys(e, errno, "reading %s", path);
+        goto out;
     }
+    if ((uint64_t)n < want) {
+        rc = err_set(e, ERR_FAIL, "%s shrank while being read", path);
+        goto out;
+    }
+    out->len += (size_t)n;
 out:
     if (fd >= 0) close(fd);
     if (rc < 0) err_wrap(e, "loading %s from %s", name, l->root);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/fdio.h"
 #include "repo/backend.h"
 
 static const uint8_t pack_magic[4] = {'P', 'V', 'P', 'K'};
@@ -70,15 +71,9 @@ void pack_writer_free(struct pack_writer *w)
 /* Appends bytes to the pack's file at its end. */
 static int append(struct pack_writer *w, const void *data, size_t len, struct err *e)
 {
-    const uint8_t *p = data;
-    while (len > 0) {
-        ssize_t n = pwrite(w->fd, p, len, (off_t)w->size);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return err_sys(e, errno, "pack writer: writing its temporary file");
-        p += n;
-        len -= (size_t)n;
-        w->size += (uint64_t)n;
-    }
+    if (fdio_pwrite_all(w->fd, data, len, w->size) < 0)
+        return err_sys(e, errno, "pack writer: writing its temporary file");
+    w->size += len;
     return 0;
 }
 
@@ -180,14 +175,10 @@ int pack_writer_load(const struct pack_writer *w, struct buf *out, struct err *e
 {
     if (w->size > SIZE_MAX || buf_reserve(out, (size_t)w->size) < 0)
         return err_set(e, ERR_FAIL, "pack writer: out of memory");
-    for (uint64_t off = 0; off < w->size;) {
-        ssize_t n = pread(w->fd, out->data + out->len, (size_t)(w->size - off), (off_t)off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0)
-            return err_sys(e, n < 0 ? errno : EIO, "pack writer: reading its temporary file");
-        off += (uint64_t)n;
-        out->len += (size_t)n;
-    }
+    ssize_t n = fdio_pread_full(w->fd, out->data + out->len, (size_t)w->size, 0);
+    if (n < 0 || (uint64_t)n != w->size)
+        return err_sys(e, n < 0 ? errno : EIO, "pack writer: reading its temporary file");
+    out->len += (size_t)n;
     return 0;
 }
 

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/fdio.h"
 #include "repo/crypt.h"
 #include "repo/repo.h"
 #include "repo/tree.h"
@@ -576,29 +577,12 @@ static bool all_zero(const uint8_t *p, size_t n)
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
-{
-    while (n) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -errno;
-        }
-        if (w == 0) return -EIO;
-        p += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
-}
-
 /* Writes one blob at `off`; with sparse, aligned all-zero blocks are skipped (they stay holes,
  * as the file was created empty). Returns bytes written, or -errno. */
 static int64_t write_data(int fd, const uint8_t *p, size_t n, uint64_t off, bool sparse)
 {
     if (!sparse) {
-        int rc = write_all(fd, p, n, off);
-        return rc < 0 ? rc : (int64_t)n;
+        return fdio_pwrite_all(fd, p, n, off) < 0 ? -errno : (int64_t)n;
     }
     int64_t written = 0;
     size_t i = 0;
@@ -614,8 +598,7 @@ static int64_t write_data(int fd, const uint8_t *p, size_t n, uint64_t off, bool
             j += b;
         }
         if (!zero) {
-            int rc = write_all(fd, p + i, j - i, off + i);
-            if (rc < 0) return rc;
+            if (fdio_pwrite_all(fd, p + i, j - i, off + i) < 0) return -errno;
             written += (int64_t)(j - i);
         }
         i = j;
