@@ -1026,8 +1026,8 @@ static struct window *next_planned(struct repo *r)
 }
 
 /* There is no room for a segment a reader waits for: the readers of every such segment read
- * directly instead. Every one, not only the first: the fetchers look at the first only, and a
- * second one planned after it would wait for room that reads that never come may have to make.
+ * directly instead. Every one, not only the first: the fetchers look at the first only, so the
+ * reader of another would wait for room that only reads which may never come could make.
  * Caller holds win_lock. */
 static void give_up_waited(struct repo *r)
 {
