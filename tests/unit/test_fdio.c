@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,29 +49,30 @@ static void test_fdio_round_trip(void **state)
     free(out);
 }
 
+/* A read (or write) of `path` opened with `flags` fails with errno `want`. */
+static void expect_errno(const char *path, int flags, bool write, int want)
+{
+    char b[64] = {0};
+    int fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0) {
+        assert_int_equal(errno, ENOENT); /* a minimal container may lack /dev/full */
+        return;
+    }
+    errno = 0;
+    if (write)
+        assert_int_equal(fdio_pwrite_all(fd, b, sizeof b, 0), -1);
+    else
+        assert_int_equal(fdio_pread_full(fd, b, sizeof b, 0), -1);
+    assert_int_equal(errno, want);
+    close(fd);
+}
+
 static void test_fdio_errors(void **state)
 {
     (void)state;
-    char b[64] = {0};
-    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    assert_true(fd >= 0);
-    errno = 0;
-    assert_int_equal(fdio_pwrite_all(fd, b, sizeof b, 0), -1);
-    assert_int_equal(errno, EBADF);
-    close(fd);
-    fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    assert_true(fd >= 0);
-    errno = 0;
-    assert_int_equal(fdio_pread_full(fd, b, sizeof b, 0), -1);
-    assert_int_equal(errno, EBADF);
-    close(fd);
-    fd = open("/dev/full", O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        errno = 0;
-        assert_int_equal(fdio_pwrite_all(fd, b, sizeof b, 0), -1);
-        assert_int_equal(errno, ENOSPC);
-        close(fd);
-    }
+    expect_errno("/dev/null", O_RDONLY, true, EBADF);
+    expect_errno("/dev/null", O_WRONLY, false, EBADF);
+    expect_errno("/dev/full", O_WRONLY, true, ENOSPC);
 }
 
 int main(void)
