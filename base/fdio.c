@@ -17,6 +17,17 @@ ssize_t fdio_pread_full(int fd, void *p, size_t n, uint64_t off)
     return (ssize_t)got;
 }
 
+int fdio_pread_exact(int fd, void *p, size_t n, uint64_t off)
+{
+    ssize_t got = fdio_pread_full(fd, p, n, off);
+    if (got < 0) return -1;
+    if ((size_t)got < n) {
+        errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
 int fdio_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
 {
     const char *c = p;

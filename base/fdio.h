@@ -14,6 +14,10 @@
  * file ends first; -1 with errno set on an error. */
 ssize_t fdio_pread_full(int fd, void *p, size_t n, uint64_t off);
 
+/* The same for a file known to hold the n bytes: 0, or -1 with errno set (EIO when the file
+ * ends first). */
+int fdio_pread_exact(int fd, void *p, size_t n, uint64_t off);
+
 /* Writes the n bytes at p at `off` of fd. Returns 0, or -1 with errno set (EIO when the file
  * takes no more bytes). */
 int fdio_pwrite_all(int fd, const void *p, size_t n, uint64_t off);

@@ -95,13 +95,8 @@ static int copy_fd(int src, int out, uint64_t len)
     int rc = 0;
     for (uint64_t off = 0; off < len && rc == 0;) {
         size_t want = len - off < COPY_BUF ? (size_t)(len - off) : COPY_BUF;
-        ssize_t n = fdio_pread_full(src, b, want, off);
-        if (n >= 0 && (size_t)n < want) errno = EIO; /* shorter than it was said to be */
-        if (n < 0 || (size_t)n < want) {
-            rc = -1;
-            break;
-        }
-        rc = fdio_pwrite_all(out, b, want, off);
+        rc = fdio_pread_exact(src, b, want, off);
+        if (rc == 0) rc = fdio_pwrite_all(out, b, want, off);
         off += want;
     }
     int saved = errno;

@@ -733,9 +733,7 @@ static int body_sha256(const void *data, int fd, uint64_t len, char hex[SHA256_H
     if (rc == 0 && data && EVP_DigestUpdate(ctx, data, (size_t)len) != 1) rc = -1;
     for (uint64_t off = 0; rc == 0 && !data && off < len;) {
         size_t want = len - off < HASH_BUF ? (size_t)(len - off) : HASH_BUF;
-        ssize_t n = fdio_pread_full(fd, b, want, off);
-        if (n >= 0 && (size_t)n < want) errno = EIO; /* shorter than it was said to be */
-        if (n < 0 || (size_t)n < want || EVP_DigestUpdate(ctx, b, want) != 1) rc = -1;
+        if (fdio_pread_exact(fd, b, want, off) < 0 || EVP_DigestUpdate(ctx, b, want) != 1) rc = -1;
         off += want;
     }
     unsigned char h[EVP_MAX_MD_SIZE];

@@ -175,10 +175,9 @@ int pack_writer_load(const struct pack_writer *w, struct buf *out, struct err *e
 {
     if (w->size > SIZE_MAX || buf_reserve(out, (size_t)w->size) < 0)
         return err_set(e, ERR_FAIL, "pack writer: out of memory");
-    ssize_t n = fdio_pread_full(w->fd, out->data + out->len, (size_t)w->size, 0);
-    if (n < 0 || (uint64_t)n != w->size)
-        return err_sys(e, n < 0 ? errno : EIO, "pack writer: reading its temporary file");
-    out->len += (size_t)n;
+    if (fdio_pread_exact(w->fd, out->data + out->len, (size_t)w->size, 0) < 0)
+        return err_sys(e, errno, "pack writer: reading its temporary file");
+    out->len += (size_t)w->size;
     return 0;
 }
 

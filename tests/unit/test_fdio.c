@@ -44,6 +44,10 @@ static void test_fdio_round_trip(void **state)
     assert_int_equal(fdio_pread_full(fd, out, N + 100, AT), N);
     assert_int_equal(fdio_pread_full(fd, out, 10, AT + N + 5), 0);
     assert_int_equal(fdio_pread_full(fd, out, 0, 0), 0);
+    assert_int_equal(fdio_pread_exact(fd, out, N, AT), 0);
+    errno = 0;
+    assert_int_equal(fdio_pread_exact(fd, out, N + 1, AT), -1);
+    assert_int_equal(errno, EIO);
     close(fd);
     free(in);
     free(out);
