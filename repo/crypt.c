@@ -193,22 +193,44 @@ static int aead_seal(uint8_t *out, const uint8_t *m, size_t len, const uint8_t *
     return 0;
 }
 
-/* Writes the plaintext of ciphertext || tag (clen >= CRYPT_TAG_LEN bytes) to out. Returns
- * ERR_AUTH, with out wiped, when the bytes are not authentic. */
-static int aead_open(uint8_t *out, const uint8_t *cipher, size_t clen, const uint8_t *ad,
-                     size_t adlen, const uint8_t nonce[CRYPT_NONCE_LEN],
+/* Passes bytes [off, off + len) of the concatenation of the spans, which holds them, to dst:
+ * through c when given (false when it fails), else copied. */
+static bool spans_pass(const struct crypt_span *s, size_t n, size_t off, size_t len, uint8_t *dst,
+                       EVP_CIPHER_CTX *c)
+{
+    for (size_t i = 0; i < n && len; i++) {
+        if (off >= s[i].len) {
+            off -= s[i].len;
+            continue;
+        }
+        size_t take = s[i].len - off < len ? s[i].len - off : len;
+        if (!c)
+            memcpy(dst, s[i].data + off, take);
+        else if (!aead_update(c, dst, s[i].data + off, take))
+            return false;
+        dst += take;
+        len -= take;
+        off = 0;
+    }
+    return true;
+}
+
+/* Writes the plaintext of ciphertext || tag, bytes [off, off + clen) of the spans (clen >=
+ * CRYPT_TAG_LEN), to out. Returns ERR_AUTH, with out wiped, when the bytes are not authentic. */
+static int aead_open(uint8_t *out, const struct crypt_span *s, size_t n, size_t off, size_t clen,
+                     const uint8_t *ad, size_t adlen, const uint8_t nonce[CRYPT_NONCE_LEN],
                      const uint8_t key[CRYPT_KEY_LEN], struct err *e)
 {
     size_t mlen = clen - CRYPT_TAG_LEN;
     uint8_t tag[CRYPT_TAG_LEN];
-    memcpy(tag, cipher + mlen, sizeof tag);
+    spans_pass(s, n, off + mlen, sizeof tag, tag, NULL);
     EVP_CIPHER_CTX *c = aead_start(key, nonce, false, e);
     if (!c) return ERR_FAIL;
-    int n;
+    int got;
     if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, CRYPT_TAG_LEN, tag) != 1 ||
-        !aead_update(c, NULL, ad, adlen) || !aead_update(c, out, cipher, mlen))
+        !aead_update(c, NULL, ad, adlen) || !spans_pass(s, n, off, mlen, out, c))
         return err_set(e, ERR_FAIL, "opening with ChaCha20-Poly1305 failed");
-    if (EVP_CipherFinal_ex(c, out + mlen, &n) != 1) {
+    if (EVP_CipherFinal_ex(c, out + mlen, &got) != 1) {
         /* OpenSSL decrypts before it checks: nothing unauthentic may stay. */
         sodium_memzero(out, mlen);
         return ERR_AUTH;
@@ -326,7 +348,18 @@ int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struc
                     const void *stored, size_t stored_len, size_t raw_len, struct buf *out,
                     struct err *e)
 {
+    struct crypt_span whole = {stored, stored_len};
+    return crypt_blob_open_spans(k, type, id, &whole, 1, raw_len, out, e);
+}
+
+int crypt_blob_open_spans(const struct crypt_keys *k, enum blob_type type, const struct oid *id,
+                          const struct crypt_span *spans, size_t n_spans, size_t raw_len,
+                          struct buf *out, struct err *e)
+{
     char hex[OID_HEX_LEN + 1];
+    size_t stored_len = 0;
+    for (size_t i = 0; i < n_spans; i++)
+        stored_len += spans[i].len;
     if (!blob_type_valid(type)) return err_set(e, ERR_FAIL, "opening blob: bad type %d", type);
     oid_hex(id, hex);
     size_t limit = type == BLOB_DATA ? CHUNKER_LIMIT_MAX : TREE_RAW_MAX;
@@ -338,8 +371,8 @@ int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struc
     if (stored_len < CRYPT_BLOB_OVERHEAD || stored_len - CRYPT_BLOB_OVERHEAD > raw_len)
         return err_set(e, ERR_FAIL, "blob %s: stored length %zu does not fit plaintext length %zu",
                        hex, stored_len, raw_len);
-    const uint8_t *nonce = stored;
-    const uint8_t *cipher = nonce + CRYPT_NONCE_LEN;
+    uint8_t nonce[CRYPT_NONCE_LEN];
+    spans_pass(spans, n_spans, 0, sizeof nonce, nonce, NULL);
     size_t clen = stored_len - CRYPT_NONCE_LEN;
     size_t mlen = clen - CRYPT_TAG_LEN;
 
@@ -353,7 +386,7 @@ int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struc
     size_t adlen = blob_ad(ad, type, id);
     int rc = 0;
     uint8_t *msg = t->scratch.data;
-    rc = aead_open(msg, cipher, clen, ad, adlen, nonce, k->blob, e);
+    rc = aead_open(msg, spans, n_spans, CRYPT_NONCE_LEN, clen, ad, adlen, nonce, k->blob, e);
     if (rc == ERR_AUTH)
         rc = err_set(e, ERR_AUTH,
                      "blob %s: authentication failed (wrong key, or damaged or tampered bytes)",
@@ -445,9 +478,9 @@ int crypt_file_open(const struct crypt_keys *k, const char *kind, const void *st
     size_t mlen = len - CRYPT_FILE_OVERHEAD;
     /* + 1: out->data must not be NULL even for an empty file */
     if (buf_reserve(out, mlen + 1) < 0) return err_set(e, ERR_FAIL, "%s file: out of memory", kind);
-    const uint8_t *nonce = stored;
-    rc = aead_open(out->data + out->len, nonce + CRYPT_NONCE_LEN, len - CRYPT_NONCE_LEN, ad, adlen,
-                   nonce, k->file, e);
+    struct crypt_span whole = {stored, len};
+    rc = aead_open(out->data + out->len, &whole, 1, CRYPT_NONCE_LEN, len - CRYPT_NONCE_LEN, ad, adlen,
+                   stored, k->file, e);
     if (rc == ERR_AUTH)
         return err_set(e, ERR_AUTH,
                        "%s file: authentication failed (wrong key, wrong kind of file, or "

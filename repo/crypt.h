@@ -76,6 +76,18 @@ int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struc
                     const void *stored, size_t stored_len, size_t raw_len, struct buf *out,
                     struct err *e);
 
+/* A run of bytes in memory: one piece of a stored blob that lies in several buffers. */
+struct crypt_span {
+    const uint8_t *data;
+    size_t len;
+};
+
+/* crypt_blob_open for a stored blob given as the concatenation of n_spans pieces (a blob read
+ * across two segments of a pack), opened where it lies rather than copied together first. */
+int crypt_blob_open_spans(const struct crypt_keys *k, enum blob_type type, const struct oid *id,
+                          const struct crypt_span *spans, size_t n_spans, size_t raw_len,
+                          struct buf *out, struct err *e);
+
 /* Appends nonce || ciphertext || tag of `plain` to `out`, bound to the string `kind`. */
 int crypt_file_seal(const struct crypt_keys *k, const char *kind, const void *plain, size_t len,
                     struct buf *out, struct err *e);

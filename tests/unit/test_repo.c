@@ -960,6 +960,7 @@ static struct {
     atomic_int loads, in_flight, max_in_flight, direct, tried, failed;
     long long fail_at;
     uint64_t window, ends[2]; /* segments are `window` bytes, or end where a pack's blobs do */
+    uint64_t direct_offset;   /* where the last direct read began */
 } watch;
 
 static int watch_load(struct backend *self, const char *name, uint64_t offset, uint64_t len,
@@ -970,7 +971,10 @@ static int watch_load(struct backend *self, const char *name, uint64_t offset, u
     bool segment =
         offset % watch.window == 0 &&
         (len == watch.window || offset + len == watch.ends[0] || offset + len == watch.ends[1]);
-    if (!segment) watch.direct++;
+    if (!segment) {
+        watch.direct++;
+        watch.direct_offset = offset;
+    }
     if (segment && (long long)offset == watch.fail_at && !watch.tried++) {
         watch.failed++;
         return err_set(e, ERR_FAIL, "injected failure");
@@ -1071,16 +1075,25 @@ static int read_others(struct repo *r, const struct pack_entry *ents, size_t n)
     return bad;
 }
 
-/* The index of a blob in `ents` that lies wholly in segment `seg` (of `window` bytes). */
-static size_t blob_in_segment(const struct pack_entry *ents, size_t n, uint64_t window,
-                              uint64_t seg)
+/* The index of a blob in `ents` that begins in segment `seg` (of `window` bytes) and ends in
+ * segment seg + `spans` - 1. */
+static size_t blob_in_segments(const struct pack_entry *ents, size_t n, uint64_t window,
+                               uint64_t seg, uint64_t spans)
 {
     for (size_t i = 0; i < n; i++)
         if (ents[i].offset / window == seg &&
-            (ents[i].offset + ents[i].stored_len - 1) / window == seg)
+            (ents[i].offset + ents[i].stored_len - 1) / window == seg + spans - 1)
             return i;
-    fail_msg("no blob lies wholly in segment %llu", (unsigned long long)seg);
+    fail_msg("no blob lies in %llu segments from %llu", (unsigned long long)spans,
+             (unsigned long long)seg);
     return 0;
+}
+
+/* The index of a blob in `ents` that lies wholly in segment `seg`. */
+static size_t blob_in_segment(const struct pack_entry *ents, size_t n, uint64_t window,
+                              uint64_t seg)
+{
+    return blob_in_segments(ents, n, window, seg, 1);
 }
 
 struct one_read {
@@ -1204,6 +1217,29 @@ static void test_prefetch(void **state)
     assert_int_equal(watch.direct, 2);
     repo_prefetch_cancel(r, &ents2[x].id);
     for (size_t s = 0; s < 7; s++)
+        repo_prefetch_cancel(r, &ents[pinned[s]].id);
+
+    /* A blob across two segments, the first fetched and the second without room: the piece
+     * in the first is taken from it, and only the rest is read directly. */
+    repo_prefetch_end(r);
+    watch_loads(r, window, -1);
+    repo_prefetch(r, &ents2[x].id);
+    for (uint64_t s = 0; s < 6; s++)
+        repo_prefetch(r, &ents[pinned[s]].id);
+    for (int i = 0; i < 5000 && (watch.loads < 7 || watch.in_flight); i++)
+        usleep(1000);
+    assert_int_equal(watch.loads, 7);
+    size_t z = blob_in_segments(ents2, N2, window, 0, 2);
+    assert_int_equal(read_others_at(r, ents2, z), 0);
+    assert_int_equal(watch.direct, 1);
+    assert_int_equal(watch.direct_offset, window);
+    /* The second segment stays planned, as the next one of a pack being read, and is fetched
+     * once the read of the first leaves room; the first is not fetched again. */
+    for (int i = 0; i < 5000 && (watch.loads < 9 || watch.in_flight); i++)
+        usleep(1000);
+    assert_int_equal(watch.loads, 9);
+    repo_prefetch_cancel(r, &ents2[x].id);
+    for (size_t s = 0; s < 6; s++)
         repo_prefetch_cancel(r, &ents[pinned[s]].id);
     repo_close(r);
     free(ents);
