@@ -193,49 +193,32 @@ static int aead_seal(uint8_t *out, const uint8_t *m, size_t len, const uint8_t *
     return 0;
 }
 
-/* Passes bytes [off, off + len) of the concatenation of the spans, which holds them, to dst:
- * through c when given (false when it fails), else copied. */
-static bool spans_pass(const struct crypt_span *s, size_t n, size_t off, size_t len, uint8_t *dst,
-                       EVP_CIPHER_CTX *c)
+/* Ends a decryption through c of mlen bytes written to out, whose tag was set: ERR_AUTH, with
+ * out wiped, when the bytes are not authentic. */
+static int aead_check(EVP_CIPHER_CTX *c, uint8_t *out, size_t mlen)
 {
-    for (size_t i = 0; i < n && len; i++) {
-        if (off >= s[i].len) {
-            off -= s[i].len;
-            continue;
-        }
-        size_t take = s[i].len - off < len ? s[i].len - off : len;
-        if (!c)
-            memcpy(dst, s[i].data + off, take);
-        else if (!aead_update(c, dst, s[i].data + off, take))
-            return false;
-        dst += take;
-        len -= take;
-        off = 0;
-    }
-    return true;
+    int got;
+    if (EVP_CipherFinal_ex(c, out + mlen, &got) == 1) return 0;
+    /* OpenSSL decrypts before it checks: nothing unauthentic may stay. */
+    sodium_memzero(out, mlen);
+    return ERR_AUTH;
 }
 
-/* Writes the plaintext of ciphertext || tag, bytes [off, off + clen) of the spans (clen >=
- * CRYPT_TAG_LEN), to out. Returns ERR_AUTH, with out wiped, when the bytes are not authentic. */
-static int aead_open(uint8_t *out, const struct crypt_span *s, size_t n, size_t off, size_t clen,
-                     const uint8_t *ad, size_t adlen, const uint8_t nonce[CRYPT_NONCE_LEN],
+/* Writes the plaintext of ciphertext || tag (clen >= CRYPT_TAG_LEN bytes) to out. Returns
+ * ERR_AUTH, with out wiped, when the bytes are not authentic. */
+static int aead_open(uint8_t *out, const uint8_t *cipher, size_t clen, const uint8_t *ad,
+                     size_t adlen, const uint8_t nonce[CRYPT_NONCE_LEN],
                      const uint8_t key[CRYPT_KEY_LEN], struct err *e)
 {
     size_t mlen = clen - CRYPT_TAG_LEN;
     uint8_t tag[CRYPT_TAG_LEN];
-    spans_pass(s, n, off + mlen, sizeof tag, tag, NULL);
+    memcpy(tag, cipher + mlen, sizeof tag);
     EVP_CIPHER_CTX *c = aead_start(key, nonce, false, e);
     if (!c) return ERR_FAIL;
-    int got;
     if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, CRYPT_TAG_LEN, tag) != 1 ||
-        !aead_update(c, NULL, ad, adlen) || !spans_pass(s, n, off, mlen, out, c))
+        !aead_update(c, NULL, ad, adlen) || !aead_update(c, out, cipher, mlen))
         return err_set(e, ERR_FAIL, "opening with ChaCha20-Poly1305 failed");
-    if (EVP_CipherFinal_ex(c, out + mlen, &got) != 1) {
-        /* OpenSSL decrypts before it checks: nothing unauthentic may stay. */
-        sodium_memzero(out, mlen);
-        return ERR_AUTH;
-    }
-    return 0;
+    return aead_check(c, out, mlen);
 }
 
 int crypt_blob_id(const struct crypt_keys *k, const void *plain, size_t len, struct oid *out,
@@ -344,22 +327,13 @@ static int check_frame(const uint8_t *src, size_t len, size_t raw_len, struct er
     return 0;
 }
 
-int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struct oid *id,
-                    const void *stored, size_t stored_len, size_t raw_len, struct buf *out,
-                    struct err *e)
-{
-    struct crypt_span whole = {stored, stored_len};
-    return crypt_blob_open_spans(k, type, id, &whole, 1, raw_len, out, e);
-}
-
-int crypt_blob_open_spans(const struct crypt_keys *k, enum blob_type type, const struct oid *id,
-                          const struct crypt_span *spans, size_t n_spans, size_t raw_len,
-                          struct buf *out, struct err *e)
+int crypt_blob_open_begin(struct crypt_opening *o, const struct crypt_keys *k, enum blob_type type,
+                          const struct oid *id, size_t stored_len, size_t raw_len, struct err *e)
 {
     char hex[OID_HEX_LEN + 1];
-    size_t stored_len = 0;
-    for (size_t i = 0; i < n_spans; i++)
-        stored_len += spans[i].len;
+    *o = (struct crypt_opening){
+        .keys = k, .type = type, .id = *id, .stored_len = stored_len, .raw_len = raw_len};
+    err_clear(&o->err);
     if (!blob_type_valid(type)) return err_set(e, ERR_FAIL, "opening blob: bad type %d", type);
     oid_hex(id, hex);
     size_t limit = type == BLOB_DATA ? CHUNKER_LIMIT_MAX : TREE_RAW_MAX;
@@ -371,68 +345,131 @@ int crypt_blob_open_spans(const struct crypt_keys *k, enum blob_type type, const
     if (stored_len < CRYPT_BLOB_OVERHEAD || stored_len - CRYPT_BLOB_OVERHEAD > raw_len)
         return err_set(e, ERR_FAIL, "blob %s: stored length %zu does not fit plaintext length %zu",
                        hex, stored_len, raw_len);
-    uint8_t nonce[CRYPT_NONCE_LEN];
-    spans_pass(spans, n_spans, 0, sizeof nonce, nonce, NULL);
-    size_t clen = stored_len - CRYPT_NONCE_LEN;
-    size_t mlen = clen - CRYPT_TAG_LEN;
-
-    struct tcache *t = tcache_get(e);
-    if (!t) return err_wrap(e, "blob %s", hex);
-    buf_reset(&t->scratch);
-    if (buf_reserve(&t->scratch, mlen) < 0)
+    if (!(o->thread = tcache_get(e))) return err_wrap(e, "blob %s", hex);
+    buf_reset(&o->thread->scratch);
+    if (buf_reserve(&o->thread->scratch, stored_len - CRYPT_NONCE_LEN - CRYPT_TAG_LEN) < 0)
         return err_set(e, ERR_FAIL, "blob %s: out of memory", hex);
+    return 0;
+}
 
+/* The nonce is in: the AEAD starts, with the associated data. */
+static bool opening_start(struct crypt_opening *o)
+{
     uint8_t ad[sizeof BLOB_AD_PREFIX + OID_LEN];
-    size_t adlen = blob_ad(ad, type, id);
-    int rc = 0;
-    uint8_t *msg = t->scratch.data;
-    rc = aead_open(msg, spans, n_spans, CRYPT_NONCE_LEN, clen, ad, adlen, nonce, k->blob, e);
-    if (rc == ERR_AUTH)
-        rc = err_set(e, ERR_AUTH,
-                     "blob %s: authentication failed (wrong key, or damaged or tampered bytes)",
-                     hex);
-    if (rc < 0) goto done;
+    size_t adlen = blob_ad(ad, o->type, &o->id);
+    EVP_CIPHER_CTX *c = aead_start(o->keys->blob, o->nonce, false, &o->err);
+    return c && aead_update(c, NULL, ad, adlen);
+}
+
+void crypt_blob_open_feed(struct crypt_opening *o, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    const size_t tag_at = o->stored_len - CRYPT_TAG_LEN;
+    if (o->err.code != ERR_OK) return;
+    if (n > o->stored_len - o->fed) {
+        err_set(&o->err, ERR_FAIL, "%zu bytes more than the stored length", n);
+        return;
+    }
+    while (n) {
+        size_t at = o->fed, take;
+        bool ok = true;
+        if (at < CRYPT_NONCE_LEN) {
+            take = n < CRYPT_NONCE_LEN - at ? n : CRYPT_NONCE_LEN - at;
+            memcpy(o->nonce + at, p, take);
+            if (at + take == CRYPT_NONCE_LEN) ok = opening_start(o);
+        } else if (at < tag_at) {
+            take = n < tag_at - at ? n : tag_at - at;
+            ok = aead_update(o->thread->aead, o->thread->scratch.data + (at - CRYPT_NONCE_LEN), p,
+                             take);
+        } else {
+            take = n;
+            memcpy(o->tag + (at - tag_at), p, take);
+        }
+        if (!ok) {
+            if (o->err.code == ERR_OK)
+                err_set(&o->err, ERR_FAIL, "opening with ChaCha20-Poly1305 failed");
+            return;
+        }
+        p += take;
+        n -= take;
+        o->fed += take;
+    }
+}
+
+/* The authentic plaintext of the blob, flag || payload (mlen bytes at msg), checked and
+ * appended to out. */
+static int opening_finish(struct crypt_opening *o, const uint8_t *msg, size_t mlen, struct buf *out,
+                          const char *hex, struct err *e)
+{
+    const size_t raw_len = o->raw_len;
     const uint8_t *payload = msg + 1;
     size_t plen = mlen - 1;
     if (msg[0] == FLAG_RAW && plen != raw_len)
-        rc = err_set(e, ERR_FAIL, "blob %s: holds %zu bytes, expected %zu", hex, plen, raw_len);
-    else if (msg[0] == FLAG_ZSTD && check_frame(payload, plen, raw_len, e) < 0)
-        rc = err_wrap(e, "blob %s", hex);
-    else if (msg[0] != FLAG_RAW && msg[0] != FLAG_ZSTD)
-        rc = err_set(e, ERR_FAIL, "blob %s: unknown compression flag %u", hex, msg[0]);
-    if (rc < 0) goto done;
-
+        return err_set(e, ERR_FAIL, "blob %s: holds %zu bytes, expected %zu", hex, plen, raw_len);
+    if (msg[0] == FLAG_ZSTD && check_frame(payload, plen, raw_len, e) < 0)
+        return err_wrap(e, "blob %s", hex);
+    if (msg[0] != FLAG_RAW && msg[0] != FLAG_ZSTD)
+        return err_set(e, ERR_FAIL, "blob %s: unknown compression flag %u", hex, msg[0]);
     /* Only now, for authentic and consistent bytes, room for raw_len (+ 1: out->data must not
      * stay NULL for an empty blob). */
-    if (buf_reserve(out, raw_len + 1) < 0) {
-        rc = err_set(e, ERR_FAIL, "blob %s: out of memory", hex);
-        goto done;
-    }
+    if (buf_reserve(out, raw_len + 1) < 0)
+        return err_set(e, ERR_FAIL, "blob %s: out of memory", hex);
     uint8_t *dst = out->data + out->len;
+    struct tcache *t = o->thread;
     if (msg[0] == FLAG_RAW) {
         if (raw_len) memcpy(dst, payload, raw_len);
     } else {
-        if (!t->dctx && !(t->dctx = ZSTD_createDCtx())) {
-            rc = err_set(e, ERR_FAIL, "blob %s: out of memory for zstd", hex);
-            goto done;
-        }
+        if (!t->dctx && !(t->dctx = ZSTD_createDCtx()))
+            return err_set(e, ERR_FAIL, "blob %s: out of memory for zstd", hex);
         size_t n = ZSTD_decompressDCtx(t->dctx, dst, raw_len, payload, plen);
-        if (ZSTD_isError(n) || n != raw_len) {
-            rc = err_set(e, ERR_FAIL, "blob %s: decompressing failed: %s", hex,
-                         ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short output");
-            goto done;
-        }
+        if (ZSTD_isError(n) || n != raw_len)
+            return err_set(e, ERR_FAIL, "blob %s: decompressing failed: %s", hex,
+                           ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short output");
     }
     struct oid got;
-    if ((rc = crypt_blob_id(k, dst, raw_len, &got, e)) < 0) goto done;
-    if (!oid_eq(&got, id)) {
-        rc = err_set(e, ERR_FAIL, "blob %s: content does not match its ID", hex);
-        goto done;
-    }
+    int rc = crypt_blob_id(o->keys, dst, raw_len, &got, e);
+    if (rc < 0) return rc;
+    if (!oid_eq(&got, &o->id))
+        return err_set(e, ERR_FAIL, "blob %s: content does not match its ID", hex);
     out->len += raw_len;
-done:
+    return 0;
+}
+
+int crypt_blob_open_end(struct crypt_opening *o, struct buf *out, struct err *e)
+{
+    char hex[OID_HEX_LEN + 1];
+    oid_hex(&o->id, hex);
+    struct tcache *t = o->thread;
+    size_t mlen = o->stored_len - CRYPT_NONCE_LEN - CRYPT_TAG_LEN;
+    int rc = 0;
+    if (!out)
+        rc = 0;
+    else if (o->err.code != ERR_OK)
+        rc = err_set(e, o->err.code, "blob %s: %s", hex, o->err.msg);
+    else if (o->fed != o->stored_len)
+        rc = err_set(e, ERR_FAIL, "blob %s: %zu of its %zu stored bytes were read", hex, o->fed,
+                     o->stored_len);
+    else if (EVP_CIPHER_CTX_ctrl(t->aead, EVP_CTRL_AEAD_SET_TAG, CRYPT_TAG_LEN, o->tag) != 1)
+        rc = err_set(e, ERR_FAIL, "blob %s: opening with ChaCha20-Poly1305 failed", hex);
+    else if (aead_check(t->aead, t->scratch.data, mlen) == ERR_AUTH)
+        rc = err_set(e, ERR_AUTH,
+                     "blob %s: authentication failed (wrong key, or damaged or tampered bytes)",
+                     hex);
+    else
+        rc = opening_finish(o, t->scratch.data, mlen, out, hex, e);
     if (t->scratch.cap > SCRATCH_KEEP) buf_free(&t->scratch);
     return rc;
+}
+
+int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struct oid *id,
+                    const void *stored, size_t stored_len, size_t raw_len, struct buf *out,
+                    struct err *e)
+{
+    struct crypt_opening o;
+    int rc = crypt_blob_open_begin(&o, k, type, id, stored_len, raw_len, e);
+    if (rc < 0) return rc;
+    crypt_blob_open_feed(&o, stored, stored_len);
+    return crypt_blob_open_end(&o, out, e);
 }
 
 /* "podvault-file:" || kind */
@@ -478,9 +515,9 @@ int crypt_file_open(const struct crypt_keys *k, const char *kind, const void *st
     size_t mlen = len - CRYPT_FILE_OVERHEAD;
     /* + 1: out->data must not be NULL even for an empty file */
     if (buf_reserve(out, mlen + 1) < 0) return err_set(e, ERR_FAIL, "%s file: out of memory", kind);
-    struct crypt_span whole = {stored, len};
-    rc = aead_open(out->data + out->len, &whole, 1, CRYPT_NONCE_LEN, len - CRYPT_NONCE_LEN, ad, adlen,
-                   stored, k->file, e);
+    const uint8_t *nonce = stored;
+    rc = aead_open(out->data + out->len, nonce + CRYPT_NONCE_LEN, len - CRYPT_NONCE_LEN, ad, adlen,
+                   nonce, k->file, e);
     if (rc == ERR_AUTH)
         return err_set(e, ERR_AUTH,
                        "%s file: authentication failed (wrong key, wrong kind of file, or "

@@ -76,17 +76,36 @@ int crypt_blob_open(const struct crypt_keys *k, enum blob_type type, const struc
                     const void *stored, size_t stored_len, size_t raw_len, struct buf *out,
                     struct err *e);
 
-/* A run of bytes in memory: one piece of a stored blob that lies in several buffers. */
-struct crypt_span {
-    const uint8_t *data;
-    size_t len;
+struct tcache;
+
+/* A stored blob opened from its bytes as they come: begin, feed each piece in order, end. For a
+ * blob that lies in two buffers (two segments of a pack), each released before the next is
+ * awaited, and never copied together. The pieces are decrypted into the thread's scratch buffer
+ * by its AEAD context: between begin and end, the thread seals and opens nothing else. The
+ * fields are crypt.c's. */
+struct crypt_opening {
+    const struct crypt_keys *keys;
+    enum blob_type type;
+    struct oid id;
+    size_t stored_len, raw_len;
+    size_t fed; /* stored bytes fed so far */
+    uint8_t nonce[CRYPT_NONCE_LEN];
+    uint8_t tag[CRYPT_TAG_LEN];
+    struct tcache *thread; /* this thread's AEAD context and scratch buffer */
+    struct err err;        /* the first failure met while feeding (code ERR_OK: none) */
 };
 
-/* crypt_blob_open for a stored blob given as the concatenation of n_spans pieces (a blob read
- * across two segments of a pack), opened where it lies rather than copied together first. */
-int crypt_blob_open_spans(const struct crypt_keys *k, enum blob_type type, const struct oid *id,
-                          const struct crypt_span *spans, size_t n_spans, size_t raw_len,
-                          struct buf *out, struct err *e);
+/* Starts opening a stored blob of stored_len bytes; fails as crypt_blob_open does when the
+ * lengths or the type cannot be right, and then nothing more is to be done with `o`. */
+int crypt_blob_open_begin(struct crypt_opening *o, const struct crypt_keys *k, enum blob_type type,
+                          const struct oid *id, size_t stored_len, size_t raw_len, struct err *e);
+/* Feeds the next n stored bytes. A failure (more bytes than stored_len, an OpenSSL failure) is
+ * kept for crypt_blob_open_end to report. */
+void crypt_blob_open_feed(struct crypt_opening *o, const void *data, size_t n);
+/* Ends an opening begun, whatever happened since: appends the plaintext to `out` and returns 0
+ * when every stored byte was fed and the blob is authentic and whole, else fails as
+ * crypt_blob_open does. With `out` NULL, abandons the opening and returns 0. */
+int crypt_blob_open_end(struct crypt_opening *o, struct buf *out, struct err *e);
 
 /* Appends nonce || ciphertext || tag of `plain` to `out`, bound to the string `kind`. */
 int crypt_file_seal(const struct crypt_keys *k, const char *kind, const void *plain, size_t len,

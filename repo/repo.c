@@ -22,16 +22,18 @@
  * reader that knows what comes next (a restore, which knows the jobs it queues) announces each
  * blob with repo_prefetch: the segments it lies in are planned, and the fetchers fetch planned
  * segments oldest first. A reader waits for the segments of its blob (asking for them first, or
- * planning them when nobody did) and opens the blob where it lies, across two segments when it
- * straddles their boundary (it pins them both meanwhile: copying such blobs together cost a
- * restore 470 MB of copies into freshly faulted pages and a tenth of its CPU). The first read of a
- * segment plans the next one of its pack, since blobs written together are read together. Memory is
- * a fixed budget: load_slots segments, plus one per thread that reads (repo_set_readers), hold
- * bytes at once, in buffers allocated once. A segment with announced reads not done yet is never
- * dropped for another; when the budget is full of those, the fetchers wait, and a reader that
- * cannot have its segment reads its blob directly instead of waiting (so no wait depends on a read
- * that may never come). A fetch that fails only drops its segment: its readers read directly, with
- * the backend's usual retries and errors. A local repository reads each blob when asked.
+ * planning them when nobody did) and opens the blob where it lies: a blob across two segments is
+ * decrypted piece by piece, each segment released before the next is awaited (copying such blobs
+ * together cost a restore 470 MB of copies into freshly faulted pages and a tenth of its CPU;
+ * pinning both at once left a reader without room for the second three times as often). The
+ * first read of a segment plans the next one of its pack, since blobs written together are read
+ * together. Memory is a fixed budget: load_slots segments, plus one per thread that reads
+ * (repo_set_readers), hold bytes at once, in buffers allocated once. A segment with announced reads
+ * not done yet is never dropped for another; when the budget is full of those, the fetchers wait,
+ * and a reader that cannot have its segment reads its blob directly instead of waiting (so no wait
+ * depends on a read that may never come). A fetch that fails only drops its segment: its readers
+ * read directly, with the backend's usual retries and errors. A local repository reads each blob
+ * when asked.
  */
 #include "repo/repo.h"
 
@@ -61,10 +63,6 @@
 #define REPO_FETCHERS_MAX 16
 #define REPO_READERS_DEFAULT 2
 #define REPO_READERS_MAX 48
-/* Most segments a blob may span and still be opened where it lies: a chunk of the chunker's
- * default maximum (4 MiB) and its few bytes of overhead span three at most. Of a larger blob,
- * the segments past these are read directly, and the blob is opened from a copy. */
-#define REPO_BLOB_SEGMENTS 3
 /* Listings of index/ tried when a file listed is gone by the time it is read (a concurrent
  * prune replaced it); each try lists again. */
 #define REPO_RELIST_TRIES 3
@@ -1140,28 +1138,31 @@ static struct window *seg_wait(struct repo *r, const struct oid *pack, uint32_t 
 }
 
 /* Opens the blob `id` at `loc` in pack `pack` through the segments (see the top of the file),
- * appending its plaintext to `out`. The segments it lies in are pinned one by one as they
- * arrive and the blob is opened where it lies, across them when it straddles two; what cannot
- * be had that way is read directly. */
+ * appending its plaintext to `out`: segment by segment, each pinned while its piece of the blob
+ * is decrypted and released before the next is awaited; what cannot be had that way is read
+ * directly. */
 static int open_ahead(struct repo *r, const char *name, const struct oid *pack,
                       const struct idx_loc *loc, const struct oid *id, struct buf *out,
                       struct err *e)
 {
     const uint64_t wb = r->window_bytes, end = (uint64_t)loc->offset + loc->stored_len;
     uint64_t at = loc->offset;
-    struct window *pinned[REPO_BLOB_SEGMENTS];
-    struct crypt_span spans[REPO_BLOB_SEGMENTS];
-    size_t n = 0;
+    struct crypt_opening o;
+    int rc = crypt_blob_open_begin(&o, &r->keys, (enum blob_type)loc->type, id, loc->stored_len,
+                                   loc->raw_len, e);
+    if (rc < 0) return rc;
     pthread_mutex_lock(&r->win_lock);
-    while (at < end && n < REPO_BLOB_SEGMENTS) {
+    while (at < end) {
         struct window *w = seg_wait(r, pack, loc->pack, at / wb);
         if (!w || at >= w->off + w->want) break;
         seg_read(r, w);
         w->readers++;
+        pthread_mutex_unlock(&r->win_lock);
         uint64_t piece = (end < w->off + w->want ? end : w->off + w->want) - at;
-        pinned[n] = w;
-        spans[n++] = (struct crypt_span){w->data.data + (at - w->off), (size_t)piece};
+        crypt_blob_open_feed(&o, w->data.data + (at - w->off), (size_t)piece);
         at += piece;
+        pthread_mutex_lock(&r->win_lock);
+        if (!--w->readers && !w->pending) fetch_wake(r); /* it may make room now */
     }
     /* The segments left will not be read: the rest is read directly. */
     for (uint64_t k = at / wb; at < end && k * wb < end; k++) {
@@ -1169,27 +1170,17 @@ static int open_ahead(struct repo *r, const char *name, const struct oid *pack,
         if (w) seg_taken(r, w);
     }
     pthread_mutex_unlock(&r->win_lock);
-    int rc = 0;
-    struct buf stored = BUF_INIT; /* the blob when it is not opened where it lies */
-    if (at == end) {
-        rc = crypt_blob_open_spans(&r->keys, (enum blob_type)loc->type, id, spans, n, loc->raw_len,
-                                   out, e);
-    } else if (buf_reserve(&stored, loc->stored_len) < 0) {
-        rc = err_set(e, ERR_FAIL, "out of memory");
-    } else {
-        for (size_t i = 0; i < n; i++)
-            buf_append(&stored, spans[i].data, spans[i].len); /* room reserved */
-    }
-    pthread_mutex_lock(&r->win_lock);
-    for (size_t i = 0; i < n; i++)
-        if (!--pinned[i]->readers && !pinned[i]->pending) fetch_wake(r); /* it may make room */
-    pthread_mutex_unlock(&r->win_lock);
     if (at < end) {
-        if (rc == 0) rc = backend_load(r->b, name, at, end - at, &stored, e);
-        if (rc == 0) rc = open_blob(r, loc, id, &stored, out, e);
+        struct buf rest = BUF_INIT;
+        rc = backend_load(r->b, name, at, end - at, &rest, e);
+        if (rc == 0) crypt_blob_open_feed(&o, rest.data, rest.len);
+        buf_free(&rest);
     }
-    buf_free(&stored);
-    return rc;
+    if (rc < 0) {
+        crypt_blob_open_end(&o, NULL, e);
+        return rc;
+    }
+    return crypt_blob_open_end(&o, out, e);
 }
 
 /* Where blob `id` is stored; false when the index does not know it. */

@@ -227,10 +227,26 @@ static void test_blob_tamper(void **state)
     free(r);
 }
 
-/* A stored blob split into pieces at every position (inside the nonce, the ciphertext and the
- * tag; with empty pieces; in three) opens as the whole does, and a flipped byte in any piece
- * fails authentication. */
-static void test_blob_open_spans(void **state)
+/* Opens s through crypt_blob_open_begin/feed/end, fed in pieces cut at `cuts` (in order). */
+static int open_in_pieces(const struct buf *s, const struct oid *id, size_t raw_len,
+                          const size_t *cuts, size_t n_cuts, struct buf *out, struct err *e)
+{
+    struct crypt_opening o;
+    int rc = crypt_blob_open_begin(&o, &keys, BLOB_DATA, id, s->len, raw_len, e);
+    if (rc < 0) return rc;
+    size_t from = 0;
+    for (size_t i = 0; i <= n_cuts; i++) {
+        size_t to = i < n_cuts ? cuts[i] : s->len;
+        crypt_blob_open_feed(&o, s->data + from, to - from);
+        from = to;
+    }
+    return crypt_blob_open_end(&o, out, e);
+}
+
+/* A stored blob fed in pieces cut at every position (inside the nonce, the ciphertext and the
+ * tag; with empty pieces; in three) opens as the whole does; a flipped byte anywhere fails
+ * authentication; too few or too many bytes fail; an abandoned opening leaves nothing. */
+static void test_blob_open_pieces(void **state)
 {
     struct err e;
     const size_t n = 500;
@@ -242,30 +258,41 @@ static void test_blob_open_spans(void **state)
         crypt_blob_id(&keys, plains[p], n, &id, NULL);
         assert_int_equal(crypt_blob_seal(&keys, BLOB_DATA, &id, plains[p], n, 3, &s, &e), 0);
         for (size_t cut = 0; cut <= s.len; cut++) {
-            size_t cut2 = cut + (s.len - cut) / 2;
-            struct crypt_span two[2] = {{s.data, cut}, {s.data + cut, s.len - cut}};
-            struct crypt_span three[3] = {
-                {s.data, cut}, {s.data + cut, cut2 - cut}, {s.data + cut2, s.len - cut2}};
+            size_t three[2] = {cut, cut + (s.len - cut) / 2};
             buf_reset(&out);
-            assert_int_equal(crypt_blob_open_spans(&keys, BLOB_DATA, &id, two, 2, n, &out, &e), 0);
-            assert_int_equal(crypt_blob_open_spans(&keys, BLOB_DATA, &id, three, 3, n, &out, &e),
-                             0);
+            assert_int_equal(open_in_pieces(&s, &id, n, &cut, 1, &out, &e), 0);
+            assert_int_equal(open_in_pieces(&s, &id, n, three, 2, &out, &e), 0);
             assert_int_equal(out.len, 2 * n);
             assert_memory_equal(out.data, plains[p], n);
             assert_memory_equal(out.data + n, plains[p], n);
-            /* damage in the second piece (or the first when the second is empty) */
-            size_t at = cut < s.len ? cut : 0;
+            /* damage at the cut, in the nonce, the ciphertext or the tag */
+            size_t at = cut < s.len ? cut : s.len - 1;
             buf_reset(&out);
             s.data[at] ^= 0x40;
-            assert_int_equal(crypt_blob_open_spans(&keys, BLOB_DATA, &id, two, 2, n, &out, &e),
-                             ERR_AUTH);
+            assert_int_equal(open_in_pieces(&s, &id, n, three, 2, &out, &e), ERR_AUTH);
             s.data[at] ^= 0x40;
             assert_int_equal(out.len, 0);
         }
-        /* pieces that add up to less than a sealed blob are refused */
-        struct crypt_span short_two[2] = {{s.data, 10}, {s.data + 10, 20}};
-        assert_int_equal(crypt_blob_open_spans(&keys, BLOB_DATA, &id, short_two, 2, n, &out, &e),
-                         ERR_FAIL);
+        /* too few bytes, then too many */
+        struct crypt_opening o;
+        assert_int_equal(crypt_blob_open_begin(&o, &keys, BLOB_DATA, &id, s.len, n, &e), 0);
+        crypt_blob_open_feed(&o, s.data, s.len - 1);
+        assert_int_equal(crypt_blob_open_end(&o, &out, &e), ERR_FAIL);
+        assert_true(strstr(e.msg, "stored bytes were read") != NULL);
+        assert_int_equal(crypt_blob_open_begin(&o, &keys, BLOB_DATA, &id, s.len, n, &e), 0);
+        crypt_blob_open_feed(&o, s.data, s.len - 1);
+        crypt_blob_open_feed(&o, s.data + s.len - 2, 2);
+        assert_int_equal(crypt_blob_open_end(&o, &out, &e), ERR_FAIL);
+        assert_true(strstr(e.msg, "more than the stored length") != NULL);
+        /* abandoned half-way: nothing appended, and the next opening on this thread works */
+        assert_int_equal(crypt_blob_open_begin(&o, &keys, BLOB_DATA, &id, s.len, n, &e), 0);
+        crypt_blob_open_feed(&o, s.data, s.len / 2);
+        assert_int_equal(crypt_blob_open_end(&o, NULL, &e), 0);
+        assert_int_equal(out.len, 0);
+        assert_int_equal(crypt_blob_open(&keys, BLOB_DATA, &id, s.data, s.len, n, &out, &e), 0);
+        assert_memory_equal(out.data, plains[p], n);
+        /* lengths that cannot be right fail at the start */
+        assert_int_equal(crypt_blob_open_begin(&o, &keys, BLOB_DATA, &id, 10, n, &e), ERR_FAIL);
         buf_free(&s);
         buf_free(&out);
     }
@@ -513,7 +540,7 @@ int main(void)
         cmocka_unit_test(test_blob_id),
         cmocka_unit_test(test_blob_round_trips),
         cmocka_unit_test(test_blob_tamper),
-        cmocka_unit_test(test_blob_open_spans),
+        cmocka_unit_test(test_blob_open_pieces),
         cmocka_unit_test(test_blob_limits),
         cmocka_unit_test(test_blob_hostile_plaintext),
         cmocka_unit_test(test_blob_seal_libsodium),

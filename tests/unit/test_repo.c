@@ -1219,10 +1219,12 @@ static void test_prefetch(void **state)
     for (size_t s = 0; s < 7; s++)
         repo_prefetch_cancel(r, &ents[pinned[s]].id);
 
-    /* A blob across two segments, the first fetched and the second without room: the piece
-     * in the first is taken from it, and only the rest is read directly. */
+    /* A blob across two segments, the first fetched and the second without room (the first
+     * stays wanted, by a read announced twice): the piece in the first is decrypted from it, and
+     * only the rest is read directly. */
     repo_prefetch_end(r);
     watch_loads(r, window, -1);
+    repo_prefetch(r, &ents2[x].id);
     repo_prefetch(r, &ents2[x].id);
     for (uint64_t s = 0; s < 6; s++)
         repo_prefetch(r, &ents[pinned[s]].id);
@@ -1233,11 +1235,7 @@ static void test_prefetch(void **state)
     assert_int_equal(read_others_at(r, ents2, z), 0);
     assert_int_equal(watch.direct, 1);
     assert_int_equal(watch.direct_offset, window);
-    /* The second segment stays planned, as the next one of a pack being read, and is fetched
-     * once the read of the first leaves room; the first is not fetched again. */
-    for (int i = 0; i < 5000 && (watch.loads < 9 || watch.in_flight); i++)
-        usleep(1000);
-    assert_int_equal(watch.loads, 9);
+    assert_int_equal(watch.loads, 8);
     repo_prefetch_cancel(r, &ents2[x].id);
     for (size_t s = 0; s < 6; s++)
         repo_prefetch_cancel(r, &ents[pinned[s]].id);
