@@ -2,7 +2,9 @@
  * almost never authenticate, so the input is also sealed as an authentic blob plaintext
  * (flag || payload, as docs/FORMAT.md lays it out): that reaches the decompression and
  * length checks behind the authentication, which a hostile key holder could reach too.
- * Input: byte 0 selects type and kind, bytes 1..3 the claimed plaintext length, then the bytes. */
+ * The forged blob is also opened fed in two pieces, which must fail the same way.
+ * Input: byte 0 selects type and kind (and where the pieces are cut), bytes 1..3 the claimed
+ * plaintext length, then the bytes. */
 #include <sodium.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,9 +54,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                                sizeof ad, NULL, forged.data, keys.blob);
     forged.len = CRYPT_NONCE_LEN + (size_t)clen;
     /* the ID is fixed, so the content never hashes to it: every path must end in failure */
-    if (crypt_blob_open(&keys, type, &id, forged.data, forged.len, raw_len, &out, &e) == 0)
-        __builtin_trap();
-    if (out.len != 0) __builtin_trap();
+    int whole = crypt_blob_open(&keys, type, &id, forged.data, forged.len, raw_len, &out, &e);
+    if (whole == 0 || out.len != 0) __builtin_trap();
+    /* fed in two pieces, cut where byte 0 says: the same failure */
+    struct crypt_opening o;
+    size_t cut = (size_t)(data[0] >> 2) * forged.len / 64;
+    if (crypt_blob_open_begin(&o, &keys, type, &id, forged.len, raw_len, &e) == 0) {
+        crypt_blob_open_feed(&o, forged.data, cut);
+        crypt_blob_open_feed(&o, forged.data + cut, forged.len - cut);
+        if (crypt_blob_open_end(&o, &out, &e) != whole || out.len != 0) __builtin_trap();
+    }
     buf_free(&forged);
     buf_free(&out);
     return 0;
