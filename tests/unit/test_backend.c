@@ -510,6 +510,18 @@ static int tmp_with(struct backend *b, bool own, const uint8_t *data, size_t len
     return fd;
 }
 
+/* Saves the first len bytes of fd under name, failing the test with the backend's message,
+ * and checks that they load back as `data`. */
+static void save_fd_ok(struct backend *b, const char *name, int fd, const uint8_t *data, size_t len,
+                       bool overwrite)
+{
+    struct err e;
+    err_clear(&e);
+    if (backend_save_fd(b, name, fd, len, overwrite, &e) != 0)
+        fail_msg("save_fd %s%s: %s", name, overwrite ? " with overwrite" : "", e.msg);
+    check_load(b, name, 0, 0, data, len);
+}
+
 /* Saving from a file: both kinds of file, a name that exists, and a file shorter than the
  * length asked for (a save that fails half-way), which must leave nothing under the name. */
 static void test_save_fd(void **state)
@@ -523,10 +535,7 @@ static void test_save_fd(void **state)
             random_name(name, sizeof name, "data");
             uint8_t *data = random_bytes(sizes[i]);
             int fd = tmp_with(fx->b, own, data, sizes[i]);
-            err_clear(&e);
-            if (backend_save_fd(fx->b, name, fd, sizes[i], false, &e) != 0)
-                fail_msg("save_fd %s: %s", name, e.msg);
-            check_load(fx->b, name, 0, 0, data, sizes[i]);
+            save_fd_ok(fx->b, name, fd, data, sizes[i], false);
             /* The name is taken now, whichever way the first save went. */
             int fd2 = tmp_with(fx->b, own, data, sizes[i]);
             assert_int_equal(backend_save_fd(fx->b, name, fd2, sizes[i], false, &e), ERR_EXISTS);
@@ -534,10 +543,7 @@ static void test_save_fd(void **state)
             /* With overwrite, other content replaces it. */
             uint8_t *other = random_bytes(sizes[i] + 10);
             int fd3 = tmp_with(fx->b, own, other, sizes[i] + 10);
-            err_clear(&e);
-            if (backend_save_fd(fx->b, name, fd3, sizes[i] + 10, true, &e) != 0)
-                fail_msg("save_fd over %s: %s", name, e.msg);
-            check_load(fx->b, name, 0, 0, other, sizes[i] + 10);
+            save_fd_ok(fx->b, name, fd3, other, sizes[i] + 10, true);
             close(fd3);
             free(other);
             close(fd2);
@@ -552,10 +558,7 @@ static void test_save_fd(void **state)
         random_name(name, sizeof name, "data");
         uint8_t *data = random_bytes(sizes[i]);
         int fd = tmp_with(fx->b, true, data, sizes[i]);
-        err_clear(&e);
-        if (backend_save_fd(fx->b, name, fd, sizes[i], true, &e) != 0)
-            fail_msg("save_fd %s with overwrite: %s", name, e.msg);
-        check_load(fx->b, name, 0, 0, data, sizes[i]);
+        save_fd_ok(fx->b, name, fd, data, sizes[i], true);
         if (fx->kind == K_LOCAL) {
             char *path = NULL;
             struct stat saved, tmp;
