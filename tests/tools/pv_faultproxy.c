@@ -260,27 +260,48 @@ static void forward_up(struct conn *c, const char *p, size_t n)
     if (c->send_left == 0) finish_via(c, &c->upstream); /* the server sees half a request */
 }
 
-/* Passes answer bytes to the client: headers rewritten, the answer cut short when asked. */
+/* Passes answer body bytes to the client, up to a cut when one was asked for. */
+static void deliver_body(struct conn *c, const char *p, size_t n)
+{
+    if (n > c->recv_left) n = (size_t)c->recv_left;
+    if (n) send_bytes(c, &c->client, p, n);
+    if (c->recv_left != UINT64_MAX) c->recv_left -= n;
+    if (c->recv_left == 0) {
+        if (c->upstream.data) uv_read_stop((uv_stream_t *)&c->upstream);
+        finish_via(c, &c->client);
+    }
+}
+
+/* Passes answer bytes to the client: headers rewritten, the answer cut short when asked. The
+ * bytes may hold the headers and much of the body at once (an answer held back by "delay"):
+ * only the headers are gathered, at most HEAD_MAX of them. */
 static void deliver(struct conn *c, const char *p, size_t n)
 {
     if (n == 0) return;
     if (!c->rhead_done) {
-        char *nh = realloc(c->rhead, c->rhead_len + n);
-        if (!nh || c->rhead_len + n > HEAD_MAX) return close_conn(c);
-        memcpy(nh + c->rhead_len, p, n);
+        size_t take = n < HEAD_MAX - c->rhead_len ? n : HEAD_MAX - c->rhead_len;
+        char *nh = realloc(c->rhead, c->rhead_len + take + 1);
+        if (!nh) return close_conn(c);
+        memcpy(nh + c->rhead_len, p, take);
         c->rhead = nh;
-        c->rhead_len += n;
+        c->rhead_len += take;
+        p += take;
+        n -= take;
         size_t end = head_end(c->rhead, c->rhead_len);
-        if (end == 0) return;
+        if (end == 0) {
+            if (c->rhead_len == HEAD_MAX) close_conn(c); /* headers too long */
+            return;
+        }
         if (end > 9 && strncmp(c->rhead + 8, " 1", 2) == 0) {
             /* "100 Continue" and friends pass as they are; the real answer follows. */
             send_bytes(c, &c->client, c->rhead, end);
             size_t rest = c->rhead_len - end;
-            char *tail = malloc(rest + 1);
+            char *tail = malloc(rest + n + 1);
             if (!tail) return close_conn(c);
             memcpy(tail, c->rhead + end, rest);
+            memcpy(tail + rest, p, n);
             c->rhead_len = 0;
-            deliver(c, tail, rest);
+            deliver(c, tail, rest + n);
             free(tail);
             return;
         }
@@ -297,16 +318,10 @@ static void deliver(struct conn *c, const char *p, size_t n)
         send_bytes(c, &c->client, head, fwd);
         if (c->recv_left != UINT64_MAX) c->recv_left -= fwd;
         free(head);
-        p = c->rhead + end;
-        n = c->rhead_len - end;
+        deliver_body(c, c->rhead + end, c->rhead_len - end);
+        if (c->closing) return;
     }
-    if (n > c->recv_left) n = (size_t)c->recv_left;
-    send_bytes(c, &c->client, p, n);
-    if (c->recv_left != UINT64_MAX) c->recv_left -= n;
-    if (c->recv_left == 0) {
-        if (c->upstream.data) uv_read_stop((uv_stream_t *)&c->upstream);
-        finish_via(c, &c->client);
-    }
+    deliver_body(c, p, n);
 }
 
 static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
