@@ -35,8 +35,9 @@
 #define BACKEND_S3_ENV_LIST_MAX "PODVAULT_S3_LIST_MAX"
 /* Uploads a backup keeps in flight at once (default 4, 1..64). */
 #define BACKEND_S3_ENV_UPLOADS "PODVAULT_S3_UPLOADS"
-/* Segments of packs a restore fetches ahead at once (default 2, 1..16); each holds up to 4 MiB,
- * and two more are kept for the reads in progress. */
+/* Segments of packs a restore fetches ahead at once (1..16); each holds up to 4 MiB, and two
+ * more are kept for the reads in progress. Unset: 2, and more (up to 8) while GETs are slow,
+ * as from a distant server, so that enough of them are in flight. */
 #define BACKEND_S3_ENV_DOWNLOADS "PODVAULT_S3_DOWNLOADS"
 
 #endif
