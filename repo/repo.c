@@ -18,7 +18,8 @@
  * file, and reading them only when asked leaves the server idle while the blobs are decoded and
  * written. So a remote repository reads blobs through segments: pack bytes [k x W, (k+1) x W)
  * for a window size W (REPO_WINDOW_BYTES), fetched by a few background threads (the backend's
- * load_slots, PODVAULT_S3_DOWNLOADS for S3) and shared by every read of the blobs they hold. A
+ * load_slots, PODVAULT_S3_DOWNLOADS for S3; more while fetches are slow, see
+ * REPO_FETCH_SLOW_MS) and shared by every read of the blobs they hold. A
  * reader that knows what comes next (a restore, which knows the jobs it queues) announces each
  * blob with repo_prefetch: the segments it lies in are planned, and the fetchers fetch planned
  * segments oldest first. A reader waits for the segments of its blob (asking for them first, or
@@ -27,7 +28,7 @@
  * together cost a restore 470 MB of copies into freshly faulted pages and a tenth of its CPU;
  * pinning both at once left a reader without room for the second three times as often). The
  * first read of a segment plans the next one of its pack, since blobs written together are read
- * together. Memory is a fixed budget: load_slots segments, plus one per thread that reads
+ * together. Memory is a fixed budget: one segment per fetcher, plus one per thread that reads
  * (repo_set_readers), hold bytes at once, in buffers allocated once. A segment with announced reads
  * not done yet is never dropped for another; when the budget is full of those, the fetchers wait,
  * and a reader that cannot have its segment reads its blob directly instead of waiting (so no wait

@@ -866,24 +866,32 @@ static void *read_blobs(void *arg)
     return NULL;
 }
 
+/* A new repository at loc holding one pack of n blobs "blob ahead <i>" (its entries in *ents,
+ * the pack's ID in *pack) and an index of it; returns where the pack's blobs end. */
+static uint64_t make_ahead_repo(char loc[600], size_t n, struct oid *pack, struct pack_entry **ents)
+{
+    new_location(loc);
+    create(loc, "pw");
+    struct repo *r = open_ok(loc, "pw");
+    struct oid xid;
+    write_pack(r, "ahead", n, pack, ents);
+    struct idx_file_pack fp = {*pack, *ents, n};
+    write_index(r, &fp, 1, NULL, 0, &xid);
+    repo_close(r);
+    return (*ents)[n - 1].offset + (*ents)[n - 1].stored_len;
+}
+
 static void test_read_ahead(void **state)
 {
     char loc[600];
     struct err e;
-    new_location(loc);
-    create(loc, "pw");
-    struct repo *r = open_ok(loc, "pw");
     enum { N = 400 };
-    struct oid p, xid;
+    struct oid p;
     struct pack_entry *ents;
-    write_pack(r, "ahead", N, &p, &ents);
-    struct idx_file_pack fp = {p, ents, N};
-    write_index(r, &fp, 1, NULL, 0, &xid);
-    uint64_t area = ents[N - 1].offset + ents[N - 1].stored_len;
-    repo_close(r);
+    uint64_t area = make_ahead_repo(loc, N, &p, &ents);
 
     /* Off (a local directory's default): one read per blob. */
-    r = open_ok(loc, "pw");
+    struct repo *r = open_ok(loc, "pw");
     assert_int_equal(repo_load_index(r, &e), 0);
     count_loads(r);
     struct ahead a = {.r = r, .ents = ents, .n = N, .stride = 1};
@@ -1252,16 +1260,11 @@ static void test_prefetch_grows(void **state)
 {
     char loc[600];
     struct err e;
-    new_location(loc);
-    create(loc, "pw");
-    struct repo *r = open_ok(loc, "pw");
     enum { N = 4000 };
-    struct oid p, xid;
+    struct oid p;
     struct pack_entry *ents;
-    write_pack(r, "ahead", N, &p, &ents);
-    struct idx_file_pack fp = {p, ents, N};
-    write_index(r, &fp, 1, NULL, 0, &xid);
-    watch.ends[0] = watch.ends[1] = ents[N - 1].offset + ents[N - 1].stored_len;
+    watch.ends[0] = watch.ends[1] = make_ahead_repo(loc, N, &p, &ents);
+    struct repo *r = NULL;
     const size_t window = 4096;
     assert_true(watch.ends[0] / window > 40);
     struct {
@@ -1273,7 +1276,7 @@ static void test_prefetch_grows(void **state)
         {120, 0, 2, 2}, /* slow, but the backend allows no more */
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        repo_close(r);
+        if (r) repo_close(r);
         r = open_ok(loc, "pw");
         assert_int_equal(repo_load_index(r, &e), 0);
         repo_backend(r)->load_slots = 2;
