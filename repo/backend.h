@@ -47,8 +47,6 @@ struct backend {
     char *location;      /* as the user gave it, for messages; owned */
     unsigned save_slots; /* how many saves the engine should keep running at once (>= 1) */
     unsigned load_slots; /* how many loads read-ahead may keep running at once (0 means 1) */
-    /* and how many it may grow to when loads are slow (a distant server): 0 means load_slots */
-    unsigned load_slots_max;
 };
 
 /* Opens the backend named by a location: "s3:<url>/<bucket>[/<prefix>]" for S3 (see

@@ -348,9 +348,7 @@ static int load_settings(struct s3 *s, struct err *e)
     long uploads = 4;
     if (!rc) rc = env_long(BACKEND_S3_ENV_UPLOADS, uploads, 1, 64, &uploads, e);
     s->b.save_slots = (unsigned)uploads;
-    /* Unset: 2, grown up to 8 when GETs are slow; set: that many, always. */
     long downloads = 2;
-    s->b.load_slots_max = getenv(BACKEND_S3_ENV_DOWNLOADS) ? 0 : 8;
     if (!rc) rc = env_long(BACKEND_S3_ENV_DOWNLOADS, downloads, 1, 16, &downloads, e);
     s->b.load_slots = (unsigned)downloads;
     return rc;

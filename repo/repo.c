@@ -18,8 +18,7 @@
  * file, and reading them only when asked leaves the server idle while the blobs are decoded and
  * written. So a remote repository reads blobs through segments: pack bytes [k x W, (k+1) x W)
  * for a window size W (REPO_WINDOW_BYTES), fetched by a few background threads (the backend's
- * load_slots, PODVAULT_S3_DOWNLOADS for S3; more while fetches are slow, see
- * REPO_FETCH_SLOW_MS) and shared by every read of the blobs they hold. A
+ * load_slots, PODVAULT_S3_DOWNLOADS for S3) and shared by every read of the blobs they hold. A
  * reader that knows what comes next (a restore, which knows the jobs it queues) announces each
  * blob with repo_prefetch: the segments it lies in are planned, and the fetchers fetch planned
  * segments oldest first. A reader waits for the segments of its blob (asking for them first, or
@@ -42,7 +41,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "repo/cache.h"
 #include "repo/pack.h"
@@ -65,17 +63,6 @@
 #define REPO_FETCHERS_MAX 16
 #define REPO_READERS_DEFAULT 2
 #define REPO_READERS_MAX 48
-/* Fetchers added while fetches are slow (the backend's load_slots_max allows it): a whole
- * segment that takes longer than REPO_FETCH_SLOW_MS on average (4 MiB at under 100 MB/s) means
- * a distant server or a slow connection rather than a busy server, and more fetches at once go
- * faster. The fetchers wanted are load_slots x average / REPO_FETCH_SLOW_MS, decided after
- * REPO_FETCH_SAMPLES fetches, one added at a time, never removed. Measured on the bench data:
- * from RGW on loopback, where the server shares the 2 cores, fetches take 15-37 ms (26 on
- * average) and more fetchers only add memory; behind a proxy that holds each answer for 60 ms
- * from the request, 65-80 ms, and the restore took 21.8 s with 2 fetchers, 14.0 s with 4 (restic
- * 19.5 s). */
-#define REPO_FETCH_SLOW_MS 40.0
-#define REPO_FETCH_SAMPLES 8
 /* Listings of index/ tried when a file listed is gone by the time it is read (a concurrent
  * prune replaced it); each try lists again. */
 #define REPO_RELIST_TRIES 3
@@ -140,10 +127,7 @@ struct repo {
     uint64_t win_tick, plan_seq;
     pthread_t fetchers[REPO_FETCHERS_MAX];
     unsigned n_fetchers;    /* started when first needed */
-    unsigned fetchers_max;  /* more are started while fetches are slow, up to this */
     unsigned fetchers_idle; /* waiting for fetch_work */
-    double fetch_ms;        /* moving average of the time a whole segment takes to fetch */
-    unsigned fetch_samples; /* fetches seen in it */
     bool fetch_stop;
     /* By pack number: where the last blob the index knows in that pack ends, so that a window
      * never asks for bytes past a pack's end. Built when first needed. */
@@ -941,48 +925,25 @@ static void seg_drop(struct repo *r, struct window *w)
 
 static void *fetcher_main(void *arg);
 
-/* Starts one more fetcher, with its segment of the budget. Caller holds win_lock. */
-static bool add_fetcher(struct repo *r)
-{
-    if (r->n_fetchers >= REPO_FETCHERS_MAX ||
-        pthread_create(&r->fetchers[r->n_fetchers], NULL, fetcher_main, r) != 0)
-        return false;
-    r->n_fetchers++;
-    r->win_budget = r->n_fetchers + r->readers;
-    /* Here, not by the fetchers: buffers allocated by them, one by one, would each lie in the
-     * heap of the thread that asked first, among what it freed (more memory in all). */
-    while (r->n_spare + r->n_filled < r->win_budget) {
-        uint8_t *p = malloc(r->window_bytes);
-        if (!p) break; /* the fetchers try again */
-        r->spare[r->n_spare++] = p;
-    }
-    return true;
-}
-
 /* Caller holds win_lock. False when no thread could be started. */
 static bool start_fetchers(struct repo *r)
 {
     if (r->n_fetchers) return true;
     unsigned n = r->b->load_slots ? r->b->load_slots : 1;
     if (n > REPO_FETCHERS_MAX) n = REPO_FETCHERS_MAX;
-    r->fetchers_max = r->b->load_slots_max > n ? r->b->load_slots_max : n;
-    if (r->fetchers_max > REPO_FETCHERS_MAX) r->fetchers_max = REPO_FETCHERS_MAX;
-    r->fetch_samples = 0;
-    while (r->n_fetchers < n && add_fetcher(r)) {
+    for (unsigned i = 0; i < n; i++) {
+        if (pthread_create(&r->fetchers[r->n_fetchers], NULL, fetcher_main, r) != 0) break;
+        r->n_fetchers++;
+    }
+    r->win_budget = r->n_fetchers + r->readers;
+    /* All at once and here: buffers allocated by the fetchers, one by one, would each lie in
+     * the heap of the thread that asked first, among what it freed (more memory in all). */
+    while (r->n_spare < r->win_budget) {
+        uint8_t *p = malloc(r->window_bytes);
+        if (!p) break; /* the fetchers try again */
+        r->spare[r->n_spare++] = p;
     }
     return r->n_fetchers > 0;
-}
-
-/* A whole segment took `ms` to fetch: one more fetcher when fetches are slow (see
- * REPO_FETCH_SLOW_MS). Caller holds win_lock. */
-static void note_fetch_time(struct repo *r, double ms)
-{
-    r->fetch_ms = r->fetch_samples ? r->fetch_ms + (ms - r->fetch_ms) / REPO_FETCH_SAMPLES : ms;
-    if (++r->fetch_samples < REPO_FETCH_SAMPLES || r->n_fetchers >= r->fetchers_max ||
-        r->fetch_stop)
-        return;
-    unsigned base = r->b->load_slots ? r->b->load_slots : 1;
-    if (base * r->fetch_ms > r->n_fetchers * REPO_FETCH_SLOW_MS) add_fetcher(r);
 }
 
 static struct window *next_planned(struct repo *r);
@@ -1118,20 +1079,14 @@ static void *fetcher_main(void *arg)
 
         struct err ignored;
         int rc = 0;
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
         if (!data.data && !(data.data = malloc(r->window_bytes))) rc = ERR_FAIL;
         if (rc == 0) rc = backend_load(r->b, name, off, want, &data, &ignored);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
         if (data.cap != r->window_bytes) { /* grown (never expected): not of the kind kept */
             free(data.data);
             data.data = NULL;
             rc = ERR_FAIL;
         }
         pthread_mutex_lock(&r->win_lock);
-        if (rc == 0 && want == r->window_bytes)
-            note_fetch_time(r, (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
-                                   (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
         if (rc == 0) {
             w->data = data;
             w->state = WIN_READY;
