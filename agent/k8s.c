@@ -56,6 +56,13 @@ const char *k8s_str(const json_t *obj, const char *path)
     return json_string_value(k8s_at(obj, path));
 }
 
+bool k8s_namespace_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    return n >= 1 && n <= 63 && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n &&
+           s[0] != '-' && s[n - 1] != '-';
+}
+
 void k8s_now(char buf[21])
 {
     time_t t = time(NULL);

@@ -133,6 +133,9 @@ int k8s_informer_run(struct k8s_client *k, struct k8s_informer *inf);
 
 /* Small helpers over JSON objects: the string at a dotted path ("metadata.name"), or NULL. */
 const char *k8s_str(const json_t *obj, const char *path);
+/* Whether `s` is a valid Kubernetes namespace name (an RFC 1123 label: 1 to 63 of [a-z0-9-],
+ * starting and ending with a letter or digit), so it can name a path or a prefix safely. */
+bool k8s_namespace_ok(const char *s);
 json_t *k8s_at(const json_t *obj, const char *path);
 
 /* "2024-05-01T10:00:00Z" for now (buf needs 21 bytes). */

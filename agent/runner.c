@@ -1,9 +1,9 @@
 /* runner.c - one backup or restore of a pod volume, carried out by podvault children. */
 #include "agent/runner.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +15,7 @@
 
 #include "agent/asys.h"
 #include "agent/repoloc.h"
+#include "agent/volfs.h"
 #include "agent/volume.h"
 
 #define REPO_PASSWORD_SECRET "velero-repo-credentials"
@@ -372,14 +373,17 @@ const json_t *runner_pick_snapshot(const json_t *list, const char *id)
 
 /* --- scratch space for one job */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+/* Removes the job's scratch directory (the agent's own, under env->scratch_dir) the same way
+ * as anything else: through descriptors, never following a link. */
+static void remove_scratch(const struct runner_env *env, const char *dir)
 {
-    return remove(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
-static int remove_tree(const char *path)
-{
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    struct err e;
+    int fd = open(env->scratch_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const char *name = strrchr(dir, '/');
+    if (fd < 0) return;
+    if (name && volfs_remove(fd, name + 1, env->scratch_dir, &e) < 0)
+        asys_log(ASYS_WARN, NULL, NULL, NULL, "%s", e.msg);
+    close(fd);
 }
 
 static int make_scratch(const struct runner_env *env, char *dir, size_t cap, struct err *e)
@@ -394,18 +398,27 @@ static int make_scratch(const struct runner_env *env, char *dir, size_t cap, str
  * children's environment. */
 struct prep {
     char *path, *claim;
+    int volfd; /* the volume, opened by volfs_open; -1 until then */
     char scratch[PATH_MAX];
     struct repoloc loc;
     json_t *bsl;
     struct asys_strv envp;
 };
 
+static void prep_init(struct prep *p)
+{
+    memset(p, 0, sizeof *p);
+    p->volfd = -1;
+}
+
 static int prepare(const struct runner_env *env, struct k8s_client *k, const json_t *spec,
                    const char *repo_ns, const struct runner_hooks *h, struct prep *p,
                    struct runner_result *res, struct err *e)
 {
-    memset(p, 0, sizeof *p);
+    prep_init(p);
     if (runner_find_volume(env, k, spec, &p->path, &p->claim, e) < 0) return e->code;
+    p->volfd = volfs_open(p->path, e);
+    if (p->volfd < 0) return e->code;
     snprintf(res->path, sizeof res->path, "%s", p->path);
     json_t *f = json_pack("{s:s}", "path", p->path);
     if (f) h->update(h->ctx, f, true);
@@ -415,9 +428,10 @@ static int prepare(const struct runner_env *env, struct k8s_client *k, const jso
     return runner_child_env(env, k, &p->loc, p->bsl, &p->envp, e);
 }
 
-static void prep_free(struct prep *p)
+static void prep_free(const struct runner_env *env, struct prep *p)
 {
-    if (p->scratch[0]) remove_tree(p->scratch);
+    if (p->scratch[0]) remove_scratch(env, p->scratch);
+    if (p->volfd >= 0) close(p->volfd);
     free(p->path);
     free(p->claim);
     repoloc_free(&p->loc);
@@ -452,12 +466,38 @@ static int add_tags(struct asys_strv *a, const json_t *tags)
     return bad;
 }
 
-/* --threads N from an uploaderSettings value (Velero's ParallelFilesUpload/Download), when it
- * is a positive number. */
-static int add_threads(struct asys_strv *a, const char *setting)
+int runner_parallel(const char *key, const char *value, unsigned *threads, char *note, size_t cap)
 {
-    int n = setting ? atoi(setting) : 0;
-    return n > 0 ? asys_sv_add(a, "--threads") | asys_sv_addf(a, "%d", n) : 0;
+    assert(key && threads && note && cap > 0);
+    *threads = 0;
+    if (!value || !*value) return 0;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(value, &end, 10);
+    bool digits = value[0] >= '0' && value[0] <= '9' && *end == '\0';
+    if (!digits || n == 0) {
+        snprintf(note, cap, "uploaderSettings.%s \"%.40s\" is not a positive number: ignored", key,
+                 value);
+        return 0;
+    }
+    if (errno == ERANGE || n > RUNNER_MAX_THREADS) {
+        snprintf(note, cap, "uploaderSettings.%s %.40s is more than podvault runs: %u used", key,
+                 value, RUNNER_MAX_THREADS);
+        n = RUNNER_MAX_THREADS;
+    }
+    *threads = (unsigned)n;
+    return 0;
+}
+
+/* --threads N from the uploaderSettings value `key` of `spec`, when it gives a number. */
+static int add_threads(struct asys_strv *a, const json_t *spec, const char *key, char *note,
+                       size_t cap)
+{
+    char path[80];
+    unsigned n;
+    snprintf(path, sizeof path, "uploaderSettings.%s", key);
+    runner_parallel(key, k8s_str(spec, path), &n, note, cap);
+    return n > 0 ? asys_sv_add(a, "--threads") | asys_sv_addf(a, "%u", n) : 0;
 }
 
 /* Creates the namespace's repository unless another job (or node) just did. */
@@ -510,11 +550,11 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
     struct asys_strv a = {0};
     struct job_result jr = {0};
     json_t *list = NULL;
-    char host[512], why[1024] = "";
+    char host[512], why[1024] = "", note[200] = "";
     bool empty = false;
     int code = 0;
     if (prepare(env, k, spec, ns, h, &p, res, &e) < 0) goto fail;
-    if (volume_is_empty(p.path, &empty, &e) < 0) goto fail;
+    if (volfs_is_empty(p.volfd, p.path, &empty, &e) < 0) goto fail;
     if (empty) {
         set_result(res, "Completed", "volume %s is empty: no snapshot was taken", volume);
         goto out;
@@ -541,7 +581,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
               add_tags(&a, k8s_at(spec, "tags"));
     if (p.claim) bad |= asys_sv_add(&a, "--label") | asys_sv_addf(&a, "pvc=%s", p.claim);
     if (parent) bad |= asys_sv_add(&a, "--parent") | asys_sv_add(&a, k8s_str(parent, "id"));
-    bad |= add_threads(&a, k8s_str(spec, "uploaderSettings.ParallelFilesUpload"));
+    bad |= add_threads(&a, spec, "ParallelFilesUpload", note, sizeof note);
     if (bad) {
         err_set(&e, ERR_FAIL, "out of memory");
         goto fail;
@@ -556,7 +596,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
         res->bytes_new = (uint64_t)json_integer_value(json_object_get(jr.summary, "bytes_new"));
     }
     if (jr.exit_code == 0 && snap) {
-        set_result(res, "Completed", "%s", "");
+        set_result(res, "Completed", "%s", note);
     } else if (jr.exit_code == EXIT_INCOMPLETE) {
         set_result(res, "Failed",
                    "snapshot %s was saved, but %llu entries could not be read (first: %s)",
@@ -575,28 +615,10 @@ out:
     job_result_free(&jr);
     json_decref(list);
     asys_sv_free(&a);
-    prep_free(&p);
+    prep_free(env, &p);
 }
 
 /* --- restore */
-
-int runner_write_mark(const char *volume_path, const char *restore_uid, struct err *e)
-{
-    char dir[PATH_MAX], file[PATH_MAX];
-    if (!restore_uid || !*restore_uid || strchr(restore_uid, '/') || restore_uid[0] == '.')
-        return err_set(e, ERR_FAIL, "no usable restore UID for the completion mark");
-    if (snprintf(dir, sizeof dir, "%s/.velero", volume_path) >= (int)sizeof dir ||
-        snprintf(file, sizeof file, "%s/%s", dir, restore_uid) >= (int)sizeof file)
-        return err_set(e, ERR_FAIL, "volume path %s is too long", volume_path);
-    if (remove_tree(dir) < 0 && errno != ENOENT) return err_sys(e, errno, "removing %s", dir);
-    if (mkdir(dir, 0755) < 0) return err_sys(e, errno, "creating %s", dir);
-    chmod(dir, 0755); /* whatever the umask */
-    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) return err_sys(e, errno, "creating %s", file);
-    fchmod(fd, 0644);
-    if (close(fd) < 0) return err_sys(e, errno, "creating %s", file);
-    return 0;
-}
 
 /* The UID of the Restore the PVR belongs to: its first owner, else Velero's label. */
 static const char *restore_uid(const json_t *pvr)
@@ -621,11 +643,28 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
     struct asys_strv a = {0};
     struct job_result jr = {0};
     json_t *list = NULL;
-    char why[1024] = "";
+    char why[1024] = "", note[200] = "";
     int code = 0;
-    memset(&p, 0, sizeof p);
+    const char *uid = restore_uid(pvr);
+    prep_init(&p);
+    /* Everything that can be refused is refused before the volume is touched. */
     if (!snap || !*snap) {
         err_set(&e, ERR_FAIL, "spec.snapshotID is missing");
+        goto fail;
+    }
+    if (!volfs_mark_name_ok(uid)) {
+        err_set(&e, ERR_FAIL,
+                "the restore UID (the first ownerReference's uid, else the label "
+                "velero.io/restore-uid) \"%.80s\" cannot name the completion mark: nothing "
+                "was restored",
+                uid ? uid : "");
+        goto fail;
+    }
+    if (!k8s_namespace_ok(src_ns)) {
+        err_set(&e, ERR_FAIL,
+                "spec.sourceNamespace \"%.80s\" is not a Kubernetes namespace name: nothing "
+                "was restored",
+                src_ns ? src_ns : "");
         goto fail;
     }
     if (prepare(env, k, spec, src_ns, h, &p, res, &e) < 0) goto fail;
@@ -658,7 +697,7 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
               asys_sv_add(&a, k8s_str(found, "id")) | asys_sv_add(&a, "--target") |
               asys_sv_add(&a, p.path);
     if (sparse && strcasecmp(sparse, "true") == 0) bad |= asys_sv_add(&a, "--sparse");
-    bad |= add_threads(&a, k8s_str(spec, "uploaderSettings.ParallelFilesDownload"));
+    bad |= add_threads(&a, spec, "ParallelFilesDownload", note, sizeof note);
     if (bad) {
         err_set(&e, ERR_FAIL, "out of memory");
         goto fail;
@@ -668,13 +707,13 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
     if (jr.exit_code != 0) {
         runner_explain(jr.exit_code, &jr, &p.loc, env, why, sizeof why);
         set_result(res, "Failed", "restore of snapshot %s into %s: %s", snap, p.path, why);
-    } else if (runner_write_mark(p.path, restore_uid(pvr), &e) < 0) {
+    } else if (volfs_write_mark(p.volfd, p.path, uid, &e) < 0) {
         err_wrap(&e, "data restored, but the completion mark for Velero's restore-wait could not "
                      "be written");
         goto fail;
     } else {
         res->bytes_done = res->total_bytes;
-        set_result(res, "Completed", "%s", "");
+        set_result(res, "Completed", "%s", note);
     }
     goto out;
 fail:
@@ -683,5 +722,5 @@ out:
     job_result_free(&jr);
     json_decref(list);
     asys_sv_free(&a);
-    prep_free(&p);
+    prep_free(env, &p);
 }

@@ -82,9 +82,14 @@ int runner_base_argv(const struct runner_env *env, const struct repoloc *loc, st
 void runner_explain(int code, const struct job_result *jr, const struct repoloc *loc,
                     const struct runner_env *env, char *buf, size_t cap);
 
-/* The restore completion mark: replaces <volume>/.velero with a directory (0755) holding the
- * empty file <restore_uid> (0644). */
-int runner_write_mark(const char *volume_path, const char *restore_uid, struct err *e);
+/* The most threads `podvault backup` and `restore` take (their --threads accepts 1 to 256). */
+#define RUNNER_MAX_THREADS 256u
+
+/* Reads Velero's uploaderSettings value `value` of `key` (ParallelFilesUpload/Download), may be
+ * NULL: *threads receives a positive decimal number, clamped to RUNNER_MAX_THREADS, or 0 when
+ * the value gives none (then the child's default applies). Anything not taken as given is said
+ * in `note` (for status.message; left alone otherwise). Never fails: returns 0. */
+int runner_parallel(const char *key, const char *value, unsigned *threads, char *note, size_t cap);
 
 /* Picks from `snapshots --json` output the newest snapshot (by "time"), or with `id` set the
  * one whose ID starts with it; NULL when none (the returned object belongs to `list`). */

@@ -1,6 +1,6 @@
 /* test_agent_job.c - unit tests of agent/job: --json output lines, a child's status, error and
  * summary lines followed to its end, its exit code and stderr, cancel by SIGTERM, slots; and of
- * agent/runner's snapshot choice and restore completion mark. */
+ * agent/runner's snapshot choice and uploaderSettings parallelism. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -186,32 +186,32 @@ static void test_pick_snapshot(void **state)
     json_decref(list);
 }
 
-static void test_completion_mark(void **state)
+static void expect_parallel(const char *value, unsigned want, const char *note_part)
 {
-    char dir[] = "/tmp/pv-mark.XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char path[256], cmd[512];
-    /* An old mark directory with content is replaced. */
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/.velero/old && touch %s/.velero/stale", dir, dir);
-    assert_int_equal(system(cmd), 0);
-    struct err e;
-    mode_t old = umask(077);
-    assert_int_equal(runner_write_mark(dir, "9f1c-uid", &e), 0);
-    umask(old);
-    struct stat st;
-    snprintf(path, sizeof path, "%s/.velero", dir);
-    assert_int_equal(stat(path, &st), 0);
-    assert_int_equal(st.st_mode & 0777, 0755);
-    snprintf(path, sizeof path, "%s/.velero/9f1c-uid", dir);
-    assert_int_equal(stat(path, &st), 0);
-    assert_int_equal(st.st_mode & 0777, 0644);
-    assert_int_equal(st.st_size, 0);
-    snprintf(path, sizeof path, "%s/.velero/stale", dir);
-    assert_int_equal(access(path, F_OK), -1);
-    assert_int_equal(runner_write_mark(dir, "", &e), ERR_FAIL);
-    assert_int_equal(runner_write_mark(dir, "../x", &e), ERR_FAIL);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    char note[200] = "";
+    unsigned n = 99;
+    assert_int_equal(runner_parallel("ParallelFilesUpload", value, &n, note, sizeof note), 0);
+    assert_int_equal(n, want);
+    if (note_part)
+        assert_non_null(strstr(note, note_part));
+    else
+        assert_string_equal(note, "");
+}
+
+static void test_parallel(void **state)
+{
+    expect_parallel(NULL, 0, NULL);
+    expect_parallel("", 0, NULL);
+    expect_parallel("8", 8, NULL);
+    expect_parallel("256", 256, NULL);
+    expect_parallel("257", 256, "more than podvault runs: 256 used");
+    expect_parallel("99999999999999999999999", 256, "more than podvault runs: 256 used");
+    expect_parallel("0", 0, "is not a positive number: ignored");
+    expect_parallel("-4", 0, "is not a positive number: ignored");
+    expect_parallel("+4", 0, "is not a positive number: ignored");
+    expect_parallel(" 4", 0, "is not a positive number: ignored");
+    expect_parallel("4x", 0, "is not a positive number: ignored");
+    expect_parallel("many", 0, "uploaderSettings.ParallelFilesUpload \"many\"");
 }
 
 int main(void)
@@ -219,7 +219,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_lines),   cmocka_unit_test(test_follow_child),
         cmocka_unit_test(test_cancel),        cmocka_unit_test(test_slots),
-        cmocka_unit_test(test_pick_snapshot), cmocka_unit_test(test_completion_mark),
+        cmocka_unit_test(test_pick_snapshot), cmocka_unit_test(test_parallel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
