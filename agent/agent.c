@@ -43,19 +43,39 @@ static const char usage[] =
     "  --scratch-dir DIR           temporary files (default $VELERO_SCRATCH_DIR, else /tmp)\n"
     "  --progress-interval SEC     seconds between progress writes (default 3)\n"
     "  --shutdown-grace SEC        seconds running jobs get on SIGTERM (default 30)\n"
+    "  --prepare-timeout DURATION  how long a PodVolumeRestore waits for its pod's restore-wait\n"
+    "                              init container and volume, e.g. 1800, 90s, 30m, 2h (default\n"
+    "                              30m; also --data-mover-prepare-timeout, as Velero names it)\n"
     "  --podvault PATH             program the jobs run (default: this one)\n"
     "  --log-level LEVEL           debug, info, warning or error (default info)\n";
 
 struct opts {
     const char *node, *ns, *host_pods, *server, *kubeconfig, *context, *creds, *configmap;
     const char *uploaders, *metrics_addr, *cache_dir, *scratch, *exe, *log_level;
-    long concurrency, progress, grace;
+    long concurrency, progress, grace, prepare;
 };
 
 static const char *env_or(const char *name, const char *dflt)
 {
     const char *v = getenv(name);
     return v && *v ? v : dflt;
+}
+
+/* A duration as Velero's flags take it, in whole seconds, minutes or hours ("90s", "30m", "2h")
+ * or plain seconds: from 1 second to 30 days. */
+static bool parse_duration(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    long unit = !*end               ? 1
+                : !strcmp(end, "s") ? 1
+                : !strcmp(end, "m") ? 60
+                : !strcmp(end, "h") ? 3600
+                                    : 0;
+    if (errno || end == s || !unit || v < 1 || v > 30L * 86400 / unit) return false;
+    *out = v * unit;
+    return true;
 }
 
 /* A whole number from 0 to max. */
@@ -87,6 +107,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         O_SCRATCH,
         O_PROGRESS,
         O_GRACE,
+        O_PREPARE,
         O_EXE,
         O_LOG
     };
@@ -106,6 +127,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"scratch-dir", required_argument, 0, O_SCRATCH},
         {"progress-interval", required_argument, 0, O_PROGRESS},
         {"shutdown-grace", required_argument, 0, O_GRACE},
+        {"prepare-timeout", required_argument, 0, O_PREPARE},
+        {"data-mover-prepare-timeout", required_argument, 0, O_PREPARE},
         {"podvault", required_argument, 0, O_EXE},
         {"log-level", required_argument, 0, O_LOG},
         {"help", no_argument, 0, 'h'},
@@ -124,6 +147,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         .concurrency = 0,
         .progress = 3,
         .grace = 30,
+        .prepare = 1800,
     };
     optind = 1;
     int ch;
@@ -182,6 +206,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             if (!parse_number(optarg, 86400, ch == O_PROGRESS ? &o->progress : &o->grace)) {
                 fprintf(stderr, "podvault agent: %s takes a number of seconds\n",
                         ch == O_PROGRESS ? "--progress-interval" : "--shutdown-grace");
+                return 2;
+            }
+            break;
+        case O_PREPARE:
+            if (!parse_duration(optarg, &o->prepare)) {
+                fprintf(stderr, "podvault agent: --prepare-timeout takes a duration such as "
+                                "1800, 90s, 30m or 2h (at most 30 days)\n");
                 return 2;
             }
             break;
@@ -350,6 +381,7 @@ int agent_main(int argc, char **argv)
         .concurrency = conc,
         .progress_interval = (unsigned)o.progress,
         .shutdown_grace = (unsigned)o.grace,
+        .prepare_timeout = (unsigned)o.prepare,
         .k8s = &kc,
         .metrics = m,
         .runner =

@@ -11,12 +11,12 @@
 #include <unistd.h>
 
 #include "agent/asys.h"
+#include "agent/rwait.h"
 
 #define N_WORKERS 2
 #define CONFLICT_RETRIES 50     /* 409s in a row before a status write gives up (5 s) */
 #define FINAL_WRITE_ATTEMPTS 60 /* a final status is retried for about a minute */
 #define UNHEALTHY_FAILURES 5    /* failed list/watch attempts in a row */
-#define PVR_VOLUME_WAIT 300     /* seconds a new PVR waits for its volume to be mounted */
 
 /* ------------------------------------------------------------------------------------------
  * Decisions */
@@ -43,13 +43,12 @@ enum ctl_action ctl_decide(const struct ctl_view *v)
     if (str_is(p, "InProgress")) return CTL_FAIL_ORPHAN;
     if (str_is(p, "Canceling")) return CTL_FINISH_CANCEL;
     if (v->deleting) return CTL_IGNORE;
-    if (str_is(p, "") || str_is(p, "New")) {
+    bool fresh = str_is(p, "") || str_is(p, "New");
+    if (fresh || str_is(p, "Accepted") || str_is(p, "Prepared")) {
         if (v->cancel) return CTL_CANCEL_NEW;
-        if (!v->legacy) return CTL_ACCEPT;
-        return v->slot_free ? CTL_START : CTL_WAIT;
-    }
-    if (str_is(p, "Accepted") || str_is(p, "Prepared")) {
-        if (v->cancel) return CTL_CANCEL_NEW;
+        if (v->gate_never || (v->gate_closed && v->expired)) return CTL_FAIL_PREPARE;
+        if (v->gate_closed) return CTL_WAIT;
+        if (fresh && !v->legacy) return CTL_ACCEPT;
         return v->slot_free ? CTL_START : CTL_WAIT;
     }
     return CTL_IGNORE; /* a phase this agent does not know */
@@ -57,8 +56,9 @@ enum ctl_action ctl_decide(const struct ctl_view *v)
 
 const char *ctl_action_name(enum ctl_action a)
 {
-    static const char *const names[] = {"ignore",     "accept",     "start",       "wait",
-                                        "cancel-new", "cancel-job", "fail-orphan", "finish-cancel"};
+    static const char *const names[] = {"ignore",      "accept",        "start",
+                                        "wait",        "cancel-new",    "cancel-job",
+                                        "fail-orphan", "finish-cancel", "fail-prepare"};
     return (unsigned)a < sizeof names / sizeof names[0] ? names[a] : "?";
 }
 
@@ -787,22 +787,57 @@ static bool pvr_ours(struct ctl *c, const json_t *obj)
     return ours;
 }
 
-/* Velero creates a PVR right after its pod, before the kubelet has mounted the pod's volumes:
- * an accepted PVR waits for its volume's directory, for PVR_VOLUME_WAIT seconds after the PVR
- * was created; then the job runs anyway, to fail with the reason. */
+/* Seconds since the object's creationTimestamp; -1 when it has none that can be read. */
+static double age_of(const json_t *obj)
+{
+    struct tm tm = {0};
+    const char *created = k8s_str(obj, "metadata.creationTimestamp");
+    if (!created || !strptime(created, "%Y-%m-%dT%H:%M:%SZ", &tm)) return -1;
+    return difftime(time(NULL), timegm(&tm));
+}
+
+/* The restore-wait state of a PVR's pod, as this node's pod informer last saw it. */
+static enum rwait_state pvr_gate(struct ctl *c, const json_t *obj)
+{
+    char key[600];
+    snprintf(key, sizeof key, "%s/%s", k8s_str(obj, "spec.pod.namespace") ?: "",
+             k8s_str(obj, "spec.pod.name") ?: "");
+    pthread_mutex_lock(&c->mu);
+    enum rwait_state s = rwait_pod_state(json_object_get(c->pods, key));
+    pthread_mutex_unlock(&c->mu);
+    return s;
+}
+
+/* Once the restore-wait init container runs the kubelet has mounted every volume, but the
+ * agent may see the directory a moment later: an accepted PVR waits for it, within the prepare
+ * timeout; then the job runs anyway, to fail with the reason. */
 static bool pvr_volume_ready(struct ctl *c, struct k8s_client *k, const json_t *obj)
 {
     struct err e;
     char *path = NULL;
     int rc = runner_find_volume(&c->cfg.runner, k, k8s_at(obj, "spec"), &path, NULL, &e);
     free(path);
-    if (rc != ERR_NOT_FOUND) return true;
-    struct tm tm = {0};
-    const char *created = k8s_str(obj, "metadata.creationTimestamp");
-    if (!created || !strptime(created, "%Y-%m-%dT%H:%M:%SZ", &tm)) return true;
-    if (difftime(time(NULL), timegm(&tm)) > PVR_VOLUME_WAIT) return true;
+    if (rc != ERR_NOT_FOUND || age_of(obj) > c->cfg.prepare_timeout) return true;
     log_obj(ASYS_DEBUG, KIND_PVR, obj, "waiting for the volume to be mounted: %s", e.msg);
     return false;
+}
+
+/* The message of a PVR failed by CTL_FAIL_PREPARE. */
+static void prepare_failure(const struct ctl *c, const json_t *obj, enum rwait_state g, char *msg,
+                            size_t cap)
+{
+    const char *ns = k8s_str(obj, "spec.pod.namespace"), *pod = k8s_str(obj, "spec.pod.name");
+    if (g == RWAIT_NONE)
+        snprintf(msg, cap,
+                 "nothing was restored: pod %s/%s has no restore-wait init container; podvault "
+                 "restores only into a pod held there by Velero's restore, never over a running "
+                 "application's data",
+                 ns ?: "", pod ?: "");
+    else
+        snprintf(msg, cap,
+                 "nothing was restored: pod %s/%s was not held in its restore-wait init container "
+                 "within %u s of the PodVolumeRestore's creation (--prepare-timeout): %s",
+                 ns ?: "", pod ?: "", c->cfg.prepare_timeout, rwait_state_text(g));
 }
 
 static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
@@ -831,6 +866,13 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
     };
     v.ours = uploader_served(c, obj) &&
              (kind == KIND_PVB ? str_is(k8s_str(obj, "spec.node"), c->cfg.node) : pvr_ours(c, obj));
+    enum rwait_state gate = RWAIT_RUNNING;
+    if (kind == KIND_PVR && v.ours) {
+        gate = pvr_gate(c, obj);
+        v.gate_closed = gate != RWAIT_RUNNING;
+        v.gate_never = gate == RWAIT_NONE;
+        v.expired = age_of(obj) > c->cfg.prepare_timeout;
+    }
     enum ctl_action a = ctl_decide(&v);
     if (c->stop_watch && (a == CTL_ACCEPT || a == CTL_START)) a = CTL_IGNORE; /* stopping */
     if (a == CTL_START && kind == KIND_PVR && !pvr_volume_ready(c, k, obj)) a = CTL_WAIT;
@@ -898,6 +940,15 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
             log_obj(ASYS_WARN, kind, obj, "%s", msg);
         break;
     }
+    case CTL_FAIL_PREPARE: {
+        char msg[600];
+        prepare_failure(c, obj, gate, msg, sizeof msg);
+        f = json_pack("{s:s, s:s, s:s}", "phase", "Failed", "completionTimestamp", ts, "message",
+                      msg);
+        if (write_status(c, k, kind, obj, f, not_started, NULL) == 0)
+            log_obj(ASYS_WARN, kind, obj, "%s", msg);
+        break;
+    }
     case CTL_FINISH_CANCEL:
         f = json_pack("{s:s, s:s, s:s}", "phase", "Canceled", "completionTimestamp", ts, "message",
                       "canceled (the agent restarted while canceling)");
@@ -938,6 +989,7 @@ int ctl_new(const struct ctl_config *cfg, struct ctl **out, struct err *e)
     c->cfg = *cfg;
     if (!c->cfg.progress_interval) c->cfg.progress_interval = 3;
     if (!c->cfg.resync_interval) c->cfg.resync_interval = 5;
+    if (!c->cfg.prepare_timeout) c->cfg.prepare_timeout = 1800;
     pthread_mutex_init(&c->init_lock, NULL);
     c->cfg.runner.init_lock = &c->init_lock;
     pthread_mutex_init(&c->mu, NULL);

@@ -7,8 +7,10 @@
  * Phases: New/"" -> Accepted (the agent took it) -> InProgress (a job runs) -> Completed | Failed;
  * with spec.cancel: Canceling -> Canceled (or straight to Canceled when nothing ran yet).
  * A PVB is this node's when spec.node is the node; a PVR when its target pod runs on the node
- * (then status.node records it). spec.uploaderType must be one of the served types. An accepted
- * PVR waits (up to 5 minutes after its creation) until the kubelet has mounted its volume.
+ * (then status.node records it). spec.uploaderType must be one of the served types. A PVR is
+ * accepted and started only while its pod is held in Velero's restore-wait init container
+ * (rwait.h), and once the kubelet has mounted its volume; a pod without that init container fails
+ * it at once, a gate or volume not ready within `prepare_timeout` of its creation fails it then.
  * Status is written by GET, change, PUT (to /status when the kind has a status subresource,
  * else to the object), retried every 100 ms on 409 Conflict, so that a newer change by someone
  * else is never overwritten. Progress is written at most every `progress_interval` seconds.
@@ -42,6 +44,7 @@ struct ctl_config {
     unsigned progress_interval; /* seconds between progress writes */
     unsigned resync_interval;   /* seconds between re-checks of waiting objects */
     unsigned shutdown_grace;    /* seconds running jobs get to finish on stop */
+    unsigned prepare_timeout;   /* seconds an unstarted PVR waits for its pod's gate and volume */
     const struct k8s_config *k8s;
     struct runner_env runner; /* init_lock is the controller's own */
     struct metrics *metrics;  /* may be NULL */
@@ -65,6 +68,7 @@ enum ctl_action {
     CTL_CANCEL_JOB,    /* stop the running job -> Canceling */
     CTL_FAIL_ORPHAN,   /* InProgress with no job in this process -> Failed */
     CTL_FINISH_CANCEL, /* Canceling with no job in this process -> Canceled */
+    CTL_FAIL_PREPARE,  /* a PVR whose pod will not be, or was not in time, held for it -> Failed */
 };
 
 struct ctl_view {
@@ -75,6 +79,10 @@ struct ctl_view {
     bool job_running;  /* a job of this process works on this very object (same UID) */
     bool slot_free;    /* a job could start now */
     bool legacy;       /* the kind's CRD knows only New, InProgress, Completed and Failed */
+    /* PVRs only (false for PVBs): the gate of rwait.h. */
+    bool gate_closed; /* the pod is not held in its restore-wait init container now */
+    bool gate_never;  /* the pod has no restore-wait init container */
+    bool expired;     /* created more than prepare_timeout seconds ago */
 };
 
 enum ctl_action ctl_decide(const struct ctl_view *v);

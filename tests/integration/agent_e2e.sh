@@ -108,7 +108,8 @@ metadata: {name: hostpath.csi.k8s.io}
 spec: {}
 EOF
 
-# mkpod NAME NODE VOLUME-YAML: creates a pod and returns its UID (the stand-in makes it up).
+# mkpod NAME NODE VOLUME-YAML: creates a pod and returns its UID (the stand-in makes it up). Like
+# a pod of Velero's restore it has the restore-wait init container, not started yet.
 mkpod() {
     kc apply -f - >/dev/null <<EOF
 apiVersion: v1
@@ -116,6 +117,7 @@ kind: Pod
 metadata: {name: $1, namespace: default}
 spec:
   nodeName: $2
+  initContainers: [{name: restore-wait, image: velero/velero-restore-helper, volumeMounts: [{name: data, mountPath: /restores/data}]}]
   containers: [{name: app, image: busybox, volumeMounts: [{name: data, mountPath: /data}]}]
   volumes: [$3]
 EOF
@@ -259,6 +261,7 @@ pass "PVB -> Completed with snapshotID, path, progress, incrementalBytes; snapsh
 dst_uid=$(mkpod dst node-a '{name: data, emptyDir: {}}')
 target=$pods/$dst_uid/volumes/kubernetes.io~empty-dir/data
 mkdir -p "$target"
+k8s_restore_wait dst default running
 create_pvr rs1 dst "$dst_uid" data "$snap1" restore-uid-1
 wait_phase podvolumerestore rs1 Completed
 [ "$(field podvolumerestore rs1 .status.node)" = node-a ] || fail "rs1: status.node"
@@ -269,12 +272,16 @@ diff -r --no-dereference --exclude=.velero "$vol" "$target" >/dev/null || fail "
 [ "$(field podvolumerestore rs1 .status.progress.bytesDone)" = "$data_bytes" ] || fail "rs1: bytesDone"
 pass "PVR -> Completed, data equal, completion mark present"
 
-# --- 2b. a PVR made before its pod is taken when the pod shows up on the node, and waits for
-# the kubelet to mount the volume
+# --- 2b. a PVR made before its pod is taken once the pod shows up on the node held in its
+# restore-wait init container, and waits for the volume's directory
 create_pvr rs-late late "" data "$snap1" restore-uid-late
 sleep 2
 [ -z "$(field podvolumerestore rs-late .status.phase)" ] || fail "rs-late: taken before its pod exists"
 late_uid=$(mkpod late node-a '{name: data, emptyDir: {}}')
+sleep 2
+[ -z "$(field podvolumerestore rs-late .status.phase)" ] ||
+    fail "rs-late: taken before the pod's restore-wait init container runs"
+k8s_restore_wait late default running
 wait_phase podvolumerestore rs-late Accepted 10
 sleep 2
 phase_is podvolumerestore rs-late Accepted ||
@@ -283,7 +290,7 @@ mkdir -p "$pods/$late_uid/volumes/kubernetes.io~empty-dir/data"
 wait_phase podvolumerestore rs-late Completed
 [ -f "$pods/$late_uid/volumes/kubernetes.io~empty-dir/data/.velero/restore-uid-late" ] ||
     fail "rs-late: no completion mark"
-pass "a PVR waits for its pod, then in Accepted until its volume is mounted"
+pass "a PVR waits for its pod's restore-wait init container, then in Accepted for its volume"
 
 # --- 2c. an empty volume completes without a snapshot
 empty_uid=$(mkpod empty node-a '{name: data, emptyDir: {}}')

@@ -100,10 +100,12 @@ EOF
 
 k8s_node_agent n1
 
-# mkpod NS NAME: a pod with a PVC volume (shop only), an emptyDir and an unchosen emptyDir;
-# prints its UID.
+# mkpod NS NAME [restore]: a pod with a PVC volume (shop only), an emptyDir and an unchosen
+# emptyDir; prints its UID. With "restore", a pod of a restore: held in its restore-wait init
+# container, which runs.
 mkpod() {
-    local claim="" claimmount="" chosen=cache
+    local claim="" claimmount="" chosen=cache init=""
+    [ "${3:-}" = restore ] && init="initContainers: [{name: restore-wait, image: velero/velero-restore-helper}]"
     if [ "$1" = shop ]; then
         claim="  - {name: data, persistentVolumeClaim: {claimName: data}}"
         claimmount="    - {name: data, mountPath: /data}"
@@ -119,6 +121,7 @@ metadata:
   annotations: {backup.velero.io/backup-volumes: "$chosen"}
 spec:
   nodeName: n1
+  $init
   containers:
   - name: app
     image: busybox
@@ -131,7 +134,7 @@ $claim
   - {name: cache, emptyDir: {}}
   - {name: tmp, emptyDir: {}}
 EOF
-    k8s_running "$2" "$1"
+    if [ -n "$init" ]; then k8s_restore_wait "$2" "$1" running; else k8s_running "$2" "$1"; fi
     kc get pod "$2" -n "$1" -o jsonpath='{.metadata.uid}'
 }
 uid_shop=$(mkpod shop web)
@@ -177,7 +180,7 @@ pass "request backup: exactly the chosen volumes, one repository per namespace"
 cp -a "$vdata" "$tmp/want-data"
 cp -a "$vcache" "$tmp/want-cache"
 kc delete pod web -n shop >/dev/null
-uid2=$(mkpod shop web)
+uid2=$(mkpod shop web restore)
 ndata=$pods/$uid2/volumes/kubernetes.io~nfs/pv-data
 ncache=$pods/$uid2/volumes/kubernetes.io~empty-dir/cache
 mkdir -p "$ndata" "$ncache"
@@ -186,6 +189,8 @@ req restore --from b-shop --namespace shop --name r-shop --wait --timeout 60 \
 diff -r --exclude=.velero "$tmp/want-data" "$ndata" || fail "data differs after restore"
 diff -r --exclude=.velero "$tmp/want-cache" "$ncache" || fail "cache differs after restore"
 pass "request restore: byte for byte"
+k8s_restore_wait web shop terminated # its marks seen, restore-wait ended: the application runs
+k8s_running web shop
 
 # A second backup of shop after a change and a forget leaves something for prune to free.
 head -c 300000 /dev/urandom >"$ndata/sub/blob"

@@ -85,8 +85,11 @@ EOF
 
 k8s_node_agent n1
 
-# mkapp NAME NODE ANNOTATION: a pod in shop with every kind of volume; prints its UID.
+# mkapp NAME NODE ANNOTATION [restore]: a pod in shop with every kind of volume; prints its UID.
+# With "restore" it is a pod of a restore: held in its running restore-wait init container.
 mkapp() {
+    local init=""
+    [ "${4:-}" = restore ] && init="initContainers: [{name: restore-wait, image: velero/velero-restore-helper}]"
     kc apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
@@ -97,6 +100,7 @@ metadata:
   annotations: {$3}
 spec:
   nodeName: $2
+  $init
   containers:
   - name: app
     image: busybox
@@ -114,7 +118,7 @@ spec:
   - {name: conf, configMap: {name: app-conf}}
   - {name: unused, emptyDir: {}}
 EOF
-    k8s_running "$1" shop
+    if [ -n "$init" ]; then k8s_restore_wait "$1" shop running; else k8s_running "$1" shop; fi
     kc get pod "$1" -n shop -o jsonpath='{.metadata.uid}'
 }
 ann='backup.velero.io/backup-volumes: "data,cache,logs,local,unused"'
@@ -191,7 +195,7 @@ pass "request status"
 
 # --- restore into a new app-1 (a new UID and empty volumes)
 kc delete pod app-1 -n shop >/dev/null
-uid2=$(mkapp app-1 n1 "")
+uid2=$(mkapp app-1 n1 "" restore)
 [ "$uid2" != "$uid1" ] || fail "the new pod kept its UID"
 ndata=$pods/$uid2/volumes/kubernetes.io~nfs/pv-data
 ncache=$pods/$uid2/volumes/kubernetes.io~empty-dir/cache
@@ -209,6 +213,9 @@ ruid=$(kc get podvolumerestores -n velero -l velero.io/restore-name=r1 \
 [ -n "$ruid" ] && [ -f "$ndata/.velero/$ruid" ] && [ -f "$ncache/.velero/$ruid" ] ||
     fail "the completion marks for restore uid '$ruid' are missing"
 pass "request restore: the data came back byte for byte, with the completion marks"
+# restore-wait saw its marks and ended: the application runs.
+k8s_restore_wait app-1 shop terminated
+k8s_running app-1 shop
 
 # --- a backup with nothing chosen by opt-out except what is excluded, and a failing request
 req backup --namespace shop --selector app=shop --name b2 --default-volumes \

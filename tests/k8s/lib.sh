@@ -82,6 +82,14 @@ k8s_running() {
         -p '{"status":{"phase":"Running"}}' >/dev/null
 }
 
+# k8s_restore_wait POD NAMESPACE STATE: the kubelet's report of the pod's restore-wait init
+# container, STATE running, waiting or terminated (Velero restores only while it runs).
+k8s_restore_wait() {
+    kc patch pod "$1" -n "$2" --subresource=status --type=merge -p "{\"status\":{\"phase\":\"Pending\",
+        \"initContainerStatuses\":[{\"name\":\"restore-wait\",\"ready\":false,\"restartCount\":0,
+        \"image\":\"velero/velero-restore-helper\",\"imageID\":\"\",\"state\":{\"$3\":{}}}]}}" >/dev/null
+}
+
 # k8s_node_agent NODE: the node agent's own pod in velero, running on NODE, which is how
 # `podvault request` learns that the node has an agent.
 k8s_node_agent() {

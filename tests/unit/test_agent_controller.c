@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "agent/controller.h"
+#include "agent/rwait.h"
 
 static enum ctl_action decide(const char *phase, bool cancel, bool job, bool slot)
 {
@@ -93,6 +94,86 @@ static void test_legacy_phases(void **state)
     assert_int_equal(ctl_decide(&v), CTL_FAIL_ORPHAN);
 }
 
+static void test_restore_gate(void **state)
+{
+    /* A PVR's pod not held in restore-wait: neither accepted nor started, until it expires. */
+    struct ctl_view v = {.phase = "", .ours = true, .slot_free = true, .gate_closed = true};
+    assert_int_equal(ctl_decide(&v), CTL_WAIT);
+    v.phase = "Accepted"; /* accepted by an earlier agent, then the pod moved on */
+    assert_int_equal(ctl_decide(&v), CTL_WAIT);
+    v.expired = true;
+    assert_int_equal(ctl_decide(&v), CTL_FAIL_PREPARE);
+    v.phase = "New";
+    assert_int_equal(ctl_decide(&v), CTL_FAIL_PREPARE);
+    v.legacy = true;
+    assert_int_equal(ctl_decide(&v), CTL_FAIL_PREPARE);
+    /* A pod without the init container is never restored into: failed at once. */
+    v = (struct ctl_view){.phase = "", .ours = true, .gate_closed = true, .gate_never = true};
+    assert_int_equal(ctl_decide(&v), CTL_FAIL_PREPARE);
+    v.cancel = true; /* a cancel still ends it as Canceled */
+    assert_int_equal(ctl_decide(&v), CTL_CANCEL_NEW);
+    /* Open gate: as before. Expiry alone changes nothing once the gate is open. */
+    v = (struct ctl_view){.phase = "", .ours = true, .slot_free = true, .expired = true};
+    assert_int_equal(ctl_decide(&v), CTL_ACCEPT);
+    v.phase = "Accepted";
+    assert_int_equal(ctl_decide(&v), CTL_START);
+    /* Nothing of the gate touches running or final work, nor another node's. */
+    v = (struct ctl_view){.phase = "InProgress",
+                          .ours = true,
+                          .job_running = true,
+                          .gate_closed = true,
+                          .expired = true};
+    assert_int_equal(ctl_decide(&v), CTL_IGNORE);
+    v.phase = "Completed";
+    assert_int_equal(ctl_decide(&v), CTL_IGNORE);
+    v = (struct ctl_view){.phase = "", .gate_never = true, .gate_closed = true};
+    assert_int_equal(ctl_decide(&v), CTL_IGNORE);
+    assert_string_equal(ctl_action_name(CTL_FAIL_PREPARE), "fail-prepare");
+}
+
+static enum rwait_state pod_state(const char *json)
+{
+    json_t *pod = json_loads(json, 0, NULL);
+    assert_non_null(pod);
+    enum rwait_state s = rwait_pod_state(pod);
+    json_decref(pod);
+    return s;
+}
+
+#define SPEC_RW "\"spec\":{\"initContainers\":[{\"name\":\"x\"},{\"name\":\"restore-wait\"}]}"
+
+static void test_rwait_states(void **state)
+{
+    assert_int_equal(rwait_pod_state(NULL), RWAIT_NO_POD);
+    assert_int_equal(pod_state("{\"spec\":{\"containers\":[{\"name\":\"app\"}]}}"), RWAIT_NONE);
+    assert_int_equal(pod_state("{\"spec\":{\"initContainers\":[{\"name\":\"restore-waitx\"}]}}"),
+                     RWAIT_NONE);
+    assert_int_equal(pod_state("{" SPEC_RW "}"), RWAIT_PENDING);
+    assert_int_equal(pod_state("{" SPEC_RW ",\"status\":{\"initContainerStatuses\":[{\"name\":"
+                               "\"restore-wait\",\"state\":{\"waiting\":{\"reason\":"
+                               "\"PodInitializing\"}}}]}}"),
+                     RWAIT_PENDING);
+    /* Another init container running is not the gate. */
+    assert_int_equal(pod_state("{" SPEC_RW ",\"status\":{\"initContainerStatuses\":[{\"name\":"
+                               "\"x\",\"state\":{\"running\":{}}}]}}"),
+                     RWAIT_PENDING);
+    assert_int_equal(
+        pod_state("{" SPEC_RW ",\"status\":{\"initContainerStatuses\":[{\"name\":"
+                  "\"x\",\"state\":{\"terminated\":{}}},{\"name\":\"restore-wait\","
+                  "\"state\":{\"running\":{\"startedAt\":\"2026-12-07T00:00:00Z\"}}}]}}"),
+        RWAIT_RUNNING);
+    assert_int_equal(pod_state("{" SPEC_RW ",\"status\":{\"initContainerStatuses\":[{\"name\":"
+                               "\"restore-wait\",\"state\":{\"terminated\":{\"exitCode\":0}}}]}}"),
+                     RWAIT_PASSED);
+    /* A pod being deleted is past it, whatever its last status said. */
+    assert_int_equal(
+        pod_state("{\"metadata\":{\"deletionTimestamp\":\"2026-12-07T00:00:00Z\"}," SPEC_RW
+                  ",\"status\":{\"initContainerStatuses\":[{\"name\":"
+                  "\"restore-wait\",\"state\":{\"running\":{}}}]}}"),
+        RWAIT_PASSED);
+    assert_non_null(strstr(rwait_state_text(RWAIT_PASSED), "has ended"));
+}
+
 static void test_concurrency_config(void **state)
 {
     json_t *node = json_loads("{\"metadata\":{\"name\":\"n1\",\"labels\":{\"zone\":\"a\","
@@ -133,6 +214,8 @@ int main(void)
         cmocka_unit_test(test_final_and_unknown),
         cmocka_unit_test(test_deletion),
         cmocka_unit_test(test_legacy_phases),
+        cmocka_unit_test(test_restore_gate),
+        cmocka_unit_test(test_rwait_states),
         cmocka_unit_test(test_concurrency_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
