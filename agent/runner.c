@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "agent/asys.h"
+#include "agent/excludes.h"
 #include "agent/repoloc.h"
 #include "agent/volume.h"
 
@@ -559,6 +560,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
         err_set(&e, ERR_FAIL, "out of memory");
         goto fail;
     }
+    if (exc_args_for_pvb(k, spec, p.path, &a, &e) < 0) goto fail; /* the pod's excludes */
     if (run_child(h, &a, &p.envp, res, NULL, &jr, &e) < 0) goto fail;
     if (jr.exit_code != 0 && canceled(h, res, "backing up", p.path)) goto out;
     const char *snap = k8s_str(jr.summary, "snapshot_id");
