@@ -17,6 +17,7 @@
 #include "agent/asys.h"
 #include "agent/controller.h"
 #include "agent/k8s.h"
+#include "agent/datamover.h"
 #include "agent/metrics.h"
 
 extern char **environ;
@@ -47,11 +48,15 @@ static const char usage[] =
     "                              init container and volume, e.g. 1800, 90s, 30m, 2h (default\n"
     "                              30m; also --data-mover-prepare-timeout, as Velero names it)\n"
     "  --podvault PATH             program the jobs run (default: this one)\n"
-    "  --log-level LEVEL           debug, info, warning or error (default info)\n";
+    "  --log-level LEVEL           debug, info, warning or error (default info)\n"
+    "  --data-movement MODE        decline (default): fail Velero's DataUploads and\n"
+    "                              DataDownloads at once, as podvault does not serve them;\n"
+    "                              ignore: leave them to another node-agent\n";
 
 struct opts {
     const char *node, *ns, *host_pods, *server, *kubeconfig, *context, *creds, *configmap;
     const char *uploaders, *metrics_addr, *cache_dir, *scratch, *exe, *log_level;
+    bool decline_data_movement;
     long concurrency, progress, grace, prepare;
 };
 
@@ -109,7 +114,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         O_GRACE,
         O_PREPARE,
         O_EXE,
-        O_LOG
+        O_LOG,
+        O_DATAMOVE
     };
     static const struct option lo[] = {
         {"node", required_argument, 0, O_NODE},
@@ -131,6 +137,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"data-mover-prepare-timeout", required_argument, 0, O_PREPARE},
         {"podvault", required_argument, 0, O_EXE},
         {"log-level", required_argument, 0, O_LOG},
+        {"data-movement", required_argument, 0, O_DATAMOVE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -144,6 +151,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         .scratch = env_or("VELERO_SCRATCH_DIR", env_or("TMPDIR", "/tmp")),
         .exe = "/proc/self/exe",
         .log_level = "info",
+        .decline_data_movement = true,
         .concurrency = 0,
         .progress = 3,
         .grace = 30,
@@ -194,6 +202,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             break;
         case O_LOG:
             o->log_level = optarg;
+            break;
+        case O_DATAMOVE:
+            if (strcmp(optarg, "decline") != 0 && strcmp(optarg, "ignore") != 0) {
+                fprintf(stderr, "podvault agent: --data-movement is decline or ignore\n");
+                return 2;
+            }
+            o->decline_data_movement = strcmp(optarg, "decline") == 0;
             break;
         case O_CONC:
             if (!parse_number(optarg, 256, &o->concurrency) || o->concurrency < 1) {
@@ -344,6 +359,7 @@ int agent_main(int argc, char **argv)
     struct k8s_config kc = {0};
     struct metrics *m = NULL;
     struct ctl *c = NULL;
+    struct dm *dm = NULL;
     char types_store[256];
     const char *types[MAX_UPLOADER_TYPES];
     snprintf(types_store, sizeof types_store, "%s", o.uploaders);
@@ -402,10 +418,13 @@ int agent_main(int argc, char **argv)
     if (ctl_new(&cfg, &c, &e) < 0) goto out;
     asys_log(ASYS_INFO, NULL, o.ns, NULL, "podvault agent %s starting on node %s, API server %s",
              PV_VERSION, o.node, kc.server);
+    struct dm_config dmc = {.node = o.node, .namespace = o.ns, .k8s = &kc};
+    if (o.decline_data_movement && dm_start(&dmc, &dm, &e) < 0) goto out;
     if (ctl_run(c, &sc.stop, &e) < 0) goto out;
     rc = 0;
 out:
     if (rc) asys_log(ASYS_ERROR, NULL, NULL, NULL, "%s", e.msg);
+    dm_stop(dm);
     ctl_free(c);
     metrics_free(m);
     k8s_config_free(&kc);

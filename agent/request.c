@@ -21,12 +21,14 @@ static const char usage[] =
     "       podvault request restore --from BACKUP --namespace NS [--name NAME] [--wait]\n"
     "                                [--timeout SECONDS]\n"
     "       podvault request status NAME\n"
+    "       podvault request cancel NAME [--wait] [--timeout SECONDS]\n"
     "connection: --server URL | --kubeconfig FILE [--context NAME] | in-cluster;\n"
     "            --velero-namespace NS (default $VELERO_NAMESPACE or velero)\n";
 
 struct req {
     const char *server, *kubeconfig, *context, *vns, *ns, *selector, *name, *from;
     bool default_volumes, wait;
+    bool canceling; /* request cancel: Canceled (any final phase) is the goal, not Completed */
     long timeout;
     struct k8s_client *k;
     json_t *agents; /* the node agent pods in Velero's namespace */
@@ -196,22 +198,27 @@ static int wait_and_print(struct req *q, const struct k8s_res *res, const char *
     snprintf(sel, sizeof sel, "%s=%s", key, label);
     time_t end = time(NULL) + q->timeout;
     json_t *items = NULL;
+    size_t done = 0;
     for (;;) {
         json_decref(items);
         items = NULL;
         int rc = list(q, res, q->vns, sel, &items, e);
         if (rc < 0) return rc;
-        size_t i, done = 0;
+        size_t i;
         json_t *o;
+        done = 0;
         json_array_foreach(items, i, o) done += final_phase(k8s_str(o, "status.phase"));
         if (!q->wait || done == json_array_size(items) || time(NULL) >= end) break;
         usleep(500 * 1000);
     }
     int bad = print_table(items, backups);
+    if (q->canceling) bad = (int)(json_array_size(items) - done);
     size_t n = json_array_size(items);
     json_decref(items);
     if (n == 0) return err_set(e, ERR_NOT_FOUND, "no %s labelled %s", res->plural, sel);
-    if (bad && q->wait) return err_set(e, ERR_FAIL, "%d of %zu did not complete", bad, n);
+    if (bad && q->wait)
+        return err_set(e, ERR_FAIL, "%d of %zu did not %s", bad, n,
+                       q->canceling ? "end in time" : "complete");
     return 0;
 }
 
@@ -358,6 +365,66 @@ static int do_restore(struct req *q, struct err *e)
     return wait_and_print(q, &K8S_PVRS, "velero.io/restore-name", false, e);
 }
 
+/* Sets spec.cancel on every object of the backup (else restore) named q->name that is not
+ * final, as a merge patch: the agents' status writes are not disturbed. */
+static int cancel_kind(struct req *q, const struct k8s_res *res, const char *key, const char *kind,
+                       size_t *found, struct err *e)
+{
+    char label[64], sel[160];
+    label_value(q->name, label);
+    snprintf(sel, sizeof sel, "%s=%s", key, label);
+    json_t *items = NULL, *o;
+    int rc = list(q, res, q->vns, sel, &items, e);
+    if (rc < 0) return rc;
+    size_t i, asked = 0;
+    json_array_foreach(items, i, o)
+    {
+        const char *name = k8s_str(o, "metadata.name");
+        if (final_phase(k8s_str(o, "status.phase")) || !name) continue;
+        char *path = k8s_path(res, q->vns, name, NULL);
+        json_t *patch = json_pack("{s:{s:b}}", "spec", "cancel", 1);
+        rc = path && patch ? k8s_merge_patch(q->k, path, patch, NULL, e)
+                           : err_set(e, ERR_FAIL, "out of memory");
+        free(path);
+        json_decref(patch);
+        if (rc == ERR_NOT_FOUND) { /* deleted meanwhile */
+            rc = 0;
+            continue;
+        }
+        if (rc < 0) {
+            err_wrap(e, "setting spec.cancel on %s %s/%s", kind, q->vns, name);
+            break;
+        }
+        asked++;
+    }
+    *found = json_array_size(items);
+    json_decref(items);
+    if (rc == 0 && *found)
+        printf("cancel requested for %zu of %zu %ss of %s (the others are final)\n", asked, *found,
+               kind, q->name);
+    return rc;
+}
+
+static int do_cancel(struct req *q, struct err *e)
+{
+    size_t n = 0;
+    bool backups = true;
+    q->canceling = true;
+    int rc = cancel_kind(q, &K8S_PVBS, "velero.io/backup-name", "PodVolumeBackup", &n, e);
+    if (rc == 0 && n == 0) {
+        backups = false;
+        rc = cancel_kind(q, &K8S_PVRS, "velero.io/restore-name", "PodVolumeRestore", &n, e);
+    }
+    if (rc < 0) return rc;
+    if (n == 0)
+        return err_set(e, ERR_NOT_FOUND,
+                       "no PodVolumeBackups or PodVolumeRestores of a backup or restore named %s "
+                       "in namespace %s",
+                       q->name, q->vns);
+    return wait_and_print(q, backups ? &K8S_PVBS : &K8S_PVRS,
+                          backups ? "velero.io/backup-name" : "velero.io/restore-name", backups, e);
+}
+
 static int do_status(struct req *q, struct err *e)
 {
     int rc = wait_and_print(q, &K8S_PVBS, "velero.io/backup-name", true, e);
@@ -459,15 +526,13 @@ int request_main(int argc, char **argv)
     int rest = argc - 1 - optind;
     bool ok = (!strcmp(sub, "backup") && rest == 0 && q.ns) ||
               (!strcmp(sub, "restore") && rest == 0 && q.ns && q.from) ||
-              (!strcmp(sub, "status") && rest == 1);
+              ((!strcmp(sub, "status") || !strcmp(sub, "cancel")) && rest == 1);
     if (!ok) {
         fprintf(stderr, "podvault request: bad arguments for %s\n%s", sub, usage);
         return 2;
     }
-    if (!strcmp(sub, "status")) {
-        q.name = argv[1 + optind];
-        q.wait = false;
-    }
+    if (!strcmp(sub, "status") || !strcmp(sub, "cancel")) q.name = argv[1 + optind];
+    if (!strcmp(sub, "status")) q.wait = false;
     if (sodium_init() < 0) {
         fputs("podvault request: libsodium failed to initialise\n", stderr);
         return 1;
@@ -482,6 +547,8 @@ int request_main(int argc, char **argv)
             rc = do_backup(&q, &e);
         else if (!strcmp(sub, "restore"))
             rc = do_restore(&q, &e);
+        else if (!strcmp(sub, "cancel"))
+            rc = do_cancel(&q, &e);
         else
             rc = do_status(&q, &e);
     }

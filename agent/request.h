@@ -5,6 +5,9 @@
  *                           [--wait] [--timeout SECONDS]
  *   podvault request status NAME
  *   podvault request restore --from NAME --namespace NS [--name NAME] [--wait] [--timeout S]
+ *   podvault request cancel NAME [--wait] [--timeout S]
+ * (cancel sets spec.cancel on every object of the backup, else restore, named NAME that is not
+ * final; with --wait it waits until all are final, which is success.)
  * Connection options as the agent's: --server URL | --kubeconfig FILE [--context NAME] |
  * in-cluster; --velero-namespace NS (default $VELERO_NAMESPACE or "velero") is where the objects
  * and the node agents live. The CLI dispatches here with argv[0] = "request". Returns the exit

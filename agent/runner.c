@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "agent/asys.h"
+#include "agent/excludes.h"
 #include "agent/repoloc.h"
 #include "agent/volfs.h"
 #include "agent/volume.h"
@@ -44,6 +45,19 @@ static bool canceled(const struct runner_hooks *h, struct runner_result *r, cons
 {
     if (!*h->cancel) return false;
     set_result(r, "Canceled", "canceled while %s %s", what, path);
+    return true;
+}
+
+/* A restore canceled while its child ran: the volume holds part of the snapshot. */
+static bool canceled_partial(const struct runner_hooks *h, struct runner_result *r,
+                             const char *path)
+{
+    if (!*h->cancel) return false;
+    set_result(r, "Canceled",
+               "canceled while restoring into %s: the volume is partially restored (%llu of %llu "
+               "bytes) and has no completion mark, so the pod waits in its restore-wait init "
+               "container; restore it again or delete the pod",
+               path, (unsigned long long)r->bytes_done, (unsigned long long)r->total_bytes);
     return true;
 }
 
@@ -586,6 +600,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
         err_set(&e, ERR_FAIL, "out of memory");
         goto fail;
     }
+    if (exc_args_for_pvb(k, spec, p.path, &a, &e) < 0) goto fail; /* the pod's excludes */
     if (run_child(h, &a, &p.envp, res, NULL, &jr, &e) < 0) goto fail;
     if (jr.exit_code != 0 && canceled(h, res, "backing up", p.path)) goto out;
     const char *snap = k8s_str(jr.summary, "snapshot_id");
@@ -703,7 +718,7 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
         goto fail;
     }
     if (run_child(h, &a, &p.envp, res, NULL, &jr, &e) < 0) goto fail;
-    if (jr.exit_code != 0 && canceled(h, res, "restoring into", p.path)) goto out;
+    if (jr.exit_code != 0 && canceled_partial(h, res, p.path)) goto out;
     if (jr.exit_code != 0) {
         runner_explain(jr.exit_code, &jr, &p.loc, env, why, sizeof why);
         set_result(res, "Failed", "restore of snapshot %s into %s: %s", snap, p.path, why);

@@ -36,17 +36,38 @@ for obj in namespace/velero customresourcedefinition.apiextensions.k8s.io/podvol
     clusterrole.rbac.authorization.k8s.io/podvault-agent \
     rolebinding.rbac.authorization.k8s.io/podvault-agent \
     clusterrolebinding.rbac.authorization.k8s.io/podvault-agent configmap/podvault-agent \
-    daemonset.apps/podvault-agent serviceaccount/podvault-maintenance \
+    daemonset.apps/node-agent serviceaccount/podvault-maintenance \
     role.rbac.authorization.k8s.io/podvault-maintenance \
     rolebinding.rbac.authorization.k8s.io/podvault-maintenance cronjob.batch/podvault-maintenance; do
     grep -q "^$obj created" "$tmp/apply1" || fail "apply did not create $obj: $(cat "$tmp/apply1")"
 done
 kc apply -k "$src/deploy" >"$tmp/apply2"
 if grep -v ' unchanged$' "$tmp/apply2"; then fail "a second apply changed objects"; fi
-[ "$(kc get ds podvault-agent -n velero -o jsonpath='{.spec.template.spec.containers[0].image}')" = \
+[ "$(kc get ds node-agent -n velero -o jsonpath='{.spec.template.spec.containers[0].image}')" = \
     podvault:0.1.0 ] || fail "the image is not set by the kustomization"
-[ "$(kc get ds podvault-agent -n velero -o jsonpath='{.spec.template.metadata.labels.role}')" = \
-    node-agent ] || fail "the pods are not labelled role=node-agent"
+# What Velero's server reads of its node-agent (velero pkg/nodeagent/node_agent.go): a DaemonSet
+# named node-agent (the restorer's IsRunningOnLinux), pods labelled role=node-agent (the
+# backupper's isRunningInNode), and the hostPath volume host-pods mounted at /host_pods
+# (GetHostPodPath, HostPodVolumeMountPath).
+kc get ds node-agent -n velero -o json >"$tmp/ds-velero.json" || fail "no DaemonSet node-agent"
+python3 - "$tmp/ds-velero.json" <<'EOF' || fail "the DaemonSet does not carry Velero's names"
+import json, sys
+ds = json.load(open(sys.argv[1]))
+assert ds["metadata"]["name"] == "node-agent", ds["metadata"]
+t = ds["spec"]["template"]
+assert t["metadata"]["labels"]["role"] == "node-agent", t["metadata"]["labels"]
+assert t["metadata"]["labels"]["name"] == "node-agent", t["metadata"]["labels"]
+assert ds["spec"]["selector"]["matchLabels"] == {"name": "node-agent"}, ds["spec"]["selector"]
+vols = {v["name"]: v for v in t["spec"]["volumes"]}
+assert vols["host-pods"]["hostPath"]["path"] == "/var/lib/kubelet/pods", vols["host-pods"]
+c = t["spec"]["containers"][0]
+m = [m for m in c["volumeMounts"] if m["name"] == "host-pods"]
+assert m and m[0]["mountPath"] == "/host_pods", m
+assert m[0]["mountPropagation"] == "HostToContainer", m
+assert "--host-pods=/host_pods" in c["args"], c["args"]
+EOF
+[ "$(kc get ds -n velero -l role=node-agent -o name)" = daemonset.apps/node-agent ] ||
+    fail "the DaemonSet is not found by Velero's label role=node-agent"
 kc get podvolumebackups -n velero >/dev/null || fail "the PodVolumeBackup CRD is not served"
 kc get cronjob podvault-maintenance -n velero -o json >"$tmp/cj.json"
 python3 - "$tmp/cj.json" <<'EOF' || fail "the maintenance CronJob is not as deployed"
@@ -129,7 +150,7 @@ apiVersion: v1
 kind: Node
 metadata: {name: node-1, labels: {size: big}}
 EOF
-    kc get ds podvault-agent -n velero -o json >"$tmp/ds.json"
+    kc get ds node-agent -n velero -o json >"$tmp/ds.json"
     kc get cm podvault-agent -n velero -o json >"$tmp/cm.json"
     mkdir -p "$tmp/pods" "$tmp/cache" "$tmp/scratch"
     # The container's arguments with $(VAR) expanded as the kubelet does; paths and the API
@@ -168,6 +189,25 @@ EOF
     wait "$agent" || fail "the agent did not exit 0 on SIGTERM"
     agent=
     echo "ok - the DaemonSet's arguments and ConfigMap start the agent"
+
+    # Velero's own node-agent ConfigMap (created as Velero's docs say, one key of any name,
+    # and named by `velero install --node-agent-configmap`) carries over: loadConcurrency 4.
+    printf '{"loadConcurrency": {"globalConfig": 4}}' >"$tmp/velero-na.json"
+    kc create configmap node-agent-config -n velero --from-file="$tmp/velero-na.json" >/dev/null
+    vargs=()
+    for a in "${args[@]}"; do
+        case $a in --node-agent-configmap=*) a=--node-agent-configmap=node-agent-config ;; esac
+        vargs+=("$a")
+    done
+    NODE_NAME=node-1 VELERO_NAMESPACE=velero "$PODVAULT" "${vargs[@]}" --server "$K8S_URL" \
+        >"$tmp/agent.log" 2>&1 &
+    agent=$!
+    wait_for 20 running || fail "the agent did not start with Velero's ConfigMap"
+    grep -q "(4 jobs at once)" "$tmp/agent.log" || fail "Velero's node-agent ConfigMap not used"
+    kill -TERM "$agent"
+    wait "$agent" || fail "the agent did not exit 0 on SIGTERM"
+    agent=
+    echo "ok - Velero's node-agent ConfigMap (one key of any name) sets loadConcurrency"
 else
     echo "SKIP: this podvault does not dispatch the agent command yet"
 fi
@@ -178,7 +218,7 @@ k8s_start "$tmp"
 kc create namespace velero >/dev/null
 kc apply -k "$src/deploy/agent" >"$tmp/apply3" || fail "kubectl apply -k deploy/agent failed"
 if grep -q customresourcedefinition "$tmp/apply3"; then fail "deploy/agent applies CRDs"; fi
-grep -q "^daemonset.apps/podvault-agent created" "$tmp/apply3" || fail "no DaemonSet"
+grep -q "^daemonset.apps/node-agent created" "$tmp/apply3" || fail "no DaemonSet node-agent"
 echo "ok - kubectl apply -k deploy/agent"
 kc apply -k "$src/deploy/maintenance" >"$tmp/apply4" || fail "kubectl apply -k deploy/maintenance failed"
 grep -q "^cronjob.batch/podvault-maintenance created" "$tmp/apply4" || fail "no CronJob"
