@@ -190,8 +190,11 @@ start_agent a n1
 pass "the other agent, under deploy/agent/rbac.yaml, declines as well"
 
 # --- 2. excludes by annotation
-# mkapp NAME ANNOTATIONS: a pod on n1 with an emptyDir volume "data"; prints its UID.
+# mkapp NAME ANNOTATIONS [restore]: a pod on n1 with an emptyDir volume "data"; prints its UID.
+# With "restore" it is a pod of a restore: held in its running restore-wait init container.
 mkapp() {
+    local init=""
+    [ "${3:-}" = restore ] && init="initContainers: [{name: restore-wait, image: velero/velero-restore-helper}]"
     kc apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
@@ -202,10 +205,11 @@ metadata:
   annotations: {$2}
 spec:
   nodeName: n1
+  $init
   containers: [{name: app, image: busybox, volumeMounts: [{name: data, mountPath: /data}]}]
   volumes: [{name: data, emptyDir: {}}]
 EOF
-    k8s_running "$1" shop
+    if [ -n "$init" ]; then k8s_restore_wait "$1" shop running; else k8s_running "$1" shop; fi
     local uid
     uid=$(kc get pod "$1" -n shop -o jsonpath='{.metadata.uid}')
     mkdir -p "$pods/$uid/volumes/kubernetes.io~empty-dir/data"
@@ -229,7 +233,7 @@ rm -rf "$tmp/want/cache" "$tmp/want/sub/cache" "$tmp/want/logs/a.log" "$tmp/want
 req backup --namespace shop --selector app=app --name b-ex --wait --timeout 60 \
     >"$tmp/b-ex.out" 2>&1 || { cat "$tmp/b-ex.out" >&2; fail "request backup b-ex failed"; }
 kc delete pod app -n shop >/dev/null
-uid2=$(mkapp app "")
+uid2=$(mkapp app "" restore)
 req restore --from b-ex --namespace shop --name r-ex --wait --timeout 60 >"$tmp/r-ex.out" 2>&1 ||
     { cat "$tmp/r-ex.out" >&2; fail "request restore r-ex failed"; }
 v2=$(vol_of "$uid2")
@@ -238,6 +242,8 @@ diff -r --exclude=.velero "$tmp/want" "$v2" || fail "the restored volume is not 
 [ ! -e "$v2/cache" ] && [ ! -e "$v2/sub/cache" ] && [ ! -e "$v2/logs/a.log" ] && [ -f "$v2/logs/old/b.log" ] ||
     fail "excludes not applied as documented"
 pass "excludes by annotation: excluded folders absent, the rest byte for byte"
+k8s_restore_wait app shop terminated # its marks seen, restore-wait ended: the application runs
+k8s_running app shop
 
 uid_bad=$(mkapp bad 'backup.velero.io/backup-volumes: data, podvault.io/backup-excludes: "data:ok,data:../etc"')
 echo x >"$(vol_of "$uid_bad")/f"
@@ -266,7 +272,7 @@ grep -q ' Canceled ' "$tmp/c-b.out" || { cat "$tmp/c-b.out" >&2; fail "the cance
 pass "request cancel of a running backup: Canceled"
 
 kc delete pod app -n shop >/dev/null
-uid3=$(mkapp app "")
+uid3=$(mkapp app "" restore)
 req restore --from b-ex --namespace shop --name r-slow >"$tmp/r-slow.out" 2>&1 ||
     { cat "$tmp/r-slow.out" >&2; fail "request restore r-slow failed"; }
 pvr=$(kc get podvolumerestores -n velero -l velero.io/restore-name=r-slow -o jsonpath='{.items[0].metadata.name}')
