@@ -24,8 +24,6 @@ extern char **environ;
 #define EXIT_OK 0
 #define EXIT_FAILED 1
 #define EXIT_CANCELED 130
-/* repoloc_from_bsl wants a volume namespace; the parent of this one is the location's base. */
-#define PROBE_NS "_"
 
 /* --- decisions */
 
@@ -111,14 +109,6 @@ void maintjob_repos_free(struct maintjob_repos *r)
     memset(r, 0, sizeof *r);
 }
 
-bool maintjob_parent(char *location)
-{
-    char *slash = strrchr(location, '/');
-    if (!slash) return false;
-    *slash = '\0';
-    return true;
-}
-
 /* --- reading the location */
 
 static int load_location(const struct maintjob_config *c, struct k8s_client *k, json_t **bsl,
@@ -176,8 +166,8 @@ static int on_listed(void *ctx, const char *name, uint64_t size)
     return maintjob_repos_add(ctx, name) < 0 ? 1 : 0;
 }
 
-/* Lists `base` (the location's podvault/ directory). A directory that does not exist yet holds
- * no repository. */
+/* Lists `base` (the location's plugins/podvault/ folder, or the old podvault/ one). A directory
+ * that does not exist yet holds no repository. */
 static int find_repos(const char *base, struct maintjob_repos *r, struct err *e)
 {
     struct backend *b;
@@ -190,6 +180,36 @@ static int find_repos(const char *base, struct maintjob_repos *r, struct err *e)
     if (rc < 0) return err_wrap(e, "listing the repositories at %s", base);
     maintjob_repos_finish(r);
     return 0;
+}
+
+/* Repositories at the place earlier builds used (repoloc.h) are not maintained: each is an
+ * error naming the command that moves it, as long as it is there. Returns how many. */
+static size_t report_legacy(const json_t *bsl, const struct repoloc *base, const char *scratch)
+{
+    struct maintjob_repos old = {0};
+    struct err e;
+    err_clear(&e);
+    if (find_repos(base->legacy, &old, &e) < 0) {
+        asys_log(ASYS_ERROR, "BackupStorageLocation", NULL, k8s_str(bsl, "metadata.name"), "%s",
+                 e.msg);
+        return 1;
+    }
+    for (size_t i = 0; i < old.n; i++) {
+        struct repoloc l;
+        if (repoloc_from_bsl(bsl, old.ns[i], scratch, &l, &e) < 0) {
+            asys_log(ASYS_ERROR, "Repository", NULL, old.ns[i], "%s", e.msg);
+            continue;
+        }
+        asys_log(ASYS_ERROR, "Repository", NULL, old.ns[i],
+                 "the repository at %s is where earlier podvault builds put it: Velero marks the "
+                 "location Unavailable while it is there, and podvault no longer uses it. Move "
+                 "it: %s",
+                 l.legacy, l.move_hint);
+        repoloc_free(&l);
+    }
+    size_t n = old.n;
+    maintjob_repos_free(&old);
+    return n;
 }
 
 /* --- one repository */
@@ -326,9 +346,7 @@ int maintjob_run(const struct maintjob_config *c)
     if (rc == 0) rc = k8s_client_new(&kc, c->cancel, &k, &e);
     if (rc == 0) rc = load_location(c, k, &bsl, &e);
     const char *name = rc == 0 ? k8s_str(bsl, "metadata.name") : c->location;
-    if (rc == 0 && (rc = repoloc_from_bsl(bsl, PROBE_NS, scratch, &base, &e)) == 0 &&
-        !maintjob_parent(base.location))
-        rc = err_set(&e, ERR_FAIL, "no repository directory in %s", base.location);
+    if (rc == 0) rc = repoloc_from_bsl(bsl, NULL, scratch, &base, &e);
     if (rc == 0) rc = runner_child_env(&env, k, &base, bsl, &envp, &e);
     if (rc == 0 && base.s3) rc = use_s3_settings(&base, &envp, &e);
     if (rc == 0) rc = find_repos(base.location, &repos, &e);
@@ -340,6 +358,7 @@ int maintjob_run(const struct maintjob_config *c)
     }
     size_t failed = 0, done = 0;
     char failed_names[512] = "";
+    size_t legacy = rc == 0 ? report_legacy(bsl, &base, scratch) : 0;
     for (size_t i = 0; rc == 0 && i < repos.n && !(c->cancel && *c->cancel); i++, done++) {
         if (maintain_one(c, &env, bsl, &envp, repos.ns[i])) continue;
         size_t used = strlen(failed_names);
@@ -363,5 +382,5 @@ int maintjob_run(const struct maintjob_config *c)
     k8s_client_free(k);
     k8s_config_free(&kc);
     if (canceled) return EXIT_CANCELED;
-    return rc < 0 || failed ? EXIT_FAILED : EXIT_OK;
+    return rc < 0 || failed || legacy ? EXIT_FAILED : EXIT_OK;
 }

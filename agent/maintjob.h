@@ -3,7 +3,7 @@
  *
  * The location is read from the API server (by name, or the one whose spec.default is true, as
  * Velero picks it); its repositories, one per volume namespace (repoloc.h:
- * <base>/podvault/<namespace>), are found by listing <base>/podvault/ and keeping the names
+ * <prefix>/plugins/podvault/<namespace>), are found by listing that folder and keeping the names
  * "<namespace>/config". Each repository is maintained by a `podvault maintain` child (the code
  * `podvault maintain -r REPO` runs, which holds the repository's prune lock for the whole run),
  * one repository after the other, with the password of Secret velero-repo-credentials and the
@@ -58,16 +58,12 @@ struct maintjob_repos {
     char **ns;
     size_t n, cap;
 };
-/* Takes one object name listed under <base>/podvault/: a name "<namespace>/config" adds the
- * namespace (a repository's config object exists from its `init` on); other names are ignored.
+/* Takes one object name listed under <prefix>/plugins/podvault/: a name "<namespace>/config" adds
+ * the namespace (a repository's config object exists from its `init` on); other names are ignored.
  * Returns -1 when memory is out. */
 int maintjob_repos_add(struct maintjob_repos *r, const char *listed_name);
 /* Sorts and drops duplicates (a listing may repeat a name). */
 void maintjob_repos_finish(struct maintjob_repos *r);
 void maintjob_repos_free(struct maintjob_repos *r);
-
-/* The location of the parent of a repository location ("s3:URL/bucket/podvault/x" ->
- * "s3:URL/bucket/podvault"), in place; false when there is no '/'. */
-bool maintjob_parent(char *location);
 
 #endif
