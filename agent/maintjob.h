@@ -7,8 +7,9 @@
  * "<namespace>/config". Each repository is maintained by a `podvault maintain` child (the code
  * `podvault maintain -r REPO` runs, which holds the repository's prune lock for the whole run),
  * one repository after the other, with the password of Secret velero-repo-credentials and the
- * location's S3 settings and keys, as the agent's jobs get them (runner.h). A failure of one
- * repository is logged and the others are still maintained.
+ * location's S3 settings and keys, as the agent's jobs get them (runner.h). Before that, the
+ * snapshots whose Velero backup is gone (gc.h) are forgotten and pruned by a `forget --prune`
+ * child. A failure of one repository is logged and the others are still maintained.
  */
 #ifndef PV_AGENT_MAINTJOB_H
 #define PV_AGENT_MAINTJOB_H
@@ -33,8 +34,9 @@ struct maintjob_config {
     const char *credentials_file; /* S3 keys when the location names no Secret; may be NULL */
     const char *cache_dir;        /* for the children; NULL: their default */
     bool no_cache;                /* the children get --no-cache */
-    const char *scratch_dir;      /* a directory of the job's own is made here (a CA file) */
-    const char *exe;              /* the podvault program the children run */
+    bool dry_run; /* snapshots of deleted Velero backups are only logged, not forgotten */
+    const char *scratch_dir; /* a directory of the job's own is made here (a CA file) */
+    const char *exe;         /* the podvault program the children run */
     const struct maintjob_option *maint_args; /* the options of every `maintain` child */
     size_t n_maint_args;
     const volatile sig_atomic_t *cancel; /* non-zero: stop the running child and give up */

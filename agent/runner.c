@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "agent/asys.h"
+#include "agent/gc.h"
 #include "agent/repoloc.h"
 #include "agent/volume.h"
 
@@ -457,6 +458,16 @@ static int add_tags(struct asys_strv *a, const json_t *tags)
     return bad;
 }
 
+/* --label velero-backup=B --label velero-backup-uid=U for the Velero backup the PVB was made
+ * for, by which maintenance forgets the snapshot once that backup is gone (gc.h). */
+static int add_owner_labels(struct asys_strv *a, const json_t *pvb)
+{
+    struct gc_owner o;
+    if (!gc_pvb_owner(pvb, &o)) return 0;
+    return asys_sv_add(a, "--label") | asys_sv_addf(a, GC_LABEL_NAME "=%s", o.name) |
+           asys_sv_add(a, "--label") | asys_sv_addf(a, GC_LABEL_UID "=%s", o.uid);
+}
+
 /* --threads N from an uploaderSettings value (Velero's ParallelFilesUpload/Download), when it
  * is a positive number. */
 static int add_threads(struct asys_strv *a, const char *setting)
@@ -564,7 +575,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
               asys_sv_add(&a, "--label") | asys_sv_addf(&a, "pod=%s", pod) |
               asys_sv_add(&a, "--label") | asys_sv_addf(&a, "namespace=%s", ns) |
               asys_sv_add(&a, "--label") | asys_sv_addf(&a, "volume=%s", volume) |
-              add_tags(&a, k8s_at(spec, "tags"));
+              add_tags(&a, k8s_at(spec, "tags")) | add_owner_labels(&a, pvb);
     if (p.claim) bad |= asys_sv_add(&a, "--label") | asys_sv_addf(&a, "pvc=%s", p.claim);
     if (parent) bad |= asys_sv_add(&a, "--parent") | asys_sv_add(&a, k8s_str(parent, "id"));
     bad |= add_threads(&a, k8s_str(spec, "uploaderSettings.ParallelFilesUpload"));

@@ -1053,6 +1053,7 @@ int cmd_maintain(struct cli *g, int argc, char **argv)
     if (optind < argc) return cli_usage_error(g, "maintain takes no arguments");
     if (mj.location && default_location)
         return cli_usage_error(g, "--location or --default-location, not both");
+    mj.dry_run = mo.dry_run;
     if (cluster) return maintain_cluster(g, &mj);
     if (mj.server || mj.kubeconfig || mj.context || mj.namespace || mj.credentials_file)
         return cli_usage_error(g, "cluster options go with --location or --default-location");

@@ -148,6 +148,7 @@ BUILTIN_TYPES = [
           from_crd=True),
     RType("velero.io", "v1", "podvolumebackups", "PodVolumeBackup", from_crd=True),
     RType("velero.io", "v1", "podvolumerestores", "PodVolumeRestore", from_crd=True),
+    RType("velero.io", "v1", "backups", "Backup", from_crd=True),
 ]
 
 
