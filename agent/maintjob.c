@@ -392,7 +392,7 @@ static bool gc_list(const struct maintjob_config *c, const struct runner_env *en
 {
     struct asys_strv a = {0};
     struct buf out = BUF_INIT;
-    struct job_result jr;
+    struct job_result jr = {0};
     struct err e;
     err_clear(&e);
     char why[1024] = "";
@@ -466,7 +466,7 @@ static bool gc_repository(const struct maintjob_config *c, const struct runner_e
         gc_log_each(gone, ns, "would forget");
     } else if (json_array_size(gone)) {
         struct asys_strv a = {0};
-        struct job_result jr;
+        struct job_result jr = {0};
         struct err e;
         err_clear(&e);
         int bad = child_argv(c, env, loc, "forget", &a) | asys_sv_add(&a, "--prune");
@@ -490,7 +490,7 @@ static bool gc_repository(const struct maintjob_config *c, const struct runner_e
                      "forgetting %zu snapshots of deleted Velero backups in %s FAILED: %s",
                      json_array_size(gone), loc->location, rc == 0 ? why : e.msg);
         }
-        if (rc == 0) job_result_free(&jr);
+        job_result_free(&jr);
         asys_sv_free(&a);
     }
     json_decref(gone);

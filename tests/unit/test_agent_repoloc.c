@@ -154,6 +154,15 @@ static void test_local_and_refusals(void **state)
                           "ns", "/tmp", &l, &e),
                      ERR_FAIL);
     assert_non_null(strstr(e.msg, "must start with http"));
+    /* a namespace that would leave plugins/podvault/ */
+    const char *bad_ns[] = {"..", ".", "a/b", ""};
+    for (size_t i = 0; i < sizeof bad_ns / sizeof *bad_ns; i++) {
+        assert_int_equal(from("{\"spec\":{\"objectStorage\":{\"bucket\":\"x\"},"
+                              "\"config\":{\"podvaultPath\":\"/srv/b\"}}}",
+                              bad_ns[i], "/tmp", &l, &e),
+                         ERR_FAIL);
+        assert_non_null(strstr(e.msg, "invalid volume namespace"));
+    }
     assert_int_equal(
         from("{\"spec\":{\"config\":{\"podvaultPath\":\"/x\"}}}", "../etc", "/tmp", &l, &e),
         ERR_FAIL);
