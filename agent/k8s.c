@@ -24,6 +24,7 @@ const struct k8s_res K8S_NODES = {"", "v1", "nodes", false};
 const struct k8s_res K8S_CSIDRIVERS = {"storage.k8s.io", "v1", "csidrivers", false};
 const struct k8s_res K8S_BSLS = {"velero.io", "v1", "backupstoragelocations", true};
 const struct k8s_res K8S_PVBS = {"velero.io", "v1", "podvolumebackups", true};
+const struct k8s_res K8S_BACKUPS = {"velero.io", "v1", "backups", true};
 const struct k8s_res K8S_PVRS = {"velero.io", "v1", "podvolumerestores", true};
 
 struct k8s_client {

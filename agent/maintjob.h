@@ -3,12 +3,13 @@
  *
  * The location is read from the API server (by name, or the one whose spec.default is true, as
  * Velero picks it); its repositories, one per volume namespace (repoloc.h:
- * <base>/podvault/<namespace>), are found by listing <base>/podvault/ and keeping the names
+ * <prefix>/plugins/podvault/<namespace>), are found by listing that folder and keeping the names
  * "<namespace>/config". Each repository is maintained by a `podvault maintain` child (the code
  * `podvault maintain -r REPO` runs, which holds the repository's prune lock for the whole run),
  * one repository after the other, with the password of Secret velero-repo-credentials and the
- * location's S3 settings and keys, as the agent's jobs get them (runner.h). A failure of one
- * repository is logged and the others are still maintained.
+ * location's S3 settings and keys, as the agent's jobs get them (runner.h). Before that, the
+ * snapshots whose Velero backup is gone (gc.h) are forgotten and pruned by a `forget --prune`
+ * child. A failure of one repository is logged and the others are still maintained.
  */
 #ifndef PV_AGENT_MAINTJOB_H
 #define PV_AGENT_MAINTJOB_H
@@ -33,8 +34,9 @@ struct maintjob_config {
     const char *credentials_file; /* S3 keys when the location names no Secret; may be NULL */
     const char *cache_dir;        /* for the children; NULL: their default */
     bool no_cache;                /* the children get --no-cache */
-    const char *scratch_dir;      /* a directory of the job's own is made here (a CA file) */
-    const char *exe;              /* the podvault program the children run */
+    bool dry_run; /* snapshots of deleted Velero backups are only logged, not forgotten */
+    const char *scratch_dir; /* a directory of the job's own is made here (a CA file) */
+    const char *exe;         /* the podvault program the children run */
     const struct maintjob_option *maint_args; /* the options of every `maintain` child */
     size_t n_maint_args;
     const volatile sig_atomic_t *cancel; /* non-zero: stop the running child and give up */
@@ -58,16 +60,12 @@ struct maintjob_repos {
     char **ns;
     size_t n, cap;
 };
-/* Takes one object name listed under <base>/podvault/: a name "<namespace>/config" adds the
- * namespace (a repository's config object exists from its `init` on); other names are ignored.
+/* Takes one object name listed under <prefix>/plugins/podvault/: a name "<namespace>/config" adds
+ * the namespace (a repository's config object exists from its `init` on); other names are ignored.
  * Returns -1 when memory is out. */
 int maintjob_repos_add(struct maintjob_repos *r, const char *listed_name);
 /* Sorts and drops duplicates (a listing may repeat a name). */
 void maintjob_repos_finish(struct maintjob_repos *r);
 void maintjob_repos_free(struct maintjob_repos *r);
-
-/* The location of the parent of a repository location ("s3:URL/bucket/podvault/x" ->
- * "s3:URL/bucket/podvault"), in place; false when there is no '/'. */
-bool maintjob_parent(char *location);
 
 #endif

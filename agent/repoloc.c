@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,10 @@
 void repoloc_free(struct repoloc *l)
 {
     free(l->location);
+    free(l->root);
+    free(l->base);
+    free(l->legacy);
+    free(l->move_hint);
     free(l->profile);
     for (size_t i = 0; i < l->n_args; i++)
         free(l->args[i]);
@@ -79,6 +84,41 @@ static bool s3_provider(const char *p)
            strcmp(p, "s3") == 0 || strcmp(p, "minio") == 0;
 }
 
+/* A formatted string, allocated; NULL when memory is out. */
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    char *s = NULL;
+    if (vasprintf(&s, f, ap) < 0) s = NULL;
+    va_end(ap);
+    return s;
+}
+
+/* The paths under the location's root `root` (see repoloc.h). `bucket_path` is
+ * "<bucket>[/<prefix>]" for S3 (the move command names it), NULL for a directory. */
+static int set_paths(struct repoloc *l, const char *root, const char *volume_ns,
+                     const char *bucket_path, const char *url, struct err *e)
+{
+    const char *sep = volume_ns ? "/" : "", *ns = volume_ns ? volume_ns : "";
+    l->root = fmt("%s", root);
+    l->base = fmt("%s/" REPOLOC_DIR, root);
+    l->location = fmt("%s/" REPOLOC_DIR "%s%s", root, sep, ns);
+    l->legacy = fmt("%s/" REPOLOC_LEGACY_DIR "%s%s", root, sep, ns);
+    if (!bucket_path && l->location) /* into the parent of location, which may not exist yet */
+        l->move_hint =
+            fmt("mkdir -p '%.*s' && mv '%s' '%s'", (int)(strrchr(l->location, '/') - l->location),
+                l->location, l->legacy, l->location);
+    else if (bucket_path)
+        l->move_hint = fmt("aws s3 mv --recursive --endpoint-url %s s3://%s/" REPOLOC_LEGACY_DIR
+                           "%s%s/ s3://%s/" REPOLOC_DIR "%s%s/",
+                           url, bucket_path, sep, ns, bucket_path, sep, ns);
+    if (!l->root || !l->base || !l->location || !l->legacy || !l->move_hint)
+        return err_set(e, ERR_FAIL, "out of memory");
+    return 0;
+}
+
 int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_dir,
                      struct repoloc *out, struct err *e)
 {
@@ -91,63 +131,61 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
     const char *s3url = k8s_str(bsl, "spec.config.s3Url");
     const char *region = k8s_str(bsl, "spec.config.region");
     const char *profile = k8s_str(bsl, "spec.config.profile");
-    char prefix[1024], url[2048], loc[4096];
+    char prefix[1024], url[2048], root[4096], bucket_path[2048];
     trim_slashes(prefix_raw ? prefix_raw : "", prefix, sizeof prefix);
     if (!name) name = "(unnamed)";
-    if (!volume_ns || !*volume_ns || strchr(volume_ns, '/'))
-        return err_set(e, ERR_FAIL, "invalid volume namespace \"%s\"", volume_ns ? volume_ns : "");
+    if (volume_ns && (!*volume_ns || strchr(volume_ns, '/') || strcmp(volume_ns, ".") == 0 ||
+                      strcmp(volume_ns, "..") == 0))
+        return err_set(e, ERR_FAIL, "invalid volume namespace \"%s\"", volume_ns);
     if (!(out->profile = strdup(profile && *profile ? profile : "default")))
         return err_set(e, ERR_FAIL, "out of memory");
     int rc = 0;
     if (dir && *dir) {
-        snprintf(loc, sizeof loc, "%s%s%s/podvault/%s", dir, *prefix ? "/" : "", prefix, volume_ns);
-    } else {
-        if (!s3_provider(provider) && !s3url) {
-            rc = err_set(e, ERR_FAIL,
-                         "BackupStorageLocation %s: provider %s is not supported: podvault "
-                         "stores into S3-compatible object storage (provider aws, with "
-                         "config.s3Url for other stores)",
-                         name, provider);
-            goto fail;
-        }
-        if (!bucket || !*bucket) {
-            rc = err_set(e, ERR_FAIL, "BackupStorageLocation %s has no spec.objectStorage.bucket",
-                         name);
-            goto fail;
-        }
-        if (!region || !*region) region = "us-east-1";
-        if (s3url && *s3url)
-            trim_slashes(s3url, url, sizeof url);
-        else
-            snprintf(url, sizeof url, "https://s3.%s.amazonaws.com", region);
-        if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
-            rc = err_set(e, ERR_FAIL,
-                         "BackupStorageLocation %s: config.s3Url %s must start with http:// or "
-                         "https://",
-                         name, url);
-            goto fail;
-        }
-        snprintf(loc, sizeof loc, "s3:%s/%s%s%s/podvault/%s", url, bucket, *prefix ? "/" : "",
-                 prefix, volume_ns);
-        out->s3 = true;
-        if ((rc = add_arg(out, "--s3-region", e)) < 0 || (rc = add_arg(out, region, e)) < 0 ||
-            (rc =
-                 add_arg(out,
-                         truthy(k8s_str(bsl, "spec.config.s3ForcePathStyle")) ? "--s3-path-style"
-                                                                              : "--s3-virtual-host",
-                         e)) < 0)
-            goto fail;
-        if (truthy(k8s_str(bsl, "spec.config.insecureSkipTLSVerify")) &&
-            (rc = add_arg(out, "--insecure-tls", e)) < 0)
-            goto fail;
-        const char *ca = k8s_str(bsl, "spec.objectStorage.caCert");
-        if (ca && *ca && (rc = write_ca(ca, ca_dir, out, e)) < 0) {
-            err_wrap(e, "BackupStorageLocation %s", name);
-            goto fail;
-        }
+        snprintf(root, sizeof root, "%s%s%s", dir, *prefix ? "/" : "", prefix);
+        if ((rc = set_paths(out, root, volume_ns, NULL, NULL, e)) < 0) goto fail;
+        return 0;
     }
-    if (!(out->location = strdup(loc))) {
-        rc = err_set(e, ERR_FAIL, "out of memory");
+    if (!s3_provider(provider) && !s3url) {
+        rc = err_set(e, ERR_FAIL,
+                     "BackupStorageLocation %s: provider %s is not supported: podvault "
+                     "stores into S3-compatible object storage (provider aws, with "
+                     "config.s3Url for other stores)",
+                     name, provider);
+        goto fail;
+    }
+    if (!bucket || !*bucket) {
+        rc =
+            err_set(e, ERR_FAIL, "BackupStorageLocation %s has no spec.objectStorage.bucket", name);
+        goto fail;
+    }
+    if (!region || !*region) region = "us-east-1";
+    if (s3url && *s3url)
+        trim_slashes(s3url, url, sizeof url);
+    else
+        snprintf(url, sizeof url, "https://s3.%s.amazonaws.com", region);
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+        rc = err_set(e, ERR_FAIL,
+                     "BackupStorageLocation %s: config.s3Url %s must start with http:// or "
+                     "https://",
+                     name, url);
+        goto fail;
+    }
+    snprintf(bucket_path, sizeof bucket_path, "%s%s%s", bucket, *prefix ? "/" : "", prefix);
+    snprintf(root, sizeof root, "s3:%s/%s", url, bucket_path);
+    if ((rc = set_paths(out, root, volume_ns, bucket_path, url, e)) < 0) goto fail;
+    out->s3 = true;
+    if ((rc = add_arg(out, "--s3-region", e)) < 0 || (rc = add_arg(out, region, e)) < 0 ||
+        (rc = add_arg(out,
+                      truthy(k8s_str(bsl, "spec.config.s3ForcePathStyle")) ? "--s3-path-style"
+                                                                           : "--s3-virtual-host",
+                      e)) < 0)
+        goto fail;
+    if (truthy(k8s_str(bsl, "spec.config.insecureSkipTLSVerify")) &&
+        (rc = add_arg(out, "--insecure-tls", e)) < 0)
+        goto fail;
+    const char *ca = k8s_str(bsl, "spec.objectStorage.caCert");
+    if (ca && *ca && (rc = write_ca(ca, ca_dir, out, e)) < 0) {
+        err_wrap(e, "BackupStorageLocation %s", name);
         goto fail;
     }
     return 0;

@@ -1,12 +1,18 @@
 /* repoloc.h - from a Velero BackupStorageLocation to a podvault repository and its settings.
  *
- * One repository per volume namespace per location, beside Velero's own (kopia/, restic/):
- *   s3:<s3Url>/<bucket>[/<prefix>]/podvault/<namespace>
- * where s3Url defaults to https://s3.<region>.amazonaws.com. spec.config gives region (default
+ * One repository per volume namespace per location, in the folder Velero leaves to plugins:
+ *   s3:<s3Url>/<bucket>[/<prefix>]/plugins/podvault/<namespace>
+ * Velero's BSL controller marks a location Unavailable when its prefix holds any top-level
+ * folder but backups, restores, restic, metadata, plugins and kopia (velero
+ * pkg/persistence/object_store_layout.go, object_store.go IsValid), and kopia/ and restic/ are
+ * Velero's own repositories: nothing of podvault's goes anywhere but plugins/podvault/.
+ * s3Url defaults to https://s3.<region>.amazonaws.com. spec.config gives region (default
  * us-east-1), s3ForcePathStyle, insecureSkipTLSVerify and profile (the credentials file section);
  * spec.objectStorage.caCert a PEM bundle (base64). A location whose spec.config.podvaultPath is
  * set names a plain directory instead (tests, or a shared file system mounted on every node):
- *   <podvaultPath>[/<prefix>]/podvault/<namespace>
+ *   <podvaultPath>[/<prefix>]/plugins/podvault/<namespace>
+ * Earlier builds used <prefix>/podvault/<namespace> (REPOLOC_LEGACY_DIR): repositories
+ * there are never used, only named in errors with the command that moves them.
  * Only S3-compatible providers are served ("aws", "velero.io/aws", "s3", "minio", or any
  * provider with config.s3Url); others fail with a message.
  */
@@ -21,17 +27,24 @@
 #include "base/err.h"
 
 #define REPOLOC_MAX_ARGS 8
+#define REPOLOC_DIR "plugins/podvault" /* under the location's prefix */
+#define REPOLOC_LEGACY_DIR "podvault"  /* where earlier builds put repositories */
 
 struct repoloc {
-    char *location;               /* the -r value */
+    char *location;  /* the -r value */
+    char *root;      /* the location's prefix as a backend location: Velero's backups/ are here */
+    char *base;      /* <root>/plugins/podvault: the parent of every namespace's repository */
+    char *legacy;    /* <root>/podvault[/<namespace>]: the old place, for the move message */
+    char *move_hint; /* a shell command that moves `legacy` to `location` */
     char *args[REPOLOC_MAX_ARGS]; /* global options for podvault (S3 settings), owned */
     size_t n_args;
     bool s3;       /* needs S3 credentials */
     char *profile; /* credentials file section ("default") */
 };
 
-/* Builds the repository of `volume_ns` at `bsl`. A caCert is written to `ca_dir`/ca.pem (0600)
- * and named by --cacert. */
+/* Builds the repository of `volume_ns` at `bsl` (with `volume_ns` NULL: `location` is `base`,
+ * for jobs over every repository of the location). A caCert is written to `ca_dir`/ca.pem
+ * (0600) and named by --cacert. All strings are owned by `out` (repoloc_free). */
 int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_dir,
                      struct repoloc *out, struct err *e);
 void repoloc_free(struct repoloc *l);

@@ -15,6 +15,7 @@
 
 #include "agent/asys.h"
 #include "agent/excludes.h"
+#include "agent/gc.h"
 #include "agent/repoloc.h"
 #include "agent/volfs.h"
 #include "agent/volume.h"
@@ -321,7 +322,12 @@ void runner_explain(int code, const struct job_result *jr, const struct repoloc 
                     const struct runner_env *env, char *buf, size_t cap)
 {
     char why[1024];
-    if (code == EXIT_NO_REPO)
+    if (code == EXIT_NO_REPO && loc->legacy)
+        snprintf(buf, cap,
+                 "no podvault repository at %s (one made by an earlier podvault build would be "
+                 "at %s: move it with %s)",
+                 loc->location, loc->legacy, loc->move_hint);
+    else if (code == EXIT_NO_REPO)
         snprintf(buf, cap, "no podvault repository at %s", loc->location);
     else if (code == EXIT_WRONG_PASSWORD)
         snprintf(buf, cap,
@@ -480,6 +486,16 @@ static int add_tags(struct asys_strv *a, const json_t *tags)
     return bad;
 }
 
+/* --label velero-backup=B --label velero-backup-uid=U for the Velero backup the PVB was made
+ * for, by which maintenance forgets the snapshot once that backup is gone (gc.h). */
+static int add_owner_labels(struct asys_strv *a, const json_t *pvb)
+{
+    struct gc_owner o;
+    if (!gc_pvb_owner(pvb, &o)) return 0;
+    return asys_sv_add(a, "--label") | asys_sv_addf(a, GC_LABEL_NAME "=%s", o.name) |
+           asys_sv_add(a, "--label") | asys_sv_addf(a, GC_LABEL_UID "=%s", o.uid);
+}
+
 int runner_parallel(const char *key, const char *value, unsigned *threads, char *note, size_t cap)
 {
     assert(key && threads && note && cap > 0);
@@ -514,6 +530,26 @@ static int add_threads(struct asys_strv *a, const json_t *spec, const char *key,
     return n > 0 ? asys_sv_add(a, "--threads") | asys_sv_addf(a, "%u", n) : 0;
 }
 
+/* Fails, naming the command that moves it, when the namespace's repository is at the place
+ * earlier builds used (repoloc.h): a new repository beside it would silently start over. */
+static int refuse_legacy(const struct runner_env *env, const struct runner_hooks *h, struct prep *p,
+                         struct err *e)
+{
+    struct repoloc old = p->loc; /* shallow: only `location` differs, nothing is freed */
+    old.location = p->loc.legacy;
+    json_t *list = NULL;
+    int code = 0;
+    char why[1024] = "";
+    int rc = list_snapshots(env, h, &old, &p->envp, NULL, &list, &code, why, sizeof why, e);
+    json_decref(list);
+    if (rc < 0 || code == EXIT_NO_REPO) return rc;
+    return err_set(e, ERR_FAIL,
+                   "the repository of this namespace is at %s, where earlier podvault builds "
+                   "put it; Velero marks the location Unavailable while it is there. Move it, "
+                   "then back up again: %s",
+                   p->loc.legacy, p->loc.move_hint);
+}
+
 /* Creates the namespace's repository unless another job (or node) just did. */
 static int init_repo(const struct runner_env *env, const struct runner_hooks *h, struct prep *p,
                      struct err *e)
@@ -525,6 +561,7 @@ static int init_repo(const struct runner_env *env, const struct runner_hooks *h,
     char why[1024] = "";
     pthread_mutex_lock(env->init_lock);
     int rc = list_snapshots(env, h, &p->loc, &p->envp, NULL, &list, &code, why, sizeof why, e);
+    if (rc == 0 && code == EXIT_NO_REPO) rc = refuse_legacy(env, h, p, e);
     if (rc == 0 && code == EXIT_NO_REPO) {
         rc = runner_base_argv(env, &p->loc, &a) | asys_sv_add(&a, "init")
                  ? err_set(e, ERR_FAIL, "out of memory")
@@ -592,7 +629,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
               asys_sv_add(&a, "--label") | asys_sv_addf(&a, "pod=%s", pod) |
               asys_sv_add(&a, "--label") | asys_sv_addf(&a, "namespace=%s", ns) |
               asys_sv_add(&a, "--label") | asys_sv_addf(&a, "volume=%s", volume) |
-              add_tags(&a, k8s_at(spec, "tags"));
+              add_tags(&a, k8s_at(spec, "tags")) | add_owner_labels(&a, pvb);
     if (p.claim) bad |= asys_sv_add(&a, "--label") | asys_sv_addf(&a, "pvc=%s", p.claim);
     if (parent) bad |= asys_sv_add(&a, "--parent") | asys_sv_add(&a, k8s_str(parent, "id"));
     bad |= add_threads(&a, spec, "ParallelFilesUpload", note, sizeof note);

@@ -910,7 +910,9 @@ static const char maintain_usage[] =
     "In a cluster, --location NAME (or --default-location, the one marked default) maintains,\n"
     "one after the other, every repository under that Velero BackupStorageLocation, with the\n"
     "password of Secret velero-repo-credentials and the location's S3 settings; -r and\n"
-    "--password-file are not used then. Exit code 1 if any repository failed.\n"
+    "--password-file are not used then. Exit code 1 if any repository failed. First it\n"
+    "forgets (and prunes) the snapshots made for Velero backups that are gone from both the\n"
+    "cluster and the location (--dry-run: only names them).\n"
     "  --server URL | --kubeconfig FILE [--context NAME]   the API server (default in-cluster)\n"
     "  --namespace NS          Velero's namespace (default $VELERO_NAMESPACE, else velero)\n"
     "  --credentials-file FILE S3 keys when the location names no Secret (default\n"
@@ -1053,6 +1055,7 @@ int cmd_maintain(struct cli *g, int argc, char **argv)
     if (optind < argc) return cli_usage_error(g, "maintain takes no arguments");
     if (mj.location && default_location)
         return cli_usage_error(g, "--location or --default-location, not both");
+    mj.dry_run = mo.dry_run;
     if (cluster) return maintain_cluster(g, &mj);
     if (mj.server || mj.kubeconfig || mj.context || mj.namespace || mj.credentials_file)
         return cli_usage_error(g, "cluster options go with --location or --default-location");

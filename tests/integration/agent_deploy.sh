@@ -109,7 +109,7 @@ spec:
   objectStorage: {bucket: unused}
 EOF
     mkdir -p "$tmp/store/podvault" "$tmp/mcache" "$tmp/mscratch"
-    PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" -q --no-cache -r "$tmp/store/podvault/shop" init
+    PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" -q --no-cache -r "$tmp/store/plugins/podvault/shop" init
     # The container's arguments and plain environment, with its mounts moved to this test's.
     python3 - "$tmp" >"$tmp/margs" <<'EOF'
 import json, sys
@@ -133,7 +133,7 @@ EOF
     : >"$tmp/cloud"
     env "${menv[@]}" timeout 120 "$PODVAULT" "${margs[@]}" --server "$K8S_URL" \
         >"$tmp/maint.log" 2>&1 || fail "the CronJob's command failed: $(cat "$tmp/maint.log")"
-    grep -q "maintenance of $tmp/store/podvault/shop: full run done" "$tmp/maint.log" ||
+    grep -q "maintenance of $tmp/store/plugins/podvault/shop: full run done" "$tmp/maint.log" ||
         fail "the CronJob's command did not maintain the repository: $(cat "$tmp/maint.log")"
     echo "ok - the CronJob's arguments and environment maintain the default location"
 else

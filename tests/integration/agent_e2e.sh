@@ -43,12 +43,12 @@ if [ -n "${PV_TEST_S3:-}" ]; then
         "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$tmp/cloud"
     location_config="config: {region: us-east-1, s3Url: \"$s3url\", s3ForcePathStyle: \"true\"}
   objectStorage: {bucket: $bucket, prefix: \"$prefix\"}"
-    repo_of() { echo "s3:$s3url/$bucket/$prefix/podvault/$1"; }
+    repo_of() { echo "s3:$s3url/$bucket/$prefix/plugins/podvault/$1"; }
     s3_opts=(--s3-path-style --s3-region us-east-1)
 else
     location_config="config: {podvaultPath: \"$tmp/store\"}
   objectStorage: {bucket: unused}"
-    repo_of() { echo "$tmp/store/podvault/$1"; }
+    repo_of() { echo "$tmp/store/plugins/podvault/$1"; }
     s3_opts=()
     : >"$tmp/cloud"
 fi

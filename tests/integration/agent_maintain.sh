@@ -53,7 +53,7 @@ store=$tmp/store
 mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"
 : >"$tmp/cloud"
 req() { timeout 120 "$PODVAULT" request "$@" --server "$K8S_URL" --velero-namespace velero; }
-repo_of() { echo "$store/podvault/$1"; }
+repo_of() { echo "$store/plugins/podvault/$1"; }
 
 kc create namespace velero >/dev/null
 kc create namespace shop >/dev/null
@@ -216,7 +216,7 @@ maint() { # LOG ARGS...: the maintenance job's command line, as the CronJob runs
         --cache-dir "$tmp/maint-cache" "$@" >"$log" 2>&1
 }
 maint "$tmp/m1.log" --default-location || { cat "$tmp/m1.log" >&2; fail "maintain exited non-zero"; }
-expect "$tmp/m1.log" "2 podvault repositories at $store/podvault"
+expect "$tmp/m1.log" "2 podvault repositories at $store/plugins/podvault"
 expect "$tmp/m1.log" "maintenance of $(repo_of crm): full run done"
 expect "$tmp/m1.log" "maintenance of $(repo_of shop): full run done"
 expect "$tmp/m1.log" "2 of 2 repositories maintained"

@@ -148,6 +148,7 @@ BUILTIN_TYPES = [
           from_crd=True),
     RType("velero.io", "v1", "podvolumebackups", "PodVolumeBackup", from_crd=True),
     RType("velero.io", "v1", "podvolumerestores", "PodVolumeRestore", from_crd=True),
+    RType("velero.io", "v1", "backups", "Backup", from_crd=True),
     # CSI snapshot data movement (velero pkg/apis/velero/v2alpha1), served by a node-agent; its
     # CRDs declare no status subresource either (config/crd/v2alpha1/bases).
     RType("velero.io", "v2alpha1", "datauploads", "DataUpload", from_crd=True),

@@ -77,7 +77,7 @@ for run in $(seq 1 "$runs"); do
     sleep 2
     idle_kb=$(awk '/VmRSS/ {print $2}' "/proc/$agent/status")
     # The first backup of a namespace also creates its repository: done before timing.
-    PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" -q -r "$tmp/agent-store/podvault/default" init >/dev/null
+    PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" -q -r "$tmp/agent-store/plugins/podvault/default" init >/dev/null
     kc apply -f - >/dev/null <<EOF
 apiVersion: velero.io/v1
 kind: PodVolumeBackup

@@ -1,6 +1,6 @@
 /* test_agent_maintjob.c - unit tests of agent/maintjob's decisions: which BackupStorageLocation
  * (by name, or the one marked default as Velero picks it, with the errors when there is none or
- * several), which repositories a listing of <base>/podvault/ holds, and a location's base. */
+ * several) and which repositories a listing of <prefix>/plugins/podvault/ holds. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -75,7 +75,7 @@ static void test_pick_default(void **state)
 static void test_repos_from_listing(void **state)
 {
     (void)state;
-    /* what a listing of <base>/podvault/ gives, in no particular order, with a repeat */
+    /* what a listing of <prefix>/plugins/podvault/ gives, in no particular order, with a repeat */
     static const char *const names[] = {
         "shop/data/ab/abcdef",
         "shop/config",
@@ -119,27 +119,12 @@ static void test_repos_from_listing(void **state)
     maintjob_repos_free(&r);
 }
 
-static void test_parent(void **state)
-{
-    (void)state;
-    char a[] = "s3:https://s3.us-east-1.amazonaws.com/bucket/pre/fix/podvault/_";
-    assert_true(maintjob_parent(a));
-    assert_string_equal(a, "s3:https://s3.us-east-1.amazonaws.com/bucket/pre/fix/podvault");
-    char b[] = "/srv/store/podvault/_";
-    assert_true(maintjob_parent(b));
-    assert_string_equal(b, "/srv/store/podvault");
-    char c[] = "nothing";
-    assert_false(maintjob_parent(c));
-    assert_string_equal(c, "nothing");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pick_by_name),
         cmocka_unit_test(test_pick_default),
         cmocka_unit_test(test_repos_from_listing),
-        cmocka_unit_test(test_parent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

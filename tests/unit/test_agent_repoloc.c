@@ -45,7 +45,15 @@ static void test_s3_locations(void **state)
                           "shop", "/tmp", &l, &e),
                      0);
     assert_string_equal(l.location,
+                        "s3:https://s3.eu-west-1.amazonaws.com/bk/cluster1/plugins/podvault/shop");
+    assert_string_equal(l.root, "s3:https://s3.eu-west-1.amazonaws.com/bk/cluster1");
+    assert_string_equal(l.base,
+                        "s3:https://s3.eu-west-1.amazonaws.com/bk/cluster1/plugins/podvault");
+    assert_string_equal(l.legacy,
                         "s3:https://s3.eu-west-1.amazonaws.com/bk/cluster1/podvault/shop");
+    assert_string_equal(l.move_hint,
+                        "aws s3 mv --recursive --endpoint-url https://s3.eu-west-1.amazonaws.com "
+                        "s3://bk/cluster1/podvault/shop/ s3://bk/cluster1/plugins/podvault/shop/");
     assert_true(l.s3);
     assert_string_equal(l.profile, "default");
     static const char *const aws[] = {"--s3-region", "eu-west-1", "--s3-virtual-host", NULL};
@@ -60,7 +68,9 @@ static void test_s3_locations(void **state)
              "\"profile\":\"backup\"}}}",
              "default", "/tmp", &l, &e),
         0);
-    assert_string_equal(l.location, "s3:http://minio.velero.svc:9000/velero/podvault/default");
+    assert_string_equal(l.location,
+                        "s3:http://minio.velero.svc:9000/velero/plugins/podvault/default");
+    assert_string_equal(l.root, "s3:http://minio.velero.svc:9000/velero");
     assert_string_equal(l.profile, "backup");
     static const char *const minio[] = {"--s3-region", "us-east-1", "--s3-path-style",
                                         "--insecure-tls", NULL};
@@ -108,7 +118,23 @@ static void test_local_and_refusals(void **state)
                           "\"prefix\":\"p\"},\"config\":{\"podvaultPath\":\"/srv/backups\"}}}",
                           "apps", "/tmp", &l, &e),
                      0);
-    assert_string_equal(l.location, "/srv/backups/p/podvault/apps");
+    assert_string_equal(l.location, "/srv/backups/p/plugins/podvault/apps");
+    assert_string_equal(l.root, "/srv/backups/p");
+    assert_string_equal(l.legacy, "/srv/backups/p/podvault/apps");
+    assert_string_equal(l.move_hint, "mkdir -p '/srv/backups/p/plugins/podvault' && mv "
+                                     "'/srv/backups/p/podvault/apps' "
+                                     "'/srv/backups/p/plugins/podvault/apps'");
+    repoloc_free(&l);
+    /* no namespace: the parent of every repository, for maintenance */
+    assert_int_equal(from("{\"spec\":{\"objectStorage\":{\"bucket\":\"x\"},"
+                          "\"config\":{\"podvaultPath\":\"/srv/b\"}}}",
+                          NULL, "/tmp", &l, &e),
+                     0);
+    assert_string_equal(l.location, "/srv/b/plugins/podvault");
+    assert_string_equal(l.base, "/srv/b/plugins/podvault");
+    assert_string_equal(l.legacy, "/srv/b/podvault");
+    assert_string_equal(l.move_hint, "mkdir -p '/srv/b/plugins' && mv '/srv/b/podvault' "
+                                     "'/srv/b/plugins/podvault'");
     assert_false(l.s3);
     assert_int_equal(l.n_args, 0);
     repoloc_free(&l);
@@ -128,6 +154,15 @@ static void test_local_and_refusals(void **state)
                           "ns", "/tmp", &l, &e),
                      ERR_FAIL);
     assert_non_null(strstr(e.msg, "must start with http"));
+    /* a namespace that would leave plugins/podvault/ */
+    const char *bad_ns[] = {"..", ".", "a/b", ""};
+    for (size_t i = 0; i < sizeof bad_ns / sizeof *bad_ns; i++) {
+        assert_int_equal(from("{\"spec\":{\"objectStorage\":{\"bucket\":\"x\"},"
+                              "\"config\":{\"podvaultPath\":\"/srv/b\"}}}",
+                              bad_ns[i], "/tmp", &l, &e),
+                         ERR_FAIL);
+        assert_non_null(strstr(e.msg, "invalid volume namespace"));
+    }
     assert_int_equal(
         from("{\"spec\":{\"config\":{\"podvaultPath\":\"/x\"}}}", "../etc", "/tmp", &l, &e),
         ERR_FAIL);

@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# agent_gc.sh - deleted Velero backups free their data, against the API server stand-in and a
+# location that is a directory. The test plays Velero: it makes Backup objects, their
+# PodVolumeBackups (owned by the Backup, as velero pkg/podvolume/backupper.go makes them) and
+# backups/<name>/velero-backup.json in the location; the agent backs up. After two backups the
+# location's top level holds only the folders Velero's BSL controller accepts
+# (pkg/persistence/object_store_layout.go). Then backup b1 is deleted as
+# pkg/controller/backup_deletion_controller.go does (its objects under backups/b1/, then the
+# Backup; its PVBs go with their owner). `podvault maintain --location` keeps b1's snapshot while
+# the Backup list fails, while b1's velero-backup.json cannot be read, and while the Backup is
+# only gone from the cluster (the location still has it); --dry-run only names it; then it
+# forgets exactly b1's snapshot and prunes in the same run (the repository shrinks), keeps a
+# snapshot that carries Velero's tags but no backup labels, and b2 still restores byte for byte.
+# Finally a repository at the old path (<prefix>/podvault/<ns>) is refused with the move command.
+set -euo pipefail
+src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
+. "$src/tests/k8s/lib.sh"
+
+skip() {
+    echo "SKIP: $*"
+    exit 0
+}
+command -v kubectl >/dev/null || skip "kubectl is not installed"
+command -v python3 >/dev/null || skip "python3 is not installed"
+[ -x "$PODVAULT" ] || skip "no podvault program at $PODVAULT"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-gc.XXXXXX")
+agent_pid=
+cleanup() {
+    if [ -n "$agent_pid" ]; then
+        local child
+        for child in $(pgrep -P "$agent_pid" || true); do kill -9 -- "-$child" 2>/dev/null || true; done
+        kill -9 "$agent_pid" 2>/dev/null || true
+    fi
+    k8s_stop
+    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*" >&2
+    [ -f "$tmp/agent.log" ] && { echo "--- agent log (tail)" >&2; tail -n 25 "$tmp/agent.log" >&2; }
+    echo "--- stand-in log (tail)" >&2
+    tail -n 15 "$tmp/k8s.log" >&2
+    exit 1
+}
+pass() { echo "ok - $*"; }
+expect() { grep -qF -- "$2" "$1" || { cat "$1" >&2; fail "$1 lacks: $2"; }; }
+
+k8s_start "$tmp" || fail "the stand-in did not start"
+pods=$tmp/kubelet/pods
+store=$tmp/store
+repo=$store/plugins/podvault/default
+mkdir -p "$pods" "$tmp/scratch" "$tmp/cache" "$store"
+: >"$tmp/cloud"
+pv() { PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --no-cache "$@"; }
+
+kc create namespace velero >/dev/null
+kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: velero-repo-credentials, namespace: velero}
+stringData: {repository-password: static-passw0rd}
+---
+apiVersion: velero.io/v1
+kind: BackupStorageLocation
+metadata: {name: default, namespace: velero}
+spec:
+  provider: aws
+  config: {podvaultPath: "$store"}
+  objectStorage: {bucket: unused}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: default}
+spec:
+  nodeName: n1
+  containers: [{name: app, image: busybox, volumeMounts: [{name: data, mountPath: /data}]}]
+  volumes: [{name: data, emptyDir: {}}]
+EOF
+k8s_node_agent n1
+k8s_running web default
+uid_pod=$(kc get pod web -o jsonpath='{.metadata.uid}')
+vol=$pods/$uid_pod/volumes/kubernetes.io~empty-dir/data
+mkdir -p "$vol"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+setsid "$PODVAULT" agent --node n1 --namespace velero --host-pods "$pods" --server "$K8S_URL" \
+    --metrics-address "127.0.0.1:$port" --cache-dir "$tmp/cache" --scratch-dir "$tmp/scratch" \
+    --credentials-file "$tmp/cloud" --progress-interval 1 --shutdown-grace 2 \
+    >>"$tmp/agent.log" 2>&1 &
+agent_pid=$!
+wait_for 20 curl -sf "http://127.0.0.1:$port/healthz" >/dev/null || fail "the agent did not come up"
+
+pvb_phase_is() { [ "$(kc get podvolumebackup "$1" -n velero -o jsonpath='{.status.phase}')" = "$2" ]; }
+
+# velero_backup NAME: a Backup, its PodVolumeBackup as Velero's backupper makes it, and, once the
+# agent completed it, the backup's objects in the location as Velero persists them.
+velero_backup() {
+    local name=$1 uid
+    kc create -f - >/dev/null <<EOF
+apiVersion: velero.io/v1
+kind: Backup
+metadata: {name: $name, namespace: velero}
+spec: {storageLocation: default, defaultVolumesToFsBackup: true}
+EOF
+    uid=$(kc get backup "$name" -n velero -o jsonpath='{.metadata.uid}')
+    kc create -f - >/dev/null <<EOF
+apiVersion: velero.io/v1
+kind: PodVolumeBackup
+metadata:
+  name: $name-data
+  namespace: velero
+  labels: {velero.io/backup-name: $name, velero.io/backup-uid: "$uid"}
+  ownerReferences: [{apiVersion: velero.io/v1, kind: Backup, name: $name, uid: "$uid", controller: true}]
+spec:
+  node: n1
+  pod: {kind: Pod, namespace: default, name: web, uid: "$uid_pod"}
+  volume: data
+  backupStorageLocation: default
+  repoIdentifier: ""
+  uploaderType: kopia
+  tags: {backup: $name, backup-uid: "$uid", pod: web, pod-uid: "$uid_pod", ns: default, volume: data}
+EOF
+    wait_for 60 pvb_phase_is "$name-data" Completed ||
+        fail "PVB $name-data: $(kc get podvolumebackup "$name-data" -n velero -o jsonpath='{.status.phase} {.status.message}')"
+    mkdir -p "$store/backups/$name"
+    kc get backup "$name" -n velero -o json >"$store/backups/$name/velero-backup.json"
+    echo tarball >"$store/backups/$name/$name.tar.gz"
+    echo "$uid"
+}
+snap_of() { kc get podvolumebackup "$1-data" -n velero -o jsonpath='{.status.snapshotID}'; }
+count() { pv --json -r "$repo" snapshots | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+
+head -c 700000 /dev/urandom >"$vol/one.bin"
+printf 'first\n' >"$vol/note"
+uid1=$(velero_backup b1)
+cp -a "$vol" "$tmp/want1"
+rm "$vol/one.bin"
+head -c 600000 /dev/urandom >"$vol/two.bin"
+printf 'second\n' >"$vol/note"
+uid2=$(velero_backup b2)
+cp -a "$vol" "$tmp/want2"
+s1=$(snap_of b1)
+s2=$(snap_of b2)
+[ -n "$s1" ] && [ -n "$s2" ] || fail "no snapshot IDs in the PVBs"
+pv --json -r "$repo" snapshots | python3 -c '
+import json, sys
+snaps = {s["id"]: s["labels"] for s in json.load(sys.stdin)}
+for sid, name, uid in ((sys.argv[1], "b1", sys.argv[3]), (sys.argv[2], "b2", sys.argv[4])):
+    l = snaps[sid]
+    assert l.get("velero-backup") == name and l.get("velero-backup-uid") == uid, l
+' "$s1" "$s2" "$uid1" "$uid2" || fail "the snapshots do not record their Velero backups"
+# A snapshot with Velero's tags but no backup labels (as `podvault request` or an earlier build
+# made them): never touched.
+mkdir -p "$tmp/other"
+echo other >"$tmp/other/f"
+pv -q -r "$repo" backup "$tmp/other" --tag backup=b1 --tag "backup-uid=$uid1" || fail "backup of other"
+[ "$(count)" = 3 ] || fail "not 3 snapshots"
+pass "two Velero backups through the agent, each snapshot labelled with its backup's name and uid"
+
+# The location's top level, as Velero's BSL controller validates it: every common prefix
+# (folder) under the prefix must be one of its subdirs (object_store.go IsValid).
+python3 - "$store" <<'EOF' || fail "the location holds top-level folders Velero refuses"
+import os, sys
+allowed = {"backups", "restores", "restic", "metadata", "plugins", "kopia"}
+bad = [d for d in os.listdir(sys.argv[1]) if os.path.isdir(os.path.join(sys.argv[1], d)) and d not in allowed]
+assert not bad, bad
+assert os.path.isdir(os.path.join(sys.argv[1], "plugins", "podvault", "default"))
+EOF
+pass "the location's top level holds only backups/ and plugins/ (Velero's layout rule)"
+
+maint() { # LOG ARGS...
+    local log=$1
+    shift
+    TMPDIR=$tmp/scratch timeout 120 "$PODVAULT" maintain --location default --server "$K8S_URL" \
+        --namespace velero --credentials-file "$tmp/cloud" --cache-dir "$tmp/maint-cache" "$@" \
+        >"$log" 2>&1
+}
+data_bytes() { du -sb "$repo/data" | cut -f1; }
+
+# --- delete b1 as Velero does, step by step; nothing may go before both steps are done
+kc delete backup b1 -n velero >/dev/null # the Backup gone, its objects still in the location
+kc delete podvolumebackup b1-data -n velero >/dev/null
+maint "$tmp/m1.log" || { cat "$tmp/m1.log" >&2; fail "maintain failed (b1 only gone from the cluster)"; }
+[ "$(count)" = 3 ] || fail "a snapshot was forgotten while the location still holds its backup"
+if grep -q forgot "$tmp/m1.log"; then fail "m1 forgot something"; fi
+pass "a backup gone from the cluster but still in the location (sync, a new cluster) is kept"
+
+rm -rf "$store/backups/b1" # DeleteBackup: every object under backups/b1/
+k8s_admin fail '{"method":"GET","path":"/namespaces/velero/backups($|\\?)","code":500,"count":1}' >/dev/null
+maint "$tmp/m2.log" || { cat "$tmp/m2.log" >&2; fail "maintain failed (Backup list failing)"; }
+expect "$tmp/m2.log" "listing Velero Backups in namespace velero failed"
+[ "$(count)" = 3 ] || fail "a snapshot was forgotten while the Backup list failed"
+mkdir -p "$store/backups/b1/velero-backup.json" # an object that cannot be read
+maint "$tmp/m3.log" || { cat "$tmp/m3.log" >&2; fail "maintain failed (location unreadable)"; }
+expect "$tmp/m3.log" "the snapshots of backup b1 are kept"
+[ "$(count)" = 3 ] || fail "a snapshot was forgotten while the location could not be read"
+rm -rf "$store/backups/b1"
+pass "with the Backup list failing, or b1's velero-backup.json unreadable, nothing is forgotten"
+
+maint "$tmp/m4.log" --dry-run || { cat "$tmp/m4.log" >&2; fail "maintain --dry-run failed"; }
+expect "$tmp/m4.log" "would forget snapshot $s1"
+expect "$tmp/m4.log" "of Velero backup b1 (uid $uid1)"
+[ "$(count)" = 3 ] || fail "--dry-run forgot a snapshot"
+pass "--dry-run names b1's snapshot and forgets nothing"
+
+before=$(data_bytes)
+maint "$tmp/m5.log" || { cat "$tmp/m5.log" >&2; fail "maintain failed"; }
+after=$(data_bytes)
+expect "$tmp/m5.log" "forgot snapshot $s1"
+expect "$tmp/m5.log" "of Velero backup b1 (uid $uid1)"
+expect "$tmp/m5.log" "forgot 1 snapshots of deleted Velero backups"
+left=$(pv --json -r "$repo" snapshots | python3 -c 'import json,sys; print(" ".join(sorted(s["id"] for s in json.load(sys.stdin))))')
+case " $left " in *" $s1 "*) fail "b1's snapshot is still there" ;; esac
+case " $left " in *" $s2 "*) ;; *) fail "b2's snapshot is gone" ;; esac
+[ "$(count)" = 2 ] || fail "not exactly b1's snapshot was forgotten"
+[ "$after" -lt $((before - 500000)) ] || fail "the repository did not shrink: $before -> $after bytes"
+pv -q -r "$repo" restore "$s2" --target "$tmp/got2" || fail "restore of b2 failed"
+diff -r "$tmp/want2" "$tmp/got2" || fail "b2 differs after restore"
+pv -q -r "$repo" check --read-data || fail "check --read-data failed after the forget"
+maint "$tmp/m6.log" || { cat "$tmp/m6.log" >&2; fail "a second maintain failed"; }
+if grep -q forgot "$tmp/m6.log"; then fail "the second run forgot something"; fi
+pass "maintenance forgot exactly b1's snapshot and pruned it ($before -> $after bytes); b2 restores byte for byte"
+
+# --- a repository at the old path is refused, with the command that moves it
+mkdir -p "$store/podvault"
+mv "$repo" "$store/podvault/default"
+if maint "$tmp/m7.log"; then fail "maintain exited 0 with a repository at the old path"; fi
+expect "$tmp/m7.log" "mv '$store/podvault/default' '$repo'"
+kc create -f - >/dev/null <<EOF
+apiVersion: velero.io/v1
+kind: PodVolumeBackup
+metadata: {name: old-path, namespace: velero}
+spec:
+  node: n1
+  pod: {kind: Pod, namespace: default, name: web, uid: "$uid_pod"}
+  volume: data
+  backupStorageLocation: default
+  repoIdentifier: ""
+  uploaderType: kopia
+EOF
+wait_for 60 pvb_phase_is old-path Failed ||
+    fail "a backup with the repository at the old path did not fail"
+kc get podvolumebackup old-path -n velero -o jsonpath='{.status.message}' >"$tmp/old.msg"
+expect "$tmp/old.msg" "where earlier podvault builds put it"
+expect "$tmp/old.msg" "mv '$store/podvault/default' '$repo'"
+[ -e "$repo" ] && fail "a new repository was made beside the old one"
+pass "a repository at the old path: maintenance and the agent refuse, naming the move command"
+echo "agent gc: all ok"
