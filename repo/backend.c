@@ -75,7 +75,7 @@ int backend_save_fd(struct backend *b, const char *name, int fd, uint64_t len, b
 
 int backend_tmp_file_in(const char *dir, int *fd, struct err *e)
 {
-    *fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+    *fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (*fd >= 0) return 0;
     char *path = NULL;
     if (asprintf(&path, "%s/" TMP_MARK "podvault-XXXXXX", dir) < 0)

@@ -62,7 +62,7 @@ static int make_parents(const char *root, char *path, struct err *e)
 {
     for (char *s = path + strlen(root) + 1; (s = strchr(s, '/')) != NULL; s++) {
         *s = '\0';
-        int rc = mkdir(path, 0755);
+        int rc = mkdir(path, 0700);
         int saved = errno;
         if (rc == 0) {
             char *slash = strrchr(path, '/');
@@ -115,10 +115,10 @@ struct source {
 /* Writes the whole temporary file, synced; on failure nothing of it remains. */
 static int write_tmp(const char *root, char *tmp, const struct source *src, struct err *e)
 {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0 && errno == ENOENT) {
         if (make_parents(root, tmp, e) < 0) return ERR_FAIL;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     }
     if (fd < 0) return err_sys(e, errno, "creating %s", tmp);
     const char *step = "writing";
@@ -442,7 +442,7 @@ static int make_root(char *path, struct err *e)
         char c = *s;
         if (c != '/' && c != '\0') continue;
         *s = '\0';
-        int rc = mkdir(path, 0755);
+        int rc = mkdir(path, 0700);
         int saved = errno;
         *s = c;
         if (rc < 0 && saved != EEXIST) {

@@ -51,7 +51,7 @@ static void write_tag(const char *dir)
 {
     char *path = NULL;
     if (asprintf(&path, "%s/CACHEDIR.TAG", dir) < 0) return;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) {
         /* A short write leaves a tag without effect, nothing worse. */
         (void)!write(fd, CACHEDIR_TAG, strlen(CACHEDIR_TAG));

@@ -65,6 +65,10 @@ m = [m for m in c["volumeMounts"] if m["name"] == "host-pods"]
 assert m and m[0]["mountPath"] == "/host_pods", m
 assert m[0]["mountPropagation"] == "HostToContainer", m
 assert "--host-pods=/host_pods" in c["args"], c["args"]
+# The agent is root beside tenants' volumes: the runtime's default syscall filter, no escalation.
+assert t["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, t["spec"]
+assert c["securityContext"]["allowPrivilegeEscalation"] is False, c["securityContext"]
+assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], c["securityContext"]
 EOF
 [ "$(kc get ds -n velero -l role=node-agent -o name)" = daemonset.apps/node-agent ] ||
     fail "the DaemonSet is not found by Velero's label role=node-agent"

@@ -46,6 +46,18 @@ run_raw 0 snapshots -r "$REPO" --password-file "$PW" --json
 [ "$(jq length "$T/out")" = 0 ] || fail "a new repository has snapshots"
 ok "init options shown by cat config; repository and password from the environment"
 
+# ---- a local repository and the cache are private: 0600 files, 0700 directories ---------------
+# (keys/ holds what an offline password guess needs). Under umask 0: the modes are podvault's own.
+PRIV=$T/private-repo
+(umask 0 && PODVAULT_PASSWORD=$(cat "$PW") "$PODVAULT" -q init -r "$PRIV" --kdf-memory 64K \
+    --kdf-passes 2 && PODVAULT_PASSWORD=$(cat "$PW") "$PODVAULT" -q backup -r "$PRIV" "$(dirname "$0")/lib.sh") \
+    >"$T/out" 2>&1 || fail "init and backup of the private repository: $(cat "$T/out")"
+loose=$(find "$PRIV" \( -type f -perm /077 \) -o \( -type d -perm /077 \) | head -n 5)
+[ -z "$loose" ] || fail "readable by others: $loose"
+[ -n "$(find "$PRIV/keys" -type f -perm 0600)" ] || fail "no key file of mode 0600"
+[ -n "$(find "$PRIV/data" -type f -perm 0600)" ] || fail "no pack file of mode 0600"
+ok "a local repository: files 0600, directories 0700, whatever the umask (the cache: test_cache)"
+
 # ---- backups to select from -------------------------------------------------------------------
 A=$T/alpha
 B=$T/beta

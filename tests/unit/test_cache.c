@@ -111,6 +111,34 @@ static void test_roundtrip(void **state)
     assert_string_equal(line, "Signature: 8a477f597d28d172789f06886806bc55\n");
 }
 
+/* What the cache writes is private, whatever the umask: 0700 directories, 0600 files. */
+static void test_private_modes(void **state)
+{
+    struct fx *f = *state;
+    char sub[300], path[400];
+    snprintf(sub, sizeof sub, "%s/new", f->dir);
+    mode_t old = umask(0);
+    struct cache *c = open_ok(sub, ID_A);
+    struct err e;
+    err_clear(&e);
+    assert_int_equal(cache_put(c, "index/01", "hello", 5, &e), 0);
+    cache_close(c);
+    umask(old);
+    const char *dirs[] = {"", "/" ID_A, "/" ID_A "/index"};
+    const char *files[] = {"/CACHEDIR.TAG", "/" ID_A "/index/01"};
+    struct stat st;
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s%s", sub, dirs[i]);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0700);
+    }
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s%s", sub, files[i]);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
+}
+
 static int count_cb(void *ctx, const char *name, uint64_t size)
 {
     (*(int *)ctx)++;
@@ -229,6 +257,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_bad_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_private_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repos_apart, setup, teardown),
         cmocka_unit_test(test_default_dir),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
