@@ -626,6 +626,7 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
     k8s_now(ts);
     const char *what = j->kind == KIND_PVB ? "backup" : "restore";
     const char *outcome = r->phase;
+    bool wrote_final = false;
     if (j->deleted) {
         log_obj(ASYS_INFO, j->kind, j->obj, "%s ended (%s) after its object was deleted", what,
                 r->phase);
@@ -667,6 +668,7 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
                                 json_integer((json_int_t)r->bytes_new));
         }
         rc = write_status(c, k, j->kind, j->obj, f, active, NULL);
+        wrote_final = rc == 0;
         if (rc >= 0) break;
         sleep(1);
     }
@@ -677,6 +679,9 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
         metrics_job_finished(c->cfg.metrics, j->kind == KIND_PVB ? METRICS_BACKUP : METRICS_RESTORE,
                              outcome, difftime(time(NULL), j->started), r->bytes_done,
                              r->bytes_new);
+    /* Velero counts a dequeue and observes the latency once Completed is written. */
+    if (c->cfg.metrics && j->kind == KIND_PVB && wrote_final && strcmp(r->phase, "Completed") == 0)
+        metrics_pvb_completed(c->cfg.metrics, j->obj, difftime(time(NULL), j->started));
 }
 
 static void job_free_fields(struct ctl_job *j)
