@@ -61,6 +61,9 @@ struct metrics {
     uv_tcp_t tcp;
     uv_async_t wake;
     uv_timer_t sweep;
+    uv_check_t check;
+    unsigned accept_budget; /* accepts left in this loop iteration */
+    bool accept_waiting;    /* a connection waits to be accepted */
     struct metrics_limits lim;
     struct conn *head, *tail; /* open connections in accept order */
     unsigned n_conns;
@@ -505,12 +508,12 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     buf_free(&body);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* Accepts one waiting connection; false when it could not (libuv then stops watching the
+ * listener until a later accept). */
+static bool accept_one(struct metrics *m)
 {
-    struct metrics *m = server->data;
-    if (status < 0) return;
     struct conn *c = calloc(1, sizeof *c);
-    if (!c) return; /* libuv stops accepting until the next call accepts */
+    if (!c) return false;
     c->m = m;
     uv_tcp_init(&m->loop, &c->tcp);
     c->tcp.data = c;
@@ -520,9 +523,9 @@ static void on_connection(uv_stream_t *server, int status)
     *(m->tail ? &m->tail->next : &m->head) = c;
     m->tail = c;
     m->n_conns++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    if (uv_accept((uv_stream_t *)&m->tcp, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
-        return;
+        return true;
     }
     if (m->n_conns > m->lim.max_conns) {
         struct conn *old = m->head;
@@ -531,9 +534,35 @@ static void on_connection(uv_stream_t *server, int status)
         if (old == c) old = NULL; /* the newcomer is the tail */
         count_drop(m, DROP_FULL);
         conn_close(old ? old : c); /* all busy answering: the newcomer goes */
-        if (!old) return;
+        if (!old) return true;
     }
     if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0) conn_close(c);
+    return true;
+}
+
+/* At most a quarter of the cap is accepted per loop iteration, so that a connection has a few
+ * iterations to have its request read before newcomers evict it; the rest wait in the kernel
+ * until the check phase (after this iteration's reads) accepts again. */
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct metrics *m = server->data;
+    if (status < 0) return;
+    if (m->accept_budget == 0 || !accept_one(m)) {
+        m->accept_waiting = true; /* not accepted: libuv stops watching until we accept */
+        return;
+    }
+    m->accept_budget--;
+}
+
+static void on_check(uv_check_t *h)
+{
+    struct metrics *m = h->data;
+    m->accept_budget = m->lim.max_conns / 4 ? m->lim.max_conns / 4 : 1;
+    if (!m->accept_waiting) return;
+    if (accept_one(m)) {
+        m->accept_waiting = false;
+        m->accept_budget--;
+    }
 }
 
 static void on_sweep(uv_timer_t *t)
@@ -555,6 +584,7 @@ static void on_wake(uv_async_t *a)
         conn_close(m->head);
     uv_close((uv_handle_t *)&m->tcp, NULL);
     uv_close((uv_handle_t *)&m->sweep, NULL);
+    uv_close((uv_handle_t *)&m->check, NULL);
     uv_close((uv_handle_t *)&m->wake, NULL);
 }
 
@@ -621,6 +651,10 @@ int metrics_serve(struct metrics *m, const char *address, const struct metrics_l
         m->lim.request_ms < m->lim.response_ms ? m->lim.request_ms : m->lim.response_ms;
     every = every / 4 > 500 ? 500 : every / 4 ? every / 4 : 1; /* deadlines kept within 0.5 s */
     uv_timer_start(&m->sweep, on_sweep, every, every);
+    uv_check_init(&m->loop, &m->check);
+    m->check.data = m;
+    uv_check_start(&m->check, on_check);
+    on_check(&m->check);
     if (pthread_create(&m->thread, NULL, serve_thread, m) != 0) {
         on_wake(&m->wake);
         uv_run(&m->loop, UV_RUN_DEFAULT);
