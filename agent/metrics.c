@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -14,6 +15,7 @@
 #define N_PHASES 5
 #define N_DROPS 3
 #define LINE_MAX_LEN 2048
+#define RUNNING_TRACKED 256
 
 static const char *const kind_names[N_KINDS] = {"backup", "restore"};
 static const char *const phase_names[N_PHASES] = {"Completed", "Failed", "Canceled", "Requeued",
@@ -42,6 +44,8 @@ struct metrics_state {
     double dur_sum[N_KINDS];
     uint64_t watch[4], drops[N_DROPS];
     uint64_t enqueued, dequeued;
+    time_t starts[N_KINDS][RUNNING_TRACKED]; /* start times of running jobs (the first ones) */
+    size_t n_starts[N_KINDS];
     struct pvb_series series[METRICS_PVB_SERIES]; /* a ring, oldest replaced first */
     size_t n_series, next_series;
     bool healthy;
@@ -87,16 +91,17 @@ void metrics_set_node(struct metrics *m, const char *node)
     pthread_mutex_unlock(&m->mu);
 }
 
-void metrics_job_started(struct metrics *m, enum metrics_kind k)
+void metrics_job_started(struct metrics *m, enum metrics_kind k, time_t started)
 {
     pthread_mutex_lock(&m->mu);
     m->st.running[k]++;
+    if (m->st.n_starts[k] < RUNNING_TRACKED) m->st.starts[k][m->st.n_starts[k]++] = started;
     if (k == METRICS_BACKUP) m->st.enqueued++;
     pthread_mutex_unlock(&m->mu);
 }
 
-void metrics_job_finished(struct metrics *m, enum metrics_kind k, const char *phase, double seconds,
-                          uint64_t bytes, uint64_t bytes_new)
+void metrics_job_finished(struct metrics *m, enum metrics_kind k, time_t started, const char *phase,
+                          double seconds, uint64_t bytes, uint64_t bytes_new)
 {
     size_t p = 0;
     while (p < N_PHASES - 1 && strcmp(phase_names[p], phase) != 0)
@@ -104,6 +109,11 @@ void metrics_job_finished(struct metrics *m, enum metrics_kind k, const char *ph
     pthread_mutex_lock(&m->mu);
     struct metrics_state *st = &m->st;
     if (st->running[k]) st->running[k]--;
+    for (size_t i = 0; i < st->n_starts[k]; i++)
+        if (st->starts[k][i] == started) {
+            st->starts[k][i] = st->starts[k][--st->n_starts[k]];
+            break;
+        }
     st->jobs[k][p]++;
     st->bytes[k] += bytes;
     st->bytes_new[k] += bytes_new;
@@ -243,6 +253,16 @@ static int render_own(const struct metrics_state *st, struct buf *b)
     for (int k = 0; k < N_KINDS; k++)
         bad |= put(b, "podvault_agent_jobs_running{kind=\"%s\"} %llu\n", kind_names[k],
                    ULL(st->running[k]));
+    bad |= put(b, "# HELP podvault_agent_job_oldest_start_time_seconds When the longest-running "
+                  "job started (Unix time), 0 when none runs.\n"
+                  "# TYPE podvault_agent_job_oldest_start_time_seconds gauge\n");
+    for (int k = 0; k < N_KINDS; k++) {
+        time_t oldest = 0;
+        for (size_t i = 0; i < st->n_starts[k]; i++)
+            if (!oldest || st->starts[k][i] < oldest) oldest = st->starts[k][i];
+        bad |= put(b, "podvault_agent_job_oldest_start_time_seconds{kind=\"%s\"} %lld\n",
+                   kind_names[k], (long long)oldest);
+    }
     bad |= put(b, "# HELP podvault_agent_bytes_total Bytes of files backed up or restored.\n"
                   "# TYPE podvault_agent_bytes_total counter\n");
     for (int k = 0; k < N_KINDS; k++)

@@ -4,6 +4,7 @@
  * podvault's own (all prefixed podvault_agent_): jobs_total{kind,phase} (finished jobs by final
  * phase), jobs_running{kind}, bytes_total{kind} (bytes backed up or restored),
  * bytes_new_total{kind} (new bytes a backup added), job_duration_seconds{kind} (histogram),
+ * job_oldest_start_time_seconds{kind} (Unix time the longest-running job started, else 0),
  * watch_total{event} (list, resume, expired, failure), healthy, http_dropped_total{reason}
  * (connections the server closed: full, deadline, oversized); and
  * process_resident_memory_bytes.
@@ -27,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -74,12 +76,13 @@ void metrics_free(struct metrics *m); /* stops the server first if it runs */
 
 /* The value of Velero's `node` label (copied); set it before serving. Empty until set. */
 void metrics_set_node(struct metrics *m, const char *node);
-/* A job started; for a backup also Velero's enqueue count. */
-void metrics_job_started(struct metrics *m, enum metrics_kind k);
-/* `phase` is the final phase (Completed, Failed, Canceled) or another word for jobs handed
- * back (e.g. "Requeued"). */
-void metrics_job_finished(struct metrics *m, enum metrics_kind k, const char *phase, double seconds,
-                          uint64_t bytes, uint64_t bytes_new);
+/* A job started at `started` (for the oldest running job); for a backup also Velero's enqueue
+ * count. */
+void metrics_job_started(struct metrics *m, enum metrics_kind k, time_t started);
+/* The job that started at `started` ended after `seconds`. `phase` is the final phase
+ * (Completed, Failed, Canceled) or another word for jobs handed back (e.g. "Requeued"). */
+void metrics_job_finished(struct metrics *m, enum metrics_kind k, time_t started, const char *phase,
+                          double seconds, uint64_t bytes, uint64_t bytes_new);
 /* A backup's Completed status was written (Velero's dequeue count and latency); `pvb` is the
  * object (borrowed), `seconds` how long it ran. */
 void metrics_pvb_completed(struct metrics *m, const json_t *pvb, double seconds);

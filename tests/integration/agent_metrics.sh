@@ -195,6 +195,8 @@ grep -qE "^podVolume_pod_volume_operation_latency_seconds_gauge\{$labels\} [0-9]
     fail "a latency series other than the backup's"
 has 'podvault_agent_jobs_total{kind="restore",phase="Completed"} 1'
 has 'podvault_agent_jobs_total{kind="backup",phase="Completed"} 1'
+has 'podvault_agent_jobs_running{kind="backup"} 0'
+has 'podvault_agent_job_oldest_start_time_seconds{kind="restore"} 0'
 grep -qE '^podvault_agent_http_dropped_total\{reason="full"\} [1-9]' <<<"$metrics" ||
     fail "no evictions counted: $(grep http_dropped <<<"$metrics")"
 pass "Velero's node-agent series with Velero's labels after a backup and a restore"

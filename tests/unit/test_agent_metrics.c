@@ -31,12 +31,12 @@ static void test_render(void **state)
     struct metrics *m;
     struct err e;
     assert_int_equal(metrics_new(&m, &e), 0);
-    metrics_job_started(m, METRICS_BACKUP);
-    metrics_job_started(m, METRICS_BACKUP);
-    metrics_job_finished(m, METRICS_BACKUP, "Completed", 42.0, 1000, 300);
-    metrics_job_started(m, METRICS_RESTORE);
-    metrics_job_finished(m, METRICS_RESTORE, "Failed", 0.5, 10, 0);
-    metrics_job_finished(m, METRICS_BACKUP, "Weird", 7200, 0, 0);
+    metrics_job_started(m, METRICS_BACKUP, 1000);
+    metrics_job_started(m, METRICS_BACKUP, 1000);
+    metrics_job_finished(m, METRICS_BACKUP, 1000, "Completed", 42.0, 1000, 300);
+    metrics_job_started(m, METRICS_RESTORE, 2000);
+    metrics_job_finished(m, METRICS_RESTORE, 2000, "Failed", 0.5, 10, 0);
+    metrics_job_finished(m, METRICS_BACKUP, 1000, "Weird", 7200, 0, 0);
     metrics_watch(m, METRICS_EXPIRED, 2);
     metrics_set_health(m, false, "watch failing");
     struct buf b = BUF_INIT;
@@ -45,6 +45,7 @@ static void test_render(void **state)
     assert_true(has(&b, "podvault_agent_jobs_total{kind=\"restore\",phase=\"Failed\"} 1\n"));
     assert_true(has(&b, "podvault_agent_jobs_total{kind=\"backup\",phase=\"Other\"} 1\n"));
     assert_true(has(&b, "podvault_agent_jobs_running{kind=\"backup\"} 0\n"));
+    assert_true(has(&b, "podvault_agent_job_oldest_start_time_seconds{kind=\"backup\"} 0\n"));
     assert_true(has(&b, "podvault_agent_bytes_total{kind=\"backup\"} 1000\n"));
     assert_true(has(&b, "podvault_agent_bytes_new_total{kind=\"backup\"} 300\n"));
     assert_true(
@@ -110,9 +111,9 @@ static void test_velero_render(void **state)
     assert_true(has(&b, "podVolume_pod_volume_backup_dequeue_count{node=\"node-a\"} 0\n"));
     assert_true(has(&b, "# TYPE podVolume_pod_volume_operation_latency_seconds histogram\n"));
     assert_true(has(&b, "# TYPE podVolume_pod_volume_operation_latency_seconds_gauge gauge\n"));
-    metrics_job_started(m, METRICS_BACKUP);
-    metrics_job_started(m, METRICS_BACKUP);
-    metrics_job_started(m, METRICS_RESTORE); /* Velero counts nothing for restores */
+    metrics_job_started(m, METRICS_BACKUP, 1500);
+    metrics_job_started(m, METRICS_BACKUP, 1000);
+    metrics_job_started(m, METRICS_RESTORE, 2000); /* Velero counts nothing for restores */
     json_t *o = pvb("nightly-abcde", true);
     metrics_pvb_completed(m, o, 301.9); /* whole seconds: 301 */
     json_decref(o);
@@ -120,6 +121,8 @@ static void test_velero_render(void **state)
     assert_int_equal(metrics_render(m, &b), 0);
     assert_true(has(&b, "podVolume_pod_volume_backup_enqueue_count{node=\"node-a\"} 2\n"));
     assert_true(has(&b, "podVolume_pod_volume_backup_dequeue_count{node=\"node-a\"} 1\n"));
+    assert_true(has(&b, "podvault_agent_job_oldest_start_time_seconds{kind=\"backup\"} 1000\n"));
+    assert_true(has(&b, "podvault_agent_job_oldest_start_time_seconds{kind=\"restore\"} 2000\n"));
     const char *ls = "{node=\"node-a\",operation=\"nightly-abcde-default-shop-kopia-backup\","
                      "backupName=\"velero/nightly\",pod_volume_backup=\"nightly-abcde\"";
     char want[512];
@@ -189,7 +192,7 @@ static void test_serve(void **state)
     assert_int_equal(b.len, 3);
     assert_memory_equal(b.data, "ok\n", 3);
     buf_reset(&b);
-    metrics_job_started(m, METRICS_RESTORE);
+    metrics_job_started(m, METRICS_RESTORE, 2000);
     assert_int_equal(get(port, "/metrics?x=1", &b), 200);
     assert_true(has(&b, "podvault_agent_jobs_running{kind=\"restore\"} 1\n"));
     buf_reset(&b);
