@@ -393,7 +393,8 @@ struct conn {
     int eol;           /* header-end state: 0 in a line, 1 after \n, 2 after \n\r */
     bool line_done;
     size_t line_len;
-    char line[256]; /* the request line, cut */
+    char line[256];   /* the request line, cut */
+    uint8_t peer[16]; /* the client's address (IPv4 in the first 4 bytes), port left out */
     uv_write_t wr;
     struct buf resp;
 };
@@ -528,6 +529,42 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     buf_free(&body);
 }
 
+static void peer_of(struct conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    memset(&ss, 0, sizeof ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
+    if (ss.ss_family == AF_INET)
+        memcpy(c->peer, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    else if (ss.ss_family == AF_INET6)
+        memcpy(c->peer, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+}
+
+/* Whom a newcomer `c` displaces when the server is full: the oldest unanswered connection of
+ * the client address that holds the most unanswered ones (a flood from a few pods gives way
+ * before the kubelet's single probe does), never `c`; NULL when every other one is being
+ * answered. At most max_conns squared comparisons of 16 bytes. */
+static struct conn *eviction_victim(struct metrics *m, const struct conn *c)
+{
+    struct conn *best = NULL;
+    unsigned best_n = 0;
+    for (struct conn *a = m->head; a; a = a->next) {
+        if (a == c || a->state != CONN_READING) continue;
+        unsigned n = 0; /* unanswered connections of a's address, the newcomer included */
+        bool oldest = true;
+        for (struct conn *b = m->head; b; b = b->next) {
+            if (b->state != CONN_READING || memcmp(a->peer, b->peer, sizeof a->peer) != 0) continue;
+            if (n++ == 0 && b != a) oldest = false;
+        }
+        if (oldest && n > best_n) {
+            best = a;
+            best_n = n;
+        }
+    }
+    return best;
+}
+
 /* Accepts one waiting connection; false when it could not (libuv then stops watching the
  * listener until a later accept). */
 static bool accept_one(struct metrics *m)
@@ -547,11 +584,9 @@ static bool accept_one(struct metrics *m)
         conn_close(c);
         return true;
     }
+    peer_of(c);
     if (m->n_conns > m->lim.max_conns) {
-        struct conn *old = m->head;
-        while (old && old->state != CONN_READING)
-            old = old->next;
-        if (old == c) old = NULL; /* the newcomer is the tail */
+        struct conn *old = eviction_victim(m, c);
         count_drop(m, DROP_FULL);
         conn_close(old ? old : c); /* all busy answering: the newcomer goes */
         if (!old) return true;

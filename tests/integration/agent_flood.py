@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""agent_flood.py PORT SECONDS COUNT STATS-FILE: holds COUNT connections to 127.0.0.1:PORT for
-SECONDS: two thirds send half a request and stop, one third send nothing. Whatever the server
+"""agent_flood.py PORT SECONDS COUNT STATS-FILE SOURCE...: holds COUNT connections to
+127.0.0.1:PORT for SECONDS, from the loopback addresses SOURCE... in turn (as from other pods:
+e.g. 127.0.0.2 127.0.0.3): two thirds send half a request and stop, one third send nothing. Whatever the server
 closes is opened again (at most 400 a round of 0.2 s), so the pressure lasts. Writes
 "opened=N reopened=N answered=N" to STATS-FILE at the end; `answered` counts connections that got
 any byte back (a flood connection should never be answered). Not a test by itself: a load for
@@ -11,6 +12,7 @@ import sys
 import time
 
 port, seconds, count, stats = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+sources = sys.argv[5:] or ["127.0.0.1"]
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 if soft < count + 64:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 64), hard))
@@ -22,6 +24,7 @@ def dial(i):
     s = socket.socket()
     s.settimeout(1.0)
     try:
+        s.bind((sources[i % len(sources)], 0))
         s.connect(("127.0.0.1", port))
         if i % 3 != 2:
             s.sendall(HALF)

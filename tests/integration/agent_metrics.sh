@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # agent_metrics.sh - the agent's metrics endpoint under a flood, and Velero's node-agent series.
 # One agent, the API server stand-in, a kubelet-like directory and a local repository:
-#  1. 1,500 connections to the endpoint (1,000 with half a request, 500 silent, reopened as the
-#     server closes them) for 12 s: meanwhile /healthz and /metrics answer within 2 s each time,
+#  1. 1,500 connections to the endpoint from 127.0.0.2 and 127.0.0.3 (as from two pods; 1,000
+#     with half a request, 500 silent, reopened as the server closes them) for 12 s: meanwhile
+#     /healthz and /metrics, asked from 127.0.0.1 (as the kubelet), answer within 2 s each time,
 #     a PodVolumeBackup completes, the agent's descriptors stay bounded, and no flood connection
 #     is ever answered.
 #  2. After that backup and a restore, /metrics has Velero's series with Velero's labels
@@ -105,7 +106,7 @@ sleep 1
 fds_before=$(ls /proc/$agent_pid/fd | wc -l)
 
 # --- 1. the flood
-python3 "$src/tests/integration/agent_flood.py" "$port" 12 1500 "$tmp/flood.stats" &
+python3 "$src/tests/integration/agent_flood.py" "$port" 12 1500 "$tmp/flood.stats" 127.0.0.2 127.0.0.3 &
 flood_pid=$!
 sleep 2 # the 1,500 are open (or being turned away)
 kc create -f - >/dev/null <<EOF
@@ -128,8 +129,8 @@ EOF
 max_fds=0 probes=0 slowest=0 done_during=
 while kill -0 "$flood_pid" 2>/dev/null; do
     t0=$(date +%s%N)
-    curl -sf -m 2 "$url/healthz" >/dev/null || fail "/healthz did not answer within 2 s under the flood"
-    curl -sf -m 2 -o /dev/null "$url/metrics" || fail "/metrics did not answer within 2 s under the flood"
+    curl -sf -m 2 "$url/healthz" >/dev/null || fail "/healthz did not answer within 2 s under the flood (curl exit $?)"
+    curl -sf -m 2 -o /dev/null "$url/metrics" || fail "/metrics did not answer within 2 s under the flood (curl exit $?)"
     ms=$((($(date +%s%N) - t0) / 1000000))
     [ "$ms" -gt "$slowest" ] && slowest=$ms
     probes=$((probes + 1))

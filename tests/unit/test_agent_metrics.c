@@ -218,16 +218,25 @@ static void test_serve(void **state)
     metrics_free(m2);
 }
 
-static int dial(int port)
+/* A connection to 127.0.0.1:port from 127.0.0.`from`. */
+static int dial_from(int port, int from)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(INADDR_LOOPBACK - 1 + (uint32_t)from);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    if (fd >= 0 && (bind(fd, (struct sockaddr *)&src, sizeof src) != 0 ||
+                    connect(fd, (struct sockaddr *)&a, sizeof a) != 0)) {
         close(fd);
         fd = -1;
     }
     return fd;
+}
+
+static int dial(int port)
+{
+    return dial_from(port, 1);
 }
 
 static double now_s(void)
@@ -313,6 +322,21 @@ static void test_flood(void **state)
     assert_true(has(&got, "HTTP/1.1 431 "));
     buf_free(&got);
     close(fd);
+    /* A full server makes room from the address holding the most connections: a silent
+     * connection from 127.0.0.1 outlives 3 x the cap of newer ones from 127.0.0.2. */
+    fd = dial_from(port, 1);
+    for (int i = 0; i < FLOOD; i++)
+        fds[i] = i < (int)lim.max_conns * 4 ? dial_from(port, 2) : -1;
+    usleep(200 * 1000); /* all accepted (and evicted), well before the 600 ms deadline */
+    const char *hz = "GET /healthz HTTP/1.1\r\n\r\n";
+    assert_int_equal(send(fd, hz, strlen(hz), MSG_NOSIGNAL), (ssize_t)strlen(hz));
+    struct buf ans = BUF_INIT;
+    assert_true(closed_within(fd, 2000, &ans));
+    assert_true(has(&ans, "HTTP/1.1 200 OK"));
+    buf_free(&ans);
+    close(fd);
+    for (int i = 0; i < FLOOD; i++)
+        if (fds[i] >= 0) close(fds[i]);
     buf_reset(&b);
     assert_int_equal(get(port, "/metrics", &b), 200);
     assert_false(has(&b, "podvault_agent_http_dropped_total{reason=\"deadline\"} 0\n"));
