@@ -201,3 +201,14 @@ has 'podvault_agent_job_oldest_start_time_seconds{kind="restore"} 0'
 grep -qE '^podvault_agent_http_dropped_total\{reason="full"\} [1-9]' <<<"$metrics" ||
     fail "no evictions counted: $(grep http_dropped <<<"$metrics")"
 pass "Velero's node-agent series with Velero's labels after a backup and a restore"
+
+# --- 3. every agent metric the shipped alerts and dashboard use is one the agent exports
+names=$(cat "$src/deploy/monitoring/prometheusrule.yaml" "$src/deploy/monitoring/grafana-dashboard.json" |
+    grep -oE '\b(podvault_agent_[a-z_]+|podVolume_[A-Za-z_]+|process_resident_memory_bytes)\b' | sort -u)
+[ -n "$names" ] || fail "no agent metric found in deploy/monitoring"
+for n in $names; do
+    grep -qE "^$n(\{| )" <<<"$metrics" || fail "deploy/monitoring uses $n, which the agent does not export"
+done
+python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$src/deploy/monitoring/grafana-dashboard.json" ||
+    fail "the dashboard is not JSON"
+pass "deploy/monitoring uses only metrics the agent exports ($(wc -w <<<"$names") names)"
