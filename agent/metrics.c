@@ -306,51 +306,54 @@ static int render_own(const struct metrics_state *st, struct buf *b)
     return bad;
 }
 
+/* The label set of a Velero latency series, in Velero's order. */
+static const char *series_labels(const char *node, const struct pvb_series *s, char *out,
+                                 size_t cap)
+{
+    char op[700], bk[700], pvb[300];
+    snprintf(out, cap, "node=\"%s\",operation=\"%s\",backupName=\"%s\",pod_volume_backup=\"%s\"",
+             node, esc(s->l.operation, op, sizeof op), esc(s->l.backup, bk, sizeof bk),
+             esc(s->l.pvb, pvb, sizeof pvb));
+    return out;
+}
+
 /* Velero's node-agent series (pkg/metrics/metrics.go NewNodeMetrics). */
 static int render_velero(const struct metrics_state *st, struct buf *b)
 {
-    char node[600];
+    char node[600], ls[1900];
     esc(st->node, node, sizeof node);
-    int bad = put(b,
-                  "# HELP podVolume_pod_volume_backup_enqueue_count Total number of "
-                  "pod_volume_backup objects enqueued\n"
-                  "# TYPE podVolume_pod_volume_backup_enqueue_count counter\n"
-                  "podVolume_pod_volume_backup_enqueue_count{node=\"%s\"} %llu\n"
-                  "# HELP podVolume_pod_volume_backup_dequeue_count Total number of "
-                  "pod_volume_backup objects dequeued\n"
-                  "# TYPE podVolume_pod_volume_backup_dequeue_count counter\n"
-                  "podVolume_pod_volume_backup_dequeue_count{node=\"%s\"} %llu\n",
-                  node, ULL(st->enqueued), node, ULL(st->dequeued));
+    int bad =
+        put(b,
+            "# HELP podVolume_pod_volume_backup_enqueue_count Pod volume backups started on this "
+            "node (Velero node-agent name).\n"
+            "# TYPE podVolume_pod_volume_backup_enqueue_count counter\n"
+            "podVolume_pod_volume_backup_enqueue_count{node=\"%s\"} %llu\n"
+            "# HELP podVolume_pod_volume_backup_dequeue_count Pod volume backups completed on this "
+            "node (Velero node-agent name).\n"
+            "# TYPE podVolume_pod_volume_backup_dequeue_count counter\n"
+            "podVolume_pod_volume_backup_dequeue_count{node=\"%s\"} %llu\n",
+            node, ULL(st->enqueued), node, ULL(st->dequeued));
     const char *h = "podVolume_pod_volume_operation_latency_seconds";
     bad |= put(b,
-               "# HELP %s Time taken to complete pod volume operations, in seconds\n"
+               "# HELP %s Seconds each completed pod volume backup took (Velero node-agent name).\n"
                "# TYPE %s histogram\n",
                h, h);
-    char ls[1900], op[700], bk[700], pvb[300];
     for (size_t i = 0; i < st->n_series; i++) {
         const struct pvb_series *s = &st->series[i];
-        snprintf(ls, sizeof ls,
-                 "node=\"%s\",operation=\"%s\",backupName=\"%s\",pod_volume_backup=\"%s\"", node,
-                 esc(s->l.operation, op, sizeof op), esc(s->l.backup, bk, sizeof bk),
-                 esc(s->l.pvb, pvb, sizeof pvb));
+        series_labels(node, s, ls, sizeof ls);
         for (size_t j = 0; j < N_VBUCKETS; j++)
             bad |=
                 put(b, "%s_bucket{%s,le=\"%g\"} %llu\n", h, ls, velero_buckets[j], ULL(s->hist[j]));
         bad |= put(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", h, ls, ULL(s->count));
-        bad |= put(b, "%s_sum{%s} %g\n%s_count{%s} %llu\n", h, ls, s->sum, h, ls, ULL(s->count));
+        bad |= put(b, "%s_sum{%s} %.0f\n%s_count{%s} %llu\n", h, ls, s->sum, h, ls, ULL(s->count));
     }
     bad |= put(b,
-               "# HELP %s_gauge Gauge metric indicating time taken, in seconds, to perform pod "
-               "volume operations\n# TYPE %s_gauge gauge\n",
+               "# HELP %s_gauge Seconds the last completed backup of each series took (Velero "
+               "node-agent name).\n# TYPE %s_gauge gauge\n",
                h, h);
-    for (size_t i = 0; i < st->n_series; i++) {
-        const struct pvb_series *s = &st->series[i];
-        bad |= put(b,
-                   "%s_gauge{node=\"%s\",operation=\"%s\",backupName=\"%s\",pod_volume_backup=\"%"
-                   "s\"} %g\n",
-                   h, node, esc(s->l.operation, op, sizeof op), esc(s->l.backup, bk, sizeof bk),
-                   esc(s->l.pvb, pvb, sizeof pvb), s->last);
-    }
+    for (size_t i = 0; i < st->n_series; i++)
+        bad |= put(b, "%s_gauge{%s} %.0f\n", h, series_labels(node, &st->series[i], ls, sizeof ls),
+                   st->series[i].last);
     return bad;
 }
 
