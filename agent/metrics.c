@@ -378,11 +378,11 @@ int metrics_render(struct metrics *m, struct buf *b)
 /* --- HTTP
  *
  * The server must stay answerable and small whatever clients do: at most lim.max_conns open
- * connections (a new one evicts the oldest that has not sent its whole request: a flood of
- * half-sent requests churns itself while a prober's quick request gets through), a deadline from
- * accept to the end of the request that bytes do not extend (slowloris), another for the answer,
- * a bounded request, and no buffer per connection until its answer (reads land in one shared
- * buffer; only the request line is kept). One timer sweeps the deadlines. */
+ * connections (a new one evicts the oldest unanswered connection of the client address that
+ * holds the most: a flood churns itself while a prober's quick request gets through), a deadline
+ * from accept to the end of the request that bytes do not extend (slowloris), another for the
+ * answer, a bounded request, and no buffer per connection until its answer (reads land in one
+ * shared buffer; only the request line is kept). One timer sweeps the deadlines. */
 
 enum conn_state { CONN_READING, CONN_WRITING, CONN_CLOSING };
 

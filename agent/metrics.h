@@ -44,7 +44,8 @@ struct metrics;
 
 /* Limits of the HTTP server. Every connection is closed once answered (no keep-alive). */
 struct metrics_limits {
-    unsigned max_conns;   /* open connections; a new one beyond evicts the oldest unanswered */
+    unsigned max_conns;   /* open connections; a new one beyond evicts the oldest unanswered
+                             one of the client address holding the most */
     unsigned request_ms;  /* from accept to the end of the request's headers (not reset by data) */
     unsigned response_ms; /* from the end of the request to the answer handed to the kernel */
     unsigned request_max; /* bytes of request line and headers */
