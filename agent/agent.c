@@ -384,9 +384,10 @@ int agent_main(int argc, char **argv)
                     : o.configmap     ? concurrency_from_configmap(&kc, &o)
                                       : 1;
     if (metrics_new(&m, &e) < 0) goto out;
+    metrics_set_node(m, o.node);
     if (strcmp(o.metrics_addr, "off") != 0 && *o.metrics_addr) {
         int port = 0;
-        if (metrics_serve(m, o.metrics_addr, &port, &e) < 0) goto out;
+        if (metrics_serve(m, o.metrics_addr, NULL, &port, &e) < 0) goto out;
         asys_log(ASYS_INFO, NULL, NULL, NULL, "metrics on %s (port %d)", o.metrics_addr, port);
     }
     struct ctl_config cfg = {

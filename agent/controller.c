@@ -617,6 +617,16 @@ static void job_update_hook(void *ctx, json_t *fields, bool urgent)
     write_status(j->c, t->k, j->kind, j->obj, json_deep_copy(fields), running, NULL);
 }
 
+/* Every job that metrics_job_started counted ends here once, whatever became of it. */
+static void job_metrics_done(struct ctl *c, const struct ctl_job *j, const char *outcome,
+                             const struct runner_result *r)
+{
+    if (c->cfg.metrics)
+        metrics_job_finished(c->cfg.metrics, j->kind == KIND_PVB ? METRICS_BACKUP : METRICS_RESTORE,
+                             j->started, outcome, difftime(time(NULL), j->started), r->bytes_done,
+                             r->bytes_new);
+}
+
 static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
                        const struct runner_result *r)
 {
@@ -626,9 +636,11 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
     k8s_now(ts);
     const char *what = j->kind == KIND_PVB ? "backup" : "restore";
     const char *outcome = r->phase;
+    bool wrote_final = false;
     if (j->deleted) {
         log_obj(ASYS_INFO, j->kind, j->obj, "%s ended (%s) after its object was deleted", what,
                 r->phase);
+        job_metrics_done(c, j, r->phase, r);
         return;
     }
     for (int attempt = 0; attempt < FINAL_WRITE_ATTEMPTS; attempt++) {
@@ -667,16 +679,17 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
                                 json_integer((json_int_t)r->bytes_new));
         }
         rc = write_status(c, k, j->kind, j->obj, f, active, NULL);
+        wrote_final = rc == 0;
         if (rc >= 0) break;
         sleep(1);
     }
     log_obj(strcmp(r->phase, "Completed") == 0 ? ASYS_INFO : ASYS_WARN, j->kind, j->obj,
             "%s %s%s%s%s%s", what, outcome, r->snapshot_id[0] ? ": snapshot " : "", r->snapshot_id,
             r->message[0] ? ": " : "", r->message);
-    if (c->cfg.metrics)
-        metrics_job_finished(c->cfg.metrics, j->kind == KIND_PVB ? METRICS_BACKUP : METRICS_RESTORE,
-                             outcome, difftime(time(NULL), j->started), r->bytes_done,
-                             r->bytes_new);
+    job_metrics_done(c, j, outcome, r);
+    /* Velero counts a dequeue and observes the latency once Completed is written. */
+    if (c->cfg.metrics && j->kind == KIND_PVB && wrote_final && strcmp(r->phase, "Completed") == 0)
+        metrics_pvb_completed(c->cfg.metrics, j->obj, difftime(time(NULL), j->started));
 }
 
 static void job_free_fields(struct ctl_job *j)
@@ -724,7 +737,10 @@ static void *job_thread(void *arg)
         else
             runner_restore(&c->cfg.runner, t.k, j->obj, &h, &r);
     }
-    if (t.k) job_finish(c, t.k, j, &r);
+    if (t.k)
+        job_finish(c, t.k, j, &r);
+    else
+        job_metrics_done(c, j, r.phase, &r);
     k8s_client_free(t.k);
     job_unlink(c, j);
     job_slots_give(&c->slots);
@@ -758,14 +774,18 @@ static int job_spawn(struct ctl *c, int kind, const char *key, json_t *obj)
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     pthread_t th;
+    /* Counted before the thread runs, which may end it at once. */
+    if (c->cfg.metrics)
+        metrics_job_started(c->cfg.metrics, kind == KIND_PVB ? METRICS_BACKUP : METRICS_RESTORE,
+                            j->started);
     int rc = pthread_create(&th, &at, job_thread, j);
     pthread_attr_destroy(&at);
     if (rc != 0) {
+        struct runner_result none = {.phase = "Failed"};
+        job_metrics_done(c, j, "Failed", &none);
         job_unlink(c, j);
         return -1;
     }
-    if (c->cfg.metrics)
-        metrics_job_started(c->cfg.metrics, kind == KIND_PVB ? METRICS_BACKUP : METRICS_RESTORE);
     return 0;
 }
 

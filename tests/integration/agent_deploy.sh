@@ -95,6 +95,26 @@ assert any(v.get("secret", {}).get("secretName") == "cloud-credentials" for v in
 EOF
 echo "ok - kubectl apply -k deploy/ (twice)"
 
+# --- the NetworkPolicy selects the agent's pods and admits only the metrics port
+kc get ds -n velero -o json >"$tmp/ds.json"
+kc get networkpolicy node-agent-metrics -n velero -o json >"$tmp/np.json" ||
+    fail "no NetworkPolicy node-agent-metrics"
+python3 - "$tmp/ds.json" "$tmp/np.json" <<'EOF' || fail "the NetworkPolicy does not fit the DaemonSet"
+import json, sys
+ds = [d for d in json.load(open(sys.argv[1]))["items"]
+      if "agent" in d["spec"]["template"]["spec"]["containers"][0]["args"]][0]
+np = json.load(open(sys.argv[2]))["spec"]
+labels = ds["spec"]["template"]["metadata"]["labels"]
+assert all(labels.get(k) == v for k, v in np["podSelector"]["matchLabels"].items()), (labels, np)
+assert np["policyTypes"] == ["Ingress"], np
+ports = [p for rule in np["ingress"] for p in rule["ports"]]
+metrics = [p["containerPort"] for c in ds["spec"]["template"]["spec"]["containers"]
+           for p in c["ports"] if p["name"] == "metrics"]
+assert [p["port"] for p in ports] == metrics, (ports, metrics)
+assert all(rule["from"] for rule in np["ingress"]), "a rule admits everyone"
+EOF
+echo "ok - the NetworkPolicy admits only the scraper to the agent's metrics port"
+
 # --- the CronJob's arguments and environment run the maintenance of the default location
 if "$PODVAULT" maintain --help 2>/dev/null | grep -q -- --default-location; then
     kc apply -f - >/dev/null <<EOF

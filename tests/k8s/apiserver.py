@@ -142,6 +142,7 @@ BUILTIN_TYPES = [
     RType("storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False, short=["sc"]),
     RType("storage.k8s.io", "v1", "csidrivers", "CSIDriver", namespaced=False),
     RType("coordination.k8s.io", "v1", "leases", "Lease"),
+    RType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", short=["netpol"]),
     # Velero's kinds are served from the start, as in a cluster where Velero is installed. Their
     # CRDs declare no status subresource, so status is written by updating the whole object.
     RType("velero.io", "v1", "backupstoragelocations", "BackupStorageLocation", short=["bsl"],
