@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "agent/k8s.h"
+#include "agent/rwait.h"
 #include "agent/select.h"
 
 static const char usage[] =
@@ -341,6 +342,13 @@ static int do_restore(struct req *q, struct err *e)
         if (prc < 0) {
             printf("skipped %s volume %s: no target pod %s/%s (%s)\n", pod, vol, q->ns, pod,
                    pe.msg);
+            continue;
+        }
+        if (rwait_pod_state(target) == RWAIT_NONE) {
+            printf("skipped %s volume %s: pod %s/%s has no restore-wait init container, and "
+                   "podvault restores only into a pod held there (docs/AGENT.md)\n",
+                   pod, vol, q->ns, pod);
+            json_decref(target);
             continue;
         }
         obj = pvr_for(q, b, target, uid);

@@ -66,13 +66,15 @@ spec:
   objectStorage: {bucket: unused}
 EOF
 
-mkpod() { # NAME -> UID; a pod on node-a with an emptyDir volume "data", mounted
+mkpod() { # NAME -> UID; a pod on node-a with an emptyDir volume "data", mounted, and the
+    # restore-wait init container of a restore's pod
     kc apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
 metadata: {name: $1, namespace: default}
 spec:
   nodeName: node-a
+  initContainers: [{name: restore-wait, image: velero/velero-restore-helper}]
   containers: [{name: app, image: busybox, volumeMounts: [{name: data, mountPath: /data}]}]
   volumes: [{name: data, emptyDir: {}}]
 EOF
@@ -160,6 +162,7 @@ pass "1,500 flooding connections: /healthz and /metrics answered (slowest $slowe
 # --- 2. Velero's series after a backup and a restore
 snap=$(field podvolumebackup nightly-x7k2p .status.snapshotID)
 dst_uid=$(mkpod dst)
+k8s_restore_wait dst default running
 kc create -f - >/dev/null <<EOF
 apiVersion: velero.io/v1
 kind: PodVolumeRestore

@@ -265,3 +265,15 @@ fi
 [ $((SECONDS - start)) -le 10 ] || fail "--timeout 2 took $((SECONDS - start)) s"
 expect "$tmp/b4.out" "2 of 2 did not complete"
 pass "--wait is bounded by --timeout"
+
+# --- no restore over a running application: a target pod without restore-wait is skipped
+kc delete pod app-1 -n shop >/dev/null
+mkapp app-1 n1 "" >/dev/null # an application's pod, as deployed: no restore-wait
+if req restore --from b1 --namespace shop --name r-live >"$tmp/r-live.out" 2>&1; then
+    fail "a restore into pods without restore-wait exited 0"
+fi
+expect "$tmp/r-live.out" "skipped app-1 volume data: pod shop/app-1 has no restore-wait init container"
+expect "$tmp/r-live.out" "nothing to restore from backup b1"
+[ -z "$(kc get podvolumerestores -n velero -l velero.io/restore-name=r-live -o name)" ] ||
+    fail "PodVolumeRestores were created for pods without restore-wait"
+pass "request restore skips target pods that are not held in restore-wait"
