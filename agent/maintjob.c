@@ -16,8 +16,8 @@
 #include "agent/k8s.h"
 #include "agent/repoloc.h"
 #include "agent/runner.h"
-#include "repo/backend.h"
-#include "repo/backend_s3.h"
+#include "backend/backend.h"
+#include "backend/backend_s3.h"
 #include "repo/maintain.h"
 
 extern char **environ;

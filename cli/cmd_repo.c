@@ -12,7 +12,7 @@
 #include "cli/format.h"
 #include "cli/options.h"
 #include "cli/password.h"
-#include "repo/backend.h"
+#include "backend/backend.h"
 #include "repo/config.h"
 #include "repo/index.h"
 #include "repo/keyfile.h"

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "repo/backend_s3.h"
+#include "backend/backend_s3.h"
 
 /* Global option values; kept apart from every command's values (which are characters or
  * small numbers below 1000). */

@@ -17,7 +17,7 @@
 
 #include "base/buf.h"
 #include "base/err.h"
-#include "repo/backend.h"
+#include "backend/backend.h"
 
 struct cache;
 

@@ -16,7 +16,7 @@
 #include "base/err.h"
 #include "base/oid.h"
 #include "chunker/chunker.h"
-#include "repo/backend.h"
+#include "backend/backend.h"
 #include "repo/config.h"
 #include "repo/crypt.h"
 #include "repo/index.h"

@@ -31,8 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "repo/backend.h"
-#include "repo/backend_s3.h"
+#include "backend/backend.h"
+#include "backend/backend_s3.h"
 
 /* ---- small helpers ---- */
 

@@ -14,7 +14,7 @@
 #include "cli/cli.h"
 #include "cli/format.h"
 #include "cli/options.h"
-#include "repo/backend_s3.h"
+#include "backend/backend_s3.h"
 #include "cli/password.h"
 
 static void test_parse_size(void **state)

@@ -11,7 +11,7 @@
 #include <cmocka.h>
 #include <fcntl.h>
 
-#include "repo/backend.h"
+#include "backend/backend.h"
 #include "repo/pack.h"
 
 static struct crypt_keys keys;

@@ -1,6 +1,6 @@
 /* backend.c - picks the backend for a location and checks object names before any backend sees
  * them; see backend.h. */
-#include "repo/backend.h"
+#include "backend/backend.h"
 
 #include <errno.h>
 #include <fcntl.h>

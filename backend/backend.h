@@ -9,8 +9,8 @@
  *  - every function may be called from several threads at once.
  * Implementations: backend_local.c (a directory), backend_s3.c (S3 and compatible stores).
  */
-#ifndef PV_REPO_BACKEND_H
-#define PV_REPO_BACKEND_H
+#ifndef PV_BACKEND_BACKEND_H
+#define PV_BACKEND_BACKEND_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -6,7 +6,7 @@
  * with exponential backoff and jitter; everything else fails at once with the server's code.
  * Several threads may use one backend: each request borrows a curl handle from a pool, and a
  * handle keeps its connection open for the next request that borrows it. */
-#include "repo/backend_s3.h"
+#include "backend/backend_s3.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include "base/fdio.h"
-#include "repo/backend.h"
-#include "repo/s3_xml.h"
+#include "backend/backend.h"
+#include "backend/s3_xml.h"
 
 /* SHA-256 of nothing: the payload hash of requests without a body. */
 #define SHA256_HEX_LEN 64

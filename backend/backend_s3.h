@@ -11,8 +11,8 @@
  * AWS_PROFILE (default "default"), keys aws_access_key_id, aws_secret_access_key and
  * aws_session_token. A CLI option can set these variables before opening the repository.
  */
-#ifndef PV_REPO_BACKEND_S3_H
-#define PV_REPO_BACKEND_S3_H
+#ifndef PV_BACKEND_BACKEND_S3_H
+#define PV_BACKEND_BACKEND_S3_H
 
 /* Region used in signatures; the first one set wins, then "us-east-1". */
 #define BACKEND_S3_ENV_REGION "PODVAULT_S3_REGION" /* then AWS_REGION, AWS_DEFAULT_REGION */
