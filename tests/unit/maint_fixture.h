@@ -30,7 +30,6 @@ static int64_t fx_clock = 1700000000;
 static __attribute__((unused)) int fx_setup(void **state)
 {
     (void)state;
-    setenv("PODVAULT_KDF_TEST", "1", 1);
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(fx_base, sizeof fx_base, "%s/pv-maint-XXXXXX", tmp);
     return mkdtemp(fx_base) ? 0 : -1;
@@ -53,8 +52,8 @@ static __attribute__((unused)) void fx_create_sized(char loc[600], uint32_t pack
     config_default(&p.config);
     p.config.pack_size = pack_size;
     p.config.zstd_level = 1;
-    keyfile_params_default(&p.kdf);
-    if (repo_create(loc, "pw", &p, &e) != 0) {
+    keyfile_params_min(&p.kdf);
+    if (repo_create(loc, "pw", &p, NULL, &e) != 0) {
         fprintf(stderr, "repo_create: %s\n", e.msg);
         abort();
     }
@@ -71,7 +70,7 @@ static __attribute__((unused)) struct repo *fx_open(const char *loc, struct lock
 {
     struct repo *r;
     struct err e;
-    if (repo_open(loc, "pw", &r, &e) != 0) {
+    if (repo_open(loc, "pw", NULL, &r, &e) != 0) {
         fprintf(stderr, "repo_open: %s\n", e.msg);
         abort();
     }
@@ -209,7 +208,7 @@ static __attribute__((unused)) int fx_verify(const char *loc, const struct oid *
 {
     struct repo *r;
     struct err e;
-    if (repo_open(loc, "pw", &r, &e) != 0 || repo_load_index(r, &e) != 0) {
+    if (repo_open(loc, "pw", NULL, &r, &e) != 0 || repo_load_index(r, &e) != 0) {
         fprintf(stderr, "fx_verify: %s\n", e.msg);
         return -1;
     }

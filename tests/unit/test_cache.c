@@ -177,26 +177,17 @@ static void test_default_dir(void **state)
     char *d = NULL;
     struct err e;
     err_clear(&e);
-    char *old_home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
-    setenv("PODVAULT_CACHE_DIR", "/x/pv", 1);
-    setenv("XDG_CACHE_HOME", "/x/xdg", 1);
-    setenv("HOME", "/x/home", 1);
-    assert_int_equal(cache_default_dir(&d, &e), 0);
+    assert_int_equal(cache_default_dir("/x/pv", "/x/xdg", "/x/home", &d, &e), 0);
     assert_string_equal(d, "/x/pv");
     free(d);
-    unsetenv("PODVAULT_CACHE_DIR");
-    assert_int_equal(cache_default_dir(&d, &e), 0);
+    assert_int_equal(cache_default_dir(NULL, "/x/xdg", "/x/home", &d, &e), 0);
     assert_string_equal(d, "/x/xdg/podvault");
     free(d);
-    unsetenv("XDG_CACHE_HOME");
-    assert_int_equal(cache_default_dir(&d, &e), 0);
+    assert_int_equal(cache_default_dir("", "", "/x/home", &d, &e), 0);
     assert_string_equal(d, "/x/home/.cache/podvault");
     free(d);
-    unsetenv("HOME");
-    assert_int_equal(cache_default_dir(&d, &e), ERR_FAIL);
+    assert_int_equal(cache_default_dir(NULL, NULL, NULL, &d, &e), ERR_FAIL);
     assert_null(d);
-    if (old_home) setenv("HOME", old_home, 1);
-    free(old_home);
 }
 
 struct writer {

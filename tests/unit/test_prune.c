@@ -67,7 +67,7 @@ static int run_prune(const char *loc, struct prune_options *o, struct run *rn,
 {
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     struct run none = {0};
     if (!rn) rn = &none;
     struct lock_options lo = {.kind = LOCK_PRUNE, .cancel = &rn->cancel};
@@ -91,7 +91,7 @@ static int run_check(const char *loc, bool read_data, uint64_t *warnings)
 {
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     struct check_options o = {.read = read_data ? CHECK_READ_ALL : CHECK_READ_NONE};
     struct check_stats st;
     assert_int_equal(check_run(r, &o, &st, &e), 0);
@@ -368,7 +368,7 @@ static void test_writer_honours_marks(void **state)
     /* A writer starting after the mark does not see the marked packs' blobs. */
     struct repo *w2;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &w2, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &w2, &e), 0);
     assert_int_equal(lock_writer_begin(w2, NULL, &lk2, &e), 0);
     size_t marked = 0;
     assert_int_equal(lock_load_index(w2, &marked, &e), 0);
@@ -447,7 +447,7 @@ static struct oid write_orphan(const char *loc)
 {
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     struct pack_writer *pw;
     int fd;
     assert_int_equal(backend_tmp_file(repo_backend(r), &fd, &e), 0);

@@ -626,18 +626,17 @@ static int setup_repo(void **state)
     struct repo_create_params p;
     struct err e;
     const char *tmp = getenv("TMPDIR");
-    setenv("PODVAULT_KDF_TEST", "1", 1);
     snprintf(fx->dir, sizeof fx->dir, "%s/pv-snap-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(fx->dir)) return -1;
     snprintf(fx->loc, sizeof fx->loc, "%s/repo", fx->dir);
     memset(&p, 0, sizeof p);
     config_default(&p.config);
-    keyfile_params_default(&p.kdf);
-    if (repo_create(fx->loc, "secret", &p, &e) != 0) {
+    keyfile_params_min(&p.kdf);
+    if (repo_create(fx->loc, "secret", &p, NULL, &e) != 0) {
         print_error("repo_create: %s\n", e.msg);
         return -1;
     }
-    if (repo_open(fx->loc, "secret", &fx->r, &e) != 0) {
+    if (repo_open(fx->loc, "secret", NULL, &fx->r, &e) != 0) {
         print_error("repo_open: %s\n", e.msg);
         return -1;
     }

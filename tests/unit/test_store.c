@@ -25,7 +25,6 @@ static int counter;
 
 static int setup(void **state)
 {
-    setenv("PODVAULT_KDF_TEST", "1", 1);
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(base, sizeof base, "%s/pv-store-XXXXXX", tmp);
     return mkdtemp(base) ? 0 : -1;
@@ -46,10 +45,10 @@ static struct repo *new_repo(char loc[600])
     config_default(&p.config);
     p.config.pack_size = PACK_SIZE;
     p.config.zstd_level = 3;
-    keyfile_params_default(&p.kdf);
-    assert_int_equal(repo_create(loc, "pw", &p, &e), 0);
+    keyfile_params_min(&p.kdf);
+    assert_int_equal(repo_create(loc, "pw", &p, NULL, &e), 0);
     struct repo *r;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     assert_int_equal(repo_load_index(r, &e), 0);
     return r;
 }
@@ -281,7 +280,7 @@ static void test_concurrent_adds(void **state)
     repo_close(r);
 
     /* A fresh open finds everything through the index files, and reads it back in parallel. */
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     assert_int_equal(repo_load_index(r, &e), 0);
     assert_int_equal(idx_blob_count(repo_index(r)), N);
     struct loader ld[THREADS];
@@ -358,7 +357,7 @@ static void test_index_written_during_backup(void **state)
     store_free(s);
     repo_close(r);
 
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     assert_int_equal(repo_load_index(r, &e), 0);
     assert_int_equal(idx_blob_count(repo_index(r)), N);
     struct loader ld = {.r = r, .blobs = blobs, .from = 0, .to = N};
@@ -396,7 +395,7 @@ static void test_index_file_blob_cap(void **state)
     assert_int_equal(n_index, 2);
     store_free(s);
     repo_close(r);
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     assert_int_equal(repo_load_index(r, &e), 0);
     assert_int_equal(idx_blob_count(repo_index(r)), N);
     repo_close(r);
