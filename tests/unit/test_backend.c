@@ -1121,6 +1121,60 @@ static void expect_open_fails(const char *loc, const char *needle)
     assert_null(b);
 }
 
+/* Settings given as values, without the environment: the kind of each backend, a scheme that
+ * is not known, numbers out of bounds, and S3 settings taken from the struct (the process's
+ * variables saying otherwise are ignored). */
+static void test_opts_and_kinds(void **state)
+{
+    struct backend *b = NULL;
+    struct err e;
+    err_clear(&e);
+    enum backend_kind kind;
+    assert_int_equal(backend_parse_kind("s3:http://h/b", &kind, &e), 0);
+    assert_int_equal(kind, BACKEND_S3);
+    assert_int_equal(backend_parse_kind("/srv/repo", &kind, &e), 0);
+    assert_int_equal(kind, BACKEND_LOCAL);
+    assert_int_equal(backend_parse_kind("./gs:odd", &kind, &e), 0);
+    assert_int_equal(kind, BACKEND_LOCAL);
+    assert_int_equal(backend_parse_kind("gs://bucket/p", &kind, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "unknown repository scheme \"gs:\""));
+    assert_int_equal(backend_open("azure:container", NULL, true, &b, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "unknown repository scheme \"azure:\""));
+    assert_null(b);
+
+    char dir[] = "/tmp/pv-opts-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct backend_opts o;
+    backend_opts_default(&o);
+    o.tmp_dir = dir;
+    assert_int_equal(backend_open(dir, &o, false, &b, &e), 0);
+    assert_int_equal(b->kind, BACKEND_LOCAL);
+    backend_close(b);
+    o.uploads = 65;
+    assert_int_equal(backend_open(dir, &o, false, &b, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, BACKEND_S3_ENV_UPLOADS));
+    assert_null(b);
+    rmdir(dir);
+
+    env_set(BACKEND_S3_ENV_UPLOADS, "1");
+    env_set("AWS_ACCESS_KEY_ID", NULL);
+    env_set("AWS_SECRET_ACCESS_KEY", NULL);
+    backend_opts_default(&o);
+    o.uploads = 7;
+    o.downloads = 3;
+    o.access_key = "k";
+    o.secret_key = "s";
+    assert_int_equal(backend_open("s3:http://127.0.0.1:1/bucket/p", &o, false, &b, &e), 0);
+    assert_int_equal(b->kind, BACKEND_S3);
+    assert_int_equal(b->save_slots, 7);
+    assert_int_equal(b->load_slots, 3);
+    backend_close(b);
+    o.region = "us east";
+    assert_int_equal(backend_open("s3:http://127.0.0.1:1/bucket/p", &o, false, &b, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "bad S3 region"));
+    env_restore();
+}
+
 static void test_s3_locations(void **state)
 {
     env_set("AWS_ACCESS_KEY_ID", "k");
@@ -1518,6 +1572,7 @@ int main(void)
     const struct CMUnitTest suite[] = {SUITE};
     /* env_reset: a failed check must not leave its environment to the next one */
     const struct CMUnitTest offline[] = {
+        cmocka_unit_test_teardown(test_opts_and_kinds, env_reset),
         cmocka_unit_test_teardown(test_s3_locations, env_reset),
         cmocka_unit_test_teardown(test_s3_credentials, env_reset),
         cmocka_unit_test_teardown(test_s3_unreachable, env_reset),
