@@ -16,6 +16,8 @@
 
 #include "repo/cache.h"
 
+#include "fixture.h"
+
 #define ID_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define ID_B "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -26,9 +28,7 @@ struct fx {
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(f->dir, sizeof f->dir, "%s/pv-cache-XXXXXX", tmp);
-    if (!mkdtemp(f->dir)) return -1;
+    if (fixture_mkdtemp(f->dir, sizeof f->dir, "pv-cache") < 0) return -1;
     *state = f;
     return 0;
 }
@@ -36,11 +36,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    int rc = system(cmd);
+    int rc = fixture_rmtree(f->dir);
     free(f);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }
 
 static struct cache *open_ok(const char *dir, const char *id)

@@ -542,5 +542,5 @@ int main(void)
         cmocka_unit_test(test_bounded_same_findings),
         cmocka_unit_test(test_bound_too_small),
     };
-    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }

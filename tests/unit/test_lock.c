@@ -305,5 +305,5 @@ int main(void)
         cmocka_unit_test(test_marks_round_trip_and_writer_forgets),
         cmocka_unit_test(test_unreadable_lock_counts_as_live),
     };
-    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }

@@ -176,5 +176,5 @@ int main(void)
         cmocka_unit_test(test_record_codec),
         cmocka_unit_test(test_runs_and_records),
     };
-    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }

@@ -655,7 +655,7 @@ static void test_bounded_prune(void **state)
     char loc[600], twin[600], cmd[1300];
     struct oid keep[2];
     bounded_history(loc, keep);
-    snprintf(twin, sizeof twin, "%s/r%d", fx_base, fx_counter++);
+    fixture_location(twin);
     snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", loc, twin);
     assert_int_equal(system(cmd), 0);
     uint64_t bound = four_pass_bound(loc);
@@ -761,7 +761,7 @@ static void test_bounded_repack_batches(void **state)
     char loc[600], twin[600], copy[600], cmd[1300];
     struct oid keep[2];
     bounded_history(loc, keep);
-    snprintf(twin, sizeof twin, "%s/r%d", fx_base, fx_counter++);
+    fixture_location(twin);
     snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", loc, twin);
     assert_int_equal(system(cmd), 0);
     struct acts d0, d1, l0, l1;
@@ -784,7 +784,7 @@ static void test_bounded_repack_batches(void **state)
         assert_true(s1.repack_batches >= 2);
         assert_same_acts(&d0, &d1);
 
-        snprintf(copy, sizeof copy, "%s/r%d", fx_base, fx_counter++);
+        fixture_location(copy);
         snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", loc, copy);
         assert_int_equal(system(cmd), 0);
         o.max_memory = bound;
@@ -1000,5 +1000,5 @@ int main(void)
         cmocka_unit_test(test_interrupted_resumes),
         cmocka_unit_test(test_quick_deletes_marked_only),
     };
-    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }

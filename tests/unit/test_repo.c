@@ -21,39 +21,18 @@
 #include "repo/pack.h"
 #include "repo/repo.h"
 #include "repo/store.h"
-
-static char base[512];
-static int counter;
-
-static int setup(void **state)
-{
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(base, sizeof base, "%s/pv-repo-XXXXXX", tmp);
-    return mkdtemp(base) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#include "fixture.h"
 
 /* A fresh repository location (not created yet). */
-static void new_location(char out[600])
+static void new_location(char out[FIXTURE_LOC_MAX])
 {
-    snprintf(out, 600, "%s/r%d", base, counter++);
+    fixture_location(out);
 }
 
 static void create(const char *loc, const char *pw)
 {
-    struct repo_create_params p;
     struct err e;
-    config_default(&p.config);
-    p.config.pack_size = 2u * 1024 * 1024;
-    p.config.zstd_level = 5;
-    keyfile_params_min(&p.kdf);
-    assert_int_equal(repo_create(loc, pw, &p, NULL, &e), 0);
+    assert_int_equal(fixture_create(loc, pw, 2u * 1024 * 1024, 5, &e), 0);
 }
 
 static struct repo *open_ok(const char *loc, const char *pw)
@@ -1272,5 +1251,5 @@ int main(void)
         cmocka_unit_test(test_read_ahead),
         cmocka_unit_test(test_prefetch),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }

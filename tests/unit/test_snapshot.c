@@ -17,6 +17,8 @@
 #include "repo/repo.h"
 #include "repo/snapshot.h"
 
+#include "fixture.h"
+
 static const char *const summary_names[] = {
     "files_new",        "files_changed",
     "files_unmodified", "dirs_new",
@@ -612,22 +614,12 @@ struct fixture {
     struct repo *r;
 };
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup_repo(void **state)
 {
     struct fixture *fx = calloc(1, sizeof *fx);
     struct repo_create_params p;
     struct err e;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(fx->dir, sizeof fx->dir, "%s/pv-snap-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(fx->dir)) return -1;
+    if (fixture_mkdtemp(fx->dir, sizeof fx->dir, "pv-snap") < 0) return -1;
     snprintf(fx->loc, sizeof fx->loc, "%s/repo", fx->dir);
     memset(&p, 0, sizeof p);
     config_default(&p.config);
@@ -649,7 +641,7 @@ static int teardown_repo(void **state)
     struct fixture *fx = *state;
     if (!fx) return 0;
     repo_close(fx->r);
-    nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fixture_rmtree(fx->dir);
     free(fx);
     return 0;
 }

@@ -18,35 +18,15 @@
 #include "repo/repo.h"
 #include "repo/store.h"
 
+#include "fixture.h"
+
 #define PACK_SIZE (1u * 1024 * 1024)
 
-static char base[512];
-static int counter;
-
-static int setup(void **state)
+static struct repo *new_repo(char loc[FIXTURE_LOC_MAX])
 {
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(base, sizeof base, "%s/pv-store-XXXXXX", tmp);
-    return mkdtemp(base) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static struct repo *new_repo(char loc[600])
-{
-    snprintf(loc, 600, "%s/r%d", base, counter++);
-    struct repo_create_params p;
     struct err e;
-    config_default(&p.config);
-    p.config.pack_size = PACK_SIZE;
-    p.config.zstd_level = 3;
-    keyfile_params_min(&p.kdf);
-    assert_int_equal(repo_create(loc, "pw", &p, NULL, &e), 0);
+    fixture_location(loc);
+    assert_int_equal(fixture_create(loc, "pw", PACK_SIZE, 3, &e), 0);
     struct repo *r;
     assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     assert_int_equal(repo_load_index(r, &e), 0);
@@ -494,5 +474,5 @@ int main(void)
         cmocka_unit_test(test_flush_empty),
         cmocka_unit_test(test_upload_failure_is_sticky),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }
