@@ -93,7 +93,7 @@ void backend_opts_default(struct backend_opts *o);
 typedef const char *(*backend_var_fn)(void *ctx, const char *name);
 
 /* Fills `o` from variables (see backend_s3.h for their names), as the edge of a program reads
- * them: getenv for the process's own environment, or a lookup in the environment it gives a
+ * them: the process's own environment, or a lookup in the environment it gives a
  * child. Variables that are unset or empty leave the field as it is. Strings point into what
  * `get` returns and must outlive `o`. ERR_FAIL names the variable whose value is malformed. */
 int backend_opts_from_vars(struct backend_opts *o, backend_var_fn get, void *ctx, struct err *e);
