@@ -16,8 +16,7 @@
 #include "agent/k8s.h"
 #include "agent/repoloc.h"
 #include "agent/runner.h"
-#include "repo/backend.h"
-#include "repo/backend_s3.h"
+#include "backend/backend.h"
 #include "repo/maintain.h"
 
 extern char **environ;
@@ -134,31 +133,36 @@ static int load_location(const struct maintjob_config *c, struct k8s_client *k, 
     return rc;
 }
 
-/* The backend reads its S3 settings and keys from the environment (backend_s3.h); the children
- * get them as options and an explicit environment, this process as variables, as the CLI's own
- * global options do. */
-static int use_s3_settings(const struct repoloc *l, const struct asys_strv *envp, struct err *e)
+/* The variable `name` of the children's environment, as their getenv would find it. */
+static const char *child_var(void *ctx, const char *name)
 {
-    int bad = 0;
+    const struct asys_strv *envp = ctx;
+    size_t n = strlen(name);
+    for (size_t i = 0; i < envp->n; i++)
+        if (strncmp(envp->v[i], name, n) == 0 && envp->v[i][n] == '=') return envp->v[i] + n + 1;
+    return NULL;
+}
+
+/* The settings this process opens the location's backend with: those its `podvault` children
+ * get, from their environment and the location's options (repoloc.h), an option beating a
+ * variable as on their command line. Strings point into `l` and `envp`. */
+static int location_opts(const struct repoloc *l, const struct asys_strv *envp,
+                         struct backend_opts *o, struct err *e)
+{
+    backend_opts_default(o);
+    if (backend_opts_from_vars(o, child_var, (void *)envp, e) < 0) return e->code;
     for (size_t i = 0; i < l->n_args; i++) {
-        const char *a = l->args[i], *v = i + 1 < l->n_args ? l->args[i + 1] : "";
-        if (strcmp(a, "--s3-region") == 0 && ++i)
-            bad |= setenv(BACKEND_S3_ENV_REGION, v, 1);
-        else if (strcmp(a, "--cacert") == 0 && ++i)
-            bad |= setenv(BACKEND_S3_ENV_CACERT, v, 1);
+        const char *a = l->args[i], *v = i + 1 < l->n_args ? l->args[i + 1] : NULL;
+        if (strcmp(a, "--s3-region") == 0 && v && ++i)
+            o->region = v;
+        else if (strcmp(a, "--cacert") == 0 && v && ++i)
+            o->cacert = v;
         else if (strcmp(a, "--insecure-tls") == 0)
-            bad |= setenv(BACKEND_S3_ENV_INSECURE_TLS, "1", 1);
+            o->insecure_tls = true;
         else if (strcmp(a, "--s3-path-style") == 0)
-            bad |= setenv(BACKEND_S3_ENV_VIRTUAL_HOST, "0", 1);
+            o->addressing = BACKEND_ADDR_PATH;
     }
-    for (size_t i = 0; i < envp->n; i++) {
-        const char *var = envp->v[i], *eq = strchr(var, '=');
-        if (strncmp(var, "AWS_", 4) != 0 || !eq) continue;
-        char *name = strndup(var, (size_t)(eq - var));
-        bad |= !name || setenv(name, eq + 1, 1);
-        free(name);
-    }
-    return bad ? err_set(e, ERR_FAIL, "out of memory") : 0;
+    return 0;
 }
 
 static int on_listed(void *ctx, const char *name, uint64_t size)
@@ -169,11 +173,14 @@ static int on_listed(void *ctx, const char *name, uint64_t size)
 
 /* Lists `base` (the location's plugins/podvault/ folder, or the old podvault/ one). A directory
  * that does not exist yet holds no repository. */
-static int find_repos(const char *base, struct maintjob_repos *r, struct err *e)
+static int find_repos(const char *base, const struct backend_opts *o, struct maintjob_repos *r,
+                      struct err *e)
 {
     struct backend *b;
-    int rc = backend_open(base, false, &b, e);
-    if (rc == ERR_NOT_FOUND && strncmp(base, "s3:", 3) != 0) return 0;
+    enum backend_kind kind;
+    int rc = backend_parse_kind(base, &kind, e);
+    if (rc == 0) rc = backend_open(base, o, false, &b, e);
+    if (rc == ERR_NOT_FOUND && kind == BACKEND_LOCAL) return 0;
     if (rc < 0) return err_wrap(e, "opening %s", base);
     rc = backend_list(b, "", on_listed, r, e);
     backend_close(b);
@@ -185,12 +192,13 @@ static int find_repos(const char *base, struct maintjob_repos *r, struct err *e)
 
 /* Repositories at the place earlier builds used (repoloc.h) are not maintained: each is an
  * error naming the command that moves it, as long as it is there. Returns how many. */
-static size_t report_legacy(const json_t *bsl, const struct repoloc *base, const char *scratch)
+static size_t report_legacy(const json_t *bsl, const struct repoloc *base,
+                            const struct backend_opts *o, const char *scratch)
 {
     struct maintjob_repos old = {0};
     struct err e;
     err_clear(&e);
-    if (find_repos(base->legacy, &old, &e) < 0) {
+    if (find_repos(base->legacy, o, &old, &e) < 0) {
         asys_log(ASYS_ERROR, "BackupStorageLocation", NULL, k8s_str(bsl, "metadata.name"), "%s",
                  e.msg);
         return 1;
@@ -314,7 +322,7 @@ struct gc_state {
 };
 
 static void gc_begin(const struct maintjob_config *c, struct k8s_client *k,
-                     const struct repoloc *base, struct gc_state *st)
+                     const struct repoloc *base, const struct backend_opts *o, struct gc_state *st)
 {
     struct err e;
     err_clear(&e);
@@ -342,7 +350,7 @@ static void gc_begin(const struct maintjob_config *c, struct k8s_client *k,
                  "listing Velero Backups in namespace %s failed: %s; no snapshot of a deleted "
                  "backup is forgotten in this run",
                  c->namespace, e.msg);
-    if (backend_open(base->root, false, &st->root, &e) < 0) {
+    if (backend_open(base->root, o, false, &st->root, &e) < 0) {
         st->root = NULL;
         asys_log(ASYS_WARN, "BackupStorageLocation", c->namespace, NULL,
                  "opening %s failed: %s; no snapshot of a deleted backup is forgotten in this run",
@@ -566,8 +574,9 @@ int maintjob_run(const struct maintjob_config *c)
     const char *name = rc == 0 ? k8s_str(bsl, "metadata.name") : c->location;
     if (rc == 0) rc = repoloc_from_bsl(bsl, NULL, scratch, &base, &e);
     if (rc == 0) rc = runner_child_env(&env, k, &base, bsl, &envp, &e);
-    if (rc == 0 && base.s3) rc = use_s3_settings(&base, &envp, &e);
-    if (rc == 0) rc = find_repos(base.location, &repos, &e);
+    struct backend_opts bo;
+    if (rc == 0) rc = location_opts(&base, &envp, &bo, &e);
+    if (rc == 0) rc = find_repos(base.location, &bo, &repos, &e);
     if (rc < 0) {
         asys_log(ASYS_ERROR, "BackupStorageLocation", c->namespace, name, "%s", e.msg);
     } else {
@@ -576,9 +585,9 @@ int maintjob_run(const struct maintjob_config *c)
     }
     size_t failed = 0, done = 0;
     char failed_names[512] = "";
-    size_t legacy = rc == 0 ? report_legacy(bsl, &base, scratch) : 0;
+    size_t legacy = rc == 0 ? report_legacy(bsl, &base, &bo, scratch) : 0;
     struct gc_state gc = {0};
-    if (rc == 0 && repos.n) gc_begin(c, k, &base, &gc);
+    if (rc == 0 && repos.n) gc_begin(c, k, &base, &bo, &gc);
     for (size_t i = 0; rc == 0 && i < repos.n && !(c->cancel && *c->cancel); i++, done++) {
         if (maintain_one(c, &env, bsl, &envp, repos.ns[i], &gc)) continue;
         size_t used = strlen(failed_names);

@@ -57,7 +57,7 @@ echo "bench: $FILES files, $SNAPS snapshots, ${CHURN}% rewritten between them, i
 rm -rf "$DATA"
 mkdir -p "$DATA"
 make_files 0 "$FILES" 0
-"${PVR[@]}" init --chunk-min 16384 --chunk-avg 65536 --chunk-max 262144 >/dev/null
+"${PVR[@]}" init --chunk-min 16384 --chunk-avg 65536 --chunk-max 262144 --kdf-passes 1 --kdf-memory 8K >/dev/null
 [ "$RESTIC" = 1 ] && "${RR[@]}" init >/dev/null
 for s in $(seq 1 "$SNAPS"); do
     if [ "$s" -gt 1 ]; then

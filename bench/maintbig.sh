@@ -23,7 +23,7 @@ command -v jq >/dev/null || { echo "bench: jq is missing" >&2; exit 1; }
 W=${BENCH_DIR:-$(mktemp -d /var/tmp/podvault-maintbig.XXXXXX)}
 mkdir -p "$W"
 [ "${BENCH_KEEP:-0}" = 1 ] || trap 'rm -rf "$W"' EXIT
-export PODVAULT_PASSWORD=bench PODVAULT_KDF_TEST=1 PODVAULT_CACHE_DIR=$W/pvcache
+export PODVAULT_PASSWORD=bench BENCH_KDF_MIN=1 PODVAULT_CACHE_DIR=$W/pvcache
 
 # row NAME REPO ARGS...: runs podvault --json ARGS on REPO;
 # prints time, peak RSS and the figures of its summary.

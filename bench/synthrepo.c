@@ -3,7 +3,8 @@
  *
  * Usage: synthrepo LOCATION BLOBS [SNAPSHOTS [PACK_MIB [BLOBS_PER_FILE]]]
  *   (defaults: 3 snapshots, 4 MiB packs, 4 blobs a file; password from PODVAULT_PASSWORD, else
- *   "bench"; PODVAULT_KDF_TEST=1 makes the key cheap to derive, as the tests do).
+ *   "bench"; BENCH_KDF_MIN=1 makes the key cheap to derive, as the tests do: a bench tool's
+ *   own switch, which the podvault program does not know).
  *
  * It writes through the repository's own write path, as the archiver does (crypt_blob_id,
  * store_add, tree_encode, snap_save): BLOBS unique data blobs of 64..263 random bytes, in files
@@ -179,15 +180,19 @@ int main(int argc, char **argv)
     memset(&cp, 0, sizeof cp);
     config_default(&cp.config);
     cp.config.pack_size = pack_mib << 20;
-    keyfile_params_default(&cp.kdf);
+    const char *kdf_min = getenv("BENCH_KDF_MIN");
+    if (kdf_min && strcmp(kdf_min, "1") == 0)
+        keyfile_params_min(&cp.kdf);
+    else
+        keyfile_params_default(&cp.kdf);
     double t0 = now();
     size_t n_files = (size_t)(n_blobs / per_file), n_new = n_files / 20;
     struct synth y = {.per_file = per_file};
     y.ids = malloc((n_files + n_new) * per_file * sizeof *y.ids);
     y.lens = malloc((n_files + n_new) * per_file * sizeof *y.lens);
     int rc = y.ids && y.lens ? 0 : err_set(&e, ERR_FAIL, "out of memory");
-    if (rc == 0) rc = repo_create(loc, pw, &cp, &e);
-    if (rc == 0) rc = repo_open(loc, pw, &y.r, &e);
+    if (rc == 0) rc = repo_create(loc, pw, &cp, NULL, &e);
+    if (rc == 0) rc = repo_open(loc, pw, NULL, &y.r, &e);
     if (rc == 0) rc = repo_load_index(y.r, &e);
     if (rc == 0) rc = store_new(y.r, &y.s, &e);
     /* The first set's blobs, then the new ones, each in the order written: packs fill up in

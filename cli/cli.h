@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "base/err.h"
+#include "repo/repo.h"
 #include "repo/snapshot.h"
 
 /* Exit codes (documented in README.md and `podvault --help`). */
@@ -30,6 +31,11 @@ struct cli {
     const char *password_file; /* --password-file / $PODVAULT_PASSWORD_FILE */
     const char *cache_dir;     /* --cache-dir / $PODVAULT_CACHE_DIR */
     bool no_cache;
+    /* S3 settings given as global options; they beat the environment's (cli_repo_opts). */
+    const char *s3_region;                 /* --s3-region */
+    const char *cacert;                    /* --cacert */
+    bool insecure_tls;                     /* --insecure-tls */
+    enum backend_addressing s3_addressing; /* --s3-path-style / --s3-virtual-host */
     bool json;
     int verbosity; /* 0 with -q, 1 normally, 2+ with -v */
     /* Set by SIGINT/SIGTERM; polled by long operations. */
@@ -67,9 +73,19 @@ int cli_fail(const struct cli *g, const struct err *e);
 /* Prints a verbose note (-v) on stderr. */
 void cli_note(const struct cli *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The settings the repository is opened with, read here at the program's edge: the backend's
+ * from the environment (backend_opts_from_vars) with the global options above them, and the
+ * cache directory (--cache-dir, $PODVAULT_CACHE_DIR, $XDG_CACHE_HOME/podvault,
+ * ~/.cache/podvault; none with --no-cache or when none can be named). *cache_dir is malloc'd
+ * (or NULL) and o->cache_dir points to it: free it after the last use of `o`. */
+int cli_repo_opts(const struct cli *g, struct repo_open_opts *o, char **cache_dir, struct err *e);
+/* repo_open / repo_create with cli_repo_opts' settings; errors as those functions'. */
+struct repo;
+int cli_repo_open(const struct cli *g, const char *password, struct repo **out, struct err *e);
+int cli_repo_create(const struct cli *g, const char *password, const struct repo_create_params *p,
+                    struct err *e);
 /* Reads the password and opens the repository; returns an exit code (0 when opened), having
  * printed the error: 10 when there is no repository, 12 when the password is wrong. */
-struct repo;
 int cli_open_repo(struct cli *g, struct repo **out);
 /* Like cli_open_repo and also loads the index. */
 int cli_open_repo_indexed(struct cli *g, struct repo **out);

@@ -12,7 +12,7 @@
 #include "cli/format.h"
 #include "cli/options.h"
 #include "cli/password.h"
-#include "repo/backend.h"
+#include "backend/backend.h"
 #include "repo/config.h"
 #include "repo/index.h"
 #include "repo/keyfile.h"
@@ -138,8 +138,8 @@ int cmd_init(struct cli *g, int argc, char **argv)
     if (password_get(&src, &pw, &e)) return cli_fail(g, &e);
     /* Open it again: proves the new repository reads back, and gives its ID to print. */
     struct repo *r = NULL;
-    rc = repo_create(g->repo, pw, &params, &e);
-    if (!rc) rc = repo_open(g->repo, pw, &r, &e);
+    rc = cli_repo_create(g, pw, &params, &e);
+    if (!rc) rc = cli_repo_open(g, pw, &r, &e);
     password_free(pw);
     if (rc) return cli_fail(g, &e);
     const struct config *cfg = repo_config(r);
@@ -628,7 +628,7 @@ int cmd_key(struct cli *g, int argc, char **argv)
         old = *repo_key_id(r);
         repo_close(r);
         r = NULL;
-        if (repo_open(g->repo, pw, &r, &e)) {
+        if (cli_repo_open(g, pw, &r, &e)) {
             rc = cli_fail(g, &e);
         } else if (oid_eq(repo_key_id(r), &old)) {
             char sid[9];

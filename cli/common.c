@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "cli/format.h"
 #include "cli/password.h"
+#include "repo/cache.h"
 #include "repo/repo.h"
 
 /* Messages go through here so that each stays on one line whatever bytes it quotes. */
@@ -64,11 +65,49 @@ void cli_note(const struct cli *g, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* Passes the cache settings on to the engine, which reads them from the environment. */
-static void export_cache_settings(const struct cli *g)
+static const char *env_get(void *ctx, const char *name)
 {
-    if (g->cache_dir) setenv("PODVAULT_CACHE_DIR", g->cache_dir, 1);
-    if (g->no_cache) setenv("PODVAULT_NO_CACHE", "1", 1);
+    (void)ctx;
+    return getenv(name);
+}
+
+int cli_repo_opts(const struct cli *g, struct repo_open_opts *o, char **cache_dir, struct err *e)
+{
+    *cache_dir = NULL;
+    repo_open_opts_default(o);
+    struct backend_opts *b = &o->backend;
+    if (backend_opts_from_vars(b, env_get, NULL, e) < 0) return e->code;
+    if (g->s3_region) b->region = g->s3_region;
+    if (g->cacert) b->cacert = g->cacert;
+    if (g->insecure_tls) b->insecure_tls = true;
+    if (g->s3_addressing != BACKEND_ADDR_AUTO) b->addressing = g->s3_addressing;
+    struct err ignored; /* without a cache directory the repository works, only slower */
+    if (!g->no_cache && cache_default_dir(g->cache_dir, getenv("XDG_CACHE_HOME"), getenv("HOME"),
+                                          cache_dir, &ignored) == 0)
+        o->cache_dir = *cache_dir;
+    return 0;
+}
+
+int cli_repo_open(const struct cli *g, const char *password, struct repo **out, struct err *e)
+{
+    struct repo_open_opts o;
+    char *cache_dir;
+    *out = NULL;
+    int rc = cli_repo_opts(g, &o, &cache_dir, e);
+    if (rc == 0) rc = repo_open(g->repo, password, &o, out, e);
+    free(cache_dir);
+    return rc;
+}
+
+int cli_repo_create(const struct cli *g, const char *password, const struct repo_create_params *p,
+                    struct err *e)
+{
+    struct repo_open_opts o;
+    char *cache_dir;
+    int rc = cli_repo_opts(g, &o, &cache_dir, e);
+    if (rc == 0) rc = repo_create(g->repo, password, p, &o, e);
+    free(cache_dir);
+    return rc;
 }
 
 int cli_open_repo(struct cli *g, struct repo **out)
@@ -76,14 +115,13 @@ int cli_open_repo(struct cli *g, struct repo **out)
     *out = NULL;
     if (!g->repo || !*g->repo)
         return cli_usage_error(g, "no repository given: use -r or PODVAULT_REPOSITORY");
-    export_cache_settings(g);
     struct err e;
     err_clear(&e);
     char *pw = NULL;
     struct password_source src = {g->password_file, "PODVAULT_PASSWORD",
                                   "enter the repository password: ", false, g->cancel};
     if (password_get(&src, &pw, &e)) return cli_fail(g, &e);
-    int rc = repo_open(g->repo, pw, out, &e);
+    int rc = cli_repo_open(g, pw, out, &e);
     password_free(pw);
     if (rc) *out = NULL;
     if (rc == ERR_NOT_FOUND) {

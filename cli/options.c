@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "repo/backend_s3.h"
 
 /* Global option values; kept apart from every command's values (which are characters or
  * small numbers below 1000). */
@@ -62,13 +61,6 @@ void cli_parser_init(struct cli_parser *p, const char *usage, const char *shorto
     snprintf(p->shortopts, sizeof p->shortopts, ":r:qvh%s", shortopts ? shortopts : "");
 }
 
-/* The backend reads its S3 settings from the environment, so options are passed on that way
- * (an explicit option beats a variable that was already set). */
-static void set_env(const char *name, const char *value)
-{
-    setenv(name, value, 1);
-}
-
 /* Applies one global option; returns false when `opt` is not a global option. */
 static bool apply_global(struct cli *g, int opt, const char *arg)
 {
@@ -95,19 +87,19 @@ static bool apply_global(struct cli *g, int opt, const char *arg)
         g->verbosity = g->verbosity < 1 ? 2 : g->verbosity + 1;
         break;
     case G_INSECURE_TLS:
-        set_env("PODVAULT_S3_INSECURE_TLS", "1");
+        g->insecure_tls = true;
         break;
     case G_CACERT:
-        set_env(BACKEND_S3_ENV_CACERT, arg);
+        g->cacert = arg;
         break;
     case G_S3_REGION:
-        set_env(BACKEND_S3_ENV_REGION, arg);
+        g->s3_region = arg;
         break;
     case G_S3_PATH_STYLE:
-        set_env(BACKEND_S3_ENV_VIRTUAL_HOST, "0");
+        g->s3_addressing = BACKEND_ADDR_PATH;
         break;
     case G_S3_VIRTUAL_HOST:
-        set_env(BACKEND_S3_ENV_VIRTUAL_HOST, "1");
+        g->s3_addressing = BACKEND_ADDR_VIRTUAL;
         break;
     default:
         return false;

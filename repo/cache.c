@@ -20,17 +20,17 @@ struct cache {
     "# This file is a cache directory tag created by podvault.\n"                                  \
     "# For information about cache directory tags see https://bford.info/cachedir/\n"
 
-int cache_default_dir(char **out, struct err *e)
+int cache_default_dir(const char *dir, const char *xdg_cache_home, const char *home, char **out,
+                      struct err *e)
 {
-    const char *v = getenv("PODVAULT_CACHE_DIR");
     int n;
     *out = NULL;
-    if (v && *v) {
-        n = asprintf(out, "%s", v);
-    } else if ((v = getenv("XDG_CACHE_HOME")) != NULL && *v) {
-        n = asprintf(out, "%s/podvault", v);
-    } else if ((v = getenv("HOME")) != NULL && *v) {
-        n = asprintf(out, "%s/.cache/podvault", v);
+    if (dir && *dir) {
+        n = asprintf(out, "%s", dir);
+    } else if (xdg_cache_home && *xdg_cache_home) {
+        n = asprintf(out, "%s/podvault", xdg_cache_home);
+    } else if (home && *home) {
+        n = asprintf(out, "%s/.cache/podvault", home);
     } else {
         return err_set(e, ERR_FAIL, "no cache directory: set PODVAULT_CACHE_DIR or HOME");
     }

@@ -17,13 +17,15 @@
 
 #include "base/buf.h"
 #include "base/err.h"
-#include "repo/backend.h"
+#include "backend/backend.h"
 
 struct cache;
 
-/* The directory to use when the user names none: $PODVAULT_CACHE_DIR, else
- * $XDG_CACHE_HOME/podvault, else $HOME/.cache/podvault. *out is malloc'd. */
-int cache_default_dir(char **out, struct err *e);
+/* The cache directory: `dir` (the user's choice: --cache-dir or $PODVAULT_CACHE_DIR) when set,
+ * else <xdg_cache_home>/podvault, else <home>/.cache/podvault; the caller passes the values of
+ * those variables (NULL or "" when unset). *out is malloc'd. ERR_FAIL when all three are unset. */
+int cache_default_dir(const char *dir, const char *xdg_cache_home, const char *home, char **out,
+                      struct err *e);
 
 /* Opens (creating it if needed) the cache of one repository under `dir`. */
 int cache_open(const char *dir, const char *repo_id_hex, struct cache **out, struct err *e);

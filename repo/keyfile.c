@@ -32,16 +32,14 @@
 
 void keyfile_params_default(struct keyfile_params *p)
 {
-    /* PODVAULT_KDF_TEST=1 selects libsodium's minimum cost. It exists only so that test suites
-     * creating many repositories stay fast; such key files are trivial to brute-force. */
-    const char *test = getenv("PODVAULT_KDF_TEST");
-    if (test && strcmp(test, "1") == 0) {
-        p->opslimit = crypto_pwhash_argon2id_OPSLIMIT_MIN;
-        p->memlimit = crypto_pwhash_argon2id_MEMLIMIT_MIN;
-        return;
-    }
     p->opslimit = KEYFILE_DEFAULT_OPSLIMIT;
     p->memlimit = KEYFILE_DEFAULT_MEMLIMIT;
+}
+
+void keyfile_params_min(struct keyfile_params *p)
+{
+    p->opslimit = crypto_pwhash_argon2id_OPSLIMIT_MIN;
+    p->memlimit = crypto_pwhash_argon2id_MEMLIMIT_MIN;
 }
 
 static int params_check(uint64_t opslimit, uint64_t memlimit, struct err *e)

@@ -28,8 +28,12 @@ struct keyfile_params {
 #define KEYFILE_DEFAULT_OPSLIMIT 40u
 #define KEYFILE_DEFAULT_MEMLIMIT (7ull * 1024 * 1024)
 
-/* The default cost above, or libsodium's minimum when PODVAULT_KDF_TEST=1 (test suites only). */
+/* The default cost above. */
 void keyfile_params_default(struct keyfile_params *p);
+/* libsodium's minimum cost (1 pass over 8 KiB), which `init --kdf-passes 1 --kdf-memory 8K`
+ * gives too: for test suites that create many repositories and must stay fast. Key files made
+ * with it are trivial to brute-force; nothing chooses it but an explicit call or option. */
+void keyfile_params_min(struct keyfile_params *p);
 
 struct keyfile_info {
     char created[40];   /* RFC 3339 UTC */

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "base/fdio.h"
-#include "repo/backend.h"
+#include "backend/backend.h"
 
 static const uint8_t pack_magic[4] = {'P', 'V', 'P', 'K'};
 #define PACK_VERSION 1

@@ -190,13 +190,19 @@ static int create_objects(struct backend *b, const char *location, const char *p
     return rc;
 }
 
+void repo_open_opts_default(struct repo_open_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    backend_opts_default(&o->backend);
+}
+
 int repo_create(const char *location, const char *password, const struct repo_create_params *p,
-                struct err *e)
+                const struct repo_open_opts *o, struct err *e)
 {
     int rc = crypt_init(e);
     if (rc < 0) return rc;
     struct backend *b;
-    rc = backend_open(location, true, &b, e);
+    rc = backend_open(location, o ? &o->backend : NULL, true, &b, e);
     if (rc < 0) return err_wrap(e, "creating a repository at %s", location);
     uint64_t size;
     rc = backend_stat(b, REPO_CONFIG_NAME, &size, e);
@@ -308,10 +314,11 @@ static void repo_free(struct repo *r)
     free(r);
 }
 
-static int open_objects(struct repo *r, const char *location, const char *password, struct err *e)
+static int open_objects(struct repo *r, const char *location, const char *password,
+                        const struct backend_opts *bo, struct err *e)
 {
     struct buf sealed = BUF_INIT, json = BUF_INIT;
-    int rc = backend_open(location, false, &r->b, e);
+    int rc = backend_open(location, bo, false, &r->b, e);
     if (rc == 0) rc = backend_load(r->b, REPO_CONFIG_NAME, 0, 0, &sealed, e);
     if (rc == ERR_NOT_FOUND) {
         buf_free(&sealed);
@@ -383,23 +390,11 @@ bool repo_reads_ahead(const struct repo *r)
     return r->window_bytes > 0;
 }
 
-/* A local directory needs neither a cache nor read-ahead: reading it is as fast as reading
- * them. (backend_open tells the backends apart the same way.) */
-static bool is_remote(const char *location)
-{
-    return strncmp(location, "s3:", 3) == 0;
-}
-
 /* Without a usable cache directory the repository still works, only slower. */
-static void open_default_cache(struct repo *r)
+static void open_cache(struct repo *r, const char *dir)
 {
-    const char *off = getenv("PODVAULT_NO_CACHE");
-    if (off && strcmp(off, "1") == 0) return;
-    char *dir;
     struct err ignored;
-    if (cache_default_dir(&dir, &ignored) < 0) return;
-    repo_set_cache(r, dir, &ignored);
-    free(dir);
+    if (dir && *dir) repo_set_cache(r, dir, &ignored);
 }
 
 /* The directories whose files are cached (packs are cached by repo_load_blob, trees only). */
@@ -421,7 +416,8 @@ static void cache_drop(struct repo *r, const char *name)
     if (r->cache) cache_remove(r->cache, name, &ignored);
 }
 
-int repo_open(const char *location, const char *password, struct repo **out, struct err *e)
+int repo_open(const char *location, const char *password, const struct repo_open_opts *o,
+              struct repo **out, struct err *e)
 {
     *out = NULL;
     int rc = crypt_init(e);
@@ -435,13 +431,15 @@ int repo_open(const char *location, const char *password, struct repo **out, str
     pthread_cond_init(&r->win_ready, NULL);
     pthread_cond_init(&r->fetch_work, NULL);
     r->readers = REPO_READERS_DEFAULT;
-    rc = open_objects(r, location, password, e);
+    rc = open_objects(r, location, password, o ? &o->backend : NULL, e);
     if (rc < 0) {
         repo_free(r);
         return rc;
     }
-    if (is_remote(location)) {
-        open_default_cache(r);
+    /* A local directory needs neither a cache nor read-ahead: reading it is as fast as reading
+     * them. */
+    if (r->b->kind != BACKEND_LOCAL) {
+        open_cache(r, o ? o->cache_dir : NULL);
         r->window_bytes = REPO_WINDOW_BYTES;
     }
     *out = r;

@@ -16,7 +16,7 @@
 #include "base/err.h"
 #include "base/oid.h"
 #include "chunker/chunker.h"
-#include "repo/backend.h"
+#include "backend/backend.h"
 #include "repo/config.h"
 #include "repo/crypt.h"
 #include "repo/index.h"
@@ -29,19 +29,33 @@ struct repo_create_params {
     struct keyfile_params kdf; /* Argon2id cost for the first password */
 };
 
-/* Creates a repository at `location` (which must not already hold one). */
+/* How a repository is opened, as values (the program's edge fills it; nothing in repo/ reads
+ * the environment). Strings are borrowed for the call. */
+struct repo_open_opts {
+    struct backend_opts backend; /* backend.h */
+    /* For a repository that is not a local directory: the directory of the local cache
+     * (repo/cache.h), or NULL for none (--no-cache). */
+    const char *cache_dir;
+};
+
+/* The defaults: the backend's defaults, no cache. */
+void repo_open_opts_default(struct repo_open_opts *o);
+
+/* Creates a repository at `location` (which must not already hold one); `o` as for repo_open
+ * (only its backend settings are used). */
 int repo_create(const char *location, const char *password, const struct repo_create_params *p,
-                struct err *e);
-/* Opens a repository. ERR_AUTH when no key file accepts the password; ERR_NOT_FOUND when the
- * location holds no repository. */
-int repo_open(const char *location, const char *password, struct repo **out, struct err *e);
+                const struct repo_open_opts *o, struct err *e);
+/* Opens a repository with settings `o` (NULL: repo_open_opts_default). ERR_AUTH when no key
+ * file accepts the password; ERR_NOT_FOUND when the location holds no repository. */
+int repo_open(const char *location, const char *password, const struct repo_open_opts *o,
+              struct repo **out, struct err *e);
 void repo_close(struct repo *r);
 
 /* The local cache (repo/cache.h) of index files, snapshots and tree packs. repo_open gives a
- * repository that is not a local directory one, in the directory cache_default_dir() names,
- * unless $PODVAULT_NO_CACHE is "1"; a cache that cannot be opened is no error (the repository is
- * then used without one). repo_set_cache replaces that choice, before the repository is shared
- * between threads: `dir`, or NULL for no cache. Cached copies are authenticated on every use. */
+ * repository that is not a local directory one in its options' cache_dir (none when NULL); a
+ * cache that cannot be opened is no error (the repository is then used without one).
+ * repo_set_cache replaces that choice, before the repository is shared between threads: `dir`,
+ * or NULL for no cache. Cached copies are authenticated on every use. */
 int repo_set_cache(struct repo *r, const char *dir, struct err *e);
 /* The cache directory in use, or NULL. */
 const char *repo_cache_dir(const struct repo *r);

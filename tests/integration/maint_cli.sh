@@ -4,9 +4,9 @@
 # damaged object, repair index, maintain deciding what is due, and usage errors.
 . "$(dirname "$0")/lib.sh"
 need jq
-export PODVAULT_KDF_TEST=1
 
-run_pv 0 init --chunk-min 16384 --chunk-avg 65536 --chunk-max 262144 --pack-size 1048576
+run_pv 0 init --chunk-min 16384 --chunk-avg 65536 --chunk-max 262144 --pack-size 1048576 \
+    --kdf-passes 1 --kdf-memory 8K
 S=$T/src
 mkdir -p "$S"
 for i in 1 2 3 4; do
@@ -125,7 +125,7 @@ run_pv 0 --json snapshots
 ok "repair index after losing the index"
 
 # maintain: a full run the first time, then nothing is due; --quick --force runs a quick one.
-rm -rf "$REPO" && run_pv 0 init && run_pv 0 backup "$S" -q
+rm -rf "$REPO" && run_pv 0 init --kdf-passes 1 --kdf-memory 8K && run_pv 0 backup "$S" -q
 run_pv 0 --json maintain
 [ "$(json_get .ran)" = full ] && [ "$(json_get .ok)" = true ] || fail "maintain: $(cat "$T/out")"
 run_pv 0 --json maintain

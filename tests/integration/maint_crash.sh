@@ -8,10 +8,10 @@
 need jq
 
 ROUNDS=${PV_CRASH_ROUNDS:-16}
-export PODVAULT_KDF_TEST=1
 PV=("$PODVAULT" -r "$REPO" --password-file "$PW")
 
-run_pv 0 init --chunk-min 16384 --chunk-avg 65536 --chunk-max 262144 --pack-size 1048576
+run_pv 0 init --chunk-min 16384 --chunk-avg 65536 --chunk-max 262144 --pack-size 1048576 \
+    --kdf-passes 1 --kdf-memory 8K
 S=$T/src
 mkdir -p "$S/a" "$S/b"
 for i in $(seq 1 12); do rand_file "$S/a/f$i" $(( (RANDOM % 6 + 1) * 100000 )); done

@@ -9,10 +9,10 @@ need jq
 
 SECONDS_TOTAL=${PV_TORTURE_SECONDS:-60}
 WRITERS=${PV_TORTURE_WRITERS:-3}
-export PODVAULT_KDF_TEST=1
 PV=("$PODVAULT" -r "$REPO" --password-file "$PW")
 
-run_pv 0 init --chunk-min 16384 --chunk-avg 65536 --chunk-max 262144 --pack-size 1048576
+run_pv 0 init --chunk-min 16384 --chunk-avg 65536 --chunk-max 262144 --pack-size 1048576 \
+    --kdf-passes 1 --kdf-memory 8K
 
 # A pool of files the writers share, so their trees overlap and deduplicate across writers.
 POOL=$T/pool

@@ -463,7 +463,7 @@ int main(int argc, char **argv)
     }
     struct ctx c = {.outside = outside};
     if (crypt_init(&c.e) < 0) die(&c, "crypt_init");
-    if (repo_open(repo, password, &c.r, &c.e) < 0) die(&c, repo);
+    if (repo_open(repo, password, NULL, &c.r, &c.e) < 0) die(&c, repo);
     free(password);
     if (repo_load_index(c.r, &c.e) < 0) die(&c, "loading index");
     if (store_new(c.r, &c.st, &c.e) < 0) die(&c, "store_new");

@@ -1,6 +1,8 @@
 /* maint_fixture.h - what the maintenance tests (test_prune.c, test_check.c, test_lock.c) share:
  * temporary repositories with small packs, snapshots of generated blobs written through
- * store/tree/snapshot, and their verification. Header-only, included by one test file each. */
+ * store/tree/snapshot, and their verification. The scratch directory (fixture_setup and
+ * fixture_teardown as the group's set-up) is fixture.h's. Header-only, included by one test file
+ * each. */
 #ifndef PV_TESTS_MAINT_FIXTURE_H
 #define PV_TESTS_MAINT_FIXTURE_H
 
@@ -18,43 +20,20 @@
 #include "repo/snapshot.h"
 #include "repo/store.h"
 #include "repo/tree.h"
+#include "fixture.h"
 
 #define FX_PACK_SIZE (1u * 1024 * 1024)
 /* Blobs of ~100 KiB: about ten to a pack. */
 #define FX_BLOB_LEN(num) (96u * 1024 + (unsigned)(num) % 7 * 1024)
 
-static char fx_base[512];
-static int fx_counter;
 static int64_t fx_clock = 1700000000;
 
-static __attribute__((unused)) int fx_setup(void **state)
-{
-    (void)state;
-    setenv("PODVAULT_KDF_TEST", "1", 1);
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(fx_base, sizeof fx_base, "%s/pv-maint-XXXXXX", tmp);
-    return mkdtemp(fx_base) ? 0 : -1;
-}
-
-static __attribute__((unused)) int fx_teardown(void **state)
-{
-    (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx_base);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 /* Creates a repository whose packs hold pack_size bytes, and returns its location in loc. */
-static __attribute__((unused)) void fx_create_sized(char loc[600], uint32_t pack_size)
+static __attribute__((unused)) void fx_create_sized(char loc[FIXTURE_LOC_MAX], uint32_t pack_size)
 {
-    snprintf(loc, 600, "%s/r%d", fx_base, fx_counter++);
-    struct repo_create_params p;
     struct err e;
-    config_default(&p.config);
-    p.config.pack_size = pack_size;
-    p.config.zstd_level = 1;
-    keyfile_params_default(&p.kdf);
-    if (repo_create(loc, "pw", &p, &e) != 0) {
+    fixture_location(loc);
+    if (fixture_create(loc, "pw", pack_size, 1, &e) != 0) {
         fprintf(stderr, "repo_create: %s\n", e.msg);
         abort();
     }
@@ -71,7 +50,7 @@ static __attribute__((unused)) struct repo *fx_open(const char *loc, struct lock
 {
     struct repo *r;
     struct err e;
-    if (repo_open(loc, "pw", &r, &e) != 0) {
+    if (repo_open(loc, "pw", NULL, &r, &e) != 0) {
         fprintf(stderr, "repo_open: %s\n", e.msg);
         abort();
     }
@@ -209,7 +188,7 @@ static __attribute__((unused)) int fx_verify(const char *loc, const struct oid *
 {
     struct repo *r;
     struct err e;
-    if (repo_open(loc, "pw", &r, &e) != 0 || repo_load_index(r, &e) != 0) {
+    if (repo_open(loc, "pw", NULL, &r, &e) != 0 || repo_load_index(r, &e) != 0) {
         fprintf(stderr, "fx_verify: %s\n", e.msg);
         return -1;
     }

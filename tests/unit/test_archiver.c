@@ -380,7 +380,6 @@ static int group_setup(void **state)
     (void)state;
     struct err e;
     err_clear(&e);
-    setenv("PODVAULT_KDF_TEST", "1", 1);
     if (crypt_init(&e) != 0) return -1;
     const char *tmp = getenv("TMPDIR");
     snprintf(g_base, sizeof g_base, "%s/pv-arch-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -398,8 +397,9 @@ static int group_setup(void **state)
     p.config.chunker.avg_size = 64 * 1024;
     p.config.chunker.max_size = 256 * 1024;
     p.config.pack_size = 1024 * 1024;
-    keyfile_params_default(&p.kdf);
-    if (repo_create(g_repo, PASSWORD, &p, &e) != 0 || repo_open(g_repo, PASSWORD, &g_r, &e) != 0) {
+    keyfile_params_min(&p.kdf);
+    if (repo_create(g_repo, PASSWORD, &p, NULL, &e) != 0 ||
+        repo_open(g_repo, PASSWORD, NULL, &g_r, &e) != 0) {
         fprintf(stderr, "repository: %s\n", e.msg);
         return -1;
     }

@@ -31,8 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "repo/backend.h"
-#include "repo/backend_s3.h"
+#include "backend/backend.h"
+#include "backend/backend_s3.h"
 
 /* ---- small helpers ---- */
 
@@ -96,6 +96,23 @@ static int env_reset(void **state)
 {
     env_restore();
     return 0;
+}
+
+static const char *env_get(void *ctx, const char *name)
+{
+    (void)ctx;
+    return getenv(name);
+}
+
+/* backend_open with the settings of the process's environment, as a program's edge reads them:
+ * the variables' contract (backend_s3.h) is tested through here. */
+static int open_env(const char *loc, bool create, struct backend **b, struct err *e)
+{
+    struct backend_opts o;
+    backend_opts_default(&o);
+    *b = NULL;
+    int rc = backend_opts_from_vars(&o, env_get, NULL, e);
+    return rc < 0 ? rc : backend_open(loc, &o, create, b, e);
 }
 
 static bool s3_available(void)
@@ -289,8 +306,8 @@ static int setup_local(void **state)
     err_clear(&e);
     /* Without create, a missing directory is "not found". */
     struct backend *b = NULL;
-    if (backend_open(fx->location, false, &b, &e) != ERR_NOT_FOUND) return -1;
-    if (backend_open(fx->location, true, &fx->b, &e) != 0) {
+    if (open_env(fx->location, false, &b, &e) != ERR_NOT_FOUND) return -1;
+    if (open_env(fx->location, true, &fx->b, &e) != 0) {
         fprintf(stderr, "%s\n", e.msg);
         return -1;
     }
@@ -335,7 +352,7 @@ static int setup_s3(void **state)
     fx->location = s3_run_location(NULL);
     struct err e;
     err_clear(&e);
-    if (!fx->location || backend_open(fx->location, true, &fx->b, &e) != 0) {
+    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
         fprintf(stderr, "%s\n", e.msg);
         return -1;
     }
@@ -369,7 +386,7 @@ static int setup_s3_proxy(void **state)
     fx->location = s3_run_location(proxied);
     struct err e;
     err_clear(&e);
-    if (!fx->location || backend_open(fx->location, true, &fx->b, &e) != 0) {
+    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
         fprintf(stderr, "%s\n", e.msg);
         return -1;
     }
@@ -1003,7 +1020,7 @@ static void local_enospc(struct fixture *fx)
         struct backend *b = NULL;
         struct err e;
         err_clear(&e);
-        if (backend_open(repo, true, &b, &e) != 0) _exit(4);
+        if (open_env(repo, true, &b, &e) != 0) _exit(4);
         static uint8_t big[1 << 20];
         char small_name[128], name[128];
         random_name(small_name, sizeof small_name, "data/00");
@@ -1053,7 +1070,7 @@ static void s3_cut_upload(struct fixture *fx)
     struct backend *b = NULL;
     struct err e;
     err_clear(&e);
-    assert_int_equal(backend_open(loc, false, &b, &e), 0);
+    assert_int_equal(open_env(loc, false, &b, &e), 0);
     char name[128];
     random_name(name, sizeof name, "data/c3");
     uint8_t *data = random_bytes(300000);
@@ -1098,10 +1115,64 @@ static void expect_open_fails(const char *loc, const char *needle)
     struct backend *b = NULL;
     struct err e;
     err_clear(&e);
-    int rc = backend_open(loc, false, &b, &e);
+    int rc = open_env(loc, false, &b, &e);
     if (rc != ERR_FAIL || !strstr(e.msg, needle))
         fail_msg("open %s: rc %d, \"%s\" lacks \"%s\"", loc, rc, e.msg, needle);
     assert_null(b);
+}
+
+/* Settings given as values, without the environment: the kind of each backend, a scheme that
+ * is not known, numbers out of bounds, and S3 settings taken from the struct (the process's
+ * variables saying otherwise are ignored). */
+static void test_opts_and_kinds(void **state)
+{
+    struct backend *b = NULL;
+    struct err e;
+    err_clear(&e);
+    enum backend_kind kind;
+    assert_int_equal(backend_parse_kind("s3:http://h/b", &kind, &e), 0);
+    assert_int_equal(kind, BACKEND_S3);
+    assert_int_equal(backend_parse_kind("/srv/repo", &kind, &e), 0);
+    assert_int_equal(kind, BACKEND_LOCAL);
+    assert_int_equal(backend_parse_kind("./gs:odd", &kind, &e), 0);
+    assert_int_equal(kind, BACKEND_LOCAL);
+    assert_int_equal(backend_parse_kind("gs://bucket/p", &kind, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "unknown repository scheme \"gs:\""));
+    assert_int_equal(backend_open("azure:container", NULL, true, &b, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "unknown repository scheme \"azure:\""));
+    assert_null(b);
+
+    char dir[] = "/tmp/pv-opts-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct backend_opts o;
+    backend_opts_default(&o);
+    o.tmp_dir = dir;
+    assert_int_equal(backend_open(dir, &o, false, &b, &e), 0);
+    assert_int_equal(b->kind, BACKEND_LOCAL);
+    backend_close(b);
+    o.uploads = 65;
+    assert_int_equal(backend_open(dir, &o, false, &b, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, BACKEND_S3_ENV_UPLOADS));
+    assert_null(b);
+    rmdir(dir);
+
+    env_set(BACKEND_S3_ENV_UPLOADS, "1");
+    env_set("AWS_ACCESS_KEY_ID", NULL);
+    env_set("AWS_SECRET_ACCESS_KEY", NULL);
+    backend_opts_default(&o);
+    o.uploads = 7;
+    o.downloads = 3;
+    o.access_key = "k";
+    o.secret_key = "s";
+    assert_int_equal(backend_open("s3:http://127.0.0.1:1/bucket/p", &o, false, &b, &e), 0);
+    assert_int_equal(b->kind, BACKEND_S3);
+    assert_int_equal(b->save_slots, 7);
+    assert_int_equal(b->load_slots, 3);
+    backend_close(b);
+    o.region = "us east";
+    assert_int_equal(backend_open("s3:http://127.0.0.1:1/bucket/p", &o, false, &b, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "bad S3 region"));
+    env_restore();
 }
 
 static void test_s3_locations(void **state)
@@ -1144,7 +1215,7 @@ static void test_s3_credentials(void **state)
     struct backend *b = NULL;
     struct err e;
     err_clear(&e);
-    assert_int_equal(backend_open("s3:http://127.0.0.1:1/bucket/p", false, &b, &e), 0);
+    assert_int_equal(open_env("s3:http://127.0.0.1:1/bucket/p", false, &b, &e), 0);
     backend_close(b);
     env_set("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials");
     expect_open_fails("s3:http://127.0.0.1:1/bucket", "/nonexistent/credentials");
@@ -1167,7 +1238,7 @@ static void test_s3_unreachable(void **state)
     struct backend *b = NULL;
     struct err e;
     err_clear(&e);
-    assert_int_equal(backend_open("s3:http://127.0.0.1:1/bucket/p", false, &b, &e), 0);
+    assert_int_equal(open_env("s3:http://127.0.0.1:1/bucket/p", false, &b, &e), 0);
     struct buf out = BUF_INIT;
     double t0 = now_s();
     assert_int_equal(backend_load(b, "config", 0, 0, &out, &e), ERR_FAIL);
@@ -1178,7 +1249,7 @@ static void test_s3_unreachable(void **state)
     backend_close(b);
     /* init on an unreachable server fails in open */
     b = NULL;
-    assert_int_equal(backend_open("s3:http://127.0.0.1:1/bucket/p", true, &b, &e), ERR_FAIL);
+    assert_int_equal(open_env("s3:http://127.0.0.1:1/bucket/p", true, &b, &e), ERR_FAIL);
     assert_null(b);
     env_restore();
 }
@@ -1199,7 +1270,7 @@ static void never_recovers(const char *fault, const char *needle)
     struct backend *b = NULL;
     struct err e;
     err_clear(&e);
-    assert_int_equal(backend_open(loc, false, &b, &e), 0);
+    assert_int_equal(open_env(loc, false, &b, &e), 0);
     double t0 = now_s();
     int rc = backend_save(b, "snapshots/0011", "x", 1, true, &e);
     double took = now_s() - t0;
@@ -1263,7 +1334,7 @@ static void test_s3_requests_on_the_wire(void **state)
     err_clear(&e);
 
     snprintf(loc, sizeof loc, "s3:http://127.0.0.1:%d/my-bucket/pre/fix/", p.port);
-    assert_int_equal(backend_open(loc, false, &b, &e), 0);
+    assert_int_equal(open_env(loc, false, &b, &e), 0);
     assert_int_equal(backend_load(b, "config", 0, 0, &out, &e), ERR_FAIL);
     assert_int_equal(backend_load(b, "data/00/ab", 10, 10, &out, &e), ERR_FAIL);
     assert_int_equal(backend_save(b, "keys/01", "abc", 3, true, &e), ERR_FAIL);
@@ -1273,7 +1344,7 @@ static void test_s3_requests_on_the_wire(void **state)
 
     env_set(BACKEND_S3_ENV_VIRTUAL_HOST, "1");
     snprintf(loc, sizeof loc, "s3:http://localhost:%d/my-bucket", p.port);
-    assert_int_equal(backend_open(loc, false, &b, &e), 0);
+    assert_int_equal(open_env(loc, false, &b, &e), 0);
     assert_int_equal(backend_load(b, "config", 0, 0, &out, &e), ERR_FAIL);
     backend_close(b);
 
@@ -1320,7 +1391,7 @@ static struct backend *open_s3_with(const char *secret, const char *loc_override
     struct backend *b = NULL;
     struct err e;
     err_clear(&e);
-    assert_int_equal(backend_open(loc, false, &b, &e), 0);
+    assert_int_equal(open_env(loc, false, &b, &e), 0);
     free(loc);
     return b;
 }
@@ -1403,7 +1474,7 @@ static void test_s3_buckets(void **state)
     struct err e;
     err_clear(&e);
     /* A missing bucket is not a missing object. */
-    assert_int_equal(backend_open(loc, false, &b, &e), 0);
+    assert_int_equal(open_env(loc, false, &b, &e), 0);
     struct buf out = BUF_INIT;
     assert_int_equal(backend_load(b, "config", 0, 0, &out, &e), ERR_FAIL);
     assert_non_null(strstr(e.msg, "NoSuchBucket"));
@@ -1411,13 +1482,13 @@ static void test_s3_buckets(void **state)
     assert_non_null(strstr(e.msg, "NoSuchBucket"));
     backend_close(b);
     /* init creates it */
-    assert_int_equal(backend_open(loc, true, &b, &e), 0);
+    assert_int_equal(open_env(loc, true, &b, &e), 0);
     save_ok(b, "config", "x", 1, false);
     check_load(b, "config", 0, 0, (const uint8_t *)"x", 1);
     assert_int_equal(backend_remove(b, "config", &e), 0);
     backend_close(b);
     /* and opening with create again is fine */
-    assert_int_equal(backend_open(loc, true, &b, &e), 0);
+    assert_int_equal(open_env(loc, true, &b, &e), 0);
     backend_close(b);
     char url[256];
     snprintf(url, sizeof url, "http://%s/pv-test-%s", hp, hex);
@@ -1446,13 +1517,13 @@ static void test_s3_credentials_file(void **state)
     struct backend *b = NULL;
     struct err e;
     err_clear(&e);
-    assert_int_equal(backend_open(loc, true, &b, &e), 0);
+    assert_int_equal(open_env(loc, true, &b, &e), 0);
     save_ok(b, "keys/0a", "k", 1, false);
     check_load(b, "keys/0a", 0, 0, (const uint8_t *)"k", 1);
     assert_int_equal(backend_remove(b, "keys/0a", &e), 0);
     backend_close(b);
     env_set("AWS_PROFILE", NULL); /* [default] has the wrong secret */
-    assert_int_equal(backend_open(loc, false, &b, &e), 0);
+    assert_int_equal(open_env(loc, false, &b, &e), 0);
     assert_int_equal(backend_save(b, "keys/0b", "k", 1, true, &e), ERR_FAIL);
     assert_non_null(strstr(e.msg, "SignatureDoesNotMatch"));
     backend_close(b);
@@ -1501,6 +1572,7 @@ int main(void)
     const struct CMUnitTest suite[] = {SUITE};
     /* env_reset: a failed check must not leave its environment to the next one */
     const struct CMUnitTest offline[] = {
+        cmocka_unit_test_teardown(test_opts_and_kinds, env_reset),
         cmocka_unit_test_teardown(test_s3_locations, env_reset),
         cmocka_unit_test_teardown(test_s3_credentials, env_reset),
         cmocka_unit_test_teardown(test_s3_unreachable, env_reset),

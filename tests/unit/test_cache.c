@@ -16,6 +16,8 @@
 
 #include "repo/cache.h"
 
+#include "fixture.h"
+
 #define ID_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define ID_B "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -26,9 +28,7 @@ struct fx {
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(f->dir, sizeof f->dir, "%s/pv-cache-XXXXXX", tmp);
-    if (!mkdtemp(f->dir)) return -1;
+    if (fixture_mkdtemp(f->dir, sizeof f->dir, "pv-cache") < 0) return -1;
     *state = f;
     return 0;
 }
@@ -36,11 +36,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    int rc = system(cmd);
+    int rc = fixture_rmtree(f->dir);
     free(f);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }
 
 static struct cache *open_ok(const char *dir, const char *id)
@@ -177,26 +175,17 @@ static void test_default_dir(void **state)
     char *d = NULL;
     struct err e;
     err_clear(&e);
-    char *old_home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
-    setenv("PODVAULT_CACHE_DIR", "/x/pv", 1);
-    setenv("XDG_CACHE_HOME", "/x/xdg", 1);
-    setenv("HOME", "/x/home", 1);
-    assert_int_equal(cache_default_dir(&d, &e), 0);
+    assert_int_equal(cache_default_dir("/x/pv", "/x/xdg", "/x/home", &d, &e), 0);
     assert_string_equal(d, "/x/pv");
     free(d);
-    unsetenv("PODVAULT_CACHE_DIR");
-    assert_int_equal(cache_default_dir(&d, &e), 0);
+    assert_int_equal(cache_default_dir(NULL, "/x/xdg", "/x/home", &d, &e), 0);
     assert_string_equal(d, "/x/xdg/podvault");
     free(d);
-    unsetenv("XDG_CACHE_HOME");
-    assert_int_equal(cache_default_dir(&d, &e), 0);
+    assert_int_equal(cache_default_dir("", "", "/x/home", &d, &e), 0);
     assert_string_equal(d, "/x/home/.cache/podvault");
     free(d);
-    unsetenv("HOME");
-    assert_int_equal(cache_default_dir(&d, &e), ERR_FAIL);
+    assert_int_equal(cache_default_dir(NULL, NULL, NULL, &d, &e), ERR_FAIL);
     assert_null(d);
-    if (old_home) setenv("HOME", old_home, 1);
-    free(old_home);
 }
 
 struct writer {

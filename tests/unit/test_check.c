@@ -40,7 +40,7 @@ static struct check_stats check(const char *loc, enum check_read read, const cha
 {
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     struct check_options o = {.read = read, .report = collect, .ctx = f};
     if (subset) assert_int_equal(check_parse_subset(subset, &o, &e), 0);
     memset(f, 0, sizeof *f);
@@ -258,7 +258,7 @@ static void test_missing_pack(void **state)
     /* Repair cannot bring data back: the index then simply lacks those blobs. */
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(x.loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(x.loc, "pw", NULL, &r, &e), 0);
     struct check_options o = {0};
     struct check_repair_stats rs;
     assert_int_equal(check_repair_index(r, &o, &rs, &e), 0);
@@ -291,7 +291,7 @@ static void test_missing_index_and_repair(void **state)
 
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(x.loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(x.loc, "pw", NULL, &r, &e), 0);
     struct check_options o = {0};
     struct check_repair_stats rs;
     assert_int_equal(check_repair_index(r, &o, &rs, &e), 0);
@@ -322,7 +322,7 @@ static void test_damaged_index_file(void **state)
     /* Repair replaces it, damaged or not. */
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(x.loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(x.loc, "pw", NULL, &r, &e), 0);
     struct check_options o = {0};
     struct check_repair_stats rs;
     assert_int_equal(check_repair_index(r, &o, &rs, &e), 0);
@@ -357,7 +357,7 @@ static void test_repair_reports_bad_pack(void **state)
     flip(path, -20);
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(x.loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(x.loc, "pw", NULL, &r, &e), 0);
     struct found f;
     memset(&f, 0, sizeof f);
     struct check_options o = {.report = collect, .ctx = &f};
@@ -389,7 +389,7 @@ static struct check_stats check_bounded(const char *loc, enum check_read read, u
 {
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     uint64_t lo = 1024, hi = 1 << 20; /* planned(lo) >= passes or too small; planned(hi) < */
     assert_true(planned(r, hi) < passes);
     while (hi - lo > 1) {
@@ -443,7 +443,7 @@ static void test_bounded_same_findings(void **state)
      * pack, a truncated one. */
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(x.loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(x.loc, "pw", NULL, &r, &e), 0);
     assert_int_equal(lock_load_index(r, NULL, &e), 0);
     struct oid p_missing, p_trunc, p_header;
     struct oid b25 = fx_blob_id(r, 25), b102 = fx_blob_id(r, 102), b15 = fx_blob_id(r, 15);
@@ -495,7 +495,7 @@ static void test_bound_too_small(void **state)
     make(&x);
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(x.loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(x.loc, "pw", NULL, &r, &e), 0);
     struct found f;
     memset(&f, 0, sizeof f);
     struct check_options o = {.report = collect, .ctx = &f, .max_memory = 64 << 10};
@@ -542,5 +542,5 @@ int main(void)
         cmocka_unit_test(test_bounded_same_findings),
         cmocka_unit_test(test_bound_too_small),
     };
-    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }

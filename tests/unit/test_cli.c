@@ -14,7 +14,7 @@
 #include "cli/cli.h"
 #include "cli/format.h"
 #include "cli/options.h"
-#include "repo/backend_s3.h"
+#include "backend/backend_s3.h"
 #include "cli/password.h"
 
 static void test_parse_size(void **state)
@@ -175,19 +175,26 @@ static void test_s3_addressing(void **state)
 {
     (void)state;
     static const struct option longopts[] = {{NULL, 0, NULL, 0}};
-    const char *flags[] = {"--s3-path-style", "--s3-virtual-host"}, *want[] = {"0", "1"};
+    const char *flags[] = {"--s3-path-style", "--s3-virtual-host"};
+    const enum backend_addressing want[] = {BACKEND_ADDR_PATH, BACKEND_ADDR_VIRTUAL};
     for (int i = 0; i < 2; i++) {
         char *argv[] = {"snapshots", (char *)flags[i], NULL};
         volatile sig_atomic_t cancel = 0;
-        struct cli g = {.verbosity = 1, .cancel = &cancel, .cmd = "snapshots"};
+        struct cli g = {.verbosity = 1, .cancel = &cancel, .cmd = "snapshots", .no_cache = true};
         struct cli_parser p;
         cli_parser_init(&p, "usage\n", "", longopts);
         optind = 0;
-        unsetenv(BACKEND_S3_ENV_VIRTUAL_HOST);
+        /* The option beats the variable, which says the opposite. */
+        setenv(BACKEND_S3_ENV_VIRTUAL_HOST, i == 0 ? "1" : "0", 1);
         assert_int_equal(cli_next(&g, &p, 2, argv), CLI_OPT_END);
-        const char *v = getenv(BACKEND_S3_ENV_VIRTUAL_HOST);
-        assert_non_null(v);
-        assert_string_equal(v, want[i]);
+        assert_int_equal(g.s3_addressing, want[i]);
+        struct repo_open_opts o;
+        char *cache_dir;
+        struct err e;
+        assert_int_equal(cli_repo_opts(&g, &o, &cache_dir, &e), 0);
+        assert_int_equal(o.backend.addressing, want[i]);
+        assert_null(o.cache_dir);
+        free(cache_dir);
     }
     unsetenv(BACKEND_S3_ENV_VIRTUAL_HOST);
 }

@@ -18,7 +18,7 @@ static struct repo *open_plain(const char *loc)
 {
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     return r;
 }
 
@@ -78,7 +78,7 @@ static void dead_holder(const char *loc, enum lock_kind kind)
         struct err e;
         struct lock *lk;
         struct lock_options o = {.kind = kind};
-        if (repo_open(loc, "pw", &r, &e) != 0 || lock_acquire(r, &o, &lk, &e) != 0) _exit(1);
+        if (repo_open(loc, "pw", NULL, &r, &e) != 0 || lock_acquire(r, &o, &lk, &e) != 0) _exit(1);
         _exit(0); /* as if killed: the lock object stays */
     }
     int status;
@@ -305,5 +305,5 @@ int main(void)
         cmocka_unit_test(test_marks_round_trip_and_writer_forgets),
         cmocka_unit_test(test_unreadable_lock_counts_as_live),
     };
-    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }

@@ -80,7 +80,7 @@ static int run(const char *loc, struct maint_options *o, struct maint_result *re
 {
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     struct lock_options lo = {.kind = LOCK_PRUNE};
     struct lock *lk;
     assert_int_equal(lock_acquire(r, &lo, &lk, &e), 0);
@@ -159,7 +159,7 @@ static void test_runs_and_records(void **state)
     struct maint_state st;
     struct maint_record *recs;
     size_t n;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     assert_int_equal(maint_state_load(r, &st, &recs, &n, &e), 0);
     assert_int_equal(n, MAINT_KEEP);
     for (size_t i = 1; i < n; i++)
@@ -176,5 +176,5 @@ int main(void)
         cmocka_unit_test(test_record_codec),
         cmocka_unit_test(test_runs_and_records),
     };
-    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }

@@ -11,7 +11,7 @@
 #include <cmocka.h>
 #include <fcntl.h>
 
-#include "repo/backend.h"
+#include "backend/backend.h"
 #include "repo/pack.h"
 
 static struct crypt_keys keys;
@@ -393,7 +393,7 @@ static void test_read_header_from_backend(void **state)
     assert_non_null(mkdtemp(dir));
     struct backend *b;
     struct err e;
-    assert_int_equal(backend_open(dir, true, &b, &e), 0);
+    assert_int_equal(backend_open(dir, NULL, true, &b, &e), 0);
 
     /* A small pack (one read), and one whose header exceeds the 64 KiB first read. */
     size_t sizes[] = {3, 2500};

@@ -67,7 +67,7 @@ static int run_prune(const char *loc, struct prune_options *o, struct run *rn,
 {
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     struct run none = {0};
     if (!rn) rn = &none;
     struct lock_options lo = {.kind = LOCK_PRUNE, .cancel = &rn->cancel};
@@ -91,7 +91,7 @@ static int run_check(const char *loc, bool read_data, uint64_t *warnings)
 {
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     struct check_options o = {.read = read_data ? CHECK_READ_ALL : CHECK_READ_NONE};
     struct check_stats st;
     assert_int_equal(check_run(r, &o, &st, &e), 0);
@@ -368,7 +368,7 @@ static void test_writer_honours_marks(void **state)
     /* A writer starting after the mark does not see the marked packs' blobs. */
     struct repo *w2;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &w2, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &w2, &e), 0);
     assert_int_equal(lock_writer_begin(w2, NULL, &lk2, &e), 0);
     size_t marked = 0;
     assert_int_equal(lock_load_index(w2, &marked, &e), 0);
@@ -447,7 +447,7 @@ static struct oid write_orphan(const char *loc)
 {
     struct repo *r;
     struct err e;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     struct pack_writer *pw;
     int fd;
     assert_int_equal(backend_tmp_file(repo_backend(r), &fd, &e), 0);
@@ -655,7 +655,7 @@ static void test_bounded_prune(void **state)
     char loc[600], twin[600], cmd[1300];
     struct oid keep[2];
     bounded_history(loc, keep);
-    snprintf(twin, sizeof twin, "%s/r%d", fx_base, fx_counter++);
+    fixture_location(twin);
     snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", loc, twin);
     assert_int_equal(system(cmd), 0);
     uint64_t bound = four_pass_bound(loc);
@@ -761,7 +761,7 @@ static void test_bounded_repack_batches(void **state)
     char loc[600], twin[600], copy[600], cmd[1300];
     struct oid keep[2];
     bounded_history(loc, keep);
-    snprintf(twin, sizeof twin, "%s/r%d", fx_base, fx_counter++);
+    fixture_location(twin);
     snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", loc, twin);
     assert_int_equal(system(cmd), 0);
     struct acts d0, d1, l0, l1;
@@ -784,7 +784,7 @@ static void test_bounded_repack_batches(void **state)
         assert_true(s1.repack_batches >= 2);
         assert_same_acts(&d0, &d1);
 
-        snprintf(copy, sizeof copy, "%s/r%d", fx_base, fx_counter++);
+        fixture_location(copy);
         snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", loc, copy);
         assert_int_equal(system(cmd), 0);
         o.max_memory = bound;
@@ -1000,5 +1000,5 @@ int main(void)
         cmocka_unit_test(test_interrupted_resumes),
         cmocka_unit_test(test_quick_deletes_marked_only),
     };
-    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }

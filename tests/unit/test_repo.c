@@ -21,47 +21,25 @@
 #include "repo/pack.h"
 #include "repo/repo.h"
 #include "repo/store.h"
-
-static char base[512];
-static int counter;
-
-static int setup(void **state)
-{
-    setenv("PODVAULT_KDF_TEST", "1", 1);
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(base, sizeof base, "%s/pv-repo-XXXXXX", tmp);
-    return mkdtemp(base) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#include "fixture.h"
 
 /* A fresh repository location (not created yet). */
-static void new_location(char out[600])
+static void new_location(char out[FIXTURE_LOC_MAX])
 {
-    snprintf(out, 600, "%s/r%d", base, counter++);
+    fixture_location(out);
 }
 
 static void create(const char *loc, const char *pw)
 {
-    struct repo_create_params p;
     struct err e;
-    config_default(&p.config);
-    p.config.pack_size = 2u * 1024 * 1024;
-    p.config.zstd_level = 5;
-    keyfile_params_default(&p.kdf);
-    assert_int_equal(repo_create(loc, pw, &p, &e), 0);
+    assert_int_equal(fixture_create(loc, pw, 2u * 1024 * 1024, 5, &e), 0);
 }
 
 static struct repo *open_ok(const char *loc, const char *pw)
 {
     struct repo *r;
     struct err e;
-    int rc = repo_open(loc, pw, &r, &e);
+    int rc = repo_open(loc, pw, NULL, &r, &e);
     if (rc) fail_msg("open %s: %s", loc, e.msg);
     return r;
 }
@@ -117,10 +95,10 @@ static void test_wrong_password(void **state)
     struct err e;
     new_location(loc);
     create(loc, "right");
-    assert_int_equal(repo_open(loc, "wrong", &r, &e), ERR_AUTH);
+    assert_int_equal(repo_open(loc, "wrong", NULL, &r, &e), ERR_AUTH);
     assert_null(r);
     assert_non_null(strstr(e.msg, "password"));
-    assert_int_equal(repo_open(loc, "", &r, &e), ERR_AUTH);
+    assert_int_equal(repo_open(loc, "", NULL, &r, &e), ERR_AUTH);
 }
 
 static void test_missing_repo(void **state)
@@ -129,12 +107,12 @@ static void test_missing_repo(void **state)
     struct repo *r;
     struct err e;
     new_location(loc);
-    assert_int_equal(repo_open(loc, "pw", &r, &e), ERR_NOT_FOUND);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), ERR_NOT_FOUND);
     assert_non_null(strstr(e.msg, "no repository at"));
     assert_non_null(strstr(e.msg, loc));
     /* An existing directory that is not a repository. */
     assert_int_equal(mkdir(loc, 0700), 0);
-    assert_int_equal(repo_open(loc, "pw", &r, &e), ERR_NOT_FOUND);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), ERR_NOT_FOUND);
     assert_non_null(strstr(e.msg, "no repository at"));
 }
 
@@ -146,13 +124,13 @@ static void test_create_twice(void **state)
     struct repo_create_params p;
     struct err e;
     config_default(&p.config);
-    keyfile_params_default(&p.kdf);
-    assert_int_equal(repo_create(loc, "two", &p, &e), ERR_EXISTS);
+    keyfile_params_min(&p.kdf);
+    assert_int_equal(repo_create(loc, "two", &p, NULL, &e), ERR_EXISTS);
     assert_non_null(strstr(e.msg, "already exists"));
     struct repo *r = open_ok(loc, "one");
     assert_int_equal(count_ids(r, "keys"), 1); /* no stray key file */
     repo_close(r);
-    assert_int_equal(repo_open(loc, "two", &r, &e), ERR_AUTH);
+    assert_int_equal(repo_open(loc, "two", NULL, &r, &e), ERR_AUTH);
 }
 
 static void test_create_bad_config(void **state)
@@ -163,10 +141,10 @@ static void test_create_bad_config(void **state)
     struct err e;
     config_default(&p.config);
     p.config.pack_size = 10; /* below the minimum */
-    keyfile_params_default(&p.kdf);
-    assert_int_equal(repo_create(loc, "pw", &p, &e), ERR_FAIL);
+    keyfile_params_min(&p.kdf);
+    assert_int_equal(repo_create(loc, "pw", &p, NULL, &e), ERR_FAIL);
     struct repo *r;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), ERR_NOT_FOUND);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), ERR_NOT_FOUND);
 }
 
 static void test_keys(void **state)
@@ -178,7 +156,7 @@ static void test_keys(void **state)
     struct repo *r = open_ok(loc, "first");
     struct oid first = *repo_key_id(r), second;
     struct keyfile_params kp;
-    keyfile_params_default(&kp);
+    keyfile_params_min(&kp);
     assert_int_equal(repo_key_add(r, "second", &kp, &second, &e), 0);
     assert_int_equal(count_ids(r, "keys"), 2);
     /* The key in use cannot be removed. */
@@ -199,7 +177,7 @@ static void test_keys(void **state)
     assert_int_equal(repo_key_remove(r, &second, &e), ERR_FAIL);
     repo_close(r);
 
-    assert_int_equal(repo_open(loc, "first", &r, &e), ERR_AUTH);
+    assert_int_equal(repo_open(loc, "first", NULL, &r, &e), ERR_AUTH);
     r = open_ok(loc, "second");
     repo_close(r);
 }
@@ -218,7 +196,7 @@ static void test_broken_key_file_skipped(void **state)
     repo_close(r);
     r = open_ok(loc, "pw");
     repo_close(r);
-    assert_int_equal(repo_open(loc, "nope", &r, &e), ERR_AUTH);
+    assert_int_equal(repo_open(loc, "nope", NULL, &r, &e), ERR_AUTH);
     assert_non_null(strstr(e.msg, "could not be read"));
 }
 
@@ -281,12 +259,12 @@ static void test_tampered_config(void **state)
     cfg.data[cfg.len / 2] ^= 4;
     assert_int_equal(backend_save(repo_backend(r), "config", cfg.data, cfg.len, true, &e), 0);
     struct repo *bad;
-    assert_int_equal(repo_open(loc, "pw", &bad, &e), ERR_FAIL);
+    assert_int_equal(repo_open(loc, "pw", NULL, &bad, &e), ERR_FAIL);
     assert_non_null(strstr(e.msg, "config"));
     /* Another repository's config, sealed with another key, is refused too. */
     assert_int_equal(
         backend_save(repo_backend(r), "config", cfg_other.data, cfg_other.len, true, &e), 0);
-    assert_int_equal(repo_open(loc, "pw", &bad, &e), ERR_FAIL);
+    assert_int_equal(repo_open(loc, "pw", NULL, &bad, &e), ERR_FAIL);
     assert_non_null(strstr(e.msg, "config"));
     buf_free(&cfg);
     buf_free(&cfg_other);
@@ -1273,5 +1251,5 @@ int main(void)
         cmocka_unit_test(test_read_ahead),
         cmocka_unit_test(test_prefetch),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }

@@ -232,7 +232,7 @@ static void fx_open(struct fx *f)
 {
     struct err e;
     err_clear(&e);
-    if (repo_open(f->repo, PASSWORD, &f->r, &e) < 0) fail_msg("repo_open: %s", e.msg);
+    if (repo_open(f->repo, PASSWORD, NULL, &f->r, &e) < 0) fail_msg("repo_open: %s", e.msg);
     if (repo_load_index(f->r, &e) < 0) fail_msg("repo_load_index: %s", e.msg);
     if (store_new(f->r, &f->st, &e) < 0) fail_msg("store_new: %s", e.msg);
 }
@@ -279,7 +279,7 @@ static int setup(void **state)
     memset(&p, 0, sizeof p);
     config_default(&p.config);
     keyfile_params_default(&p.kdf);
-    if (repo_create(f->repo, PASSWORD, &p, &e) < 0) fail_msg("repo_create: %s", e.msg);
+    if (repo_create(f->repo, PASSWORD, &p, NULL, &e) < 0) fail_msg("repo_create: %s", e.msg);
     fx_open(f);
     *state = f;
     return 0;

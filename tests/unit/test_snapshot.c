@@ -17,6 +17,8 @@
 #include "repo/repo.h"
 #include "repo/snapshot.h"
 
+#include "fixture.h"
+
 static const char *const summary_names[] = {
     "files_new",        "files_changed",
     "files_unmodified", "dirs_new",
@@ -612,32 +614,21 @@ struct fixture {
     struct repo *r;
 };
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup_repo(void **state)
 {
     struct fixture *fx = calloc(1, sizeof *fx);
     struct repo_create_params p;
     struct err e;
-    const char *tmp = getenv("TMPDIR");
-    setenv("PODVAULT_KDF_TEST", "1", 1);
-    snprintf(fx->dir, sizeof fx->dir, "%s/pv-snap-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(fx->dir)) return -1;
+    if (fixture_mkdtemp(fx->dir, sizeof fx->dir, "pv-snap") < 0) return -1;
     snprintf(fx->loc, sizeof fx->loc, "%s/repo", fx->dir);
     memset(&p, 0, sizeof p);
     config_default(&p.config);
-    keyfile_params_default(&p.kdf);
-    if (repo_create(fx->loc, "secret", &p, &e) != 0) {
+    keyfile_params_min(&p.kdf);
+    if (repo_create(fx->loc, "secret", &p, NULL, &e) != 0) {
         print_error("repo_create: %s\n", e.msg);
         return -1;
     }
-    if (repo_open(fx->loc, "secret", &fx->r, &e) != 0) {
+    if (repo_open(fx->loc, "secret", NULL, &fx->r, &e) != 0) {
         print_error("repo_open: %s\n", e.msg);
         return -1;
     }
@@ -650,7 +641,7 @@ static int teardown_repo(void **state)
     struct fixture *fx = *state;
     if (!fx) return 0;
     repo_close(fx->r);
-    nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fixture_rmtree(fx->dir);
     free(fx);
     return 0;
 }

@@ -18,38 +18,17 @@
 #include "repo/repo.h"
 #include "repo/store.h"
 
+#include "fixture.h"
+
 #define PACK_SIZE (1u * 1024 * 1024)
 
-static char base[512];
-static int counter;
-
-static int setup(void **state)
+static struct repo *new_repo(char loc[FIXTURE_LOC_MAX])
 {
-    setenv("PODVAULT_KDF_TEST", "1", 1);
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(base, sizeof base, "%s/pv-store-XXXXXX", tmp);
-    return mkdtemp(base) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static struct repo *new_repo(char loc[600])
-{
-    snprintf(loc, 600, "%s/r%d", base, counter++);
-    struct repo_create_params p;
     struct err e;
-    config_default(&p.config);
-    p.config.pack_size = PACK_SIZE;
-    p.config.zstd_level = 3;
-    keyfile_params_default(&p.kdf);
-    assert_int_equal(repo_create(loc, "pw", &p, &e), 0);
+    fixture_location(loc);
+    assert_int_equal(fixture_create(loc, "pw", PACK_SIZE, 3, &e), 0);
     struct repo *r;
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     assert_int_equal(repo_load_index(r, &e), 0);
     return r;
 }
@@ -281,7 +260,7 @@ static void test_concurrent_adds(void **state)
     repo_close(r);
 
     /* A fresh open finds everything through the index files, and reads it back in parallel. */
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     assert_int_equal(repo_load_index(r, &e), 0);
     assert_int_equal(idx_blob_count(repo_index(r)), N);
     struct loader ld[THREADS];
@@ -358,7 +337,7 @@ static void test_index_written_during_backup(void **state)
     store_free(s);
     repo_close(r);
 
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     assert_int_equal(repo_load_index(r, &e), 0);
     assert_int_equal(idx_blob_count(repo_index(r)), N);
     struct loader ld = {.r = r, .blobs = blobs, .from = 0, .to = N};
@@ -396,7 +375,7 @@ static void test_index_file_blob_cap(void **state)
     assert_int_equal(n_index, 2);
     store_free(s);
     repo_close(r);
-    assert_int_equal(repo_open(loc, "pw", &r, &e), 0);
+    assert_int_equal(repo_open(loc, "pw", NULL, &r, &e), 0);
     assert_int_equal(repo_load_index(r, &e), 0);
     assert_int_equal(idx_blob_count(repo_index(r)), N);
     repo_close(r);
@@ -495,5 +474,5 @@ int main(void)
         cmocka_unit_test(test_flush_empty),
         cmocka_unit_test(test_upload_failure_is_sticky),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
 }

@@ -1,5 +1,5 @@
 /* s3_xml.c - expat-based parsers for S3 listing pages and error documents; see s3_xml.h. */
-#include "repo/s3_xml.h"
+#include "backend/s3_xml.h"
 
 #include <expat.h>
 #include <limits.h>

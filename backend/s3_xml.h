@@ -1,8 +1,8 @@
 /* s3_xml.h - parsers for the XML bodies an S3 server sends: ListObjectsV2 pages and <Error>
  * documents. Internal to the S3 backend; a header of its own so the fuzzer can reach it.
  * Input is untrusted: lengths are capped, DTDs and entity declarations are refused. */
-#ifndef PV_REPO_S3_XML_H
-#define PV_REPO_S3_XML_H
+#ifndef PV_BACKEND_S3_XML_H
+#define PV_BACKEND_S3_XML_H
 
 #include <stdbool.h>
 #include <stddef.h>

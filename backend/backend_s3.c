@@ -6,7 +6,7 @@
  * with exponential backoff and jitter; everything else fails at once with the server's code.
  * Several threads may use one backend: each request borrows a curl handle from a pool, and a
  * handle keeps its connection open for the next request that borrows it. */
-#include "repo/backend_s3.h"
+#include "backend/backend_s3.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include "base/fdio.h"
-#include "repo/backend.h"
-#include "repo/s3_xml.h"
+#include "backend/backend.h"
+#include "backend/s3_xml.h"
 
 /* SHA-256 of nothing: the payload hash of requests without a body. */
 #define SHA256_HEX_LEN 64
@@ -64,37 +64,6 @@ static struct s3 *as_s3(struct backend *b)
 }
 
 /* ---- settings ---- */
-
-static int env_long(const char *name, long def, long min, long max, long *out, struct err *e)
-{
-    const char *v = getenv(name);
-    *out = def;
-    if (!v || !*v) return 0;
-    char *end = NULL;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || *end || n < min || n > max)
-        return err_set(e, ERR_FAIL, "%s=\"%.40s\": expected a whole number from %ld to %ld", name,
-                       v, min, max);
-    *out = n;
-    return 0;
-}
-
-static bool env_flag(const char *name)
-{
-    const char *v = getenv(name);
-    return v && strcmp(v, "1") == 0;
-}
-
-static const char *env_first(const char *a, const char *b, const char *c)
-{
-    const char *names[] = {a, b, c};
-    for (size_t i = 0; i < 3; i++) {
-        const char *v = names[i] ? getenv(names[i]) : NULL;
-        if (v && *v) return v;
-    }
-    return NULL;
-}
 
 static char *trim(char *s)
 {
@@ -176,35 +145,34 @@ static int read_credentials_file(struct s3 *s, const char *path, const char *pro
     return 0;
 }
 
-static int load_credentials(struct s3 *s, struct err *e)
+static int load_credentials(struct s3 *s, const struct backend_opts *o, struct err *e)
 {
-    const char *id = getenv("AWS_ACCESS_KEY_ID"), *secret = getenv("AWS_SECRET_ACCESS_KEY");
-    bool has_id = id && *id, has_secret = secret && *secret;
+    bool has_id = o->access_key && *o->access_key, has_secret = o->secret_key && *o->secret_key;
     if (has_id != has_secret)
         return err_set(e, ERR_FAIL,
                        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together");
     if (has_id) {
-        const char *token = getenv("AWS_SESSION_TOKEN");
-        if (set_str(&s->access_key, id) < 0 || set_str(&s->secret_key, secret) < 0 ||
+        const char *token = o->session_token;
+        if (set_str(&s->access_key, o->access_key) < 0 ||
+            set_str(&s->secret_key, o->secret_key) < 0 ||
             (token && *token && set_token(s, token) < 0))
             return err_set(e, ERR_FAIL, "out of memory");
         return 0;
     }
-    const char *profile = env_first("AWS_PROFILE", NULL, NULL);
-    const char *file = env_first("AWS_SHARED_CREDENTIALS_FILE", NULL, NULL);
+    const char *file = o->credentials_file && *o->credentials_file ? o->credentials_file : NULL;
     char *path = NULL;
     if (file) {
         path = strdup(file);
     } else {
-        const char *home = getenv("HOME");
-        if (!home || !*home)
+        if (!o->home || !*o->home)
             return err_set(e, ERR_FAIL,
                            "no S3 credentials: set AWS_ACCESS_KEY_ID and "
                            "AWS_SECRET_ACCESS_KEY, or AWS_SHARED_CREDENTIALS_FILE");
-        if (asprintf(&path, "%s/.aws/credentials", home) < 0) path = NULL;
+        if (asprintf(&path, "%s/.aws/credentials", o->home) < 0) path = NULL;
     }
     if (!path) return err_set(e, ERR_FAIL, "out of memory");
-    int rc = read_credentials_file(s, path, profile ? profile : "default", file != NULL, e);
+    const char *profile = o->profile && *o->profile ? o->profile : "default";
+    int rc = read_credentials_file(s, path, profile, file != NULL, e);
     free(path);
     return rc;
 }
@@ -260,7 +228,8 @@ static bool ends_with(const char *s, const char *tail)
 #define LOCATION_FORM "expected s3:http[s]://host[:port]/bucket[/prefix]"
 
 /* Splits "s3:[scheme://]host[:port]/bucket[/prefix]" and builds the URLs. */
-static int parse_location(struct s3 *s, const char *loc, struct err *e)
+static int parse_location(struct s3 *s, const char *loc, enum backend_addressing addressing,
+                          struct err *e)
 {
     const char *rest = loc + 3, *scheme = "https";
     if (strncmp(rest, "http://", 7) == 0) {
@@ -306,10 +275,9 @@ static int parse_location(struct s3 *s, const char *loc, struct err *e)
         goto out;
     }
     bool has_port = host[0] == '[' ? strstr(host, "]:") != NULL : strchr(host, ':') != NULL;
-    const char *vh = getenv(BACKEND_S3_ENV_VIRTUAL_HOST);
-    bool virtual_host =
-        vh && *vh ? strcmp(vh, "1") == 0
-                  : ends_with(host, ".amazonaws.com") && !has_port && !strchr(s->bucket, '.');
+    bool virtual_host = addressing != BACKEND_ADDR_AUTO ? addressing == BACKEND_ADDR_VIRTUAL
+                                                        : ends_with(host, ".amazonaws.com") &&
+                                                              !has_port && !strchr(s->bucket, '.');
     int n;
     if (virtual_host) {
         n = asprintf(&s->bucket_url, "%s://%s.%s/", scheme, s->bucket, host);
@@ -326,32 +294,27 @@ out:
     return rc;
 }
 
-static int load_settings(struct s3 *s, struct err *e)
+/* The numbers were checked by backend_open. */
+static int load_settings(struct s3 *s, const struct backend_opts *o, struct err *e)
 {
-    const char *region = env_first(BACKEND_S3_ENV_REGION, "AWS_REGION", "AWS_DEFAULT_REGION");
-    if (!region) region = "us-east-1";
+    const char *region = o->region && *o->region ? o->region : "us-east-1";
     size_t rn = strlen(region);
     if (rn > 64 || strspn(region, "abcdefghijklmnopqrstuvwxyz0123456789-") != rn)
         return err_set(e, ERR_FAIL, "bad S3 region \"%.64s\"", region);
     if (set_str(&s->region, region) < 0 || asprintf(&s->sigv4, "aws:amz:%s:s3", region) < 0)
         return err_set(e, ERR_FAIL, "out of memory");
-    const char *ca = env_first(BACKEND_S3_ENV_CACERT, "AWS_CA_BUNDLE", NULL);
-    if (ca && set_str(&s->cacert, ca) < 0) return err_set(e, ERR_FAIL, "out of memory");
-    s->insecure = env_flag(BACKEND_S3_ENV_INSECURE_TLS);
-    int rc = env_long(BACKEND_S3_ENV_RETRIES, 6, 0, 100, &s->retries, e);
-    if (!rc) rc = env_long(BACKEND_S3_ENV_RETRY_DELAY_MS, 100, 1, 60000, &s->delay_ms, e);
-    if (!rc)
-        rc = env_long(BACKEND_S3_ENV_RETRY_MAX_DELAY_MS, 10000, 1, 600000, &s->max_delay_ms, e);
-    if (!rc) rc = env_long(BACKEND_S3_ENV_CONNECT_TIMEOUT, 10, 1, 3600, &s->connect_timeout_s, e);
-    if (!rc) rc = env_long(BACKEND_S3_ENV_STALL_TIMEOUT, 60, 1, 3600, &s->stall_timeout_s, e);
-    if (!rc) rc = env_long(BACKEND_S3_ENV_LIST_MAX, 1000, 1, 1000, &s->list_max, e);
-    long uploads = 4;
-    if (!rc) rc = env_long(BACKEND_S3_ENV_UPLOADS, uploads, 1, 64, &uploads, e);
-    s->b.save_slots = (unsigned)uploads;
-    long downloads = 2;
-    if (!rc) rc = env_long(BACKEND_S3_ENV_DOWNLOADS, downloads, 1, 16, &downloads, e);
-    s->b.load_slots = (unsigned)downloads;
-    return rc;
+    if (o->cacert && *o->cacert && set_str(&s->cacert, o->cacert) < 0)
+        return err_set(e, ERR_FAIL, "out of memory");
+    s->insecure = o->insecure_tls;
+    s->retries = o->retries;
+    s->delay_ms = o->retry_delay_ms;
+    s->max_delay_ms = o->retry_max_delay_ms;
+    s->connect_timeout_s = o->connect_timeout_s;
+    s->stall_timeout_s = o->stall_timeout_s;
+    s->list_max = o->list_max;
+    s->b.save_slots = (unsigned)o->uploads;
+    s->b.load_slots = (unsigned)o->downloads;
+    return 0;
 }
 
 /* ---- requests ---- */
@@ -1064,7 +1027,8 @@ static int ensure_bucket(struct s3 *s, struct err *e)
     return rc;
 }
 
-int backend_s3_open(const char *location, bool create, struct backend **out, struct err *e)
+int backend_s3_open(const char *location, const struct backend_opts *o, bool create,
+                    struct backend **out, struct err *e)
 {
     *out = NULL;
     pthread_once(&global_once, global_init);
@@ -1082,9 +1046,9 @@ int backend_s3_open(const char *location, bool create, struct backend **out, str
     s->b.location = strdup(location);
     s->share = curl_share_init();
     if (!s->b.location || !s->share) rc = err_set(e, ERR_FAIL, "out of memory");
-    if (!rc) rc = parse_location(s, location, e);
-    if (!rc) rc = load_settings(s, e);
-    if (!rc) rc = load_credentials(s, e);
+    if (!rc) rc = parse_location(s, location, o->addressing, e);
+    if (!rc) rc = load_settings(s, o, e);
+    if (!rc) rc = load_credentials(s, o, e);
     if (!rc) {
         curl_share_setopt(s->share, CURLSHOPT_LOCKFUNC, share_lock);
         curl_share_setopt(s->share, CURLSHOPT_UNLOCKFUNC, share_unlock);

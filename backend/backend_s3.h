@@ -1,5 +1,6 @@
-/* backend_s3.h - the S3 backend's settings, all taken from the environment when it is opened,
- * so that backend_open() keeps one signature for every backend.
+/* backend_s3.h - the names of the variables from which a program's edge takes the S3 backend's
+ * settings (backend_opts_from_vars, backend.h); the backend itself reads only the struct
+ * backend_opts it is opened with.
  *
  * Location: "s3:http[s]://host[:port]/bucket[/prefix]" ("s3:host/bucket" means https). Objects
  * are the keys "<prefix>/<name>". Path-style URLs (http://host/bucket/key) unless virtual-hosted
@@ -7,12 +8,12 @@
  * without a port and the bucket name has no dot.
  *
  * Credentials: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN) when set; else the
- * shared credentials file (AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials), section
- * AWS_PROFILE (default "default"), keys aws_access_key_id, aws_secret_access_key and
- * aws_session_token. A CLI option can set these variables before opening the repository.
+ * shared credentials file (AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials from HOME),
+ * section AWS_PROFILE (default "default"), keys aws_access_key_id, aws_secret_access_key and
+ * aws_session_token. A CLI option given beside a variable wins over it.
  */
-#ifndef PV_REPO_BACKEND_S3_H
-#define PV_REPO_BACKEND_S3_H
+#ifndef PV_BACKEND_BACKEND_S3_H
+#define PV_BACKEND_BACKEND_S3_H
 
 /* Region used in signatures; the first one set wins, then "us-east-1". */
 #define BACKEND_S3_ENV_REGION "PODVAULT_S3_REGION" /* then AWS_REGION, AWS_DEFAULT_REGION */
@@ -36,9 +37,8 @@
 /* Uploads a backup keeps in flight at once (default 4, 1..64). */
 #define BACKEND_S3_ENV_UPLOADS "PODVAULT_S3_UPLOADS"
 /* Segments of packs a restore fetches ahead at once (default 2, 1..16); each holds up to 4 MiB,
- * and two more are kept for the reads in progress. From a distant server, more go faster: with
- * every answer held back 60 ms, a restore of the bench data took 21.8 s with 2 and 14.0 s with
- * 4. On one machine with the server, 2 leave nothing to gain and less memory. */
+ * and two more are kept for the reads in progress. From a distant server more go faster
+ * (measurements in bench/README.md). */
 #define BACKEND_S3_ENV_DOWNLOADS "PODVAULT_S3_DOWNLOADS"
 
 #endif

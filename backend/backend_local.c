@@ -5,7 +5,7 @@
  * so a crash or a failed write leaves either the whole object or nothing under its name. An
  * object assembled in a temporary file of local_tmp_file (an unnamed O_TMPFILE in the root) is
  * instead synced and linked into place, which costs no copy. */
-#include "repo/backend.h"
+#include "backend/backend.h"
 
 #include <dirent.h>
 #include <errno.h>
