@@ -633,7 +633,7 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
     static const char *const active[] = {"InProgress", "Canceling", NULL};
     static const char *const in_progress[] = {"InProgress", NULL};
     char ts[21];
-    k8s_now(ts);
+    asys_now(ts);
     const char *what = j->kind == KIND_PVB ? "backup" : "restore";
     const char *outcome = r->phase;
     bool wrote_final = false;
@@ -897,7 +897,7 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
     if (c->stop_watch && (a == CTL_ACCEPT || a == CTL_START)) a = CTL_IGNORE; /* stopping */
     if (a == CTL_START && kind == KIND_PVR && !pvr_volume_ready(c, k, obj)) a = CTL_WAIT;
     char ts[21];
-    k8s_now(ts);
+    asys_now(ts);
     static const char *const fresh[] = {"", "New", NULL};
     /* "" and New too: with legacy phases a job starts without an Accepted step. */
     static const char *const startable[] = {"", "New", "Accepted", "Prepared", NULL};
