@@ -16,15 +16,12 @@
 #include "agent/k8s.h"
 #include "agent/repoloc.h"
 #include "agent/runner.h"
+#include "base/contract.h"
 #include "repo/backend.h"
 #include "repo/backend_s3.h"
 #include "repo/maintain.h"
 
 extern char **environ;
-
-#define EXIT_OK 0
-#define EXIT_FAILED 1
-#define EXIT_CANCELED 130
 
 /* --- decisions */
 
@@ -552,7 +549,7 @@ int maintjob_run(const struct maintjob_config *c)
     if (!mkdtemp(scratch)) {
         err_sys(&e, errno, "making a scratch directory in %s", c->scratch_dir);
         asys_log(ASYS_ERROR, NULL, NULL, NULL, "%s", e.msg);
-        return EXIT_FAILED;
+        return PV_EXIT_ERROR;
     }
     struct runner_env env = {.exe = c->exe,
                              .namespace = c->namespace,
@@ -602,6 +599,6 @@ int maintjob_run(const struct maintjob_config *c)
     json_decref(bsl);
     k8s_client_free(k);
     k8s_config_free(&kc);
-    if (canceled) return EXIT_CANCELED;
-    return rc < 0 || failed || legacy ? EXIT_FAILED : EXIT_OK;
+    if (canceled) return PV_EXIT_CANCELED;
+    return rc < 0 || failed || legacy ? PV_EXIT_ERROR : PV_EXIT_OK;
 }

@@ -19,13 +19,11 @@
 #include "agent/repoloc.h"
 #include "agent/volfs.h"
 #include "agent/volume.h"
+#include "base/contract.h"
 
 #define REPO_PASSWORD_SECRET "velero-repo-credentials"
 #define REPO_PASSWORD_KEY "repository-password"
 #define SECRET_MAX (1u << 20)
-#define EXIT_INCOMPLETE 3
-#define EXIT_NO_REPO 10
-#define EXIT_WRONG_PASSWORD 12
 
 /* --- results */
 
@@ -322,14 +320,14 @@ void runner_explain(int code, const struct job_result *jr, const struct repoloc 
                     const struct runner_env *env, char *buf, size_t cap)
 {
     char why[1024];
-    if (code == EXIT_NO_REPO && loc->legacy)
+    if (code == PV_EXIT_NO_REPO && loc->legacy)
         snprintf(buf, cap,
                  "no podvault repository at %s (one made by an earlier podvault build would be "
                  "at %s: move it with %s)",
                  loc->location, loc->legacy, loc->move_hint);
-    else if (code == EXIT_NO_REPO)
+    else if (code == PV_EXIT_NO_REPO)
         snprintf(buf, cap, "no podvault repository at %s", loc->location);
-    else if (code == EXIT_WRONG_PASSWORD)
+    else if (code == PV_EXIT_WRONG_PASSWORD)
         snprintf(buf, cap,
                  "wrong repository password: Secret %s/%s (key %s) does not open the repository "
                  "at %s",
@@ -542,7 +540,7 @@ static int refuse_legacy(const struct runner_env *env, const struct runner_hooks
     char why[1024] = "";
     int rc = list_snapshots(env, h, &old, &p->envp, NULL, &list, &code, why, sizeof why, e);
     json_decref(list);
-    if (rc < 0 || code == EXIT_NO_REPO) return rc;
+    if (rc < 0 || code == PV_EXIT_NO_REPO) return rc;
     return err_set(e, ERR_FAIL,
                    "the repository of this namespace is at %s, where earlier podvault builds "
                    "put it; Velero marks the location Unavailable while it is there. Move it, "
@@ -561,8 +559,8 @@ static int init_repo(const struct runner_env *env, const struct runner_hooks *h,
     char why[1024] = "";
     pthread_mutex_lock(env->init_lock);
     int rc = list_snapshots(env, h, &p->loc, &p->envp, NULL, &list, &code, why, sizeof why, e);
-    if (rc == 0 && code == EXIT_NO_REPO) rc = refuse_legacy(env, h, p, e);
-    if (rc == 0 && code == EXIT_NO_REPO) {
+    if (rc == 0 && code == PV_EXIT_NO_REPO) rc = refuse_legacy(env, h, p, e);
+    if (rc == 0 && code == PV_EXIT_NO_REPO) {
         rc = runner_base_argv(env, &p->loc, &a) | asys_sv_add(&a, "init")
                  ? err_set(e, ERR_FAIL, "out of memory")
                  : run_child(h, &a, &p->envp, NULL, NULL, &jr, e);
@@ -617,7 +615,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
     if (list_snapshots(env, h, &p.loc, &p.envp, host, &list, &code, why, sizeof why, &e) < 0)
         goto fail;
     if (canceled(h, res, "backing up", p.path)) goto out;
-    if (code == EXIT_NO_REPO) {
+    if (code == PV_EXIT_NO_REPO) {
         if (init_repo(env, h, &p, &e) < 0) goto fail;
     } else if (code != 0) {
         set_result(res, "Failed", "%s", why);
@@ -649,7 +647,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
     }
     if (jr.exit_code == 0 && snap) {
         set_result(res, "Completed", "%s", note);
-    } else if (jr.exit_code == EXIT_INCOMPLETE) {
+    } else if (jr.exit_code == PV_EXIT_INCOMPLETE) {
         set_result(res, "Failed",
                    "snapshot %s was saved, but %llu entries could not be read (first: %s)",
                    snap ? snap : "(unknown)", (unsigned long long)jr.error_lines,
@@ -723,7 +721,7 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
     if (list_snapshots(env, h, &p.loc, &p.envp, NULL, &list, &code, why, sizeof why, &e) < 0)
         goto fail;
     if (canceled(h, res, "restoring into", p.path)) goto out;
-    if (code == EXIT_NO_REPO) {
+    if (code == PV_EXIT_NO_REPO) {
         set_result(res, "Failed",
                    "snapshot %s cannot be restored: there is no podvault repository at %s (a "
                    "snapshot taken by Velero's own kopia or restic uploader needs Velero's "

@@ -154,7 +154,7 @@ static int maint_begin(struct cli *g, struct repo *r, const struct maint_args *a
     struct err e;
     err_clear(&e);
     if (lock_acquire(r, &lo, lk, &e) < 0) return cli_fail(g, &e);
-    return CLI_EXIT_OK;
+    return PV_EXIT_OK;
 }
 
 static void release(struct lock *lk)
@@ -275,12 +275,12 @@ static int run_prune(struct cli *g, struct repo *r, struct maint_args *a, json_t
         *json_out = prune_json(&st, a->prune.dry_run);
     else if (g->json) {
         json_t *o = prune_json(&st, a->prune.dry_run);
-        fmt_json_set(o, "message_type", json_string("summary"));
+        fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_SUMMARY));
         fmt_json_print(o, false);
     } else {
         prune_print(g, &st, a->prune.dry_run, a->prune.quick);
     }
-    return CLI_EXIT_OK;
+    return PV_EXIT_OK;
 }
 
 /* ---- forget ---- */
@@ -488,7 +488,7 @@ static int forget_group(struct cli *g, struct repo *r, const struct forget_args 
         }
     }
     if (jg) {
-        fmt_json_set(jg, "message_type", json_string("group"));
+        fmt_json_set(jg, PV_MSG_KEY, json_string(PV_MSG_GROUP));
         if (first && (a->group_by & RET_GROUP_HOST))
             fmt_json_set(jg, "hostname", fmt_json_str(first->hostname));
         if (first && (a->group_by & RET_GROUP_PATHS)) {
@@ -534,10 +534,10 @@ static int forget_by_policy(struct cli *g, struct repo *r, struct forget_args *a
     }
     struct ret_result *res = calloc(n ? n : 1, sizeof *res);
     size_t n_groups = 0;
-    int rc = CLI_EXIT_OK;
+    int rc = PV_EXIT_OK;
     if (!res) {
         cli_msg("out of memory");
-        rc = CLI_EXIT_ERROR;
+        rc = PV_EXIT_ERROR;
     } else if (ret_apply(all, n, &a->policy, a->group_by, res, &n_groups, &e) < 0) {
         rc = cli_fail(g, &e);
     }
@@ -565,7 +565,7 @@ static int forget_by_id(struct cli *g, struct repo *r, struct forget_args *a, in
         char sid[9];
         if (g->json) {
             json_t *o = snap_brief(&s, 0);
-            fmt_json_set(o, "message_type", json_string("removed"));
+            fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_REMOVED));
             fmt_json_set(o, "dry_run", json_boolean(a->dry_run));
             fmt_json_print(o, false);
         } else if (g->verbosity > 0) {
@@ -575,7 +575,7 @@ static int forget_by_id(struct cli *g, struct repo *r, struct forget_args *a, in
         (*removed)++;
         snap_free(&s);
     }
-    return CLI_EXIT_OK;
+    return PV_EXIT_OK;
 }
 
 int cmd_forget(struct cli *g, int argc, char **argv)
@@ -608,7 +608,7 @@ int cmd_forget(struct cli *g, int argc, char **argv)
     }
     if (rc == 0 && g->json) {
         json_t *o = json_object();
-        fmt_json_set(o, "message_type", json_string("summary"));
+        fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_SUMMARY));
         fmt_json_set(o, "kept", json_integer((json_int_t)kept));
         fmt_json_set(o, "removed", json_integer((json_int_t)removed));
         fmt_json_set(o, "dry_run", json_boolean(a.dry_run));
@@ -706,7 +706,7 @@ static void on_check_problem(void *ctx, const struct check_problem *pb)
     struct cli *g = ctx;
     if (g->json) {
         json_t *o = json_object();
-        fmt_json_set(o, "message_type", json_string(pb->error ? "error" : "warning"));
+        fmt_json_set(o, PV_MSG_KEY, json_string(pb->error ? PV_MSG_ERROR : PV_MSG_WARNING));
         fmt_json_set(o, "object", json_string(object_name(pb->object)));
         fmt_json_set(o, "id", fmt_json_oid(&pb->id));
         fmt_json_set(o, "message", fmt_json_str(pb->msg));
@@ -817,12 +817,12 @@ int cmd_check(struct cli *g, int argc, char **argv)
     if (crc < 0) return cli_fail(g, &e);
     if (g->json) {
         json_t *j = check_json(&st);
-        fmt_json_set(j, "message_type", json_string("summary"));
+        fmt_json_set(j, PV_MSG_KEY, json_string(PV_MSG_SUMMARY));
         fmt_json_print(j, false);
     } else {
         check_print(g, &st);
     }
-    return st.errors ? CLI_EXIT_ERROR : CLI_EXIT_OK;
+    return st.errors ? PV_EXIT_ERROR : PV_EXIT_OK;
 }
 
 /* ---- repair ---- */
@@ -881,7 +881,7 @@ int cmd_repair(struct cli *g, int argc, char **argv)
     if (rrc < 0) return cli_fail(g, &e);
     if (g->json) {
         json_t *j = json_object();
-        fmt_json_set(j, "message_type", json_string("summary"));
+        fmt_json_set(j, PV_MSG_KEY, json_string(PV_MSG_SUMMARY));
         fmt_json_set(j, "packs", json_integer((json_int_t)st.packs));
         fmt_json_set(j, "blobs", json_integer((json_int_t)st.blobs));
         fmt_json_set(j, "packs_bad", json_integer((json_int_t)st.packs_bad));
@@ -895,7 +895,7 @@ int cmd_repair(struct cli *g, int argc, char **argv)
                (unsigned long long)st.packs_bad, (unsigned long long)st.index_files_written,
                (unsigned long long)st.index_files_removed);
     }
-    return st.packs_bad ? CLI_EXIT_ERROR : CLI_EXIT_OK;
+    return st.packs_bad ? PV_EXIT_ERROR : PV_EXIT_OK;
 }
 
 /* ---- maintain ---- */
@@ -1082,7 +1082,7 @@ int cmd_maintain(struct cli *g, int argc, char **argv)
     repo_close(r);
     if (g->json) {
         json_t *o = json_object();
-        fmt_json_set(o, "message_type", json_string("summary"));
+        fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_SUMMARY));
         fmt_json_set(o, "ran", json_string(maint_kind_name(res.ran)));
         fmt_json_set(o, "dry_run", json_boolean(mo.dry_run));
         fmt_json_set(o, "ok", json_boolean(mrc == 0));
@@ -1110,7 +1110,7 @@ int cmd_maintain(struct cli *g, int argc, char **argv)
                fmt_time_local(res.next_full, t2));
     }
     if (mrc < 0) return cli_fail(g, &e);
-    return CLI_EXIT_OK;
+    return PV_EXIT_OK;
 }
 
 /* ---- writers ---- */
@@ -1129,7 +1129,7 @@ int cli_writer_begin(struct cli *g, struct repo *r, struct lock **lk)
     }
     cli_note(g, "index: %zu blobs in %zu packs; %zu packs pending deletion are not used",
              idx_blob_count(repo_index(r)), idx_pack_count(repo_index(r)), marked);
-    return CLI_EXIT_OK;
+    return PV_EXIT_OK;
 }
 
 int cli_writer_end(struct lock *lk, int rc, struct err *e)
