@@ -17,8 +17,10 @@
 #include "agent/asys.h"
 #include "agent/controller.h"
 #include "agent/k8s.h"
+#include "agent/k8s_opts.h"
 #include "agent/datamover.h"
 #include "agent/metrics.h"
+#include "base/contract.h"
 
 extern char **environ;
 
@@ -54,7 +56,8 @@ static const char usage[] =
     "                              ignore: leave them to another node-agent\n";
 
 struct opts {
-    const char *node, *ns, *host_pods, *server, *kubeconfig, *context, *creds, *configmap;
+    const char *node, *ns, *host_pods, *configmap;
+    struct k8s_opts k8s; /* --server, --kubeconfig, --context, --credentials-file */
     const char *uploaders, *metrics_addr, *cache_dir, *scratch, *exe, *log_level;
     bool decline_data_movement;
     long concurrency, progress, grace, prepare;
@@ -94,58 +97,54 @@ static bool parse_number(const char *s, long max, long *out)
     return true;
 }
 
-static int parse_opts(int argc, char **argv, struct opts *o)
+enum {
+    O_NODE = 256,
+    O_NS,
+    O_HOSTPODS,
+    O_CONC,
+    O_CM,
+    O_UPLOADERS,
+    O_METRICS,
+    O_CACHE,
+    O_SCRATCH,
+    O_PROGRESS,
+    O_GRACE,
+    O_PREPARE,
+    O_EXE,
+    O_LOG,
+    O_DATAMOVE
+};
+
+static const struct option agent_longopts[] = {
+    {"node", required_argument, 0, O_NODE},
+    {"namespace", required_argument, 0, O_NS},
+    {"host-pods", required_argument, 0, O_HOSTPODS},
+    K8S_OPTS_LONGOPTS,
+    {"concurrency", required_argument, 0, O_CONC},
+    {"node-agent-configmap", required_argument, 0, O_CM},
+    {"uploader-types", required_argument, 0, O_UPLOADERS},
+    {"metrics-address", required_argument, 0, O_METRICS},
+    {"cache-dir", required_argument, 0, O_CACHE},
+    {"scratch-dir", required_argument, 0, O_SCRATCH},
+    {"progress-interval", required_argument, 0, O_PROGRESS},
+    {"shutdown-grace", required_argument, 0, O_GRACE},
+    {"prepare-timeout", required_argument, 0, O_PREPARE},
+    {"data-mover-prepare-timeout", required_argument, 0, O_PREPARE},
+    {"podvault", required_argument, 0, O_EXE},
+    {"log-level", required_argument, 0, O_LOG},
+    {"data-movement", required_argument, 0, O_DATAMOVE},
+    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0},
+};
+
+/* The defaults, some from the environment the DaemonSet sets. */
+static void opts_default(struct opts *o)
 {
-    enum {
-        O_NODE = 256,
-        O_NS,
-        O_HOSTPODS,
-        O_SERVER,
-        O_KUBECONFIG,
-        O_CONTEXT,
-        O_CREDS,
-        O_CONC,
-        O_CM,
-        O_UPLOADERS,
-        O_METRICS,
-        O_CACHE,
-        O_SCRATCH,
-        O_PROGRESS,
-        O_GRACE,
-        O_PREPARE,
-        O_EXE,
-        O_LOG,
-        O_DATAMOVE
-    };
-    static const struct option lo[] = {
-        {"node", required_argument, 0, O_NODE},
-        {"namespace", required_argument, 0, O_NS},
-        {"host-pods", required_argument, 0, O_HOSTPODS},
-        {"server", required_argument, 0, O_SERVER},
-        {"kubeconfig", required_argument, 0, O_KUBECONFIG},
-        {"context", required_argument, 0, O_CONTEXT},
-        {"credentials-file", required_argument, 0, O_CREDS},
-        {"concurrency", required_argument, 0, O_CONC},
-        {"node-agent-configmap", required_argument, 0, O_CM},
-        {"uploader-types", required_argument, 0, O_UPLOADERS},
-        {"metrics-address", required_argument, 0, O_METRICS},
-        {"cache-dir", required_argument, 0, O_CACHE},
-        {"scratch-dir", required_argument, 0, O_SCRATCH},
-        {"progress-interval", required_argument, 0, O_PROGRESS},
-        {"shutdown-grace", required_argument, 0, O_GRACE},
-        {"prepare-timeout", required_argument, 0, O_PREPARE},
-        {"data-mover-prepare-timeout", required_argument, 0, O_PREPARE},
-        {"podvault", required_argument, 0, O_EXE},
-        {"log-level", required_argument, 0, O_LOG},
-        {"data-movement", required_argument, 0, O_DATAMOVE},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
-    };
     *o = (struct opts){
         .node = env_or("NODE_NAME", NULL),
         .ns = env_or("VELERO_NAMESPACE", "velero"),
         .host_pods = "/host_pods",
-        .creds = env_or("AWS_SHARED_CREDENTIALS_FILE", NULL),
+        .k8s = {.credentials_file = env_or("AWS_SHARED_CREDENTIALS_FILE", NULL)},
         .uploaders = "kopia,",
         .metrics_addr = ":8085",
         .scratch = env_or("VELERO_SCRATCH_DIR", env_or("TMPDIR", "/tmp")),
@@ -157,100 +156,88 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         .grace = 30,
         .prepare = 1800,
     };
-    optind = 1;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        switch (ch) {
-        case O_NODE:
-            o->node = optarg;
-            break;
-        case O_NS:
-            o->ns = optarg;
-            break;
-        case O_HOSTPODS:
-            o->host_pods = optarg;
-            break;
-        case O_SERVER:
-            o->server = optarg;
-            break;
-        case O_KUBECONFIG:
-            o->kubeconfig = optarg;
-            break;
-        case O_CONTEXT:
-            o->context = optarg;
-            break;
-        case O_CREDS:
-            o->creds = optarg;
-            break;
-        case O_CM:
-            o->configmap = optarg;
-            break;
-        case O_UPLOADERS:
-            o->uploaders = optarg;
-            break;
-        case O_METRICS:
-            o->metrics_addr = optarg;
-            break;
-        case O_CACHE:
-            o->cache_dir = optarg;
-            break;
-        case O_SCRATCH:
-            o->scratch = optarg;
-            break;
-        case O_EXE:
-            o->exe = optarg;
-            break;
-        case O_LOG:
-            o->log_level = optarg;
-            break;
-        case O_DATAMOVE:
-            if (strcmp(optarg, "decline") != 0 && strcmp(optarg, "ignore") != 0) {
-                fprintf(stderr, "podvault agent: --data-movement is decline or ignore\n");
-                return 2;
-            }
-            o->decline_data_movement = strcmp(optarg, "decline") == 0;
-            break;
-        case O_CONC:
-            if (!parse_number(optarg, 256, &o->concurrency) || o->concurrency < 1) {
-                fprintf(stderr, "podvault agent: --concurrency takes a number from 1 to 256\n");
-                return 2;
-            }
-            break;
-        case O_PROGRESS:
-        case O_GRACE:
-            if (!parse_number(optarg, 86400, ch == O_PROGRESS ? &o->progress : &o->grace)) {
-                fprintf(stderr, "podvault agent: %s takes a number of seconds\n",
-                        ch == O_PROGRESS ? "--progress-interval" : "--shutdown-grace");
-                return 2;
-            }
-            break;
-        case O_PREPARE:
-            if (!parse_duration(optarg, &o->prepare)) {
-                fprintf(stderr, "podvault agent: --prepare-timeout takes a duration such as "
-                                "1800, 90s, 30m or 2h (at most 30 days)\n");
-                return 2;
-            }
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
-        default:
-            fputs(usage, stderr);
-            return 2;
+}
+
+/* The field of an option that takes a string as it is, or NULL for the others. */
+static const char **string_option(struct opts *o, int ch)
+{
+    switch (ch) {
+    case O_NODE:
+        return &o->node;
+    case O_NS:
+        return &o->ns;
+    case O_HOSTPODS:
+        return &o->host_pods;
+    case O_CM:
+        return &o->configmap;
+    case O_UPLOADERS:
+        return &o->uploaders;
+    case O_METRICS:
+        return &o->metrics_addr;
+    case O_CACHE:
+        return &o->cache_dir;
+    case O_SCRATCH:
+        return &o->scratch;
+    case O_EXE:
+        return &o->exe;
+    case O_LOG:
+        return &o->log_level;
+    default:
+        return NULL;
+    }
+}
+
+/* Takes an option whose value is checked (a mode, a number, a duration); returns 0, or the exit
+ * code 2 after printing why the value is wrong. */
+static int checked_option(struct opts *o, int ch, const char *arg)
+{
+    switch (ch) {
+    case O_DATAMOVE:
+        if (strcmp(arg, "decline") != 0 && strcmp(arg, "ignore") != 0) {
+            fprintf(stderr, "podvault agent: --data-movement is decline or ignore\n");
+            return PV_EXIT_USAGE;
         }
+        o->decline_data_movement = strcmp(arg, "decline") == 0;
+        return 0;
+    case O_CONC:
+        if (!parse_number(arg, 256, &o->concurrency) || o->concurrency < 1) {
+            fprintf(stderr, "podvault agent: --concurrency takes a number from 1 to 256\n");
+            return PV_EXIT_USAGE;
+        }
+        return 0;
+    case O_PROGRESS:
+    case O_GRACE:
+        if (!parse_number(arg, 86400, ch == O_PROGRESS ? &o->progress : &o->grace)) {
+            fprintf(stderr, "podvault agent: %s takes a number of seconds\n",
+                    ch == O_PROGRESS ? "--progress-interval" : "--shutdown-grace");
+            return PV_EXIT_USAGE;
+        }
+        return 0;
+    case O_PREPARE:
+        if (!parse_duration(arg, &o->prepare)) {
+            fprintf(stderr, "podvault agent: --prepare-timeout takes a duration such as "
+                            "1800, 90s, 30m or 2h (at most 30 days)\n");
+            return PV_EXIT_USAGE;
+        }
+        return 0;
+    default:
+        fputs(usage, stderr);
+        return PV_EXIT_USAGE;
     }
-    if (optind < argc) {
-        fprintf(stderr, "podvault agent: unexpected argument %s\n%s", argv[optind], usage);
-        return 2;
-    }
+}
+
+/* What the options say together: a node, one way to the API server, a known log level (which
+ * is set here). Returns 0 or the exit code 2, having printed why. */
+static int opts_check(const struct opts *o)
+{
     if (!o->node || !*o->node) {
         fprintf(stderr, "podvault agent: no node name: give --node or set NODE_NAME (the "
                         "DaemonSet sets it from spec.nodeName)\n");
-        return 2;
+        return PV_EXIT_USAGE;
     }
-    if (o->server && o->kubeconfig) {
+    if (o->k8s.server && o->k8s.kubeconfig) {
         fprintf(stderr, "podvault agent: give --server or --kubeconfig, not both\n");
-        return 2;
+        return PV_EXIT_USAGE;
     }
     static const char *const levels[] = {"debug", "info", "warning", "error"};
     for (int i = 0; i < 4; i++)
@@ -259,7 +246,35 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             return 0;
         }
     fprintf(stderr, "podvault agent: --log-level takes debug, info, warning or error\n");
-    return 2;
+    return PV_EXIT_USAGE;
+}
+
+/* Fills *o from the defaults and the command line; returns 0, -1 after --help, or the exit code
+ * 2 after a usage error. */
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+    opts_default(o);
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", agent_longopts, NULL)) != -1) {
+        const char **field = string_option(o, ch);
+        if (field) {
+            *field = optarg;
+            continue;
+        }
+        if (k8s_opts_take(&o->k8s, ch, optarg)) continue;
+        if (ch == 'h') {
+            fputs(usage, stdout);
+            return -1;
+        }
+        int rc = checked_option(o, ch, optarg);
+        if (rc) return rc;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "podvault agent: unexpected argument %s\n%s", argv[optind], usage);
+        return PV_EXIT_USAGE;
+    }
+    return opts_check(o);
 }
 
 /* Splits "kopia,," into {"kopia", ""} in `store` (modified in place). */
@@ -379,7 +394,7 @@ int agent_main(int argc, char **argv)
     }
 
     rc = 1;
-    if (k8s_config_load(&kc, o.server, o.kubeconfig, o.context, &e) < 0) goto out;
+    if (k8s_opts_load(&o.k8s, &kc, &e) < 0) goto out;
     unsigned conc = o.concurrency > 0 ? (unsigned)o.concurrency
                     : o.configmap     ? concurrency_from_configmap(&kc, &o)
                                       : 1;
@@ -408,7 +423,7 @@ int agent_main(int argc, char **argv)
                 .namespace = o.ns,
                 .cache_dir = o.cache_dir,
                 .scratch_dir = o.scratch,
-                .credentials_file = o.creds,
+                .credentials_file = o.k8s.credentials_file,
                 .base_env = (const char *const *)environ,
             },
     };

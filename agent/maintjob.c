@@ -555,9 +555,9 @@ int maintjob_run(const struct maintjob_config *c)
                              .namespace = c->namespace,
                              .cache_dir = c->cache_dir,
                              .scratch_dir = scratch,
-                             .credentials_file = c->credentials_file,
+                             .credentials_file = c->k8s.credentials_file,
                              .base_env = (const char *const *)environ};
-    int rc = k8s_config_load(&kc, c->server, c->kubeconfig, c->context, &e);
+    int rc = k8s_opts_load(&c->k8s, &kc, &e);
     if (rc == 0) rc = k8s_client_new(&kc, c->cancel, &k, &e);
     if (rc == 0) rc = load_location(c, k, &bsl, &e);
     const char *name = rc == 0 ? k8s_str(bsl, "metadata.name") : c->location;

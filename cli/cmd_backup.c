@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "cli/cmd_maint.h"
+#include "cli/writer_lock.h"
 #include "cli/format.h"
 #include "cli/options.h"
 #include "cli/progress.h"
