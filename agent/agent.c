@@ -360,93 +360,107 @@ static void *signal_thread(void *arg)
     return NULL;
 }
 
-int agent_main(int argc, char **argv)
+/* Blocks SIGTERM and SIGINT here, so in every thread (and, through them, each job) started
+ * after, and starts the one thread that waits for them and sets sc->stop. Returns 0, or -1 when
+ * the thread could not start. */
+static int signals_start(struct sigctx *sc, pthread_t *thread)
 {
-    struct opts o;
-    int rc = parse_opts(argc, argv, &o);
-    if (rc) return rc < 0 ? 0 : rc;
-    if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "podvault agent: cannot initialize libsodium or libcurl\n");
-        return 1;
-    }
-    struct err e;
-    err_clear(&e);
-    struct k8s_config kc = {0};
+    sc->stop = 0;
+    sigemptyset(&sc->set);
+    sigaddset(&sc->set, SIGTERM);
+    sigaddset(&sc->set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sc->set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return pthread_create(thread, NULL, signal_thread, sc) != 0 ? -1 : 0;
+}
+
+/* Serves until *stop: the metrics endpoint, the controller and the DataUpload/DataDownload
+ * decliner, each freed before returning. Returns 0 after a clean stop, else an error in *e. */
+static int agent_serve(const struct opts *o, const struct k8s_config *kc, const volatile int *stop,
+                       struct err *e)
+{
     struct metrics *m = NULL;
     struct ctl *c = NULL;
     struct dm *dm = NULL;
     char types_store[256];
     const char *types[MAX_UPLOADER_TYPES];
-    snprintf(types_store, sizeof types_store, "%s", o.uploaders);
+    snprintf(types_store, sizeof types_store, "%s", o->uploaders);
     size_t n_types = split_types(types_store, types, MAX_UPLOADER_TYPES);
-
-    /* Signals go to one thread; every other thread (and, through it, each job) blocks them. */
-    struct sigctx sc = {.stop = 0};
-    sigemptyset(&sc.set);
-    sigaddset(&sc.set, SIGTERM);
-    sigaddset(&sc.set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    pthread_t sig_thread;
-    if (pthread_create(&sig_thread, NULL, signal_thread, &sc) != 0) {
-        fprintf(stderr, "podvault agent: cannot start the signal thread\n");
-        return 1;
-    }
-
-    rc = 1;
-    if (k8s_opts_load(&o.k8s, &kc, &e) < 0) goto out;
-    unsigned conc = o.concurrency > 0 ? (unsigned)o.concurrency
-                    : o.configmap     ? concurrency_from_configmap(&kc, &o)
-                                      : 1;
-    if (metrics_new(&m, &e) < 0) goto out;
-    metrics_set_node(m, o.node);
-    if (strcmp(o.metrics_addr, "off") != 0 && *o.metrics_addr) {
+    unsigned conc = o->concurrency > 0 ? (unsigned)o->concurrency
+                    : o->configmap     ? concurrency_from_configmap(kc, o)
+                                       : 1;
+    int rc = metrics_new(&m, e);
+    if (rc < 0) goto out;
+    metrics_set_node(m, o->node);
+    if (strcmp(o->metrics_addr, "off") != 0 && *o->metrics_addr) {
         int port = 0;
-        if (metrics_serve(m, o.metrics_addr, NULL, &port, &e) < 0) goto out;
-        asys_log(ASYS_INFO, NULL, NULL, NULL, "metrics on %s (port %d)", o.metrics_addr, port);
+        if ((rc = metrics_serve(m, o->metrics_addr, NULL, &port, e)) < 0) goto out;
+        asys_log(ASYS_INFO, NULL, NULL, NULL, "metrics on %s (port %d)", o->metrics_addr, port);
     }
     struct ctl_config cfg = {
-        .node = o.node,
-        .namespace = o.ns,
+        .node = o->node,
+        .namespace = o->ns,
         .uploader_types = types,
         .n_uploader_types = n_types,
         .concurrency = conc,
-        .progress_interval = (unsigned)o.progress,
-        .shutdown_grace = (unsigned)o.grace,
-        .prepare_timeout = (unsigned)o.prepare,
-        .k8s = &kc,
+        .progress_interval = (unsigned)o->progress,
+        .shutdown_grace = (unsigned)o->grace,
+        .prepare_timeout = (unsigned)o->prepare,
+        .k8s = kc,
         .metrics = m,
         .runner =
             {
-                .exe = o.exe,
-                .host_pods = o.host_pods,
-                .namespace = o.ns,
-                .cache_dir = o.cache_dir,
-                .scratch_dir = o.scratch,
-                .credentials_file = o.k8s.credentials_file,
+                .exe = o->exe,
+                .host_pods = o->host_pods,
+                .namespace = o->ns,
+                .cache_dir = o->cache_dir,
+                .scratch_dir = o->scratch,
+                .credentials_file = o->k8s.credentials_file,
                 .base_env = (const char *const *)environ,
             },
     };
-    if (access(o.host_pods, R_OK | X_OK) != 0)
+    if (access(o->host_pods, R_OK | X_OK) != 0)
         asys_log(ASYS_WARN, NULL, NULL, NULL,
                  "the kubelet pods directory %s is not readable: volumes will not be found",
-                 o.host_pods);
-    if (ctl_new(&cfg, &c, &e) < 0) goto out;
-    asys_log(ASYS_INFO, NULL, o.ns, NULL, "podvault agent %s starting on node %s, API server %s",
-             PV_VERSION, o.node, kc.server);
-    struct dm_config dmc = {.node = o.node, .namespace = o.ns, .k8s = &kc};
-    if (o.decline_data_movement && dm_start(&dmc, &dm, &e) < 0) goto out;
-    if (ctl_run(c, &sc.stop, &e) < 0) goto out;
-    rc = 0;
+                 o->host_pods);
+    if ((rc = ctl_new(&cfg, &c, e)) < 0) goto out;
+    asys_log(ASYS_INFO, NULL, o->ns, NULL, "podvault agent %s starting on node %s, API server %s",
+             PV_VERSION, o->node, kc->server);
+    struct dm_config dmc = {.node = o->node, .namespace = o->ns, .k8s = kc};
+    if (o->decline_data_movement && (rc = dm_start(&dmc, &dm, e)) < 0) goto out;
+    rc = ctl_run(c, stop, e);
 out:
-    if (rc) asys_log(ASYS_ERROR, NULL, NULL, NULL, "%s", e.msg);
     dm_stop(dm);
     ctl_free(c);
     metrics_free(m);
+    return rc;
+}
+
+int agent_main(int argc, char **argv)
+{
+    struct opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc) return rc < 0 ? PV_EXIT_OK : rc;
+    if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "podvault agent: cannot initialize libsodium or libcurl\n");
+        return PV_EXIT_ERROR;
+    }
+    struct sigctx sc;
+    pthread_t sig_thread;
+    if (signals_start(&sc, &sig_thread) < 0) {
+        fprintf(stderr, "podvault agent: cannot start the signal thread\n");
+        return PV_EXIT_ERROR;
+    }
+    struct err e;
+    err_clear(&e);
+    struct k8s_config kc = {0};
+    rc = k8s_opts_load(&o.k8s, &kc, &e);
+    if (rc == 0) rc = agent_serve(&o, &kc, &sc.stop, &e);
+    if (rc < 0) asys_log(ASYS_ERROR, NULL, NULL, NULL, "%s", e.msg);
     k8s_config_free(&kc);
     if (!sc.stop) pthread_kill(sig_thread, SIGTERM);
     pthread_join(sig_thread, NULL);
     curl_global_cleanup();
     asys_log(ASYS_INFO, NULL, NULL, NULL, "stopped");
-    return rc;
+    return rc < 0 ? PV_EXIT_ERROR : PV_EXIT_OK;
 }
