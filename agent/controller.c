@@ -435,6 +435,39 @@ static void *informer_thread(void *arg)
 
 /* --- status writes */
 
+/* Whether `phase` is one of `from` (a NULL-terminated list; NULL: any phase). */
+static bool phase_in(const char *phase, const char *const *from)
+{
+    bool allowed = !from;
+    for (const char *const *f = from; f && *f; f++)
+        allowed |= str_is(phase, *f);
+    return allowed;
+}
+
+/* Merges `fields` into obj's status (made an object if it is not one; a null value removes the
+ * key); returns whether the status changed. */
+static bool merge_status(json_t *obj, const json_t *fields)
+{
+    json_t *status = json_object_get(obj, "status");
+    if (!json_is_object(status)) {
+        status = json_object();
+        json_object_set_new(obj, "status", status);
+    }
+    json_t *before = json_deep_copy(status);
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)fields, key, v)
+    {
+        if (json_is_null(v))
+            json_object_del(status, key);
+        else
+            json_object_set(status, key, v);
+    }
+    bool changed = !json_equal(before, status);
+    json_decref(before);
+    return changed;
+}
+
 /* Merges `fields` into the object's status (a null value removes the key). Skipped (returns 1)
  * when the phase is not one of `from` (NULL: any) or the object is not the one with `uid`.
  * *out (if not NULL) receives the object as written. */
@@ -460,31 +493,12 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
         if ((rc = k8s_get(k, path, &obj, e)) < 0) break;
         const char *have_uid = k8s_str(obj, "metadata.uid");
         const char *phase = k8s_str(obj, "status.phase");
-        bool allowed = !from;
-        for (const char *const *f = from; f && *f; f++)
-            allowed |= str_is(phase, *f);
-        if ((uid && (!have_uid || strcmp(uid, have_uid) != 0)) || !allowed) {
+        if ((uid && (!have_uid || strcmp(uid, have_uid) != 0)) || !phase_in(phase, from)) {
             json_decref(obj);
             rc = 1;
             break;
         }
-        json_t *status = json_object_get(obj, "status");
-        if (!json_is_object(status)) {
-            status = json_object();
-            json_object_set_new(obj, "status", status);
-        }
-        json_t *before = json_deep_copy(status);
-        const char *key;
-        json_t *v;
-        json_object_foreach((json_t *)fields, key, v)
-        {
-            if (json_is_null(v))
-                json_object_del(status, key);
-            else
-                json_object_set(status, key, v);
-        }
-        if (json_equal(before, status)) {
-            json_decref(before);
+        if (!merge_status(obj, fields)) {
             if (out)
                 *out = obj;
             else
@@ -492,7 +506,6 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
             rc = 0;
             break;
         }
-        json_decref(before);
         int sub = __atomic_load_n(&c->status_sub[kind], __ATOMIC_RELAXED);
         rc = k8s_put(k, sub >= 0 ? spath : path, obj, &written, e);
         if (rc == ERR_NOT_FOUND && sub >= 0) {

@@ -679,6 +679,32 @@ static const char *restore_uid(const json_t *pvr)
         json_object_get(k8s_at(pvr, "metadata.labels"), "velero.io/restore-uid"));
 }
 
+/* Whether a restore is refused from its spec alone (then *e says why): no snapshot ID, a restore
+ * UID that cannot name the completion mark, or a source namespace that is no namespace name. */
+static bool restore_refused(const char *snap, const char *uid, const char *src_ns, struct err *e)
+{
+    if (!snap || !*snap) {
+        err_set(e, ERR_FAIL, "spec.snapshotID is missing");
+        return true;
+    }
+    if (!volfs_mark_name_ok(uid)) {
+        err_set(e, ERR_FAIL,
+                "the restore UID (the first ownerReference's uid, else the label "
+                "velero.io/restore-uid) \"%.80s\" cannot name the completion mark: nothing "
+                "was restored",
+                uid ? uid : "");
+        return true;
+    }
+    if (!k8s_namespace_ok(src_ns)) {
+        err_set(e, ERR_FAIL,
+                "spec.sourceNamespace \"%.80s\" is not a Kubernetes namespace name: nothing "
+                "was restored",
+                src_ns ? src_ns : "");
+        return true;
+    }
+    return false;
+}
+
 void runner_restore(const struct runner_env *env, struct k8s_client *k, const json_t *pvr,
                     const struct runner_hooks *h, struct runner_result *res)
 {
@@ -698,25 +724,7 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
     const char *uid = restore_uid(pvr);
     prep_init(&p);
     /* Everything that can be refused is refused before the volume is touched. */
-    if (!snap || !*snap) {
-        err_set(&e, ERR_FAIL, "spec.snapshotID is missing");
-        goto fail;
-    }
-    if (!volfs_mark_name_ok(uid)) {
-        err_set(&e, ERR_FAIL,
-                "the restore UID (the first ownerReference's uid, else the label "
-                "velero.io/restore-uid) \"%.80s\" cannot name the completion mark: nothing "
-                "was restored",
-                uid ? uid : "");
-        goto fail;
-    }
-    if (!k8s_namespace_ok(src_ns)) {
-        err_set(&e, ERR_FAIL,
-                "spec.sourceNamespace \"%.80s\" is not a Kubernetes namespace name: nothing "
-                "was restored",
-                src_ns ? src_ns : "");
-        goto fail;
-    }
+    if (restore_refused(snap, uid, src_ns, &e)) goto fail;
     if (prepare(env, k, spec, src_ns, h, &p, res, &e) < 0) goto fail;
     if (list_snapshots(env, h, &p.loc, &p.envp, NULL, &list, &code, why, sizeof why, &e) < 0)
         goto fail;

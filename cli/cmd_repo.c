@@ -69,6 +69,25 @@ static int parse_u32_size(struct cli *g, const char *opt, const char *arg, uint3
     return 0;
 }
 
+/* Says what init created: an "initialized" JSON line, or text unless -q. */
+static void init_report(const struct cli *g, const struct config *cfg)
+{
+    char hex[OID_HEX_LEN + 1], sid[9];
+    if (g->json) {
+        json_t *o = json_object();
+        fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_INITIALIZED));
+        fmt_json_set(o, "id", json_string(oid_hex(&cfg->repo_id, hex)));
+        fmt_json_set(o, "repository", fmt_json_str(g->repo));
+        fmt_json_print(o, false);
+    } else if (g->verbosity > 0) {
+        printf("created podvault repository %s at %s\n", fmt_short_id(&cfg->repo_id, sid), g->repo);
+        printf("chunks %u..%u bytes (average %u), packs of %u bytes, zstd level %d\n",
+               cfg->chunker.min_size, cfg->chunker.max_size, cfg->chunker.avg_size, cfg->pack_size,
+               cfg->zstd_level);
+        printf("keep the password safe: without it the data cannot be read.\n");
+    }
+}
+
 int cmd_init(struct cli *g, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -142,21 +161,7 @@ int cmd_init(struct cli *g, int argc, char **argv)
     if (!rc) rc = repo_open(g->repo, pw, &r, &e);
     password_free(pw);
     if (rc) return cli_fail(g, &e);
-    const struct config *cfg = repo_config(r);
-    char hex[OID_HEX_LEN + 1], sid[9];
-    if (g->json) {
-        json_t *o = json_object();
-        fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_INITIALIZED));
-        fmt_json_set(o, "id", json_string(oid_hex(&cfg->repo_id, hex)));
-        fmt_json_set(o, "repository", fmt_json_str(g->repo));
-        fmt_json_print(o, false);
-    } else if (g->verbosity > 0) {
-        printf("created podvault repository %s at %s\n", fmt_short_id(&cfg->repo_id, sid), g->repo);
-        printf("chunks %u..%u bytes (average %u), packs of %u bytes, zstd level %d\n",
-               cfg->chunker.min_size, cfg->chunker.max_size, cfg->chunker.avg_size, cfg->pack_size,
-               cfg->zstd_level);
-        printf("keep the password safe: without it the data cannot be read.\n");
-    }
+    init_report(g, repo_config(r));
     repo_close(r);
     return PV_EXIT_OK;
 }
