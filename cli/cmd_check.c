@@ -106,7 +106,7 @@ int cmd_check(struct cli *g, int argc, char **argv)
     };
     struct check_options o;
     memset(&o, 0, sizeof o);
-    struct maint_args a;
+    struct cli_maint_args a;
     cli_maint_args_init(&a);
     struct cli_parser p;
     cli_parser_init(&p, check_usage, "", longopts);
@@ -181,7 +181,7 @@ int cmd_repair(struct cli *g, int argc, char **argv)
         {"lock-wait", required_argument, NULL, O_LOCK_WAIT},
         {NULL, 0, NULL, 0},
     };
-    struct maint_args a;
+    struct cli_maint_args a;
     cli_maint_args_init(&a);
     struct cli_parser p;
     cli_parser_init(&p, repair_usage, "", longopts);

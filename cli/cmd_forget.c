@@ -43,7 +43,7 @@ struct forget_args {
     unsigned group_by;
     struct cli_filter filter;
     bool dry_run, prune;
-    struct maint_args m;
+    struct cli_maint_args m;
 };
 
 static int forget_parse(struct cli *g, int argc, char **argv, struct forget_args *a)

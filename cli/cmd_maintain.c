@@ -87,7 +87,7 @@ static const struct option maintain_longopts[] = {
 /* What maintain's options say: for one repository (mo, a) or for a location (mj). */
 struct maintain_args {
     struct maint_options mo;
-    struct maint_args a;
+    struct cli_maint_args a;
     struct maintjob_config mj;
     struct maintjob_option fwd[32]; /* mj.maint_args: the options the children get */
     bool cluster, default_location;

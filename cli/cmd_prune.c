@@ -83,7 +83,7 @@ void cli_prune_print(const struct cli *g, const struct prune_stats *s, bool dry_
 }
 
 /* Opens, locks, prunes, releases; prints the summary. */
-int cli_run_prune(struct cli *g, struct repo *r, struct maint_args *a, json_t **json_out)
+int cli_run_prune(struct cli *g, struct repo *r, struct cli_maint_args *a, json_t **json_out)
 {
     struct lock *lk;
     int rc = cli_maint_begin(g, r, a, &lk);
@@ -132,7 +132,7 @@ int cmd_prune(struct cli *g, int argc, char **argv)
         PRUNE_OPTIONS,
         {NULL, 0, NULL, 0},
     };
-    struct maint_args a;
+    struct cli_maint_args a;
     cli_maint_args_init(&a);
     struct cli_parser p;
     cli_parser_init(&p, prune_usage, "", longopts);

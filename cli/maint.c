@@ -22,7 +22,7 @@ static bool env_max_memory(uint64_t *v)
     return !s || !*s || opt_parse_size(s, v);
 }
 
-void cli_maint_args_init(struct maint_args *a)
+void cli_maint_args_init(struct cli_maint_args *a)
 {
     memset(a, 0, sizeof *a);
     prune_options_default(&a->prune);
@@ -30,7 +30,7 @@ void cli_maint_args_init(struct maint_args *a)
 }
 
 /* Takes one of PRUNE_OPTIONS; returns 0, 1 when `opt` is not one, or an exit code (> 1). */
-int cli_prune_option(struct cli *g, int opt, const char *arg, struct maint_args *a)
+int cli_prune_option(struct cli *g, int opt, const char *arg, struct cli_maint_args *a)
 {
     uint64_t v;
     switch (opt) {
@@ -73,7 +73,7 @@ int cli_prune_option(struct cli *g, int opt, const char *arg, struct maint_args 
 
 /* Checks the environment's memory bound, sets the heap up for a bound, and takes the prune
  * lock; returns an exit code, having printed the error (see MAINT_MMAP_THRESHOLD). */
-int cli_maint_begin(struct cli *g, struct repo *r, const struct maint_args *a, struct lock **lk)
+int cli_maint_begin(struct cli *g, struct repo *r, const struct cli_maint_args *a, struct lock **lk)
 {
     uint64_t v;
     if (!env_max_memory(&v))

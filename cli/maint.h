@@ -64,7 +64,7 @@ enum {
     "                      PODVAULT_MAX_MEMORY, else none): beyond it, work in passes\n"           \
     "  --lock-wait SECONDS wait this long for another maintenance run to end (default 0)\n"
 
-struct maint_args {
+struct cli_maint_args {
     struct prune_options prune;
     unsigned threads;
     uint32_t lock_wait;
@@ -72,11 +72,11 @@ struct maint_args {
 
 /* Defaults, then the environment's memory bound ($PODVAULT_MAX_MEMORY; a bad value is refused
  * by cli_maint_begin). */
-void cli_maint_args_init(struct maint_args *a);
+void cli_maint_args_init(struct cli_maint_args *a);
 
 /* Takes one of PRUNE_OPTIONS; returns 0, 1 when `opt` is not one, or an exit code (> 1) after
  * printing a usage error. */
-int cli_prune_option(struct cli *g, int opt, const char *arg, struct maint_args *a);
+int cli_prune_option(struct cli *g, int opt, const char *arg, struct cli_maint_args *a);
 
 /* The heap's mmap threshold under a memory bound: blocks of 128 KiB and more go back to the
  * system when freed, and under a bound, blocks of 128 KiB and more go back to the system when
@@ -89,7 +89,8 @@ int cli_prune_option(struct cli *g, int opt, const char *arg, struct maint_args 
 /* Checks the environment's memory bound, sets the heap up for a bound (MAINT_MMAP_THRESHOLD),
  * and takes the prune lock (*lk, released with cli_lock_release); returns an exit code, having
  * printed the error. */
-int cli_maint_begin(struct cli *g, struct repo *r, const struct maint_args *a, struct lock **lk);
+int cli_maint_begin(struct cli *g, struct repo *r, const struct cli_maint_args *a,
+                    struct lock **lk);
 
 /* Progress callbacks of prune and check (ctx: the struct cli); they print -v notes only, and
  * may be called from any thread (cli_note writes one line at a time). */
@@ -103,7 +104,7 @@ void cli_prune_print(const struct cli *g, const struct prune_stats *s, bool dry_
 
 /* Locks, prunes, releases; prints the summary, or with json_out stores it there (owned by the
  * caller) instead. Returns an exit code, having printed the error. */
-int cli_run_prune(struct cli *g, struct repo *r, struct maint_args *a, json_t **json_out);
+int cli_run_prune(struct cli *g, struct repo *r, struct cli_maint_args *a, json_t **json_out);
 
 /* Check's report of one problem (ctx: the struct cli): a JSON "error"/"warning" line or text. */
 void cli_check_problem(void *ctx, const struct check_problem *pb);
