@@ -79,11 +79,10 @@ void cli_maint_args_init(struct cli_maint_args *a);
 int cli_prune_option(struct cli *g, int opt, const char *arg, struct cli_maint_args *a);
 
 /* The heap's mmap threshold under a memory bound: blocks of 128 KiB and more go back to the
- * system when freed, and under a bound, blocks of 128 KiB and more go back to the system when
- * freed. glibc otherwise raises that threshold to the largest block freed (index files, packs),
- * after which such blocks come from the heap and their space stays with the process across passes:
- * measured at 2 million blobs, a bounded prune peaked at 101 MiB instead of 52, for 10% more time.
- */
+ * system when freed. glibc otherwise raises that threshold to the largest block freed (index
+ * files, packs), after which such blocks come from the heap and their space stays with the
+ * process across passes: measured at 2 million blobs, a bounded prune peaked at 101 MiB instead
+ * of 52, for 10% more time. */
 #define MAINT_MMAP_THRESHOLD (128 * 1024)
 
 /* Checks the environment's memory bound, sets the heap up for a bound (MAINT_MMAP_THRESHOLD),
@@ -92,8 +91,8 @@ int cli_prune_option(struct cli *g, int opt, const char *arg, struct cli_maint_a
 int cli_maint_begin(struct cli *g, struct repo *r, const struct cli_maint_args *a,
                     struct lock **lk);
 
-/* Progress callbacks of prune and check (ctx: the struct cli); they print -v notes only, and
- * may be called from any thread (cli_note writes one line at a time). */
+/* Progress callbacks of prune and check (ctx: the struct cli); they print -v notes only, with
+ * cli_note (stdio's stream lock per call: lines of two threads may interleave). */
 void cli_note_phase(void *ctx, const char *phase, uint64_t done, uint64_t total);
 void cli_note_pack(void *ctx, enum prune_action a, const struct oid *pack, uint64_t size,
                    uint64_t used);
