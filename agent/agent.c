@@ -17,8 +17,10 @@
 #include "agent/asys.h"
 #include "agent/controller.h"
 #include "agent/k8s.h"
+#include "agent/k8s_opts.h"
 #include "agent/datamover.h"
 #include "agent/metrics.h"
+#include "base/contract.h"
 
 extern char **environ;
 
@@ -54,7 +56,8 @@ static const char usage[] =
     "                              ignore: leave them to another node-agent\n";
 
 struct opts {
-    const char *node, *ns, *host_pods, *server, *kubeconfig, *context, *creds, *configmap;
+    const char *node, *ns, *host_pods, *configmap;
+    struct k8s_opts k8s; /* --server, --kubeconfig, --context, --credentials-file */
     const char *uploaders, *metrics_addr, *cache_dir, *scratch, *exe, *log_level;
     bool decline_data_movement;
     long concurrency, progress, grace, prepare;
@@ -94,58 +97,54 @@ static bool parse_number(const char *s, long max, long *out)
     return true;
 }
 
-static int parse_opts(int argc, char **argv, struct opts *o)
+enum {
+    O_NODE = 256,
+    O_NS,
+    O_HOSTPODS,
+    O_CONC,
+    O_CM,
+    O_UPLOADERS,
+    O_METRICS,
+    O_CACHE,
+    O_SCRATCH,
+    O_PROGRESS,
+    O_GRACE,
+    O_PREPARE,
+    O_EXE,
+    O_LOG,
+    O_DATAMOVE
+};
+
+static const struct option agent_longopts[] = {
+    {"node", required_argument, 0, O_NODE},
+    {"namespace", required_argument, 0, O_NS},
+    {"host-pods", required_argument, 0, O_HOSTPODS},
+    K8S_OPTS_LONGOPTS,
+    {"concurrency", required_argument, 0, O_CONC},
+    {"node-agent-configmap", required_argument, 0, O_CM},
+    {"uploader-types", required_argument, 0, O_UPLOADERS},
+    {"metrics-address", required_argument, 0, O_METRICS},
+    {"cache-dir", required_argument, 0, O_CACHE},
+    {"scratch-dir", required_argument, 0, O_SCRATCH},
+    {"progress-interval", required_argument, 0, O_PROGRESS},
+    {"shutdown-grace", required_argument, 0, O_GRACE},
+    {"prepare-timeout", required_argument, 0, O_PREPARE},
+    {"data-mover-prepare-timeout", required_argument, 0, O_PREPARE},
+    {"podvault", required_argument, 0, O_EXE},
+    {"log-level", required_argument, 0, O_LOG},
+    {"data-movement", required_argument, 0, O_DATAMOVE},
+    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0},
+};
+
+/* The defaults, some from the environment the DaemonSet sets. */
+static void opts_default(struct opts *o)
 {
-    enum {
-        O_NODE = 256,
-        O_NS,
-        O_HOSTPODS,
-        O_SERVER,
-        O_KUBECONFIG,
-        O_CONTEXT,
-        O_CREDS,
-        O_CONC,
-        O_CM,
-        O_UPLOADERS,
-        O_METRICS,
-        O_CACHE,
-        O_SCRATCH,
-        O_PROGRESS,
-        O_GRACE,
-        O_PREPARE,
-        O_EXE,
-        O_LOG,
-        O_DATAMOVE
-    };
-    static const struct option lo[] = {
-        {"node", required_argument, 0, O_NODE},
-        {"namespace", required_argument, 0, O_NS},
-        {"host-pods", required_argument, 0, O_HOSTPODS},
-        {"server", required_argument, 0, O_SERVER},
-        {"kubeconfig", required_argument, 0, O_KUBECONFIG},
-        {"context", required_argument, 0, O_CONTEXT},
-        {"credentials-file", required_argument, 0, O_CREDS},
-        {"concurrency", required_argument, 0, O_CONC},
-        {"node-agent-configmap", required_argument, 0, O_CM},
-        {"uploader-types", required_argument, 0, O_UPLOADERS},
-        {"metrics-address", required_argument, 0, O_METRICS},
-        {"cache-dir", required_argument, 0, O_CACHE},
-        {"scratch-dir", required_argument, 0, O_SCRATCH},
-        {"progress-interval", required_argument, 0, O_PROGRESS},
-        {"shutdown-grace", required_argument, 0, O_GRACE},
-        {"prepare-timeout", required_argument, 0, O_PREPARE},
-        {"data-mover-prepare-timeout", required_argument, 0, O_PREPARE},
-        {"podvault", required_argument, 0, O_EXE},
-        {"log-level", required_argument, 0, O_LOG},
-        {"data-movement", required_argument, 0, O_DATAMOVE},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
-    };
     *o = (struct opts){
         .node = env_or("NODE_NAME", NULL),
         .ns = env_or("VELERO_NAMESPACE", "velero"),
         .host_pods = "/host_pods",
-        .creds = env_or("AWS_SHARED_CREDENTIALS_FILE", NULL),
+        .k8s = {.credentials_file = env_or("AWS_SHARED_CREDENTIALS_FILE", NULL)},
         .uploaders = "kopia,",
         .metrics_addr = ":8085",
         .scratch = env_or("VELERO_SCRATCH_DIR", env_or("TMPDIR", "/tmp")),
@@ -157,100 +156,88 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         .grace = 30,
         .prepare = 1800,
     };
-    optind = 1;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        switch (ch) {
-        case O_NODE:
-            o->node = optarg;
-            break;
-        case O_NS:
-            o->ns = optarg;
-            break;
-        case O_HOSTPODS:
-            o->host_pods = optarg;
-            break;
-        case O_SERVER:
-            o->server = optarg;
-            break;
-        case O_KUBECONFIG:
-            o->kubeconfig = optarg;
-            break;
-        case O_CONTEXT:
-            o->context = optarg;
-            break;
-        case O_CREDS:
-            o->creds = optarg;
-            break;
-        case O_CM:
-            o->configmap = optarg;
-            break;
-        case O_UPLOADERS:
-            o->uploaders = optarg;
-            break;
-        case O_METRICS:
-            o->metrics_addr = optarg;
-            break;
-        case O_CACHE:
-            o->cache_dir = optarg;
-            break;
-        case O_SCRATCH:
-            o->scratch = optarg;
-            break;
-        case O_EXE:
-            o->exe = optarg;
-            break;
-        case O_LOG:
-            o->log_level = optarg;
-            break;
-        case O_DATAMOVE:
-            if (strcmp(optarg, "decline") != 0 && strcmp(optarg, "ignore") != 0) {
-                fprintf(stderr, "podvault agent: --data-movement is decline or ignore\n");
-                return 2;
-            }
-            o->decline_data_movement = strcmp(optarg, "decline") == 0;
-            break;
-        case O_CONC:
-            if (!parse_number(optarg, 256, &o->concurrency) || o->concurrency < 1) {
-                fprintf(stderr, "podvault agent: --concurrency takes a number from 1 to 256\n");
-                return 2;
-            }
-            break;
-        case O_PROGRESS:
-        case O_GRACE:
-            if (!parse_number(optarg, 86400, ch == O_PROGRESS ? &o->progress : &o->grace)) {
-                fprintf(stderr, "podvault agent: %s takes a number of seconds\n",
-                        ch == O_PROGRESS ? "--progress-interval" : "--shutdown-grace");
-                return 2;
-            }
-            break;
-        case O_PREPARE:
-            if (!parse_duration(optarg, &o->prepare)) {
-                fprintf(stderr, "podvault agent: --prepare-timeout takes a duration such as "
-                                "1800, 90s, 30m or 2h (at most 30 days)\n");
-                return 2;
-            }
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
-        default:
-            fputs(usage, stderr);
-            return 2;
+}
+
+/* The field of an option that takes a string as it is, or NULL for the others. */
+static const char **string_option(struct opts *o, int ch)
+{
+    switch (ch) {
+    case O_NODE:
+        return &o->node;
+    case O_NS:
+        return &o->ns;
+    case O_HOSTPODS:
+        return &o->host_pods;
+    case O_CM:
+        return &o->configmap;
+    case O_UPLOADERS:
+        return &o->uploaders;
+    case O_METRICS:
+        return &o->metrics_addr;
+    case O_CACHE:
+        return &o->cache_dir;
+    case O_SCRATCH:
+        return &o->scratch;
+    case O_EXE:
+        return &o->exe;
+    case O_LOG:
+        return &o->log_level;
+    default:
+        return NULL;
+    }
+}
+
+/* Takes an option whose value is checked (a mode, a number, a duration); returns 0, or the exit
+ * code 2 after printing why the value is wrong. */
+static int checked_option(struct opts *o, int ch, const char *arg)
+{
+    switch (ch) {
+    case O_DATAMOVE:
+        if (strcmp(arg, "decline") != 0 && strcmp(arg, "ignore") != 0) {
+            fprintf(stderr, "podvault agent: --data-movement is decline or ignore\n");
+            return PV_EXIT_USAGE;
         }
+        o->decline_data_movement = strcmp(arg, "decline") == 0;
+        return 0;
+    case O_CONC:
+        if (!parse_number(arg, 256, &o->concurrency) || o->concurrency < 1) {
+            fprintf(stderr, "podvault agent: --concurrency takes a number from 1 to 256\n");
+            return PV_EXIT_USAGE;
+        }
+        return 0;
+    case O_PROGRESS:
+    case O_GRACE:
+        if (!parse_number(arg, 86400, ch == O_PROGRESS ? &o->progress : &o->grace)) {
+            fprintf(stderr, "podvault agent: %s takes a number of seconds\n",
+                    ch == O_PROGRESS ? "--progress-interval" : "--shutdown-grace");
+            return PV_EXIT_USAGE;
+        }
+        return 0;
+    case O_PREPARE:
+        if (!parse_duration(arg, &o->prepare)) {
+            fprintf(stderr, "podvault agent: --prepare-timeout takes a duration such as "
+                            "1800, 90s, 30m or 2h (at most 30 days)\n");
+            return PV_EXIT_USAGE;
+        }
+        return 0;
+    default:
+        fputs(usage, stderr);
+        return PV_EXIT_USAGE;
     }
-    if (optind < argc) {
-        fprintf(stderr, "podvault agent: unexpected argument %s\n%s", argv[optind], usage);
-        return 2;
-    }
+}
+
+/* What the options say together: a node, one way to the API server, a known log level (which
+ * is set here). Returns 0 or the exit code 2, having printed why. */
+static int opts_check(const struct opts *o)
+{
     if (!o->node || !*o->node) {
         fprintf(stderr, "podvault agent: no node name: give --node or set NODE_NAME (the "
                         "DaemonSet sets it from spec.nodeName)\n");
-        return 2;
+        return PV_EXIT_USAGE;
     }
-    if (o->server && o->kubeconfig) {
+    if (o->k8s.server && o->k8s.kubeconfig) {
         fprintf(stderr, "podvault agent: give --server or --kubeconfig, not both\n");
-        return 2;
+        return PV_EXIT_USAGE;
     }
     static const char *const levels[] = {"debug", "info", "warning", "error"};
     for (int i = 0; i < 4; i++)
@@ -259,7 +246,35 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             return 0;
         }
     fprintf(stderr, "podvault agent: --log-level takes debug, info, warning or error\n");
-    return 2;
+    return PV_EXIT_USAGE;
+}
+
+/* Fills *o from the defaults and the command line; returns 0, -1 after --help, or the exit code
+ * 2 after a usage error. */
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+    opts_default(o);
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", agent_longopts, NULL)) != -1) {
+        const char **field = string_option(o, ch);
+        if (field) {
+            *field = optarg;
+            continue;
+        }
+        if (k8s_opts_take(&o->k8s, ch, optarg)) continue;
+        if (ch == 'h') {
+            fputs(usage, stdout);
+            return -1;
+        }
+        int rc = checked_option(o, ch, optarg);
+        if (rc) return rc;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "podvault agent: unexpected argument %s\n%s", argv[optind], usage);
+        return PV_EXIT_USAGE;
+    }
+    return opts_check(o);
 }
 
 /* Splits "kopia,," into {"kopia", ""} in `store` (modified in place). */
@@ -345,93 +360,107 @@ static void *signal_thread(void *arg)
     return NULL;
 }
 
-int agent_main(int argc, char **argv)
+/* Blocks SIGTERM and SIGINT here, so in every thread (and, through them, each job) started
+ * after, and starts the one thread that waits for them and sets sc->stop. Returns 0, or -1 when
+ * the thread could not start. */
+static int signals_start(struct sigctx *sc, pthread_t *thread)
 {
-    struct opts o;
-    int rc = parse_opts(argc, argv, &o);
-    if (rc) return rc < 0 ? 0 : rc;
-    if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "podvault agent: cannot initialize libsodium or libcurl\n");
-        return 1;
-    }
-    struct err e;
-    err_clear(&e);
-    struct k8s_config kc = {0};
+    sc->stop = 0;
+    sigemptyset(&sc->set);
+    sigaddset(&sc->set, SIGTERM);
+    sigaddset(&sc->set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sc->set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return pthread_create(thread, NULL, signal_thread, sc) != 0 ? -1 : 0;
+}
+
+/* Serves until *stop: the metrics endpoint, the controller and the DataUpload/DataDownload
+ * decliner, each freed before returning. Returns 0 after a clean stop, else an error in *e. */
+static int agent_serve(const struct opts *o, const struct k8s_config *kc, const volatile int *stop,
+                       struct err *e)
+{
     struct metrics *m = NULL;
     struct ctl *c = NULL;
     struct dm *dm = NULL;
     char types_store[256];
     const char *types[MAX_UPLOADER_TYPES];
-    snprintf(types_store, sizeof types_store, "%s", o.uploaders);
+    snprintf(types_store, sizeof types_store, "%s", o->uploaders);
     size_t n_types = split_types(types_store, types, MAX_UPLOADER_TYPES);
-
-    /* Signals go to one thread; every other thread (and, through it, each job) blocks them. */
-    struct sigctx sc = {.stop = 0};
-    sigemptyset(&sc.set);
-    sigaddset(&sc.set, SIGTERM);
-    sigaddset(&sc.set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    pthread_t sig_thread;
-    if (pthread_create(&sig_thread, NULL, signal_thread, &sc) != 0) {
-        fprintf(stderr, "podvault agent: cannot start the signal thread\n");
-        return 1;
-    }
-
-    rc = 1;
-    if (k8s_config_load(&kc, o.server, o.kubeconfig, o.context, &e) < 0) goto out;
-    unsigned conc = o.concurrency > 0 ? (unsigned)o.concurrency
-                    : o.configmap     ? concurrency_from_configmap(&kc, &o)
-                                      : 1;
-    if (metrics_new(&m, &e) < 0) goto out;
-    metrics_set_node(m, o.node);
-    if (strcmp(o.metrics_addr, "off") != 0 && *o.metrics_addr) {
+    unsigned conc = o->concurrency > 0 ? (unsigned)o->concurrency
+                    : o->configmap     ? concurrency_from_configmap(kc, o)
+                                       : 1;
+    int rc = metrics_new(&m, e);
+    if (rc < 0) goto out;
+    metrics_set_node(m, o->node);
+    if (strcmp(o->metrics_addr, "off") != 0 && *o->metrics_addr) {
         int port = 0;
-        if (metrics_serve(m, o.metrics_addr, NULL, &port, &e) < 0) goto out;
-        asys_log(ASYS_INFO, NULL, NULL, NULL, "metrics on %s (port %d)", o.metrics_addr, port);
+        if ((rc = metrics_serve(m, o->metrics_addr, NULL, &port, e)) < 0) goto out;
+        asys_log(ASYS_INFO, NULL, NULL, NULL, "metrics on %s (port %d)", o->metrics_addr, port);
     }
     struct ctl_config cfg = {
-        .node = o.node,
-        .namespace = o.ns,
+        .node = o->node,
+        .namespace = o->ns,
         .uploader_types = types,
         .n_uploader_types = n_types,
         .concurrency = conc,
-        .progress_interval = (unsigned)o.progress,
-        .shutdown_grace = (unsigned)o.grace,
-        .prepare_timeout = (unsigned)o.prepare,
-        .k8s = &kc,
+        .progress_interval = (unsigned)o->progress,
+        .shutdown_grace = (unsigned)o->grace,
+        .prepare_timeout = (unsigned)o->prepare,
+        .k8s = kc,
         .metrics = m,
         .runner =
             {
-                .exe = o.exe,
-                .host_pods = o.host_pods,
-                .namespace = o.ns,
-                .cache_dir = o.cache_dir,
-                .scratch_dir = o.scratch,
-                .credentials_file = o.creds,
+                .exe = o->exe,
+                .host_pods = o->host_pods,
+                .namespace = o->ns,
+                .cache_dir = o->cache_dir,
+                .scratch_dir = o->scratch,
+                .credentials_file = o->k8s.credentials_file,
                 .base_env = (const char *const *)environ,
             },
     };
-    if (access(o.host_pods, R_OK | X_OK) != 0)
+    if (access(o->host_pods, R_OK | X_OK) != 0)
         asys_log(ASYS_WARN, NULL, NULL, NULL,
                  "the kubelet pods directory %s is not readable: volumes will not be found",
-                 o.host_pods);
-    if (ctl_new(&cfg, &c, &e) < 0) goto out;
-    asys_log(ASYS_INFO, NULL, o.ns, NULL, "podvault agent %s starting on node %s, API server %s",
-             PV_VERSION, o.node, kc.server);
-    struct dm_config dmc = {.node = o.node, .namespace = o.ns, .k8s = &kc};
-    if (o.decline_data_movement && dm_start(&dmc, &dm, &e) < 0) goto out;
-    if (ctl_run(c, &sc.stop, &e) < 0) goto out;
-    rc = 0;
+                 o->host_pods);
+    if ((rc = ctl_new(&cfg, &c, e)) < 0) goto out;
+    asys_log(ASYS_INFO, NULL, o->ns, NULL, "podvault agent %s starting on node %s, API server %s",
+             PV_VERSION, o->node, kc->server);
+    struct dm_config dmc = {.node = o->node, .namespace = o->ns, .k8s = kc};
+    if (o->decline_data_movement && (rc = dm_start(&dmc, &dm, e)) < 0) goto out;
+    rc = ctl_run(c, stop, e);
 out:
-    if (rc) asys_log(ASYS_ERROR, NULL, NULL, NULL, "%s", e.msg);
     dm_stop(dm);
     ctl_free(c);
     metrics_free(m);
+    return rc;
+}
+
+int agent_main(int argc, char **argv)
+{
+    struct opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc) return rc < 0 ? PV_EXIT_OK : rc;
+    if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "podvault agent: cannot initialize libsodium or libcurl\n");
+        return PV_EXIT_ERROR;
+    }
+    struct sigctx sc;
+    pthread_t sig_thread;
+    if (signals_start(&sc, &sig_thread) < 0) {
+        fprintf(stderr, "podvault agent: cannot start the signal thread\n");
+        return PV_EXIT_ERROR;
+    }
+    struct err e;
+    err_clear(&e);
+    struct k8s_config kc = {0};
+    rc = k8s_opts_load(&o.k8s, &kc, &e);
+    if (rc == 0) rc = agent_serve(&o, &kc, &sc.stop, &e);
+    if (rc < 0) asys_log(ASYS_ERROR, NULL, NULL, NULL, "%s", e.msg);
     k8s_config_free(&kc);
     if (!sc.stop) pthread_kill(sig_thread, SIGTERM);
     pthread_join(sig_thread, NULL);
     curl_global_cleanup();
     asys_log(ASYS_INFO, NULL, NULL, NULL, "stopped");
-    return rc;
+    return rc < 0 ? PV_EXIT_ERROR : PV_EXIT_OK;
 }

@@ -8,12 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 #include <sodium.h>
-
-#include "agent/k8s.h"
 
 int asys_read_file(const char *path, size_t max, struct buf *out, struct err *e)
 {
@@ -49,6 +48,14 @@ int asys_read_file(const char *path, size_t max, struct buf *out, struct err *e)
 }
 
 /* Written once before threads start, read afterwards. */
+void asys_now(char buf[21])
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
 static enum asys_level log_min = ASYS_INFO;
 
 void asys_log_level(enum asys_level min)
@@ -66,7 +73,7 @@ void asys_log(enum asys_level lvl, const char *kind, const char *ns, const char 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    k8s_now(ts);
+    asys_now(ts);
     json_t *o = json_pack("{s:s, s:s, s:s}", "time", ts, "level", names[lvl], "msg", msg);
     if (!o) return;
     if (kind) json_object_set_new(o, "kind", json_string(kind));

@@ -16,6 +16,10 @@
  * after the data (not counted in out->len) so text can be used as a C string. */
 int asys_read_file(const char *path, size_t max, struct buf *out, struct err *e);
 
+/* Now in UTC as Kubernetes and the log lines write times, "2024-05-01T10:00:00Z" (buf needs 21
+ * bytes). Thread-safe. */
+void asys_now(char buf[21]);
+
 enum asys_level { ASYS_DEBUG, ASYS_INFO, ASYS_WARN, ASYS_ERROR };
 
 /* Lines below `min` are dropped (default ASYS_INFO). Set once at start-up. */

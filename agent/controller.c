@@ -435,6 +435,39 @@ static void *informer_thread(void *arg)
 
 /* --- status writes */
 
+/* Whether `phase` is one of `from` (a NULL-terminated list; NULL: any phase). */
+static bool phase_in(const char *phase, const char *const *from)
+{
+    bool allowed = !from;
+    for (const char *const *f = from; f && *f; f++)
+        allowed |= str_is(phase, *f);
+    return allowed;
+}
+
+/* Merges `fields` into obj's status (made an object if it is not one; a null value removes the
+ * key); returns whether the status changed. */
+static bool merge_status(json_t *obj, const json_t *fields)
+{
+    json_t *status = json_object_get(obj, "status");
+    if (!json_is_object(status)) {
+        status = json_object();
+        json_object_set_new(obj, "status", status);
+    }
+    json_t *before = json_deep_copy(status);
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)fields, key, v)
+    {
+        if (json_is_null(v))
+            json_object_del(status, key);
+        else
+            json_object_set(status, key, v);
+    }
+    bool changed = !json_equal(before, status);
+    json_decref(before);
+    return changed;
+}
+
 /* Merges `fields` into the object's status (a null value removes the key). Skipped (returns 1)
  * when the phase is not one of `from` (NULL: any) or the object is not the one with `uid`.
  * *out (if not NULL) receives the object as written. */
@@ -460,31 +493,12 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
         if ((rc = k8s_get(k, path, &obj, e)) < 0) break;
         const char *have_uid = k8s_str(obj, "metadata.uid");
         const char *phase = k8s_str(obj, "status.phase");
-        bool allowed = !from;
-        for (const char *const *f = from; f && *f; f++)
-            allowed |= str_is(phase, *f);
-        if ((uid && (!have_uid || strcmp(uid, have_uid) != 0)) || !allowed) {
+        if ((uid && (!have_uid || strcmp(uid, have_uid) != 0)) || !phase_in(phase, from)) {
             json_decref(obj);
             rc = 1;
             break;
         }
-        json_t *status = json_object_get(obj, "status");
-        if (!json_is_object(status)) {
-            status = json_object();
-            json_object_set_new(obj, "status", status);
-        }
-        json_t *before = json_deep_copy(status);
-        const char *key;
-        json_t *v;
-        json_object_foreach((json_t *)fields, key, v)
-        {
-            if (json_is_null(v))
-                json_object_del(status, key);
-            else
-                json_object_set(status, key, v);
-        }
-        if (json_equal(before, status)) {
-            json_decref(before);
+        if (!merge_status(obj, fields)) {
             if (out)
                 *out = obj;
             else
@@ -492,7 +506,6 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
             rc = 0;
             break;
         }
-        json_decref(before);
         int sub = __atomic_load_n(&c->status_sub[kind], __ATOMIC_RELAXED);
         rc = k8s_put(k, sub >= 0 ? spath : path, obj, &written, e);
         if (rc == ERR_NOT_FOUND && sub >= 0) {
@@ -633,7 +646,7 @@ static void job_finish(struct ctl *c, struct k8s_client *k, struct ctl_job *j,
     static const char *const active[] = {"InProgress", "Canceling", NULL};
     static const char *const in_progress[] = {"InProgress", NULL};
     char ts[21];
-    k8s_now(ts);
+    asys_now(ts);
     const char *what = j->kind == KIND_PVB ? "backup" : "restore";
     const char *outcome = r->phase;
     bool wrote_final = false;
@@ -860,23 +873,33 @@ static void prepare_failure(const struct ctl *c, const json_t *obj, enum rwait_s
                  ns ?: "", pod ?: "", c->cfg.prepare_timeout, rwait_state_text(g));
 }
 
-static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
+/* The phases from which each status write of reconcile may start (write_status's `from`). */
+static const char *const from_fresh[] = {"", "New", NULL};
+/* "" and New too: with legacy phases a job starts without an Accepted step. */
+static const char *const from_startable[] = {"", "New", "Accepted", "Prepared", NULL};
+static const char *const from_in_progress[] = {"InProgress", NULL};
+static const char *const from_canceling[] = {"Canceling", NULL};
+static const char *const from_not_started[] = {"", "New", "Accepted", "Prepared", NULL};
+
+/* What reconcile sees of the object under `key`: a new reference to it (NULL when it is gone),
+ * the view ctl_decide takes (*v, pointing into the object), and for a restore of this node the
+ * state of its pod's restore-wait gate (*gate). A job whose object was deleted or replaced has no
+ * one to report to: it is canceled here. */
+static json_t *reconcile_view(struct ctl *c, int kind, const char *key, struct ctl_view *v,
+                              enum rwait_state *gate)
 {
-    int kind = key[0] == 'b' ? KIND_PVB : KIND_PVR;
     pthread_mutex_lock(&c->mu);
     json_t *obj = json_incref(json_object_get(c->cache, key));
     struct ctl_job *job = job_find_locked(c, key);
     const char *uid = k8s_str(obj, "metadata.uid");
     bool running = job && uid && strcmp(job->uid, uid) == 0;
-    if (job &&
-        !running) { /* the object was deleted (or replaced): its job has no one to report to */
+    if (job && !running) {
         job->deleted = 1;
         job_request_cancel(job);
     }
     pthread_mutex_unlock(&c->mu);
-    if (!obj) return;
-
-    struct ctl_view v = {
+    if (!obj) return NULL;
+    *v = (struct ctl_view){
         .phase = k8s_str(obj, "status.phase"),
         .cancel = json_is_true(k8s_at(obj, "spec.cancel")),
         .deleting = k8s_str(obj, "metadata.deletionTimestamp") != NULL,
@@ -884,97 +907,119 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
         .slot_free = job_slots_used(&c->slots) < c->slots.max,
         .legacy = __atomic_load_n(&c->legacy[kind], __ATOMIC_RELAXED),
     };
-    v.ours = uploader_served(c, obj) &&
-             (kind == KIND_PVB ? str_is(k8s_str(obj, "spec.node"), c->cfg.node) : pvr_ours(c, obj));
-    enum rwait_state gate = RWAIT_RUNNING;
-    if (kind == KIND_PVR && v.ours) {
-        gate = pvr_gate(c, obj);
-        v.gate_closed = gate != RWAIT_RUNNING;
-        v.gate_never = gate == RWAIT_NONE;
-        v.expired = age_of(obj) > c->cfg.prepare_timeout;
+    v->ours =
+        uploader_served(c, obj) &&
+        (kind == KIND_PVB ? str_is(k8s_str(obj, "spec.node"), c->cfg.node) : pvr_ours(c, obj));
+    *gate = RWAIT_RUNNING;
+    if (kind == KIND_PVR && v->ours) {
+        *gate = pvr_gate(c, obj);
+        v->gate_closed = *gate != RWAIT_RUNNING;
+        v->gate_never = *gate == RWAIT_NONE;
+        v->expired = age_of(obj) > c->cfg.prepare_timeout;
     }
+    return obj;
+}
+
+/* CTL_START: takes a job slot, writes InProgress and starts the job; Failed when its thread
+ * cannot start. */
+static void start_job(struct ctl *c, struct k8s_client *k, int kind, const char *key,
+                      const json_t *obj, const char *ts)
+{
+    if (!job_slots_take(&c->slots)) return; /* another worker was quicker */
+    json_t *written = NULL;
+    json_t *f = json_pack("{s:s, s:s, s:s}", "phase", "InProgress", "startTimestamp", ts, "node",
+                          c->cfg.node);
+    if (write_status(c, k, kind, obj, f, from_startable, &written) != 0 || !written) {
+        job_slots_give(&c->slots);
+    } else if (job_spawn(c, kind, key, written) < 0) {
+        job_slots_give(&c->slots);
+        write_status(c, k, kind, obj,
+                     json_pack("{s:s, s:s, s:s}", "phase", "Failed", "completionTimestamp", ts,
+                               "message", "the agent could not start a job thread"),
+                     from_in_progress, NULL);
+    } else {
+        log_obj(ASYS_INFO, kind, obj, "%s started", kind == KIND_PVB ? "backup" : "restore");
+    }
+    json_decref(written);
+}
+
+/* CTL_CANCEL_JOB: asks the running job to stop (to forget the object too when it is being
+ * deleted) and, unless it is being deleted, writes Canceling. */
+static void cancel_job(struct ctl *c, struct k8s_client *k, int kind, const char *key,
+                       const json_t *obj, bool deleting)
+{
+    pthread_mutex_lock(&c->mu);
+    struct ctl_job *job = job_find_locked(c, key);
+    if (job) {
+        if (deleting) job->deleted = 1;
+        job_request_cancel(job);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!deleting && write_status(c, k, kind, obj, json_pack("{s:s}", "phase", "Canceling"),
+                                  from_in_progress, NULL) == 0)
+        log_obj(ASYS_INFO, kind, obj, "canceling the running %s",
+                kind == KIND_PVB ? "backup" : "restore");
+}
+
+/* Writes a final phase (Failed or Canceled) with `msg`, from the phases `from`, and logs it. */
+static void finish(struct ctl *c, struct k8s_client *k, int kind, const json_t *obj,
+                   const char *phase, const char *msg, const char *const *from, enum asys_level lvl,
+                   const char *ts)
+{
+    json_t *f =
+        json_pack("{s:s, s:s, s:s}", "phase", phase, "completionTimestamp", ts, "message", msg);
+    if (write_status(c, k, kind, obj, f, from, NULL) == 0) log_obj(lvl, kind, obj, "%s", msg);
+}
+
+static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
+{
+    int kind = key[0] == 'b' ? KIND_PVB : KIND_PVR;
+    struct ctl_view v;
+    enum rwait_state gate;
+    json_t *obj = reconcile_view(c, kind, key, &v, &gate);
+    if (!obj) return;
     enum ctl_action a = ctl_decide(&v);
     if (c->stop_watch && (a == CTL_ACCEPT || a == CTL_START)) a = CTL_IGNORE; /* stopping */
     if (a == CTL_START && kind == KIND_PVR && !pvr_volume_ready(c, k, obj)) a = CTL_WAIT;
-    char ts[21];
-    k8s_now(ts);
-    static const char *const fresh[] = {"", "New", NULL};
-    /* "" and New too: with legacy phases a job starts without an Accepted step. */
-    static const char *const startable[] = {"", "New", "Accepted", "Prepared", NULL};
-    static const char *const in_progress[] = {"InProgress", NULL};
-    static const char *const canceling[] = {"Canceling", NULL};
-    static const char *const not_started[] = {"", "New", "Accepted", "Prepared", NULL};
+    char ts[21], msg[600];
+    asys_now(ts);
     const char *what = kind == KIND_PVB ? "backup" : "restore";
-    json_t *f = NULL, *written = NULL;
     switch (a) {
     case CTL_IGNORE:
     case CTL_WAIT:
         break;
-    case CTL_ACCEPT:
-        f = json_pack("{s:s, s:s, s:s}", "phase", "Accepted", "acceptedTimestamp", ts, "node",
-                      c->cfg.node);
-        if (write_status(c, k, kind, obj, f, fresh, NULL) == 0)
+    case CTL_ACCEPT: {
+        json_t *f = json_pack("{s:s, s:s, s:s}", "phase", "Accepted", "acceptedTimestamp", ts,
+                              "node", c->cfg.node);
+        if (write_status(c, k, kind, obj, f, from_fresh, NULL) == 0)
             log_obj(ASYS_INFO, kind, obj, "accepted on node %s", c->cfg.node);
         break;
+    }
     case CTL_START:
-        if (!job_slots_take(&c->slots)) break; /* another worker was quicker */
-        f = json_pack("{s:s, s:s, s:s}", "phase", "InProgress", "startTimestamp", ts, "node",
-                      c->cfg.node);
-        if (write_status(c, k, kind, obj, f, startable, &written) != 0 || !written) {
-            job_slots_give(&c->slots);
-        } else if (job_spawn(c, kind, key, written) < 0) {
-            job_slots_give(&c->slots);
-            write_status(c, k, kind, obj,
-                         json_pack("{s:s, s:s, s:s}", "phase", "Failed", "completionTimestamp", ts,
-                                   "message", "the agent could not start a job thread"),
-                         in_progress, NULL);
-        } else {
-            log_obj(ASYS_INFO, kind, obj, "%s started", what);
-        }
-        json_decref(written);
+        start_job(c, k, kind, key, obj, ts);
         break;
     case CTL_CANCEL_NEW:
-        f = json_pack("{s:s, s:s, s:s}", "phase", "Canceled", "completionTimestamp", ts, "message",
-                      "canceled before it started");
-        if (write_status(c, k, kind, obj, f, not_started, NULL) == 0)
-            log_obj(ASYS_INFO, kind, obj, "canceled before it started");
+        finish(c, k, kind, obj, "Canceled", "canceled before it started", from_not_started,
+               ASYS_INFO, ts);
         break;
     case CTL_CANCEL_JOB:
-        pthread_mutex_lock(&c->mu);
-        job = job_find_locked(c, key);
-        if (job) {
-            if (v.deleting) job->deleted = 1;
-            job_request_cancel(job);
-        }
-        pthread_mutex_unlock(&c->mu);
-        if (!v.deleting && write_status(c, k, kind, obj, json_pack("{s:s}", "phase", "Canceling"),
-                                        in_progress, NULL) == 0)
-            log_obj(ASYS_INFO, kind, obj, "canceling the running %s", what);
+        cancel_job(c, k, kind, key, obj, v.deleting);
         break;
-    case CTL_FAIL_ORPHAN: {
-        char msg[160];
+    case CTL_FAIL_ORPHAN:
         snprintf(msg, sizeof msg, "agent restarted while the %s was running", what);
-        f = json_pack("{s:s, s:s, s:s}", "phase", "Failed", "completionTimestamp", ts, "message",
-                      msg);
-        if (write_status(c, k, kind, obj, f, in_progress, NULL) == 0)
-            log_obj(ASYS_WARN, kind, obj, "%s", msg);
+        finish(c, k, kind, obj, "Failed", msg, from_in_progress, ASYS_WARN, ts);
         break;
-    }
-    case CTL_FAIL_PREPARE: {
-        char msg[600];
+    case CTL_FAIL_PREPARE:
         prepare_failure(c, obj, gate, msg, sizeof msg);
-        f = json_pack("{s:s, s:s, s:s}", "phase", "Failed", "completionTimestamp", ts, "message",
-                      msg);
-        if (write_status(c, k, kind, obj, f, not_started, NULL) == 0)
-            log_obj(ASYS_WARN, kind, obj, "%s", msg);
+        finish(c, k, kind, obj, "Failed", msg, from_not_started, ASYS_WARN, ts);
         break;
-    }
-    case CTL_FINISH_CANCEL:
-        f = json_pack("{s:s, s:s, s:s}", "phase", "Canceled", "completionTimestamp", ts, "message",
-                      "canceled (the agent restarted while canceling)");
-        if (write_status(c, k, kind, obj, f, canceling, NULL) == 0)
+    case CTL_FINISH_CANCEL: {
+        json_t *f = json_pack("{s:s, s:s, s:s}", "phase", "Canceled", "completionTimestamp", ts,
+                              "message", "canceled (the agent restarted while canceling)");
+        if (write_status(c, k, kind, obj, f, from_canceling, NULL) == 0)
             log_obj(ASYS_INFO, kind, obj, "canceled");
         break;
+    }
     }
     json_decref(obj);
 }

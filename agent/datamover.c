@@ -115,7 +115,7 @@ static int dm_write(struct dm_kind *dk, const char *ns, const char *name, struct
         struct dm_view v = dm_view_of(obj, cfg->node);
         enum dm_action a = dm_decide(&v);
         char now[21];
-        k8s_now(now);
+        asys_now(now);
         if (a != DM_IGNORE && dm_apply(obj, a, dk->kind, cfg->node, now) < 0)
             rc = err_set(e, ERR_FAIL, "out of memory");
         else if (a != DM_IGNORE && (rc = k8s_put(dk->write, p, obj, NULL, e)) == 0)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "agent/k8s.h"
+#include "base/contract.h"
 
 #define LINE_MAX_BYTES (1u << 20)
 #define STDOUT_COPY_MAX (64u << 20)
@@ -57,13 +58,13 @@ enum job_line job_parse_line(const char *line, size_t len, struct job_status *st
 {
     *obj = NULL;
     json_t *j = json_loadb(line, len, 0, NULL);
-    const char *type = k8s_str(j, "message_type");
+    const char *type = k8s_str(j, PV_MSG_KEY);
     enum job_line kind = JOB_LINE_OTHER;
     if (!type) {
         json_decref(j);
         return kind;
     }
-    if (strcmp(type, "status") == 0) {
+    if (strcmp(type, PV_MSG_STATUS) == 0) {
         kind = JOB_LINE_STATUS;
         st->seconds_elapsed = json_number_value(json_object_get(j, "seconds_elapsed"));
         st->percent_done = json_number_value(json_object_get(j, "percent_done"));
@@ -76,9 +77,9 @@ enum job_line job_parse_line(const char *line, size_t len, struct job_status *st
         json_decref(j);
         return kind;
     }
-    if (strcmp(type, "error") == 0)
+    if (strcmp(type, PV_MSG_ERROR) == 0)
         kind = JOB_LINE_ERROR;
-    else if (strcmp(type, "summary") == 0)
+    else if (strcmp(type, PV_MSG_SUMMARY) == 0)
         kind = JOB_LINE_SUMMARY;
     if (kind == JOB_LINE_OTHER)
         json_decref(j);

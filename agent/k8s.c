@@ -64,14 +64,6 @@ bool k8s_namespace_ok(const char *s)
            s[0] != '-' && s[n - 1] != '-';
 }
 
-void k8s_now(char buf[21])
-{
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* Percent-encodes everything but RFC 3986 unreserved characters. */
 static int escape_into(struct buf *b, const char *s)
 {

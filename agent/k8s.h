@@ -138,7 +138,4 @@ const char *k8s_str(const json_t *obj, const char *path);
 bool k8s_namespace_ok(const char *s);
 json_t *k8s_at(const json_t *obj, const char *path);
 
-/* "2024-05-01T10:00:00Z" for now (buf needs 21 bytes). */
-void k8s_now(char buf[21]);
-
 #endif

@@ -17,13 +17,10 @@
 #include "agent/repoloc.h"
 #include "agent/runner.h"
 #include "backend/backend.h"
+#include "base/contract.h"
 #include "repo/maintain.h"
 
 extern char **environ;
-
-#define EXIT_OK 0
-#define EXIT_FAILED 1
-#define EXIT_CANCELED 130
 
 /* --- decisions */
 
@@ -560,15 +557,15 @@ int maintjob_run(const struct maintjob_config *c)
     if (!mkdtemp(scratch)) {
         err_sys(&e, errno, "making a scratch directory in %s", c->scratch_dir);
         asys_log(ASYS_ERROR, NULL, NULL, NULL, "%s", e.msg);
-        return EXIT_FAILED;
+        return PV_EXIT_ERROR;
     }
     struct runner_env env = {.exe = c->exe,
                              .namespace = c->namespace,
                              .cache_dir = c->cache_dir,
                              .scratch_dir = scratch,
-                             .credentials_file = c->credentials_file,
+                             .credentials_file = c->k8s.credentials_file,
                              .base_env = (const char *const *)environ};
-    int rc = k8s_config_load(&kc, c->server, c->kubeconfig, c->context, &e);
+    int rc = k8s_opts_load(&c->k8s, &kc, &e);
     if (rc == 0) rc = k8s_client_new(&kc, c->cancel, &k, &e);
     if (rc == 0) rc = load_location(c, k, &bsl, &e);
     const char *name = rc == 0 ? k8s_str(bsl, "metadata.name") : c->location;
@@ -611,6 +608,6 @@ int maintjob_run(const struct maintjob_config *c)
     json_decref(bsl);
     k8s_client_free(k);
     k8s_config_free(&kc);
-    if (canceled) return EXIT_CANCELED;
-    return rc < 0 || failed || legacy ? EXIT_FAILED : EXIT_OK;
+    if (canceled) return PV_EXIT_CANCELED;
+    return rc < 0 || failed || legacy ? PV_EXIT_ERROR : PV_EXIT_OK;
 }

@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "agent/k8s_opts.h"
 #include "base/err.h"
 
 /* One option of the `maintain` children: "--name" alone (value NULL) or "--name=value". */
@@ -28,10 +29,10 @@ struct maintjob_option {
 };
 
 struct maintjob_config {
-    const char *server, *kubeconfig, *context; /* the connection, as k8s_config_load picks it */
-    const char *namespace;                     /* Velero's: locations and Secrets */
-    const char *location;                      /* NULL: the location marked default */
-    const char *credentials_file; /* S3 keys when the location names no Secret; may be NULL */
+    struct k8s_opts k8s;   /* the connection; its credentials_file: S3 keys when the location
+                            * names no Secret (may be NULL) */
+    const char *namespace; /* Velero's: locations and Secrets */
+    const char *location;  /* NULL: the location marked default */
     const char *cache_dir;        /* for the children; NULL: their default */
     bool no_cache;                /* the children get --no-cache */
     bool dry_run; /* snapshots of deleted Velero backups are only logged, not forgotten */

@@ -13,8 +13,10 @@
 #include <sodium.h>
 
 #include "agent/k8s.h"
+#include "agent/k8s_opts.h"
 #include "agent/rwait.h"
 #include "agent/select.h"
+#include "base/contract.h"
 
 static const char usage[] =
     "usage: podvault request backup --namespace NS [--selector LABELS] [--name NAME]\n"
@@ -27,7 +29,9 @@ static const char usage[] =
     "            --velero-namespace NS (default $VELERO_NAMESPACE or velero)\n";
 
 struct req {
-    const char *server, *kubeconfig, *context, *vns, *ns, *selector, *name, *from;
+    struct k8s_opts k8s; /* the connection (its credentials_file is not used: the agents read the
+                          * location's credentials, not this command) */
+    const char *vns, *ns, *selector, *name, *from;
     bool default_volumes, wait;
     bool canceling; /* request cancel: Canceled (any final phase) is the goal, not Completed */
     long timeout;
@@ -441,114 +445,109 @@ static int do_status(struct req *q, struct err *e)
     return wait_and_print(q, &K8S_PVRS, "velero.io/restore-name", false, e);
 }
 
-int request_main(int argc, char **argv)
+enum { O_VNS = 256, O_NAME, O_DEFAULT, O_WAIT, O_TIMEOUT, O_FROM };
+
+static const struct option request_longopts[] = {
+    K8S_OPTS_LONGOPTS,
+    {"velero-namespace", required_argument, 0, O_VNS},
+    {"namespace", required_argument, 0, 'n'},
+    {"selector", required_argument, 0, 'l'},
+    {"name", required_argument, 0, O_NAME},
+    {"default-volumes", no_argument, 0, O_DEFAULT},
+    {"wait", no_argument, 0, O_WAIT},
+    {"timeout", required_argument, 0, O_TIMEOUT},
+    {"from", required_argument, 0, O_FROM},
+    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0},
+};
+
+/* Takes one option of request's own; returns 0 to go on, or the exit code to leave with (0
+ * after --help, 2 after a usage error), having printed the usage or the error. */
+static int req_option(struct req *q, int ch, const char *arg)
 {
-    enum {
-        O_SERVER = 256,
-        O_KUBECONFIG,
-        O_CONTEXT,
-        O_VNS,
-        O_CREDS,
-        O_SEL,
-        O_NAME,
-        O_DEFAULT,
-        O_WAIT,
-        O_TIMEOUT,
-        O_FROM
-    };
-    static const struct option lo[] = {
-        {"server", required_argument, 0, O_SERVER},
-        {"kubeconfig", required_argument, 0, O_KUBECONFIG},
-        {"context", required_argument, 0, O_CONTEXT},
-        {"velero-namespace", required_argument, 0, O_VNS},
-        {"credentials-file", required_argument, 0, O_CREDS},
-        {"namespace", required_argument, 0, 'n'},
-        {"selector", required_argument, 0, 'l'},
-        {"name", required_argument, 0, O_NAME},
-        {"default-volumes", no_argument, 0, O_DEFAULT},
-        {"wait", no_argument, 0, O_WAIT},
-        {"timeout", required_argument, 0, O_TIMEOUT},
-        {"from", required_argument, 0, O_FROM},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
-    };
-    struct req q = {.vns = getenv("VELERO_NAMESPACE"), .timeout = 4 * 3600};
-    if (!q.vns || !*q.vns) q.vns = "velero";
+    char *end;
+    switch (ch) {
+    case O_VNS:
+        q->vns = arg;
+        return 0;
+    case 'n':
+        q->ns = arg;
+        return 0;
+    case 'l':
+        q->selector = arg;
+        return 0;
+    case O_NAME:
+        q->name = arg;
+        return 0;
+    case O_DEFAULT:
+        q->default_volumes = true;
+        return 0;
+    case O_WAIT:
+        q->wait = true;
+        return 0;
+    case O_FROM:
+        q->from = arg;
+        return 0;
+    case O_TIMEOUT:
+        q->timeout = strtol(arg, &end, 10);
+        if (*end || q->timeout <= 0) {
+            fprintf(stderr, "podvault request: --timeout wants seconds, not %s\n", arg);
+            return PV_EXIT_USAGE;
+        }
+        return 0;
+    case 'h':
+        fputs(usage, stdout);
+        return PV_EXIT_OK;
+    default:
+        fputs(usage, stderr);
+        return PV_EXIT_USAGE;
+    }
+}
+
+/* Parses `request SUB [options] [NAME]` into *q (initialized here) and *sub; returns -1 to go
+ * on, else the exit code to leave with, having printed the usage or the error. */
+static int req_parse(int argc, char **argv, struct req *q, const char **sub)
+{
+    *q = (struct req){.vns = getenv("VELERO_NAMESPACE"), .timeout = 4 * 3600};
+    if (!q->vns || !*q->vns) q->vns = "velero";
     if (argc < 2 || argv[1][0] == '-') {
         fputs(usage, argc >= 2 && !strcmp(argv[1], "--help") ? stdout : stderr);
-        return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : 2;
+        return argc >= 2 && !strcmp(argv[1], "--help") ? PV_EXIT_OK : PV_EXIT_USAGE;
     }
-    const char *sub = argv[1];
-    int ch;
-    char *end;
+    *sub = argv[1];
+    int ch, rc;
     optind = 0; /* 0: glibc starts a fresh scan (the CLI has run getopt already) */
-    while ((ch = getopt_long(argc - 1, argv + 1, "hn:l:", lo, NULL)) != -1) {
-        switch (ch) {
-        case O_SERVER:
-            q.server = optarg;
-            break;
-        case O_KUBECONFIG:
-            q.kubeconfig = optarg;
-            break;
-        case O_CONTEXT:
-            q.context = optarg;
-            break;
-        case O_VNS:
-            q.vns = optarg;
-            break;
-        case O_CREDS:
-            break; /* the agents read the location's credentials, not this command */
-        case 'n':
-            q.ns = optarg;
-            break;
-        case 'l':
-            q.selector = optarg;
-            break;
-        case O_NAME:
-            q.name = optarg;
-            break;
-        case O_DEFAULT:
-            q.default_volumes = true;
-            break;
-        case O_WAIT:
-            q.wait = true;
-            break;
-        case O_FROM:
-            q.from = optarg;
-            break;
-        case O_TIMEOUT:
-            q.timeout = strtol(optarg, &end, 10);
-            if (*end || q.timeout <= 0) {
-                fprintf(stderr, "podvault request: --timeout wants seconds, not %s\n", optarg);
-                return 2;
-            }
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return 0;
-        default:
-            fputs(usage, stderr);
-            return 2;
-        }
+    while ((ch = getopt_long(argc - 1, argv + 1, "hn:l:", request_longopts, NULL)) != -1) {
+        if (k8s_opts_take(&q->k8s, ch, optarg)) continue;
+        if ((rc = req_option(q, ch, optarg)) != 0 || ch == 'h') return rc;
     }
     int rest = argc - 1 - optind;
-    bool ok = (!strcmp(sub, "backup") && rest == 0 && q.ns) ||
-              (!strcmp(sub, "restore") && rest == 0 && q.ns && q.from) ||
-              ((!strcmp(sub, "status") || !strcmp(sub, "cancel")) && rest == 1);
+    bool ok = (!strcmp(*sub, "backup") && rest == 0 && q->ns) ||
+              (!strcmp(*sub, "restore") && rest == 0 && q->ns && q->from) ||
+              ((!strcmp(*sub, "status") || !strcmp(*sub, "cancel")) && rest == 1);
     if (!ok) {
-        fprintf(stderr, "podvault request: bad arguments for %s\n%s", sub, usage);
-        return 2;
+        fprintf(stderr, "podvault request: bad arguments for %s\n%s", *sub, usage);
+        return PV_EXIT_USAGE;
     }
-    if (!strcmp(sub, "status") || !strcmp(sub, "cancel")) q.name = argv[1 + optind];
-    if (!strcmp(sub, "status")) q.wait = false;
+    if (!strcmp(*sub, "status") || !strcmp(*sub, "cancel")) q->name = argv[1 + optind];
+    if (!strcmp(*sub, "status")) q->wait = false;
+    return -1;
+}
+
+int request_main(int argc, char **argv)
+{
+    struct req q;
+    const char *sub = NULL;
+    int rc = req_parse(argc, argv, &q, &sub);
+    if (rc != -1) return rc;
     if (sodium_init() < 0) {
         fputs("podvault request: libsodium failed to initialise\n", stderr);
-        return 1;
+        return PV_EXIT_ERROR;
     }
     struct err e;
     err_clear(&e);
     struct k8s_config kc = {0};
-    int rc = k8s_config_load(&kc, q.server, q.kubeconfig, q.context, &e);
+    rc = k8s_opts_load(&q.k8s, &kc, &e);
     if (rc == 0) rc = k8s_client_new(&kc, NULL, &q.k, &e);
     if (rc == 0) {
         if (!strcmp(sub, "backup"))
@@ -564,5 +563,5 @@ int request_main(int argc, char **argv)
     k8s_client_free(q.k);
     k8s_config_free(&kc);
     json_decref(q.agents);
-    return rc < 0 ? 1 : 0;
+    return rc < 0 ? PV_EXIT_ERROR : PV_EXIT_OK;
 }

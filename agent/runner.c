@@ -19,13 +19,11 @@
 #include "agent/repoloc.h"
 #include "agent/volfs.h"
 #include "agent/volume.h"
+#include "base/contract.h"
 
 #define REPO_PASSWORD_SECRET "velero-repo-credentials"
 #define REPO_PASSWORD_KEY "repository-password"
 #define SECRET_MAX (1u << 20)
-#define EXIT_INCOMPLETE 3
-#define EXIT_NO_REPO 10
-#define EXIT_WRONG_PASSWORD 12
 
 /* --- results */
 
@@ -322,14 +320,14 @@ void runner_explain(int code, const struct job_result *jr, const struct repoloc 
                     const struct runner_env *env, char *buf, size_t cap)
 {
     char why[1024];
-    if (code == EXIT_NO_REPO && loc->legacy)
+    if (code == PV_EXIT_NO_REPO && loc->legacy)
         snprintf(buf, cap,
                  "no podvault repository at %s (one made by an earlier podvault build would be "
                  "at %s: move it with %s)",
                  loc->location, loc->legacy, loc->move_hint);
-    else if (code == EXIT_NO_REPO)
+    else if (code == PV_EXIT_NO_REPO)
         snprintf(buf, cap, "no podvault repository at %s", loc->location);
-    else if (code == EXIT_WRONG_PASSWORD)
+    else if (code == PV_EXIT_WRONG_PASSWORD)
         snprintf(buf, cap,
                  "wrong repository password: Secret %s/%s (key %s) does not open the repository "
                  "at %s",
@@ -542,7 +540,7 @@ static int refuse_legacy(const struct runner_env *env, const struct runner_hooks
     char why[1024] = "";
     int rc = list_snapshots(env, h, &old, &p->envp, NULL, &list, &code, why, sizeof why, e);
     json_decref(list);
-    if (rc < 0 || code == EXIT_NO_REPO) return rc;
+    if (rc < 0 || code == PV_EXIT_NO_REPO) return rc;
     return err_set(e, ERR_FAIL,
                    "the repository of this namespace is at %s, where earlier podvault builds "
                    "put it; Velero marks the location Unavailable while it is there. Move it, "
@@ -561,8 +559,8 @@ static int init_repo(const struct runner_env *env, const struct runner_hooks *h,
     char why[1024] = "";
     pthread_mutex_lock(env->init_lock);
     int rc = list_snapshots(env, h, &p->loc, &p->envp, NULL, &list, &code, why, sizeof why, e);
-    if (rc == 0 && code == EXIT_NO_REPO) rc = refuse_legacy(env, h, p, e);
-    if (rc == 0 && code == EXIT_NO_REPO) {
+    if (rc == 0 && code == PV_EXIT_NO_REPO) rc = refuse_legacy(env, h, p, e);
+    if (rc == 0 && code == PV_EXIT_NO_REPO) {
         rc = runner_base_argv(env, &p->loc, &a) | asys_sv_add(&a, "init")
                  ? err_set(e, ERR_FAIL, "out of memory")
                  : run_child(h, &a, &p->envp, NULL, NULL, &jr, e);
@@ -617,7 +615,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
     if (list_snapshots(env, h, &p.loc, &p.envp, host, &list, &code, why, sizeof why, &e) < 0)
         goto fail;
     if (canceled(h, res, "backing up", p.path)) goto out;
-    if (code == EXIT_NO_REPO) {
+    if (code == PV_EXIT_NO_REPO) {
         if (init_repo(env, h, &p, &e) < 0) goto fail;
     } else if (code != 0) {
         set_result(res, "Failed", "%s", why);
@@ -649,7 +647,7 @@ void runner_backup(const struct runner_env *env, struct k8s_client *k, const jso
     }
     if (jr.exit_code == 0 && snap) {
         set_result(res, "Completed", "%s", note);
-    } else if (jr.exit_code == EXIT_INCOMPLETE) {
+    } else if (jr.exit_code == PV_EXIT_INCOMPLETE) {
         set_result(res, "Failed",
                    "snapshot %s was saved, but %llu entries could not be read (first: %s)",
                    snap ? snap : "(unknown)", (unsigned long long)jr.error_lines,
@@ -681,6 +679,32 @@ static const char *restore_uid(const json_t *pvr)
         json_object_get(k8s_at(pvr, "metadata.labels"), "velero.io/restore-uid"));
 }
 
+/* Whether a restore is refused from its spec alone (then *e says why): no snapshot ID, a restore
+ * UID that cannot name the completion mark, or a source namespace that is no namespace name. */
+static bool restore_refused(const char *snap, const char *uid, const char *src_ns, struct err *e)
+{
+    if (!snap || !*snap) {
+        err_set(e, ERR_FAIL, "spec.snapshotID is missing");
+        return true;
+    }
+    if (!volfs_mark_name_ok(uid)) {
+        err_set(e, ERR_FAIL,
+                "the restore UID (the first ownerReference's uid, else the label "
+                "velero.io/restore-uid) \"%.80s\" cannot name the completion mark: nothing "
+                "was restored",
+                uid ? uid : "");
+        return true;
+    }
+    if (!k8s_namespace_ok(src_ns)) {
+        err_set(e, ERR_FAIL,
+                "spec.sourceNamespace \"%.80s\" is not a Kubernetes namespace name: nothing "
+                "was restored",
+                src_ns ? src_ns : "");
+        return true;
+    }
+    return false;
+}
+
 void runner_restore(const struct runner_env *env, struct k8s_client *k, const json_t *pvr,
                     const struct runner_hooks *h, struct runner_result *res)
 {
@@ -700,30 +724,12 @@ void runner_restore(const struct runner_env *env, struct k8s_client *k, const js
     const char *uid = restore_uid(pvr);
     prep_init(&p);
     /* Everything that can be refused is refused before the volume is touched. */
-    if (!snap || !*snap) {
-        err_set(&e, ERR_FAIL, "spec.snapshotID is missing");
-        goto fail;
-    }
-    if (!volfs_mark_name_ok(uid)) {
-        err_set(&e, ERR_FAIL,
-                "the restore UID (the first ownerReference's uid, else the label "
-                "velero.io/restore-uid) \"%.80s\" cannot name the completion mark: nothing "
-                "was restored",
-                uid ? uid : "");
-        goto fail;
-    }
-    if (!k8s_namespace_ok(src_ns)) {
-        err_set(&e, ERR_FAIL,
-                "spec.sourceNamespace \"%.80s\" is not a Kubernetes namespace name: nothing "
-                "was restored",
-                src_ns ? src_ns : "");
-        goto fail;
-    }
+    if (restore_refused(snap, uid, src_ns, &e)) goto fail;
     if (prepare(env, k, spec, src_ns, h, &p, res, &e) < 0) goto fail;
     if (list_snapshots(env, h, &p.loc, &p.envp, NULL, &list, &code, why, sizeof why, &e) < 0)
         goto fail;
     if (canceled(h, res, "restoring into", p.path)) goto out;
-    if (code == EXIT_NO_REPO) {
+    if (code == PV_EXIT_NO_REPO) {
         set_result(res, "Failed",
                    "snapshot %s cannot be restored: there is no podvault repository at %s (a "
                    "snapshot taken by Velero's own kopia or restic uploader needs Velero's "

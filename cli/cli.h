@@ -8,20 +8,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "base/contract.h" /* exit codes (PV_EXIT_*) and --json message types */
 #include "base/err.h"
 #include "repo/repo.h"
 #include "repo/snapshot.h"
-
-/* Exit codes (documented in README.md and `podvault --help`). */
-enum {
-    CLI_EXIT_OK = 0,
-    CLI_EXIT_ERROR = 1,
-    CLI_EXIT_USAGE = 2,
-    CLI_EXIT_INCOMPLETE = 3, /* backup saved, some entries could not be read */
-    CLI_EXIT_NO_REPO = 10,
-    CLI_EXIT_WRONG_PASSWORD = 12,
-    CLI_EXIT_CANCELED = 130,
-};
 
 /* Settings shared by every command; filled from the environment, then from global options
  * (which are accepted before and after the command name). */
@@ -65,7 +55,7 @@ int cli_parse_exit(int opt);
 
 /* Prints "podvault: <message>" (one line) on stderr. */
 void cli_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Prints a usage error naming the command and returns CLI_EXIT_USAGE. */
+/* Prints a usage error naming the command and returns PV_EXIT_USAGE. */
 int cli_usage_error(const struct cli *g, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Prints an error and returns its exit code (130 when canceled, 1 otherwise). */

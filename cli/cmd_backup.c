@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "cli/cmd_maint.h"
+#include "cli/writer_lock.h"
 #include "cli/format.h"
 #include "cli/options.h"
 #include "cli/progress.h"
@@ -125,13 +125,13 @@ static int parse_args(struct cli *g, int argc, char **argv, struct backup_args *
     }
     if (rc) {
         cli_msg("out of memory");
-        return CLI_EXIT_ERROR;
+        return PV_EXIT_ERROR;
     }
     if (a->force && a->parent) return cli_usage_error(g, "--parent and --force exclude each other");
     for (int i = optind; i < argc; i++)
         if (cli_list_add(&a->paths, argv[i])) {
             cli_msg("out of memory");
-            return CLI_EXIT_ERROR;
+            return PV_EXIT_ERROR;
         }
     if (!a->paths.n)
         return cli_usage_error(g, "what should be backed up? (give one or more paths)");
@@ -171,7 +171,7 @@ static void print_summary(const struct cli *g, const struct snapshot *s)
     char sid[9], b1[32], b2[32], b3[32], t[32];
     if (g->json) {
         json_t *o = fmt_json_snap_summary(m);
-        fmt_json_set(o, "message_type", json_string("summary"));
+        fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_SUMMARY));
         fmt_json_set(o, "snapshot_id", fmt_json_oid(&s->id));
         if (s->has_parent) fmt_json_set(o, "parent", fmt_json_oid(&s->parent));
         fmt_json_set(o, "incomplete", json_boolean(s->incomplete));
@@ -259,7 +259,7 @@ int cmd_backup(struct cli *g, int argc, char **argv)
             rc = cli_fail(g, &e);
         } else {
             print_summary(g, &snap);
-            rc = snap.incomplete ? CLI_EXIT_INCOMPLETE : CLI_EXIT_OK;
+            rc = snap.incomplete ? PV_EXIT_INCOMPLETE : PV_EXIT_OK;
             snap_free(&snap);
         }
     }

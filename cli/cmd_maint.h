@@ -1,29 +1,16 @@
-/* cmd_maint.h - the maintenance commands (forget, prune, check, repair, maintain) and the two
- * calls with which `backup` joins the protocol that keeps prune safe beside it (see
- * docs/MAINTENANCE.md). */
+/* cmd_maint.h - the maintenance commands: forget (cmd_forget.c), prune (cmd_prune.c), check and
+ * repair (cmd_check.c), maintain (cmd_maintain.c). What they share is in cli/maint.h; the writer
+ * lock that `backup` takes so that prune stays safe beside it is in cli/writer_lock.h. Each gets
+ * argv from its own name on and returns an exit code. */
 #ifndef PV_CLI_CMD_MAINT_H
 #define PV_CLI_CMD_MAINT_H
 
-#include "base/err.h"
 #include "cli/cli.h"
-
-struct lock;
-struct repo;
 
 int cmd_forget(struct cli *g, int argc, char **argv);
 int cmd_prune(struct cli *g, int argc, char **argv);
 int cmd_check(struct cli *g, int argc, char **argv);
 int cmd_repair(struct cli *g, int argc, char **argv);
 int cmd_maintain(struct cli *g, int argc, char **argv);
-
-/* For writers (backup), right after cli_open_repo and before anything reads the index: takes
- * the writer lock (refreshed by a thread until cli_writer_end), then loads the index without
- * the packs prune marked for deletion. Returns an exit code, having printed the error. Pass
- * lock_stop_flag(*lk) as the operation's cancel flag: it follows g->cancel, and also stops the
- * backup if the lock is lost. */
-int cli_writer_begin(struct cli *g, struct repo *r, struct lock **lk);
-/* Releases the writer lock (NULL does nothing). `rc` is the operation's result; when the lock
- * was lost meanwhile, returns ERR_FAIL with *e saying so instead. */
-int cli_writer_end(struct lock *lk, int rc, struct err *e);
 
 #endif

@@ -69,6 +69,25 @@ static int parse_u32_size(struct cli *g, const char *opt, const char *arg, uint3
     return 0;
 }
 
+/* Says what init created: an "initialized" JSON line, or text unless -q. */
+static void init_report(const struct cli *g, const struct config *cfg)
+{
+    char hex[OID_HEX_LEN + 1], sid[9];
+    if (g->json) {
+        json_t *o = json_object();
+        fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_INITIALIZED));
+        fmt_json_set(o, "id", json_string(oid_hex(&cfg->repo_id, hex)));
+        fmt_json_set(o, "repository", fmt_json_str(g->repo));
+        fmt_json_print(o, false);
+    } else if (g->verbosity > 0) {
+        printf("created podvault repository %s at %s\n", fmt_short_id(&cfg->repo_id, sid), g->repo);
+        printf("chunks %u..%u bytes (average %u), packs of %u bytes, zstd level %d\n",
+               cfg->chunker.min_size, cfg->chunker.max_size, cfg->chunker.avg_size, cfg->pack_size,
+               cfg->zstd_level);
+        printf("keep the password safe: without it the data cannot be read.\n");
+    }
+}
+
 int cmd_init(struct cli *g, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -142,23 +161,9 @@ int cmd_init(struct cli *g, int argc, char **argv)
     if (!rc) rc = cli_repo_open(g, pw, &r, &e);
     password_free(pw);
     if (rc) return cli_fail(g, &e);
-    const struct config *cfg = repo_config(r);
-    char hex[OID_HEX_LEN + 1], sid[9];
-    if (g->json) {
-        json_t *o = json_object();
-        fmt_json_set(o, "message_type", json_string("initialized"));
-        fmt_json_set(o, "id", json_string(oid_hex(&cfg->repo_id, hex)));
-        fmt_json_set(o, "repository", fmt_json_str(g->repo));
-        fmt_json_print(o, false);
-    } else if (g->verbosity > 0) {
-        printf("created podvault repository %s at %s\n", fmt_short_id(&cfg->repo_id, sid), g->repo);
-        printf("chunks %u..%u bytes (average %u), packs of %u bytes, zstd level %d\n",
-               cfg->chunker.min_size, cfg->chunker.max_size, cfg->chunker.avg_size, cfg->pack_size,
-               cfg->zstd_level);
-        printf("keep the password safe: without it the data cannot be read.\n");
-    }
+    init_report(g, repo_config(r));
     repo_close(r);
-    return CLI_EXIT_OK;
+    return PV_EXIT_OK;
 }
 
 /* ---- ID prefixes -------------------------------------------------------------------------- */
@@ -448,7 +453,7 @@ int cmd_cat(struct cli *g, int argc, char **argv)
     struct cli_parser p;
     cli_parser_init(&p, cat_usage, "", longopts);
     int opt = cli_next(g, &p, argc, argv);
-    if (opt != CLI_OPT_END) return opt < 0 ? cli_parse_exit(opt) : CLI_EXIT_USAGE;
+    if (opt != CLI_OPT_END) return opt < 0 ? cli_parse_exit(opt) : PV_EXIT_USAGE;
     static const char *const kinds[] = {"config", "snapshot", "index", "tree", "key", "pack"};
     if (optind >= argc) return cli_usage_error(g, "what should be printed?");
     const char *what = argv[optind], *spec = argv[optind + 1 < argc ? optind + 1 : optind];
@@ -560,7 +565,7 @@ static void print_key_done(struct cli *g, const char *what, const struct oid *id
     char sid[9];
     if (g->json) {
         json_t *o = json_object();
-        fmt_json_set(o, "message_type", json_string(what));
+        fmt_json_set(o, PV_MSG_KEY, json_string(what));
         fmt_json_set(o, "id", fmt_json_oid(id));
         fmt_json_print(o, false);
     } else if (g->verbosity > 0)
@@ -635,7 +640,7 @@ int cmd_key(struct cli *g, int argc, char **argv)
             cli_msg("the new password is the same as the old one; key %s was added and "
                     "nothing removed",
                     fmt_short_id(&id, sid));
-            rc = CLI_EXIT_ERROR;
+            rc = PV_EXIT_ERROR;
         } else if (repo_key_remove(r, &old, &e)) {
             rc = cli_fail(g, &e);
         } else {
@@ -659,7 +664,7 @@ int cmd_version(struct cli *g, int argc, char **argv)
     struct cli_parser p;
     cli_parser_init(&p, version_usage, "", longopts);
     int opt = cli_next(g, &p, argc, argv);
-    if (opt != CLI_OPT_END) return opt < 0 ? cli_parse_exit(opt) : CLI_EXIT_USAGE;
+    if (opt != CLI_OPT_END) return opt < 0 ? cli_parse_exit(opt) : PV_EXIT_USAGE;
     if (optind < argc) return cli_usage_error(g, "unexpected argument '%s'", argv[optind]);
     const char *curl = curl_version_info(CURLVERSION_NOW)->version;
     if (g->json) {
@@ -669,9 +674,9 @@ int cmd_version(struct cli *g, int argc, char **argv)
         fmt_json_set(o, "zstd", json_string(ZSTD_versionString()));
         fmt_json_set(o, "libcurl", json_string(curl));
         fmt_json_set(o, "jansson", json_string(JANSSON_VERSION));
-        return fmt_json_print(o, false) ? CLI_EXIT_ERROR : CLI_EXIT_OK;
+        return fmt_json_print(o, false) ? PV_EXIT_ERROR : PV_EXIT_OK;
     }
     printf("podvault %s (libsodium %s, zstd %s, libcurl %s, jansson %s)\n", PV_VERSION,
            sodium_version_string(), ZSTD_versionString(), curl, JANSSON_VERSION);
-    return CLI_EXIT_OK;
+    return PV_EXIT_OK;
 }

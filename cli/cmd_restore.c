@@ -62,7 +62,7 @@ static void print_summary(const struct cli *g, const struct snapshot *s,
     char sid[9], b[32], rate[32], t[32];
     if (g->json) {
         json_t *o = json_object();
-        fmt_json_set(o, "message_type", json_string("summary"));
+        fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_SUMMARY));
 #define U(field) fmt_json_set(o, #field, json_integer((json_int_t)m->field))
         U(files);
         U(dirs);
@@ -108,7 +108,7 @@ static int run_restore(struct cli *g, const char *spec, const struct cli_filter 
     char *snap_spec = strdup(spec);
     if (!snap_spec) {
         cli_msg("out of memory");
-        return CLI_EXIT_ERROR;
+        return PV_EXIT_ERROR;
     }
     char *colon = strchr(snap_spec, ':');
     if (colon) {
@@ -148,7 +148,7 @@ static int run_restore(struct cli *g, const char *spec, const struct cli_filter 
             print_summary(g, &s, &sum);
             if (sum.errors) {
                 cli_msg("%llu entries could not be restored", (unsigned long long)sum.errors);
-                rc = CLI_EXIT_ERROR;
+                rc = PV_EXIT_ERROR;
             }
         }
     }
@@ -186,7 +186,7 @@ int cmd_restore(struct cli *g, int argc, char **argv)
             o.target = optarg;
             break;
         case O_INCLUDE:
-            if (cli_list_add(&includes, optarg)) rc = CLI_EXIT_ERROR;
+            if (cli_list_add(&includes, optarg)) rc = PV_EXIT_ERROR;
             break;
         case O_NUMERIC_OWNER:
             o.numeric_owner = true;
@@ -206,13 +206,13 @@ int cmd_restore(struct cli *g, int argc, char **argv)
         case CLI_OPT_FILTER_HOST:
         case CLI_OPT_FILTER_PATH:
         case CLI_OPT_FILTER_TAG:
-            if (cli_filter_add(&filter, opt, optarg)) rc = CLI_EXIT_ERROR;
+            if (cli_filter_add(&filter, opt, optarg)) rc = PV_EXIT_ERROR;
             break;
         default:
             rc = cli_parse_exit(opt);
         }
     }
-    if (rc == CLI_EXIT_ERROR) cli_msg("out of memory");
+    if (rc == PV_EXIT_ERROR) cli_msg("out of memory");
     if (rc < 0 && argc - optind != 1)
         rc = cli_usage_error(g, argc - optind < 1 ? "which snapshot?" : "too many arguments");
     if (rc < 0 && !o.target) rc = cli_usage_error(g, "where to? (--target DIR is required)");

@@ -74,7 +74,7 @@ int cmd_snapshots(struct cli *g, int argc, char **argv)
         }
         if (cli_filter_add(&filter, opt, optarg)) {
             cli_msg("out of memory");
-            rc = CLI_EXIT_ERROR;
+            rc = PV_EXIT_ERROR;
             break;
         }
     }
@@ -98,7 +98,7 @@ int cmd_snapshots(struct cli *g, int argc, char **argv)
         json_t *a = json_array();
         for (size_t i = 0; i < n; i++)
             if (snap_matches(&list[i], &sf)) json_array_append_new(a, fmt_json_snapshot(&list[i]));
-        if (fmt_json_print(a, false)) rc = CLI_EXIT_ERROR;
+        if (fmt_json_print(a, false)) rc = PV_EXIT_ERROR;
     } else {
         print_table(list, n, &sf);
     }
@@ -248,7 +248,7 @@ int cmd_ls(struct cli *g, int argc, char **argv)
             return cli_parse_exit(opt);
         } else if (cli_filter_add(&filter, opt, optarg)) {
             cli_msg("out of memory");
-            rc = CLI_EXIT_ERROR;
+            rc = PV_EXIT_ERROR;
         }
     }
     int nargs = argc - optind;

@@ -42,17 +42,17 @@ int cli_usage_error(const struct cli *g, const char *fmt, ...)
         cli_msg("%s: %s (see 'podvault %s --help')", g->cmd, msg, g->cmd);
     else
         cli_msg("%s (see 'podvault --help')", msg);
-    return CLI_EXIT_USAGE;
+    return PV_EXIT_USAGE;
 }
 
 int cli_fail(const struct cli *g, const struct err *e)
 {
     if (e->code == ERR_CANCELED || *g->cancel) {
         put_message("interrupted");
-        return CLI_EXIT_CANCELED;
+        return PV_EXIT_CANCELED;
     }
     put_message(e->msg[0] ? e->msg : "failed (no message)");
-    return CLI_EXIT_ERROR;
+    return PV_EXIT_ERROR;
 }
 
 void cli_note(const struct cli *g, const char *fmt, ...)
@@ -126,16 +126,16 @@ int cli_open_repo(struct cli *g, struct repo **out)
     if (rc) *out = NULL;
     if (rc == ERR_NOT_FOUND) {
         put_message(e.msg);
-        return CLI_EXIT_NO_REPO;
+        return PV_EXIT_NO_REPO;
     }
     if (rc == ERR_AUTH) {
         put_message(e.msg);
-        return CLI_EXIT_WRONG_PASSWORD;
+        return PV_EXIT_WRONG_PASSWORD;
     }
     if (rc) return cli_fail(g, &e);
     char id[9];
     cli_note(g, "opened repository %s with key %s", g->repo, fmt_short_id(repo_key_id(*out), id));
-    return CLI_EXIT_OK;
+    return PV_EXIT_OK;
 }
 
 int cli_open_repo_indexed(struct cli *g, struct repo **out)
@@ -152,7 +152,7 @@ int cli_open_repo_indexed(struct cli *g, struct repo **out)
     }
     cli_note(g, "index: %zu blobs in %zu packs", idx_blob_count(repo_index(*out)),
              idx_pack_count(repo_index(*out)));
-    return CLI_EXIT_OK;
+    return PV_EXIT_OK;
 }
 
 int cli_find_snapshot(struct cli *g, struct repo *r, const char *spec, const struct cli_filter *f,
@@ -163,5 +163,5 @@ int cli_find_snapshot(struct cli *g, struct repo *r, const char *spec, const str
     err_clear(&e);
     cli_filter_make(f, &sf);
     if (snap_find(r, spec, &sf, out, &e)) return cli_fail(g, &e);
-    return CLI_EXIT_OK;
+    return PV_EXIT_OK;
 }

@@ -69,7 +69,7 @@ static void on_signal(int sig)
 {
     (void)sig;
     /* A second signal means "now": the operation did not stop quickly enough. */
-    if (canceled) _exit(CLI_EXIT_CANCELED);
+    if (canceled) _exit(PV_EXIT_CANCELED);
     canceled = 1;
 }
 
@@ -170,7 +170,7 @@ int main(int argc, char **argv)
     if (strcmp(name, "help") == 0) {
         if (optind + 1 >= argc || find_command(argv[optind + 1]) < 0) {
             fputs(usage, stdout);
-            return CLI_EXIT_OK;
+            return PV_EXIT_OK;
         }
         /* "help CMD" is "CMD --help". */
         char *args[] = {argv[optind + 1], "--help", NULL};
@@ -186,11 +186,11 @@ int main(int argc, char **argv)
     optind = 0; /* glibc: a full re-initialisation of getopt for the command's own options */
     int rc = commands[c].run(&g, sub_argc, sub_argv);
     if (fflush(stdout) != 0 || ferror(stdout)) {
-        if (rc == CLI_EXIT_OK) {
+        if (rc == PV_EXIT_OK) {
             cli_msg("writing the output: %s", strerror(errno));
-            rc = CLI_EXIT_ERROR;
+            rc = PV_EXIT_ERROR;
         }
     }
-    if (canceled && rc != CLI_EXIT_USAGE) rc = CLI_EXIT_CANCELED;
+    if (canceled && rc != PV_EXIT_USAGE) rc = PV_EXIT_CANCELED;
     return rc;
 }

@@ -132,7 +132,7 @@ int cli_next(struct cli *g, struct cli_parser *p, int argc, char **argv)
 
 int cli_parse_exit(int opt)
 {
-    return opt == CLI_OPT_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    return opt == CLI_OPT_HELP ? PV_EXIT_OK : PV_EXIT_USAGE;
 }
 
 int cli_list_add(struct cli_list *l, const char *s)

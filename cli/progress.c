@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "base/contract.h"
 #include "cli/format.h"
 
 void progress_init(struct progress *p, bool json, int verbosity)
@@ -44,7 +45,7 @@ static void print_json(const struct progress_figures *f)
         pct = (double)f->files_done / (double)f->files_total;
     if (pct > 1) pct = 1;
     json_t *o = json_object();
-    fmt_json_set(o, "message_type", json_string("status"));
+    fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_STATUS));
     fmt_json_set(o, "seconds_elapsed", json_real(f->elapsed));
     fmt_json_set(o, "percent_done", json_real(pct));
     fmt_json_set(o, "total_files", json_integer((json_int_t)f->files_total));
@@ -99,7 +100,7 @@ void progress_error(struct progress *p, const char *path, const char *msg)
     pthread_mutex_lock(&p->lock);
     if (p->json) {
         json_t *o = json_object();
-        fmt_json_set(o, "message_type", json_string("error"));
+        fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_ERROR));
         fmt_json_set(o, "path", fmt_json_str(path));
         fmt_json_set(o, "error", fmt_json_str(msg));
         fmt_json_print(o, false);

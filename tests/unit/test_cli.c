@@ -219,8 +219,8 @@ static void test_next_errors(void **state)
     optind = 0;
     assert_int_equal(cli_next(&g, &p, 3, help), CLI_OPT_HELP);
     assert_int_equal(g.verbosity, 2);
-    assert_int_equal(cli_parse_exit(CLI_OPT_HELP), CLI_EXIT_OK);
-    assert_int_equal(cli_parse_exit(CLI_OPT_BAD), CLI_EXIT_USAGE);
+    assert_int_equal(cli_parse_exit(CLI_OPT_HELP), PV_EXIT_OK);
+    assert_int_equal(cli_parse_exit(CLI_OPT_BAD), PV_EXIT_USAGE);
 }
 
 static char *write_temp(const char *content)

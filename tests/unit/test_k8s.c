@@ -19,6 +19,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
+#include "agent/asys.h"
 #include "agent/k8s.h"
 
 /* --- line splitting */
@@ -229,7 +230,7 @@ static void test_paths_and_lookups(void **state)
     assert_true(json_is_integer(k8s_at(o, "a.b.n")));
     json_decref(o);
     char ts[21];
-    k8s_now(ts);
+    asys_now(ts);
     assert_int_equal(strlen(ts), 20);
     assert_int_equal(ts[10], 'T');
     assert_int_equal(ts[19], 'Z');
