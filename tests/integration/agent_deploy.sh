@@ -44,7 +44,7 @@ done
 kc apply -k "$src/deploy" >"$tmp/apply2"
 if grep -v ' unchanged$' "$tmp/apply2"; then fail "a second apply changed objects"; fi
 [ "$(kc get ds node-agent -n velero -o jsonpath='{.spec.template.spec.containers[0].image}')" = \
-    podvault:0.1.0 ] || fail "the image is not set by the kustomization"
+    "podvault:$(project_version "$src")" ] || fail "the image is not set by the kustomization"
 # What Velero's server reads of its node-agent (velero pkg/nodeagent/node_agent.go): a DaemonSet
 # named node-agent (the restorer's IsRunningOnLinux), pods labelled role=node-agent (the
 # backupper's isRunningInNode), and the hostPath volume host-pods mounted at /host_pods
@@ -74,7 +74,8 @@ EOF
     fail "the DaemonSet is not found by Velero's label role=node-agent"
 kc get podvolumebackups -n velero >/dev/null || fail "the PodVolumeBackup CRD is not served"
 kc get cronjob podvault-maintenance -n velero -o json >"$tmp/cj.json"
-python3 - "$tmp/cj.json" <<'EOF' || fail "the maintenance CronJob is not as deployed"
+python3 - "$tmp/cj.json" "podvault:$(project_version "$src")" <<'EOF' ||
+    fail "the maintenance CronJob is not as deployed"
 import json, sys
 cj = json.load(open(sys.argv[1]))
 s = cj["spec"]
@@ -86,7 +87,7 @@ assert j["backoffLimit"] >= 0, j
 p = j["template"]["spec"]
 assert p["serviceAccountName"] == "podvault-maintenance", p
 c = p["containers"][0]
-assert c["image"] == "podvault:0.1.0", c["image"]
+assert c["image"] == sys.argv[2], (c["image"], sys.argv[2])
 assert c["args"][:2] == ["maintain", "--default-location"], c["args"]
 assert c["resources"]["limits"]["memory"] and c["resources"]["requests"]["memory"], c
 cache = [v for v in p["volumes"] if v["name"] == "cache"][0]
