@@ -30,8 +30,9 @@ for obj in namespace/velero customresourcedefinition.apiextensions.k8s.io/podvol
 done
 kc apply -k "$src/deploy" >"$tmp/apply2"
 if grep -v ' unchanged$' "$tmp/apply2"; then fail "a second apply changed objects"; fi
+image=podvault:$(project_version "$src")
 [ "$(kc get ds node-agent -n velero -o jsonpath='{.spec.template.spec.containers[0].image}')" = \
-    "podvault:$(project_version "$src")" ] || fail "the image is not set by the kustomization"
+    "$image" ] || fail "the image is not set by the kustomization"
 # What Velero's server reads of its node-agent (velero pkg/nodeagent/node_agent.go): a DaemonSet
 # named node-agent (the restorer's IsRunningOnLinux), pods labelled role=node-agent (the
 # backupper's isRunningInNode), and the hostPath volume host-pods mounted at /host_pods
@@ -61,8 +62,7 @@ EOF
     fail "the DaemonSet is not found by Velero's label role=node-agent"
 kc get podvolumebackups -n velero >/dev/null || fail "the PodVolumeBackup CRD is not served"
 kc get cronjob podvault-maintenance -n velero -o json >"$tmp/cj.json"
-python3 - "$tmp/cj.json" "podvault:$(project_version "$src")" <<'EOF' ||
-    fail "the maintenance CronJob is not as deployed"
+python3 - "$tmp/cj.json" "$image" <<'EOF' || fail "the maintenance CronJob is not as deployed"
 import json, sys
 cj = json.load(open(sys.argv[1]))
 s = cj["spec"]

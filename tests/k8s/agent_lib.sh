@@ -166,9 +166,11 @@ start_agent() {
     wait_for 20 curl -sf "http://127.0.0.1:$port/healthz" >/dev/null ||
         fail "agent $name did not come up"
 }
-agent_pid() {
+agent_pid() { # NAME: the pid of that running agent
     local a
-    for a in "${agents[@]}"; do [ "${a% *}" = "$1" ] && echo "${a#* }"; done
+    for a in "${agents[@]}"; do
+        if [ "${a% *}" = "$1" ]; then echo "${a#* }"; fi
+    done
 }
 stop_agent() { # NAME [TERM|KILL]: TERM (the default) as the kubelet stops a pod; KILL as a node dies
     local pid
