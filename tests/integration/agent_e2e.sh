@@ -59,19 +59,7 @@ spec: {}
 EOF
 
 # --- the source pod: a PVC bound to a CSI PV, data under .../kubernetes.io~csi/pv-data/mount
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: pv-data
-  annotations: {pv.kubernetes.io/provisioned-by: hostpath.csi.k8s.io}
-spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], nfs: {server: nfs.example, path: /x}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data, namespace: default}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: pv-data}
-EOF
+bound_claim default data pv-data "nfs: {server: nfs.example, path: /x}" "pv.kubernetes.io/provisioned-by: hostpath.csi.k8s.io"
 src_uid=$(mkpod src node-a '{name: data, persistentVolumeClaim: {claimName: data}}')
 vol=$pods/$src_uid/volumes/kubernetes.io~csi/pv-data/mount
 mkdir -p "$vol/sub/deeper" "$pods/$src_uid/volumes/kubernetes.io~empty-dir"

@@ -39,17 +39,8 @@ spec:
   provider: aws
   config: {podvaultPath: "$tmp/other-store"}
   objectStorage: {bucket: unused}
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: pv-data}
-spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], nfs: {server: nfs.example, path: /x}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data, namespace: shop}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: pv-data}
 EOF
+bound_claim shop data pv-data "nfs: {server: nfs.example, path: /x}"
 
 k8s_node_agent n1
 

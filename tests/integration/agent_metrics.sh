@@ -98,23 +98,7 @@ pass "1,500 flooding connections: /healthz and /metrics answered (slowest $slowe
 snap=$(field podvolumebackup nightly-x7k2p .status.snapshotID)
 dst_uid=$(mkemptydir dst)
 k8s_restore_wait dst default running
-kc create -f - >/dev/null <<EOF
-apiVersion: velero.io/v1
-kind: PodVolumeRestore
-metadata:
-  name: r1-abcde
-  namespace: velero
-  labels: {velero.io/restore-name: r1, velero.io/restore-uid: "r-uid-1"}
-  ownerReferences: [{apiVersion: velero.io/v1, kind: Restore, name: r1, uid: "r-uid-1", controller: true}]
-spec:
-  pod: {kind: Pod, namespace: default, name: dst, uid: "$dst_uid"}
-  volume: data
-  backupStorageLocation: default
-  repoIdentifier: ""
-  uploaderType: kopia
-  snapshotID: "$snap"
-  sourceNamespace: default
-EOF
+create_pvr r1-abcde dst "$dst_uid" data "$snap" r-uid-1
 wait_phase podvolumerestore r1-abcde Completed 60
 cmp "$vol/big.bin" "$(vol_of "$dst_uid")/big.bin" || fail "restored data differ"
 metrics=$(curl -sf -m 5 "$url/metrics") || fail "no /metrics"

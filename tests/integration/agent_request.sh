@@ -15,27 +15,8 @@ k8s_start "$tmp" || fail "the stand-in did not start"
 
 velero_setup
 kc create namespace shop >/dev/null
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: pv-data}
-spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], nfs: {server: nfs.example, path: /x}}
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: pv-host}
-spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], hostPath: {path: /mnt/disk}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data, namespace: shop}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: pv-data}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: local, namespace: shop}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: pv-host}
-EOF
+bound_claim shop data pv-data "nfs: {server: nfs.example, path: /x}"
+bound_claim shop local pv-host "hostPath: {path: /mnt/disk}"
 
 k8s_node_agent n1
 

@@ -118,6 +118,25 @@ EOF
     kc get pod "$1" -o jsonpath='{.metadata.uid}'
 }
 
+# bound_claim NS CLAIM PV SOURCE [PV-ANNOTATIONS]: a PersistentVolume PV of 1Gi with the volume
+# source SOURCE (e.g. "nfs: {server: nfs.example, path: /x}") and the annotations (the insides
+# of a flow map), and the claim CLAIM in NS bound to it.
+bound_claim() {
+    kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: $3
+  annotations: {${5:-}}
+spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], $4}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $2, namespace: $1}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: $3}
+EOF
+}
+
 # vol_of UID: where the kubelet mounts the emptyDir volume "data" of pod UID.
 vol_of() { echo "$pods/$1/volumes/kubernetes.io~empty-dir/data"; }
 
