@@ -123,7 +123,7 @@ static int run_restore(struct cli *g, const char *spec, const struct cli_filter 
     /* Reading ahead, the workers' blobs mostly come out of the shared segments, and the blocks
      * each thread still allocates are freed at once. glibc would raise its mmap threshold past
      * them and keep their space in every thread's arena (a third more peak RSS, in the same
-     * time: bench/README.md "glibc's mmap threshold in restore"). From a local directory every
+     * time: bench/RESULTS.md "glibc's mmap threshold in restore"). From a local directory every
      * blob is read into a block of its own, which the raised threshold serves from the heap
      * without faulting in fresh pages, so the default stays. */
     if (!rc && repo_reads_ahead(r)) mallopt(M_MMAP_THRESHOLD, 1 << 20);
