@@ -122,10 +122,10 @@ static int run_restore(struct cli *g, const char *spec, const struct cli_filter 
     if (!rc) rc = cli_find_snapshot(g, r, snap_spec, filter, &s);
     /* Reading ahead, the workers' blobs mostly come out of the shared segments, and the blocks
      * each thread still allocates are freed at once. glibc would raise its mmap threshold past
-     * them and keep their space in every thread's arena (56 MiB at the peak of a 2.4 GB restore
-     * from S3, against 42 MiB with the threshold fixed, in the same time). From a local
-     * directory every blob is read into a block of its own, which the raised threshold serves
-     * from the heap without faulting in fresh pages, so the default stays. */
+     * them and keep their space in every thread's arena (a third more peak RSS, in the same
+     * time: bench/RESULTS.md "glibc's mmap threshold in restore"). From a local directory every
+     * blob is read into a block of its own, which the raised threshold serves from the heap
+     * without faulting in fresh pages, so the default stays. */
     if (!rc && repo_reads_ahead(r)) mallopt(M_MMAP_THRESHOLD, 1 << 20);
     if (!rc) {
         struct restore_ui ui;

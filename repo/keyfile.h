@@ -19,12 +19,12 @@ struct keyfile_params {
     uint64_t memlimit; /* Argon2id memory in bytes */
 };
 
-/* Default Argon2id cost for new key files: 40 passes over 7 MiB, ~0.09 s here per password try.
- * OWASP lists 7 MiB with 5 passes among its equivalent Argon2id settings (with 9 MiB x 4,
- * 19 MiB x 2, 46 MiB x 1); we spend eight times those passes, the time 2 passes over 64 MiB
- * (libsodium's INTERACTIVE cost) take, in passes rather than memory, because that memory is the
- * peak RSS of every command that opens the repository: an unchanged re-backup needs ~16 MiB
- * beside it. Key files made with another cost keep theirs (`init`/`key add --kdf-memory`). */
+/* Default Argon2id cost for new key files: 40 passes over 7 MiB. OWASP lists 7 MiB with 5 passes
+ * among its equivalent Argon2id settings (with 9 MiB x 4, 19 MiB x 2, 46 MiB x 1); we spend eight
+ * times those passes, the time 2 passes over 64 MiB (libsodium's INTERACTIVE cost) take, in
+ * passes rather than memory, because that memory is part of the peak RSS of every command that
+ * opens the repository (the time a try takes and that RSS: bench/RESULTS.md "Key derivation
+ * cost"). Key files made with another cost keep theirs (`init`/`key add --kdf-memory`). */
 #define KEYFILE_DEFAULT_OPSLIMIT 40u
 #define KEYFILE_DEFAULT_MEMLIMIT (7ull * 1024 * 1024)
 

@@ -34,8 +34,9 @@
  * latency, few enough to bound the temporary disk space (pack size x uploaders x 2). */
 #define STORE_QUEUE_PER_UPLOADER 2
 /* Sealing buffers kept for reuse. One buffer per blob, freed after it, left freed chunk-sized
- * buffers resident in the arenas of the threads that sealed them (~3 MiB of a 2-worker backup's
- * peak). More concurrent sealers than this still work; their extra buffers are freed. */
+ * buffers resident in the arenas of the threads that sealed them (how much: bench/RESULTS.md
+ * "Sealing buffers kept for reuse"). More concurrent sealers than this still work; their extra
+ * buffers are freed. */
 #define STORE_SPARE_BUFS 4
 
 /* A set of blob IDs: open addressing, linear probing, deletion by backward shift. The all-zero

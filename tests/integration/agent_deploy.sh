@@ -7,24 +7,11 @@
 # `podvault maintain` against the location marked default.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
-. "$src/tests/k8s/lib.sh"
+. "$src/tests/k8s/agent_lib.sh"
 
-command -v kubectl >/dev/null || { echo "SKIP: kubectl is not installed"; exit 0; }
-command -v python3 >/dev/null || { echo "SKIP: python3 is not installed"; exit 0; }
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-deploy.XXXXXX")
+agent_begin agent-deploy
 agent=
-cleanup() {
-    [ -n "$agent" ] && kill "$agent" 2>/dev/null
-    k8s_stop
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    [ -f "$tmp/agent.log" ] && tail -n 20 "$tmp/agent.log" >&2
-    exit 1
-}
+on_exit '[ -z "$agent" ] || kill "$agent" 2>/dev/null'
 
 # --- a cluster without Velero: everything
 k8s_start "$tmp"
@@ -43,8 +30,9 @@ for obj in namespace/velero customresourcedefinition.apiextensions.k8s.io/podvol
 done
 kc apply -k "$src/deploy" >"$tmp/apply2"
 if grep -v ' unchanged$' "$tmp/apply2"; then fail "a second apply changed objects"; fi
+image=podvault:$(project_version "$src")
 [ "$(kc get ds node-agent -n velero -o jsonpath='{.spec.template.spec.containers[0].image}')" = \
-    podvault:0.1.0 ] || fail "the image is not set by the kustomization"
+    "$image" ] || fail "the image is not set by the kustomization"
 # What Velero's server reads of its node-agent (velero pkg/nodeagent/node_agent.go): a DaemonSet
 # named node-agent (the restorer's IsRunningOnLinux), pods labelled role=node-agent (the
 # backupper's isRunningInNode), and the hostPath volume host-pods mounted at /host_pods
@@ -74,7 +62,7 @@ EOF
     fail "the DaemonSet is not found by Velero's label role=node-agent"
 kc get podvolumebackups -n velero >/dev/null || fail "the PodVolumeBackup CRD is not served"
 kc get cronjob podvault-maintenance -n velero -o json >"$tmp/cj.json"
-python3 - "$tmp/cj.json" <<'EOF' || fail "the maintenance CronJob is not as deployed"
+python3 - "$tmp/cj.json" "$image" <<'EOF' || fail "the maintenance CronJob is not as deployed"
 import json, sys
 cj = json.load(open(sys.argv[1]))
 s = cj["spec"]
@@ -86,7 +74,7 @@ assert j["backoffLimit"] >= 0, j
 p = j["template"]["spec"]
 assert p["serviceAccountName"] == "podvault-maintenance", p
 c = p["containers"][0]
-assert c["image"] == "podvault:0.1.0", c["image"]
+assert c["image"] == sys.argv[2], (c["image"], sys.argv[2])
 assert c["args"][:2] == ["maintain", "--default-location"], c["args"]
 assert c["resources"]["limits"]["memory"] and c["resources"]["requests"]["memory"], c
 cache = [v for v in p["volumes"] if v["name"] == "cache"][0]
@@ -117,21 +105,7 @@ echo "ok - the NetworkPolicy admits only the scraper to the agent's metrics port
 
 # --- the CronJob's arguments and environment run the maintenance of the default location
 if "$PODVAULT" maintain --help 2>/dev/null | grep -q -- --default-location; then
-    kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: velero-repo-credentials, namespace: velero}
-stringData: {repository-password: static-passw0rd}
----
-apiVersion: velero.io/v1
-kind: BackupStorageLocation
-metadata: {name: main, namespace: velero}
-spec:
-  provider: aws
-  default: true
-  config: {podvaultPath: "$tmp/store"}
-  objectStorage: {bucket: unused}
-EOF
+    velero_location main "$(store_spec "$tmp/store" default)"
     mkdir -p "$tmp/store/podvault" "$tmp/mcache" "$tmp/mscratch"
     PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" -q --no-cache -r "$tmp/store/plugins/podvault/shop" init
     # The container's arguments and plain environment, with its mounts moved to this test's.
@@ -154,7 +128,6 @@ EOF
     while read -r kind a b; do
         if [ "$kind" = ENV ]; then menv+=("$a=$b"); else margs+=("$a"); fi
     done <"$tmp/margs"
-    : >"$tmp/cloud"
     env "${menv[@]}" timeout 120 "$PODVAULT" "${margs[@]}" --server "$K8S_URL" \
         >"$tmp/maint.log" 2>&1 || fail "the CronJob's command failed: $(cat "$tmp/maint.log")"
     grep -q "maintenance of $tmp/store/plugins/podvault/shop: full run done" "$tmp/maint.log" ||
@@ -176,7 +149,7 @@ metadata: {name: node-1, labels: {size: big}}
 EOF
     kc get ds node-agent -n velero -o json >"$tmp/ds.json"
     kc get cm podvault-agent -n velero -o json >"$tmp/cm.json"
-    mkdir -p "$tmp/pods" "$tmp/cache" "$tmp/scratch"
+    mkdir -p "$tmp/pods"
     # The container's arguments with $(VAR) expanded as the kubelet does; paths and the API
     # server moved to this test's.
     python3 - "$tmp" >"$tmp/args" <<'EOF'

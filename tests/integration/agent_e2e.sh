@@ -10,26 +10,14 @@
 # (what tests/s3-env.sh exports) the location is that S3 bucket instead.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
-. "$src/tests/k8s/lib.sh"
-
-skip() {
-    echo "SKIP: $*"
-    exit 0
-}
-command -v kubectl >/dev/null || skip "kubectl is not installed"
-command -v python3 >/dev/null || skip "python3 is not installed"
-[ -x "$PODVAULT" ] || skip "no podvault program at $PODVAULT"
+. "$src/tests/k8s/agent_lib.sh"
 "$PODVAULT" agent --help >/dev/null 2>&1 || skip "this podvault does not dispatch the agent command yet"
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-e2e.XXXXXX")
-. "$src/tests/k8s/agent_lib.sh"
+agent_begin agent-e2e
 # The stand-in also listens with TLS, where the token of the agent's service account is held to
 # the RBAC rules of deploy/agent/rbac.yaml: agent b connects there through a kubeconfig.
 k8s_tls_setup "$tmp" "agent-token=velero/podvault-agent"
 k8s_start "$tmp" "${K8S_TLS_ARGS[@]}" || fail "the stand-in did not start"
-pods=$tmp/kubelet/pods
-mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"
 
 # --- the location: a local directory, or S3
 if [ -n "${PV_TEST_S3:-}" ]; then
@@ -46,11 +34,9 @@ if [ -n "${PV_TEST_S3:-}" ]; then
     repo_of() { echo "s3:$s3url/$bucket/$prefix/plugins/podvault/$1"; }
     s3_opts=(--s3-path-style --s3-region us-east-1)
 else
-    location_config="config: {podvaultPath: \"$tmp/store\"}
-  objectStorage: {bucket: unused}"
+    location_config=$(store_spec "$tmp/store")
     repo_of() { echo "$tmp/store/plugins/podvault/$1"; }
     s3_opts=()
-    : >"$tmp/cloud"
 fi
 snapshots_of() { # NS -> the repository's snapshots as JSON
     PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --json --no-cache "${s3_opts[@]}" \
@@ -64,19 +50,8 @@ if [ ${#K8S_TLS_ARGS[@]} -gt 0 ]; then
     k8s_tls_kubeconfig "$tmp" agent-token
     b_conn=(--kubeconfig "$tmp/kube/config")
 fi
+velero_location default "$location_config"
 kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: velero-repo-credentials, namespace: velero}
-stringData: {repository-password: static-passw0rd}
----
-apiVersion: velero.io/v1
-kind: BackupStorageLocation
-metadata: {name: default, namespace: velero}
-spec:
-  provider: aws
-  $location_config
----
 apiVersion: storage.k8s.io/v1
 kind: CSIDriver
 metadata: {name: hostpath.csi.k8s.io}
@@ -84,19 +59,7 @@ spec: {}
 EOF
 
 # --- the source pod: a PVC bound to a CSI PV, data under .../kubernetes.io~csi/pv-data/mount
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: pv-data
-  annotations: {pv.kubernetes.io/provisioned-by: hostpath.csi.k8s.io}
-spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], nfs: {server: nfs.example, path: /x}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data, namespace: default}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: pv-data}
-EOF
+bound_claim default data pv-data "nfs: {server: nfs.example, path: /x}" "pv.kubernetes.io/provisioned-by: hostpath.csi.k8s.io"
 src_uid=$(mkpod src node-a '{name: data, persistentVolumeClaim: {claimName: data}}')
 vol=$pods/$src_uid/volumes/kubernetes.io~csi/pv-data/mount
 mkdir -p "$vol/sub/deeper" "$pods/$src_uid/volumes/kubernetes.io~empty-dir"

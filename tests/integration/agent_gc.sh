@@ -14,62 +14,17 @@
 # Finally a repository at the old path (<prefix>/podvault/<ns>) is refused with the move command.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
-. "$src/tests/k8s/lib.sh"
+. "$src/tests/k8s/agent_lib.sh"
 
-skip() {
-    echo "SKIP: $*"
-    exit 0
-}
-command -v kubectl >/dev/null || skip "kubectl is not installed"
-command -v python3 >/dev/null || skip "python3 is not installed"
-[ -x "$PODVAULT" ] || skip "no podvault program at $PODVAULT"
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-gc.XXXXXX")
-agent_pid=
-cleanup() {
-    if [ -n "$agent_pid" ]; then
-        local child
-        for child in $(pgrep -P "$agent_pid" || true); do kill -9 -- "-$child" 2>/dev/null || true; done
-        kill -9 "$agent_pid" 2>/dev/null || true
-    fi
-    k8s_stop
-    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    [ -f "$tmp/agent.log" ] && { echo "--- agent log (tail)" >&2; tail -n 25 "$tmp/agent.log" >&2; }
-    echo "--- stand-in log (tail)" >&2
-    tail -n 15 "$tmp/k8s.log" >&2
-    exit 1
-}
-pass() { echo "ok - $*"; }
-expect() { grep -qF -- "$2" "$1" || { cat "$1" >&2; fail "$1 lacks: $2"; }; }
-
+agent_begin agent-gc
 k8s_start "$tmp" || fail "the stand-in did not start"
-pods=$tmp/kubelet/pods
 store=$tmp/store
 repo=$store/plugins/podvault/default
-mkdir -p "$pods" "$tmp/scratch" "$tmp/cache" "$store"
-: >"$tmp/cloud"
+mkdir -p "$store"
 pv() { PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --no-cache "$@"; }
 
-kc create namespace velero >/dev/null
+velero_setup
 kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: velero-repo-credentials, namespace: velero}
-stringData: {repository-password: static-passw0rd}
----
-apiVersion: velero.io/v1
-kind: BackupStorageLocation
-metadata: {name: default, namespace: velero}
-spec:
-  provider: aws
-  config: {podvaultPath: "$store"}
-  objectStorage: {bucket: unused}
----
 apiVersion: v1
 kind: Pod
 metadata: {name: web, namespace: default}
@@ -84,15 +39,7 @@ uid_pod=$(kc get pod web -o jsonpath='{.metadata.uid}')
 vol=$pods/$uid_pod/volumes/kubernetes.io~empty-dir/data
 mkdir -p "$vol"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-setsid "$PODVAULT" agent --node n1 --namespace velero --host-pods "$pods" --server "$K8S_URL" \
-    --metrics-address "127.0.0.1:$port" --cache-dir "$tmp/cache" --scratch-dir "$tmp/scratch" \
-    --credentials-file "$tmp/cloud" --progress-interval 1 --shutdown-grace 2 \
-    >>"$tmp/agent.log" 2>&1 &
-agent_pid=$!
-wait_for 20 curl -sf "http://127.0.0.1:$port/healthz" >/dev/null || fail "the agent did not come up"
-
-pvb_phase_is() { [ "$(kc get podvolumebackup "$1" -n velero -o jsonpath='{.status.phase}')" = "$2" ]; }
+start_agent a n1
 
 # velero_backup NAME: a Backup, its PodVolumeBackup as Velero's backupper makes it, and, once the
 # agent completed it, the backup's objects in the location as Velero persists them.
@@ -122,14 +69,14 @@ spec:
   uploaderType: kopia
   tags: {backup: $name, backup-uid: "$uid", pod: web, pod-uid: "$uid_pod", ns: default, volume: data}
 EOF
-    wait_for 60 pvb_phase_is "$name-data" Completed ||
+    wait_for 60 phase_is podvolumebackup "$name-data" Completed ||
         fail "PVB $name-data: $(kc get podvolumebackup "$name-data" -n velero -o jsonpath='{.status.phase} {.status.message}')"
     mkdir -p "$store/backups/$name"
     kc get backup "$name" -n velero -o json >"$store/backups/$name/velero-backup.json"
     echo tarball >"$store/backups/$name/$name.tar.gz"
     echo "$uid"
 }
-snap_of() { kc get podvolumebackup "$1-data" -n velero -o jsonpath='{.status.snapshotID}'; }
+snap_of() { field podvolumebackup "$1-data" .status.snapshotID; }
 count() { pv --json -r "$repo" snapshots | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 
 head -c 700000 /dev/urandom >"$vol/one.bin"
@@ -240,7 +187,7 @@ spec:
   repoIdentifier: ""
   uploaderType: kopia
 EOF
-wait_for 60 pvb_phase_is old-path Failed ||
+wait_for 60 phase_is podvolumebackup old-path Failed ||
     fail "a backup with the repository at the old path did not fail"
 kc get podvolumebackup old-path -n velero -o jsonpath='{.status.message}' >"$tmp/old.msg"
 expect "$tmp/old.msg" "where earlier podvault builds put it"

@@ -9,75 +9,28 @@
 # clear errors and exit 1 while the other repositories are still maintained.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
-. "$src/tests/k8s/lib.sh"
-
-skip() {
-    echo "SKIP: $*"
-    exit 0
-}
-command -v kubectl >/dev/null || skip "kubectl is not installed"
-command -v python3 >/dev/null || skip "python3 is not installed"
-[ -x "$PODVAULT" ] || skip "no podvault program at $PODVAULT"
+. "$src/tests/k8s/agent_lib.sh"
 "$PODVAULT" maintain --help 2>/dev/null | grep -q -- --default-location ||
     skip "this podvault has no maintain --default-location"
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-maintain.XXXXXX")
-agent_pid=
-cleanup() {
-    if [ -n "$agent_pid" ]; then
-        local child
-        for child in $(pgrep -P "$agent_pid" || true); do kill -9 -- "-$child" 2>/dev/null || true; done
-        kill -9 "$agent_pid" 2>/dev/null || true
-    fi
-    k8s_stop
-    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    [ -f "$tmp/agent.log" ] && { echo "--- agent log (tail)" >&2; tail -n 25 "$tmp/agent.log" >&2; }
-    echo "--- stand-in log (tail)" >&2
-    tail -n 15 "$tmp/k8s.log" >&2
-    exit 1
-}
-pass() { echo "ok - $*"; }
-expect() { grep -qF -- "$2" "$1" || { cat "$1" >&2; fail "$1 lacks: $2"; }; }
-
+agent_begin agent-maintain
 # The stand-in's TLS listener holds the maintenance ServiceAccount's token to the RBAC rules of
 # deploy/maintenance/rbac.yaml.
 k8s_tls_setup "$tmp" "maint-token=velero/podvault-maintenance"
 k8s_start "$tmp" "${K8S_TLS_ARGS[@]}" || fail "the stand-in did not start"
-pods=$tmp/kubelet/pods
 store=$tmp/store
-mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"
-: >"$tmp/cloud"
-req() { timeout 120 "$PODVAULT" request "$@" --server "$K8S_URL" --velero-namespace velero; }
 repo_of() { echo "$store/plugins/podvault/$1"; }
 
 kc create namespace velero >/dev/null
 kc create namespace shop >/dev/null
 kc create namespace crm >/dev/null
 kc apply -f "$src/deploy/maintenance/rbac.yaml" >/dev/null
+velero_location default "$(store_spec "$store" default)"
 kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: velero-repo-credentials, namespace: velero}
-stringData: {repository-password: static-passw0rd}
----
 apiVersion: v1
 kind: Secret
 metadata: {name: unrelated, namespace: velero}
 stringData: {x: y}
----
-apiVersion: velero.io/v1
-kind: BackupStorageLocation
-metadata: {name: default, namespace: velero}
-spec:
-  provider: aws
-  default: true
-  config: {podvaultPath: "$store"}
-  objectStorage: {bucket: unused}
 ---
 apiVersion: velero.io/v1
 kind: BackupStorageLocation
@@ -86,17 +39,8 @@ spec:
   provider: aws
   config: {podvaultPath: "$tmp/other-store"}
   objectStorage: {bucket: unused}
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: pv-data}
-spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], nfs: {server: nfs.example, path: /x}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data, namespace: shop}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: pv-data}
 EOF
+bound_claim shop data pv-data "nfs: {server: nfs.example, path: /x}"
 
 k8s_node_agent n1
 
@@ -104,24 +48,13 @@ k8s_node_agent n1
 # emptyDir; prints its UID. With "restore", a pod of a restore: held in its restore-wait init
 # container, which runs.
 mkpod() {
-    local claim="" claimmount="" chosen=cache init=""
-    [ "${3:-}" = restore ] && init="initContainers: [{name: restore-wait, image: velero/velero-restore-helper}]"
+    local claim="" claimmount="" chosen=cache
     if [ "$1" = shop ]; then
         claim="  - {name: data, persistentVolumeClaim: {claimName: data}}"
         claimmount="    - {name: data, mountPath: /data}"
         chosen=data,cache
     fi
-    kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $2
-  namespace: $1
-  labels: {app: $2}
-  annotations: {backup.velero.io/backup-volumes: "$chosen"}
-spec:
-  nodeName: n1
-  $init
+    app_pod "$1" "$2" n1 "app: $2" "backup.velero.io/backup-volumes: \"$chosen\"" "${3:-}" <<EOF
   containers:
   - name: app
     image: busybox
@@ -134,8 +67,6 @@ $claim
   - {name: cache, emptyDir: {}}
   - {name: tmp, emptyDir: {}}
 EOF
-    if [ -n "$init" ]; then k8s_restore_wait "$2" "$1" running; else k8s_running "$2" "$1"; fi
-    kc get pod "$2" -n "$1" -o jsonpath='{.metadata.uid}'
 }
 uid_shop=$(mkpod shop web)
 uid_crm=$(mkpod crm db)
@@ -149,13 +80,7 @@ head -c 5000 /dev/urandom >"$vcache/c.bin"
 head -c 200000 /dev/urandom >"$vcrm/table"
 echo skipped >"$pods/$uid_shop/volumes/kubernetes.io~empty-dir/tmp/not-chosen"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-setsid "$PODVAULT" agent --node n1 --namespace velero --host-pods "$pods" --server "$K8S_URL" \
-    --metrics-address "127.0.0.1:$port" --cache-dir "$tmp/cache" --scratch-dir "$tmp/scratch" \
-    --credentials-file "$tmp/cloud" --progress-interval 1 --shutdown-grace 2 \
-    >>"$tmp/agent.log" 2>&1 &
-agent_pid=$!
-wait_for 20 curl -sf "http://127.0.0.1:$port/healthz" >/dev/null || fail "the agent did not come up"
+start_agent a n1
 
 # --- backups: two of shop's volumes and one of crm's, each namespace into its own repository
 for ns_pod in shop:web crm:db; do

@@ -11,99 +11,34 @@
 #     and gauge of the backup; nothing of Velero's for the restore.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
-. "$src/tests/k8s/lib.sh"
-
-skip() {
-    echo "SKIP: $*"
-    exit 0
-}
-command -v kubectl >/dev/null || skip "kubectl is not installed"
-command -v python3 >/dev/null || skip "python3 is not installed"
+. "$src/tests/k8s/agent_lib.sh"
 command -v curl >/dev/null || skip "curl is not installed"
-[ -x "$PODVAULT" ] || skip "no podvault program at $PODVAULT"
 [ -d /proc/self/fd ] || skip "no /proc to count descriptors"
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-metrics.XXXXXX")
-agent_pid= flood_pid=
-cleanup() {
-    [ -n "$flood_pid" ] && kill "$flood_pid" 2>/dev/null
-    if [ -n "$agent_pid" ]; then
-        local child
-        for child in $(pgrep -P "$agent_pid" || true); do kill -9 -- "-$child" 2>/dev/null || true; done
-        kill -9 "$agent_pid" 2>/dev/null || true
-    fi
-    k8s_stop
-    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    [ -f "$tmp/agent.log" ] && { echo "--- agent log (tail)" >&2; tail -n 25 "$tmp/agent.log" >&2; }
-    echo "--- stand-in log (tail)" >&2
-    tail -n 15 "$tmp/k8s.log" >&2
-    exit 1
-}
-pass() { echo "ok - $*"; }
-
+agent_begin agent-metrics
+flood_pid=
+on_exit '[ -z "$flood_pid" ] || kill "$flood_pid" 2>/dev/null'
 k8s_start "$tmp" || fail "the stand-in did not start"
-pods=$tmp/kubelet/pods
-mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"
-: >"$tmp/cloud"
-kc create namespace velero >/dev/null
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: velero-repo-credentials, namespace: velero}
-stringData: {repository-password: static-passw0rd}
----
-apiVersion: velero.io/v1
-kind: BackupStorageLocation
-metadata: {name: default, namespace: velero}
-spec:
-  provider: aws
-  config: {podvaultPath: "$tmp/store"}
-  objectStorage: {bucket: unused}
-EOF
+velero_setup
 
-mkpod() { # NAME -> UID; a pod on node-a with an emptyDir volume "data", mounted, and the
-    # restore-wait init container of a restore's pod
-    kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: $1, namespace: default}
-spec:
-  nodeName: node-a
-  initContainers: [{name: restore-wait, image: velero/velero-restore-helper}]
-  containers: [{name: app, image: busybox, volumeMounts: [{name: data, mountPath: /data}]}]
-  volumes: [{name: data, emptyDir: {}}]
-EOF
+# mkemptydir NAME -> UID: a pod on node-a (mkpod) with an emptyDir volume "data", mounted.
+mkemptydir() {
     local uid
-    uid=$(kc get pod "$1" -o jsonpath='{.metadata.uid}')
-    mkdir -p "$pods/$uid/volumes/kubernetes.io~empty-dir/data"
+    uid=$(mkpod "$1" node-a '{name: data, emptyDir: {}}')
+    mkdir -p "$(vol_of "$uid")"
     echo "$uid"
 }
-field() { kc get "$1" "$2" -n velero -o jsonpath="{$3}"; }
-phase_is() { [ "$(field "$1" "$2" .status.phase)" = "$3" ]; }
-wait_phase() { # KIND NAME PHASE SECONDS
-    wait_for "$4" phase_is "$1" "$2" "$3" ||
-        fail "$1 $2: phase '$(field "$1" "$2" .status.phase)', wanted $3 ($(field "$1" "$2" .status.message))"
-}
 
-src_uid=$(mkpod src)
-vol=$pods/$src_uid/volumes/kubernetes.io~empty-dir/data
+src_uid=$(mkemptydir src)
+vol=$(vol_of "$src_uid")
 head -c 8000000 /dev/urandom >"$vol/big.bin"
 mkdir -p "$vol/sub"
 for i in $(seq 1 200); do echo "file $i" >"$vol/sub/f$i"; done
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-setsid "$PODVAULT" agent --node node-a --namespace velero --host-pods "$pods" --server "$K8S_URL" \
-    --metrics-address "127.0.0.1:$port" --cache-dir "$tmp/cache" --scratch-dir "$tmp/scratch" \
-    --credentials-file "$tmp/cloud" --progress-interval 1 --shutdown-grace 2 \
-    >>"$tmp/agent.log" 2>&1 &
-agent_pid=$!
+start_agent a node-a
+agent_pid=$(agent_pid a)
+port=$port_a
 url=http://127.0.0.1:$port
-wait_for 20 curl -sf "$url/healthz" >/dev/null || fail "the agent did not come up"
 sleep 1
 fds_before=$(ls /proc/$agent_pid/fd | wc -l)
 
@@ -161,27 +96,11 @@ pass "1,500 flooding connections: /healthz and /metrics answered (slowest $slowe
 
 # --- 2. Velero's series after a backup and a restore
 snap=$(field podvolumebackup nightly-x7k2p .status.snapshotID)
-dst_uid=$(mkpod dst)
+dst_uid=$(mkemptydir dst)
 k8s_restore_wait dst default running
-kc create -f - >/dev/null <<EOF
-apiVersion: velero.io/v1
-kind: PodVolumeRestore
-metadata:
-  name: r1-abcde
-  namespace: velero
-  labels: {velero.io/restore-name: r1, velero.io/restore-uid: "r-uid-1"}
-  ownerReferences: [{apiVersion: velero.io/v1, kind: Restore, name: r1, uid: "r-uid-1", controller: true}]
-spec:
-  pod: {kind: Pod, namespace: default, name: dst, uid: "$dst_uid"}
-  volume: data
-  backupStorageLocation: default
-  repoIdentifier: ""
-  uploaderType: kopia
-  snapshotID: "$snap"
-  sourceNamespace: default
-EOF
+create_pvr r1-abcde dst "$dst_uid" data "$snap" r-uid-1
 wait_phase podvolumerestore r1-abcde Completed 60
-cmp "$vol/big.bin" "$pods/$dst_uid/volumes/kubernetes.io~empty-dir/data/big.bin" || fail "restored data differ"
+cmp "$vol/big.bin" "$(vol_of "$dst_uid")/big.bin" || fail "restored data differ"
 metrics=$(curl -sf -m 5 "$url/metrics") || fail "no /metrics"
 has() { grep -qxF "$1" <<<"$metrics" || fail "/metrics lacks: $1"; }
 has 'podVolume_pod_volume_backup_enqueue_count{node="node-a"} 1'

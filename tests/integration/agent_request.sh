@@ -7,100 +7,23 @@
 # --wait that times out make the request exit non-zero.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
-. "$src/tests/k8s/lib.sh"
-
-skip() {
-    echo "SKIP: $*"
-    exit 0
-}
-command -v kubectl >/dev/null || skip "kubectl is not installed"
-command -v python3 >/dev/null || skip "python3 is not installed"
-[ -x "$PODVAULT" ] || skip "no podvault program at $PODVAULT"
+. "$src/tests/k8s/agent_lib.sh"
 "$PODVAULT" request --help >/dev/null 2>&1 || skip "this podvault has no request command"
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-request.XXXXXX")
-agent_pid=
-cleanup() {
-    if [ -n "$agent_pid" ]; then
-        local child
-        for child in $(pgrep -P "$agent_pid" || true); do kill -9 -- "-$child" 2>/dev/null || true; done
-        kill -9 "$agent_pid" 2>/dev/null || true
-    fi
-    k8s_stop
-    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    [ -f "$tmp/agent.log" ] && { echo "--- agent log (tail)" >&2; tail -n 25 "$tmp/agent.log" >&2; }
-    echo "--- stand-in log (tail)" >&2
-    tail -n 15 "$tmp/k8s.log" >&2
-    exit 1
-}
-pass() { echo "ok - $*"; }
-
+agent_begin agent-request
 k8s_start "$tmp" || fail "the stand-in did not start"
-pods=$tmp/kubelet/pods
-mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"
-: >"$tmp/cloud"
-req() { timeout 120 "$PODVAULT" request "$@" --server "$K8S_URL" --velero-namespace velero; }
 
-kc create namespace velero >/dev/null
+velero_setup
 kc create namespace shop >/dev/null
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: velero-repo-credentials, namespace: velero}
-stringData: {repository-password: static-passw0rd}
----
-apiVersion: velero.io/v1
-kind: BackupStorageLocation
-metadata: {name: default, namespace: velero}
-spec:
-  provider: aws
-  config: {podvaultPath: "$tmp/store"}
-  objectStorage: {bucket: unused}
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: pv-data}
-spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], nfs: {server: nfs.example, path: /x}}
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: pv-host}
-spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], hostPath: {path: /mnt/disk}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data, namespace: shop}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: pv-data}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: local, namespace: shop}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, volumeName: pv-host}
-EOF
+bound_claim shop data pv-data "nfs: {server: nfs.example, path: /x}"
+bound_claim shop local pv-host "hostPath: {path: /mnt/disk}"
 
 k8s_node_agent n1
 
 # mkapp NAME NODE ANNOTATION [restore]: a pod in shop with every kind of volume; prints its UID.
 # With "restore" it is a pod of a restore: held in its running restore-wait init container.
 mkapp() {
-    local init=""
-    [ "${4:-}" = restore ] && init="initContainers: [{name: restore-wait, image: velero/velero-restore-helper}]"
-    kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $1
-  namespace: shop
-  labels: {app: shop}
-  annotations: {$3}
-spec:
-  nodeName: $2
-  $init
+    app_pod shop "$1" "$2" "app: shop" "$3" "${4:-}" <<EOF
   containers:
   - name: app
     image: busybox
@@ -118,8 +41,6 @@ spec:
   - {name: conf, configMap: {name: app-conf}}
   - {name: unused, emptyDir: {}}
 EOF
-    if [ -n "$init" ]; then k8s_restore_wait "$1" shop running; else k8s_running "$1" shop; fi
-    kc get pod "$1" -n shop -o jsonpath='{.metadata.uid}'
 }
 ann='backup.velero.io/backup-volumes: "data,cache,logs,local,unused"'
 uid1=$(mkapp app-1 n1 "$ann")
@@ -144,13 +65,7 @@ head -c 5000 /dev/urandom >"$vcache/c.bin"
 cp -a "$vdata" "$tmp/want-data"
 cp -a "$vcache" "$tmp/want-cache"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-setsid "$PODVAULT" agent --node n1 --namespace velero --host-pods "$pods" --server "$K8S_URL" \
-    --metrics-address "127.0.0.1:$port" --cache-dir "$tmp/cache" --scratch-dir "$tmp/scratch" \
-    --credentials-file "$tmp/cloud" --progress-interval 1 --shutdown-grace 2 \
-    >>"$tmp/agent.log" 2>&1 &
-agent_pid=$!
-wait_for 20 curl -sf "http://127.0.0.1:$port/healthz" >/dev/null || fail "the agent did not come up"
+start_agent a n1
 
 # --- backup: exactly data and cache of app-1; every other named volume reported with its reason
 req backup --namespace shop --selector app=shop --name b1 --wait --timeout 60 \
@@ -158,7 +73,6 @@ req backup --namespace shop --selector app=shop --name b1 --wait --timeout 60 \
     cat "$tmp/backup.out" "$tmp/backup.err" >&2
     fail "request backup failed"
 }
-expect() { grep -qF -- "$2" "$1" || { cat "$1" >&2; fail "$1 lacks: $2"; }; }
 o=$tmp/backup.out
 expect "$o" "skipped shop/app-1 volume logs: hostPath volume"
 expect "$o" "skipped shop/app-1 volume local: PVC local is bound to hostPath PV pv-host"
@@ -254,9 +168,7 @@ expect "$tmp/b3.out" "1 of 1 did not complete"
 pass "a failed PodVolumeBackup makes the request fail, with the agent's message"
 
 # --- with no agent serving, --wait gives up after --timeout and says so
-kill -TERM "$agent_pid"
-wait "$agent_pid" 2>/dev/null || true
-agent_pid=
+stop_agent a
 start=$SECONDS
 if req backup --namespace shop --selector app=shop --name b4 --default-volumes --wait --timeout 2 \
     >"$tmp/b4.out" 2>&1; then

@@ -10,41 +10,11 @@
 #  5. uploaderSettings parallelism beyond what podvault runs is clamped and said.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
-. "$src/tests/k8s/lib.sh"
-
-skip() {
-    echo "SKIP: $*"
-    exit 0
-}
-command -v kubectl >/dev/null || skip "kubectl is not installed"
-command -v python3 >/dev/null || skip "python3 is not installed"
-[ -x "$PODVAULT" ] || skip "no podvault program at $PODVAULT"
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-sec.XXXXXX")
 . "$src/tests/k8s/agent_lib.sh"
-k8s_start "$tmp" || fail "the stand-in did not start"
-pods=$tmp/kubelet/pods
-mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"
-: >"$tmp/cloud"
 
-kc create namespace velero >/dev/null
-kc apply -f "$src/deploy/agent/rbac.yaml" >/dev/null
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: velero-repo-credentials, namespace: velero}
-stringData: {repository-password: static-passw0rd}
----
-apiVersion: velero.io/v1
-kind: BackupStorageLocation
-metadata: {name: default, namespace: velero}
-spec:
-  provider: aws
-  config: {podvaultPath: "$tmp/store"}
-  objectStorage: {bucket: unused}
-EOF
-vol_of() { echo "$pods/$1/volumes/kubernetes.io~empty-dir/data"; }
+agent_begin agent-sec
+k8s_start "$tmp" || fail "the stand-in did not start"
+velero_setup "$src/deploy/agent/rbac.yaml"
 
 # --- a snapshot to restore
 src_uid=$(mkpod src node-a '{name: data, emptyDir: {}}')

@@ -13,104 +13,15 @@
 #   leaves no completion mark.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-PODVAULT=${PODVAULT:-${PV_BUILD_DIR:-$src/build}/podvault}
-PODVAULT=$(cd "$(dirname "$PODVAULT")" && pwd)/$(basename "$PODVAULT")
-. "$src/tests/k8s/lib.sh"
-
-skip() {
-    echo "SKIP: $*"
-    exit 0
-}
-command -v kubectl >/dev/null || skip "kubectl is not installed"
-command -v python3 >/dev/null || skip "python3 is not installed"
-[ -x "$PODVAULT" ] || skip "no podvault program at $PODVAULT"
+. "$src/tests/k8s/agent_lib.sh"
 "$PODVAULT" request --help >/dev/null 2>&1 || skip "this podvault has no request command"
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-velero.XXXXXX")
-agents=() # "name pid"
-kill_tree() {
-    local child
-    for child in $(pgrep -P "$1" || true); do kill -9 -- "-$child" 2>/dev/null || true; done
-    kill -9 "$1" 2>/dev/null || true
-}
-cleanup() {
-    local a
-    for a in "${agents[@]}"; do kill_tree "${a#* }"; done
-    k8s_stop
-    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    local f
-    for f in "$tmp"/agent-*.log; do
-        [ -f "$f" ] && { echo "--- $f (tail)" >&2; tail -n 25 "$f" >&2; }
-    done
-    echo "--- stand-in log (tail)" >&2
-    tail -n 15 "$tmp/k8s.log" >&2
-    exit 1
-}
-pass() { echo "ok - $*"; }
-
+agent_begin agent-velero
 k8s_tls_setup "$tmp" "agent-token=velero/podvault-agent"
 k8s_start "$tmp" "${K8S_TLS_ARGS[@]}" || fail "the stand-in did not start"
-pods=$tmp/kubelet/pods
-mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"
-: >"$tmp/cloud"
-req() { timeout 120 "$PODVAULT" request "$@" --server "$K8S_URL" --velero-namespace velero; }
-
-kc create namespace velero >/dev/null
+velero_setup "$src/deploy/agent/rbac.yaml"
 kc create namespace shop >/dev/null
-kc apply -f "$src/deploy/agent/rbac.yaml" >/dev/null
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: velero-repo-credentials, namespace: velero}
-stringData: {repository-password: static-passw0rd}
----
-apiVersion: velero.io/v1
-kind: BackupStorageLocation
-metadata: {name: default, namespace: velero}
-spec:
-  provider: aws
-  config: {podvaultPath: "$tmp/store"}
-  objectStorage: {bucket: unused}
-EOF
 k8s_node_agent n1
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# start_agent NAME NODE [options]: plain HTTP unless the options name a kubeconfig.
-start_agent() {
-    local name=$1 node=$2 port conn=(--server "$K8S_URL")
-    shift 2
-    [[ " $* " == *" --kubeconfig "* ]] && conn=()
-    port=$(free_port)
-    setsid "$PODVAULT" agent --node "$node" --namespace velero --host-pods "$pods" \
-        "${conn[@]}" --metrics-address "127.0.0.1:$port" --cache-dir "$tmp/cache" \
-        --scratch-dir "$tmp/scratch" --credentials-file "$tmp/cloud" --progress-interval 1 \
-        --shutdown-grace 2 "$@" >>"$tmp/agent-$name.log" 2>&1 &
-    agents+=("$name $!")
-    wait_for 20 curl -sf "http://127.0.0.1:$port/healthz" >/dev/null ||
-        fail "agent $name did not come up"
-}
-stop_agent() {
-    local a keep=()
-    for a in "${agents[@]}"; do
-        if [ "${a% *}" = "$1" ]; then
-            kill -TERM "${a#* }" 2>/dev/null || true
-            wait "${a#* }" 2>/dev/null || true
-        else
-            keep+=("$a")
-        fi
-    done
-    agents=("${keep[@]}")
-}
-field() { kc get "$1" "$2" -n velero -o jsonpath="{$3}"; }
-phase_is() { [ "$(field "$1" "$2" .status.phase)" = "$3" ]; }
-wait_phase() { # KIND NAME PHASE [SECONDS]
-    wait_for "${4:-60}" phase_is "$1" "$2" "$3" ||
-        fail "$1 $2: phase '$(field "$1" "$2" .status.phase)', wanted $3 (message: $(field "$1" "$2" .status.message))"
-}
 
 start_agent a n1
 if [ ${#K8S_TLS_ARGS[@]} -gt 0 ]; then
@@ -193,29 +104,15 @@ pass "the other agent, under deploy/agent/rbac.yaml, declines as well"
 # mkapp NAME ANNOTATIONS [restore]: a pod on n1 with an emptyDir volume "data"; prints its UID.
 # With "restore" it is a pod of a restore: held in its running restore-wait init container.
 mkapp() {
-    local init=""
-    [ "${3:-}" = restore ] && init="initContainers: [{name: restore-wait, image: velero/velero-restore-helper}]"
-    kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $1
-  namespace: shop
-  labels: {app: $1}
-  annotations: {$2}
-spec:
-  nodeName: n1
-  $init
+    local uid
+    uid=$(app_pod shop "$1" n1 "app: $1" "$2" "${3:-}" <<EOF
   containers: [{name: app, image: busybox, volumeMounts: [{name: data, mountPath: /data}]}]
   volumes: [{name: data, emptyDir: {}}]
 EOF
-    if [ -n "$init" ]; then k8s_restore_wait "$1" shop running; else k8s_running "$1" shop; fi
-    local uid
-    uid=$(kc get pod "$1" -n shop -o jsonpath='{.metadata.uid}')
-    mkdir -p "$pods/$uid/volumes/kubernetes.io~empty-dir/data"
+)
+    mkdir -p "$(vol_of "$uid")"
     echo "$uid"
 }
-vol_of() { echo "$pods/$1/volumes/kubernetes.io~empty-dir/data"; }
 ann='backup.velero.io/backup-volumes: data, podvault.io/backup-excludes: "data:cache, data:/logs/*.log , data:tmp/x"'
 uid1=$(mkapp app "$ann")
 v1=$(vol_of "$uid1")

@@ -5,42 +5,26 @@
 # VmHWM after the job; the job's own memory is the child's, measured by the CLI's benchmarks).
 #   bash tests/k8s/bench_agent.sh [MiB of data, default 256] [runs, default 3]
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-src=$(cd "$here/../.." && pwd)
-PODVAULT=${PODVAULT:-$src/build/podvault}
-. "$here/lib.sh"
+src=$(cd "$(dirname "$0")/../.." && pwd)
+. "$src/tests/k8s/agent_lib.sh"
 mib=${1:-256}
 runs=${2:-3}
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-agent-bench.XXXXXX")
+agent_begin agent-bench
 agent=
-cleanup() {
-    [ -n "$agent" ] && kill "$agent" 2>/dev/null
-    k8s_stop
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+on_exit '[ -z "$agent" ] || kill "$agent" 2>/dev/null'
 export PODVAULT_PASSWORD=static-passw0rd
 
 k8s_start "$tmp"
 kc create namespace velero >/dev/null
+velero_location default "$(store_spec "$tmp/agent-store")"
 kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: velero-repo-credentials, namespace: velero}
-stringData: {repository-password: static-passw0rd}
----
-apiVersion: velero.io/v1
-kind: BackupStorageLocation
-metadata: {name: default, namespace: velero}
-spec: {provider: aws, objectStorage: {bucket: x}, config: {podvaultPath: "$tmp/agent-store"}}
----
 apiVersion: v1
 kind: Pod
 metadata: {name: app, namespace: default}
 spec: {nodeName: node-a, containers: [{name: c, image: x}], volumes: [{name: data, emptyDir: {}}]}
 EOF
 uid=$(kc get pod app -o jsonpath='{.metadata.uid}')
-vol=$tmp/pods/$uid/volumes/kubernetes.io~empty-dir/data
+vol=$(vol_of "$uid")
 mkdir -p "$vol"
 # Half in a few big files, half in many small ones: 4 KiB to 64 KiB, random (incompressible).
 python3 - "$vol" "$mib" <<'EOF'
@@ -71,7 +55,7 @@ for run in $(seq 1 "$runs"); do
     "$PODVAULT" -q --cache-dir "$tmp/cache" -r "$tmp/direct-store" backup "$vol" --host default/app/data >/dev/null
     direct+=("$(echo "$(date +%s.%N) - $t0" | bc)")
 
-    "$PODVAULT" agent --node node-a --namespace velero --host-pods "$tmp/pods" --server "$K8S_URL" \
+    "$PODVAULT" agent --node node-a --namespace velero --host-pods "$pods" --server "$K8S_URL" \
         --metrics-address off --cache-dir "$tmp/cache" --scratch-dir "$tmp" >"$tmp/agent.log" 2>&1 &
     agent=$!
     sleep 2

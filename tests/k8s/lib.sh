@@ -117,3 +117,9 @@ users: [{name: sa, user: {token: $token}}]
 contexts: [{name: sa, context: {cluster: standin, user: sa, namespace: velero}}]
 EOF2
 }
+
+# project_version SOURCE-DIR: the release's version, project(VERSION) in CMakeLists.txt, the one
+# place it is written (README "Releasing"); the image tag in deploy/ follows it.
+project_version() {
+    sed -n 's/^project(podvault VERSION \([0-9][0-9.]*\)[ )].*/\1/p' "$1/CMakeLists.txt"
+}
