@@ -128,8 +128,8 @@ int cmd_check(struct cli *g, int argc, char **argv)
     }
     if (optind < argc) return cli_usage_error(g, "check takes no arguments");
     /* Reading data frees a range of a pack (2 MiB) after each read, which would otherwise stay in
-     * the heap for the same reason: in bench/maint.sh, 28.8 MiB at peak instead of 34.7, for 5%
-     * more time. */
+     * the heap for the same reason (measured: bench/RESULTS.md, "glibc's mmap threshold in
+     * maintenance"). */
     if (o.read != CHECK_READ_NONE) mallopt(M_MMAP_THRESHOLD, MAINT_MMAP_THRESHOLD);
     struct repo *r;
     int rc = cli_open_repo(g, &r);

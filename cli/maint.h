@@ -81,8 +81,7 @@ int cli_prune_option(struct cli *g, int opt, const char *arg, struct cli_maint_a
 /* The heap's mmap threshold under a memory bound: blocks of 128 KiB and more go back to the
  * system when freed. glibc otherwise raises that threshold to the largest block freed (index
  * files, packs), after which such blocks come from the heap and their space stays with the
- * process across passes: measured at 2 million blobs, a bounded prune peaked at 101 MiB instead
- * of 52, for 10% more time. */
+ * process across passes (measured: bench/RESULTS.md, "glibc's mmap threshold in maintenance"). */
 #define MAINT_MMAP_THRESHOLD (128 * 1024)
 
 /* Checks the environment's memory bound, sets the heap up for a bound (MAINT_MMAP_THRESHOLD),
