@@ -20,11 +20,12 @@
  * parent until the next sibling directory starts, the parent ends, or its chunks are all done,
  * whichever comes first. So at most two directories per level of depth are held in memory.
  *
- * A lock (a->mu) guards the job queue, the ring's tail, every directory's pending count and the
+ * A lock (a->rr.mu) guards the job queue, the ring's tail, every directory's pending count and the
  * node/extent arrays that workers write IDs into (the walker grows them under the same lock).
  */
 #include "repo/archiver.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -45,8 +46,10 @@
 #include <unistd.h>
 
 #include "base/buf.h"
+#include "base/held.h"
 #include "chunker/chunker.h"
 #include "repo/crypt.h"
+#include "repo/readring.h"
 #include "repo/repo.h"
 #include "repo/store.h"
 #include "repo/tree.h"
@@ -66,33 +69,10 @@ struct dir {
     struct tree prev;     /* the parent snapshot's version of it (empty when none) */
     bool has_prev_id;     /* the parent snapshot had a directory here */
     struct oid prev_id;   /* ... with this tree ID */
-    uint64_t pending;     /* chunks of its files not yet stored (under a->mu) */
+    uint64_t pending;     /* chunks of its files not yet stored (under a->rr.mu) */
     struct dir *open_sub; /* last subdirectory walked, not yet encoded */
     size_t node;          /* index of its node in the parent directory's tree */
     bool real;            /* false for the synthetic root of a multi-path backup */
-};
-
-struct job {
-    uint64_t start; /* position in the ring */
-    size_t len;
-    uint64_t seq; /* issue order, to release ring space in order */
-    struct dir *d;
-    size_t node, ext;
-};
-
-/* Where each issued job's span ends and whether it is done, by issue order. */
-struct span {
-    uint64_t end;
-    bool done;
-};
-
-/* Bytes flow head (read in) -> cut (handed to jobs) -> tail (released by finished jobs). The
- * positions only grow; a position p lives at base[p % size]. */
-struct ring {
-    uint8_t *base; /* 2 * size bytes: the same pages twice */
-    size_t size;
-    uint64_t head, cut; /* walker only */
-    uint64_t tail;      /* under a->mu */
 };
 
 struct idname {
@@ -131,25 +111,7 @@ struct arch {
     const struct chunker *ch;
     size_t max_chunk;
 
-    /* pipeline */
-    pthread_mutex_t mu;
-    pthread_cond_t work_cv;   /* workers wait for jobs */
-    pthread_cond_t walker_cv; /* the walker waits for room, or for a directory to complete */
-    pthread_t *workers;
-    unsigned n_workers;
-    struct job *q; /* circular queue of max_jobs */
-    size_t q_head, q_len;
-    struct span *spans; /* max_jobs, indexed by seq % max_jobs */
-    uint64_t issued, released;
-    size_t max_jobs;
-    unsigned active; /* jobs a worker is processing */
-    bool stop;       /* workers exit when the queue is empty */
-    bool abort;      /* workers drop jobs without storing them */
-    bool failed;     /* a worker failed; fail holds why */
-    struct err fail;
-    uint64_t bytes_new;
-
-    struct ring ring;
+    struct rr rr; /* the read ring and the workers; rr.mu also guards the trees being built */
 
     /* reading (walker only) */
     size_t ext_cap; /* capacity of the content array of the file being read */
@@ -218,9 +180,9 @@ static void progress_tick(struct arch *a, bool force)
         .errors = a->sum.errors,
         .elapsed = t - a->t0,
     };
-    pthread_mutex_lock(&a->mu);
-    p.bytes_new = a->bytes_new;
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
+    p.bytes_new = a->rr.bytes_new;
+    pthread_mutex_unlock(&a->rr.mu);
     a->o->progress(a->o->ctx, &p);
 }
 
@@ -569,75 +531,11 @@ static int open_noatime(int dfd, const char *name, int flags)
 
 /* ---- the worker pipeline ---- */
 
-static int fail_code(struct arch *a, struct err *e)
-{
-    *e = a->fail;
-    return a->fail.code < 0 ? a->fail.code : ERR_FAIL;
-}
-
-/* A span that wraps around the end of the ring is read partly through the second view. Its
- * page table entries there are dropped once it is done: the pages stay in the memfd, mapped by
- * the first view (a later access through the second view maps them again), and are no longer
- * counted twice in the process's resident size. */
-static void ring_unmap_wrapped(const struct ring *rg, uint64_t start, size_t len)
-{
-    size_t off = (size_t)(start % rg->size);
-    if (off + len <= rg->size) return;
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t over = (off + len - rg->size + page - 1) / page * page;
-    madvise(rg->base + rg->size, over, MADV_DONTNEED);
-}
-
-static void *worker_main(void *arg)
-{
-    struct arch *a = arg;
-    struct err e;
-    pthread_mutex_lock(&a->mu);
-    for (;;) {
-        while (a->q_len == 0 && !a->stop)
-            pthread_cond_wait(&a->work_cv, &a->mu);
-        if (a->q_len == 0) break;
-        struct job j = a->q[a->q_head];
-        a->q_head = (a->q_head + 1) % a->max_jobs;
-        a->q_len--;
-        bool skip = a->abort || a->failed;
-        a->active++;
-        pthread_mutex_unlock(&a->mu);
-
-        struct oid id;
-        bool added = false;
-        int rc = 0;
-        if (!skip) {
-            const uint8_t *data = a->ring.base + j.start % a->ring.size;
-            err_clear(&e);
-            rc = crypt_blob_id(a->keys, data, j.len, &id, &e);
-            if (rc == 0) rc = store_add(a->s, BLOB_DATA, &id, data, j.len, &added, &e);
-            ring_unmap_wrapped(&a->ring, j.start, j.len);
-        }
-
-        pthread_mutex_lock(&a->mu);
-        a->active--;
-        if (rc < 0 && !a->failed) {
-            a->failed = true;
-            a->fail = e;
-        }
-        if (!skip && rc == 0) {
-            j.d->t.nodes[j.node].content[j.ext].id = id;
-            if (added) a->bytes_new += j.len;
-        }
-        j.d->pending--;
-        a->spans[j.seq % a->max_jobs].done = true;
-        while (a->released < a->issued && a->spans[a->released % a->max_jobs].done)
-            a->ring.tail = a->spans[a->released++ % a->max_jobs].end;
-        pthread_cond_signal(&a->walker_cv);
-    }
-    pthread_mutex_unlock(&a->mu);
-    return NULL;
-}
-
-/* Reserves room for one more extent in the content array of the file being read (under a->mu). */
+/* Reserves room for one more extent in the content array of the file being read (under a->rr.mu).
+ */
 static int ext_reserve(struct arch *a, struct tree_node *n, struct err *e)
 {
+    PV_ASSERT_HELD(&a->rr.mu);
     if (n->n_content < a->ext_cap) return 0;
     size_t cap = a->ext_cap ? a->ext_cap * 2 : 4;
     struct tree_extent *v = realloc(n->content, cap * sizeof *v);
@@ -647,40 +545,43 @@ static int ext_reserve(struct arch *a, struct tree_node *n, struct err *e)
     return 0;
 }
 
+/* rr_claim_fn: records the chunk of job j as the next extent of its file, and that its
+ * directory waits for one more chunk. Caller (the pool) holds rr.mu. */
+static int claim_chunk(void *ctx, struct rr_job *j, struct err *e)
+{
+    struct arch *a = ctx;
+    struct dir *d = j->owner;
+    struct tree_node *n = &d->t.nodes[j->node];
+    int rc = ext_reserve(a, n, e);
+    if (rc < 0) return rc;
+    j->ext = n->n_content++;
+    n->content[j->ext] = (struct tree_extent){.hole = false, .len = j->len};
+    d->pending++;
+    return 0;
+}
+
+/* rr_done_fn: the chunk's blob ID goes into its extent. Caller (a worker) holds rr.mu. */
+static void chunk_done(void *ctx, const struct rr_job *j, const struct oid *id, bool added)
+{
+    struct dir *d = j->owner;
+    (void)ctx;
+    (void)added;
+    assert(d->pending > 0 && j->ext < d->t.nodes[j->node].n_content);
+    if (id) d->t.nodes[j->node].content[j->ext].id = *id;
+    d->pending--;
+}
+
 /* Hands the next `len` bytes of the ring, a chunk of the file at d->t.nodes[node], to the
  * workers; blocks while all job slots are taken. */
 static int submit(struct arch *a, struct dir *d, size_t node, size_t len, struct err *e)
 {
     if (canceled(a)) return err_set(e, ERR_CANCELED, "backup canceled");
-    pthread_mutex_lock(&a->mu);
-    while (!a->failed && a->issued - a->released == a->max_jobs)
-        pthread_cond_wait(&a->walker_cv, &a->mu);
-    int rc = 0;
-    struct tree_node *n = &d->t.nodes[node];
-    if (a->failed)
-        rc = fail_code(a, e);
-    else
-        rc = ext_reserve(a, n, e);
-    if (rc == 0) {
-        size_t ext = n->n_content++;
-        n->content[ext] = (struct tree_extent){.hole = false, .len = len};
-        d->pending++;
-        uint64_t start = a->ring.cut;
-        a->spans[a->issued % a->max_jobs] = (struct span){.end = start + len, .done = false};
-        a->q[(a->q_head + a->q_len) % a->max_jobs] = (struct job){
-            .start = start, .len = len, .seq = a->issued, .d = d, .node = node, .ext = ext};
-        a->issued++;
-        a->q_len++;
-        a->ring.cut += len;
-        pthread_cond_signal(&a->work_cv);
-    }
-    pthread_mutex_unlock(&a->mu);
-    return rc;
+    return rr_submit(&a->rr, d, node, len, e);
 }
 
 static int add_hole(struct arch *a, struct dir *d, size_t node, uint64_t len, struct err *e)
 {
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     struct tree_node *n = &d->t.nodes[node];
     int rc = 0;
     if (n->n_content && n->content[n->n_content - 1].hole) {
@@ -688,131 +589,44 @@ static int add_hole(struct arch *a, struct dir *d, size_t node, uint64_t len, st
     } else if ((rc = ext_reserve(a, n, e)) == 0) {
         n->content[n->n_content++] = (struct tree_extent){.hole = true, .len = len};
     }
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->rr.mu);
     return rc;
 }
 
 /* Adds a node to d's tree; the array may move, so workers must not be reading it. */
 static int dir_add(struct arch *a, struct dir *d, struct tree_node *n, size_t *index, struct err *e)
 {
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     int rc = tree_add(&d->t, n, e);
     if (index) *index = d->t.n - 1;
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->rr.mu);
     if (rc < 0) tree_node_free(n);
     return rc;
 }
 
 static void wait_pending(struct arch *a, struct dir *d)
 {
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     while (d->pending)
-        pthread_cond_wait(&a->walker_cv, &a->mu);
-    pthread_mutex_unlock(&a->mu);
-}
-
-/* Makes the workers drop whatever is queued and waits until none is busy, so that no directory
- * is written to any more (on failure or cancel). */
-static void drain(struct arch *a)
-{
-    pthread_mutex_lock(&a->mu);
-    a->abort = true;
-    pthread_cond_broadcast(&a->work_cv);
-    while (a->q_len || a->active)
-        pthread_cond_wait(&a->walker_cv, &a->mu);
-    pthread_mutex_unlock(&a->mu);
-}
-
-/* Maps `want` bytes (rounded up to pages) twice in a row: two shared views of one memfd placed
- * back to back in a reserved area, so a chunk that wraps around the ring is still contiguous. */
-static int ring_init(struct ring *rg, size_t want, struct err *e)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t size = (want + page - 1) / page * page;
-    int fd = memfd_create("podvault-read-ring", MFD_CLOEXEC);
-    if (fd < 0) return err_sys(e, errno, "creating the read buffer");
-    if (ftruncate(fd, (off_t)size) < 0) {
-        int en = errno;
-        close(fd);
-        return err_sys(e, en, "sizing the read buffer to %zu bytes", size);
-    }
-    uint8_t *area = mmap(NULL, 2 * size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (area == MAP_FAILED) {
-        int en = errno;
-        close(fd);
-        return err_sys(e, en, "reserving %zu bytes for reading", 2 * size);
-    }
-    int prot = PROT_READ | PROT_WRITE, flags = MAP_SHARED | MAP_FIXED;
-    if (mmap(area, size, prot, flags, fd, 0) == MAP_FAILED ||
-        mmap(area + size, size, prot, flags, fd, 0) == MAP_FAILED) {
-        int en = errno;
-        munmap(area, 2 * size);
-        close(fd);
-        return err_sys(e, en, "mapping the read buffer");
-    }
-    close(fd); /* the mappings keep the memory */
-    rg->base = area;
-    rg->size = size;
-    return 0;
-}
-
-static void ring_free(struct ring *rg)
-{
-    if (rg->base) munmap(rg->base, 2 * rg->size);
-    rg->base = NULL;
-}
-
-/* Waits until the ring has at least `min` free bytes; *free_bytes receives how many it has. */
-static int ring_wait_free(struct arch *a, size_t min, size_t *free_bytes, struct err *e)
-{
-    pthread_mutex_lock(&a->mu);
-    while (!a->failed && a->ring.size - (a->ring.head - a->ring.tail) < min)
-        pthread_cond_wait(&a->walker_cv, &a->mu);
-    *free_bytes = a->ring.size - (size_t)(a->ring.head - a->ring.tail);
-    int rc = a->failed ? fail_code(a, e) : 0;
-    pthread_mutex_unlock(&a->mu);
-    return rc;
+        pthread_cond_wait(&a->rr.walker_cv, &a->rr.mu);
+    pthread_mutex_unlock(&a->rr.mu);
 }
 
 static int pipeline_start(struct arch *a, struct err *e)
 {
-    unsigned n = a->o->threads;
-    if (n == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cpus > 0 ? (unsigned)cpus : 1;
-    }
-    if (n > 256) n = 256;
-    /* Job slots only bound the queue; the ring bounds the bytes. Many slots keep the workers
-     * busy on small files, whose chunks are small. */
-    a->max_jobs = 16 * (size_t)n;
-    a->q = calloc(a->max_jobs, sizeof *a->q);
-    a->spans = calloc(a->max_jobs, sizeof *a->spans);
-    a->workers = calloc(n, sizeof *a->workers);
-    if (!a->q || !a->spans || !a->workers) return oom(e);
+    unsigned n = rr_workers(a->o->threads);
     /* The ring holds a maximum chunk to cut from and an average one in flight per worker:
-     * with the default sizes 6 MiB, where room for a maximum chunk per worker took 12 MiB, a
-     * quarter of a backup's peak memory, for the same speed (with READ_MIN). */
+     * with the default sizes 6 MiB (docs/BENCHMARKS.md: why not more). */
     size_t ring = a->max_chunk + n * (size_t)chunker_params(a->ch)->avg_size;
     if (ring < a->max_chunk / 2 * 3) ring = a->max_chunk / 2 * 3;
-    int rc = ring_init(&a->ring, ring, e);
-    if (rc < 0) return rc;
-    for (unsigned i = 0; i < n; i++) {
-        rc = pthread_create(&a->workers[i], NULL, worker_main, a);
-        if (rc) return err_sys(e, rc, "starting worker thread");
-        a->n_workers++;
-    }
-    return 0;
-}
-
-static void pipeline_stop(struct arch *a)
-{
-    pthread_mutex_lock(&a->mu);
-    a->stop = true;
-    pthread_cond_broadcast(&a->work_cv);
-    pthread_mutex_unlock(&a->mu);
-    for (unsigned i = 0; i < a->n_workers; i++)
-        pthread_join(a->workers[i], NULL);
-    a->n_workers = 0;
+    struct rr_params par = {.threads = n,
+                            .ring_bytes = ring,
+                            .keys = a->keys,
+                            .store = a->s,
+                            .claim = claim_chunk,
+                            .done = chunk_done,
+                            .ctx = a};
+    return rr_start(&a->rr, &par, e);
 }
 
 /* ---- reading files ---- */
@@ -823,7 +637,7 @@ static void pipeline_stop(struct arch *a)
 static int read_range(struct arch *a, struct dir *d, size_t node, int fd, uint64_t start,
                       uint64_t end, bool bounded, uint64_t *got, int *rerr, struct err *e)
 {
-    struct ring *rg = &a->ring;
+    struct rr *rg = &a->rr;
     uint64_t pos = start;
     bool eof = false;
     for (;;) {
@@ -832,8 +646,8 @@ static int read_range(struct arch *a, struct dir *d, size_t node, int fd, uint64
             /* Free space is at least (size - max) >= max / 2 once the workers catch up, so
              * this wait always ends. */
             size_t want;
-            int rc = ring_wait_free(a, a->max_chunk / 2 < READ_MIN ? a->max_chunk / 2 : READ_MIN,
-                                    &want, e);
+            int rc = rr_wait_room(rg, a->max_chunk / 2 < READ_MIN ? a->max_chunk / 2 : READ_MIN,
+                                  &want, e);
             if (rc < 0) return rc;
             if (want > READ_MAX) want = READ_MAX;
             /* Read only into the first view (see ring_unmap_wrapped). */
@@ -1062,14 +876,14 @@ static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, con
         a->sum.files_changed_during++;
         notice(a, a->path.p, "file changed while being read");
     }
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     struct tree_node *np = &d->t.nodes[index];
     /* The times after reading: the same as before unless the file changed (then it is flagged),
      * except atime when O_NOATIME was not permitted, which the next backup will then see. */
     set_times(np, &st1);
     np->size = covered;
     np->flags = flags;
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->rr.mu);
 
     if (pn && pn->type == TREE_FILE)
         a->sum.files_changed++;
@@ -1147,10 +961,10 @@ static void dir_free(struct arch *a, struct dir *d)
 {
     if (!d) return;
     dir_free(a, d->open_sub);
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     bool busy = d->pending > 0;
-    pthread_mutex_unlock(&a->mu);
-    if (busy) drain(a);
+    pthread_mutex_unlock(&a->rr.mu);
+    if (busy) rr_drain(&a->rr);
     tree_free(&d->t);
     tree_free(&d->prev);
     free(d);
@@ -1179,13 +993,11 @@ static void dir_load_prev(struct arch *a, struct dir *d, const struct oid *id, c
 static int dir_store(struct arch *a, struct dir *d, struct oid *id, struct err *e)
 {
     wait_pending(a, d);
-    pthread_mutex_lock(&a->mu);
-    bool failed = a->failed;
-    pthread_mutex_unlock(&a->mu);
-    if (failed) return fail_code(a, e);
+    int rc = rr_check(&a->rr, e);
+    if (rc < 0) return rc;
     tree_sort(&d->t);
     struct buf b = BUF_INIT;
-    int rc = tree_encode(&d->t, &b, e);
+    rc = tree_encode(&d->t, &b, e);
     if (rc == 0) rc = crypt_blob_id(a->keys, b.data, b.len, id, e);
     if (rc == 0) rc = store_add(a->s, BLOB_TREE, id, b.data, b.len, NULL, e);
     buf_free(&b);
@@ -1207,17 +1019,17 @@ static int dir_close_sub(struct arch *a, struct dir *d, bool wait, struct err *e
     struct dir *c = d->open_sub;
     if (!c) return 0;
     if (!wait) {
-        pthread_mutex_lock(&a->mu);
+        pthread_mutex_lock(&a->rr.mu);
         bool busy = c->pending > 0;
-        pthread_mutex_unlock(&a->mu);
+        pthread_mutex_unlock(&a->rr.mu);
         if (busy) return 0;
     }
     struct oid id;
     int rc = dir_store(a, c, &id, e);
     if (rc < 0) return rc;
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     d->t.nodes[c->node].subtree = id;
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->rr.mu);
     d->open_sub = NULL;
     dir_free(a, c);
     return 0;
@@ -1635,9 +1447,7 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
     a->ch = repo_chunker(r);
     a->max_chunk = chunker_params(a->ch)->max_size;
     a->proc_fd = access("/proc/self/fd", X_OK) == 0;
-    pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->work_cv, NULL);
-    pthread_cond_init(&a->walker_cv, NULL);
+    rr_init(&a->rr);
     atomic_init(&a->scan_stop, false);
     atomic_init(&a->scan_done, false);
     atomic_init(&a->scan_files, 0);
@@ -1670,8 +1480,8 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
         atomic_store(&a->scan_stop, true);
         pthread_join(a->scanner, NULL);
     }
-    if (a->q) drain(a);
-    pipeline_stop(a);
+    rr_drain(&a->rr);
+    rr_stop(&a->rr);
     if (a->s) {
         /* Also after a failure or cancel: what was uploaded gets indexed and is reused by the
          * next backup. */
@@ -1702,17 +1512,11 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
 
     if (has_parent) snap_free(&parent);
     if (a->s) store_free(a->s);
-    free(a->q);
-    free(a->workers);
-    free(a->spans);
-    ring_free(&a->ring);
     free(a->path.p);
     idcache_free(&a->users);
     idcache_free(&a->groups);
     roots_free(a);
-    pthread_mutex_destroy(&a->mu);
-    pthread_cond_destroy(&a->work_cv);
-    pthread_cond_destroy(&a->walker_cv);
+    rr_free(&a->rr);
     free(a);
     return rc;
 }
