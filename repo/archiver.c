@@ -1,26 +1,24 @@
-/* archiver.c - backup: walk the given paths, read and chunk files, hand chunks to worker threads
- * that hash and store them, build one tree per directory, and save a snapshot.
+/* archiver.c - backup: walk the given paths, read and chunk files, hand chunks to the worker
+ * pool, build one tree per directory, and save a snapshot.
  *
- * Threads. The calling thread ("walker") walks depth-first, reads each file into a ring buffer,
- * cuts chunks there and queues each chunk as a span of the ring (no copy). Worker threads hash
+ * Files. This file is the walk and the trees; the ring buffer that files are read into and the
+ * worker threads that hash and store its chunks are repo/readring.h; an entry's metadata (stat
+ * fields, owner names, extended attributes) is repo/meta.h.
+ *
+ * Threads. The calling thread ("walker") walks depth-first, reads each file into the ring, cuts
+ * chunks there and queues each chunk as a span of the ring (no copy). Worker threads hash
  * (crypt_blob_id) and store (store_add: dedup, compress, seal, pack) each chunk straight from the
- * ring and write the blob ID into the extent slot the walker reserved for it; the span is then
- * released. The ring (a chunker maximum plus an average chunk per worker) bounds the memory of
- * data in flight whatever the file sizes. Its pages are mapped twice, back to back, so that every
- * span is contiguous even where it wraps around, as the chunker and the workers need.
- *
- * Why hash in the workers rather than on the walker: measured on 1 GiB of random data
- * (incompressible, so hashing weighs most), hashing on the walker puts ~2.7 s of CPU per GiB on
- * the walker against 1.2 s without it (read, cut), out of ~4 s in all. On two cores the walker
- * is then the bottleneck (~400 MB/s) where hashing in the workers leaves the total CPU as the
- * bound (~540 MB/s). Content read again that is already stored is hashed in parallel too.
+ * ring and write the blob ID into the extent slot the walker reserved for it (chunk_done); the
+ * span is then released. The ring (a chunker maximum plus an average chunk per worker) bounds
+ * the memory of data in flight whatever the file sizes. Hashing runs in the workers rather than
+ * on the walker, which would otherwise be the bottleneck on two cores (bench/design-figures.md).
  *
  * Trees. A directory's tree can be encoded only once every chunk of its files is stored. To
  * keep the pipeline full, a finished directory is not encoded at once: it stays "open" in its
  * parent until the next sibling directory starts, the parent ends, or its chunks are all done,
  * whichever comes first. So at most two directories per level of depth are held in memory.
  *
- * A lock (a->rr.mu) guards the job queue, the ring's tail, every directory's pending count and the
+ * The pool's lock (a->rr.mu) guards, besides the pool, every directory's pending count and the
  * node/extent arrays that workers write IDs into (the walker grows them under the same lock).
  */
 #include "repo/archiver.h"
@@ -30,18 +28,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
-#include <grp.h>
 #include <limits.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +43,7 @@
 #include "base/held.h"
 #include "chunker/chunker.h"
 #include "repo/crypt.h"
+#include "repo/meta.h"
 #include "repo/readring.h"
 #include "repo/repo.h"
 #include "repo/store.h"
@@ -56,11 +51,9 @@
 
 #define PROGRESS_INTERVAL 0.25
 #define READ_MAX (1u << 20) /* largest read: small enough to start cutting early */
-/* Reading waits for this much room in the ring (or half a chunker maximum, if less). Waiting
- * for half a maximum, 2 MiB, left the workers idle while the walker read: a backup of 2.4 GB
- * took 14 s with the 6 MiB ring, against 9.5 s so. */
+/* Reading waits for this much room in the ring (or half a chunker maximum, if less): waiting
+ * for more left the workers idle while the walker read (bench/design-figures.md). */
 #define READ_MIN (256u << 10)
-#define XATTR_LIST_MAX_TRIES 8
 #define SCAN_MAX_DEPTH 64
 
 /* A directory being built. */
@@ -73,16 +66,6 @@ struct dir {
     struct dir *open_sub; /* last subdirectory walked, not yet encoded */
     size_t node;          /* index of its node in the parent directory's tree */
     bool real;            /* false for the synthetic root of a multi-path backup */
-};
-
-struct idname {
-    uint32_t id;
-    char *name; /* NULL when the id has no name */
-};
-
-struct idcache {
-    struct idname *v;
-    size_t n, cap;
 };
 
 struct path {
@@ -119,7 +102,7 @@ struct arch {
 
     /* walk state (walker only) */
     struct path path;
-    struct idcache users, groups;
+    struct meta_idcache users, groups;
     struct snap_summary sum;
     uint64_t files_done, bytes_done;
     double t0, last_progress;
@@ -301,214 +284,18 @@ static const char *names_get(const struct names *nm, size_t i)
     return (const char *)nm->text.data + nm->off[i];
 }
 
-/* ---- metadata ---- */
+/* ---- metadata (repo/meta.h) ---- */
 
-static void idcache_free(struct idcache *c)
+/* meta_problem_fn: a problem reading an entry's metadata is one of the backup's problems. */
+static void meta_problem(void *ctx, const char *what, int errnum)
 {
-    for (size_t i = 0; i < c->n; i++)
-        free(c->v[i].name);
-    free(c->v);
-    memset(c, 0, sizeof *c);
+    problem(ctx, what, errnum);
 }
 
-/* The user (or group) name of an id, looked up once per id; *out is NULL for unknown ids. */
-static int idcache_get(struct idcache *c, uint32_t id, bool group, const char **out, struct err *e)
-{
-    for (size_t i = 0; i < c->n; i++) {
-        if (c->v[i].id == id) {
-            *out = c->v[i].name;
-            return 0;
-        }
-    }
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 16;
-        struct idname *v = realloc(c->v, cap * sizeof *v);
-        if (!v) return oom(e);
-        c->v = v;
-        c->cap = cap;
-    }
-    char *name = NULL;
-    for (size_t size = 4096; size <= (1u << 20); size *= 4) {
-        char *tmp = malloc(size);
-        if (!tmp) return oom(e);
-        int rc;
-        const char *found = NULL;
-        if (group) {
-            struct group gr, *res = NULL;
-            rc = getgrgid_r(id, &gr, tmp, size, &res);
-            if (rc == 0 && res) found = res->gr_name;
-        } else {
-            struct passwd pw, *res = NULL;
-            rc = getpwuid_r(id, &pw, tmp, size, &res);
-            if (rc == 0 && res) found = res->pw_name;
-        }
-        if (found && strlen(found) > TREE_MAX_OWNER) found = NULL; /* trees cannot hold it */
-        if (found && !(name = strdup(found))) {
-            free(tmp);
-            return oom(e);
-        }
-        free(tmp);
-        if (rc != ERANGE) break;
-    }
-    c->v[c->n].id = id;
-    c->v[c->n].name = name;
-    c->n++;
-    *out = name;
-    return 0;
-}
-
-static void set_times(struct tree_node *n, const struct stat *st)
-{
-    n->mtime_sec = st->st_mtim.tv_sec;
-    n->mtime_nsec = (uint32_t)st->st_mtim.tv_nsec;
-    n->atime_sec = st->st_atim.tv_sec;
-    n->atime_nsec = (uint32_t)st->st_atim.tv_nsec;
-    n->ctime_sec = st->st_ctim.tv_sec;
-    n->ctime_nsec = (uint32_t)st->st_ctim.tv_nsec;
-}
-
-/* Fills a fresh node's name and every metadata field that comes from stat(2). */
 static int node_init(struct arch *a, struct tree_node *n, const char *name, const struct stat *st,
                      struct err *e)
 {
-    memset(n, 0, sizeof *n);
-    n->name_len = strlen(name);
-    n->name = malloc(n->name_len ? n->name_len : 1);
-    if (!n->name) return oom(e);
-    memcpy(n->name, name, n->name_len);
-    n->type = tree_type_of_mode(st->st_mode);
-    n->mode = st->st_mode & 07777;
-    n->uid = st->st_uid;
-    n->gid = st->st_gid;
-    const char *user, *group;
-    if (idcache_get(&a->users, st->st_uid, false, &user, e) < 0 ||
-        idcache_get(&a->groups, st->st_gid, true, &group, e) < 0)
-        return e->code;
-    if ((user && !(n->user = strdup(user))) || (group && !(n->group = strdup(group))))
-        return oom(e);
-    set_times(n, st);
-    n->inode = st->st_ino;
-    n->dev = st->st_dev;
-    n->nlink = st->st_nlink;
-    if (S_ISREG(st->st_mode)) n->size = (uint64_t)st->st_size;
-    if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) n->rdev = st->st_rdev;
-    return 0;
-}
-
-static ssize_t xa_list(int fd, const char *lpath, char *list, size_t size)
-{
-    return fd >= 0 ? flistxattr(fd, list, size) : llistxattr(lpath, list, size);
-}
-
-static ssize_t xa_get(int fd, const char *lpath, const char *name, void *v, size_t size)
-{
-    return fd >= 0 ? fgetxattr(fd, name, v, size) : lgetxattr(lpath, name, v, size);
-}
-
-static int xattr_cmp(const void *x, const void *y)
-{
-    return strcmp(((const struct tree_xattr *)x)->name, ((const struct tree_xattr *)y)->name);
-}
-
-/* Reads one attribute's value. Returns 0 (value in *out), a positive errno, or ERR_* on memory. */
-static int xattr_value(int fd, const char *lpath, const char *name, struct tree_xattr *out,
-                       struct err *e)
-{
-    for (int tries = 0; tries < XATTR_LIST_MAX_TRIES; tries++) {
-        ssize_t size = xa_get(fd, lpath, name, NULL, 0);
-        if (size < 0) return errno;
-        if ((size_t)size > TREE_MAX_XATTR_VALUE) return E2BIG;
-        uint8_t *v = malloc(size ? (size_t)size : 1);
-        if (!v) return oom(e);
-        ssize_t got = xa_get(fd, lpath, name, v, (size_t)size);
-        if (got >= 0) {
-            out->value = v;
-            out->value_len = (size_t)got;
-            return 0;
-        }
-        int en = errno;
-        free(v);
-        if (en != ERANGE) return en;
-    }
-    return ERANGE;
-}
-
-/* Records the extended attributes of every namespace this process can read (user.*, and
- * security.*, trusted.*, system.posix_acl_* where permitted) through the open `fd`, or else
- * through `lpath` without following a final symlink. Problems are reported, not fatal. */
-static int node_xattrs(struct arch *a, struct tree_node *n, int fd, const char *lpath,
-                       struct err *e)
-{
-    char *list = NULL;
-    ssize_t len = -1;
-    int en = 0;
-    for (int tries = 0; tries < XATTR_LIST_MAX_TRIES; tries++) {
-        len = xa_list(fd, lpath, NULL, 0);
-        if (len <= 0) {
-            en = errno;
-            break;
-        }
-        list = malloc((size_t)len + 1);
-        if (!list) return oom(e);
-        ssize_t got = xa_list(fd, lpath, list, (size_t)len);
-        if (got >= 0) {
-            len = got;
-            list[len] = '\0'; /* the kernel ends each name with NUL; be sure of the last */
-            break;
-        }
-        en = errno;
-        free(list);
-        list = NULL;
-        len = -1;
-        if (en != ERANGE) break;
-    }
-    if (len < 0) {
-        if (en != ENOTSUP && en != ENOSYS) problem(a, "listxattr", en);
-        return 0;
-    }
-    size_t count = 0;
-    for (ssize_t i = 0; i < len; i += (ssize_t)strlen(list + i) + 1)
-        count++;
-    int rc = 0;
-    struct tree_xattr *xs = count ? calloc(count, sizeof *xs) : NULL;
-    size_t nx = 0;
-    if (count && !xs) rc = oom(e);
-    for (ssize_t i = 0; rc == 0 && i < len; i += (ssize_t)strlen(list + i) + 1) {
-        const char *name = list + i;
-        if (!*name) continue;
-        int r = xattr_value(fd, lpath, name, &xs[nx], e);
-        if (r < 0) {
-            rc = r;
-        } else if (r == 0) {
-            if (!(xs[nx].name = strdup(name))) {
-                free(xs[nx].value);
-                rc = oom(e);
-            } else {
-                nx++;
-            }
-        } else if (r != ENODATA) { /* ENODATA: removed since it was listed */
-            char what[300];
-            snprintf(what, sizeof what, "getxattr %.256s", name);
-            problem(a, what, r);
-        }
-    }
-    free(list);
-    if (rc < 0) {
-        for (size_t i = 0; i < nx; i++) {
-            free(xs[i].name);
-            free(xs[i].value);
-        }
-        free(xs);
-        return rc;
-    }
-    if (nx > 1) qsort(xs, nx, sizeof *xs, xattr_cmp);
-    n->xattrs = xs;
-    n->n_xattrs = nx;
-    if (!nx) {
-        free(xs);
-        n->xattrs = NULL;
-    }
-    return 0;
+    return meta_node_init(&a->users, &a->groups, n, name, st, e);
 }
 
 /* A path naming entry `name` of the directory open as `dfd`, usable by l*xattr(): through
@@ -615,8 +402,8 @@ static void wait_pending(struct arch *a, struct dir *d)
 static int pipeline_start(struct arch *a, struct err *e)
 {
     unsigned n = rr_workers(a->o->threads);
-    /* The ring holds a maximum chunk to cut from and an average one in flight per worker:
-     * with the default sizes 6 MiB (docs/BENCHMARKS.md: why not more). */
+    /* The ring holds a maximum chunk to cut from and an average one in flight per worker: with
+     * the default sizes 6 MiB; more bought no speed (bench/design-figures.md). */
     size_t ring = a->max_chunk + n * (size_t)chunker_params(a->ch)->avg_size;
     if (ring < a->max_chunk / 2 * 3) ring = a->max_chunk / 2 * 3;
     struct rr_params par = {.threads = n,
@@ -777,32 +564,15 @@ static bool same_inode(const struct tree_node *pn, const struct stat *st)
            same_time(pn->ctime_sec, pn->ctime_nsec, &st->st_ctim);
 }
 
-static int copy_xattrs(struct tree_node *n, const struct tree_node *pn, struct err *e)
-{
-    if (!pn->n_xattrs) return 0;
-    n->xattrs = calloc(pn->n_xattrs, sizeof *n->xattrs);
-    if (!n->xattrs) return oom(e);
-    for (size_t i = 0; i < pn->n_xattrs; i++) {
-        const struct tree_xattr *x = &pn->xattrs[i];
-        struct tree_xattr *y = &n->xattrs[i];
-        if (!(y->name = strdup(x->name)) || !(y->value = malloc(x->value_len ? x->value_len : 1)))
-            return oom(e); /* n owns what was copied so far; tree_node_free frees it */
-        if (x->value_len) memcpy(y->value, x->value, x->value_len);
-        y->value_len = x->value_len;
-        n->n_xattrs = i + 1;
-    }
-    return 0;
-}
-
 /* The node's xattrs: from the parent snapshot when the inode is unchanged, else read through
  * `fd` or the entry's path. */
 static int node_xattrs_of(struct arch *a, struct tree_node *n, const struct tree_node *pn,
                           const struct stat *st, int fd, int dfd, const char *name, struct err *e)
 {
     char lpath[PATH_MAX];
-    if (same_inode(pn, st)) return copy_xattrs(n, pn, e);
-    return node_xattrs(a, n, fd, fd >= 0 ? NULL : entry_lpath(a, dfd, name, lpath, sizeof lpath),
-                       e);
+    if (same_inode(pn, st)) return meta_copy_xattrs(n, pn, e);
+    return meta_xattrs(n, fd, fd >= 0 ? NULL : entry_lpath(a, dfd, name, lpath, sizeof lpath),
+                       meta_problem, a, e);
 }
 
 static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, const struct stat *lst,
@@ -822,7 +592,7 @@ static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, con
             memcpy(n.content, pn->content, pn->n_content * sizeof *n.content);
             n.n_content = pn->n_content;
         }
-        rc = copy_xattrs(&n, pn, e); /* reusable() implies same_inode() */
+        rc = meta_copy_xattrs(&n, pn, e); /* reusable() implies same_inode() */
         if (rc < 0 || (rc = dir_add(a, d, &n, NULL, e)) < 0) goto fail;
         a->sum.files_unmodified++;
         a->sum.total_files++;
@@ -880,7 +650,7 @@ static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, con
     struct tree_node *np = &d->t.nodes[index];
     /* The times after reading: the same as before unless the file changed (then it is flagged),
      * except atime when O_NOATIME was not permitted, which the next backup will then see. */
-    set_times(np, &st1);
+    meta_set_times(np, &st1);
     np->size = covered;
     np->flags = flags;
     pthread_mutex_unlock(&a->rr.mu);
@@ -943,7 +713,7 @@ static int do_special(struct arch *a, struct dir *d, int dfd, const char *name,
          * link gives the same tree next time. */
         struct stat st;
         if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
-            set_times(&n, &st);
+            meta_set_times(&n, &st);
     }
     rc = node_xattrs_of(a, &n, pn, lst, -1, dfd, name, e);
     if (rc < 0 || (rc = dir_add(a, d, &n, NULL, e)) < 0) goto fail;
@@ -1380,7 +1150,7 @@ static int snap_fill(struct arch *a, const char *host, const struct snapshot *pa
 {
     const char *user;
     char uidbuf[24];
-    if (idcache_get(&a->users, geteuid(), false, &user, e) < 0) return e->code;
+    if (meta_idcache_get(&a->users, geteuid(), false, &user, e) < 0) return e->code;
     if (!user) {
         snprintf(uidbuf, sizeof uidbuf, "%u", (unsigned)geteuid());
         user = uidbuf;
@@ -1513,8 +1283,8 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
     if (has_parent) snap_free(&parent);
     if (a->s) store_free(a->s);
     free(a->path.p);
-    idcache_free(&a->users);
-    idcache_free(&a->groups);
+    meta_idcache_free(&a->users);
+    meta_idcache_free(&a->groups);
     roots_free(a);
     rr_free(&a->rr);
     free(a);
