@@ -44,6 +44,7 @@
 #include "chunker/chunker.h"
 #include "repo/crypt.h"
 #include "repo/meta.h"
+#include "repo/names.h"
 #include "repo/readring.h"
 #include "repo/repo.h"
 #include "repo/store.h"
@@ -71,13 +72,6 @@ struct dir {
 struct path {
     char *p;
     size_t len, cap;
-};
-
-/* A sorted list of directory entry names. */
-struct names {
-    struct buf text; /* NUL-terminated names, back to back */
-    size_t *off;
-    size_t n, cap;
 };
 
 struct root {
@@ -169,7 +163,7 @@ static void progress_tick(struct arch *a, bool force)
     a->o->progress(a->o->ctx, &p);
 }
 
-/* ---- paths, names, excludes ---- */
+/* ---- paths, excludes ---- */
 
 static int path_set(struct path *pb, const char *s, struct err *e)
 {
@@ -219,69 +213,6 @@ static bool excluded(const struct arch_options *o, const char *path, const char 
             return true;
     }
     return false;
-}
-
-static int names_cmp(const void *x, const void *y, void *ctx)
-{
-    const char *base = ctx;
-    return strcmp(base + *(const size_t *)x, base + *(const size_t *)y);
-}
-
-static void names_free(struct names *nm)
-{
-    buf_free(&nm->text);
-    free(nm->off);
-    memset(nm, 0, sizeof *nm);
-}
-
-/* Reads every entry name of the directory open as `fd`, sorted bytewise so that trees come out
- * in a deterministic order. Returns 0, a positive errno when the directory cannot be read, or
- * a negative ERR_* when memory is out. */
-static int names_read(int fd, struct names *nm, struct err *e)
-{
-    int fd2 = dup(fd);
-    if (fd2 < 0) return errno;
-    DIR *dir = fdopendir(fd2);
-    if (!dir) {
-        int en = errno;
-        close(fd2);
-        return en;
-    }
-    int rc = 0;
-    for (;;) {
-        errno = 0;
-        struct dirent *de = readdir(dir);
-        if (!de) {
-            rc = errno;
-            break;
-        }
-        const char *s = de->d_name;
-        if (s[0] == '.' && (s[1] == '\0' || (s[1] == '.' && s[2] == '\0'))) continue;
-        if (nm->n == nm->cap) {
-            size_t cap = nm->cap ? nm->cap * 2 : 64;
-            size_t *off = realloc(nm->off, cap * sizeof *off);
-            if (!off) {
-                rc = oom(e);
-                break;
-            }
-            nm->off = off;
-            nm->cap = cap;
-        }
-        nm->off[nm->n] = nm->text.len;
-        if (buf_append(&nm->text, s, strlen(s) + 1) < 0) {
-            rc = oom(e);
-            break;
-        }
-        nm->n++;
-    }
-    closedir(dir);
-    if (rc == 0 && nm->n > 1) qsort_r(nm->off, nm->n, sizeof *nm->off, names_cmp, nm->text.data);
-    return rc;
-}
-
-static const char *names_get(const struct names *nm, size_t i)
-{
-    return (const char *)nm->text.data + nm->off[i];
 }
 
 /* ---- metadata (repo/meta.h) ---- */
