@@ -506,25 +506,23 @@ static int node_xattrs_of(struct arch *a, struct tree_node *n, const struct tree
                        meta_problem, a, e);
 }
 
-static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, const struct stat *lst,
-                   struct err *e)
+/* A file unchanged since the parent snapshot (pn): its node takes pn's content list, unread. */
+static int do_unchanged(struct arch *a, struct dir *d, const char *name, const struct tree_node *pn,
+                        const struct stat *lst, struct err *e)
 {
-    const struct tree_node *pn = prev_lookup(d, name);
     struct tree_node n;
-    int rc;
-    if (pn && reusable(a, pn, lst)) {
-        if ((rc = node_init(a, &n, name, lst, e)) < 0) goto fail;
-        if (pn->n_content) {
-            n.content = malloc(pn->n_content * sizeof *n.content);
-            if (!n.content) {
-                rc = oom(e);
-                goto fail;
-            }
+    int rc = node_init(a, &n, name, lst, e);
+    if (rc == 0 && pn->n_content) {
+        n.content = malloc(pn->n_content * sizeof *n.content);
+        if (!n.content) {
+            rc = oom(e);
+        } else {
             memcpy(n.content, pn->content, pn->n_content * sizeof *n.content);
             n.n_content = pn->n_content;
         }
-        rc = meta_copy_xattrs(&n, pn, e); /* reusable() implies same_inode() */
-        if (rc < 0 || (rc = dir_add(a, d, &n, NULL, e)) < 0) goto fail;
+    }
+    if (rc == 0) rc = meta_copy_xattrs(&n, pn, e); /* reusable() implies same_inode() */
+    if (rc == 0 && (rc = dir_add(a, d, &n, NULL, e)) == 0) {
         a->sum.files_unmodified++;
         a->sum.total_files++;
         a->sum.total_bytes += (uint64_t)lst->st_size;
@@ -532,6 +530,17 @@ static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, con
         a->bytes_done += (uint64_t)lst->st_size;
         return 0;
     }
+    tree_node_free(&n);
+    return rc;
+}
+
+static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, const struct stat *lst,
+                   struct err *e)
+{
+    const struct tree_node *pn = prev_lookup(d, name);
+    if (pn && reusable(a, pn, lst)) return do_unchanged(a, d, name, pn, lst, e);
+    struct tree_node n;
+    int rc;
 
     /* O_NONBLOCK: should the entry have become a FIFO since lstat, open must not hang. */
     int fd = open_noatime(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
@@ -1128,18 +1137,11 @@ static int snap_prepare(struct arch *a, const char *host, const struct snapshot 
     return rc;
 }
 
-int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
-                const struct arch_options *o, struct snapshot *out, struct err *e)
+/* The state of one backup, before anything is started; NULL when memory is out. */
+static struct arch *arch_new(struct repo *r, const struct arch_options *o)
 {
-    static const struct arch_options defaults;
-    memset(out, 0, sizeof *out);
-    if (!o) o = &defaults;
-    if (n_paths == 0) return err_set(e, ERR_FAIL, "nothing to back up: no path given");
-
-    struct timespec start;
-    clock_gettime(CLOCK_REALTIME, &start);
     struct arch *a = calloc(1, sizeof *a);
-    if (!a) return oom(e);
+    if (!a) return NULL;
     a->r = r;
     a->o = o;
     a->t0 = now_sec();
@@ -1153,6 +1155,33 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
     atomic_init(&a->scan_done, false);
     atomic_init(&a->scan_files, 0);
     atomic_init(&a->scan_bytes, 0);
+    return a;
+}
+
+/* Frees what arch_new and the backup made; the workers and the scanner have ended. */
+static void arch_free(struct arch *a)
+{
+    if (a->s) store_free(a->s);
+    free(a->path.p);
+    meta_idcache_free(&a->users);
+    meta_idcache_free(&a->groups);
+    roots_free(a);
+    rr_free(&a->rr);
+    free(a);
+}
+
+int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
+                const struct arch_options *o, struct snapshot *out, struct err *e)
+{
+    static const struct arch_options defaults;
+    memset(out, 0, sizeof *out);
+    if (!o) o = &defaults;
+    if (n_paths == 0) return err_set(e, ERR_FAIL, "nothing to back up: no path given");
+
+    struct timespec start;
+    clock_gettime(CLOCK_REALTIME, &start);
+    struct arch *a = arch_new(r, o);
+    if (!a) return oom(e);
 
     struct snapshot parent;
     memset(&parent, 0, sizeof parent);
@@ -1212,12 +1241,6 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
     }
 
     if (has_parent) snap_free(&parent);
-    if (a->s) store_free(a->s);
-    free(a->path.p);
-    meta_idcache_free(&a->users);
-    meta_idcache_free(&a->groups);
-    roots_free(a);
-    rr_free(&a->rr);
-    free(a);
+    arch_free(a);
     return rc;
 }
