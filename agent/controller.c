@@ -340,6 +340,38 @@ static void *informer_thread(void *arg)
 
 /* --- status writes */
 
+/* Whether `obj` may be written: it is the object with `uid` (NULL: any) and its phase is one of
+ * `from` (NULL: any). If so, merges `fields` into its status (a null value removes the key) and
+ * sets *changed when that changed anything. */
+static bool status_merge(json_t *obj, const char *uid, const char *const *from,
+                         const json_t *fields, bool *changed)
+{
+    const char *have_uid = k8s_str(obj, "metadata.uid");
+    const char *phase = k8s_str(obj, "status.phase");
+    bool allowed = !from;
+    for (const char *const *f = from; f && *f; f++)
+        allowed |= str_is(phase, *f);
+    if ((uid && (!have_uid || strcmp(uid, have_uid) != 0)) || !allowed) return false;
+    json_t *status = json_object_get(obj, "status");
+    if (!json_is_object(status)) {
+        status = json_object();
+        json_object_set_new(obj, "status", status);
+    }
+    json_t *before = json_deep_copy(status);
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)fields, key, v)
+    {
+        if (json_is_null(v))
+            json_object_del(status, key);
+        else
+            json_object_set(status, key, v);
+    }
+    *changed = !json_equal(before, status);
+    json_decref(before);
+    return true;
+}
+
 /* Merges `fields` into the object's status (a null value removes the key). Skipped (returns 1)
  * when the phase is not one of `from` (NULL: any) or the object is not the one with `uid`.
  * *out (if not NULL) receives the object as written. */
@@ -363,33 +395,13 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
             break;
         }
         if ((rc = k8s_get(k, path, &obj, e)) < 0) break;
-        const char *have_uid = k8s_str(obj, "metadata.uid");
-        const char *phase = k8s_str(obj, "status.phase");
-        bool allowed = !from;
-        for (const char *const *f = from; f && *f; f++)
-            allowed |= str_is(phase, *f);
-        if ((uid && (!have_uid || strcmp(uid, have_uid) != 0)) || !allowed) {
+        bool changed;
+        if (!status_merge(obj, uid, from, fields, &changed)) {
             json_decref(obj);
             rc = 1;
             break;
         }
-        json_t *status = json_object_get(obj, "status");
-        if (!json_is_object(status)) {
-            status = json_object();
-            json_object_set_new(obj, "status", status);
-        }
-        json_t *before = json_deep_copy(status);
-        const char *key;
-        json_t *v;
-        json_object_foreach((json_t *)fields, key, v)
-        {
-            if (json_is_null(v))
-                json_object_del(status, key);
-            else
-                json_object_set(status, key, v);
-        }
-        if (json_equal(before, status)) {
-            json_decref(before);
+        if (!changed) {
             if (out)
                 *out = obj;
             else
@@ -397,7 +409,6 @@ static int status_update(struct ctl *c, struct k8s_client *k, int kind, const ch
             rc = 0;
             break;
         }
-        json_decref(before);
         int sub = __atomic_load_n(&c->status_sub[kind], __ATOMIC_RELAXED);
         rc = k8s_put(k, sub >= 0 ? spath : path, obj, &written, e);
         if (rc == ERR_NOT_FOUND && sub >= 0) {
@@ -765,9 +776,12 @@ static void prepare_failure(const struct ctl *c, const json_t *obj, enum rwait_s
                  ns ?: "", pod ?: "", c->cfg.prepare_timeout, rwait_state_text(g));
 }
 
-static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
+/* The cached object of `key` (a reference the caller drops; NULL when it is gone) and the view
+ * of it that ctl_decide takes, with the restore-wait gate of a PVR of this node in *gate. A job
+ * whose object was deleted or replaced is canceled. */
+static json_t *observe(struct ctl *c, const char *key, int kind, struct ctl_view *v,
+                       enum rwait_state *gate)
 {
-    int kind = key[0] == 'b' ? KIND_PVB : KIND_PVR;
     pthread_mutex_lock(&c->mu);
     json_t *obj = json_incref(json_object_get(c->cache, key));
     struct ctl_job *job = job_find_locked(c, key);
@@ -779,9 +793,9 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
         job_request_cancel(job);
     }
     pthread_mutex_unlock(&c->mu);
-    if (!obj) return;
+    if (!obj) return NULL;
 
-    struct ctl_view v = {
+    *v = (struct ctl_view){
         .phase = k8s_str(obj, "status.phase"),
         .cancel = json_is_true(k8s_at(obj, "spec.cancel")),
         .deleting = k8s_str(obj, "metadata.deletionTimestamp") != NULL,
@@ -789,28 +803,64 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
         .slot_free = job_slots_used(&c->slots) < c->slots.max,
         .legacy = __atomic_load_n(&c->legacy[kind], __ATOMIC_RELAXED),
     };
-    v.ours = uploader_served(c, obj) &&
-             (kind == KIND_PVB ? str_is(k8s_str(obj, "spec.node"), c->cfg.node) : pvr_ours(c, obj));
-    enum rwait_state gate = RWAIT_RUNNING;
-    if (kind == KIND_PVR && v.ours) {
-        gate = pvr_gate(c, obj);
-        v.gate_closed = gate != RWAIT_RUNNING;
-        v.gate_never = gate == RWAIT_NONE;
-        v.expired = age_of(obj) > c->cfg.prepare_timeout;
+    v->ours =
+        uploader_served(c, obj) &&
+        (kind == KIND_PVB ? str_is(k8s_str(obj, "spec.node"), c->cfg.node) : pvr_ours(c, obj));
+    *gate = RWAIT_RUNNING;
+    if (kind == KIND_PVR && v->ours) {
+        *gate = pvr_gate(c, obj);
+        v->gate_closed = *gate != RWAIT_RUNNING;
+        v->gate_never = *gate == RWAIT_NONE;
+        v->expired = age_of(obj) > c->cfg.prepare_timeout;
     }
+    return obj;
+}
+
+/* CTL_START: takes a job slot, writes InProgress and starts the job thread; a job that cannot
+ * start gives its slot back and fails its object. */
+static void start_job(struct ctl *c, struct k8s_client *k, int kind, const char *key, json_t *obj,
+                      const char *ts)
+{
+    /* "" and New too: with legacy phases a job starts without an Accepted step. */
+    static const char *const startable[] = {"", "New", "Accepted", "Prepared", NULL};
+    static const char *const in_progress[] = {"InProgress", NULL};
+    json_t *written = NULL;
+    if (!job_slots_take(&c->slots)) return; /* another worker was quicker */
+    json_t *f = json_pack("{s:s, s:s, s:s}", "phase", "InProgress", "startTimestamp", ts, "node",
+                          c->cfg.node);
+    if (write_status(c, k, kind, obj, f, startable, &written) != 0 || !written) {
+        job_slots_give(&c->slots);
+    } else if (job_spawn(c, kind, key, written) < 0) {
+        job_slots_give(&c->slots);
+        write_status(c, k, kind, obj,
+                     json_pack("{s:s, s:s, s:s}", "phase", "Failed", "completionTimestamp", ts,
+                               "message", "the agent could not start a job thread"),
+                     in_progress, NULL);
+    } else {
+        log_obj(ASYS_INFO, kind, obj, "%s started", kind == KIND_PVB ? "backup" : "restore");
+    }
+    json_decref(written);
+}
+
+static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
+{
+    int kind = key[0] == 'b' ? KIND_PVB : KIND_PVR;
+    struct ctl_view v;
+    enum rwait_state gate;
+    json_t *obj = observe(c, key, kind, &v, &gate);
+    if (!obj) return;
+    struct ctl_job *job;
     enum ctl_action a = ctl_decide(&v);
     if (c->stop_watch && (a == CTL_ACCEPT || a == CTL_START)) a = CTL_IGNORE; /* stopping */
     if (a == CTL_START && kind == KIND_PVR && !pvr_volume_ready(c, k, obj)) a = CTL_WAIT;
     char ts[21];
     k8s_now(ts);
     static const char *const fresh[] = {"", "New", NULL};
-    /* "" and New too: with legacy phases a job starts without an Accepted step. */
-    static const char *const startable[] = {"", "New", "Accepted", "Prepared", NULL};
     static const char *const in_progress[] = {"InProgress", NULL};
     static const char *const canceling[] = {"Canceling", NULL};
     static const char *const not_started[] = {"", "New", "Accepted", "Prepared", NULL};
     const char *what = kind == KIND_PVB ? "backup" : "restore";
-    json_t *f = NULL, *written = NULL;
+    json_t *f = NULL;
     switch (a) {
     case CTL_IGNORE:
     case CTL_WAIT:
@@ -822,21 +872,7 @@ static void reconcile(struct ctl *c, struct k8s_client *k, const char *key)
             log_obj(ASYS_INFO, kind, obj, "accepted on node %s", c->cfg.node);
         break;
     case CTL_START:
-        if (!job_slots_take(&c->slots)) break; /* another worker was quicker */
-        f = json_pack("{s:s, s:s, s:s}", "phase", "InProgress", "startTimestamp", ts, "node",
-                      c->cfg.node);
-        if (write_status(c, k, kind, obj, f, startable, &written) != 0 || !written) {
-            job_slots_give(&c->slots);
-        } else if (job_spawn(c, kind, key, written) < 0) {
-            job_slots_give(&c->slots);
-            write_status(c, k, kind, obj,
-                         json_pack("{s:s, s:s, s:s}", "phase", "Failed", "completionTimestamp", ts,
-                                   "message", "the agent could not start a job thread"),
-                         in_progress, NULL);
-        } else {
-            log_obj(ASYS_INFO, kind, obj, "%s started", what);
-        }
-        json_decref(written);
+        start_job(c, k, kind, key, obj, ts);
         break;
     case CTL_CANCEL_NEW:
         f = json_pack("{s:s, s:s, s:s}", "phase", "Canceled", "completionTimestamp", ts, "message",
