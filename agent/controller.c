@@ -1,5 +1,5 @@
-/* controller.c - the PVB/PVR controller of one node: informers, work queue, decisions, status
- * writes and job threads; see controller.h. */
+/* controller.c - the PVB/PVR controller of one node: informers, decisions, status writes and
+ * job threads; see controller.h. Its workers take keys from a work queue (agent/workq.h). */
 #include "agent/controller.h"
 
 #include <pthread.h>
@@ -12,6 +12,7 @@
 
 #include "agent/asys.h"
 #include "agent/rwait.h"
+#include "agent/workq.h"
 
 #define N_WORKERS 2
 #define CONFLICT_RETRIES 50     /* 409s in a row before a status write gives up (5 s) */
@@ -125,102 +126,6 @@ int ctl_concurrency_from_config(const char *json_text, const json_t *node, unsig
 }
 
 /* ------------------------------------------------------------------------------------------
- * Work queue: each key is handled by one worker at a time; a key added while it is being
- * handled is handled again afterwards. */
-
-struct queue {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    json_t *dirty, *processing; /* sets of keys */
-    char **fifo;
-    size_t head, n, cap;
-    bool shut;
-};
-
-static void q_init(struct queue *q)
-{
-    pthread_mutex_init(&q->mu, NULL);
-    pthread_cond_init(&q->cv, NULL);
-    q->dirty = json_object();
-    q->processing = json_object();
-}
-
-static void q_push_locked(struct queue *q, const char *key)
-{
-    if (q->head > 0 && q->head == q->n) q->head = q->n = 0;
-    if (q->n == q->cap) {
-        if (q->head > 0) { /* reuse the consumed front */
-            memmove(q->fifo, q->fifo + q->head, (q->n - q->head) * sizeof *q->fifo);
-            q->n -= q->head;
-            q->head = 0;
-        } else {
-            size_t cap = q->cap ? q->cap * 2 : 64;
-            char **f = realloc(q->fifo, cap * sizeof *f);
-            if (!f) return; /* the resync will bring the key back */
-            q->fifo = f;
-            q->cap = cap;
-        }
-    }
-    char *k = strdup(key);
-    if (!k) return;
-    q->fifo[q->n++] = k;
-    pthread_cond_signal(&q->cv);
-}
-
-static void q_add(struct queue *q, const char *key)
-{
-    pthread_mutex_lock(&q->mu);
-    if (!q->shut && !json_object_get(q->dirty, key)) {
-        json_object_set_new(q->dirty, key, json_true());
-        if (!json_object_get(q->processing, key)) q_push_locked(q, key);
-    }
-    pthread_mutex_unlock(&q->mu);
-}
-
-/* The next key (caller frees), or NULL once the queue is shut. */
-static char *q_get(struct queue *q)
-{
-    pthread_mutex_lock(&q->mu);
-    while (!q->shut && q->head == q->n)
-        pthread_cond_wait(&q->cv, &q->mu);
-    char *k = NULL;
-    if (!q->shut) {
-        k = q->fifo[q->head++];
-        json_object_set_new(q->processing, k, json_true());
-        json_object_del(q->dirty, k);
-    }
-    pthread_mutex_unlock(&q->mu);
-    return k;
-}
-
-static void q_done(struct queue *q, const char *key)
-{
-    pthread_mutex_lock(&q->mu);
-    json_object_del(q->processing, key);
-    if (json_object_get(q->dirty, key)) q_push_locked(q, key);
-    pthread_mutex_unlock(&q->mu);
-}
-
-static void q_shut(struct queue *q)
-{
-    pthread_mutex_lock(&q->mu);
-    q->shut = true;
-    pthread_cond_broadcast(&q->cv);
-    pthread_mutex_unlock(&q->mu);
-}
-
-static void q_free(struct queue *q)
-{
-    for (size_t i = q->head; i < q->n; i++)
-        free(q->fifo[i]);
-    free(q->fifo);
-    json_decref(q->dirty);
-    json_decref(q->processing);
-    pthread_mutex_destroy(&q->mu);
-    pthread_cond_destroy(&q->cv);
-}
-
-/* ------------------------------------------------------------------------------------------
  * The controller */
 
 /* The informers: the two kinds served, and the pods of this node (INF_PODS). */
@@ -265,7 +170,7 @@ struct ctl {
     struct ctl_job *jobs;
     unsigned n_jobs;
     struct job_slots slots;
-    struct queue q;
+    struct wq q;
     int status_sub[2]; /* per kind: 0 unknown, 1 the kind has /status, -1 it has none */
     int legacy[2];     /* per kind: the CRD refused a phase newer than Velero 1.16's */
     volatile int stop_watch;
@@ -327,7 +232,7 @@ static void enqueue_all(struct ctl *c)
     json_t *v;
     json_object_foreach(c->cache, key, v) json_object_set_new(keys, key, json_true());
     pthread_mutex_unlock(&c->mu);
-    json_object_foreach(keys, key, v) q_add(&c->q, key);
+    json_object_foreach(keys, key, v) wq_add(&c->q, key);
     json_decref(keys);
 }
 
@@ -357,7 +262,7 @@ static int on_event(void *ctx, enum k8s_event t, json_t *obj)
         }
         pthread_mutex_unlock(&c->mu);
         size_t i;
-        json_array_foreach(gone, i, v) q_add(&c->q, json_string_value(v));
+        json_array_foreach(gone, i, v) wq_add(&c->q, json_string_value(v));
         json_decref(gone);
         json_object_clear(ic->seen);
         return 0;
@@ -373,7 +278,7 @@ static int on_event(void *ctx, enum k8s_event t, json_t *obj)
         json_object_del(c->cache, key);
     bool has_job = job_find_locked(c, key) != NULL;
     pthread_mutex_unlock(&c->mu);
-    if (keep || has_job) q_add(&c->q, key);
+    if (keep || has_job) wq_add(&c->q, key);
     return 0;
 }
 
@@ -414,7 +319,7 @@ static int on_pod_event(void *ctx, enum k8s_event t, json_t *obj)
     }
     pthread_mutex_unlock(&c->mu);
     size_t i;
-    json_array_foreach(wake, i, v) q_add(&c->q, json_string_value(v));
+    json_array_foreach(wake, i, v) wq_add(&c->q, json_string_value(v));
     json_decref(wake);
     return 0;
 }
@@ -1036,9 +941,9 @@ static void *worker_thread(void *arg)
         return NULL;
     }
     char *key;
-    while ((key = q_get(&c->q)) != NULL) {
+    while ((key = wq_get(&c->q)) != NULL) {
         reconcile(c, k, key);
-        q_done(&c->q, key);
+        wq_done(&c->q, key);
         free(key);
     }
     k8s_client_free(k);
@@ -1062,7 +967,7 @@ int ctl_new(const struct ctl_config *cfg, struct ctl **out, struct err *e)
     c->cache = json_object();
     c->pods = json_object();
     job_slots_init(&c->slots, cfg->concurrency);
-    q_init(&c->q);
+    wq_init(&c->q);
     if (!c->cache || !c->pods || !c->q.dirty || !c->q.processing) {
         ctl_free(c);
         return err_set(e, ERR_FAIL, "out of memory");
@@ -1142,7 +1047,7 @@ int ctl_run(struct ctl *c, const volatile int *stop, struct err *e)
     }
 stop:
     c->stop_watch = 1;
-    q_shut(&c->q);
+    wq_shut(&c->q);
     for (int i = 0; i < started_inf; i++)
         pthread_join(c->inf[i].thread, NULL);
     for (int i = 0; i < started_workers; i++)
@@ -1184,7 +1089,7 @@ void ctl_free(struct ctl *c)
         k8s_client_free(c->inf[i].k);
         json_decref(c->inf[i].seen);
     }
-    q_free(&c->q);
+    wq_free(&c->q);
     json_decref(c->cache);
     json_decref(c->pods);
     pthread_mutex_destroy(&c->mu);

@@ -1,63 +1,60 @@
-/* archiver.c - backup: walk the given paths, read and chunk files, hand chunks to worker threads
- * that hash and store them, build one tree per directory, and save a snapshot.
+/* archiver.c - backup: walk the given paths, read and chunk files, hand chunks to the worker
+ * pool, build one tree per directory, and save a snapshot.
  *
- * Threads. The calling thread ("walker") walks depth-first, reads each file into a ring buffer,
- * cuts chunks there and queues each chunk as a span of the ring (no copy). Worker threads hash
+ * Files. This file is the walk and the trees; the ring buffer that files are read into and the
+ * worker threads that hash and store its chunks are repo/readring.h; an entry's metadata (stat
+ * fields, owner names, extended attributes) is repo/meta.h.
+ *
+ * Threads. The calling thread ("walker") walks depth-first, reads each file into the ring, cuts
+ * chunks there and queues each chunk as a span of the ring (no copy). Worker threads hash
  * (crypt_blob_id) and store (store_add: dedup, compress, seal, pack) each chunk straight from the
- * ring and write the blob ID into the extent slot the walker reserved for it; the span is then
- * released. The ring (a chunker maximum plus an average chunk per worker) bounds the memory of
- * data in flight whatever the file sizes. Its pages are mapped twice, back to back, so that every
- * span is contiguous even where it wraps around, as the chunker and the workers need.
- *
- * Why hash in the workers rather than on the walker: measured on 1 GiB of random data
- * (incompressible, so hashing weighs most), hashing on the walker puts ~2.7 s of CPU per GiB on
- * the walker against 1.2 s without it (read, cut), out of ~4 s in all. On two cores the walker
- * is then the bottleneck (~400 MB/s) where hashing in the workers leaves the total CPU as the
- * bound (~540 MB/s). Content read again that is already stored is hashed in parallel too.
+ * ring and write the blob ID into the extent slot the walker reserved for it (chunk_done); the
+ * span is then released. The ring (a chunker maximum plus an average chunk per worker) bounds
+ * the memory of data in flight whatever the file sizes. Hashing runs in the workers rather than
+ * on the walker, which would otherwise be the bottleneck on two cores (bench/design-figures.md).
  *
  * Trees. A directory's tree can be encoded only once every chunk of its files is stored. To
  * keep the pipeline full, a finished directory is not encoded at once: it stays "open" in its
  * parent until the next sibling directory starts, the parent ends, or its chunks are all done,
  * whichever comes first. So at most two directories per level of depth are held in memory.
  *
- * A lock (a->mu) guards the job queue, the ring's tail, every directory's pending count and the
+ * The pool's lock (a->rr.mu) guards, besides the pool, every directory's pending count and the
  * node/extent arrays that workers write IDs into (the walker grows them under the same lock).
  */
 #include "repo/archiver.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
-#include <grp.h>
 #include <limits.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base/buf.h"
+#include "base/held.h"
 #include "chunker/chunker.h"
 #include "repo/crypt.h"
+#include "repo/meta.h"
+#include "repo/names.h"
+#include "repo/readring.h"
 #include "repo/repo.h"
 #include "repo/store.h"
 #include "repo/tree.h"
 
 #define PROGRESS_INTERVAL 0.25
 #define READ_MAX (1u << 20) /* largest read: small enough to start cutting early */
-/* Reading waits for this much room in the ring (or half a chunker maximum, if less). Waiting
- * for half a maximum, 2 MiB, left the workers idle while the walker read: a backup of 2.4 GB
- * took 14 s with the 6 MiB ring, against 9.5 s so. */
+/* Reading waits for this much room in the ring (or half a chunker maximum, if less): waiting
+ * for more left the workers idle while the walker read (bench/design-figures.md). */
 #define READ_MIN (256u << 10)
-#define XATTR_LIST_MAX_TRIES 8
 #define SCAN_MAX_DEPTH 64
 
 /* A directory being built. */
@@ -66,55 +63,15 @@ struct dir {
     struct tree prev;     /* the parent snapshot's version of it (empty when none) */
     bool has_prev_id;     /* the parent snapshot had a directory here */
     struct oid prev_id;   /* ... with this tree ID */
-    uint64_t pending;     /* chunks of its files not yet stored (under a->mu) */
+    uint64_t pending;     /* chunks of its files not yet stored (under a->rr.mu) */
     struct dir *open_sub; /* last subdirectory walked, not yet encoded */
     size_t node;          /* index of its node in the parent directory's tree */
     bool real;            /* false for the synthetic root of a multi-path backup */
 };
 
-struct job {
-    uint64_t start; /* position in the ring */
-    size_t len;
-    uint64_t seq; /* issue order, to release ring space in order */
-    struct dir *d;
-    size_t node, ext;
-};
-
-/* Where each issued job's span ends and whether it is done, by issue order. */
-struct span {
-    uint64_t end;
-    bool done;
-};
-
-/* Bytes flow head (read in) -> cut (handed to jobs) -> tail (released by finished jobs). The
- * positions only grow; a position p lives at base[p % size]. */
-struct ring {
-    uint8_t *base; /* 2 * size bytes: the same pages twice */
-    size_t size;
-    uint64_t head, cut; /* walker only */
-    uint64_t tail;      /* under a->mu */
-};
-
-struct idname {
-    uint32_t id;
-    char *name; /* NULL when the id has no name */
-};
-
-struct idcache {
-    struct idname *v;
-    size_t n, cap;
-};
-
 struct path {
     char *p;
     size_t len, cap;
-};
-
-/* A sorted list of directory entry names. */
-struct names {
-    struct buf text; /* NUL-terminated names, back to back */
-    size_t *off;
-    size_t n, cap;
 };
 
 struct root {
@@ -131,25 +88,7 @@ struct arch {
     const struct chunker *ch;
     size_t max_chunk;
 
-    /* pipeline */
-    pthread_mutex_t mu;
-    pthread_cond_t work_cv;   /* workers wait for jobs */
-    pthread_cond_t walker_cv; /* the walker waits for room, or for a directory to complete */
-    pthread_t *workers;
-    unsigned n_workers;
-    struct job *q; /* circular queue of max_jobs */
-    size_t q_head, q_len;
-    struct span *spans; /* max_jobs, indexed by seq % max_jobs */
-    uint64_t issued, released;
-    size_t max_jobs;
-    unsigned active; /* jobs a worker is processing */
-    bool stop;       /* workers exit when the queue is empty */
-    bool abort;      /* workers drop jobs without storing them */
-    bool failed;     /* a worker failed; fail holds why */
-    struct err fail;
-    uint64_t bytes_new;
-
-    struct ring ring;
+    struct rr rr; /* the read ring and the workers; rr.mu also guards the trees being built */
 
     /* reading (walker only) */
     size_t ext_cap; /* capacity of the content array of the file being read */
@@ -157,7 +96,7 @@ struct arch {
 
     /* walk state (walker only) */
     struct path path;
-    struct idcache users, groups;
+    struct meta_idcache users, groups;
     struct snap_summary sum;
     uint64_t files_done, bytes_done;
     double t0, last_progress;
@@ -218,13 +157,13 @@ static void progress_tick(struct arch *a, bool force)
         .errors = a->sum.errors,
         .elapsed = t - a->t0,
     };
-    pthread_mutex_lock(&a->mu);
-    p.bytes_new = a->bytes_new;
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
+    p.bytes_new = a->rr.bytes_new;
+    pthread_mutex_unlock(&a->rr.mu);
     a->o->progress(a->o->ctx, &p);
 }
 
-/* ---- paths, names, excludes ---- */
+/* ---- paths, excludes ---- */
 
 static int path_set(struct path *pb, const char *s, struct err *e)
 {
@@ -276,277 +215,18 @@ static bool excluded(const struct arch_options *o, const char *path, const char 
     return false;
 }
 
-static int names_cmp(const void *x, const void *y, void *ctx)
+/* ---- metadata (repo/meta.h) ---- */
+
+/* meta_problem_fn: a problem reading an entry's metadata is one of the backup's problems. */
+static void meta_problem(void *ctx, const char *what, int errnum)
 {
-    const char *base = ctx;
-    return strcmp(base + *(const size_t *)x, base + *(const size_t *)y);
+    problem(ctx, what, errnum);
 }
 
-static void names_free(struct names *nm)
-{
-    buf_free(&nm->text);
-    free(nm->off);
-    memset(nm, 0, sizeof *nm);
-}
-
-/* Reads every entry name of the directory open as `fd`, sorted bytewise so that trees come out
- * in a deterministic order. Returns 0, a positive errno when the directory cannot be read, or
- * a negative ERR_* when memory is out. */
-static int names_read(int fd, struct names *nm, struct err *e)
-{
-    int fd2 = dup(fd);
-    if (fd2 < 0) return errno;
-    DIR *dir = fdopendir(fd2);
-    if (!dir) {
-        int en = errno;
-        close(fd2);
-        return en;
-    }
-    int rc = 0;
-    for (;;) {
-        errno = 0;
-        struct dirent *de = readdir(dir);
-        if (!de) {
-            rc = errno;
-            break;
-        }
-        const char *s = de->d_name;
-        if (s[0] == '.' && (s[1] == '\0' || (s[1] == '.' && s[2] == '\0'))) continue;
-        if (nm->n == nm->cap) {
-            size_t cap = nm->cap ? nm->cap * 2 : 64;
-            size_t *off = realloc(nm->off, cap * sizeof *off);
-            if (!off) {
-                rc = oom(e);
-                break;
-            }
-            nm->off = off;
-            nm->cap = cap;
-        }
-        nm->off[nm->n] = nm->text.len;
-        if (buf_append(&nm->text, s, strlen(s) + 1) < 0) {
-            rc = oom(e);
-            break;
-        }
-        nm->n++;
-    }
-    closedir(dir);
-    if (rc == 0 && nm->n > 1) qsort_r(nm->off, nm->n, sizeof *nm->off, names_cmp, nm->text.data);
-    return rc;
-}
-
-static const char *names_get(const struct names *nm, size_t i)
-{
-    return (const char *)nm->text.data + nm->off[i];
-}
-
-/* ---- metadata ---- */
-
-static void idcache_free(struct idcache *c)
-{
-    for (size_t i = 0; i < c->n; i++)
-        free(c->v[i].name);
-    free(c->v);
-    memset(c, 0, sizeof *c);
-}
-
-/* The user (or group) name of an id, looked up once per id; *out is NULL for unknown ids. */
-static int idcache_get(struct idcache *c, uint32_t id, bool group, const char **out, struct err *e)
-{
-    for (size_t i = 0; i < c->n; i++) {
-        if (c->v[i].id == id) {
-            *out = c->v[i].name;
-            return 0;
-        }
-    }
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 16;
-        struct idname *v = realloc(c->v, cap * sizeof *v);
-        if (!v) return oom(e);
-        c->v = v;
-        c->cap = cap;
-    }
-    char *name = NULL;
-    for (size_t size = 4096; size <= (1u << 20); size *= 4) {
-        char *tmp = malloc(size);
-        if (!tmp) return oom(e);
-        int rc;
-        const char *found = NULL;
-        if (group) {
-            struct group gr, *res = NULL;
-            rc = getgrgid_r(id, &gr, tmp, size, &res);
-            if (rc == 0 && res) found = res->gr_name;
-        } else {
-            struct passwd pw, *res = NULL;
-            rc = getpwuid_r(id, &pw, tmp, size, &res);
-            if (rc == 0 && res) found = res->pw_name;
-        }
-        if (found && strlen(found) > TREE_MAX_OWNER) found = NULL; /* trees cannot hold it */
-        if (found && !(name = strdup(found))) {
-            free(tmp);
-            return oom(e);
-        }
-        free(tmp);
-        if (rc != ERANGE) break;
-    }
-    c->v[c->n].id = id;
-    c->v[c->n].name = name;
-    c->n++;
-    *out = name;
-    return 0;
-}
-
-static void set_times(struct tree_node *n, const struct stat *st)
-{
-    n->mtime_sec = st->st_mtim.tv_sec;
-    n->mtime_nsec = (uint32_t)st->st_mtim.tv_nsec;
-    n->atime_sec = st->st_atim.tv_sec;
-    n->atime_nsec = (uint32_t)st->st_atim.tv_nsec;
-    n->ctime_sec = st->st_ctim.tv_sec;
-    n->ctime_nsec = (uint32_t)st->st_ctim.tv_nsec;
-}
-
-/* Fills a fresh node's name and every metadata field that comes from stat(2). */
 static int node_init(struct arch *a, struct tree_node *n, const char *name, const struct stat *st,
                      struct err *e)
 {
-    memset(n, 0, sizeof *n);
-    n->name_len = strlen(name);
-    n->name = malloc(n->name_len ? n->name_len : 1);
-    if (!n->name) return oom(e);
-    memcpy(n->name, name, n->name_len);
-    n->type = tree_type_of_mode(st->st_mode);
-    n->mode = st->st_mode & 07777;
-    n->uid = st->st_uid;
-    n->gid = st->st_gid;
-    const char *user, *group;
-    if (idcache_get(&a->users, st->st_uid, false, &user, e) < 0 ||
-        idcache_get(&a->groups, st->st_gid, true, &group, e) < 0)
-        return e->code;
-    if ((user && !(n->user = strdup(user))) || (group && !(n->group = strdup(group))))
-        return oom(e);
-    set_times(n, st);
-    n->inode = st->st_ino;
-    n->dev = st->st_dev;
-    n->nlink = st->st_nlink;
-    if (S_ISREG(st->st_mode)) n->size = (uint64_t)st->st_size;
-    if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) n->rdev = st->st_rdev;
-    return 0;
-}
-
-static ssize_t xa_list(int fd, const char *lpath, char *list, size_t size)
-{
-    return fd >= 0 ? flistxattr(fd, list, size) : llistxattr(lpath, list, size);
-}
-
-static ssize_t xa_get(int fd, const char *lpath, const char *name, void *v, size_t size)
-{
-    return fd >= 0 ? fgetxattr(fd, name, v, size) : lgetxattr(lpath, name, v, size);
-}
-
-static int xattr_cmp(const void *x, const void *y)
-{
-    return strcmp(((const struct tree_xattr *)x)->name, ((const struct tree_xattr *)y)->name);
-}
-
-/* Reads one attribute's value. Returns 0 (value in *out), a positive errno, or ERR_* on memory. */
-static int xattr_value(int fd, const char *lpath, const char *name, struct tree_xattr *out,
-                       struct err *e)
-{
-    for (int tries = 0; tries < XATTR_LIST_MAX_TRIES; tries++) {
-        ssize_t size = xa_get(fd, lpath, name, NULL, 0);
-        if (size < 0) return errno;
-        if ((size_t)size > TREE_MAX_XATTR_VALUE) return E2BIG;
-        uint8_t *v = malloc(size ? (size_t)size : 1);
-        if (!v) return oom(e);
-        ssize_t got = xa_get(fd, lpath, name, v, (size_t)size);
-        if (got >= 0) {
-            out->value = v;
-            out->value_len = (size_t)got;
-            return 0;
-        }
-        int en = errno;
-        free(v);
-        if (en != ERANGE) return en;
-    }
-    return ERANGE;
-}
-
-/* Records the extended attributes of every namespace this process can read (user.*, and
- * security.*, trusted.*, system.posix_acl_* where permitted) through the open `fd`, or else
- * through `lpath` without following a final symlink. Problems are reported, not fatal. */
-static int node_xattrs(struct arch *a, struct tree_node *n, int fd, const char *lpath,
-                       struct err *e)
-{
-    char *list = NULL;
-    ssize_t len = -1;
-    int en = 0;
-    for (int tries = 0; tries < XATTR_LIST_MAX_TRIES; tries++) {
-        len = xa_list(fd, lpath, NULL, 0);
-        if (len <= 0) {
-            en = errno;
-            break;
-        }
-        list = malloc((size_t)len + 1);
-        if (!list) return oom(e);
-        ssize_t got = xa_list(fd, lpath, list, (size_t)len);
-        if (got >= 0) {
-            len = got;
-            list[len] = '\0'; /* the kernel ends each name with NUL; be sure of the last */
-            break;
-        }
-        en = errno;
-        free(list);
-        list = NULL;
-        len = -1;
-        if (en != ERANGE) break;
-    }
-    if (len < 0) {
-        if (en != ENOTSUP && en != ENOSYS) problem(a, "listxattr", en);
-        return 0;
-    }
-    size_t count = 0;
-    for (ssize_t i = 0; i < len; i += (ssize_t)strlen(list + i) + 1)
-        count++;
-    int rc = 0;
-    struct tree_xattr *xs = count ? calloc(count, sizeof *xs) : NULL;
-    size_t nx = 0;
-    if (count && !xs) rc = oom(e);
-    for (ssize_t i = 0; rc == 0 && i < len; i += (ssize_t)strlen(list + i) + 1) {
-        const char *name = list + i;
-        if (!*name) continue;
-        int r = xattr_value(fd, lpath, name, &xs[nx], e);
-        if (r < 0) {
-            rc = r;
-        } else if (r == 0) {
-            if (!(xs[nx].name = strdup(name))) {
-                free(xs[nx].value);
-                rc = oom(e);
-            } else {
-                nx++;
-            }
-        } else if (r != ENODATA) { /* ENODATA: removed since it was listed */
-            char what[300];
-            snprintf(what, sizeof what, "getxattr %.256s", name);
-            problem(a, what, r);
-        }
-    }
-    free(list);
-    if (rc < 0) {
-        for (size_t i = 0; i < nx; i++) {
-            free(xs[i].name);
-            free(xs[i].value);
-        }
-        free(xs);
-        return rc;
-    }
-    if (nx > 1) qsort(xs, nx, sizeof *xs, xattr_cmp);
-    n->xattrs = xs;
-    n->n_xattrs = nx;
-    if (!nx) {
-        free(xs);
-        n->xattrs = NULL;
-    }
-    return 0;
+    return meta_node_init(&a->users, &a->groups, n, name, st, e);
 }
 
 /* A path naming entry `name` of the directory open as `dfd`, usable by l*xattr(): through
@@ -569,75 +249,11 @@ static int open_noatime(int dfd, const char *name, int flags)
 
 /* ---- the worker pipeline ---- */
 
-static int fail_code(struct arch *a, struct err *e)
-{
-    *e = a->fail;
-    return a->fail.code < 0 ? a->fail.code : ERR_FAIL;
-}
-
-/* A span that wraps around the end of the ring is read partly through the second view. Its
- * page table entries there are dropped once it is done: the pages stay in the memfd, mapped by
- * the first view (a later access through the second view maps them again), and are no longer
- * counted twice in the process's resident size. */
-static void ring_unmap_wrapped(const struct ring *rg, uint64_t start, size_t len)
-{
-    size_t off = (size_t)(start % rg->size);
-    if (off + len <= rg->size) return;
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t over = (off + len - rg->size + page - 1) / page * page;
-    madvise(rg->base + rg->size, over, MADV_DONTNEED);
-}
-
-static void *worker_main(void *arg)
-{
-    struct arch *a = arg;
-    struct err e;
-    pthread_mutex_lock(&a->mu);
-    for (;;) {
-        while (a->q_len == 0 && !a->stop)
-            pthread_cond_wait(&a->work_cv, &a->mu);
-        if (a->q_len == 0) break;
-        struct job j = a->q[a->q_head];
-        a->q_head = (a->q_head + 1) % a->max_jobs;
-        a->q_len--;
-        bool skip = a->abort || a->failed;
-        a->active++;
-        pthread_mutex_unlock(&a->mu);
-
-        struct oid id;
-        bool added = false;
-        int rc = 0;
-        if (!skip) {
-            const uint8_t *data = a->ring.base + j.start % a->ring.size;
-            err_clear(&e);
-            rc = crypt_blob_id(a->keys, data, j.len, &id, &e);
-            if (rc == 0) rc = store_add(a->s, BLOB_DATA, &id, data, j.len, &added, &e);
-            ring_unmap_wrapped(&a->ring, j.start, j.len);
-        }
-
-        pthread_mutex_lock(&a->mu);
-        a->active--;
-        if (rc < 0 && !a->failed) {
-            a->failed = true;
-            a->fail = e;
-        }
-        if (!skip && rc == 0) {
-            j.d->t.nodes[j.node].content[j.ext].id = id;
-            if (added) a->bytes_new += j.len;
-        }
-        j.d->pending--;
-        a->spans[j.seq % a->max_jobs].done = true;
-        while (a->released < a->issued && a->spans[a->released % a->max_jobs].done)
-            a->ring.tail = a->spans[a->released++ % a->max_jobs].end;
-        pthread_cond_signal(&a->walker_cv);
-    }
-    pthread_mutex_unlock(&a->mu);
-    return NULL;
-}
-
-/* Reserves room for one more extent in the content array of the file being read (under a->mu). */
+/* Reserves room for one more extent in the content array of the file being read (under a->rr.mu).
+ */
 static int ext_reserve(struct arch *a, struct tree_node *n, struct err *e)
 {
+    PV_ASSERT_HELD(&a->rr.mu);
     if (n->n_content < a->ext_cap) return 0;
     size_t cap = a->ext_cap ? a->ext_cap * 2 : 4;
     struct tree_extent *v = realloc(n->content, cap * sizeof *v);
@@ -647,40 +263,43 @@ static int ext_reserve(struct arch *a, struct tree_node *n, struct err *e)
     return 0;
 }
 
+/* rr_claim_fn: records the chunk of job j as the next extent of its file, and that its
+ * directory waits for one more chunk. Caller (the pool) holds rr.mu. */
+static int claim_chunk(void *ctx, struct rr_job *j, struct err *e)
+{
+    struct arch *a = ctx;
+    struct dir *d = j->owner;
+    struct tree_node *n = &d->t.nodes[j->node];
+    int rc = ext_reserve(a, n, e);
+    if (rc < 0) return rc;
+    j->ext = n->n_content++;
+    n->content[j->ext] = (struct tree_extent){.hole = false, .len = j->len};
+    d->pending++;
+    return 0;
+}
+
+/* rr_done_fn: the chunk's blob ID goes into its extent. Caller (a worker) holds rr.mu. */
+static void chunk_done(void *ctx, const struct rr_job *j, const struct oid *id, bool added)
+{
+    struct dir *d = j->owner;
+    (void)ctx;
+    (void)added;
+    assert(d->pending > 0 && j->ext < d->t.nodes[j->node].n_content);
+    if (id) d->t.nodes[j->node].content[j->ext].id = *id;
+    d->pending--;
+}
+
 /* Hands the next `len` bytes of the ring, a chunk of the file at d->t.nodes[node], to the
  * workers; blocks while all job slots are taken. */
 static int submit(struct arch *a, struct dir *d, size_t node, size_t len, struct err *e)
 {
     if (canceled(a)) return err_set(e, ERR_CANCELED, "backup canceled");
-    pthread_mutex_lock(&a->mu);
-    while (!a->failed && a->issued - a->released == a->max_jobs)
-        pthread_cond_wait(&a->walker_cv, &a->mu);
-    int rc = 0;
-    struct tree_node *n = &d->t.nodes[node];
-    if (a->failed)
-        rc = fail_code(a, e);
-    else
-        rc = ext_reserve(a, n, e);
-    if (rc == 0) {
-        size_t ext = n->n_content++;
-        n->content[ext] = (struct tree_extent){.hole = false, .len = len};
-        d->pending++;
-        uint64_t start = a->ring.cut;
-        a->spans[a->issued % a->max_jobs] = (struct span){.end = start + len, .done = false};
-        a->q[(a->q_head + a->q_len) % a->max_jobs] = (struct job){
-            .start = start, .len = len, .seq = a->issued, .d = d, .node = node, .ext = ext};
-        a->issued++;
-        a->q_len++;
-        a->ring.cut += len;
-        pthread_cond_signal(&a->work_cv);
-    }
-    pthread_mutex_unlock(&a->mu);
-    return rc;
+    return rr_submit(&a->rr, d, node, len, e);
 }
 
 static int add_hole(struct arch *a, struct dir *d, size_t node, uint64_t len, struct err *e)
 {
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     struct tree_node *n = &d->t.nodes[node];
     int rc = 0;
     if (n->n_content && n->content[n->n_content - 1].hole) {
@@ -688,131 +307,44 @@ static int add_hole(struct arch *a, struct dir *d, size_t node, uint64_t len, st
     } else if ((rc = ext_reserve(a, n, e)) == 0) {
         n->content[n->n_content++] = (struct tree_extent){.hole = true, .len = len};
     }
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->rr.mu);
     return rc;
 }
 
 /* Adds a node to d's tree; the array may move, so workers must not be reading it. */
 static int dir_add(struct arch *a, struct dir *d, struct tree_node *n, size_t *index, struct err *e)
 {
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     int rc = tree_add(&d->t, n, e);
     if (index) *index = d->t.n - 1;
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->rr.mu);
     if (rc < 0) tree_node_free(n);
     return rc;
 }
 
 static void wait_pending(struct arch *a, struct dir *d)
 {
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     while (d->pending)
-        pthread_cond_wait(&a->walker_cv, &a->mu);
-    pthread_mutex_unlock(&a->mu);
-}
-
-/* Makes the workers drop whatever is queued and waits until none is busy, so that no directory
- * is written to any more (on failure or cancel). */
-static void drain(struct arch *a)
-{
-    pthread_mutex_lock(&a->mu);
-    a->abort = true;
-    pthread_cond_broadcast(&a->work_cv);
-    while (a->q_len || a->active)
-        pthread_cond_wait(&a->walker_cv, &a->mu);
-    pthread_mutex_unlock(&a->mu);
-}
-
-/* Maps `want` bytes (rounded up to pages) twice in a row: two shared views of one memfd placed
- * back to back in a reserved area, so a chunk that wraps around the ring is still contiguous. */
-static int ring_init(struct ring *rg, size_t want, struct err *e)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t size = (want + page - 1) / page * page;
-    int fd = memfd_create("podvault-read-ring", MFD_CLOEXEC);
-    if (fd < 0) return err_sys(e, errno, "creating the read buffer");
-    if (ftruncate(fd, (off_t)size) < 0) {
-        int en = errno;
-        close(fd);
-        return err_sys(e, en, "sizing the read buffer to %zu bytes", size);
-    }
-    uint8_t *area = mmap(NULL, 2 * size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (area == MAP_FAILED) {
-        int en = errno;
-        close(fd);
-        return err_sys(e, en, "reserving %zu bytes for reading", 2 * size);
-    }
-    int prot = PROT_READ | PROT_WRITE, flags = MAP_SHARED | MAP_FIXED;
-    if (mmap(area, size, prot, flags, fd, 0) == MAP_FAILED ||
-        mmap(area + size, size, prot, flags, fd, 0) == MAP_FAILED) {
-        int en = errno;
-        munmap(area, 2 * size);
-        close(fd);
-        return err_sys(e, en, "mapping the read buffer");
-    }
-    close(fd); /* the mappings keep the memory */
-    rg->base = area;
-    rg->size = size;
-    return 0;
-}
-
-static void ring_free(struct ring *rg)
-{
-    if (rg->base) munmap(rg->base, 2 * rg->size);
-    rg->base = NULL;
-}
-
-/* Waits until the ring has at least `min` free bytes; *free_bytes receives how many it has. */
-static int ring_wait_free(struct arch *a, size_t min, size_t *free_bytes, struct err *e)
-{
-    pthread_mutex_lock(&a->mu);
-    while (!a->failed && a->ring.size - (a->ring.head - a->ring.tail) < min)
-        pthread_cond_wait(&a->walker_cv, &a->mu);
-    *free_bytes = a->ring.size - (size_t)(a->ring.head - a->ring.tail);
-    int rc = a->failed ? fail_code(a, e) : 0;
-    pthread_mutex_unlock(&a->mu);
-    return rc;
+        pthread_cond_wait(&a->rr.walker_cv, &a->rr.mu);
+    pthread_mutex_unlock(&a->rr.mu);
 }
 
 static int pipeline_start(struct arch *a, struct err *e)
 {
-    unsigned n = a->o->threads;
-    if (n == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cpus > 0 ? (unsigned)cpus : 1;
-    }
-    if (n > 256) n = 256;
-    /* Job slots only bound the queue; the ring bounds the bytes. Many slots keep the workers
-     * busy on small files, whose chunks are small. */
-    a->max_jobs = 16 * (size_t)n;
-    a->q = calloc(a->max_jobs, sizeof *a->q);
-    a->spans = calloc(a->max_jobs, sizeof *a->spans);
-    a->workers = calloc(n, sizeof *a->workers);
-    if (!a->q || !a->spans || !a->workers) return oom(e);
-    /* The ring holds a maximum chunk to cut from and an average one in flight per worker:
-     * with the default sizes 6 MiB, where room for a maximum chunk per worker took 12 MiB, a
-     * quarter of a backup's peak memory, for the same speed (with READ_MIN). */
+    unsigned n = rr_workers(a->o->threads);
+    /* The ring holds a maximum chunk to cut from and an average one in flight per worker: with
+     * the default sizes 6 MiB; more bought no speed (bench/design-figures.md). */
     size_t ring = a->max_chunk + n * (size_t)chunker_params(a->ch)->avg_size;
     if (ring < a->max_chunk / 2 * 3) ring = a->max_chunk / 2 * 3;
-    int rc = ring_init(&a->ring, ring, e);
-    if (rc < 0) return rc;
-    for (unsigned i = 0; i < n; i++) {
-        rc = pthread_create(&a->workers[i], NULL, worker_main, a);
-        if (rc) return err_sys(e, rc, "starting worker thread");
-        a->n_workers++;
-    }
-    return 0;
-}
-
-static void pipeline_stop(struct arch *a)
-{
-    pthread_mutex_lock(&a->mu);
-    a->stop = true;
-    pthread_cond_broadcast(&a->work_cv);
-    pthread_mutex_unlock(&a->mu);
-    for (unsigned i = 0; i < a->n_workers; i++)
-        pthread_join(a->workers[i], NULL);
-    a->n_workers = 0;
+    struct rr_params par = {.threads = n,
+                            .ring_bytes = ring,
+                            .keys = a->keys,
+                            .store = a->s,
+                            .claim = claim_chunk,
+                            .done = chunk_done,
+                            .ctx = a};
+    return rr_start(&a->rr, &par, e);
 }
 
 /* ---- reading files ---- */
@@ -823,7 +355,7 @@ static void pipeline_stop(struct arch *a)
 static int read_range(struct arch *a, struct dir *d, size_t node, int fd, uint64_t start,
                       uint64_t end, bool bounded, uint64_t *got, int *rerr, struct err *e)
 {
-    struct ring *rg = &a->ring;
+    struct rr *rg = &a->rr;
     uint64_t pos = start;
     bool eof = false;
     for (;;) {
@@ -832,8 +364,8 @@ static int read_range(struct arch *a, struct dir *d, size_t node, int fd, uint64
             /* Free space is at least (size - max) >= max / 2 once the workers catch up, so
              * this wait always ends. */
             size_t want;
-            int rc = ring_wait_free(a, a->max_chunk / 2 < READ_MIN ? a->max_chunk / 2 : READ_MIN,
-                                    &want, e);
+            int rc = rr_wait_room(rg, a->max_chunk / 2 < READ_MIN ? a->max_chunk / 2 : READ_MIN,
+                                  &want, e);
             if (rc < 0) return rc;
             if (want > READ_MAX) want = READ_MAX;
             /* Read only into the first view (see ring_unmap_wrapped). */
@@ -963,53 +495,34 @@ static bool same_inode(const struct tree_node *pn, const struct stat *st)
            same_time(pn->ctime_sec, pn->ctime_nsec, &st->st_ctim);
 }
 
-static int copy_xattrs(struct tree_node *n, const struct tree_node *pn, struct err *e)
-{
-    if (!pn->n_xattrs) return 0;
-    n->xattrs = calloc(pn->n_xattrs, sizeof *n->xattrs);
-    if (!n->xattrs) return oom(e);
-    for (size_t i = 0; i < pn->n_xattrs; i++) {
-        const struct tree_xattr *x = &pn->xattrs[i];
-        struct tree_xattr *y = &n->xattrs[i];
-        if (!(y->name = strdup(x->name)) || !(y->value = malloc(x->value_len ? x->value_len : 1)))
-            return oom(e); /* n owns what was copied so far; tree_node_free frees it */
-        if (x->value_len) memcpy(y->value, x->value, x->value_len);
-        y->value_len = x->value_len;
-        n->n_xattrs = i + 1;
-    }
-    return 0;
-}
-
 /* The node's xattrs: from the parent snapshot when the inode is unchanged, else read through
  * `fd` or the entry's path. */
 static int node_xattrs_of(struct arch *a, struct tree_node *n, const struct tree_node *pn,
                           const struct stat *st, int fd, int dfd, const char *name, struct err *e)
 {
     char lpath[PATH_MAX];
-    if (same_inode(pn, st)) return copy_xattrs(n, pn, e);
-    return node_xattrs(a, n, fd, fd >= 0 ? NULL : entry_lpath(a, dfd, name, lpath, sizeof lpath),
-                       e);
+    if (same_inode(pn, st)) return meta_copy_xattrs(n, pn, e);
+    return meta_xattrs(n, fd, fd >= 0 ? NULL : entry_lpath(a, dfd, name, lpath, sizeof lpath),
+                       meta_problem, a, e);
 }
 
-static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, const struct stat *lst,
-                   struct err *e)
+/* A file unchanged since the parent snapshot (pn): its node takes pn's content list, unread. */
+static int do_unchanged(struct arch *a, struct dir *d, const char *name, const struct tree_node *pn,
+                        const struct stat *lst, struct err *e)
 {
-    const struct tree_node *pn = prev_lookup(d, name);
     struct tree_node n;
-    int rc;
-    if (pn && reusable(a, pn, lst)) {
-        if ((rc = node_init(a, &n, name, lst, e)) < 0) goto fail;
-        if (pn->n_content) {
-            n.content = malloc(pn->n_content * sizeof *n.content);
-            if (!n.content) {
-                rc = oom(e);
-                goto fail;
-            }
+    int rc = node_init(a, &n, name, lst, e);
+    if (rc == 0 && pn->n_content) {
+        n.content = malloc(pn->n_content * sizeof *n.content);
+        if (!n.content) {
+            rc = oom(e);
+        } else {
             memcpy(n.content, pn->content, pn->n_content * sizeof *n.content);
             n.n_content = pn->n_content;
         }
-        rc = copy_xattrs(&n, pn, e); /* reusable() implies same_inode() */
-        if (rc < 0 || (rc = dir_add(a, d, &n, NULL, e)) < 0) goto fail;
+    }
+    if (rc == 0) rc = meta_copy_xattrs(&n, pn, e); /* reusable() implies same_inode() */
+    if (rc == 0 && (rc = dir_add(a, d, &n, NULL, e)) == 0) {
         a->sum.files_unmodified++;
         a->sum.total_files++;
         a->sum.total_bytes += (uint64_t)lst->st_size;
@@ -1017,6 +530,17 @@ static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, con
         a->bytes_done += (uint64_t)lst->st_size;
         return 0;
     }
+    tree_node_free(&n);
+    return rc;
+}
+
+static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, const struct stat *lst,
+                   struct err *e)
+{
+    const struct tree_node *pn = prev_lookup(d, name);
+    if (pn && reusable(a, pn, lst)) return do_unchanged(a, d, name, pn, lst, e);
+    struct tree_node n;
+    int rc;
 
     /* O_NONBLOCK: should the entry have become a FIFO since lstat, open must not hang. */
     int fd = open_noatime(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
@@ -1062,14 +586,14 @@ static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, con
         a->sum.files_changed_during++;
         notice(a, a->path.p, "file changed while being read");
     }
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     struct tree_node *np = &d->t.nodes[index];
     /* The times after reading: the same as before unless the file changed (then it is flagged),
      * except atime when O_NOATIME was not permitted, which the next backup will then see. */
-    set_times(np, &st1);
+    meta_set_times(np, &st1);
     np->size = covered;
     np->flags = flags;
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->rr.mu);
 
     if (pn && pn->type == TREE_FILE)
         a->sum.files_changed++;
@@ -1129,7 +653,7 @@ static int do_special(struct arch *a, struct dir *d, int dfd, const char *name,
          * link gives the same tree next time. */
         struct stat st;
         if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
-            set_times(&n, &st);
+            meta_set_times(&n, &st);
     }
     rc = node_xattrs_of(a, &n, pn, lst, -1, dfd, name, e);
     if (rc < 0 || (rc = dir_add(a, d, &n, NULL, e)) < 0) goto fail;
@@ -1147,10 +671,10 @@ static void dir_free(struct arch *a, struct dir *d)
 {
     if (!d) return;
     dir_free(a, d->open_sub);
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     bool busy = d->pending > 0;
-    pthread_mutex_unlock(&a->mu);
-    if (busy) drain(a);
+    pthread_mutex_unlock(&a->rr.mu);
+    if (busy) rr_drain(&a->rr);
     tree_free(&d->t);
     tree_free(&d->prev);
     free(d);
@@ -1179,13 +703,11 @@ static void dir_load_prev(struct arch *a, struct dir *d, const struct oid *id, c
 static int dir_store(struct arch *a, struct dir *d, struct oid *id, struct err *e)
 {
     wait_pending(a, d);
-    pthread_mutex_lock(&a->mu);
-    bool failed = a->failed;
-    pthread_mutex_unlock(&a->mu);
-    if (failed) return fail_code(a, e);
+    int rc = rr_check(&a->rr, e);
+    if (rc < 0) return rc;
     tree_sort(&d->t);
     struct buf b = BUF_INIT;
-    int rc = tree_encode(&d->t, &b, e);
+    rc = tree_encode(&d->t, &b, e);
     if (rc == 0) rc = crypt_blob_id(a->keys, b.data, b.len, id, e);
     if (rc == 0) rc = store_add(a->s, BLOB_TREE, id, b.data, b.len, NULL, e);
     buf_free(&b);
@@ -1207,17 +729,17 @@ static int dir_close_sub(struct arch *a, struct dir *d, bool wait, struct err *e
     struct dir *c = d->open_sub;
     if (!c) return 0;
     if (!wait) {
-        pthread_mutex_lock(&a->mu);
+        pthread_mutex_lock(&a->rr.mu);
         bool busy = c->pending > 0;
-        pthread_mutex_unlock(&a->mu);
+        pthread_mutex_unlock(&a->rr.mu);
         if (busy) return 0;
     }
     struct oid id;
     int rc = dir_store(a, c, &id, e);
     if (rc < 0) return rc;
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->rr.mu);
     d->t.nodes[c->node].subtree = id;
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->rr.mu);
     d->open_sub = NULL;
     dir_free(a, c);
     return 0;
@@ -1568,7 +1090,7 @@ static int snap_fill(struct arch *a, const char *host, const struct snapshot *pa
 {
     const char *user;
     char uidbuf[24];
-    if (idcache_get(&a->users, geteuid(), false, &user, e) < 0) return e->code;
+    if (meta_idcache_get(&a->users, geteuid(), false, &user, e) < 0) return e->code;
     if (!user) {
         snprintf(uidbuf, sizeof uidbuf, "%u", (unsigned)geteuid());
         user = uidbuf;
@@ -1615,6 +1137,39 @@ static int snap_prepare(struct arch *a, const char *host, const struct snapshot 
     return rc;
 }
 
+/* The state of one backup, before anything is started; NULL when memory is out. */
+static struct arch *arch_new(struct repo *r, const struct arch_options *o)
+{
+    struct arch *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->r = r;
+    a->o = o;
+    a->t0 = now_sec();
+    a->last_progress = a->t0;
+    a->keys = repo_keys(r);
+    a->ch = repo_chunker(r);
+    a->max_chunk = chunker_params(a->ch)->max_size;
+    a->proc_fd = access("/proc/self/fd", X_OK) == 0;
+    rr_init(&a->rr);
+    atomic_init(&a->scan_stop, false);
+    atomic_init(&a->scan_done, false);
+    atomic_init(&a->scan_files, 0);
+    atomic_init(&a->scan_bytes, 0);
+    return a;
+}
+
+/* Frees what arch_new and the backup made; the workers and the scanner have ended. */
+static void arch_free(struct arch *a)
+{
+    if (a->s) store_free(a->s);
+    free(a->path.p);
+    meta_idcache_free(&a->users);
+    meta_idcache_free(&a->groups);
+    roots_free(a);
+    rr_free(&a->rr);
+    free(a);
+}
+
 int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
                 const struct arch_options *o, struct snapshot *out, struct err *e)
 {
@@ -1625,23 +1180,8 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
 
     struct timespec start;
     clock_gettime(CLOCK_REALTIME, &start);
-    struct arch *a = calloc(1, sizeof *a);
+    struct arch *a = arch_new(r, o);
     if (!a) return oom(e);
-    a->r = r;
-    a->o = o;
-    a->t0 = now_sec();
-    a->last_progress = a->t0;
-    a->keys = repo_keys(r);
-    a->ch = repo_chunker(r);
-    a->max_chunk = chunker_params(a->ch)->max_size;
-    a->proc_fd = access("/proc/self/fd", X_OK) == 0;
-    pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->work_cv, NULL);
-    pthread_cond_init(&a->walker_cv, NULL);
-    atomic_init(&a->scan_stop, false);
-    atomic_init(&a->scan_done, false);
-    atomic_init(&a->scan_files, 0);
-    atomic_init(&a->scan_bytes, 0);
 
     struct snapshot parent;
     memset(&parent, 0, sizeof parent);
@@ -1670,8 +1210,8 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
         atomic_store(&a->scan_stop, true);
         pthread_join(a->scanner, NULL);
     }
-    if (a->q) drain(a);
-    pipeline_stop(a);
+    rr_drain(&a->rr);
+    rr_stop(&a->rr);
     if (a->s) {
         /* Also after a failure or cancel: what was uploaded gets indexed and is reused by the
          * next backup. */
@@ -1701,18 +1241,6 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
     }
 
     if (has_parent) snap_free(&parent);
-    if (a->s) store_free(a->s);
-    free(a->q);
-    free(a->workers);
-    free(a->spans);
-    ring_free(&a->ring);
-    free(a->path.p);
-    idcache_free(&a->users);
-    idcache_free(&a->groups);
-    roots_free(a);
-    pthread_mutex_destroy(&a->mu);
-    pthread_cond_destroy(&a->work_cv);
-    pthread_cond_destroy(&a->walker_cv);
-    free(a);
+    arch_free(a);
     return rc;
 }

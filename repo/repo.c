@@ -14,25 +14,8 @@
  * holds (a walk through a snapshot needs most of them), the pack holds nothing but trees, and a
  * tree is then read from the cached file by offset, so memory per read stays one blob.
  *
- * Reading blobs one request each would make a restore from S3 cost one round trip per small
- * file, and reading them only when asked leaves the server idle while the blobs are decoded and
- * written. So a remote repository reads blobs through segments: pack bytes [k x W, (k+1) x W)
- * for a window size W (REPO_WINDOW_BYTES), fetched by a few background threads (the backend's
- * load_slots, PODVAULT_S3_DOWNLOADS for S3) and shared by every read of the blobs they hold. A
- * reader that knows what comes next (a restore, which knows the jobs it queues) announces each
- * blob with repo_prefetch: the segments it lies in are planned, and the fetchers fetch planned
- * segments oldest first. A reader waits for the segments of its blob (asking for them first, or
- * planning them when nobody did) and opens the blob where it lies: a blob across two segments is
- * decrypted piece by piece, each segment released before the next is awaited (copying such blobs
- * together cost a restore 470 MB of copies into freshly faulted pages and a tenth of its CPU;
- * pinning both at once left a reader without room for the second three times as often). The
- * first read of a segment plans the next one of its pack, since blobs written together are read
- * together. Memory is a fixed budget: one segment per fetcher, plus one per thread that reads
- * (repo_set_readers), hold bytes at once, in buffers allocated once. A segment with announced reads
- * not done yet is never dropped for another; when the budget is full of those, the fetchers wait,
- * and a reader that cannot have its segment reads its blob directly instead of waiting (so no wait
- * depends on a read that may never come). A fetch that fails only drops its segment: its readers
- * read directly, with the backend's usual retries and errors. A local repository reads each blob
+ * Blob reads of a remote repository go through read-ahead (repo/readahead.h): segments of
+ * packs fetched by background threads ahead of the readers. A local repository reads each blob
  * when asked.
  */
 #include "repo/repo.h"
@@ -44,6 +27,7 @@
 
 #include "repo/cache.h"
 #include "repo/pack.h"
+#include "repo/readahead.h"
 
 #define REPO_CONFIG_NAME "config"
 #define REPO_KIND_CONFIG "config"
@@ -52,44 +36,9 @@
 #define REPO_INDEX_THREADS 4
 /* Longest object name we build: "<dir>/<64 hex>" with a short dir. */
 #define REPO_NAME_MAX 160
-/* Read-ahead of a remote repository (see the top of the file): the segment size; segments
- * planned at once (a planned segment holds no bytes yet); most fetcher threads; threads reading
- * at once unless told (repo_set_readers), and most: each may hold a segment while it reads, so
- * the budget of segments with bytes is one per fetcher and one per reader. 4 MiB, aligned: Ceph RGW
- * keeps an object in 4 MiB pieces, and a segment across two of them cost it two reads (3 MiB
- * segments took the server a tenth more CPU for the same restore). */
-#define REPO_WINDOW_BYTES (4u << 20)
-#define REPO_SEGMENTS 128
-#define REPO_FETCHERS_MAX 16
-#define REPO_READERS_DEFAULT 2
-#define REPO_READERS_MAX 48
 /* Listings of index/ tried when a file listed is gone by the time it is read (a concurrent
  * prune replaced it); each try lists again. */
 #define REPO_RELIST_TRIES 3
-
-enum win_state {
-    WIN_FREE,
-    WIN_PLANNED, /* to be fetched */
-    WIN_LOADING, /* `data` belongs to the fetcher */
-    WIN_READY,
-    WIN_FAILED, /* the fetch failed: its readers read directly */
-};
-
-/* Segment `seg` of a pack: bytes [off, off + want), off = seg x the window size. */
-struct window {
-    enum win_state state;
-    struct oid pack;
-    uint32_t pack_no;
-    uint64_t seg, off, want;
-    struct buf data;  /* exactly `want` bytes once ready */
-    uint32_t pending; /* reads announced (repo_prefetch) and not done: not dropped meanwhile */
-    unsigned readers; /* blobs being opened in place: not dropped meanwhile */
-    uint64_t seq;     /* planning order; 0: a reader waits for it */
-    bool stuck;       /* a reader waits for it but there is no room: readers read directly */
-    bool fresh;       /* fetched and not read from yet */
-    bool passed;      /* a read began in the next segment of its pack since */
-    uint64_t used;    /* for least-recently-used replacement */
-};
 
 struct repo {
     struct backend *b;
@@ -111,28 +60,7 @@ struct repo {
      * pack fetch it once. Such downloads are rare (once per pack), so one lock is enough. */
     pthread_mutex_t fetch_lock;
 
-    /* Read-ahead (window size 0: off). win_lock guards the segments, the counters and
-     * pack_end; readers wait for win_ready (a fetch ended), fetchers for fetch_work (a segment
-     * was planned, or room made). */
-    size_t window_bytes;
-    pthread_mutex_t win_lock;
-    pthread_cond_t win_ready, fetch_work;
-    struct window win[REPO_SEGMENTS];
-    unsigned n_filled, win_budget; /* segments loading or ready, and how many may be */
-    unsigned readers;              /* threads reading at once (repo_set_readers) */
-    /* Buffers of the window size that no segment holds, kept for the next fetch: allocated once,
-     * so that memory stays budget x window size however the allocator would place them. */
-    uint8_t *spare[REPO_FETCHERS_MAX + REPO_READERS_MAX];
-    unsigned n_spare;
-    uint64_t win_tick, plan_seq;
-    pthread_t fetchers[REPO_FETCHERS_MAX];
-    unsigned n_fetchers;    /* started when first needed */
-    unsigned fetchers_idle; /* waiting for fetch_work */
-    bool fetch_stop;
-    /* By pack number: where the last blob the index knows in that pack ends, so that a window
-     * never asks for bytes past a pack's end. Built when first needed. */
-    uint64_t *pack_end;
-    size_t n_pack_end;
+    struct ra *ra; /* read-ahead (repo/readahead.h), off for a local repository */
 };
 
 static int object_name(char out[REPO_NAME_MAX], const char *dir, const struct oid *id,
@@ -300,11 +228,7 @@ static void repo_free(struct repo *r)
     cache_close(r->cache);
     free(r->cache_dir);
     pthread_mutex_destroy(&r->fetch_lock);
-    repo_prefetch_end(r);
-    free(r->pack_end);
-    pthread_mutex_destroy(&r->win_lock);
-    pthread_cond_destroy(&r->win_ready);
-    pthread_cond_destroy(&r->fetch_work);
+    ra_free(r->ra);
     chunker_free(r->chunker);
     idx_free(r->idx);
     backend_close(r->b);
@@ -371,23 +295,17 @@ const char *repo_cache_dir(const struct repo *r)
 
 void repo_set_read_ahead(struct repo *r, size_t bytes)
 {
-    repo_prefetch_end(r); /* segments of the old size */
-    r->window_bytes = bytes;
+    ra_set_window(r->ra, bytes);
 }
 
 void repo_set_readers(struct repo *r, unsigned n)
 {
-    if (n < 1) n = 1;
-    if (n > REPO_READERS_MAX) n = REPO_READERS_MAX;
-    pthread_mutex_lock(&r->win_lock);
-    r->readers = n;
-    if (r->n_fetchers) r->win_budget = r->n_fetchers + n; /* its buffers come when needed */
-    pthread_mutex_unlock(&r->win_lock);
+    ra_set_readers(r->ra, n);
 }
 
 bool repo_reads_ahead(const struct repo *r)
 {
-    return r->window_bytes > 0;
+    return ra_window(r->ra) > 0;
 }
 
 /* Without a usable cache directory the repository still works, only slower. */
@@ -427,11 +345,8 @@ int repo_open(const char *location, const char *password, const struct repo_open
     pthread_rwlock_init(&r->idx_lock, NULL);
     pthread_mutex_init(&r->load_lock, NULL);
     pthread_mutex_init(&r->fetch_lock, NULL);
-    pthread_mutex_init(&r->win_lock, NULL);
-    pthread_cond_init(&r->win_ready, NULL);
-    pthread_cond_init(&r->fetch_work, NULL);
-    r->readers = REPO_READERS_DEFAULT;
-    rc = open_objects(r, location, password, o ? &o->backend : NULL, e);
+    rc = ra_new(r, &r->ra, e);
+    if (rc == 0) rc = open_objects(r, location, password, o ? &o->backend : NULL, e);
     if (rc < 0) {
         repo_free(r);
         return rc;
@@ -440,7 +355,7 @@ int repo_open(const char *location, const char *password, const struct repo_open
      * them. */
     if (r->b->kind != BACKEND_LOCAL) {
         open_cache(r, o ? o->cache_dir : NULL);
-        r->window_bytes = REPO_WINDOW_BYTES;
+        ra_set_window(r->ra, RA_WINDOW_BYTES);
     }
     *out = r;
     return 0;
@@ -867,320 +782,6 @@ static int load_tree_blob(struct repo *r, const char *name, const struct idx_loc
     return rc;
 }
 
-static int note_pack_end(void *ctx, const struct oid *blob, const struct idx_loc *loc)
-{
-    struct repo *r = ctx;
-    uint64_t end = (uint64_t)loc->offset + loc->stored_len;
-    if (loc->pack < r->n_pack_end && end > r->pack_end[loc->pack]) r->pack_end[loc->pack] = end;
-    return 0;
-}
-
-/* Where the blob area of pack number `pack` ends, as far as the index knows; 0 when that cannot
- * be told (out of memory). Caller holds win_lock. */
-static uint64_t pack_end(struct repo *r, uint32_t pack)
-{
-    if (pack >= r->n_pack_end) { /* packs were added since the table was built */
-        free(r->pack_end);
-        /* idx_foreach may reorganize the index: the write side. */
-        repo_index_lock(r, true);
-        r->n_pack_end = idx_pack_count(r->idx);
-        r->pack_end = calloc(r->n_pack_end ? r->n_pack_end : 1, sizeof *r->pack_end);
-        if (!r->pack_end)
-            r->n_pack_end = 0;
-        else if (idx_foreach(r->idx, note_pack_end, r) != 0)
-            memset(r->pack_end, 0, r->n_pack_end * sizeof *r->pack_end);
-        repo_index_unlock(r);
-    }
-    return pack < r->n_pack_end ? r->pack_end[pack] : 0;
-}
-
-/* Segment k of `pack` in any state but free, or NULL. */
-static struct window *seg_find(struct repo *r, const struct oid *pack, uint64_t k)
-{
-    for (size_t i = 0; i < REPO_SEGMENTS; i++) {
-        struct window *w = &r->win[i];
-        if (w->state != WIN_FREE && w->seg == k && oid_eq(&w->pack, pack)) return w;
-    }
-    return NULL;
-}
-
-/* Keeps a buffer of the window size for the next fetch. */
-static void spare_put(struct repo *r, uint8_t *p)
-{
-    if (p && r->n_spare < sizeof r->spare / sizeof *r->spare)
-        r->spare[r->n_spare++] = p;
-    else
-        free(p);
-}
-
-/* Never called on a loading segment: its bytes belong to the fetcher. */
-static void seg_drop(struct repo *r, struct window *w)
-{
-    if (w->state == WIN_READY) r->n_filled--;
-    spare_put(r, w->data.data);
-    *w = (struct window){.state = WIN_FREE};
-}
-
-static void *fetcher_main(void *arg);
-
-/* Caller holds win_lock. False when no thread could be started. */
-static bool start_fetchers(struct repo *r)
-{
-    if (r->n_fetchers) return true;
-    unsigned n = r->b->load_slots ? r->b->load_slots : 1;
-    if (n > REPO_FETCHERS_MAX) n = REPO_FETCHERS_MAX;
-    for (unsigned i = 0; i < n; i++) {
-        if (pthread_create(&r->fetchers[r->n_fetchers], NULL, fetcher_main, r) != 0) break;
-        r->n_fetchers++;
-    }
-    r->win_budget = r->n_fetchers + r->readers;
-    /* All at once and here: buffers allocated by the fetchers, one by one, would each lie in
-     * the heap of the thread that asked first, among what it freed (more memory in all). */
-    while (r->n_spare < r->win_budget) {
-        uint8_t *p = malloc(r->window_bytes);
-        if (!p) break; /* the fetchers try again */
-        r->spare[r->n_spare++] = p;
-    }
-    return r->n_fetchers > 0;
-}
-
-static struct window *next_planned(struct repo *r);
-
-/* Wakes the idle fetchers when there is a planned segment for them: after a segment was
- * planned or made urgent, or room may have been made. Waking them on every read would cost two
- * context switches a blob for nothing. Caller holds win_lock. */
-static void fetch_wake(struct repo *r)
-{
-    if (r->fetchers_idle && next_planned(r)) pthread_cond_broadcast(&r->fetch_work);
-}
-
-/* Plans the fetch of segment k of a pack: first among those planned when `urgent` (a reader
- * waits for it), else after them. NULL when the segment lies past the pack's blobs (or their end
- * is unknown), every slot is taken, or no fetcher runs. Caller holds win_lock. */
-static struct window *seg_plan(struct repo *r, const struct oid *pack, uint32_t pack_no, uint64_t k,
-                               bool urgent)
-{
-    uint64_t end = pack_end(r, pack_no), start = k * r->window_bytes;
-    if (start >= end || !start_fetchers(r)) return NULL;
-    struct window *w = NULL;
-    for (size_t i = 0; i < REPO_SEGMENTS && !w; i++)
-        if (r->win[i].state == WIN_FREE) w = &r->win[i];
-    if (!w) return NULL;
-    *w = (struct window){.state = WIN_PLANNED,
-                         .pack = *pack,
-                         .pack_no = pack_no,
-                         .seg = k,
-                         .off = start,
-                         .want = end - start < r->window_bytes ? end - start : r->window_bytes,
-                         .seq = urgent ? 0 : ++r->plan_seq};
-    fetch_wake(r);
-    return w;
-}
-
-/* One announced read of segment w happened or will not happen. A segment not fetched (or
- * failed) that no read wants any more goes. */
-static void seg_taken(struct repo *r, struct window *w)
-{
-    if (!w->pending || --w->pending) return;
-    if (w->state == WIN_PLANNED || w->state == WIN_FAILED) seg_drop(r, w);
-    fetch_wake(r); /* room for a fetch, perhaps */
-}
-
-/* Whether segment a should be dropped before b: one that reading has passed first, then one
- * that was read, then the least recently used. */
-static bool drop_before(const struct window *a, const struct window *b)
-{
-    if (a->passed != b->passed) return a->passed;
-    if (a->fresh != b->fresh) return !a->fresh;
-    return a->used < b->used;
-}
-
-/* Room for one more segment with bytes: under the budget, or by dropping a ready segment that
- * no announced read still needs (drop_before). A speculative fetch (the next segment, which no
- * read announced) drops only a segment that reading has passed: a reader between two blobs of
- * the segment it reads holds no pin on it, and dropping it for a guess fetched it twice.
- * Caller holds win_lock. */
-static bool make_room(struct repo *r, bool speculative)
-{
-    if (r->n_filled < r->win_budget) return true;
-    struct window *best = NULL;
-    for (size_t i = 0; i < REPO_SEGMENTS; i++) {
-        struct window *w = &r->win[i];
-        if (w->state != WIN_READY || w->pending || w->readers || (speculative && !w->passed))
-            continue;
-        if (!best || drop_before(w, best)) best = w;
-    }
-    if (!best) return false;
-    seg_drop(r, best);
-    return true;
-}
-
-/* The planned segment to fetch next: the one planned first (urgent ones are planned at 0). */
-static struct window *next_planned(struct repo *r)
-{
-    struct window *best = NULL;
-    for (size_t i = 0; i < REPO_SEGMENTS; i++) {
-        struct window *w = &r->win[i];
-        if (w->state == WIN_PLANNED && (!best || w->seq < best->seq)) best = w;
-    }
-    return best;
-}
-
-/* There is no room for a segment a reader waits for: the readers of every such segment read
- * directly instead. Every one, not only the first: the fetchers look at the first only, so the
- * reader of another would wait for room that only reads which may never come could make.
- * Caller holds win_lock. */
-static void give_up_waited(struct repo *r)
-{
-    bool any = false;
-    for (size_t i = 0; i < REPO_SEGMENTS; i++) {
-        struct window *w = &r->win[i];
-        if (w->state == WIN_PLANNED && w->seq == 0 && !w->stuck) w->stuck = any = true;
-    }
-    if (any) pthread_cond_broadcast(&r->win_ready);
-}
-
-/* A fetcher thread: fetches planned segments while there is room for their bytes. A segment
- * that fails is marked so (the error is dropped): its readers then read their blob directly,
- * which retries and reports as a read without read-ahead does. */
-static void *fetcher_main(void *arg)
-{
-    struct repo *r = arg;
-    pthread_mutex_lock(&r->win_lock);
-    while (!r->fetch_stop) {
-        struct window *w = next_planned(r);
-        /* Speculative: nobody announced a read of it or waits for it. */
-        bool speculative = w && !w->pending && w->seq;
-        if (w && !make_room(r, speculative)) {
-            if (speculative) { /* speculation gives way */
-                seg_drop(r, w);
-                continue;
-            }
-            if (w->seq == 0) give_up_waited(r);
-            w = NULL;
-        }
-        if (!w) {
-            r->fetchers_idle++;
-            pthread_cond_wait(&r->fetch_work, &r->win_lock);
-            r->fetchers_idle--;
-            continue;
-        }
-        w->state = WIN_LOADING;
-        w->stuck = false;
-        r->n_filled++;
-        char name[80];
-        pack_object_name(&w->pack, name);
-        uint64_t off = w->off, want = w->want;
-        struct buf data = {.data = r->n_spare ? r->spare[--r->n_spare] : NULL,
-                           .cap = r->window_bytes};
-        pthread_mutex_unlock(&r->win_lock);
-
-        struct err ignored;
-        int rc = 0;
-        if (!data.data && !(data.data = malloc(r->window_bytes))) rc = ERR_FAIL;
-        if (rc == 0) rc = backend_load(r->b, name, off, want, &data, &ignored);
-        if (data.cap != r->window_bytes) { /* grown (never expected): not of the kind kept */
-            free(data.data);
-            data.data = NULL;
-            rc = ERR_FAIL;
-        }
-        pthread_mutex_lock(&r->win_lock);
-        if (rc == 0) {
-            w->data = data;
-            w->state = WIN_READY;
-            w->fresh = true;
-            w->used = ++r->win_tick;
-        } else {
-            spare_put(r, data.data);
-            r->n_filled--;
-            w->state = WIN_FAILED;
-            if (!w->pending) seg_drop(r, w);
-            fetch_wake(r); /* its room is free again */
-        }
-        pthread_cond_broadcast(&r->win_ready);
-    }
-    pthread_mutex_unlock(&r->win_lock);
-    return NULL;
-}
-
-/* A read from segment w (k of its pack) begins. */
-static void seg_read(struct repo *r, struct window *w)
-{
-    bool first = w->fresh;
-    w->fresh = false;
-    w->used = ++r->win_tick;
-    seg_taken(r, w);
-    if (!first) return;
-    struct window *prev = w->seg ? seg_find(r, &w->pack, w->seg - 1) : NULL;
-    if (prev) prev->passed = true;
-    /* Sequential reading: the next segment is fetched while this one is read. */
-    if (!seg_find(r, &w->pack, w->seg + 1)) seg_plan(r, &w->pack, w->pack_no, w->seg + 1, false);
-}
-
-/* Segment k of `pack` (number pack_no) once fetched, asking for it first or planning it when
- * nobody did; NULL when it cannot be had that way (it failed, or there is no room or slot for
- * it). Caller holds win_lock. */
-static struct window *seg_wait(struct repo *r, const struct oid *pack, uint32_t pack_no, uint64_t k)
-{
-    struct window *w = seg_find(r, pack, k);
-    if (!w && (w = seg_plan(r, pack, pack_no, k, true)) != NULL) w->pending++;
-    while (w && ((w->state == WIN_PLANNED && !w->stuck) || w->state == WIN_LOADING)) {
-        if (w->state == WIN_PLANNED && w->seq) { /* needed now: before what is needed later */
-            w->seq = 0;
-            fetch_wake(r);
-        }
-        pthread_cond_wait(&r->win_ready, &r->win_lock);
-        w = seg_find(r, pack, k);
-    }
-    return w && w->state == WIN_READY ? w : NULL;
-}
-
-/* Opens the blob `id` at `loc` in pack `pack` through the segments (see the top of the file),
- * appending its plaintext to `out`: segment by segment, each pinned while its piece of the blob
- * is decrypted and released before the next is awaited; what cannot be had that way is read
- * directly. */
-static int open_ahead(struct repo *r, const char *name, const struct oid *pack,
-                      const struct idx_loc *loc, const struct oid *id, struct buf *out,
-                      struct err *e)
-{
-    const uint64_t wb = r->window_bytes, end = (uint64_t)loc->offset + loc->stored_len;
-    uint64_t at = loc->offset;
-    struct crypt_opening o;
-    int rc = crypt_blob_open_begin(&o, &r->keys, (enum blob_type)loc->type, id, loc->stored_len,
-                                   loc->raw_len, e);
-    if (rc < 0) return rc;
-    pthread_mutex_lock(&r->win_lock);
-    while (at < end) {
-        struct window *w = seg_wait(r, pack, loc->pack, at / wb);
-        if (!w || at >= w->off + w->want) break;
-        seg_read(r, w);
-        w->readers++;
-        pthread_mutex_unlock(&r->win_lock);
-        uint64_t piece = (end < w->off + w->want ? end : w->off + w->want) - at;
-        crypt_blob_open_feed(&o, w->data.data + (at - w->off), (size_t)piece);
-        at += piece;
-        pthread_mutex_lock(&r->win_lock);
-        if (!--w->readers && !w->pending) fetch_wake(r); /* it may make room now */
-    }
-    /* The segments left will not be read: the rest is read directly. */
-    for (uint64_t k = at / wb; at < end && k * wb < end; k++) {
-        struct window *w = seg_find(r, pack, k);
-        if (w) seg_taken(r, w);
-    }
-    pthread_mutex_unlock(&r->win_lock);
-    if (at < end) {
-        struct buf rest = BUF_INIT;
-        rc = backend_load(r->b, name, at, end - at, &rest, e);
-        if (rc == 0) crypt_blob_open_feed(&o, rest.data, rest.len);
-        buf_free(&rest);
-    }
-    if (rc < 0) {
-        crypt_blob_open_end(&o, NULL, e);
-        return rc;
-    }
-    return crypt_blob_open_end(&o, out, e);
-}
-
 /* Where blob `id` is stored; false when the index does not know it. */
 static bool locate(struct repo *r, const struct oid *id, struct idx_loc *loc, struct oid *pack_id)
 {
@@ -1191,54 +792,32 @@ static bool locate(struct repo *r, const struct oid *id, struct idx_loc *loc, st
     return found;
 }
 
-/* Calls `fn` on each segment that blob `id` lies in, when it is read through segments. */
-static void for_segments(struct repo *r, const struct oid *id, bool plan,
-                         void (*fn)(struct repo *, struct window *))
+/* Announces (or cancels) a read of blob `id`, when it is read through segments. */
+static void prefetch(struct repo *r, const struct oid *id, bool announce)
 {
     struct idx_loc loc;
     struct oid pack;
-    if (!r->window_bytes || !locate(r, id, &loc, &pack) || (r->cache && loc.type == BLOB_TREE))
+    if (!ra_window(r->ra) || !locate(r, id, &loc, &pack) || (r->cache && loc.type == BLOB_TREE))
         return;
-    const uint64_t wb = r->window_bytes, end = (uint64_t)loc.offset + loc.stored_len;
-    pthread_mutex_lock(&r->win_lock);
-    for (uint64_t k = loc.offset / wb; k * wb < end; k++) {
-        struct window *w = seg_find(r, &pack, k);
-        if (!w && plan) w = seg_plan(r, &pack, loc.pack, k, false);
-        if (w) fn(r, w);
-    }
-    pthread_mutex_unlock(&r->win_lock);
-}
-
-static void seg_announce(struct repo *r, struct window *w)
-{
-    w->pending++;
+    if (announce)
+        ra_prefetch(r->ra, &pack, &loc);
+    else
+        ra_prefetch_cancel(r->ra, &pack, &loc);
 }
 
 void repo_prefetch(struct repo *r, const struct oid *id)
 {
-    for_segments(r, id, true, seg_announce);
+    prefetch(r, id, true);
 }
 
 void repo_prefetch_cancel(struct repo *r, const struct oid *id)
 {
-    for_segments(r, id, false, seg_taken);
+    prefetch(r, id, false);
 }
 
 void repo_prefetch_end(struct repo *r)
 {
-    pthread_mutex_lock(&r->win_lock);
-    r->fetch_stop = true;
-    pthread_cond_broadcast(&r->fetch_work);
-    pthread_mutex_unlock(&r->win_lock);
-    for (unsigned i = 0; i < r->n_fetchers; i++)
-        pthread_join(r->fetchers[i], NULL);
-    /* No thread uses the segments now. */
-    for (size_t i = 0; i < REPO_SEGMENTS; i++)
-        seg_drop(r, &r->win[i]);
-    while (r->n_spare)
-        free(r->spare[--r->n_spare]);
-    r->n_fetchers = 0;
-    r->fetch_stop = false;
+    ra_end(r->ra);
 }
 
 int repo_load_blob(struct repo *r, enum blob_type type, const struct oid *id, struct buf *out,
@@ -1260,8 +839,8 @@ int repo_load_blob(struct repo *r, enum blob_type type, const struct oid *id, st
      * the ID. */
     if (r->cache && loc.type == BLOB_TREE) {
         rc = load_tree_blob(r, name, &loc, id, out, e);
-    } else if (r->window_bytes) {
-        rc = open_ahead(r, name, &pack_id, &loc, id, out, e);
+    } else if (ra_window(r->ra)) {
+        rc = ra_open_blob(r->ra, name, &pack_id, &loc, id, out, e);
     } else {
         struct buf stored = BUF_INIT;
         rc = backend_load(r->b, name, loc.offset, loc.stored_len, &stored, e);

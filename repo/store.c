@@ -15,11 +15,13 @@
  */
 #include "repo/store.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
+#include "base/held.h"
 #include "repo/index.h"
 #include "repo/pack.h"
 #include "repo/repo.h"
@@ -80,6 +82,15 @@ struct store {
     struct store_stats stats;
 };
 
+/* The set's invariants, O(1): a power-of-two table at most half full (so every probe run ends
+ * at an empty slot), and no table without room for what it counts. */
+static void set_check(const struct oid_set *s)
+{
+    assert((s->n_slots & (s->n_slots - 1)) == 0);
+    assert(s->n * 2 <= s->n_slots);
+    (void)s;
+}
+
 static size_t set_home(const struct oid_set *s, const struct oid *id)
 {
     return (size_t)XXH3_64bits(id->b, OID_LEN) & (s->n_slots - 1);
@@ -106,6 +117,7 @@ static void set_put_slot(struct oid_set *s, const struct oid *id)
 /* Adds an ID known to be absent. Returns 0, or -1 when memory is out. */
 static int set_add(struct oid_set *s, const struct oid *id)
 {
+    assert(!set_has(s, id));
     if (oid_is_zero(id)) {
         s->has_zero = true;
         return 0;
@@ -122,6 +134,7 @@ static int set_add(struct oid_set *s, const struct oid *id)
     }
     set_put_slot(s, id);
     s->n++;
+    set_check(s);
     return 0;
 }
 
@@ -147,12 +160,15 @@ static void set_remove(struct oid_set *s, const struct oid *id)
         i = j;
     }
     memset(&s->slots[i], 0, sizeof s->slots[i]);
+    assert(s->n > 0);
     s->n--;
+    set_check(s);
 }
 
 /* Records the first failure; every later call then fails with it. Caller holds the lock. */
 static void set_failed(struct store *s, int rc, const struct err *e)
 {
+    PV_ASSERT_HELD(&s->lock);
     if (s->failed) return;
     s->failed = rc < 0 ? rc : ERR_FAIL;
     s->fail_err = *e;
@@ -226,6 +242,7 @@ void store_free(struct store *s)
 /* Whether the repository or this store has the blob. Caller holds the lock. */
 static bool known(struct store *s, const struct oid *id)
 {
+    PV_ASSERT_HELD(&s->lock);
     if (set_has(&s->inflight, id)) return true;
     repo_index_lock(s->r, false);
     bool found = idx_lookup(repo_index(s->r), id, NULL);
@@ -259,6 +276,7 @@ static int write_index(struct store *s, struct idx_file_pack *packs, size_t n, s
 static int pack_uploaded(struct store *s, const struct oid *pack_id, struct pack_writer *w,
                          struct err *e)
 {
+    PV_ASSERT_HELD(&s->lock);
     size_t n;
     const struct pack_entry *ents = pack_writer_entries(w, &n);
     if (s->n_pending == s->cap_pending) {
@@ -328,6 +346,7 @@ static void upload(struct store *s, enum blob_type type, struct pack_writer *w)
         }
     }
     pthread_mutex_lock(&s->lock);
+    assert(s->busy > 0);
     s->busy--;
     pthread_cond_broadcast(&s->idle);
     pthread_mutex_unlock(&s->lock);
@@ -374,11 +393,14 @@ static void stop_uploaders(struct store *s)
  * the lock (which the wait releases). */
 static void queue_pack(struct store *s, enum blob_type type)
 {
+    PV_ASSERT_HELD(&s->lock);
     struct upload u = {.w = s->open[type], .type = type};
+    assert(u.w != NULL);
     s->open[type] = NULL;
     s->busy++;
     while (s->q_len == s->q_cap)
         pthread_cond_wait(&s->idle, &s->lock);
+    assert(s->q_len < s->q_cap && s->busy > s->q_len); /* each queued pack counts as busy */
     s->queue[(s->q_head + s->q_len++) % s->q_cap] = u;
     pthread_cond_signal(&s->queued);
 }
@@ -386,6 +408,7 @@ static void queue_pack(struct store *s, enum blob_type type)
 /* Opens a pack writer for `type` when there is none. Caller holds the lock. */
 static int open_writer(struct store *s, enum blob_type type, struct err *e)
 {
+    PV_ASSERT_HELD(&s->lock);
     if (s->open[type]) return 0;
     int fd;
     int rc = backend_tmp_file(repo_backend(s->r), &fd, e);
@@ -438,6 +461,7 @@ int store_add(struct store *s, enum blob_type type, const struct oid *id, const 
     /* A blob reserved but not packed would be missing from the repository while its ID says
      * it is there, so any failure here fails the store. */
     if (rc < 0) set_failed(s, rc, e);
+    assert(s->sealing > 0);
     s->sealing--;
     pthread_cond_broadcast(&s->idle);
     struct pack_writer *w = s->open[type];
@@ -491,6 +515,7 @@ int store_flush(struct store *s, struct err *e)
     int rc = write_index(s, batch, n_batch, e);
     pthread_mutex_lock(&s->lock);
     if (rc < 0) set_failed(s, rc, e);
+    assert(s->busy > 0);
     s->busy--;
     pthread_cond_broadcast(&s->idle);
     pthread_mutex_unlock(&s->lock);
