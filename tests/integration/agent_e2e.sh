@@ -20,24 +20,7 @@ k8s_tls_setup "$tmp" "agent-token=velero/podvault-agent"
 k8s_start "$tmp" "${K8S_TLS_ARGS[@]}" || fail "the stand-in did not start"
 
 # --- the location: a local directory, or S3
-if [ -n "${PV_TEST_S3:-}" ]; then
-    s3=${PV_TEST_S3#s3:}                 # http://host:port/bucket[/prefix]
-    s3url=${s3%%://*}://$(cut -d/ -f3 <<<"$s3")
-    bucket=$(cut -d/ -f4 <<<"$s3")
-    prefix=$(cut -d/ -f5- <<<"$s3")
-    prefix=${prefix:+$prefix/}agent-e2e-$$-$RANDOM
-    # The agent reads the keys from a credentials file, as from Velero's cloud-credentials.
-    printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
-        "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$tmp/cloud"
-    location_config="config: {region: us-east-1, s3Url: \"$s3url\", s3ForcePathStyle: \"true\"}
-  objectStorage: {bucket: $bucket, prefix: \"$prefix\"}"
-    repo_of() { echo "s3:$s3url/$bucket/$prefix/plugins/podvault/$1"; }
-    s3_opts=(--s3-path-style --s3-region us-east-1)
-else
-    location_config=$(store_spec "$tmp/store")
-    repo_of() { echo "$tmp/store/plugins/podvault/$1"; }
-    s3_opts=()
-fi
+test_location agent-e2e
 snapshots_of() { # NS -> the repository's snapshots as JSON
     PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --json --no-cache "${s3_opts[@]}" \
         -r "$(repo_of "$1")" snapshots

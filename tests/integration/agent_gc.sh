@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # agent_gc.sh - deleted Velero backups free their data, against the API server stand-in and a
-# location that is a directory. The test plays Velero: it makes Backup objects, their
-# PodVolumeBackups (owned by the Backup, as velero pkg/podvolume/backupper.go makes them) and
+# location that is a directory, or the S3 bucket of PV_TEST_S3 (run-tests.sh's S3 step: a real
+# Ceph RGW; objects are put, listed and removed there by tests/tools/pv_objects). The test plays
+# Velero: it makes Backup objects, their PodVolumeBackups (owned by the Backup, as velero pkg/podvolume/backupper.go makes them) and
 # backups/<name>/velero-backup.json in the location; the agent backs up. After two backups the
 # location's top level holds only the folders Velero's BSL controller accepts
 # (pkg/persistence/object_store_layout.go). Then backup b1 is deleted as
@@ -11,19 +12,21 @@
 # only gone from the cluster (the location still has it); --dry-run only names it; then it
 # forgets exactly b1's snapshot and prunes in the same run (the repository shrinks), keeps a
 # snapshot that carries Velero's tags but no backup labels, and b2 still restores byte for byte.
-# Finally a repository at the old path (<prefix>/podvault/<ns>) is refused with the move command.
+# With S3, the location answering only 500 (a fault proxy) costs nothing either.
+# Finally (directory only) a repository at the old path (<prefix>/podvault/<ns>) is refused with
+# the move command.
 set -euo pipefail
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$src/tests/k8s/agent_lib.sh"
 
 agent_begin agent-gc
 k8s_start "$tmp" || fail "the stand-in did not start"
-store=$tmp/store
-repo=$store/plugins/podvault/default
-mkdir -p "$store"
-pv() { PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --no-cache "$@"; }
+test_location agent-gc
+repo=$(repo_of default)
+pv() { PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --no-cache "${s3_opts[@]}" "$@"; }
 
 velero_setup
+velero_location default "$location_config"
 kc apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
@@ -71,9 +74,11 @@ spec:
 EOF
     wait_for 60 phase_is podvolumebackup "$name-data" Completed ||
         fail "PVB $name-data: $(kc get podvolumebackup "$name-data" -n velero -o jsonpath='{.status.phase} {.status.message}')"
-    mkdir -p "$store/backups/$name"
-    kc get backup "$name" -n velero -o json >"$store/backups/$name/velero-backup.json"
-    echo tarball >"$store/backups/$name/$name.tar.gz"
+    kc get backup "$name" -n velero -o json >"$tmp/$name.json"
+    echo tarball >"$tmp/$name.tar.gz"
+    objs put "backups/$name/velero-backup.json" "$tmp/$name.json" &&
+        objs put "backups/$name/$name.tar.gz" "$tmp/$name.tar.gz" ||
+        fail "storing backup $name's objects in the location"
     echo "$uid"
 }
 snap_of() { field podvolumebackup "$1-data" .status.snapshotID; }
@@ -108,12 +113,13 @@ pass "two Velero backups through the agent, each snapshot labelled with its back
 
 # The location's top level, as Velero's BSL controller validates it: every common prefix
 # (folder) under the prefix must be one of its subdirs (object_store.go IsValid).
-python3 - "$store" <<'EOF' || fail "the location holds top-level folders Velero refuses"
-import os, sys
-allowed = {"backups", "restores", "restic", "metadata", "plugins", "kopia"}
-bad = [d for d in os.listdir(sys.argv[1]) if os.path.isdir(os.path.join(sys.argv[1], d)) and d not in allowed]
-assert not bad, bad
-assert os.path.isdir(os.path.join(sys.argv[1], "plugins", "podvault", "default"))
+objs top >"$tmp/top" || fail "listing the location's top level"
+python3 - "$tmp/top" <<'EOF' || fail "the location holds top-level folders Velero refuses: $(cat "$tmp/top")"
+import sys
+allowed = {"backups/", "restores/", "restic/", "metadata/", "plugins/", "kopia/"}
+top = open(sys.argv[1]).read().split()
+assert [t for t in top if t.endswith("/") and t not in allowed] == [], top
+assert "plugins/" in top and "backups/" in top, top
 EOF
 pass "the location's top level holds only backups/ and plugins/ (Velero's layout rule)"
 
@@ -124,7 +130,7 @@ maint() { # LOG ARGS...
         --namespace velero --credentials-file "$tmp/cloud" --cache-dir "$tmp/maint-cache" "$@" \
         >"$log" 2>&1
 }
-data_bytes() { du -sb "$repo/data" | cut -f1; }
+data_bytes() { objs du plugins/podvault/default/data/; }
 
 # --- delete b1 as Velero does, step by step; nothing may go before both steps are done
 kc delete backup b1 -n velero >/dev/null # the Backup gone, its objects still in the location
@@ -134,17 +140,40 @@ maint "$tmp/m1.log" || { cat "$tmp/m1.log" >&2; fail "maintain failed (b1 only g
 if grep -q forgot "$tmp/m1.log"; then fail "m1 forgot something"; fi
 pass "a backup gone from the cluster but still in the location (sync, a new cluster) is kept"
 
-rm -rf "$store/backups/b1" # DeleteBackup: every object under backups/b1/
+objs rm-prefix backups/b1/ # DeleteBackup: every object under backups/b1/
 k8s_admin fail '{"method":"GET","path":"/namespaces/velero/backups($|\\?)","code":500,"count":1}' >/dev/null
 maint "$tmp/m2.log" || { cat "$tmp/m2.log" >&2; fail "maintain failed (Backup list failing)"; }
 expect "$tmp/m2.log" "listing Velero Backups in namespace velero failed"
 [ "$(count)" = 3 ] || fail "a snapshot was forgotten while the Backup list failed"
-mkdir -p "$store/backups/b1/velero-backup.json" # an object that cannot be read
-maint "$tmp/m3.log" || { cat "$tmp/m3.log" >&2; fail "maintain failed (location unreadable)"; }
+printf '{"kind": "Backup", "metadata": {"name": "b1", "ui' >"$tmp/cut.json" # cut short
+objs put backups/b1/velero-backup.json "$tmp/cut.json" || fail "storing a cut velero-backup.json"
+maint "$tmp/m3.log" || { cat "$tmp/m3.log" >&2; fail "maintain failed (velero-backup.json cut short)"; }
 expect "$tmp/m3.log" "the snapshots of backup b1 are kept"
-[ "$(count)" = 3 ] || fail "a snapshot was forgotten while the location could not be read"
-rm -rf "$store/backups/b1"
-pass "with the Backup list failing, or b1's velero-backup.json unreadable, nothing is forgotten"
+[ "$(count)" = 3 ] || fail "a snapshot was forgotten while b1's velero-backup.json could not be read"
+objs rm-prefix backups/b1/
+if [ -z "${PV_TEST_S3:-}" ]; then
+    mkdir -p "$tmp/store/backups/b1/velero-backup.json" # an object that cannot be read
+    maint "$tmp/m3b.log" || { cat "$tmp/m3b.log" >&2; fail "maintain failed (location unreadable)"; }
+    expect "$tmp/m3b.log" "the snapshots of backup b1 are kept"
+    [ "$(count)" = 3 ] || fail "a snapshot was forgotten while the location could not be read"
+    rm -rf "$tmp/store/backups/b1"
+else # the whole location unreadable: every request to the S3 server answered 500
+    "$(dirname "$PODVAULT")/pv_faultproxy" --target "$(cut -d/ -f3 <<<"${PV_TEST_S3#s3:}")" --always 500 \
+        >"$tmp/proxy.out" 2>&1 &
+    proxy=$!
+    on_exit "kill $proxy"
+    wait_for 10 grep -q '^listening' "$tmp/proxy.out" || fail "the fault proxy did not start"
+    bsl_url=$(kc get backupstoragelocation default -n velero -o jsonpath='{.spec.config.s3Url}')
+    kc patch backupstoragelocation default -n velero --type=merge -p \
+        "{\"spec\":{\"config\":{\"s3Url\":\"http://$(awk '/^listening/{print $2}' "$tmp/proxy.out")\"}}}" >/dev/null
+    if maint "$tmp/m3b.log"; then fail "maintain exited 0 with every request to the location failing"; fi
+    if grep -q "forgot snapshot" "$tmp/m3b.log"; then fail "a snapshot was forgotten with the location failing"; fi
+    kc patch backupstoragelocation default -n velero --type=merge -p \
+        "{\"spec\":{\"config\":{\"s3Url\":\"$bsl_url\"}}}" >/dev/null
+    kill "$proxy"
+    [ "$(count)" = 3 ] || fail "a snapshot was forgotten while the location could not be read"
+fi
+pass "with the Backup list failing, b1's velero-backup.json unreadable or the location failing, nothing is forgotten"
 
 maint "$tmp/m4.log" --dry-run || { cat "$tmp/m4.log" >&2; fail "maintain --dry-run failed"; }
 expect "$tmp/m4.log" "would forget snapshot $s1"
@@ -170,7 +199,13 @@ maint "$tmp/m6.log" || { cat "$tmp/m6.log" >&2; fail "a second maintain failed";
 if grep -q forgot "$tmp/m6.log"; then fail "the second run forgot something"; fi
 pass "maintenance forgot exactly b1's snapshot and pruned it ($before -> $after bytes); b2 restores byte for byte"
 
-# --- a repository at the old path is refused, with the command that moves it
+# --- a repository at the old path is refused, with the command that moves it (a directory
+# location: objects cannot be moved in a bucket here, and the rule does not depend on the kind)
+if [ -n "${PV_TEST_S3:-}" ]; then
+    echo "agent gc: all ok (S3 at $loc_root)"
+    exit 0
+fi
+store=$tmp/store
 mkdir -p "$store/podvault"
 mv "$repo" "$store/podvault/default"
 if maint "$tmp/m7.log"; then fail "maintain exited 0 with a repository at the old path"; fi

@@ -73,6 +73,36 @@ store_spec() {
     [ "${2:-}" = default ] && printf 'default: true\n  '
     printf 'config: {podvaultPath: "%s"}\n  objectStorage: {bucket: unused}' "$1"
 }
+# test_location TAG: where the test's location is: the S3 bucket of PV_TEST_S3 (with the AWS_*
+# keys of tests/s3-env.sh) under a prefix of its own, else the directory $tmp/store. Sets
+# location_config (the BackupStorageLocation spec below provider), loc_root (the location's root
+# as podvault names it: where Velero's backups/ and podvault's plugins/ are), repo_of NS (a
+# namespace's repository), s3_opts (the podvault options for it), and writes the keys into
+# $tmp/cloud, the agent's credentials file. objs ARGS... runs tests/tools/pv_objects on loc_root,
+# to do to the location what Velero's server does.
+test_location() {
+    if [ -n "${PV_TEST_S3:-}" ]; then
+        local s3=${PV_TEST_S3#s3:} # http://host:port/bucket[/prefix]
+        local s3url=${s3%%://*}://$(cut -d/ -f3 <<<"$s3") bucket prefix
+        bucket=$(cut -d/ -f4 <<<"$s3")
+        prefix=$(cut -d/ -f5- <<<"$s3")
+        prefix=${prefix:+$prefix/}$1-$$-$RANDOM
+        printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+            "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$tmp/cloud"
+        location_config="config: {region: us-east-1, s3Url: \"$s3url\", s3ForcePathStyle: \"true\"}
+  objectStorage: {bucket: $bucket, prefix: \"$prefix\"}"
+        loc_root=s3:$s3url/$bucket/$prefix
+        s3_opts=(--s3-path-style --s3-region us-east-1)
+    else
+        mkdir -p "$tmp/store"
+        location_config=$(store_spec "$tmp/store")
+        loc_root=$tmp/store
+        s3_opts=()
+    fi
+}
+repo_of() { echo "$loc_root/plugins/podvault/$1"; }
+objs() { "$(dirname "$PODVAULT")/pv_objects" "$loc_root" "$@"; }
+
 # velero_location [NAME [SPEC]]: the repositories' password Secret (static-passw0rd) and the
 # BackupStorageLocation NAME (default "default") of provider aws with SPEC (default: its
 # repositories in $tmp/store).

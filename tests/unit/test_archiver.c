@@ -1067,10 +1067,11 @@ static void test_multiple_paths(void **state)
     snap_free(&s3);
 }
 
+/* Cancels once new data was made, so that the canceled run has stored something whatever the
+ * machine's pace (under valgrind the first progress call may come before any). */
 static void on_progress_cancel(void *ctx, const struct arch_progress *p)
 {
-    (void)p;
-    *(int *)ctx = 1;
+    if (p->bytes_new > 0) *(int *)ctx = 1;
 }
 
 /* A cancel stops the backup with ERR_CANCELED and writes no snapshot; what was stored is
@@ -1098,7 +1099,7 @@ static void test_cancel(void **state)
     assert_int_equal(arch_backup(g_r, &path, 1, &o, &s, &e), ERR_CANCELED);
     assert_int_equal(snapshot_count(), before);
 
-    /* cancel from inside: the progress callback flips the flag after 250 ms of work */
+    /* cancel from inside: a progress call (every 250 ms) flips the flag once new data was made */
     cancel = 0;
     o.progress = on_progress_cancel;
     o.ctx = (void *)&cancel;
@@ -1106,7 +1107,7 @@ static void test_cancel(void **state)
     err_clear(&e);
     int rc = arch_backup(g_r, &path, 1, &o, &s, &e);
     if (rc == 0) {
-        snap_free(&s); /* finished within 250 ms: nothing to check */
+        snap_free(&s); /* finished before a progress call saw new data: nothing to check */
         return;
     }
     assert_int_equal(rc, ERR_CANCELED);
