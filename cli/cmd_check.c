@@ -132,14 +132,9 @@ int cmd_check(struct cli *g, int argc, char **argv)
      * maintenance"). */
     if (o.read != CHECK_READ_NONE) mallopt(M_MMAP_THRESHOLD, MAINT_MMAP_THRESHOLD);
     struct repo *r;
-    int rc = cli_open_repo(g, &r);
-    if (rc) return rc;
     struct lock *lk;
-    rc = cli_maint_begin(g, r, &a, &lk);
-    if (rc) {
-        repo_close(r);
-        return rc;
-    }
+    int rc = cli_maint_open(g, &a, &r, &lk);
+    if (rc) return rc;
     o.threads = a.threads;
     o.max_memory = a.prune.max_memory;
     o.cancel = lock_stop_flag(lk);
@@ -195,14 +190,9 @@ int cmd_repair(struct cli *g, int argc, char **argv)
     if (optind >= argc || strcmp(argv[optind], "index") != 0 || optind + 1 != argc)
         return cli_usage_error(g, "what should be repaired? (only \"index\" is known)");
     struct repo *r;
-    int rc = cli_open_repo(g, &r);
-    if (rc) return rc;
     struct lock *lk;
-    rc = cli_maint_begin(g, r, &a, &lk);
-    if (rc) {
-        repo_close(r);
-        return rc;
-    }
+    int rc = cli_maint_open(g, &a, &r, &lk);
+    if (rc) return rc;
     struct check_options o = {.threads = a.threads,
                               .cancel = lock_stop_flag(lk),
                               .report = cli_check_problem,

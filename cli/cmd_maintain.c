@@ -243,12 +243,8 @@ static int maintain_repo(struct cli *g, struct maintain_args *m)
     struct err e;
     err_clear(&e);
     struct repo *r;
-    if ((rc = cli_open_repo(g, &r))) return rc;
     struct lock *lk;
-    if ((rc = cli_maint_begin(g, r, &m->a, &lk))) {
-        repo_close(r);
-        return rc;
-    }
+    if ((rc = cli_maint_open(g, &m->a, &r, &lk))) return rc;
     mo->prune = m->a.prune;
     mo->prune.progress = cli_note_phase;
     mo->prune.pack = cli_note_pack;

@@ -87,6 +87,18 @@ int cli_maint_begin(struct cli *g, struct repo *r, const struct cli_maint_args *
     return PV_EXIT_OK;
 }
 
+int cli_maint_open(struct cli *g, const struct cli_maint_args *a, struct repo **r, struct lock **lk)
+{
+    int rc = cli_open_repo(g, r);
+    if (rc) return rc;
+    rc = cli_maint_begin(g, *r, a, lk);
+    if (rc) {
+        repo_close(*r);
+        *r = NULL;
+    }
+    return rc;
+}
+
 void cli_note_phase(void *ctx, const char *phase, uint64_t done, uint64_t total)
 {
     struct cli *g = ctx;

@@ -90,6 +90,12 @@ int cli_prune_option(struct cli *g, int opt, const char *arg, struct cli_maint_a
 int cli_maint_begin(struct cli *g, struct repo *r, const struct cli_maint_args *a,
                     struct lock **lk);
 
+/* Opens the repository of the global options (*r, closed with repo_close) and then does
+ * cli_maint_begin; on failure nothing stays open. Returns an exit code, having printed the
+ * error. */
+int cli_maint_open(struct cli *g, const struct cli_maint_args *a, struct repo **r,
+                   struct lock **lk);
+
 /* Progress callbacks of prune and check (ctx: the struct cli); they print -v notes only, with
  * cli_note (stdio's stream lock per call: lines of two threads may interleave). */
 void cli_note_phase(void *ctx, const char *phase, uint64_t done, uint64_t total);
