@@ -26,6 +26,7 @@ const struct k8s_res K8S_BSLS = {"velero.io", "v1", "backupstoragelocations", tr
 const struct k8s_res K8S_PVBS = {"velero.io", "v1", "podvolumebackups", true};
 const struct k8s_res K8S_BACKUPS = {"velero.io", "v1", "backups", true};
 const struct k8s_res K8S_PVRS = {"velero.io", "v1", "podvolumerestores", true};
+const struct k8s_res K8S_DAEMONSETS = {"apps", "v1", "daemonsets", true};
 
 struct k8s_client {
     CURL *curl;

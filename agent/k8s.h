@@ -72,7 +72,7 @@ struct k8s_res {
 };
 
 extern const struct k8s_res K8S_PODS, K8S_PVCS, K8S_PVS, K8S_SECRETS, K8S_CONFIGMAPS, K8S_NODES,
-    K8S_CSIDRIVERS, K8S_BSLS, K8S_PVBS, K8S_PVRS, K8S_BACKUPS;
+    K8S_CSIDRIVERS, K8S_BSLS, K8S_PVBS, K8S_PVRS, K8S_BACKUPS, K8S_DAEMONSETS;
 
 /* "/api/v1/namespaces/NS/pods/NAME/SUB" and the like; ns, name, sub may be NULL. The result is
  * allocated (caller frees), or NULL when memory is out. Names are URL-escaped. */

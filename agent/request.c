@@ -309,6 +309,26 @@ static json_t *pvr_for(const struct req *q, const json_t *pvb, const json_t *pod
                      "sourceNamespace", k8s_str(pvb, "spec.pod.namespace") ?: q->ns);
 }
 
+/* Velero's restorer creates no PodVolumeRestore unless a DaemonSet named node-agent exists in
+ * its namespace (velero pkg/nodeagent/node_agent.go IsRunningOnLinux, called from
+ * pkg/podvolume/restorer.go): `request restore`, which plays that restorer, checks the same. */
+static int need_node_agent(struct req *q, struct err *e)
+{
+    char *path = k8s_path(&K8S_DAEMONSETS, q->vns, "node-agent", NULL);
+    json_t *ds = NULL;
+    int rc = path ? k8s_get(q->k, path, &ds, e) : err_set(e, ERR_FAIL, "out of memory");
+    free(path);
+    json_decref(ds);
+    if (rc == ERR_NOT_FOUND)
+        return err_set(
+            e, ERR_FAIL,
+            "there is no DaemonSet node-agent in namespace %s, without which Velero "
+            "creates no PodVolumeRestores either: deploy podvault's agent (deploy/agent)",
+            q->vns);
+    if (rc < 0) err_wrap(e, "looking for the DaemonSet node-agent in namespace %s", q->vns);
+    return rc;
+}
+
 static int do_restore(struct req *q, struct err *e)
 {
     char uid[37], name[80], sel[160], label[64];
@@ -320,6 +340,7 @@ static int do_restore(struct req *q, struct err *e)
         snprintf(name, sizeof name, "%.50s-%s", q->from, ts);
         q->name = name;
     }
+    if (need_node_agent(q, e) < 0) return e->code;
     label_value(q->from, label);
     snprintf(sel, sizeof sel, "velero.io/backup-name=%s", label);
     json_t *pvbs = NULL;

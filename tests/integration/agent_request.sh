@@ -189,3 +189,13 @@ expect "$tmp/r-live.out" "nothing to restore from backup b1"
 [ -z "$(kc get podvolumerestores -n velero -l velero.io/restore-name=r-live -o name)" ] ||
     fail "PodVolumeRestores were created for pods without restore-wait"
 pass "request restore skips target pods that are not held in restore-wait"
+
+# --- no DaemonSet node-agent: Velero's restorer would create no PodVolumeRestores, nor does request
+kc delete daemonset node-agent -n velero >/dev/null
+if req restore --from b1 --namespace shop --name r-nods >"$tmp/r-nods.out" 2>&1; then
+    fail "a restore without the DaemonSet node-agent exited 0"
+fi
+expect "$tmp/r-nods.out" "there is no DaemonSet node-agent in namespace velero"
+[ -z "$(kc get podvolumerestores -n velero -l velero.io/restore-name=r-nods -o name)" ] ||
+    fail "PodVolumeRestores were created without the DaemonSet node-agent"
+pass "request restore, as Velero's restorer, wants the DaemonSet node-agent"

@@ -90,10 +90,20 @@ k8s_restore_wait() {
         \"image\":\"velero/velero-restore-helper\",\"imageID\":\"\",\"state\":{\"$3\":{}}}]}}" >/dev/null
 }
 
-# k8s_node_agent NODE: the node agent's own pod in velero, running on NODE, which is how
-# `podvault request` learns that the node has an agent.
+# k8s_node_agent NODE: the DaemonSet node-agent in velero and its pod, running on NODE: how
+# `podvault request` (as Velero's server) learns that the node has an agent, and that restores
+# can be served at all.
 k8s_node_agent() {
     kc apply -f - >/dev/null <<EOF2
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: node-agent, namespace: velero, labels: {name: node-agent, role: node-agent}}
+spec:
+  selector: {matchLabels: {name: node-agent}}
+  template:
+    metadata: {labels: {name: node-agent, role: node-agent}}
+    spec: {containers: [{name: node-agent, image: podvault}]}
+---
 apiVersion: v1
 kind: Pod
 metadata: {name: node-agent-$1, namespace: velero, labels: {name: node-agent, role: node-agent}}
