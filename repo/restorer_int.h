@@ -10,7 +10,8 @@
  * points to (freed by cleanup in restorer.c); a struct rfile is owned by its references (the
  * walk's while it queues, one per queued job) and freed by whoever drops the last one.
  * Thread-safety: each function below says which threads may call it; the fields of struct rs
- * say which lock guards them (the counters are atomic, the rest is the walk's own).
+ * say which lock guards them; its counters are atomic, and the rest is set before the workers
+ * start or is the walk's own.
  */
 #ifndef PV_REPO_RESTORER_INT_H
 #define PV_REPO_RESTORER_INT_H
@@ -141,7 +142,7 @@ void restore_apply_meta(struct rs *rs, const struct tree_node *n, const struct m
                         const char *disp);
 /* Starts the workers (o->threads, else one per CPU, at most 64) and their queue. Fails out of
  * memory or when a thread cannot start; stop them with restore_stop_workers either way. The
- * calling thread of restore_snapshot only, as the three below. */
+ * calling thread of restore_snapshot only, as are restore_push_job and restore_stop_workers. */
 int restore_start_workers(struct rs *rs, struct err *e);
 /* Queues a job, which holds a reference to its file, waiting while the queue is full (and
  * keeping progress flowing meanwhile). On cancel the job is dropped and its reference
