@@ -3,7 +3,8 @@
  *
  * Files. This file is the walk and the trees; the ring buffer that files are read into and the
  * worker threads that hash and store its chunks are repo/readring.h; an entry's metadata (stat
- * fields, owner names, extended attributes) is repo/meta.h.
+ * fields, owner names, extended attributes) is repo/meta.h; the path buffer, exclude matching and
+ * the scanner that counts what lies ahead for progress totals are repo/scan.h.
  *
  * Threads. The calling thread ("walker") walks depth-first, reads each file into the ring, cuts
  * chunks there and queues each chunk as a span of the ring (no copy). Worker threads hash
@@ -24,17 +25,14 @@
 #include "repo/archiver.h"
 
 #include <assert.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,6 +45,7 @@
 #include "repo/names.h"
 #include "repo/readring.h"
 #include "repo/repo.h"
+#include "repo/scan.h"
 #include "repo/store.h"
 #include "repo/tree.h"
 
@@ -55,7 +54,6 @@
 /* Reading waits for this much room in the ring (or half a chunker maximum, if less): waiting
  * for more left the workers idle while the walker read (bench/design-figures.md). */
 #define READ_MIN (256u << 10)
-#define SCAN_MAX_DEPTH 64
 
 /* A directory being built. */
 struct dir {
@@ -67,17 +65,6 @@ struct dir {
     struct dir *open_sub; /* last subdirectory walked, not yet encoded */
     size_t node;          /* index of its node in the parent directory's tree */
     bool real;            /* false for the synthetic root of a multi-path backup */
-};
-
-struct path {
-    char *p;
-    size_t len, cap;
-};
-
-struct root {
-    char *path;       /* realpath, owned */
-    const char *name; /* last component, inside path */
-    struct stat st;
 };
 
 struct arch {
@@ -95,19 +82,15 @@ struct arch {
     bool proc_fd;   /* /proc/self/fd works, for xattrs of entries without an open fd */
 
     /* walk state (walker only) */
-    struct path path;
+    struct scan_path path;
     struct meta_idcache users, groups;
     struct snap_summary sum;
     uint64_t files_done, bytes_done;
     double t0, last_progress;
-    struct root *roots;
+    struct scan_root *roots;
     size_t n_roots;
 
-    /* scanner */
-    pthread_t scanner;
-    bool scanner_started;
-    atomic_bool scan_stop, scan_done;
-    atomic_uint_fast64_t scan_files, scan_bytes;
+    struct scan scan; /* counts what lies ahead, for progress totals */
 };
 
 static double now_sec(void)
@@ -151,9 +134,9 @@ static void progress_tick(struct arch *a, bool force)
     struct arch_progress p = {
         .files_done = a->files_done,
         .bytes_done = a->bytes_done,
-        .files_total = atomic_load(&a->scan_files),
-        .bytes_total = atomic_load(&a->scan_bytes),
-        .scan_done = atomic_load(&a->scan_done),
+        .files_total = atomic_load(&a->scan.files),
+        .bytes_total = atomic_load(&a->scan.bytes),
+        .scan_done = atomic_load(&a->scan.done),
         .errors = a->sum.errors,
         .elapsed = t - a->t0,
     };
@@ -161,58 +144,6 @@ static void progress_tick(struct arch *a, bool force)
     p.bytes_new = a->rr.bytes_new;
     pthread_mutex_unlock(&a->rr.mu);
     a->o->progress(a->o->ctx, &p);
-}
-
-/* ---- paths, excludes ---- */
-
-static int path_set(struct path *pb, const char *s, struct err *e)
-{
-    size_t n = strlen(s);
-    if (n + 1 > pb->cap) {
-        char *p = realloc(pb->p, n + 256);
-        if (!p) return oom(e);
-        pb->p = p;
-        pb->cap = n + 256;
-    }
-    memcpy(pb->p, s, n + 1);
-    pb->len = n;
-    return 0;
-}
-
-/* Appends "/name"; *saved receives the length to restore with path_pop. */
-static int path_push(struct path *pb, const char *name, size_t *saved, struct err *e)
-{
-    size_t n = strlen(name);
-    bool slash = pb->len == 0 || pb->p[pb->len - 1] != '/';
-    size_t need = pb->len + slash + n + 1;
-    if (need > pb->cap) {
-        size_t cap = need * 2;
-        char *p = realloc(pb->p, cap);
-        if (!p) return oom(e);
-        pb->p = p;
-        pb->cap = cap;
-    }
-    *saved = pb->len;
-    if (slash) pb->p[pb->len++] = '/';
-    memcpy(pb->p + pb->len, name, n + 1);
-    pb->len += n;
-    return 0;
-}
-
-static void path_pop(struct path *pb, size_t saved)
-{
-    pb->len = saved;
-    pb->p[saved] = '\0';
-}
-
-static bool excluded(const struct arch_options *o, const char *path, const char *name)
-{
-    for (size_t i = 0; i < o->n_excludes; i++) {
-        const char *pat = o->excludes[i];
-        if (strchr(pat, '/') ? fnmatch(pat, path, FNM_PATHNAME) == 0 : fnmatch(pat, name, 0) == 0)
-            return true;
-    }
-    return false;
 }
 
 /* ---- metadata (repo/meta.h) ---- */
@@ -237,14 +168,6 @@ static const char *entry_lpath(struct arch *a, int dfd, const char *name, char *
     if (!a->proc_fd) return a->path.p;
     snprintf(tmp, size, "/proc/self/fd/%d/%s", dfd, name);
     return tmp;
-}
-
-/* open(2) with O_NOATIME, which fails with EPERM on files the process does not own. */
-static int open_noatime(int dfd, const char *name, int flags)
-{
-    int fd = openat(dfd, name, flags | O_NOATIME | O_CLOEXEC);
-    if (fd < 0 && errno == EPERM) fd = openat(dfd, name, flags | O_CLOEXEC);
-    return fd;
 }
 
 /* ---- the worker pipeline ---- */
@@ -543,7 +466,7 @@ static int do_file(struct arch *a, struct dir *d, int dfd, const char *name, con
     int rc;
 
     /* O_NONBLOCK: should the entry have become a FIFO since lstat, open must not hang. */
-    int fd = open_noatime(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    int fd = scan_open_noatime(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) {
         problem(a, "open", errno);
         return 0;
@@ -753,7 +676,7 @@ static int do_dir(struct arch *a, struct dir *d, int dfd, const char *name, dev_
 {
     int rc = dir_close_sub(a, d, true, e);
     if (rc < 0) return rc;
-    int fd = open_noatime(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    int fd = scan_open_noatime(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     if (fd < 0) {
         problem(a, "open", errno);
         return 0;
@@ -827,10 +750,10 @@ static int walk_dir(struct arch *a, struct dir *d, int fd, const struct names *n
         if (canceled(a)) return err_set(e, ERR_CANCELED, "backup canceled");
         const char *name = names_get(nm, i);
         size_t saved;
-        int rc = path_push(&a->path, name, &saved, e);
+        int rc = scan_path_push(&a->path, name, &saved, e);
         if (rc < 0) return rc;
-        if (!excluded(a->o, a->path.p, name)) rc = do_entry(a, d, fd, name, root_dev, e);
-        path_pop(&a->path, saved);
+        if (!scan_excluded(a->o, a->path.p, name)) rc = do_entry(a, d, fd, name, root_dev, e);
+        scan_path_pop(&a->path, saved);
         if (rc == 0) rc = dir_close_sub(a, d, false, e);
         if (rc < 0) return rc;
         progress_tick(a, false);
@@ -838,70 +761,11 @@ static int walk_dir(struct arch *a, struct dir *d, int fd, const struct names *n
     return dir_close_sub(a, d, true, e);
 }
 
-/* ---- the scanner: counts what lies ahead, for progress totals ---- */
-
-/* Counts the entries below the directory open as `fd`. Below SCAN_MAX_DEPTH levels nothing is
- * counted: the scan holds one descriptor per level and must not take the walker's. */
-static void scan_dir(struct arch *a, int fd, struct path *pb, dev_t root_dev, unsigned depth)
-{
-    DIR *dir = fdopendir(fd);
-    if (!dir) {
-        close(fd);
-        return;
-    }
-    struct dirent *de;
-    struct err e;
-    while (!atomic_load(&a->scan_stop) && (de = readdir(dir))) {
-        const char *s = de->d_name;
-        if (s[0] == '.' && (s[1] == '\0' || (s[1] == '.' && s[2] == '\0'))) continue;
-        size_t saved;
-        if (path_push(pb, s, &saved, &e) < 0) break;
-        struct stat st;
-        if (!excluded(a->o, pb->p, s) && fstatat(dirfd(dir), s, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-            atomic_fetch_add(&a->scan_files, 1);
-            if (S_ISREG(st.st_mode)) atomic_fetch_add(&a->scan_bytes, (uint64_t)st.st_size);
-            if (S_ISDIR(st.st_mode) && !(a->o->one_file_system && st.st_dev != root_dev)) {
-                int sub = depth < SCAN_MAX_DEPTH
-                              ? open_noatime(dirfd(dir), s, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
-                              : -1;
-                if (sub >= 0) scan_dir(a, sub, pb, root_dev, depth + 1);
-            }
-        }
-        path_pop(pb, saved);
-    }
-    closedir(dir);
-}
-
-static void *scan_main(void *arg)
-{
-    struct arch *a = arg;
-    /* Lowest priority: the scan only feeds the ETA and must not slow the backup. */
-    setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
-    struct path pb = {0};
-    struct err e;
-    bool single = a->n_roots == 1 && S_ISDIR(a->roots[0].st.st_mode);
-    for (size_t i = 0; i < a->n_roots && !atomic_load(&a->scan_stop); i++) {
-        const struct root *rt = &a->roots[i];
-        if (path_set(&pb, rt->path, &e) < 0) break;
-        if (!single) {
-            atomic_fetch_add(&a->scan_files, 1);
-            if (S_ISREG(rt->st.st_mode)) atomic_fetch_add(&a->scan_bytes, (uint64_t)rt->st.st_size);
-        }
-        if (S_ISDIR(rt->st.st_mode)) {
-            int fd = open_noatime(AT_FDCWD, rt->path, O_RDONLY | O_DIRECTORY);
-            if (fd >= 0) scan_dir(a, fd, &pb, rt->st.st_dev, 0);
-        }
-    }
-    free(pb.p);
-    atomic_store(&a->scan_done, !atomic_load(&a->scan_stop));
-    return NULL;
-}
-
 /* ---- roots, parent, snapshot ---- */
 
 static int root_cmp(const void *x, const void *y)
 {
-    return strcmp(((const struct root *)x)->name, ((const struct root *)y)->name);
+    return strcmp(((const struct scan_root *)x)->name, ((const struct scan_root *)y)->name);
 }
 
 /* Resolves every path to an absolute one without symlinks, and checks that the root tree's
@@ -911,7 +775,7 @@ static int roots_resolve(struct arch *a, const char *const *paths, size_t n, str
     a->roots = calloc(n, sizeof *a->roots);
     if (!a->roots) return oom(e);
     for (size_t i = 0; i < n; i++) {
-        struct root *rt = &a->roots[i];
+        struct scan_root *rt = &a->roots[i];
         rt->path = realpath(paths[i], NULL);
         if (!rt->path) return err_sys(e, errno, "%s", paths[i]);
         a->n_roots++;
@@ -927,7 +791,7 @@ static int roots_resolve(struct arch *a, const char *const *paths, size_t n, str
                            "entries of the snapshot's root named by their last component",
                            a->roots[i].path);
     }
-    struct root *sorted = malloc(n * sizeof *sorted);
+    struct scan_root *sorted = malloc(n * sizeof *sorted);
     if (!sorted) return oom(e);
     memcpy(sorted, a->roots, n * sizeof *sorted);
     qsort(sorted, n, sizeof *sorted, root_cmp);
@@ -1005,11 +869,11 @@ static int walk_roots(struct arch *a, const struct snapshot *parent, bool has_pa
     if (has_parent) dir_load_prev(a, top, &parent->tree, a->roots[0].path);
     int rc = 0;
     if (a->n_roots == 1 && S_ISDIR(a->roots[0].st.st_mode)) {
-        const struct root *rt = &a->roots[0];
+        const struct scan_root *rt = &a->roots[0];
         struct names nm = {0};
         struct stat st;
         top->real = true;
-        int fd = open_noatime(AT_FDCWD, rt->path, O_RDONLY | O_DIRECTORY);
+        int fd = scan_open_noatime(AT_FDCWD, rt->path, O_RDONLY | O_DIRECTORY);
         if (fd < 0) {
             rc = err_sys(e, errno, "opening %s", rt->path);
         } else if ((rc = names_read(fd, &nm, e)) > 0) {
@@ -1017,7 +881,7 @@ static int walk_roots(struct arch *a, const struct snapshot *parent, bool has_pa
         } else if (rc == 0 && fstat(fd, &st) < 0) {
             rc = err_sys(e, errno, "%s", rt->path);
         }
-        if (rc == 0 && (rc = path_set(&a->path, rt->path, e)) == 0)
+        if (rc == 0 && (rc = scan_path_set(&a->path, rt->path, e)) == 0)
             rc = walk_dir(a, top, fd, &nm, st.st_dev, e);
         if (rc == 0) {
             snap->root.present = true;
@@ -1031,14 +895,14 @@ static int walk_roots(struct arch *a, const struct snapshot *parent, bool has_pa
         if (fd >= 0) close(fd);
     } else {
         /* Roots in name order, so that the root tree's nodes are added sorted. */
-        struct root *sorted = malloc(a->n_roots * sizeof *sorted);
+        struct scan_root *sorted = malloc(a->n_roots * sizeof *sorted);
         if (!sorted)
             rc = oom(e);
         else
             memcpy(sorted, a->roots, a->n_roots * sizeof *sorted);
         if (sorted && a->n_roots > 1) qsort(sorted, a->n_roots, sizeof *sorted, root_cmp);
         for (size_t i = 0; rc == 0 && i < a->n_roots; i++) {
-            const struct root *rt = &sorted[i];
+            const struct scan_root *rt = &sorted[i];
             char *parent_dir = strndup(rt->path, (size_t)(rt->name - rt->path));
             if (!parent_dir) {
                 rc = oom(e);
@@ -1047,7 +911,7 @@ static int walk_roots(struct arch *a, const struct snapshot *parent, bool has_pa
             int dfd = open(*parent_dir ? parent_dir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
             if (dfd < 0) rc = err_sys(e, errno, "opening %s", parent_dir);
             free(parent_dir);
-            if (rc == 0 && (rc = path_set(&a->path, rt->path, e)) == 0)
+            if (rc == 0 && (rc = scan_path_set(&a->path, rt->path, e)) == 0)
                 rc = do_entry(a, top, dfd, rt->name, rt->st.st_dev, e);
             if (dfd >= 0) close(dfd);
             if (rc == 0) rc = dir_close_sub(a, top, false, e);
@@ -1057,7 +921,7 @@ static int walk_roots(struct arch *a, const struct snapshot *parent, bool has_pa
         if (rc == 0) rc = dir_close_sub(a, top, true, e);
     }
     if (rc == 0) {
-        if (a->n_roots > 1 || !S_ISDIR(a->roots[0].st.st_mode)) path_set(&a->path, "/", e);
+        if (a->n_roots > 1 || !S_ISDIR(a->roots[0].st.st_mode)) scan_path_set(&a->path, "/", e);
         rc = dir_store(a, top, tree, e);
     }
     dir_free(a, top);
@@ -1151,10 +1015,7 @@ static struct arch *arch_new(struct repo *r, const struct arch_options *o)
     a->max_chunk = chunker_params(a->ch)->max_size;
     a->proc_fd = access("/proc/self/fd", X_OK) == 0;
     rr_init(&a->rr);
-    atomic_init(&a->scan_stop, false);
-    atomic_init(&a->scan_done, false);
-    atomic_init(&a->scan_files, 0);
-    atomic_init(&a->scan_bytes, 0);
+    scan_init(&a->scan);
     return a;
 }
 
@@ -1200,16 +1061,12 @@ int arch_backup(struct repo *r, const char *const *paths, size_t n_paths,
     if (rc == 0) rc = snap_prepare(a, hostname, &parent, has_parent, out, e);
     if (rc == 0) rc = store_new(r, &a->s, e);
     if (rc == 0) rc = pipeline_start(a, e);
-    if (rc == 0 && o->progress && pthread_create(&a->scanner, NULL, scan_main, a) == 0)
-        a->scanner_started = true;
+    if (rc == 0 && o->progress) scan_start(&a->scan, o, a->roots, a->n_roots);
 
     struct oid tree;
     if (rc == 0) rc = walk_roots(a, &parent, has_parent, out, &tree, e);
 
-    if (a->scanner_started) {
-        atomic_store(&a->scan_stop, true);
-        pthread_join(a->scanner, NULL);
-    }
+    scan_stop(&a->scan);
     rr_drain(&a->rr);
     rr_stop(&a->rr);
     if (a->s) {

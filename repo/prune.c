@@ -18,144 +18,29 @@
 #include "repo/index.h"
 #include "repo/lock.h"
 #include "repo/pack.h"
+#include "repo/prune_int.h"
 #include "repo/repo.h"
 #include "repo/store.h"
 #include "repo/walk.h"
 
-/* The index is rewritten when there are at least this many index files, even if nothing was
- * deleted: loading many small files costs every backup time. */
-#define PRUNE_COMPACT_FILES 32
-/* Blobs per index file written by prune (about 2.5 MiB a file). */
-#define PRUNE_INDEX_FILE_BLOBS 65536
 /* Stored bytes a pack header takes per blob, and in all, for telling unused blobs from
  * overhead. */
 #define PRUNE_HEADER_PER_BLOB 48
 #define PRUNE_HEADER_FIXED 128
 
-/* Pack states. */
-enum {
-    F_DATA = 1 << 0,     /* present in data/ */
-    F_MARKED = 1 << 1,   /* listed by a mark from an earlier prune */
-    F_DELETE = 1 << 2,   /* no used blob: marked by this prune */
-    F_REPACK = 1 << 3,   /* repacked by this prune */
-    F_UNMARK = 1 << 4,   /* marked, but used */
-    F_GONE = 1 << 5,     /* indexed, not in data/, not used: drop from the index */
-    F_BLOCKED = 1 << 6,  /* a writer live at marking time may still refer to it */
-    F_TREE = 1 << 7,     /* holds tree blobs */
-    F_BLOBDATA = 1 << 8, /* holds data blobs */
-    F_NOW = 1 << 9,      /* deleted by this prune */
-    F_SMALL = 1 << 10,
-};
-
-struct pstat {
-    uint64_t size;       /* from the listing */
-    uint64_t used_bytes; /* stored bytes of used blobs attributed to it */
-    uint64_t blob_bytes; /* stored bytes of all blobs attributed to it */
-    uint32_t n_blobs, n_used;
-    uint32_t fl;
-};
-
-/* A blob of a pack being repacked. */
-struct rentry {
-    struct oid id;
-    uint32_t slot;
-    uint32_t offset, stored_len, raw_len;
-    uint8_t type;
-    bool used;
-};
-
+/* A pack's slot, looked up by ID (several passes: struct pr's `table`). */
 struct tslot {
     struct oid id;
     uint32_t slot;
 };
 
-struct pr {
-    struct repo *r;
-    const struct prune_options *o;
-    struct prune_stats *st;
-    const volatile int *stop;
-    int64_t now;
+/* ---- what both files share (prune_int.h) ---- */
 
-    struct oid *i0; /* index files listed before the load */
-    size_t n_i0;
-    bool listed;       /* i0 is known: later passes load the same files */
-    struct oid *i_new; /* index files loaded later (their content is in the index too) */
-    size_t n_i_new;
-    struct lock_mark *marks;
-    size_t n_marks;
-    struct oid *marked; /* union of the marks' packs, sorted */
-    size_t n_marked;
-    struct walk_pack *data; /* data/ listing, sorted */
-    size_t n_data;
-
-    /* Slots: pack numbers of the index's table (n_table of them, as of the walk), then the
-     * packs no index lists (orphans). */
-    struct pstat *ps;
-    size_t n_table, n_slots;
-    /* With several passes (max_memory), each reloads the index, whose pack numbers then differ:
-     * slots are the first pass's numbers, kept here with a lookup sorted by ID. */
-    struct walk_range range;
-    uint32_t passes;
-    uint64_t fixed, split; /* what every pass holds, and the data blobs' cost that passes split */
-    /* The in-memory index is loaded again after the first load (passes, or a repack in batches):
-     * the later steps load the index files again rather than trust it. */
-    bool reloads;
-    uint64_t repack_room; /* a batch of the repack's blobs may take this much (0: no bound) */
-    struct tslot *table;  /* sorted by ID */
-    struct oid *table_ids;
-    uint32_t *num_slot;        /* this pass's pack number -> slot */
-    struct walk_pack *orphans; /* sorted */
-    size_t n_orphans;
-
-    struct snapshot *snaps;
-    size_t n_snaps;
-    struct oid *walked; /* snapshots known not to use marked packs, sorted */
-    size_t n_walked;
-    struct walk_bits used;
-
-    struct rentry *rep; /* blobs of repacked packs, by slot then offset */
-    size_t n_rep;
-    struct oid *holders; /* live writers */
-    size_t n_holders;
-    size_t *now_slots;      /* packs to delete now */
-    uint8_t *pending;       /* per mark (old ones, then this prune's): writers it still waits for */
-    struct lock_mark fresh; /* this prune's mark */
-    bool fresh_saved;
-    bool walk_problems;
-    char problem_msg[ERR_MSG_MAX];
-};
-
-static int cmp_oid(const void *a, const void *b)
-{
-    return oid_cmp(a, b);
-}
-
-static bool has_oid(const struct oid *v, size_t n, const struct oid *id)
-{
-    return n && bsearch(id, v, n, sizeof *v, cmp_oid);
-}
-
-static void note_memory(struct pr *p, uint64_t extra)
+void prune_note_memory(struct pr *p, uint64_t extra)
 {
     uint64_t m = idx_memory(repo_index(p->r)) + p->used.n / 8 + p->n_slots * sizeof *p->ps +
                  p->n_rep * sizeof *p->rep + extra;
     if (m > p->st->memory) p->st->memory = m;
-}
-
-static int canceled(struct pr *p, struct err *e)
-{
-    if (p->stop && *p->stop) return err_set(e, ERR_CANCELED, "prune canceled");
-    return 0;
-}
-
-static void progress(struct pr *p, const char *phase, uint64_t done, uint64_t total)
-{
-    if (p->o->progress) p->o->progress(p->o->ctx, phase, done, total);
-}
-
-static void report(struct pr *p, enum prune_action a, const struct oid *id, const struct pstat *s)
-{
-    if (p->o->pack) p->o->pack(p->o->ctx, a, id, s->size, s->used_bytes);
 }
 
 /* ---- step 1: what is there ---- */
@@ -182,7 +67,7 @@ static int load_marks(struct pr *p, struct err *e)
     for (size_t i = 0; i < p->n_marks; i++)
         for (size_t k = 0; k < p->marks[i].n_packs; k++)
             p->marked[p->n_marked++] = p->marks[i].packs[k];
-    if (p->n_marked) qsort(p->marked, p->n_marked, sizeof *p->marked, cmp_oid);
+    if (p->n_marked) qsort(p->marked, p->n_marked, sizeof *p->marked, prune_cmp_oid);
     size_t w = 0;
     for (size_t i = 0; i < p->n_marked; i++)
         if (!w || !oid_eq(&p->marked[w - 1], &p->marked[i])) p->marked[w++] = p->marked[i];
@@ -205,7 +90,7 @@ static int load_index(struct pr *p, struct err *e)
     if (p->n_i0) memcpy(only, p->i0, p->n_i0 * sizeof *only);
     if (p->n_i_new) memcpy(only + p->n_i0, p->i_new, p->n_i_new * sizeof *only);
     size_t n_only = p->n_i0 + p->n_i_new, n = 0;
-    qsort(only, n_only, sizeof *only, cmp_oid);
+    qsort(only, n_only, sizeof *only, prune_cmp_oid);
     int rc = walk_load_index_range(p->r, p->marked, p->n_marked, &p->range, only, n_only, &ids, &n,
                                    NULL, NULL, e);
     free(ids);
@@ -264,7 +149,7 @@ static void on_problem(void *ctx, enum walk_problem kind, const struct oid *snap
 static bool new_since_some_mark(const struct pr *p, const struct oid *s)
 {
     for (size_t i = 0; i < p->n_marks; i++)
-        if (!has_oid(p->marks[i].snapshots, p->marks[i].n_snapshots, s)) return true;
+        if (!prune_has_oid(p->marks[i].snapshots, p->marks[i].n_snapshots, s)) return true;
     return false;
 }
 
@@ -297,7 +182,7 @@ static int walk_used(struct pr *p, struct err *e)
         roots[n_roots].tree = p->snaps[i].tree;
         n_roots++;
     }
-    if (p->n_walked) qsort(p->walked, p->n_walked, sizeof *p->walked, cmp_oid);
+    if (p->n_walked) qsort(p->walked, p->n_walked, sizeof *p->walked, prune_cmp_oid);
     repo_index_lock(p->r, true);
     rc = idx_seal(repo_index(p->r), e);
     repo_index_unlock(p->r);
@@ -308,13 +193,13 @@ static int walk_used(struct pr *p, struct err *e)
                               .cancel = p->stop,
                               .problem = on_problem,
                               .ctx = p};
-    progress(p, "walking snapshots", 0, n_roots);
+    prune_progress(p, "walking snapshots", 0, n_roots);
     if (rc == 0) rc = walk_trees(p->r, roots, n_roots, &p->used, &wo, &ws, e);
     free(roots);
     if (rc < 0) return rc;
     p->st->snapshots = n_roots;
     if (p->range.part == 0) p->st->trees = ws.trees;
-    note_memory(p, 0);
+    prune_note_memory(p, 0);
     if (p->walk_problems)
         return err_set(e, ERR_FAIL,
                        "%llu problems in the snapshots, the first: %s; prune changed nothing "
@@ -330,7 +215,7 @@ static int cmp_tslot(const void *a, const void *b)
     return oid_cmp(&((const struct tslot *)a)->id, &((const struct tslot *)b)->id);
 }
 
-static long slot_of(const struct pr *p, const struct oid *id)
+long prune_slot_of(const struct pr *p, const struct oid *id)
 {
     uint32_t num;
     if (p->table) {
@@ -344,7 +229,7 @@ static long slot_of(const struct pr *p, const struct oid *id)
     return o ? (long)(p->n_table + (size_t)(o - p->orphans)) : -1;
 }
 
-static const struct oid *slot_id(const struct pr *p, size_t s)
+const struct oid *prune_slot_id(const struct pr *p, size_t s)
 {
     if (s >= p->n_table) return &p->orphans[s - p->n_table].id;
     return p->table ? &p->table_ids[s] : idx_pack_id(repo_index(p->r), (uint32_t)s);
@@ -388,7 +273,7 @@ static int map_slots(struct pr *p, struct err *e)
     p->num_slot = malloc((n_packs ? n_packs : 1) * sizeof *p->num_slot);
     if (!p->num_slot) return err_set(e, ERR_FAIL, "prune: out of memory");
     for (size_t i = 0; i < n_packs; i++) {
-        long sl = slot_of(p, idx_pack_id(x, (uint32_t)i));
+        long sl = prune_slot_of(p, idx_pack_id(x, (uint32_t)i));
         p->num_slot[i] = sl < 0 || (size_t)sl >= p->n_table ? NO_SLOT : (uint32_t)sl;
     }
     return 0;
@@ -429,7 +314,7 @@ static int count_pass(struct pr *p, struct err *e)
             p->st->blobs_used++;
         }
     }
-    note_memory(p, 0);
+    prune_note_memory(p, 0);
     return 0;
 }
 
@@ -438,13 +323,13 @@ static int pack_stats(struct pr *p, struct err *e)
     char hex[OID_HEX_LEN + 1];
     for (size_t i = 0; i < p->n_slots; i++) {
         struct pstat *s = &p->ps[i];
-        const struct oid *id = slot_id(p, i);
+        const struct oid *id = prune_slot_id(p, i);
         const struct walk_pack *d = find_data(p, id);
         if (d) {
             s->fl |= F_DATA;
             s->size = d->size;
         }
-        if (has_oid(p->marked, p->n_marked, id)) s->fl |= F_MARKED;
+        if (prune_has_oid(p->marked, p->n_marked, id)) s->fl |= F_MARKED;
         if (!d && s->n_used)
             return err_set(e, ERR_FAIL,
                            "pack %s holds %u blobs that snapshots use, but it is missing; prune "
@@ -492,11 +377,11 @@ static int load_pass(struct pr *p, uint32_t k, struct err *e)
 {
     p->range.part = k;
     p->range.parts = p->passes;
-    if (p->passes > 1) progress(p, "pass", k + 1, p->passes);
+    if (p->passes > 1) prune_progress(p, "pass", k + 1, p->passes);
     int rc = load_index(p, e);
     if (rc == 0 && !p->ps) rc = list_data(p, e); /* once, in the first pass */
     if (rc == 0) rc = attribute_marked(p, e);
-    if (rc == 0) rc = canceled(p, e);
+    if (rc == 0) rc = prune_canceled(p, e);
     if (rc == 0) rc = walk_used(p, e);
     return rc;
 }
@@ -617,7 +502,7 @@ static int repack_one(void *ctx, size_t k, struct err *e)
     struct repack *R = ctx;
     struct pr *p = R->p;
     size_t a = R->first[k], b = R->first[k + 1];
-    const struct oid *pack_id = slot_id(p, p->rep[a].slot);
+    const struct oid *pack_id = prune_slot_id(p, p->rep[a].slot);
     char name[80], hex[OID_HEX_LEN + 1];
     pack_object_name(pack_id, name);
     struct buf pack = BUF_INIT, plain = BUF_INIT;
@@ -671,7 +556,7 @@ static int collect_range(struct pr *p, size_t from, size_t to, size_t count, str
             return err_set(e, ERR_FAIL,
                            "used blob %s is now placed in pack %s, which held no used blob when "
                            "prune counted; nothing was marked or deleted (run prune again)",
-                           oid_hex(&id, hex), oid_hex(slot_id(p, slot), hex2));
+                           oid_hex(&id, hex), oid_hex(prune_slot_id(p, slot), hex2));
         if (!(p->ps[slot].fl & F_REPACK) || slot < from || slot >= to) continue;
         if (p->reloads && !used) continue;
         if (p->n_rep == count)
@@ -685,7 +570,7 @@ static int collect_range(struct pr *p, size_t from, size_t to, size_t count, str
         r->type = loc.type;
         r->used = used;
     }
-    note_memory(p, 0);
+    prune_note_memory(p, 0);
     return 0;
 }
 
@@ -708,7 +593,7 @@ static int copy_used(struct pr *p, struct store *s, const struct oid *ids, size_
     repo_index_lock(p->r, true);
     int rc = idx_forget_packs(x, ids, n_packs, NULL, e);
     repo_index_unlock(p->r);
-    progress(p, "repacking", 0, R.n_packs);
+    prune_progress(p, "repacking", 0, R.n_packs);
     unsigned threads = p->o->threads ? p->o->threads : 2;
     if (rc == 0) rc = walk_parallel(R.n_packs, threads, repack_one, &R, p->stop, e);
     free(R.first);
@@ -783,7 +668,7 @@ static int plan_repack(struct pr *p, struct err *e)
                        "a memory bound of %s is too small to prune this repository: at least %s "
                        "(%llu bytes) is needed, to repack pack %s (its %u used blobs take %llu "
                        "bytes beside what a pass holds)",
-                       b1, b2, (unsigned long long)least, oid_hex(slot_id(p, big), hex),
+                       b1, b2, (unsigned long long)least, oid_hex(prune_slot_id(p, big), hex),
                        p->ps[big].n_used, (unsigned long long)largest);
     }
     p->passes = k;
@@ -826,7 +711,7 @@ static int repack(struct pr *p, struct err *e)
     for (size_t from = 0, n; rc == 0 && (n = next_batch(p, from, &to, &count)); from = to) {
         size_t j = 0;
         for (size_t i = from; i < to; i++)
-            if (p->ps[i].fl & F_REPACK) ids[j++] = *slot_id(p, i);
+            if (p->ps[i].fl & F_REPACK) ids[j++] = *prune_slot_id(p, i);
         p->n_rep = 0;
         for (uint32_t i = 0; i < p->passes && rc == 0; i++) {
             uint32_t part = loaded ? (last + i) % p->passes : i;
@@ -858,7 +743,7 @@ static int repack(struct pr *p, struct err *e)
     for (size_t i = 0; i < p->n_slots; i++) {
         if (!(p->ps[i].fl & F_REPACK)) continue;
         p->st->packs_repacked++;
-        report(p, PRUNE_REPACK, slot_id(p, i), &p->ps[i]);
+        prune_report(p, PRUNE_REPACK, prune_slot_id(p, i), &p->ps[i]);
     }
     return 0;
 }
@@ -877,7 +762,7 @@ static int mark_new(struct pr *p, struct err *e)
     m->snapshots = malloc((p->n_walked ? p->n_walked : 1) * sizeof *m->snapshots);
     if (!m->packs || !m->snapshots) return err_set(e, ERR_FAIL, "prune: out of memory");
     for (size_t i = 0; i < p->n_slots; i++)
-        if (p->ps[i].fl & (F_DELETE | F_REPACK)) m->packs[m->n_packs++] = *slot_id(p, i);
+        if (p->ps[i].fl & (F_DELETE | F_REPACK)) m->packs[m->n_packs++] = *prune_slot_id(p, i);
     memcpy(m->snapshots, p->walked, p->n_walked * sizeof *p->walked);
     m->n_snapshots = p->n_walked;
     int rc = lock_mark_save(p->r, m, e);
@@ -909,7 +794,7 @@ static int list_writers(struct pr *p, struct err *e)
             p->holders[p->n_holders++] = locks[i].holder;
     }
     free(locks);
-    if (p->n_holders) qsort(p->holders, p->n_holders, sizeof *p->holders, cmp_oid);
+    if (p->n_holders) qsort(p->holders, p->n_holders, sizeof *p->holders, prune_cmp_oid);
     size_t w = 0;
     for (size_t i = 0; i < p->n_holders; i++)
         if (!w || !oid_eq(&p->holders[w - 1], &p->holders[i])) p->holders[w++] = p->holders[i];
@@ -918,47 +803,30 @@ static int list_writers(struct pr *p, struct err *e)
     return 0;
 }
 
-/* The mark at i: old marks first, then this prune's own. */
-static struct lock_mark *mark_at(struct pr *p, size_t i)
-{
-    return i < p->n_marks ? &p->marks[i] : &p->fresh;
-}
-
-static size_t n_all_marks(const struct pr *p)
-{
-    return p->n_marks + (p->fresh_saved ? 1 : 0);
-}
-
 /* Narrows each mark's waiting set to the writers still live; a mark that never had one (just
  * made, or its prune stopped before listing locks) waits for every live writer. A pack is
  * blocked while any mark listing it waits for someone. */
 static int compute_pending(struct pr *p, struct err *e)
 {
-    size_t nm = n_all_marks(p);
+    size_t nm = prune_n_all_marks(p);
     p->pending = calloc(nm ? nm : 1, 1);
     if (!p->pending) return err_set(e, ERR_FAIL, "prune: out of memory");
     for (size_t i = 0; i < nm; i++) {
-        struct lock_mark *m = mark_at(p, i);
+        struct lock_mark *m = prune_mark_at(p, i);
         bool waits = false;
         if (!m->has_waiting)
             waits = p->n_holders > 0;
         else
             for (size_t k = 0; k < m->n_waiting && !waits; k++)
-                waits = has_oid(p->holders, p->n_holders, &m->waiting[k]);
+                waits = prune_has_oid(p->holders, p->n_holders, &m->waiting[k]);
         p->pending[i] = waits;
         if (!waits) continue;
         for (size_t k = 0; k < m->n_packs; k++) {
-            long s = slot_of(p, &m->packs[k]);
+            long s = prune_slot_of(p, &m->packs[k]);
             if (s >= 0) p->ps[s].fl |= F_BLOCKED;
         }
     }
     return 0;
-}
-
-static bool candidate(const struct pstat *s)
-{
-    return (s->fl & F_DATA) && (s->fl & (F_MARKED | F_DELETE | F_REPACK)) &&
-           !(s->fl & (F_UNMARK | F_BLOCKED));
 }
 
 /* ---- step 4: re-check snapshots saved since the walk ---- */
@@ -966,7 +834,7 @@ static bool candidate(const struct pstat *s)
 /* Adds to i_new the index files written since the load (by backups, or by the repack's store);
  * with `decode`, their content goes into the in-memory index too (one pass only: in several, the
  * passes load them by range). */
-static int find_new_index_files(struct pr *p, bool decode, struct err *e)
+int prune_find_new_index_files(struct pr *p, bool decode, struct err *e)
 {
     struct oid *now_ids = NULL;
     size_t n_now = 0;
@@ -982,7 +850,9 @@ static int find_new_index_files(struct pr *p, bool decode, struct err *e)
     p->i_new = grown;
     struct buf plain = BUF_INIT;
     for (size_t i = 0; i < n_now && rc == 0; i++) {
-        if (has_oid(p->i0, p->n_i0, &now_ids[i]) || has_oid(p->i_new, n_had, &now_ids[i])) continue;
+        if (prune_has_oid(p->i0, p->n_i0, &now_ids[i]) ||
+            prune_has_oid(p->i_new, n_had, &now_ids[i]))
+            continue;
         if (decode) {
             buf_reset(&plain);
             rc = repo_load_file(p->r, "index", "index", &now_ids[i], &plain, e);
@@ -999,7 +869,7 @@ static int find_new_index_files(struct pr *p, bool decode, struct err *e)
     }
     buf_free(&plain);
     free(now_ids);
-    if (p->n_i_new) qsort(p->i_new, p->n_i_new, sizeof *p->i_new, cmp_oid);
+    if (p->n_i_new) qsort(p->i_new, p->n_i_new, sizeof *p->i_new, prune_cmp_oid);
     return rc;
 }
 
@@ -1012,7 +882,7 @@ static void unmark_used(struct pr *p, const struct walk_bits *used)
         if (!walk_bit(used, pos)) continue;
         struct idx_loc loc;
         idx_at(x, pos, NULL, &loc);
-        long s = slot_of(p, idx_pack_id(x, loc.pack));
+        long s = prune_slot_of(p, idx_pack_id(x, loc.pack));
         if (s >= 0 && (p->ps[s].fl & (F_MARKED | F_DELETE | F_REPACK))) p->ps[s].fl |= F_UNMARK;
     }
 }
@@ -1021,13 +891,13 @@ static void unmark_used(struct pr *p, const struct walk_bits *used)
  * of the first pass and those found since), and unmarks the packs they use. */
 static int recheck_walk(struct pr *p, const struct walk_root *roots, size_t n_roots, struct err *e)
 {
-    int rc = find_new_index_files(p, !p->reloads, e);
+    int rc = prune_find_new_index_files(p, !p->reloads, e);
     struct walk_bits used2 = {0};
     for (uint32_t k = 0; k < p->passes && rc == 0 && !p->walk_problems; k++) {
         p->range.part = k;
         p->range.parts = p->passes;
         if (p->reloads) {
-            if (p->passes > 1) progress(p, "pass", k + 1, p->passes);
+            if (p->passes > 1) prune_progress(p, "pass", k + 1, p->passes);
             rc = load_index(p, e);
             if (rc == 0) rc = attribute_marked(p, e);
         }
@@ -1046,7 +916,7 @@ static int recheck_walk(struct pr *p, const struct walk_root *roots, size_t n_ro
         struct walk_stats ws;
         if (rc == 0) rc = walk_trees(p->r, roots, n_roots, &used2, &wo, &ws, e);
         if (rc == 0 && !p->walk_problems) unmark_used(p, &used2);
-        note_memory(p, used2.n / 8);
+        prune_note_memory(p, used2.n / 8);
     }
     walk_bits_free(&used2);
     return rc;
@@ -1056,7 +926,7 @@ static int recheck(struct pr *p, struct err *e)
 {
     bool any = false;
     for (size_t i = 0; i < p->n_slots && !any; i++)
-        any = candidate(&p->ps[i]);
+        any = prune_candidate(&p->ps[i]);
     if (!any) return 0;
     struct oid *ids = NULL;
     size_t n_ids = 0;
@@ -1065,7 +935,7 @@ static int recheck(struct pr *p, struct err *e)
     if (rc < 0) return rc;
     size_t n_new = 0;
     for (size_t i = 0; i < n_ids; i++)
-        if (!has_oid(p->walked, p->n_walked, &ids[i])) ids[n_new++] = ids[i];
+        if (!prune_has_oid(p->walked, p->n_walked, &ids[i])) ids[n_new++] = ids[i];
     if (!n_new) {
         free(ids);
         return 0;
@@ -1103,479 +973,11 @@ static int recheck(struct pr *p, struct err *e)
             p->walked = w;
             for (size_t i = 0; i < n_roots; i++)
                 p->walked[p->n_walked++] = roots[i].snapshot;
-            qsort(p->walked, p->n_walked, sizeof *p->walked, cmp_oid);
+            qsort(p->walked, p->n_walked, sizeof *p->walked, prune_cmp_oid);
         }
     }
     free(roots);
     free(ids);
-    return rc;
-}
-
-/* ---- step 5: the new index, deletions ---- */
-
-static bool dropped(const struct pstat *s)
-{
-    return (s->fl & (F_NOW | F_GONE)) != 0;
-}
-
-struct ixw {
-    struct pr *p;
-    struct walk_ixlist l;
-};
-
-static int ixw_flush(struct ixw *w, bool last, struct err *e)
-{
-    struct pr *p = w->p;
-    struct oid *sup = NULL;
-    size_t n_sup = 0;
-    int rc = 0;
-    if (last) {
-        /* The last file names every file it replaces: until it exists, the old files stay in
-         * force and the new ones only duplicate them. */
-        sup = malloc((p->n_i0 + p->n_i_new + 1) * sizeof *sup);
-        if (!sup) return err_set(e, ERR_FAIL, "prune: out of memory");
-        memcpy(sup, p->i0, p->n_i0 * sizeof *sup);
-        memcpy(sup + p->n_i0, p->i_new, p->n_i_new * sizeof *sup);
-        n_sup = p->n_i0 + p->n_i_new;
-    }
-    struct buf plain = BUF_INIT;
-    struct oid id;
-    if (w->l.n || last) rc = idx_file_encode(w->l.v, w->l.n, sup, n_sup, &plain, e);
-    if (rc == 0 && (w->l.n || last))
-        rc = repo_save_file(p->r, "index", "index", plain.data, plain.len, &id, e);
-    if (rc == 0 && (w->l.n || last)) p->st->index_files_written++;
-    buf_free(&plain);
-    free(sup);
-    walk_ixlist_clear(&w->l);
-    if (rc < 0) return err_wrap(e, "writing the new index");
-    return 0;
-}
-
-static int ixw_add(struct ixw *w, const struct oid *pack, struct pack_entry *ents, size_t n,
-                   struct err *e)
-{
-    int rc = walk_ixlist_add(&w->l, pack, ents, n, e);
-    if (rc == 0 && w->l.blobs >= PRUNE_INDEX_FILE_BLOBS) rc = ixw_flush(w, false, e);
-    return rc;
-}
-
-static bool pack_dropped(const struct pr *p, const struct oid *pack)
-{
-    long s = slot_of(p, pack);
-    return s >= 0 && dropped(&p->ps[s]);
-}
-
-struct oid_list {
-    struct oid *v;
-    size_t n, cap;
-};
-
-/* Lists the packs of index `x` (sealed), each with the blobs `x` places in it, except packs
- * dropped, packs in `skip` (sorted), and packs no blob is placed in; the IDs of the packs listed
- * go to `emitted` when it is not NULL. */
-static int emit_packs(struct pr *p, struct ixw *w, struct idx *x, const struct oid_list *skip,
-                      struct oid_list *emitted, struct err *e)
-{
-    size_t n = idx_blob_count(x), n_packs = idx_pack_count(x);
-    /* Blob positions grouped by pack (a counting sort): 4 bytes a blob for a moment. */
-    uint32_t *start = calloc(n_packs + 1, sizeof *start);
-    uint32_t *order = malloc((n ? n : 1) * sizeof *order);
-    int rc = 0;
-    if (!start || !order) {
-        rc = err_set(e, ERR_FAIL, "prune: out of memory writing the index");
-        goto out;
-    }
-    note_memory(p, (n + n_packs) * sizeof *order);
-    for (size_t pos = 0; pos < n; pos++) {
-        struct idx_loc loc;
-        idx_at(x, pos, NULL, &loc);
-        start[loc.pack + 1]++;
-    }
-    for (size_t i = 0; i < n_packs; i++)
-        start[i + 1] += start[i];
-    for (size_t pos = 0; pos < n; pos++) {
-        struct idx_loc loc;
-        idx_at(x, pos, NULL, &loc);
-        order[start[loc.pack]++] = (uint32_t)pos;
-    }
-    for (size_t i = n_packs; i > 0; i--)
-        start[i] = start[i - 1];
-    start[0] = 0;
-    for (uint32_t pk = 0; pk < n_packs && rc == 0; pk++) {
-        size_t a = start[pk], b = start[pk + 1];
-        const struct oid *id = idx_pack_id(x, pk);
-        if (a == b || pack_dropped(p, id)) continue;
-        if (skip && skip->n && bsearch(id, skip->v, skip->n, sizeof *skip->v, cmp_oid)) continue;
-        struct pack_entry *ents = malloc((b - a) * sizeof *ents);
-        if (!ents) {
-            rc = err_set(e, ERR_FAIL, "prune: out of memory writing the index");
-            break;
-        }
-        for (size_t i = a; i < b; i++) {
-            struct idx_loc loc;
-            idx_at(x, order[i], &ents[i - a].id, &loc);
-            ents[i - a].type = loc.type;
-            ents[i - a].offset = loc.offset;
-            ents[i - a].stored_len = loc.stored_len;
-            ents[i - a].raw_len = loc.raw_len;
-        }
-        rc = ixw_add(w, id, ents, b - a, e);
-        if (rc == 0 && emitted) {
-            if (emitted->n == emitted->cap) {
-                size_t cap = emitted->cap ? emitted->cap * 2 : 64;
-                struct oid *v = realloc(emitted->v, cap * sizeof *v);
-                if (!v) {
-                    rc = err_set(e, ERR_FAIL, "prune: out of memory writing the index");
-                    break;
-                }
-                emitted->v = v;
-                emitted->cap = cap;
-            }
-            emitted->v[emitted->n++] = *id;
-        }
-    }
-out:
-    free(start);
-    free(order);
-    return rc;
-}
-
-/* The packs of index files written since the load (by backups, or by the repack), each with
- * all the blobs its file lists. The in-memory index may place such a blob in an older copy,
- * in a marked pack loaded first, which this prune may delete: the new copy must stay listed. */
-static int emit_new_files(struct pr *p, struct ixw *w, struct oid_list *emitted, struct err *e)
-{
-    struct buf plain = BUF_INIT;
-    int rc = 0;
-    for (size_t i = 0; i < p->n_i_new && rc == 0; i++) {
-        buf_reset(&plain);
-        struct idx *t = NULL;
-        rc = repo_load_file(p->r, "index", "index", &p->i_new[i], &plain, e);
-        if (rc == 0) rc = idx_new(&t, e);
-        if (rc == 0) rc = idx_file_decode(t, plain.data, plain.len, NULL, NULL, e);
-        if (rc == 0) rc = idx_seal(t, e);
-        if (rc == 0) rc = emit_packs(p, w, t, NULL, emitted, e);
-        idx_free(t);
-    }
-    buf_free(&plain);
-    if (emitted->n) qsort(emitted->v, emitted->n, sizeof *emitted->v, cmp_oid);
-    return rc;
-}
-
-/* Writes index files listing every pack that stays: the packs of files written since the load
- * with all their blobs, the others with the blobs the index places in them, and the repacked
- * packs that wait for deletion with all their blobs. */
-static int write_index(struct pr *p, struct err *e)
-{
-    struct idx *x = repo_index(p->r);
-    repo_index_lock(p->r, true);
-    int rc = idx_seal(x, e);
-    repo_index_unlock(p->r);
-    if (rc < 0) return rc;
-    struct ixw w = {.p = p};
-    struct oid_list emitted = {0};
-    rc = emit_new_files(p, &w, &emitted, e);
-    if (rc == 0) rc = emit_packs(p, &w, x, &emitted, NULL, e);
-    for (size_t i = 0; i < p->n_rep && rc == 0;) {
-        size_t j = i;
-        while (j < p->n_rep && p->rep[j].slot == p->rep[i].slot)
-            j++;
-        if (!dropped(&p->ps[p->rep[i].slot])) {
-            struct pack_entry *ents = malloc((j - i) * sizeof *ents);
-            if (!ents) {
-                rc = err_set(e, ERR_FAIL, "prune: out of memory writing the index");
-                break;
-            }
-            for (size_t k = i; k < j; k++) {
-                ents[k - i].id = p->rep[k].id;
-                ents[k - i].type = p->rep[k].type;
-                ents[k - i].offset = p->rep[k].offset;
-                ents[k - i].stored_len = p->rep[k].stored_len;
-                ents[k - i].raw_len = p->rep[k].raw_len;
-            }
-            rc = ixw_add(&w, slot_id(p, p->rep[i].slot), ents, j - i, e);
-        }
-        i = j;
-    }
-    if (rc == 0) rc = ixw_flush(&w, true, e);
-    walk_ixlist_free(&w.l);
-    free(emitted.v);
-    return rc;
-}
-
-static bool pack_kept(void *ctx, const struct oid *pack)
-{
-    return !pack_dropped(ctx, pack);
-}
-
-static bool list_none(void *ctx, const struct oid *pack)
-{
-    (void)ctx;
-    (void)pack;
-    return false;
-}
-
-/* The files i0 and i_new that some other of them supersedes (left by an interrupted prune): their
- * packs are listed in the file that superseded them, or gone. */
-static int superseded_files(struct pr *p, struct oid_list *sup, struct err *e)
-{
-    struct buf plain = BUF_INIT;
-    struct idx *none = NULL; /* stays empty */
-    int rc = idx_new(&none, e);
-    for (size_t i = 0; i < p->n_i0 + p->n_i_new && rc == 0; i++) {
-        const struct oid *id = i < p->n_i0 ? &p->i0[i] : &p->i_new[i - p->n_i0];
-        struct oid *v = NULL;
-        size_t n = 0;
-        buf_reset(&plain);
-        rc = repo_load_file(p->r, "index", "index", id, &plain, e);
-        if (rc == ERR_NOT_FOUND) { /* vanished while the first pass listed it */
-            rc = 0;
-            continue;
-        }
-        if (rc == 0)
-            rc = idx_file_decode_filtered(none, plain.data, plain.len, list_none, NULL, &v, &n, e);
-        if (rc == 0 && n) {
-            struct oid *grown = realloc(sup->v, (sup->n + n) * sizeof *grown);
-            if (!grown)
-                rc = err_set(e, ERR_FAIL, "prune: out of memory");
-            else {
-                sup->v = grown;
-                memcpy(sup->v + sup->n, v, n * sizeof *v);
-                sup->n += n;
-            }
-        }
-        free(v);
-    }
-    idx_free(none);
-    buf_free(&plain);
-    if (sup->n) qsort(sup->v, sup->n, sizeof *sup->v, cmp_oid);
-    return rc;
-}
-
-/* The new index in several passes, without the whole index in memory: each index file in force
- * is decoded alone, and its packs that stay are listed again with all the blobs it lists for them
- * (a pack listed by two files is listed twice; the loader merges such lists). A marked pack that
- * stays but no file lists is listed from its header, as a single pass lists it. Holds one decoded
- * file and one file being written at a time. */
-static int write_index_streamed(struct pr *p, struct err *e)
-{
-    struct ixw w = {.p = p};
-    struct oid_list sup = {0}, emitted = {0};
-    struct buf plain = BUF_INIT;
-    int rc = superseded_files(p, &sup, e);
-    for (size_t i = 0; i < p->n_i0 + p->n_i_new && rc == 0; i++) {
-        const struct oid *id = i < p->n_i0 ? &p->i0[i] : &p->i_new[i - p->n_i0];
-        if (has_oid(sup.v, sup.n, id)) continue;
-        struct idx *t = NULL;
-        buf_reset(&plain);
-        rc = repo_load_file(p->r, "index", "index", id, &plain, e);
-        if (rc == ERR_NOT_FOUND) {
-            rc = 0;
-            continue;
-        }
-        if (rc == 0) rc = idx_new(&t, e);
-        if (rc == 0)
-            rc = idx_file_decode_filtered(t, plain.data, plain.len, pack_kept, p, NULL, NULL, e);
-        if (rc == 0) rc = idx_seal(t, e);
-        if (rc == 0) rc = emit_packs(p, &w, t, NULL, &emitted, e);
-        idx_free(t);
-    }
-    buf_free(&plain);
-    if (emitted.n) qsort(emitted.v, emitted.n, sizeof *emitted.v, cmp_oid);
-    char hex[OID_HEX_LEN + 1];
-    for (size_t i = 0; i < p->n_slots && rc == 0; i++) {
-        const struct pstat *s = &p->ps[i];
-        const struct oid *id = slot_id(p, i);
-        if (!(s->fl & F_MARKED) || !(s->fl & F_DATA) || dropped(s) ||
-            has_oid(emitted.v, emitted.n, id))
-            continue;
-        struct pack_entry *ents = NULL;
-        size_t n = 0;
-        rc = pack_read_header(repo_backend(p->r), repo_keys(p->r), id, &ents, &n, e);
-        if (rc < 0) {
-            err_wrap(e, "pack %s (marked for deletion): reading its header", oid_hex(id, hex));
-            break;
-        }
-        rc = ixw_add(&w, id, ents, n, e);
-    }
-    if (rc == 0) rc = ixw_flush(&w, true, e);
-    walk_ixlist_free(&w.l);
-    free(sup.v);
-    free(emitted.v);
-    return rc;
-}
-
-static int delete_one(void *ctx, size_t k, struct err *e)
-{
-    struct pr *p = ctx;
-    char name[80];
-    pack_object_name(slot_id(p, p->now_slots[k]), name);
-    int rc = repo_remove_file(p->r, "data", slot_id(p, p->now_slots[k]), e);
-    if (rc == ERR_NOT_FOUND) return 0;
-    if (rc < 0) return err_wrap(e, "deleting pack %s", name + 8);
-    return 0;
-}
-
-static int remove_index_files(struct pr *p, struct err *e)
-{
-    char name[96], hex[OID_HEX_LEN + 1];
-    for (size_t i = 0; i < p->n_i0 + p->n_i_new; i++) {
-        const struct oid *id = i < p->n_i0 ? &p->i0[i] : &p->i_new[i - p->n_i0];
-        snprintf(name, sizeof name, "index/%s", oid_hex(id, hex));
-        int rc = repo_remove_file(p->r, "index", id, e);
-        if (rc == ERR_NOT_FOUND) continue;
-        if (rc < 0) return err_wrap(e, "removing the replaced index file %s", name);
-        p->st->index_files_removed++;
-    }
-    return 0;
-}
-
-/* Rewrites each mark whose packs or waiting set changed; drops emptied ones. The new mark is
- * stored before the old one is removed, so a pack stays marked throughout. */
-static int update_marks(struct pr *p, struct err *e)
-{
-    size_t nm = n_all_marks(p);
-    for (size_t i = 0; i < nm; i++) {
-        struct lock_mark *m = mark_at(p, i);
-        struct lock_mark nw = {.marked_at = m->marked_at};
-        nw.packs = malloc((m->n_packs ? m->n_packs : 1) * sizeof *nw.packs);
-        if (!nw.packs) return err_set(e, ERR_FAIL, "prune: out of memory");
-        for (size_t k = 0; k < m->n_packs; k++) {
-            long s = slot_of(p, &m->packs[k]);
-            if (s < 0) continue; /* gone from data/ and from the index */
-            const struct pstat *ps = &p->ps[s];
-            if (!(ps->fl & F_DATA) || (ps->fl & (F_NOW | F_UNMARK))) continue;
-            nw.packs[nw.n_packs++] = m->packs[k];
-        }
-        if (nw.n_packs) {
-            if (p->pending[i]) {
-                /* Still waiting: for the writers of its set that are live now. */
-                nw.has_waiting = true;
-                const struct oid *src = m->has_waiting ? m->waiting : p->holders;
-                size_t n_src = m->has_waiting ? m->n_waiting : p->n_holders;
-                nw.waiting = malloc((n_src ? n_src : 1) * sizeof *nw.waiting);
-                if (!nw.waiting) {
-                    lock_mark_free(&nw);
-                    return err_set(e, ERR_FAIL, "prune: out of memory");
-                }
-                for (size_t k = 0; k < n_src; k++)
-                    if (has_oid(p->holders, p->n_holders, &src[k]))
-                        nw.waiting[nw.n_waiting++] = src[k];
-            } else {
-                /* Not waiting for anyone: only kept because a re-check or the cancel stopped
-                 * its deletion; the next prune decides again. */
-                nw.has_waiting = true;
-            }
-            bool same = m->has_waiting && nw.n_packs == m->n_packs &&
-                        nw.n_waiting == m->n_waiting &&
-                        (!nw.n_waiting ||
-                         memcmp(nw.waiting, m->waiting, nw.n_waiting * sizeof *nw.waiting) == 0);
-            if (same && i < p->n_marks) {
-                lock_mark_free(&nw);
-                continue;
-            }
-            nw.snapshots = malloc((p->n_walked ? p->n_walked : 1) * sizeof *nw.snapshots);
-            if (!nw.snapshots) {
-                lock_mark_free(&nw);
-                return err_set(e, ERR_FAIL, "prune: out of memory");
-            }
-            memcpy(nw.snapshots, p->walked, p->n_walked * sizeof *p->walked);
-            nw.n_snapshots = p->n_walked;
-            int rc = lock_mark_save(p->r, &nw, e);
-            if (rc < 0) {
-                lock_mark_free(&nw);
-                return rc;
-            }
-            p->st->packs_pending += nw.n_packs;
-        }
-        lock_mark_free(&nw);
-        int rc = lock_mark_remove(p->r, &m->id, e);
-        if (rc < 0) return rc;
-    }
-    return 0;
-}
-
-static void count_pending(struct pr *p)
-{
-    for (size_t i = 0; i < n_all_marks(p); i++) {
-        struct lock_mark *m = mark_at(p, i);
-        for (size_t k = 0; k < m->n_packs; k++) {
-            long s = slot_of(p, &m->packs[k]);
-            if (s < 0) continue;
-            const struct pstat *ps = &p->ps[s];
-            if ((ps->fl & F_DATA) && !(ps->fl & (F_NOW | F_UNMARK))) p->st->packs_pending++;
-        }
-    }
-}
-
-/* Reports and counts each pack deleted or unmarked, and on a dry run each that would stay
- * marked (a real run counts those when it rewrites the marks). */
-static void report_outcome(struct pr *p, bool dry_run)
-{
-    for (size_t i = 0; i < p->n_slots; i++) {
-        struct pstat *s = &p->ps[i];
-        if (s->fl & F_NOW) {
-            if (!(s->fl & F_REPACK)) report(p, PRUNE_DELETE, slot_id(p, i), s);
-            p->st->packs_deleted++;
-            p->st->bytes_deleted += s->size;
-        } else if ((s->fl & F_DATA) && (s->fl & F_UNMARK)) {
-            report(p, PRUNE_UNMARK, slot_id(p, i), s);
-            p->st->packs_unmarked++;
-        } else if (dry_run && (s->fl & F_DATA) && (s->fl & (F_MARKED | F_DELETE | F_REPACK))) {
-            report(p, PRUNE_PENDING, slot_id(p, i), s);
-            p->st->packs_pending++;
-        }
-    }
-}
-
-static int finish(struct pr *p, struct err *e)
-{
-    size_t n_now = 0;
-    bool index_changes = false;
-    p->now_slots = malloc((p->n_slots ? p->n_slots : 1) * sizeof *p->now_slots);
-    if (!p->now_slots) return err_set(e, ERR_FAIL, "prune: out of memory");
-    for (size_t i = 0; i < p->n_slots; i++) {
-        struct pstat *s = &p->ps[i];
-        if (candidate(s)) {
-            s->fl |= F_NOW;
-            p->now_slots[n_now++] = i;
-        }
-        /* Deleting a pack an index lists, or forgetting a gone one, needs a new index. */
-        if ((s->fl & F_GONE) ||
-            ((s->fl & F_NOW) && idx_pack_find(repo_index(p->r), slot_id(p, i), NULL)))
-            index_changes = true;
-    }
-    bool compact = p->n_i0 + p->n_i_new >= PRUNE_COMPACT_FILES;
-    int rc = 0;
-    if (p->o->dry_run) {
-        report_outcome(p, true);
-        return 0;
-    }
-    if (index_changes || compact) {
-        progress(p, "writing the index", 0, 1);
-        /* Index files written since the load (by the repack's store, or by backups) are loaded
-         * too, so that the new index can replace them as well. */
-        if ((rc = find_new_index_files(p, !p->reloads, e)) < 0 ||
-            (rc = (p->reloads ? write_index_streamed : write_index)(p, e)) < 0)
-            return rc;
-    }
-    if ((rc = canceled(p, e)) < 0) return rc;
-    progress(p, "deleting packs", 0, n_now);
-    rc = walk_parallel(n_now, p->o->threads, delete_one, p, p->stop, e);
-    report_outcome(p, false);
-    if (rc < 0) return rc; /* the marks stay; the next prune deletes the rest */
-    if (index_changes || compact) {
-        if ((rc = remove_index_files(p, e)) < 0) return rc;
-    }
-    if ((rc = update_marks(p, e)) < 0) return rc;
-    for (size_t i = 0; i < p->n_slots; i++) {
-        struct pstat *s = &p->ps[i];
-        if ((s->fl & F_DATA) && (s->fl & F_BLOCKED) && !(s->fl & (F_NOW | F_UNMARK)))
-            report(p, PRUNE_PENDING, slot_id(p, i), s);
-    }
-    size_t removed = 0;
-    rc = lock_remove_stale(p->r, (int64_t)time(NULL), p->o->stale_sec, &removed, e);
-    p->st->locks_removed = removed;
     return rc;
 }
 
@@ -1616,7 +1018,7 @@ int prune_run(struct repo *r, struct lock *lk, const struct prune_options *o,
     int rc;
     /* 1. What is there: marks (before the index, as writers read them), snapshots (before the
      *    index, see load_snapshots), the index, the packs, then the blobs snapshots use. */
-    progress(&p, "loading the index", 0, 1);
+    prune_progress(&p, "loading the index", 0, 1);
     if ((rc = load_marks(&p, e)) < 0 || (rc = load_snapshots(&p, e)) < 0 ||
         (rc = plan(&p, e)) < 0 || (rc = analyse(&p, e)) < 0 || (rc = decide(&p, e)) < 0)
         goto out;
@@ -1626,7 +1028,7 @@ int prune_run(struct repo *r, struct lock *lk, const struct prune_options *o,
         for (size_t i = 0; i < p.n_slots; i++) {
             struct pstat *s = &p.ps[i];
             if (s->fl & F_REPACK) {
-                report(&p, PRUNE_REPACK, slot_id(&p, i), s);
+                prune_report(&p, PRUNE_REPACK, prune_slot_id(&p, i), s);
                 st->packs_repacked++;
                 st->bytes_repacked += s->used_bytes;
             }
@@ -1637,32 +1039,32 @@ int prune_run(struct repo *r, struct lock *lk, const struct prune_options *o,
             struct lock_mark *m = &p.marks[i];
             bool waits = !m->has_waiting ? p.n_holders > 0 : false;
             for (size_t k = 0; m->has_waiting && k < m->n_waiting && !waits; k++)
-                waits = has_oid(p.holders, p.n_holders, &m->waiting[k]);
+                waits = prune_has_oid(p.holders, p.n_holders, &m->waiting[k]);
             for (size_t k = 0; waits && k < m->n_packs; k++) {
-                long s = slot_of(&p, &m->packs[k]);
+                long s = prune_slot_of(&p, &m->packs[k]);
                 if (s >= 0) p.ps[s].fl |= F_BLOCKED;
             }
         }
-        rc = finish(&p, e);
+        rc = prune_finish(&p, e);
         uint64_t freed = st->bytes_deleted;
         st->bytes_freed = freed > st->bytes_repacked ? freed - st->bytes_repacked : 0;
         goto out;
     }
     /* 2. Repack partly used packs. */
-    if ((rc = canceled(&p, e)) < 0 || (rc = repack(&p, e)) < 0) goto out;
+    if ((rc = prune_canceled(&p, e)) < 0 || (rc = repack(&p, e)) < 0) goto out;
     /* 3. Mark. 4. List the writers after the mark is stored; re-check new snapshots. */
-    progress(&p, "marking", 0, 1);
-    if ((rc = canceled(&p, e)) < 0 || (rc = mark_new(&p, e)) < 0 ||
+    prune_progress(&p, "marking", 0, 1);
+    if ((rc = prune_canceled(&p, e)) < 0 || (rc = mark_new(&p, e)) < 0 ||
         (rc = list_writers(&p, e)) < 0 || (rc = compute_pending(&p, e)) < 0 ||
         (rc = recheck(&p, e)) < 0)
         goto out;
     /* 5. New index, deletions, marks, stale locks. */
-    rc = finish(&p, e);
+    rc = prune_finish(&p, e);
     if (st->bytes_deleted > st->bytes_repacked)
         st->bytes_freed = st->bytes_deleted - st->bytes_repacked;
 out:
-    if (rc < 0 && p.ps && !o->dry_run && st->packs_pending == 0) count_pending(&p);
-    note_memory(&p, 0);
+    if (rc < 0 && p.ps && !o->dry_run && st->packs_pending == 0) prune_count_pending(&p);
+    prune_note_memory(&p, 0);
     pr_free(&p);
     if (rc < 0 && rc != ERR_CANCELED) return err_wrap(e, "prune");
     return rc;

@@ -1,26 +1,25 @@
-/* restorer.c - restore a snapshot beneath a target directory without ever leaving it. */
+/* restorer.c - restore a snapshot beneath a target directory without ever leaving it: the walk
+ * of its trees (names, includes, directory descriptors, entries, hard links) on the calling
+ * thread. File content and metadata are written by restorer_write.c (restorer_int.h). */
 #include "repo/restorer.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
-#include <grp.h>
 #include <limits.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "base/fdio.h"
 #include "repo/crypt.h"
 #include "repo/repo.h"
+#include "repo/restorer_int.h"
 #include "repo/tree.h"
 
 /* A hostile repository can chain distinct trees arbitrarily deep; real trees are far shallower
@@ -31,11 +30,6 @@
 #define FD_BUDGET 64
 /* Content bytes per job: a large file is split so that both cores restore it. */
 #define JOB_BYTES (16u << 20)
-#define PROGRESS_NS 250000000LL
-/* With --sparse, all-zero blocks of this size (aligned in the file) are left as holes. */
-#define SPARSE_BLOCK 4096
-#define MAX_THREADS 64
-#define OWNER_CACHE 128
 
 #define DIR_OPEN_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
 
@@ -45,38 +39,12 @@ struct report_item {
     char msg[];
 };
 
-/* A file being written: shared by its jobs; whoever drops the last reference finishes it. */
-struct rfile {
-    int fd;
-    atomic_uint refs;
-    atomic_bool failed;
-    uint64_t length; /* final length */
-    /* The writes may end short of `length` (a trailing hole, or zeros left out with --sparse):
-     * the file is then ftruncate'd to it at the end. Otherwise the last write sets the length,
-     * and a call per file is spared. */
-    bool set_length;
-    char *disp;
-    char *rel;             /* its path below the restore root, to remove it if it fails */
-    struct tree_node node; /* moved out of its tree */
-};
-
-struct job {
-    struct rfile *f;
-    size_t first, count; /* extents [first, first+count) */
-    uint64_t off;        /* file offset of the first extent */
-};
-
 /* Hard-link groups: (dev, inode) of files with nlink > 1 -> where the first one went. */
 struct hlink {
     struct hlink *next;
     uint64_t dev, ino;
     bool ok;   /* false: the first occurrence was refused, so later ones are refused too */
     char *rel; /* path of the first occurrence relative to the restore root */
-};
-
-struct owner_entry {
-    char *name;
-    uint32_t id;
 };
 
 struct include {
@@ -101,49 +69,6 @@ struct level {
     uint8_t *inc; /* per include: still matching along this path */
 };
 
-struct rs {
-    struct repo *r;
-    const struct snapshot *snap;
-    const struct restore_options *o;
-    bool is_root;
-    int rootfd;
-    struct timespec start, last_tick;
-
-    atomic_uint_fast64_t files, dirs, links, specials, bytes, skipped, errors;
-    atomic_uint_fast64_t entries_done, entries_total, bytes_done, bytes_total;
-
-    pthread_mutex_t lock;       /* queue and reports */
-    pthread_mutex_t owner_lock; /* owner caches: name lookups may be slow (NSS) */
-    pthread_cond_t not_empty, not_full, idle;
-    struct job *q;
-    size_t q_cap, q_head, q_len, outstanding;
-    bool closing;
-    pthread_t *threads;
-    unsigned started;
-
-    struct report_item *reports, **reports_tail;
-    atomic_size_t n_reports;
-
-    struct owner_entry users[OWNER_CACHE], groups[OWNER_CACHE];
-    size_t n_users, n_groups;
-
-    struct hlink **hl;
-    size_t hl_buckets, hl_n;
-
-    struct include *inc;
-    size_t n_inc;
-
-    struct level *stack;
-    size_t depth, stack_cap;
-    size_t open_fds;
-    struct buf rel, disp; /* paths of the entry being restored (NUL-terminated) */
-};
-
-static bool canceled(const struct rs *rs)
-{
-    return rs->o->cancel && *rs->o->cancel;
-}
-
 static double elapsed(const struct rs *rs)
 {
     struct timespec now;
@@ -151,11 +76,9 @@ static double elapsed(const struct rs *rs)
     return (double)(now.tv_sec - rs->start.tv_sec) + (now.tv_nsec - rs->start.tv_nsec) / 1e9;
 }
 
-/* Queues a message for the calling thread of restore_snapshot, which alone invokes the user's
- * callback (so the callback never runs on a worker). `error` counts it in the summary. */
-static void report(struct rs *rs, const char *path, bool error, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void report(struct rs *rs, const char *path, bool error, const char *fmt, ...)
+/* ---- reports and progress (restorer_int.h) ---- */
+
+void restore_report(struct rs *rs, const char *path, bool error, const char *fmt, ...)
 {
     if (error) rs->errors++;
     if (!rs->o->report) return;
@@ -210,7 +133,7 @@ static void fill_progress(struct rs *rs, struct restore_progress *p)
 }
 
 /* Called from the restoring thread only: delivers reports and, every PROGRESS_NS, progress. */
-static void tick(struct rs *rs, bool force)
+void restore_tick(struct rs *rs, bool force)
 {
     drain_reports(rs);
     if (!rs->o->progress) return;
@@ -223,14 +146,6 @@ static void tick(struct rs *rs, bool force)
     struct restore_progress p;
     fill_progress(rs, &p);
     rs->o->progress(rs->o->ctx, &p);
-}
-
-static void deadline_in(struct timespec *ts, long long ns)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_nsec += ns;
-    ts->tv_sec += ts->tv_nsec / 1000000000LL;
-    ts->tv_nsec %= 1000000000LL;
 }
 
 /* ---- names and paths ---- */
@@ -456,7 +371,7 @@ static int level_fd(struct rs *rs, size_t i)
 
 /* Opens the directory holding `rel` (a path below the restore root written by this restore),
  * component by component with O_NOFOLLOW; *last points at the final name. */
-static int open_parent(struct rs *rs, const char *rel, const char **last)
+int restore_open_parent(struct rs *rs, const char *rel, const char **last)
 {
     int fd = dup(rs->rootfd);
     if (fd < 0) return -errno;
@@ -480,351 +395,6 @@ static int open_parent(struct rs *rs, const char *rel, const char **last)
     return fd;
 }
 
-/* ---- metadata ---- */
-
-static uint32_t owner_id(struct rs *rs, bool user, const char *name, uint32_t fallback)
-{
-    if (rs->o->numeric_owner || !name || !*name) return fallback;
-    struct owner_entry *cache = user ? rs->users : rs->groups;
-    size_t *n = user ? &rs->n_users : &rs->n_groups;
-    uint32_t id = fallback;
-    pthread_mutex_lock(&rs->owner_lock);
-    for (size_t i = 0; i < *n; i++) {
-        if (strcmp(cache[i].name, name) == 0) {
-            id = cache[i].id;
-            pthread_mutex_unlock(&rs->owner_lock);
-            return id;
-        }
-    }
-    char tmp[16384];
-    if (user) {
-        struct passwd pw, *res = NULL;
-        if (getpwnam_r(name, &pw, tmp, sizeof tmp, &res) == 0 && res) id = res->pw_uid;
-    } else {
-        struct group gr, *res = NULL;
-        if (getgrnam_r(name, &gr, tmp, sizeof tmp, &res) == 0 && res) id = res->gr_gid;
-    }
-    if (*n < OWNER_CACHE && (cache[*n].name = strdup(name))) cache[(*n)++].id = id;
-    pthread_mutex_unlock(&rs->owner_lock);
-    return id;
-}
-
-/* Where metadata goes: an open descriptor of the entry, or (for symlinks and special files,
- * which we do not open) a name in an open directory, never followed if it is a symlink. */
-struct meta_at {
-    int fd;
-    int dirfd;
-    const char *name;
-    bool symlink;
-    bool omit_atime;
-};
-
-static void set_xattrs(struct rs *rs, const struct tree_node *n, const struct meta_at *at,
-                       const char *disp)
-{
-    char proc[64 + NAME_MAX + 1] = "";
-    if (at->fd < 0 && n->n_xattrs) {
-        /* No *at() variant of setxattr: go through the directory's descriptor; lsetxattr does
-         * not follow the final name, and the directory part is our own O_NOFOLLOW descriptor. */
-        int w = snprintf(proc, sizeof proc, "/proc/self/fd/%d/%s", at->dirfd, at->name);
-        if (w < 0 || (size_t)w >= sizeof proc) {
-            report(rs, disp, true, "xattrs not restored: name too long");
-            return;
-        }
-    }
-    for (size_t i = 0; i < n->n_xattrs; i++) {
-        const struct tree_xattr *x = &n->xattrs[i];
-        int rc = at->fd >= 0 ? fsetxattr(at->fd, x->name, x->value, x->value_len, 0)
-                             : lsetxattr(proc, x->name, x->value, x->value_len, 0);
-        if (rc < 0) report(rs, disp, true, "xattr %s: %s", x->name, strerror(errno));
-    }
-}
-
-/* Owner first (chown clears setuid/setgid and file capabilities), then xattrs (ACLs and
- * capabilities, which need the final owner), then mode, then times (every earlier step may
- * change ctime but not these). Failures are reported and the next step still runs. */
-static void apply_meta(struct rs *rs, const struct tree_node *n, const struct meta_at *at,
-                       const char *disp)
-{
-    if (rs->is_root) {
-        uid_t uid = owner_id(rs, true, n->user, n->uid);
-        gid_t gid = owner_id(rs, false, n->group, n->gid);
-        int rc = at->fd >= 0 ? fchown(at->fd, uid, gid)
-                             : fchownat(at->dirfd, at->name, uid, gid, AT_SYMLINK_NOFOLLOW);
-        if (rc < 0) report(rs, disp, true, "chown: %s", strerror(errno));
-    }
-    set_xattrs(rs, n, at, disp);
-    if (!at->symlink) {
-        mode_t mode = n->mode & 07777;
-        int rc = at->fd >= 0 ? fchmod(at->fd, mode)
-                             : fchmodat(at->dirfd, at->name, mode, AT_SYMLINK_NOFOLLOW);
-        if (rc < 0) report(rs, disp, true, "chmod: %s", strerror(errno));
-    }
-    struct timespec ts[2] = {
-        {.tv_sec = n->atime_sec, .tv_nsec = n->atime_nsec},
-        {.tv_sec = n->mtime_sec, .tv_nsec = n->mtime_nsec},
-    };
-    if (at->omit_atime) ts[0].tv_nsec = UTIME_OMIT;
-    int rc = at->fd >= 0 ? futimens(at->fd, ts)
-                         : utimensat(at->dirfd, at->name, ts, AT_SYMLINK_NOFOLLOW);
-    if (rc < 0) report(rs, disp, true, "setting times: %s", strerror(errno));
-}
-
-/* ---- file content (worker threads) ---- */
-
-static bool all_zero(const uint8_t *p, size_t n)
-{
-    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
-
-/* Writes one blob at `off`; with sparse, aligned all-zero blocks are skipped (they stay holes,
- * as the file was created empty). Returns bytes written, or -errno. */
-static int64_t write_data(int fd, const uint8_t *p, size_t n, uint64_t off, bool sparse)
-{
-    if (!sparse) {
-        return fdio_pwrite_all(fd, p, n, off) < 0 ? -errno : (int64_t)n;
-    }
-    int64_t written = 0;
-    size_t i = 0;
-    while (i < n) {
-        /* One run of blocks that are all zero, or all not. */
-        size_t blk = SPARSE_BLOCK - (size_t)((off + i) % SPARSE_BLOCK);
-        if (blk > n - i) blk = n - i;
-        bool zero = all_zero(p + i, blk);
-        size_t j = i + blk;
-        while (j < n) {
-            size_t b = n - j < SPARSE_BLOCK ? n - j : SPARSE_BLOCK;
-            if (all_zero(p + j, b) != zero) break;
-            j += b;
-        }
-        if (!zero) {
-            if (fdio_pwrite_all(fd, p + i, j - i, off + i) < 0) return -errno;
-            written += (int64_t)(j - i);
-        }
-        i = j;
-    }
-    return written;
-}
-
-/* A file whose content could not be written whole is removed: what a restore leaves must be
- * what was backed up, never something that passes for it. */
-static void remove_partial(struct rs *rs, struct rfile *f)
-{
-    const char *last;
-    int dirfd = open_parent(rs, f->rel, &last);
-    int rc = dirfd < 0 ? dirfd : unlinkat(dirfd, last, 0) < 0 ? -errno : 0;
-    if (dirfd >= 0) close(dirfd);
-    if (rc < 0)
-        report(rs, f->disp, true, "removing the partly restored file: %s", strerror(-rc));
-    else if (f->failed)
-        report(rs, f->disp, true, "removed: its content could not be restored whole");
-}
-
-static void finish_file(struct rs *rs, struct rfile *f)
-{
-    if (f->failed || canceled(rs)) {
-        remove_partial(rs, f);
-    } else {
-        if (f->set_length && ftruncate(f->fd, (off_t)f->length) < 0) {
-            report(rs, f->disp, true, "setting size to %llu: %s", (unsigned long long)f->length,
-                   strerror(errno));
-        } else {
-            struct meta_at at = {.fd = f->fd};
-            apply_meta(rs, &f->node, &at, f->disp);
-            rs->files++;
-        }
-    }
-    close(f->fd);
-    rs->entries_done++;
-    tree_node_free(&f->node);
-    free(f->disp);
-    free(f->rel);
-    free(f);
-}
-
-static void release_file(struct rs *rs, struct rfile *f)
-{
-    if (atomic_fetch_sub(&f->refs, 1) == 1) finish_file(rs, f);
-}
-
-struct worker {
-    struct rs *rs;
-    struct buf blob;
-    struct oid cached; /* the blob now in `blob`, reused when the next extent names it again */
-    bool have_cached;
-};
-
-/* Blobs of a remote repository are fetched ahead of the workers: the walk announces the
- * blobs of each job as it queues it, and every blob announced is then read, or its
- * announcement taken back, exactly once. */
-static void announce(struct rs *rs, const struct job *j)
-{
-    for (size_t k = j->first; k < j->first + j->count; k++)
-        if (!j->f->node.content[k].hole) repo_prefetch(rs->r, &j->f->node.content[k].id);
-}
-
-/* Extents [k, end of the job) will not be read. */
-static void unannounce(struct rs *rs, const struct job *j, size_t k)
-{
-    for (; k < j->first + j->count; k++)
-        if (!j->f->node.content[k].hole) repo_prefetch_cancel(rs->r, &j->f->node.content[k].id);
-}
-
-static void run_job(struct worker *w, const struct job *j)
-{
-    struct rs *rs = w->rs;
-    struct rfile *f = j->f;
-    uint64_t off = j->off;
-    size_t k = j->first;
-    for (; k < j->first + j->count; k++) {
-        if (f->failed || canceled(rs)) break;
-        const struct tree_extent *x = &f->node.content[k];
-        if (x->hole) {
-            off += x->len;
-            continue;
-        }
-        if (w->have_cached && oid_eq(&w->cached, &x->id)) {
-            repo_prefetch_cancel(rs->r, &x->id);
-        } else {
-            struct err e;
-            err_clear(&e);
-            w->have_cached = false;
-            buf_reset(&w->blob);
-            if (repo_load_blob(rs->r, BLOB_DATA, &x->id, &w->blob, &e) < 0) {
-                char hex[OID_HEX_LEN + 1];
-                report(rs, f->disp, true, "content not restored: blob %s: %s", oid_hex(&x->id, hex),
-                       e.msg);
-                f->failed = true;
-                k++;
-                break;
-            }
-            w->cached = x->id;
-            w->have_cached = true;
-        }
-        if (w->blob.len != x->len) {
-            report(rs, f->disp, true, "content not restored: blob is %zu bytes, tree says %llu",
-                   w->blob.len, (unsigned long long)x->len);
-            f->failed = true;
-            k++;
-            break;
-        }
-        int64_t n = write_data(f->fd, w->blob.data, w->blob.len, off, rs->o->sparse);
-        if (n < 0) {
-            report(rs, f->disp, true, "writing: %s", strerror((int)-n));
-            f->failed = true;
-            k++;
-            break;
-        }
-        rs->bytes += (uint64_t)n;
-        rs->bytes_done += x->len;
-        off += x->len;
-    }
-    unannounce(rs, j, k);
-}
-
-static void *worker_main(void *arg)
-{
-    struct worker *w = arg;
-    struct rs *rs = w->rs;
-    for (;;) {
-        pthread_mutex_lock(&rs->lock);
-        while (!rs->q_len && !rs->closing)
-            pthread_cond_wait(&rs->not_empty, &rs->lock);
-        if (!rs->q_len) {
-            pthread_mutex_unlock(&rs->lock);
-            break;
-        }
-        struct job j = rs->q[rs->q_head];
-        rs->q_head = (rs->q_head + 1) % rs->q_cap;
-        rs->q_len--;
-        pthread_cond_signal(&rs->not_full);
-        pthread_mutex_unlock(&rs->lock);
-
-        run_job(w, &j);
-        release_file(rs, j.f);
-
-        pthread_mutex_lock(&rs->lock);
-        if (--rs->outstanding == 0) pthread_cond_broadcast(&rs->idle);
-        pthread_mutex_unlock(&rs->lock);
-    }
-    buf_free(&w->blob);
-    free(w);
-    return NULL;
-}
-
-/* Queues a job, waiting while the queue is full (and keeping progress flowing meanwhile).
- * On cancel the job is dropped. */
-static void push_job(struct rs *rs, const struct job *j)
-{
-    announce(rs, j);
-    pthread_mutex_lock(&rs->lock);
-    while (rs->q_len == rs->q_cap && !canceled(rs)) {
-        struct timespec ts;
-        deadline_in(&ts, PROGRESS_NS);
-        pthread_cond_timedwait(&rs->not_full, &rs->lock, &ts);
-        pthread_mutex_unlock(&rs->lock);
-        tick(rs, false);
-        pthread_mutex_lock(&rs->lock);
-    }
-    if (canceled(rs)) {
-        pthread_mutex_unlock(&rs->lock);
-        unannounce(rs, j, j->first);
-        release_file(rs, j->f);
-        return;
-    }
-    rs->q[(rs->q_head + rs->q_len) % rs->q_cap] = *j;
-    rs->q_len++;
-    rs->outstanding++;
-    pthread_cond_signal(&rs->not_empty);
-    pthread_mutex_unlock(&rs->lock);
-}
-
-static int start_workers(struct rs *rs, struct err *e)
-{
-    unsigned n = rs->o->threads;
-    if (!n) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cpus > 0 ? (unsigned)cpus : 1;
-    }
-    if (n > MAX_THREADS) n = MAX_THREADS;
-    repo_set_readers(rs->r, n);
-    rs->q_cap = 4 * (size_t)n;
-    rs->q = calloc(rs->q_cap, sizeof *rs->q);
-    rs->threads = calloc(n, sizeof *rs->threads);
-    if (!rs->q || !rs->threads) return err_set(e, ERR_FAIL, "out of memory");
-    for (unsigned i = 0; i < n; i++) {
-        struct worker *w = calloc(1, sizeof *w);
-        if (!w) return err_set(e, ERR_FAIL, "out of memory");
-        w->rs = rs;
-        int rc = pthread_create(&rs->threads[i], NULL, worker_main, w);
-        if (rc) {
-            free(w);
-            return err_sys(e, rc, "starting restore threads");
-        }
-        rs->started++;
-    }
-    return 0;
-}
-
-/* Waits for queued work (delivering progress meanwhile) and joins the workers. */
-static void stop_workers(struct rs *rs)
-{
-    pthread_mutex_lock(&rs->lock);
-    while (rs->outstanding) {
-        struct timespec ts;
-        deadline_in(&ts, PROGRESS_NS);
-        pthread_cond_timedwait(&rs->idle, &rs->lock, &ts);
-        pthread_mutex_unlock(&rs->lock);
-        tick(rs, false);
-        pthread_mutex_lock(&rs->lock);
-    }
-    rs->closing = true;
-    pthread_cond_broadcast(&rs->not_empty);
-    pthread_mutex_unlock(&rs->lock);
-    for (unsigned i = 0; i < rs->started; i++)
-        pthread_join(rs->threads[i], NULL);
-}
-
 /* ---- entries (the walking thread) ---- */
 
 /* An entry is in the way of one we are about to create. Returns 1 to keep it (overwrite
@@ -835,7 +405,7 @@ static int make_room(struct rs *rs, int dirfd, const char *name, const struct tr
     struct stat st;
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
         if (errno == ENOENT) return 0;
-        report(rs, disp, true, "%s", strerror(errno));
+        restore_report(rs, disp, true, "%s", strerror(errno));
         return -1;
     }
     enum restore_overwrite pol = rs->o->overwrite;
@@ -870,11 +440,11 @@ static int make_room(struct rs *rs, int dirfd, const char *name, const struct tr
         return 1;
     }
     if (S_ISDIR(st.st_mode)) {
-        report(rs, disp, true, "not restored: a directory is in the way");
+        restore_report(rs, disp, true, "not restored: a directory is in the way");
         return -1;
     }
     if (unlinkat(dirfd, name, 0) < 0) {
-        report(rs, disp, true, "removing the existing entry: %s", strerror(errno));
+        restore_report(rs, disp, true, "removing the existing entry: %s", strerror(errno));
         return -1;
     }
     return 0;
@@ -916,7 +486,7 @@ static int create_entry(struct rs *rs, int dirfd, const char *name, const struct
     for (int attempt = 0;; attempt++) {
         if (make_entry(m, dirfd, name) == 0) return 0;
         if (errno != EEXIST || attempt) {
-            report(rs, (const char *)rs->disp.data, true, "%s: %s", what, strerror(errno));
+            restore_report(rs, (const char *)rs->disp.data, true, "%s: %s", what, strerror(errno));
             return -1;
         }
         int room = make_room(rs, dirfd, name, n);
@@ -987,7 +557,7 @@ static struct hlink *hl_find(struct rs *rs, const struct tree_node *n)
  * so that its later members are refused too (they would otherwise resurrect it). */
 static int refuse(struct rs *rs, const struct tree_node *n, const char *why)
 {
-    report(rs, (const char *)rs->disp.data, true, "refused: %s", why);
+    restore_report(rs, (const char *)rs->disp.data, true, "refused: %s", why);
     if (is_hardlinked(n) && !hl_find(rs, n)) return hl_add(rs, n, NULL);
     return 0;
 }
@@ -997,15 +567,15 @@ static int restore_hardlink(struct rs *rs, int dirfd, const char *name, const st
 {
     const char *disp = (const char *)rs->disp.data;
     if (!h->ok) {
-        report(rs, disp, true, "refused: hard link to an entry that was not restored");
+        restore_report(rs, disp, true, "refused: hard link to an entry that was not restored");
         return 0;
     }
     char what[64 + PATH_MAX];
     snprintf(what, sizeof what, "hard link to /%s", h->rel);
     struct make m = {.kind = MAKE_LINK};
-    m.odirfd = open_parent(rs, h->rel, &m.oname);
+    m.odirfd = restore_open_parent(rs, h->rel, &m.oname);
     if (m.odirfd < 0) {
-        report(rs, disp, true, "%s: %s", what, strerror(-m.odirfd));
+        restore_report(rs, disp, true, "%s: %s", what, strerror(-m.odirfd));
         return 0;
     }
     if (create_entry(rs, dirfd, name, n, &m, what) == 0) rs->files++;
@@ -1072,14 +642,14 @@ static int restore_file(struct rs *rs, int dirfd, const char *name, struct tree_
         bool last = i + 1 == f->node.n_content;
         if (chunk && (chunk >= JOB_BYTES || last)) {
             atomic_fetch_add(&f->refs, 1);
-            push_job(rs, &j);
+            restore_push_job(rs, &j);
             j.count = 0;
             chunk = 0;
         } else if (!chunk) {
             j.count = 0; /* only holes so far: nothing to write */
         }
     }
-    release_file(rs, f);
+    restore_release_file(rs, f);
     return 0;
 }
 
@@ -1094,7 +664,7 @@ static int restore_symlink(struct rs *rs, int dirfd, const char *name, const str
     if (!(m.target = target)) return -1;
     if (create_entry(rs, dirfd, name, n, &m, "creating symlink") == 0) {
         struct meta_at at = {.fd = -1, .dirfd = dirfd, .name = name, .symlink = true};
-        apply_meta(rs, n, &at, disp);
+        restore_apply_meta(rs, n, &at, disp);
         rs->links++;
     }
     free(target);
@@ -1106,14 +676,14 @@ static int restore_special(struct rs *rs, int dirfd, const char *name, const str
     const char *disp = (const char *)rs->disp.data;
     mode_t type = n->type == TREE_FIFO ? S_IFIFO : n->type == TREE_CHARDEV ? S_IFCHR : S_IFBLK;
     if (type != S_IFIFO && !rs->is_root) {
-        report(rs, disp, true, "device node not restored: only root may create it");
+        restore_report(rs, disp, true, "device node not restored: only root may create it");
         return 0;
     }
     struct make m = {.kind = MAKE_NODE, .mode = type | 0600};
     m.rdev = type == S_IFIFO ? 0 : (dev_t)n->rdev;
     if (create_entry(rs, dirfd, name, n, &m, "creating") == 0) {
         struct meta_at at = {.fd = -1, .dirfd = dirfd, .name = name};
-        apply_meta(rs, n, &at, disp);
+        restore_apply_meta(rs, n, &at, disp);
         rs->specials++;
     }
     return 0;
@@ -1182,12 +752,12 @@ static void pop_level(struct rs *rs)
     terminate(&rs->disp);
     const char *disp = L->disp_len ? (const char *)rs->disp.data : "/";
     if (L->has_meta) {
-        int fd = canceled(rs) ? -1 : level_fd(rs, i);
+        int fd = restore_canceled(rs) ? -1 : level_fd(rs, i);
         if (fd >= 0) {
             struct meta_at at = {.fd = fd, .omit_atime = L->omit_atime};
-            apply_meta(rs, &L->meta, &at, disp);
-        } else if (!canceled(rs)) {
-            report(rs, disp, true, "reopening to set metadata: %s", strerror(-fd));
+            restore_apply_meta(rs, &L->meta, &at, disp);
+        } else if (!restore_canceled(rs)) {
+            restore_report(rs, disp, true, "reopening to set metadata: %s", strerror(-fd));
         }
     }
     if (i > 0) rs->dirs++; /* not the target itself */
@@ -1209,17 +779,17 @@ static int restore_dir(struct rs *rs, size_t pi, const char *name, struct tree_n
     struct err e;
     err_clear(&e);
     if (load_tree(rs->r, &n->subtree, &t, &e) < 0) {
-        report(rs, disp, true, "not restored: %s", e.msg);
+        restore_report(rs, disp, true, "not restored: %s", e.msg);
         return 0;
     }
     int pfd = level_fd(rs, pi);
     if (pfd < 0) {
-        report(rs, disp, true, "reopening parent: %s", strerror(-pfd));
+        restore_report(rs, disp, true, "reopening parent: %s", strerror(-pfd));
         tree_free(&t);
         return 0;
     }
     if (mkdirat(pfd, name, 0700) < 0 && errno != EEXIST) {
-        report(rs, disp, true, "creating directory: %s", strerror(errno));
+        restore_report(rs, disp, true, "creating directory: %s", strerror(errno));
         tree_free(&t);
         return 0;
     }
@@ -1227,9 +797,9 @@ static int restore_dir(struct rs *rs, size_t pi, const char *name, struct tree_n
     if (fd < 0) {
         int err = errno;
         if (err == ELOOP || err == ENOTDIR)
-            report(rs, disp, true, "refused: a symlink or non-directory is in the way");
+            restore_report(rs, disp, true, "refused: a symlink or non-directory is in the way");
         else
-            report(rs, disp, true, "opening directory: %s", strerror(err));
+            restore_report(rs, disp, true, "opening directory: %s", strerror(err));
         tree_free(&t);
         return 0;
     }
@@ -1269,9 +839,10 @@ static int restore_next(struct rs *rs, uint8_t *child_inc)
     bool queued = false;
     int rc = 0, dirfd;
     if (n->type == TREE_SOCKET) {
-        report(rs, (const char *)rs->disp.data, false, "socket not restored");
+        restore_report(rs, (const char *)rs->disp.data, false, "socket not restored");
     } else if ((dirfd = level_fd(rs, pi)) < 0) {
-        report(rs, (const char *)rs->disp.data, true, "reopening parent: %s", strerror(-dirfd));
+        restore_report(rs, (const char *)rs->disp.data, true, "reopening parent: %s",
+                       strerror(-dirfd));
     } else {
         switch (n->type) {
         case TREE_FILE:
@@ -1302,8 +873,8 @@ static int walk(struct rs *rs)
     if (rs->n_inc && !child_inc) return -1;
     int rc = 0;
     while (rs->depth && rc == 0) {
-        tick(rs, false);
-        if (canceled(rs)) break;
+        restore_tick(rs, false);
+        if (restore_canceled(rs)) break;
         struct level *L = &rs->stack[rs->depth - 1];
         if (L->next == L->tree.n)
             pop_level(rs);
@@ -1489,18 +1060,19 @@ int restore_snapshot(struct repo *r, const struct snapshot *s, const struct rest
         rc = rs->rootfd < 0 ? rs->rootfd : 0;
     }
     if (rc == 0 && (rc = push_root(rs, rs->rootfd, e)) < 0) err_wrap(e, "restoring snapshot");
-    if (rc == 0) rc = start_workers(rs, e);
+    if (rc == 0) rc = restore_start_workers(rs, e);
     if (rc == 0 && walk(rs) < 0) rc = err_set(e, ERR_FAIL, "restore: out of memory");
-    stop_workers(rs);
+    restore_stop_workers(rs);
     repo_prefetch_end(r);
-    if (rc == 0 && canceled(rs)) rc = err_set(e, ERR_CANCELED, "restore canceled");
+    if (rc == 0 && restore_canceled(rs)) rc = err_set(e, ERR_CANCELED, "restore canceled");
     if (rc == 0) {
         for (size_t j = 0; j < rs->n_inc; j++) {
             if (!rs->inc[j].matched)
-                report(rs, rs->inc[j].text, false, "include matched nothing in the snapshot");
+                restore_report(rs, rs->inc[j].text, false,
+                               "include matched nothing in the snapshot");
         }
     }
-    tick(rs, true);
+    restore_tick(rs, true);
     if (summary) {
         summary->files = rs->files;
         summary->dirs = rs->dirs;
