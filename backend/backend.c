@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend/backend_azure.h"
 #include "backend/backend_s3.h"
 
 /* Names are also file paths (local) and S3 keys, so only characters that are safe as both pass,
@@ -77,6 +78,7 @@ static const struct num_setting num_settings[] = {
     NUM(list_max, BACKEND_S3_ENV_LIST_MAX, 1000, 1, 1000),
     NUM(uploads, BACKEND_S3_ENV_UPLOADS, 4, 1, 64),
     NUM(downloads, BACKEND_S3_ENV_DOWNLOADS, 2, 1, 16),
+    NUM(azure_block_size, BACKEND_AZURE_ENV_BLOCK_SIZE, 4L << 20, 64L << 10, 100L << 20),
 };
 #define N_NUM (sizeof num_settings / sizeof num_settings[0])
 
@@ -100,8 +102,8 @@ static int opts_check(const struct backend_opts *o, struct err *e)
         long v = *num_field((struct backend_opts *)o, n);
         if (v < n->min || v > n->max)
             return err_set(e, ERR_FAIL,
-                           "S3 setting %s is %ld: expected a whole number from %ld to %ld", n->var,
-                           v, n->min, n->max);
+                           "setting %s is %ld: expected a whole number from %ld to %ld", n->var, v,
+                           n->min, n->max);
     }
     return 0;
 }
@@ -130,6 +132,26 @@ static int var_long(const struct num_setting *n, const char *v, long *out, struc
     return 0;
 }
 
+/* The Azure variables; a malformed connection string or key is named here, where the user set
+ * it, rather than when a backend opens. */
+static int opts_azure_from_vars(struct backend_opts *o, backend_var_fn get, void *ctx,
+                                struct err *e)
+{
+    const char *v;
+    if ((v = var_first(get, ctx, BACKEND_AZURE_ENV_CONNECTION_STRING, NULL, NULL)))
+        o->azure_connection_string = v;
+    if ((v = var_first(get, ctx, BACKEND_AZURE_ENV_ACCOUNT, NULL, NULL))) o->azure_account = v;
+    if ((v = var_first(get, ctx, BACKEND_AZURE_ENV_KEY, NULL, NULL))) o->azure_key = v;
+    if ((v = var_first(get, ctx, BACKEND_AZURE_ENV_SAS, NULL, NULL))) o->azure_sas = v;
+    if ((v = var_first(get, ctx, BACKEND_AZURE_ENV_ENDPOINT, NULL, NULL))) o->azure_endpoint = v;
+    if (!o->azure_connection_string) return 0;
+    struct azure_account a;
+    int rc = azure_resolve(o, &a, e);
+    azure_account_free(&a);
+    if (rc < 0) err_wrap(e, "%s", BACKEND_AZURE_ENV_CONNECTION_STRING);
+    return rc;
+}
+
 int backend_opts_from_vars(struct backend_opts *o, backend_var_fn get, void *ctx, struct err *e)
 {
     const char *v;
@@ -153,7 +175,7 @@ int backend_opts_from_vars(struct backend_opts *o, backend_var_fn get, void *ctx
         o->credentials_file = v;
     if ((v = var_first(get, ctx, "AWS_PROFILE", NULL, NULL))) o->profile = v;
     if ((v = var_first(get, ctx, "HOME", NULL, NULL))) o->home = v;
-    return 0;
+    return opts_azure_from_vars(o, get, ctx, e);
 }
 
 int backend_parse_kind(const char *location, enum backend_kind *kind, struct err *e)
@@ -162,13 +184,18 @@ int backend_parse_kind(const char *location, enum backend_kind *kind, struct err
         *kind = BACKEND_S3;
         return 0;
     }
+    if (strncmp(location, "azure:", 6) == 0) {
+        *kind = BACKEND_AZURE;
+        return 0;
+    }
     /* "name:" before any '/' is a scheme (RFC 3986's letters), not a directory. */
     size_t n =
         strspn(location, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
     if (n > 0 && location[n] == ':')
         return err_set(e, ERR_FAIL,
                        "%.100s: unknown repository scheme \"%.*s:\" (use s3:http[s]://host/bucket "
-                       "for S3, or a directory path; write ./%.100s for a directory of that name)",
+                       "for S3, azure:container[/prefix] for Azure Blob Storage, or a "
+                       "directory path; write ./%.100s for a directory of that name)",
                        location, (int)(n < 40 ? n : 40), location, location);
     *kind = BACKEND_LOCAL;
     return 0;
@@ -189,6 +216,8 @@ int backend_open(const char *location, const struct backend_opts *o, bool create
     if (rc < 0) return rc;
     if (kind == BACKEND_S3)
         rc = backend_s3_open(location, o, create, out, e);
+    else if (kind == BACKEND_AZURE)
+        rc = backend_azure_open(location, o, create, out, e);
     else
         rc = backend_local_open(location, create, out, e);
     if (rc < 0) return rc;

@@ -7,7 +7,8 @@
  *    upload half-way; saving a name that exists fails with ERR_EXISTS unless `overwrite`;
  *  - load of a missing object fails with ERR_NOT_FOUND, distinct from other failures;
  *  - every function may be called from several threads at once.
- * Implementations: backend_local.c (a directory), backend_s3.c (S3 and compatible stores).
+ * Implementations: backend_local.c (a directory), backend_s3.c (S3 and compatible stores),
+ * backend_azure.c (Azure Blob Storage).
  */
 #ifndef PV_BACKEND_BACKEND_H
 #define PV_BACKEND_BACKEND_H
@@ -46,6 +47,7 @@ struct backend_ops {
 enum backend_kind {
     BACKEND_LOCAL = 1, /* a directory */
     BACKEND_S3,        /* "s3:..." */
+    BACKEND_AZURE,     /* "azure:..." */
 };
 
 struct backend {
@@ -84,6 +86,11 @@ struct backend_opts {
      * (NULL: "default") of credentials_file, else of <home>/.aws/credentials. */
     const char *access_key, *secret_key, *session_token;
     const char *credentials_file, *profile, *home;
+    /* Azure Blob Storage (backend_azure.h): a connection string, used whole when set; else
+     * the account with its Shared Key or SAS, at the endpoint (NULL: Azure's public one). */
+    const char *azure_connection_string;
+    const char *azure_account, *azure_key, *azure_sas, *azure_endpoint;
+    long azure_block_size; /* Put Blob up to this size, else blocks of it (4 MiB) */
 };
 
 /* The defaults above (strings NULL). */
@@ -98,7 +105,8 @@ typedef const char *(*backend_var_fn)(void *ctx, const char *name);
  * `get` returns and must outlive `o`. ERR_FAIL names the variable whose value is malformed. */
 int backend_opts_from_vars(struct backend_opts *o, backend_var_fn get, void *ctx, struct err *e);
 
-/* Which backend a location names: "s3:..." is S3; a location that starts with another scheme
+/* Which backend a location names: "s3:..." is S3, "azure:..." Azure Blob Storage; a location that
+ * starts with another scheme
  * ("name:", letters, digits, '+', '-' or '.', before any '/') fails with a message naming the
  * schemes there are; anything else is a local directory. The one place locations are told
  * apart. */
@@ -144,5 +152,8 @@ void backend_close(struct backend *b);
 int backend_local_open(const char *path, bool create, struct backend **out, struct err *e);
 int backend_s3_open(const char *location, const struct backend_opts *o, bool create,
                     struct backend **out, struct err *e);
+/* With `create`, a missing container is created. */
+int backend_azure_open(const char *location, const struct backend_opts *o, bool create,
+                       struct backend **out, struct err *e);
 
 #endif

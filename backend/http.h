@@ -1,0 +1,81 @@
+/* http.h - the HTTP requests of the object-store backends (Azure Blob Storage; the S3 backend's
+ * own copy of this machinery can move here): a pool of libcurl handles that keep their
+ * connections, uploads from memory or from a file read with pread(2), answers into a buffer,
+ * and retries with exponential backoff and jitter of what may pass (connection failures, resets,
+ * answers cut short, and what the backend's `failed` callback calls passing).
+ * Internal to backend/. */
+#ifndef PV_BACKEND_HTTP_H
+#define PV_BACKEND_HTTP_H
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "base/err.h"
+
+/* Copied by http_new; strings may be freed after. */
+struct http_settings {
+    const char *cacert; /* a PEM file of CA certificates; NULL: the system's */
+    bool insecure_tls;
+    long retries;                            /* after a failed attempt */
+    long retry_delay_ms, retry_max_delay_ms; /* first backoff and its cap */
+    long connect_timeout_s, stall_timeout_s;
+};
+
+struct http;
+
+/* The most bytes kept of a failed answer's body (the backend parses its error document). */
+#define HTTP_ERR_BODY_MAX (64u << 10)
+
+struct http_req {
+    const char *method; /* GET, PUT, HEAD or DELETE */
+    const char *url;
+    const void *body; /* PUT from memory, or when NULL ... */
+    int body_fd;      /* ... bytes [body_off, body_off+body_len) of this file, read with pread */
+    uint64_t body_off, body_len;
+    const char *range; /* CURLOPT_RANGE ("a-b", "a-") or NULL */
+    struct buf *out;   /* a successful answer's body is appended here; NULL drops it */
+    uint64_t out_max;  /* most bytes a 206 answer may bring; 0 = no limit */
+    /* A 2xx answer other than to DELETE must announce its length and bring all of it. */
+    bool whole;
+    /* Called before every attempt, on a handle reset to its defaults, to set the request's
+     * headers (appended to *hdrs, which http frees) and options (signing). Non-zero fails the
+     * request with what it put in e. */
+    int (*prepare)(void *ctx, CURL *h, const struct http_req *r, struct curl_slist **hdrs,
+                   struct err *e);
+    /* Called after an answer that is not 2xx (status and err_body set): whether to try again. */
+    bool (*failed)(void *ctx, struct http_req *r);
+    void *ctx;
+    /* A response header whose value is kept in header_value (e.g. "x-ms-error-code"), or NULL. */
+    const char *keep_header;
+    /* Results of the last attempt. */
+    long status;
+    uint64_t length;     /* Content-Length, for HEAD */
+    struct buf err_body; /* a failed answer's body (up to HTTP_ERR_BODY_MAX); freed by http */
+    char header_value[128];
+    CURLcode cc;                    /* the transfer's result; CURLE_OK when an answer came */
+    char curl_msg[CURL_ERROR_SIZE]; /* curl's words about a failed transfer, or ours */
+    int attempts;
+    bool prepare_failed; /* the failure is prepare's, in e */
+};
+
+/* A client with its own handle pool and shared DNS/TLS-session cache. Fails only when out of
+ * memory or when libcurl cannot start. Free with http_free (NULL is fine). */
+int http_new(const struct http_settings *s, struct http **out, struct err *e);
+void http_free(struct http *c);
+
+/* Runs r, retrying what may pass. Returns 0 on a 2xx answer; else -1 with r->cc, r->status
+ * and r->header_value describing the last attempt (the caller words the error), or, with
+ * r->prepare_failed, prepare's code with e set. r->out holds only a successful
+ * answer's body. Thread-safe: any number of threads may run requests on one client. r->err_body
+ * is released before returning. */
+int http_request(struct http *c, struct http_req *r, struct err *e);
+
+/* Whether an HTTP status is one that passes with time: 408, 429, 500, 502, 503, 504. */
+bool http_status_retryable(long status);
+
+/* "curl's reason: detail" of a failed transfer (r->cc != CURLE_OK) into buf. */
+void http_describe_transfer(const struct http_req *r, char *buf, size_t cap);
+
+#endif
