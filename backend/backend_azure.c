@@ -294,6 +294,7 @@ struct call {
     struct kv hdr[CALL_MAX]; /* x-ms- headers besides x-ms-date and x-ms-version */
     size_t nh;
     const char *if_none_match;
+    const char *keep; /* a response header to keep (http_req.header_value); NULL: the error code */
     bool has_body;
     uint64_t body_len;
     /* the last answer's error, from x-ms-error-code or the body */
@@ -449,7 +450,8 @@ static bool failed(void *ctx, struct http_req *r)
     memset(&c->err, 0, sizeof c->err);
     if (r->err_body.len)
         s3_xml_parse_error((const char *)r->err_body.data, r->err_body.len, &c->err);
-    if (r->header_value[0]) snprintf(c->err.code, sizeof c->err.code, "%s", r->header_value);
+    if (r->header_value[0] && !c->keep)
+        snprintf(c->err.code, sizeof c->err.code, "%s", r->header_value);
     trim_message(c->err.message);
     static const char *const codes[] = {"ServerBusy", "OperationTimedOut", "InternalError"};
     if (http_status_retryable(r->status)) return true;
@@ -489,7 +491,7 @@ static int run(struct call *c, struct http_req *r, struct err *e)
     r->prepare = prepare;
     r->failed = failed;
     r->ctx = c;
-    r->keep_header = "x-ms-error-code";
+    r->keep_header = c->keep ? c->keep : "x-ms-error-code";
     if (strcmp(c->method, "PUT") == 0) c->has_body = true;
     c->body_len = r->body_len;
     memset(&c->err, 0, sizeof c->err);
@@ -523,14 +525,43 @@ static void body_req(struct http_req *r, const struct body *b)
     r->body_len = b->len;
 }
 
-/* Taken names fail with ERR_EXISTS: If-None-Match: * answers 409 BlobAlreadyExists (or 412). */
-static int exists_error(struct call *c, const struct http_req *r, int rc, struct err *e)
+/* Every upload carries its random tag in this metadata, so that an upload that was retried can
+ * tell its own blob from another's. */
+#define TAG_HEADER "x-ms-meta-podvaultupload"
+#define TAG_HEX 32
+
+static void new_tag(char tag[TAG_HEX + 1])
+{
+    uint8_t rnd[TAG_HEX / 2];
+    randombytes_buf(rnd, sizeof rnd);
+    sodium_bin2hex(tag, TAG_HEX + 1, rnd, sizeof rnd);
+}
+
+/* Whether the blob carries `tag`: Get Blob Properties, its metadata. */
+static bool blob_has_tag(struct az *a, const char *name, const char *blob, const char *tag)
+{
+    struct call c = {.a = a, .method = "HEAD", .what = name, .blob = blob, .keep = TAG_HEADER};
+    struct http_req r = {0};
+    struct err e;
+    return run(&c, &r, &e) == 0 && strcmp(r.header_value, tag) == 0;
+}
+
+/* Taken names fail with ERR_EXISTS: If-None-Match: * answers 409 BlobAlreadyExists (or 412).
+ * After a retry that answer may be about our own first attempt, which got through but whose
+ * answer was lost: then the blob carries our tag, and the save succeeded. */
+static int exists_error(struct call *c, const struct http_req *r, int rc, const char *tag,
+                        struct err *e)
 {
     if (rc < 0 && (r->status == 409 || r->status == 412) &&
         (strcmp(c->err.code, "BlobAlreadyExists") == 0 ||
-         strcmp(c->err.code, "ConditionNotMet") == 0))
+         strcmp(c->err.code, "ConditionNotMet") == 0)) {
+        if (r->attempts > 1 && blob_has_tag(c->a, c->what, c->blob, tag)) {
+            err_clear(e);
+            return 0;
+        }
         return err_set(e, ERR_EXISTS, "saving %s in %s: the object already exists", c->what,
                        c->a->b.location);
+    }
     return rc;
 }
 
@@ -538,17 +569,19 @@ static int exists_error(struct call *c, const struct http_req *r, int rc, struct
 static int put_blob(struct az *a, const char *name, const char *blob, const struct body *b,
                     bool overwrite, struct err *e)
 {
-    struct call c = {.a = a, .method = "PUT", .what = name, .blob = blob, .nh = 1};
+    char tag[TAG_HEX + 1];
+    new_tag(tag);
+    struct call c = {.a = a, .method = "PUT", .what = name, .blob = blob, .nh = 2};
     c.hdr[0] = (struct kv){"x-ms-blob-type", "BlockBlob"};
+    c.hdr[1] = (struct kv){TAG_HEADER, tag};
     c.if_none_match = overwrite ? NULL : "*";
     struct http_req r = {0};
     body_req(&r, b);
-    return exists_error(&c, &r, run(&c, &r, e), e);
+    return exists_error(&c, &r, run(&c, &r, e), tag, e);
 }
 
 /* Block IDs: the upload's random tag and the block's number, the same length for every block
  * (Azure's rule), base64 as Azure wants them. */
-#define BLOCK_TAG_HEX 32
 static void block_id(const char *tag, uint64_t i, char out[64])
 {
     char raw[48];
@@ -562,10 +595,8 @@ static void block_id(const char *tag, uint64_t i, char out[64])
 static int put_blocks(struct az *a, const char *name, const char *blob, const struct body *b,
                       bool overwrite, struct err *e)
 {
-    uint8_t rnd[BLOCK_TAG_HEX / 2];
-    char tag[BLOCK_TAG_HEX + 1], id[64];
-    randombytes_buf(rnd, sizeof rnd);
-    sodium_bin2hex(tag, sizeof tag, rnd, sizeof rnd);
+    char tag[TAG_HEX + 1], id[64];
+    new_tag(tag);
     struct buf list = BUF_INIT;
     int rc = append_str(&list, "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>") < 0
                  ? err_set(e, ERR_FAIL, "saving %s: out of memory", name)
@@ -588,11 +619,12 @@ static int put_blocks(struct az *a, const char *name, const char *blob, const st
     if (rc == 0 && append_str(&list, "</BlockList>") < 0)
         rc = err_set(e, ERR_FAIL, "saving %s: out of memory", name);
     if (rc == 0) {
-        struct call c = {.a = a, .method = "PUT", .what = name, .blob = blob, .nq = 1};
+        struct call c = {.a = a, .method = "PUT", .what = name, .blob = blob, .nq = 1, .nh = 1};
         c.query[0] = (struct kv){"comp", "blocklist"};
+        c.hdr[0] = (struct kv){TAG_HEADER, tag};
         c.if_none_match = overwrite ? NULL : "*";
         struct http_req r = {.body = list.data, .body_len = list.len};
-        rc = exists_error(&c, &r, run(&c, &r, e), e);
+        rc = exists_error(&c, &r, run(&c, &r, e), tag, e);
     }
     buf_free(&list);
     return rc;
@@ -766,7 +798,8 @@ static int az_list(struct backend *self, const char *prefix, backend_list_cb cb,
     return rc;
 }
 
-/* Delete Blob: a missing blob answers 404 BlobNotFound, which is ERR_NOT_FOUND. */
+/* Delete Blob: a missing blob answers 404 BlobNotFound, which is ERR_NOT_FOUND; but after a
+ * retry it means that our first attempt got through and its answer was lost. */
 static int az_remove(struct backend *self, const char *name, struct err *e)
 {
     struct az *a = as_az(self);
@@ -775,6 +808,10 @@ static int az_remove(struct backend *self, const char *name, struct err *e)
     struct call c = {.a = a, .method = "DELETE", .what = name, .blob = blob};
     struct http_req r = {0};
     int rc = run(&c, &r, e);
+    if (rc == ERR_NOT_FOUND && r.attempts > 1) {
+        err_clear(e);
+        rc = 0;
+    }
     free(blob);
     return rc;
 }

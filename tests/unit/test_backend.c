@@ -1,8 +1,10 @@
 /* test_backend.c - the backend conformance suite, run against every backend within reach: a local
  * directory always; S3 when PV_TEST_S3 (s3:http://127.0.0.1:7480/<bucket>/<prefix>) and the
  * AWS_* credentials are set (tests/s3-env.sh prints them); the same S3 suite again through
- * pv_faultproxy breaking a share of the requests. Checks that need no server (location parsing,
- * credentials, a server that never recovers) run always. */
+ * pv_faultproxy breaking a share of the requests; Azure Blob Storage when PV_TEST_AZURE
+ * (azure:<container>/<prefix>) and AZURE_STORAGE_CONNECTION_STRING are set (tests/azure-env.sh
+ * starts Azurite and prints them), directly and through pv_faultproxy. Checks that need no
+ * server (location parsing, credentials, a server that never recovers) run always. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,6 +34,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/backend_azure.h"
 #include "backend/backend_s3.h"
 
 /* ---- small helpers ---- */
@@ -285,7 +288,7 @@ static void proxy_stats(const struct proxy *p, unsigned long *requests, unsigned
 
 /* ---- fixtures: one per backend the suite runs against ---- */
 
-enum kind { K_LOCAL, K_S3, K_S3_PROXY };
+enum kind { K_LOCAL, K_S3, K_S3_PROXY, K_AZURE, K_AZURE_PROXY };
 
 struct fixture {
     enum kind kind;
@@ -293,7 +296,7 @@ struct fixture {
     char *tmpdir; /* local: removed at the end */
     struct backend *b;
     size_t list_n;      /* objects saved by the listing check */
-    struct proxy proxy; /* K_S3_PROXY */
+    struct proxy proxy; /* K_S3_PROXY, K_AZURE_PROXY */
 };
 
 static int setup_local(void **state)
@@ -391,6 +394,111 @@ static int setup_s3_proxy(void **state)
         return -1;
     }
     fx->kind = K_S3_PROXY;
+    fx->list_n = 260;
+    *state = fx;
+    return 0;
+}
+
+/* ---- Azure (Azurite) ---- */
+
+static bool azure_available(void)
+{
+    const char *loc = getenv("PV_TEST_AZURE");
+    return loc && strncmp(loc, "azure:", 6) == 0 && getenv(BACKEND_AZURE_ENV_CONNECTION_STRING);
+}
+
+/* The connection string of PV_TEST_AZURE's server, its BlobEndpoint's host and port replaced
+ * by `hostport` (NULL: as it is). */
+static char *azure_conn_via(const char *hostport)
+{
+    const char *cs = getenv(BACKEND_AZURE_ENV_CONNECTION_STRING);
+    const char *ep = strstr(cs, "BlobEndpoint=http://");
+    char *out = NULL;
+    if (!hostport || !ep) return strdup(cs);
+    const char *host = ep + strlen("BlobEndpoint=http://"), *end = strchr(host, '/');
+    assert_non_null(end);
+    assert_true(asprintf(&out, "%.*s%s%s", (int)(host - cs), cs, hostport, end) > 0);
+    return out;
+}
+
+/* host:port of PV_TEST_AZURE's server. */
+static void azure_hostport(char *out, size_t cap)
+{
+    const char *cs = getenv(BACKEND_AZURE_ENV_CONNECTION_STRING);
+    const char *ep = strstr(cs, "BlobEndpoint=http://");
+    assert_non_null(ep);
+    const char *host = ep + strlen("BlobEndpoint=http://"), *end = strchr(host, '/');
+    assert_non_null(end);
+    snprintf(out, cap, "%.*s", (int)(end - host), host);
+}
+
+/* A fresh, empty prefix under PV_TEST_AZURE. */
+static char *azure_run_location(void)
+{
+    uint8_t r[8];
+    char hex[17], *loc = NULL;
+    randombytes_buf(r, sizeof r);
+    sodium_bin2hex(hex, sizeof hex, r, sizeof r);
+    if (asprintf(&loc, "%s/run-%s", getenv("PV_TEST_AZURE"), hex) < 0) return NULL;
+    return loc;
+}
+
+static void azure_common_env(void)
+{
+    s3_common_env();
+    /* 1 MiB blocks: the suite's 3 MiB objects go up block by block, smaller ones whole. */
+    env_set(BACKEND_AZURE_ENV_BLOCK_SIZE, "1048576");
+}
+
+static int setup_azure(void **state)
+{
+    if (!azure_available()) return -1;
+    struct fixture *fx = calloc(1, sizeof *fx);
+    azure_common_env();
+    fx->location = azure_run_location();
+    struct err e;
+    err_clear(&e);
+    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
+        fprintf(stderr, "%s\n", e.msg);
+        return -1;
+    }
+    fx->kind = K_AZURE;
+    fx->list_n = 1100; /* more than one page of 1000, and 12 pages of 100 */
+    *state = fx;
+    return 0;
+}
+
+/* The Azure suite through a proxy that breaks 15% of the requests; retries must hide it all. */
+static int setup_azure_proxy(void **state)
+{
+    char exe[PATH_MAX];
+    if (!azure_available() || !proxy_path(exe, sizeof exe)) {
+        printf("[  SKIPPED ] Azure suite through the fault proxy: needs PV_TEST_AZURE and "
+               "pv_faultproxy\n");
+        return -1;
+    }
+    struct fixture *fx = calloc(1, sizeof *fx);
+    char hp[128], proxied[64];
+    azure_hostport(hp, sizeof hp);
+    proxy_start(&fx->proxy, hp, "--rate", "15", "--delay-ms", "1500", NULL);
+    snprintf(proxied, sizeof proxied, "127.0.0.1:%d", fx->proxy.port);
+    azure_common_env();
+    char *cs = azure_conn_via(proxied);
+    env_set(BACKEND_AZURE_ENV_CONNECTION_STRING, cs);
+    free(cs);
+    env_set(BACKEND_S3_ENV_LIST_MAX, "50");
+    env_set(BACKEND_S3_ENV_RETRIES, "12");
+    env_set(BACKEND_S3_ENV_RETRY_DELAY_MS, "5");
+    env_set(BACKEND_S3_ENV_RETRY_MAX_DELAY_MS, "50");
+    env_set(BACKEND_S3_ENV_STALL_TIMEOUT, "1"); /* the 1.5 s delays become timeouts */
+    fx->location = azure_run_location();
+    struct err e;
+    err_clear(&e);
+    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
+        fprintf(stderr, "%s\n", e.msg);
+        return -1;
+    }
+    fx->kind = K_AZURE_PROXY;
     fx->list_n = 260;
     *state = fx;
     return 0;
@@ -1089,6 +1197,43 @@ static void s3_cut_upload(struct fixture *fx)
     free(loc);
 }
 
+/* Azure: a proxy that cuts every upload half-way; neither a Put Blob nor a blob in blocks may
+ * leave a partial object. */
+static void azure_cut_upload(struct fixture *fx, size_t size, unsigned long want_requests)
+{
+    char exe[PATH_MAX], hp[128], proxied[64];
+    if (!proxy_path(exe, sizeof exe)) {
+        printf("    (cut-upload check skipped: pv_faultproxy not found)\n");
+        return;
+    }
+    azure_hostport(hp, sizeof hp);
+    struct proxy p = {0};
+    proxy_start(&p, hp, "--always", "cut", NULL);
+    snprintf(proxied, sizeof proxied, "127.0.0.1:%d", p.port);
+    char *cs = azure_conn_via(proxied);
+    env_set(BACKEND_AZURE_ENV_CONNECTION_STRING, cs);
+    free(cs);
+    env_set(BACKEND_S3_ENV_RETRIES, "2");
+    env_set(BACKEND_S3_ENV_RETRY_DELAY_MS, "1");
+    struct backend *b = NULL;
+    struct err e;
+    err_clear(&e);
+    assert_int_equal(open_env(fx->location, false, &b, &e), 0);
+    char name[128];
+    random_name(name, sizeof name, "data/c3");
+    uint8_t *data = random_bytes(size);
+    assert_int_equal(backend_save(b, name, data, size, true, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, name));
+    assert_non_null(strstr(e.msg, "gave up after 3 attempts"));
+    unsigned long requests, faults;
+    proxy_stats(&p, &requests, &faults);
+    assert_int_equal(requests, want_requests);
+    expect_invisible(fx->b, name);
+    backend_close(b);
+    proxy_stop(&p);
+    free(data);
+}
+
 static void test_failed_save_invisible(void **state)
 {
     struct fixture *fx = *state;
@@ -1096,6 +1241,9 @@ static void test_failed_save_invisible(void **state)
         local_fsize_limit(fx, false);
         local_fsize_limit(fx, true);
         local_enospc(fx);
+    } else if (fx->kind == K_AZURE || fx->kind == K_AZURE_PROXY) {
+        azure_cut_upload(fx, 300000, 3);  /* one Put Blob, tried 3 times */
+        azure_cut_upload(fx, 3 << 20, 3); /* the first Put Block, tried 3 times */
     } else {
         s3_cut_upload(fx);
     }
@@ -1107,6 +1255,174 @@ static void test_failed_save_invisible(void **state)
         cmocka_unit_test(test_exists), cmocka_unit_test(test_stat_remove),                         \
         cmocka_unit_test(test_bad_names), cmocka_unit_test(test_list),                             \
         cmocka_unit_test(test_threads), cmocka_unit_test(test_failed_save_invisible)
+
+/* ---- Azure: settings (no server), and errors against Azurite ---- */
+
+static void resolve_ok(const struct backend_opts *o, const char *account, const char *endpoint,
+                       bool key, const char *sas)
+{
+    struct azure_account a;
+    struct err e;
+    err_clear(&e);
+    if (azure_resolve(o, &a, &e) != 0) fail_msg("azure_resolve: %s", e.msg);
+    if (account) assert_string_equal(a.account, account);
+    assert_string_equal(a.endpoint, endpoint);
+    assert_true((a.key != NULL) == key);
+    if (sas)
+        assert_string_equal(a.sas, sas);
+    else
+        assert_null(a.sas);
+    azure_account_free(&a);
+}
+
+static void resolve_fails(const struct backend_opts *o, const char *needle)
+{
+    struct azure_account a;
+    struct err e;
+    err_clear(&e);
+    assert_int_equal(azure_resolve(o, &a, &e), ERR_FAIL);
+    if (!strstr(e.msg, needle)) fail_msg("\"%s\" lacks \"%s\"", e.msg, needle);
+    assert_null(a.account);
+    assert_null(a.endpoint);
+    azure_account_free(&a);
+}
+
+/* Connection strings and variables as Azure's tools read them, and what is refused. */
+static void test_azure_settings(void **state)
+{
+    struct backend_opts o;
+    backend_opts_default(&o);
+    const char *key = "a2V5a2V5a2V5";
+    o.azure_connection_string = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey="
+                                "a2V5a2V5a2V5;EndpointSuffix=core.chinacloudapi.cn";
+    resolve_ok(&o, "acct", "https://acct.blob.core.chinacloudapi.cn", true, NULL);
+    o.azure_connection_string = "AccountName=acct;AccountKey=a2V5a2V5a2V5";
+    resolve_ok(&o, "acct", "https://acct.blob.core.windows.net", true, NULL);
+    o.azure_connection_string =
+        "BlobEndpoint=http://127.0.0.1:1/dev/;SharedAccessSignature=sv=2021&sig=x%2B=";
+    resolve_ok(&o, NULL, "http://127.0.0.1:1/dev", false, "sv=2021&sig=x%2B=");
+    o.azure_connection_string = "UseDevelopmentStorage=true";
+    resolve_ok(&o, "devstoreaccount1", "http://127.0.0.1:10000/devstoreaccount1", true, NULL);
+    /* The connection string is used whole: the variables beside it are not read. */
+    o.azure_account = "other";
+    o.azure_key = key;
+    o.azure_connection_string = "AccountName=acct;AccountKey=a2V5a2V5a2V5";
+    resolve_ok(&o, "acct", "https://acct.blob.core.windows.net", true, NULL);
+    o.azure_connection_string = "AccountName=acct";
+    resolve_fails(&o, "neither AccountKey nor SharedAccessSignature");
+    o.azure_connection_string = "AccountName=acct;AccountKey=not base64!";
+    resolve_fails(&o, "not base64");
+    o.azure_connection_string = "AccountName;AccountKey=a2V5";
+    resolve_fails(&o, "is not Key=Value");
+    o.azure_connection_string = "AccountName=a;AccountKey=a2V5;BlobEndpoint=ftp://h";
+    resolve_fails(&o, "not an http:// or https:// URL");
+    /* Without a connection string: account and key or SAS, at Azure's endpoint or another. */
+    o.azure_connection_string = NULL;
+    resolve_ok(&o, "other", "https://other.blob.core.windows.net", true, NULL);
+    o.azure_key = NULL;
+    o.azure_sas = "?sv=1&sig=2";
+    o.azure_endpoint = "http://127.0.0.1:9/acc/";
+    resolve_ok(&o, "other", "http://127.0.0.1:9/acc", false, "sv=1&sig=2");
+    o.azure_sas = NULL;
+    resolve_fails(&o, "no Azure credentials: set " BACKEND_AZURE_ENV_CONNECTION_STRING);
+    o.azure_account = NULL;
+    o.azure_key = key;
+    resolve_fails(&o, "set " BACKEND_AZURE_ENV_ACCOUNT);
+    o.azure_account = "Upper";
+    resolve_fails(&o, "bad account name");
+
+    /* From the variables, where a malformed connection string is named. */
+    env_set(BACKEND_AZURE_ENV_CONNECTION_STRING, "AccountName=acct;garbage");
+    backend_opts_default(&o);
+    struct err e;
+    err_clear(&e);
+    assert_int_equal(backend_opts_from_vars(&o, env_get, NULL, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, BACKEND_AZURE_ENV_CONNECTION_STRING));
+    env_set(BACKEND_AZURE_ENV_CONNECTION_STRING, NULL);
+    env_set(BACKEND_AZURE_ENV_ACCOUNT, "acct");
+    env_set(BACKEND_AZURE_ENV_KEY, key);
+    env_set(BACKEND_AZURE_ENV_BLOCK_SIZE, "1000");
+    assert_int_equal(backend_opts_from_vars(&o, env_get, NULL, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, BACKEND_AZURE_ENV_BLOCK_SIZE));
+    env_set(BACKEND_AZURE_ENV_BLOCK_SIZE, NULL);
+    backend_opts_default(&o); /* the connection string from above is in it still */
+    assert_int_equal(backend_opts_from_vars(&o, env_get, NULL, &e), 0);
+    assert_string_equal(o.azure_account, "acct");
+    assert_string_equal(o.azure_key, key);
+
+    /* Locations. */
+    struct backend *b = NULL;
+    const char *bad[][2] = {{"azure:ab/p", "bad container name"},
+                            {"azure:Upper/p", "bad container name"},
+                            {"azure:a--b/p", "bad container name"},
+                            {"azure:abc/p q", "the prefix may hold only"},
+                            {"azure:abc/a//b", "the prefix may hold only"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err_clear(&e);
+        assert_int_equal(backend_open(bad[i][0], &o, false, &b, &e), ERR_FAIL);
+        if (!strstr(e.msg, bad[i][1])) fail_msg("%s: \"%s\"", bad[i][0], e.msg);
+        assert_null(b);
+    }
+    assert_int_equal(backend_open("azure:abc/some/prefix/", &o, false, &b, &e), 0);
+    assert_int_equal(b->kind, BACKEND_AZURE);
+    backend_close(b);
+    env_restore();
+}
+
+/* A wrong key fails at once (one request, no retries) with Azure's code and message. */
+static void test_azure_wrong_key(void **state)
+{
+    const char *cs = getenv(BACKEND_AZURE_ENV_CONNECTION_STRING);
+    const char *k = strstr(cs, "AccountKey=");
+    assert_non_null(k);
+    char *bad = NULL;
+    /* Another valid base64 key: the first character changed. */
+    size_t at = (size_t)(k - cs) + strlen("AccountKey=");
+    assert_true(asprintf(&bad, "%.*s%c%s", (int)at, cs, cs[at] == 'A' ? 'B' : 'A', cs + at + 1) >
+                0);
+    env_set(BACKEND_AZURE_ENV_CONNECTION_STRING, bad);
+    free(bad);
+    char *loc = azure_run_location();
+    struct backend *b = NULL;
+    struct err e;
+    err_clear(&e);
+    double t0 = now_s();
+    assert_int_equal(open_env(loc, true, &b, &e), ERR_FAIL);
+    assert_true(now_s() - t0 < 2.0);
+    assert_null(b);
+    if (!strstr(e.msg, "HTTP 403 AuthorizationFailure: Server failed to authenticate") ||
+        strstr(e.msg, "gave up") || strstr(e.msg, "RequestId"))
+        fail_msg("wrong key: %s", e.msg);
+    free(loc);
+    env_restore();
+}
+
+/* A container that does not exist, without `create`: every request says so, and a missing
+ * container is never taken for a missing object. */
+static void test_azure_no_container(void **state)
+{
+    char loc[64];
+    uint8_t r[6];
+    char hex[13];
+    randombytes_buf(r, sizeof r);
+    sodium_bin2hex(hex, sizeof hex, r, sizeof r);
+    snprintf(loc, sizeof loc, "azure:pv-missing-%s/repo", hex);
+    struct backend *b = NULL;
+    struct err e;
+    err_clear(&e);
+    assert_int_equal(open_env(loc, false, &b, &e), 0);
+    uint64_t size;
+    struct buf out = BUF_INIT;
+    assert_int_equal(backend_stat(b, "config", &size, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "ContainerNotFound"));
+    assert_int_equal(backend_load(b, "config", 0, 0, &out, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "HTTP 404 ContainerNotFound: The specified container does not"));
+    assert_non_null(strstr(e.msg, "init creates it"));
+    assert_int_equal(backend_save(b, "keys/x", "k", 1, false, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "ContainerNotFound"));
+    buf_free(&out);
+    backend_close(b);
+}
 
 /* ---- S3 checks that need no server ---- */
 
@@ -1138,8 +1454,11 @@ static void test_opts_and_kinds(void **state)
     assert_int_equal(kind, BACKEND_LOCAL);
     assert_int_equal(backend_parse_kind("gs://bucket/p", &kind, &e), ERR_FAIL);
     assert_non_null(strstr(e.msg, "unknown repository scheme \"gs:\""));
-    assert_int_equal(backend_open("azure:container", NULL, true, &b, &e), ERR_FAIL);
-    assert_non_null(strstr(e.msg, "unknown repository scheme \"azure:\""));
+    assert_int_equal(backend_parse_kind("azure:container/p", &kind, &e), 0);
+    assert_int_equal(kind, BACKEND_AZURE);
+    assert_int_equal(backend_open("ftp:container", NULL, true, &b, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "unknown repository scheme \"ftp:\""));
+    assert_non_null(strstr(e.msg, "azure:container[/prefix]"));
     assert_null(b);
 
     char dir[] = "/tmp/pv-opts-XXXXXX";
@@ -1578,6 +1897,11 @@ int main(void)
         cmocka_unit_test_teardown(test_s3_unreachable, env_reset),
         cmocka_unit_test_teardown(test_s3_never_recovers, env_reset),
         cmocka_unit_test_teardown(test_s3_requests_on_the_wire, env_reset),
+        cmocka_unit_test_teardown(test_azure_settings, env_reset),
+    };
+    const struct CMUnitTest azure_only[] = {
+        cmocka_unit_test_teardown(test_azure_wrong_key, env_reset),
+        cmocka_unit_test_teardown(test_azure_no_container, env_reset),
     };
     const struct CMUnitTest s3_only[] = {
         cmocka_unit_test_teardown(test_s3_wrong_secret, env_reset),
@@ -1601,6 +1925,20 @@ int main(void)
     } else {
         printf("S3 conformance suite SKIPPED: PV_TEST_S3 and AWS_ACCESS_KEY_ID/"
                "AWS_SECRET_ACCESS_KEY are not set (eval \"$(tests/s3-env.sh)\" sets them)\n");
+    }
+    if (azure_available()) {
+        printf("== the conformance suite on Azure Blob Storage at %s\n", getenv("PV_TEST_AZURE"));
+        failed += cmocka_run_group_tests_name("azure", suite, setup_azure, teardown);
+        printf("== Azure errors\n");
+        failed += cmocka_run_group_tests_name("azure-specifics", azure_only, NULL, NULL);
+        printf("== the conformance suite on Azure through pv_faultproxy breaking 15%% of "
+               "requests\n");
+        failed +=
+            cmocka_run_group_tests_name("azure-faulty-proxy", flaky, setup_azure_proxy, teardown);
+    } else {
+        printf("Azure conformance suite SKIPPED: PV_TEST_AZURE and "
+               "AZURE_STORAGE_CONNECTION_STRING are not set (eval \"$(tests/azure-env.sh)\" "
+               "sets them)\n");
     }
     return failed;
 }
