@@ -6,10 +6,11 @@
 #   3. runs the unit tests under valgrind (errors and leaks fail; tests/valgrind.supp holds the
 #      one false report that the release build's _FORTIFY_SOURCE causes),
 #   4. builds the libFuzzer targets with clang (build-fuzz/) and runs each briefly from its seeds,
-#   5. runs the S3 tests against a local Ceph RGW when tests/s3-env.sh exists and RGW starts.
+#   5. runs the S3 tests against a local Ceph RGW when tests/s3-env.sh exists and RGW starts,
+#   6. runs the Azure Blob Storage tests against Azurite (node and npm from apt when missing).
 # Every step runs even when an earlier one failed; the summary at the end lists them all, and the
 # exit code is non-zero if any failed. Env: PV_FUZZ_SECONDS (per target, default 20),
-# PV_SKIP_S3=1, PV_JOBS (default 2).
+# PV_SKIP_S3=1, PV_SKIP_AZURE=1, PV_JOBS (default 2).
 set -uo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -203,6 +204,49 @@ else
         SUMMARY+=("PASS  $(printf '%-42s' "S3 tests (Ceph RGW)") $secs")
     else
         SUMMARY+=("FAIL  $(printf '%-42s' "S3 tests (Ceph RGW)") $secs (exit $rc)")
+        FAILED=$((FAILED + 1))
+    fi
+fi
+
+# ---- Azure Blob Storage against Azurite -------------------------------------------------------
+azure_tests() {
+    # Azurite is an npm package (pinned in tests/azure); Debian 12's nodejs (18) runs it. Without
+    # node or npm, and as root, they come from apt. tests/azure-env.sh installs Azurite (npm ci),
+    # starts it on 127.0.0.1 and exports PV_TEST_AZURE and AZURE_STORAGE_CONNECTION_STRING; then
+    # the backend conformance suite (its Azure part) and the command-line test it_azure run.
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "node and npm are not installed (run as root to install them)"
+            return 2
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm \
+            >"$LOGS/azure-apt.log" 2>&1 || { tail -n 20 "$LOGS/azure-apt.log"; return 2; }
+    fi
+    # shellcheck disable=SC1091
+    if ! source tests/azure-env.sh >"$LOGS/azure-env.log" 2>&1; then
+        tail -n 20 "$LOGS/azure-env.log"
+        return 2
+    fi
+    echo "Azure at $PV_TEST_AZURE"
+    # Without the S3 step's variables: only the Azure part of test_backend runs again.
+    (cd build && env -u PV_TEST_S3 ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_azure)$')
+}
+if [ "${PV_SKIP_AZURE:-0}" = 1 ]; then
+    skip "Azure tests (Azurite)" "PV_SKIP_AZURE=1"
+elif [ $BUILD_OK != 0 ]; then
+    skip "Azure tests (Azurite)" "the build failed"
+else
+    say "Azure tests (Azurite)"
+    t0=$(date +%s)
+    azure_tests
+    rc=$?
+    secs="$(( $(date +%s) - t0 ))s"
+    if [ $rc = 2 ]; then
+        skip "Azure tests (Azurite)" "Azurite could not start here (see above)"
+    elif [ $rc = 0 ]; then
+        SUMMARY+=("PASS  $(printf '%-42s' "Azure tests (Azurite)") $secs")
+    else
+        SUMMARY+=("FAIL  $(printf '%-42s' "Azure tests (Azurite)") $secs (exit $rc)")
         FAILED=$((FAILED + 1))
     fi
 fi

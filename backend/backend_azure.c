@@ -669,15 +669,6 @@ static int az_stat(struct backend *self, const char *name, uint64_t *size, struc
     return rc;
 }
 
-static int shorter(struct az *a, const char *name, uint64_t size, uint64_t offset, uint64_t len,
-                   struct err *e)
-{
-    return err_set(e, ERR_FAIL,
-                   "loading %s from %s: the object is %llu bytes, shorter than %llu bytes at %llu",
-                   name, a->b.location, (unsigned long long)size, (unsigned long long)len,
-                   (unsigned long long)offset);
-}
-
 /* Get Blob of the range asked for (x-ms-range), all of it when offset and len are 0. */
 static int az_load(struct backend *self, const char *name, uint64_t offset, uint64_t len,
                    struct buf *out, struct err *e)
@@ -703,28 +694,10 @@ static int az_load(struct backend *self, const char *name, uint64_t offset, uint
         uint64_t size = 0;
         struct err e2;
         if (az_stat(self, name, &size, &e2) < 0) return rc;
-        if (len == 0 && offset == size) {
-            err_clear(e);
-            return 0;
-        }
-        return shorter(a, name, size, offset, len, e);
+        return http_range_416(size, offset, len, name, a->b.location, e);
     }
     if (rc < 0) return rc;
-    size_t got = out->len - start;
-    if (range[0] && r.status == 200) {
-        /* Without a range applied the whole blob came: keep the part asked for. */
-        if (offset > got || (len && len > got - offset)) {
-            out->len = start;
-            return shorter(a, name, got, offset, len, e);
-        }
-        size_t keep = len ? (size_t)len : got - (size_t)offset;
-        memmove(out->data + start, out->data + start + offset, keep);
-        out->len = start + keep;
-    } else if (len && got != len) {
-        out->len = start;
-        return shorter(a, name, offset + got, offset, len, e);
-    }
-    return 0;
+    return http_range_fit(out, start, r.status, offset, len, name, a->b.location, e);
 }
 
 struct list_ctx {
@@ -798,16 +771,20 @@ static int az_list(struct backend *self, const char *prefix, backend_list_cb cb,
     return rc;
 }
 
-/* Delete Blob: a missing blob answers 404 BlobNotFound, which is ERR_NOT_FOUND; but after a
- * retry it means that our first attempt got through and its answer was lost. */
+/* Delete Blob. A missing blob answers 404 BlobNotFound, but after a retry that may mean that
+ * our first attempt got through and its answer was lost: so Get Blob Properties first says
+ * whether there is a blob, and a 404 after a retry is then our own doing. */
 static int az_remove(struct backend *self, const char *name, struct err *e)
 {
     struct az *a = as_az(self);
+    uint64_t size;
+    int rc = az_stat(self, name, &size, e);
+    if (rc < 0) return rc == ERR_NOT_FOUND ? err_wrap(e, "removing %s", name) : rc;
     char *blob = blob_name(a, name);
     if (!blob) return err_set(e, ERR_FAIL, "removing %s: out of memory", name);
     struct call c = {.a = a, .method = "DELETE", .what = name, .blob = blob};
     struct http_req r = {0};
-    int rc = run(&c, &r, e);
+    rc = run(&c, &r, e);
     if (rc == ERR_NOT_FOUND && r.attempts > 1) {
         err_clear(e);
         rc = 0;

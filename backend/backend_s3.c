@@ -5,37 +5,27 @@
  * Requests that fail in a way that can pass (5xx, 429, SlowDown, timeouts, resets) are retried
  * with exponential backoff and jitter; everything else fails at once with the server's code.
  * Several threads may use one backend: each request borrows a curl handle from a pool, and a
- * handle keeps its connection open for the next request that borrows it. */
+ * handle keeps its connection open for the next request that borrows it (backend/http.c, which
+ * the Azure backend shares). */
 #include "backend/backend_s3.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <openssl/evp.h>
-#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "base/fdio.h"
 #include "backend/backend.h"
+#include "backend/http.h"
 #include "backend/s3_xml.h"
 
 /* SHA-256 of nothing: the payload hash of requests without a body. */
 #define SHA256_HEX_LEN 64
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-#define ERR_BODY_MAX (64u << 10)
-/* curl's receive buffer for answers with a body. Its default, 16 KiB, costs a poll and a recv
- * per 16 KiB: 130,000 of each to restore 2 GB, against 14,000 with this. */
-#define RECV_BUFFER (256L << 10)
-/* curl's send buffer for uploads, for the same reason: its default, 64 KiB, costs a read and a
- * send per 64 KiB of each pack. */
-#define SEND_BUFFER (512L << 10)
 #define LIST_BODY_MAX (16u << 20)
-/* Room reserved up front for an answer of announced length; packs are at most 1 GiB. */
-#define PREALLOC_MAX ((uint64_t)2 << 30)
 
 struct s3 {
     struct backend b;
@@ -47,15 +37,8 @@ struct s3 {
     char *region;
     char *sigv4; /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
     char *access_key, *secret_key, *token_header;
-    char *cacert;
-    bool insecure;
-    long retries, delay_ms, max_delay_ms, connect_timeout_s, stall_timeout_s, list_max;
-    /* Shared by the threads, under locks. */
-    CURLSH *share; /* DNS answers and TLS sessions */
-    pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
-    pthread_mutex_t pool_mu;
-    CURL **pool; /* idle handles, each with its live connection */
-    size_t npool, pool_cap;
+    long list_max;
+    struct http *http; /* the requests: retries, connection pool (thread-safe) */
 };
 
 static struct s3 *as_s3(struct backend *b)
@@ -303,14 +286,14 @@ static int load_settings(struct s3 *s, const struct backend_opts *o, struct err 
         return err_set(e, ERR_FAIL, "bad S3 region \"%.64s\"", region);
     if (set_str(&s->region, region) < 0 || asprintf(&s->sigv4, "aws:amz:%s:s3", region) < 0)
         return err_set(e, ERR_FAIL, "out of memory");
-    if (o->cacert && *o->cacert && set_str(&s->cacert, o->cacert) < 0)
-        return err_set(e, ERR_FAIL, "out of memory");
-    s->insecure = o->insecure_tls;
-    s->retries = o->retries;
-    s->delay_ms = o->retry_delay_ms;
-    s->max_delay_ms = o->retry_max_delay_ms;
-    s->connect_timeout_s = o->connect_timeout_s;
-    s->stall_timeout_s = o->stall_timeout_s;
+    struct http_settings hs = {.cacert = o->cacert,
+                               .insecure_tls = o->insecure_tls,
+                               .retries = o->retries,
+                               .retry_delay_ms = o->retry_delay_ms,
+                               .retry_max_delay_ms = o->retry_max_delay_ms,
+                               .connect_timeout_s = o->connect_timeout_s,
+                               .stall_timeout_s = o->stall_timeout_s};
+    if (http_new(&hs, &s->http, e) < 0) return e->code;
     s->list_max = o->list_max;
     s->b.save_slots = (unsigned)o->uploads;
     s->b.load_slots = (unsigned)o->downloads;
@@ -331,270 +314,70 @@ struct req {
     const char *range;       /* CURLOPT_RANGE ("a-b", "a-") or NULL */
     struct buf *out;         /* a successful answer's body is appended here; NULL drops it */
     uint64_t out_max;        /* most bytes a ranged answer may bring; 0 = no limit */
+    struct s3 *s;            /* set by request */
     /* results of the last attempt */
     long status;
     uint64_t length; /* Content-Length, for HEAD */
     struct s3_error err;
 };
 
-struct xfer {
-    struct req *r;
-    CURL *h;
-    size_t out_start;
-    long status; /* known once the body starts */
-    bool too_much, oom;
-    bool headers_done; /* the blank line that ends the last header block was seen */
-    struct buf errbody;
-    uint64_t up_pos;
-};
-
-static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
+/* http's prepare: SigV4 by libcurl, and the x-amz-content-sha256 header it does not add, so the
+ * server checks each uploaded body against its hash and never stores a damaged object. No
+ * "Expect:" line to turn off 100-continue: curl 7.88 would sign it as an empty header that is
+ * never sent, and every upload would fail with SignatureDoesNotMatch. */
+static int s3_prepare(void *ctx, CURL *h, const struct http_req *hr, struct curl_slist **hdrs,
+                      struct err *e)
 {
-    struct xfer *x = ud;
-    struct req *r = x->r;
-    size_t n = size * nmemb;
-    if (x->status == 0) {
-        curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->status);
-        curl_off_t cl = -1;
-        curl_easy_getinfo(x->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-        /* Growing by doubling would copy a large object several times. */
-        if (r->out && x->status / 100 == 2 && cl > 0 && (uint64_t)cl <= PREALLOC_MAX)
-            (void)buf_reserve(r->out, (size_t)cl);
-    }
-    if (x->status / 100 != 2) {
-        size_t room = ERR_BODY_MAX - x->errbody.len;
-        if (buf_append(&x->errbody, p, n < room ? n : room) < 0) x->oom = true;
-        return x->oom ? 0 : n;
-    }
-    if (!r->out) return n;
-    /* A server that ignored the Range header (200) sends the whole object; we cut it later. */
-    if (r->out_max && x->status == 206 && r->out->len - x->out_start + n > r->out_max) {
-        x->too_much = true;
-        return 0;
-    }
-    if (buf_append(r->out, p, n) < 0) {
-        x->oom = true;
-        return 0;
-    }
-    return n;
-}
-
-/* curl accepts an answer whose headers were cut short by a closed connection (a HEAD then
- * "succeeds" without its Content-Length): note whether the header block really ended. */
-static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
-{
-    struct xfer *x = ud;
-    size_t n = size * nmemb;
-    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) x->headers_done = false; /* after 100 Continue */
-    if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n'))
-        x->headers_done = true;
-    return n;
-}
-
-static size_t on_upload(char *p, size_t size, size_t nmemb, void *ud)
-{
-    struct xfer *x = ud;
-    const struct req *r = x->r;
-    uint64_t left = r->body_len - x->up_pos;
-    size_t n = size * nmemb;
-    if (n > left) n = (size_t)left;
-    if (r->body) {
-        memcpy(p, (const uint8_t *)r->body + x->up_pos, n);
-    } else if (n > 0) {
-        ssize_t got;
-        do
-            got = pread(r->body_fd, p, n, (off_t)x->up_pos);
-        while (got < 0 && errno == EINTR);
-        /* A file that shrank or cannot be read must not become a short object. */
-        if (got <= 0) return CURL_READFUNC_ABORT;
-        n = (size_t)got;
-    }
-    x->up_pos += n;
-    return n;
-}
-
-/* curl rewinds the upload when it must send the body again on a new connection. */
-static int on_seek(void *ud, curl_off_t offset, int origin)
-{
-    struct xfer *x = ud;
-    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > x->r->body_len)
-        return CURL_SEEKFUNC_FAIL;
-    x->up_pos = (uint64_t)offset;
-    return CURL_SEEKFUNC_OK;
-}
-
-/* One attempt. Returns curl's result; r->status and r->err describe the answer. */
-static CURLcode attempt(struct s3 *s, CURL *h, struct req *r, char *curl_msg)
-{
-    struct xfer x = {.r = r, .h = h, .out_start = r->out ? r->out->len : 0};
-    struct curl_slist *hdrs = NULL, *t;
+    const struct req *r = ctx;
+    const struct s3 *s = r->s;
+    (void)hr;
     char sha_hdr[128];
     snprintf(sha_hdr, sizeof sha_hdr, "x-amz-content-sha256: %s",
              r->body_sha256 ? r->body_sha256 : EMPTY_SHA256);
-    /* No "Expect:" line to turn off 100-continue: curl 7.88 would sign it as an empty header
-     * that is never sent, and every upload would fail with SignatureDoesNotMatch. */
     const char *lines[] = {sha_hdr, s->token_header};
     for (size_t i = 0; i < 2; i++) {
         if (!lines[i]) continue;
-        t = curl_slist_append(hdrs, lines[i]);
-        if (!t) {
-            curl_slist_free_all(hdrs);
-            return CURLE_OUT_OF_MEMORY;
-        }
-        hdrs = t;
+        struct curl_slist *t = curl_slist_append(*hdrs, lines[i]);
+        if (!t) return err_set(e, ERR_FAIL, "S3 %s of %s: out of memory", r->method, r->what);
+        *hdrs = t;
     }
-    curl_easy_reset(h);
-    curl_msg[0] = '\0';
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_msg);
-    curl_easy_setopt(h, CURLOPT_URL, r->url);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_SHARE, s->share);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "podvault/" PV_VERSION);
     curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->sigv4);
     curl_easy_setopt(h, CURLOPT_USERNAME, s->access_key);
     curl_easy_setopt(h, CURLOPT_PASSWORD, s->secret_key);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, s->connect_timeout_s);
-    /* Less than a byte a second for the stall time: the server is hung, give up on it. */
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, s->stall_timeout_s);
-    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
-    if (s->cacert) curl_easy_setopt(h, CURLOPT_CAINFO, s->cacert);
-    if (s->insecure) {
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    if (strcmp(r->method, "HEAD") == 0) {
-        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    } else if (strcmp(r->method, "DELETE") == 0) {
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
-    } else if (strcmp(r->method, "PUT") == 0) {
-        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_upload);
-        curl_easy_setopt(h, CURLOPT_READDATA, &x);
-        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
-        curl_easy_setopt(h, CURLOPT_SEEKDATA, &x);
-        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
-        if (r->body_len > SEND_BUFFER) curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, SEND_BUFFER);
-    }
-    if (r->range) curl_easy_setopt(h, CURLOPT_RANGE, r->range);
-    if (r->out) curl_easy_setopt(h, CURLOPT_BUFFERSIZE, RECV_BUFFER);
-
-    CURLcode cc = curl_easy_perform(h);
-    r->status = 0;
-    r->length = 0;
-    memset(&r->err, 0, sizeof r->err);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_off_t cl = -1;
-    if (curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK && cl >= 0)
-        r->length = (uint64_t)cl;
-    if (x.too_much) snprintf(curl_msg, CURL_ERROR_SIZE, "the server sent more than was asked for");
-    if (x.oom) cc = CURLE_OUT_OF_MEMORY;
-    /* An object's body must come whole, with its length announced: never take a cut-off
-     * answer for the object. Both cases are worth another attempt. */
-    bool cut = cc == CURLE_OK && !x.headers_done;
-    if (cc == CURLE_OK && r->object && r->status / 100 == 2 && strcmp(r->method, "DELETE") != 0 &&
-        (cl < 0 || (r->out && r->out->len - x.out_start != (uint64_t)cl)))
-        cut = true;
-    if (cut) {
-        cc = CURLE_PARTIAL_FILE;
-        snprintf(curl_msg, CURL_ERROR_SIZE, "the answer was cut short");
-    }
-    if (cc == CURLE_OK && r->status / 100 != 2 && x.errbody.len > 0)
-        s3_xml_parse_error((const char *)x.errbody.data, x.errbody.len, &r->err);
-    buf_free(&x.errbody);
-    curl_slist_free_all(hdrs);
-    return cc;
+    return 0;
 }
 
-static bool retryable_curl(CURLcode cc)
-{
-    switch (cc) {
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_OPERATION_TIMEDOUT:
-    case CURLE_SEND_ERROR:
-    case CURLE_RECV_ERROR:
-    case CURLE_GOT_NOTHING:
-    case CURLE_PARTIAL_FILE:
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_WEIRD_SERVER_REPLY:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* 500, 502, 503 and 504 pass with time; 501 or 505 would not. */
+/* 500, 502, 503 and 504 pass with time, and S3's codes that say so. */
 static bool retryable_status(const struct req *r)
 {
     static const char *const codes[] = {"SlowDown", "RequestTimeout", "InternalError",
                                         "ServiceUnavailable"};
-    long st = r->status;
-    if (st == 500 || st == 502 || st == 503 || st == 504 || st == 429 || st == 408) return true;
+    if (http_status_retryable(r->status)) return true;
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (strcmp(r->err.code, codes[i]) == 0) return true;
     return false;
 }
 
-/* Exponential backoff with jitter: half the delay fixed, half random, so that many clients
- * that failed together do not come back together. */
-static void backoff(const struct s3 *s, int attempt_no)
+/* http's failed: reads S3's error document. */
+static bool s3_failed(void *ctx, struct http_req *hr)
 {
-    int shift = attempt_no - 1 < 20 ? attempt_no - 1 : 20;
-    uint64_t d = (uint64_t)s->delay_ms << shift;
-    if (d > (uint64_t)s->max_delay_ms) d = (uint64_t)s->max_delay_ms;
-    uint64_t ms = d / 2 + randombytes_uniform((uint32_t)(d / 2 + 1));
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-    }
-}
-
-static CURL *pool_get(struct s3 *s)
-{
-    CURL *h = NULL;
-    pthread_mutex_lock(&s->pool_mu);
-    if (s->npool > 0) h = s->pool[--s->npool];
-    pthread_mutex_unlock(&s->pool_mu);
-    return h ? h : curl_easy_init();
-}
-
-static void pool_put(struct s3 *s, CURL *h)
-{
-    pthread_mutex_lock(&s->pool_mu);
-    if (s->npool == s->pool_cap) {
-        size_t cap = s->pool_cap ? 2 * s->pool_cap : 8;
-        CURL **p = realloc(s->pool, cap * sizeof *p);
-        if (p) {
-            s->pool = p;
-            s->pool_cap = cap;
-        }
-    }
-    if (s->npool < s->pool_cap) {
-        s->pool[s->npool++] = h;
-        h = NULL;
-    }
-    pthread_mutex_unlock(&s->pool_mu);
-    if (h) curl_easy_cleanup(h);
+    struct req *r = ctx;
+    r->status = hr->status;
+    memset(&r->err, 0, sizeof r->err);
+    if (hr->err_body.len > 0)
+        s3_xml_parse_error((const char *)hr->err_body.data, hr->err_body.len, &r->err);
+    return retryable_status(r);
 }
 
 /* Fills e with what went wrong with r, naming the operation and the object. */
-static int request_error(struct s3 *s, const struct req *r, CURLcode cc, const char *curl_msg,
-                         int attempts, struct err *e)
+static int request_error(struct s3 *s, const struct req *r, const struct http_req *hr,
+                         struct err *e)
 {
     char detail[768], tail[64] = "";
-    if (attempts > 1) snprintf(tail, sizeof tail, " (gave up after %d attempts)", attempts);
+    if (hr->attempts > 1) snprintf(tail, sizeof tail, " (gave up after %d attempts)", hr->attempts);
     int code = ERR_FAIL;
-    if (cc != CURLE_OK) {
-        snprintf(detail, sizeof detail, "%s%s%s", curl_easy_strerror(cc), curl_msg[0] ? ": " : "",
-                 curl_msg);
+    if (hr->cc != CURLE_OK) {
+        http_describe_transfer(hr, detail, sizeof detail);
     } else {
         const char *c = r->err.code[0] ? r->err.code : "(no error code in the answer)";
         snprintf(detail, sizeof detail, "HTTP %ld %s%s%s", r->status, c,
@@ -607,42 +390,53 @@ static int request_error(struct s3 *s, const struct req *r, CURLcode cc, const c
                    tail);
 }
 
+/* One request through backend/http.c (retries, connection pool). */
+static int run(struct s3 *s, struct req *r, bool retry, struct http_req *hr, struct err *e)
+{
+    r->s = s;
+    *hr = (struct http_req){.method = r->method,
+                            .url = r->url,
+                            .body = r->body,
+                            .body_fd = r->body_fd,
+                            .body_len = r->body_len,
+                            .range = r->range,
+                            .out = r->out,
+                            .out_max = r->out_max,
+                            .whole = r->object,
+                            .no_retry = !retry,
+                            .prepare = s3_prepare,
+                            .failed = s3_failed,
+                            .ctx = r};
+    memset(&r->err, 0, sizeof r->err);
+    int rc = http_request(s->http, hr, e);
+    r->status = hr->status;
+    r->length = hr->length;
+    if (hr->cc != CURLE_OK) memset(&r->err, 0, sizeof r->err);
+    return rc;
+}
+
 /* Runs a request, retrying what may pass. Returns 0 on a 2xx answer, else an error in e (with
  * r->status and r->err describing the last answer, for callers that expect some failures). */
 static int request(struct s3 *s, struct req *r, struct err *e)
 {
-    CURL *h = pool_get(s);
-    if (!h) return err_set(e, ERR_FAIL, "S3 %s of %s: out of memory", r->method, r->what);
-    size_t out_start = r->out ? r->out->len : 0;
-    char curl_msg[CURL_ERROR_SIZE];
-    CURLcode cc;
-    int n = 1;
-    for (;; n++) {
-        if (r->out) r->out->len = out_start;
-        cc = attempt(s, h, r, curl_msg);
-        if (cc == CURLE_OK && r->status / 100 == 2) {
-            pool_put(s, h);
-            return 0;
-        }
-        bool again = cc != CURLE_OK ? retryable_curl(cc) : retryable_status(r);
-        if (!again || n > s->retries) break;
-        backoff(s, n);
-    }
-    if (r->out) r->out->len = out_start;
+    struct http_req hr;
+    int rc = run(s, r, true, &hr, e);
+    if (rc == 0 || hr.prepare_failed) return rc;
     /* HEAD answers carry no body, hence no error code: ask again with a GET of one byte, whose
      * error document says why (SignatureDoesNotMatch, AccessDenied...). */
-    if (cc == CURLE_OK && strcmp(r->method, "HEAD") == 0 && r->status / 100 == 4 &&
+    if (hr.cc == CURLE_OK && strcmp(r->method, "HEAD") == 0 && r->status / 100 == 4 &&
         r->status != 404) {
         struct req probe = *r;
         probe.method = "GET";
         probe.range = "0-0";
         probe.out = NULL;
-        char probe_msg[CURL_ERROR_SIZE];
-        if (attempt(s, h, &probe, probe_msg) == CURLE_OK && probe.status == r->status)
+        struct http_req phr;
+        struct err e2;
+        if (run(s, &probe, false, &phr, &e2) < 0 && !phr.prepare_failed && phr.cc == CURLE_OK &&
+            probe.status == r->status)
             r->err = probe.err;
     }
-    pool_put(s, h);
-    return request_error(s, r, cc, curl_msg, n, e);
+    return request_error(s, r, &hr, e);
 }
 
 static char *object_url(struct s3 *s, const char *name)
@@ -753,16 +547,6 @@ static int s3_save_fd(struct backend *self, const char *name, int fd, uint64_t l
     return put(as_s3(self), name, NULL, fd, len, overwrite, e);
 }
 
-static int shorter(struct s3 *s, const char *name, uint64_t size, uint64_t offset, uint64_t len,
-                   struct err *e)
-{
-    return err_set(e, ERR_FAIL,
-                   "loading %s from %s: the object is %llu bytes, shorter than %llu "
-                   "bytes at %llu",
-                   name, s->b.location, (unsigned long long)size, (unsigned long long)len,
-                   (unsigned long long)offset);
-}
-
 static int s3_load(struct backend *self, const char *name, uint64_t offset, uint64_t len,
                    struct buf *out, struct err *e)
 {
@@ -791,28 +575,10 @@ static int s3_load(struct backend *self, const char *name, uint64_t offset, uint
         uint64_t size = 0;
         struct err e2;
         if (s3_head(s, name, &size, &e2) < 0) return rc;
-        if (len == 0 && offset == size) {
-            err_clear(e);
-            return 0;
-        }
-        return shorter(s, name, size, offset, len, e);
+        return http_range_416(size, offset, len, name, s->b.location, e);
     }
     if (rc < 0) return rc;
-    size_t got = out->len - start;
-    if (r.range && r.status == 200) {
-        /* The server ignored Range and sent everything: keep the part asked for. */
-        if (offset > got || (len && len > got - offset)) {
-            out->len = start;
-            return shorter(s, name, got, offset, len, e);
-        }
-        size_t keep = len ? (size_t)len : got - (size_t)offset;
-        memmove(out->data + start, out->data + start + offset, keep);
-        out->len = start + keep;
-    } else if (len && got != len) {
-        out->len = start;
-        return shorter(s, name, offset + got, offset, len, e);
-    }
-    return 0;
+    return http_range_fit(out, start, r.status, offset, len, name, s->b.location, e);
 }
 
 static int s3_stat(struct backend *self, const char *name, uint64_t *size, struct err *e)
@@ -931,13 +697,7 @@ static int s3_remove(struct backend *self, const char *name, struct err *e)
 static void s3_close(struct backend *self)
 {
     struct s3 *s = as_s3(self);
-    for (size_t i = 0; i < s->npool; i++)
-        curl_easy_cleanup(s->pool[i]);
-    free(s->pool);
-    if (s->share) curl_share_cleanup(s->share);
-    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
-        pthread_mutex_destroy(&s->share_mu[i]);
-    pthread_mutex_destroy(&s->pool_mu);
+    http_free(s->http);
     if (s->secret_key) sodium_memzero(s->secret_key, strlen(s->secret_key));
     free(s->bucket_url);
     free(s->object_base);
@@ -948,7 +708,6 @@ static void s3_close(struct backend *self)
     free(s->access_key);
     free(s->secret_key);
     free(s->token_header);
-    free(s->cacert);
     free(s->b.location);
     free(s);
 }
@@ -962,26 +721,6 @@ static const struct backend_ops s3_ops = {
     .remove = s3_remove,
     .close = s3_close,
 };
-
-static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *ud)
-{
-    struct s3 *s = ud;
-    pthread_mutex_lock(&s->share_mu[data]);
-}
-
-static void share_unlock(CURL *h, curl_lock_data data, void *ud)
-{
-    struct s3 *s = ud;
-    pthread_mutex_unlock(&s->share_mu[data]);
-}
-
-static CURLcode global_rc = CURLE_FAILED_INIT;
-static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-
-static void global_init(void)
-{
-    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
 
 /* `init` on a missing bucket creates it; any other failure (bad credentials...) shows here. */
 static int ensure_bucket(struct s3 *s, struct err *e)
@@ -1031,30 +770,16 @@ int backend_s3_open(const char *location, const struct backend_opts *o, bool cre
                     struct backend **out, struct err *e)
 {
     *out = NULL;
-    pthread_once(&global_once, global_init);
-    if (global_rc != CURLE_OK)
-        return err_set(e, ERR_FAIL, "libcurl failed to initialise: %s",
-                       curl_easy_strerror(global_rc));
-    if (sodium_init() < 0) return err_set(e, ERR_FAIL, "libsodium failed to initialise");
     struct s3 *s = calloc(1, sizeof *s);
     if (!s) return err_set(e, ERR_FAIL, "opening %s: out of memory", location);
     s->b.ops = &s3_ops;
-    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
-        pthread_mutex_init(&s->share_mu[i], NULL);
-    pthread_mutex_init(&s->pool_mu, NULL);
     int rc = 0;
     s->b.location = strdup(location);
-    s->share = curl_share_init();
-    if (!s->b.location || !s->share) rc = err_set(e, ERR_FAIL, "out of memory");
+    if (!s->b.location) rc = err_set(e, ERR_FAIL, "out of memory");
     if (!rc) rc = parse_location(s, location, o->addressing, e);
     if (!rc) rc = load_settings(s, o, e);
     if (!rc) rc = load_credentials(s, o, e);
     if (!rc) {
-        curl_share_setopt(s->share, CURLSHOPT_LOCKFUNC, share_lock);
-        curl_share_setopt(s->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
-        curl_share_setopt(s->share, CURLSHOPT_USERDATA, s);
-        curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-        curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
         /* Fail here, not on the first request, when libcurl cannot sign. */
         CURL *h = curl_easy_init();
         if (!h)
@@ -1064,7 +789,7 @@ int backend_s3_open(const char *location, const struct backend_opts *o, bool cre
                          "this libcurl (%s) cannot sign S3 requests (needs 7.75 or "
                          "newer)",
                          curl_version());
-        if (h) pool_put(s, h);
+        if (h) curl_easy_cleanup(h);
     }
     if (!rc && create) rc = ensure_bucket(s, e);
     if (rc < 0) {

@@ -296,7 +296,7 @@ int http_request(struct http *c, struct http_req *r, struct err *e)
         bool again = r->cc != CURLE_OK
                          ? retryable_curl(r->cc)
                          : (r->failed ? r->failed(r->ctx, r) : http_status_retryable(r->status));
-        if (!again || r->attempts > c->retries) break;
+        if (!again || r->no_retry || r->attempts > c->retries) break;
         backoff(c, r->attempts);
     }
     if (rc != 0 && r->out) r->out->len = out_start;
@@ -376,4 +376,43 @@ void http_free(struct http *c)
     pthread_mutex_destroy(&c->pool_mu);
     free(c->cacert);
     free(c);
+}
+
+static int shorter(const char *name, const char *where, uint64_t size, uint64_t offset,
+                   uint64_t len, struct err *e)
+{
+    return err_set(e, ERR_FAIL,
+                   "loading %s from %s: the object is %llu bytes, shorter than %llu bytes at %llu",
+                   name, where, (unsigned long long)size, (unsigned long long)len,
+                   (unsigned long long)offset);
+}
+
+int http_range_fit(struct buf *out, size_t start, long status, uint64_t offset, uint64_t len,
+                   const char *name, const char *where, struct err *e)
+{
+    size_t got = out->len - start;
+    bool ranged = len || offset;
+    if (ranged && status == 200) {
+        if (offset > got || (len && len > got - offset)) {
+            out->len = start;
+            return shorter(name, where, got, offset, len, e);
+        }
+        size_t keep = len ? (size_t)len : got - (size_t)offset;
+        memmove(out->data + start, out->data + start + offset, keep);
+        out->len = start + keep;
+    } else if (len && got != len) {
+        out->len = start;
+        return shorter(name, where, offset + got, offset, len, e);
+    }
+    return 0;
+}
+
+int http_range_416(uint64_t size, uint64_t offset, uint64_t len, const char *name,
+                   const char *where, struct err *e)
+{
+    if (len == 0 && offset == size) {
+        err_clear(e);
+        return 0;
+    }
+    return shorter(name, where, size, offset, len, e);
 }

@@ -39,6 +39,7 @@ struct http_req {
     uint64_t out_max;  /* most bytes a 206 answer may bring; 0 = no limit */
     /* A 2xx answer other than to DELETE must announce its length and bring all of it. */
     bool whole;
+    bool no_retry; /* one attempt only, whatever its outcome */
     /* Called before every attempt, on a handle reset to its defaults, to set the request's
      * headers (appended to *hdrs, which http frees) and options (signing). Non-zero fails the
      * request with what it put in e. */
@@ -77,5 +78,16 @@ bool http_status_retryable(long status);
 
 /* "curl's reason: detail" of a failed transfer (r->cc != CURLE_OK) into buf. */
 void http_describe_transfer(const struct http_req *r, char *buf, size_t cap);
+
+/* The bytes [offset, offset+len) of object `name` in `where` (len 0: to its end) that a ranged
+ * GET answered with `status` appended to `out` from `start`: keeps the part asked for when the
+ * server ignored the range and sent everything (200), and checks that all of it came. Returns
+ * 0, or ERR_FAIL naming the object's size (out->len is then `start` again). */
+int http_range_fit(struct buf *out, size_t start, long status, uint64_t offset, uint64_t len,
+                   const char *name, const char *where, struct err *e);
+/* A 416 answer to such a GET, the object being `size` bytes: 0 when only its empty rest was
+ * asked for, else ERR_FAIL. */
+int http_range_416(uint64_t size, uint64_t offset, uint64_t len, const char *name,
+                   const char *where, struct err *e);
 
 #endif
