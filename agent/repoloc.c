@@ -24,6 +24,9 @@ void repoloc_free(struct repoloc *l)
     free(l->legacy);
     free(l->move_hint);
     free(l->profile);
+    free(l->azure_account);
+    free(l->azure_endpoint);
+    free(l->azure_key_var);
     for (size_t i = 0; i < l->n_args; i++)
         free(l->args[i]);
     memset(l, 0, sizeof *l);
@@ -84,6 +87,11 @@ static bool s3_provider(const char *p)
            strcmp(p, "s3") == 0 || strcmp(p, "minio") == 0;
 }
 
+static bool azure_provider(const char *p)
+{
+    return p && (strcmp(p, "azure") == 0 || strcmp(p, "velero.io/azure") == 0);
+}
+
 /* A formatted string, allocated; NULL when memory is out. */
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 static char *fmt(const char *f, ...)
@@ -97,7 +105,8 @@ static char *fmt(const char *f, ...)
 }
 
 /* The paths under the location's root `root` (see repoloc.h). `bucket_path` is
- * "<bucket>[/<prefix>]" for S3 (the move command names it), NULL for a directory. */
+ * "<bucket>[/<prefix>]" for S3 (with its `url`) and Azure (url NULL), which the move command
+ * names; NULL for a directory. */
 static int set_paths(struct repoloc *l, const char *root, const char *volume_ns,
                      const char *bucket_path, const char *url, struct err *e)
 {
@@ -110,11 +119,51 @@ static int set_paths(struct repoloc *l, const char *root, const char *volume_ns,
         l->move_hint =
             fmt("mkdir -p '%.*s' && mv '%s' '%s'", (int)(strrchr(l->location, '/') - l->location),
                 l->location, l->legacy, l->location);
+    else if (bucket_path && !url)
+        l->move_hint = fmt("azcopy copy --recursive '<account URL>/%s/" REPOLOC_LEGACY_DIR
+                           "%s%s/*' '<account URL>/%s/" REPOLOC_DIR "%s%s/' (then remove the old)",
+                           bucket_path, sep, ns, bucket_path, sep, ns);
     else if (bucket_path)
         l->move_hint = fmt("aws s3 mv --recursive --endpoint-url %s s3://%s/" REPOLOC_LEGACY_DIR
                            "%s%s/ s3://%s/" REPOLOC_DIR "%s%s/",
                            url, bucket_path, sep, ns, bucket_path, sep, ns);
     if (!l->root || !l->base || !l->location || !l->legacy || !l->move_hint)
+        return err_set(e, ERR_FAIL, "out of memory");
+    return 0;
+}
+
+/* An azure location (repoloc.h): velero pkg/util/azure/storage.go's rules for a key. */
+static int azure_location(const json_t *bsl, const char *name, const char *bucket,
+                          const char *prefix, const char *volume_ns, struct repoloc *out,
+                          struct err *e)
+{
+    const char *account = k8s_str(bsl, "spec.config.storageAccount");
+    const char *uri = k8s_str(bsl, "spec.config.storageAccountURI");
+    const char *key_var = k8s_str(bsl, "spec.config.storageAccountKeyEnvVar");
+    if (!bucket || !*bucket)
+        return err_set(e, ERR_FAIL, "BackupStorageLocation %s has no spec.objectStorage.bucket",
+                       name);
+    if (!account || !*account)
+        return err_set(e, ERR_FAIL, "BackupStorageLocation %s: config.storageAccount is required",
+                       name);
+    if (!key_var || !*key_var)
+        return err_set(e, ERR_FAIL,
+                       "BackupStorageLocation %s: set config.storageAccountKeyEnvVar to the "
+                       "credentials file's variable that holds the storage account's access "
+                       "key (podvault does not yet use %s)",
+                       name,
+                       truthy(k8s_str(bsl, "spec.config.useAAD"))
+                           ? "Microsoft Entra ID (useAAD)"
+                           : "Azure Resource Manager to fetch the key (resourceGroup, "
+                             "subscriptionId)");
+    char bucket_path[2048], root[4096];
+    snprintf(bucket_path, sizeof bucket_path, "%s%s%s", bucket, *prefix ? "/" : "", prefix);
+    snprintf(root, sizeof root, "azure:%s", bucket_path);
+    int rc = set_paths(out, root, volume_ns, bucket_path, NULL, e);
+    if (rc < 0) return rc;
+    out->azure = true;
+    if (!(out->azure_account = strdup(account)) || !(out->azure_key_var = strdup(key_var)) ||
+        (uri && *uri && !(out->azure_endpoint = strdup(uri))))
         return err_set(e, ERR_FAIL, "out of memory");
     return 0;
 }
@@ -145,11 +194,16 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
         if ((rc = set_paths(out, root, volume_ns, NULL, NULL, e)) < 0) goto fail;
         return 0;
     }
+    if (azure_provider(provider)) {
+        rc = azure_location(bsl, name, bucket, prefix, volume_ns, out, e);
+        if (rc < 0) goto fail;
+        return 0;
+    }
     if (!s3_provider(provider) && !s3url) {
         rc = err_set(e, ERR_FAIL,
                      "BackupStorageLocation %s: provider %s is not supported: podvault "
                      "stores into S3-compatible object storage (provider aws, with "
-                     "config.s3Url for other stores)",
+                     "config.s3Url for other stores) and Azure Blob Storage (provider azure)",
                      name, provider);
         goto fail;
     }
@@ -260,5 +314,56 @@ int repoloc_parse_credentials(const char *text, const char *profile, struct repo
                             : "no profile [%s] in the credentials",
                        profile);
     }
+    return 0;
+}
+
+int repoloc_azure_var(const char *text, const char *var, char **out, struct err *e)
+{
+    *out = NULL;
+    size_t vl = strlen(var);
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        const char *line = trim(p, &n);
+        p = nl ? nl + 1 : NULL;
+        if (n > 7 && strncmp(line, "export ", 7) == 0) {
+            line += 7;
+            n -= 7;
+            line = trim(line, &n);
+        }
+        const char *eq = memchr(line, '=', n);
+        if (n == 0 || line[0] == '#' || !eq) continue;
+        size_t kn = (size_t)(eq - line), vn = n - kn - 1;
+        const char *k = trim(line, &kn), *v = trim(eq + 1, &vn);
+        if (kn != vl || strncmp(k, var, vl) != 0) continue;
+        if (vn >= 2 && (v[0] == '"' || v[0] == '\'') && v[vn - 1] == v[0]) {
+            v++;
+            vn -= 2;
+        }
+        if (*out) sodium_memzero(*out, strlen(*out));
+        free(*out);
+        if (!(*out = strndup(v, vn))) return err_set(e, ERR_FAIL, "out of memory");
+    }
+    return 0;
+}
+
+int repoloc_azure_endpoint(const char *cloud_name, const char *account, char **out, struct err *e)
+{
+    static const char *const clouds[][2] = {
+        {"AzurePublicCloud", "core.windows.net"},
+        {"AzureChinaCloud", "core.chinacloudapi.cn"},
+        {"AzureUSGovernmentCloud", "core.usgovcloudapi.net"},
+    };
+    const char *suffix = NULL;
+    if (!cloud_name || !*cloud_name) cloud_name = clouds[0][0];
+    for (size_t i = 0; i < sizeof clouds / sizeof clouds[0]; i++)
+        if (strcasecmp(cloud_name, clouds[i][0]) == 0) suffix = clouds[i][1];
+    if (!suffix)
+        return err_set(e, ERR_FAIL,
+                       "unknown AZURE_CLOUD_NAME \"%.40s\" (AzurePublicCloud, AzureChinaCloud or "
+                       "AzureUSGovernmentCloud; or set config.storageAccountURI)",
+                       cloud_name);
+    if (!(*out = fmt("https://%s.blob.%s", account, suffix)))
+        return err_set(e, ERR_FAIL, "out of memory");
     return 0;
 }

@@ -13,8 +13,15 @@
  *   <podvaultPath>[/<prefix>]/plugins/podvault/<namespace>
  * Earlier builds used <prefix>/podvault/<namespace> (REPOLOC_LEGACY_DIR): repositories
  * there are never used, only named in errors with the command that moves them.
- * Only S3-compatible providers are served ("aws", "velero.io/aws", "s3", "minio", or any
- * provider with config.s3Url); others fail with a message.
+ * S3-compatible providers are served ("aws", "velero.io/aws", "s3", "minio", or any provider
+ * with config.s3Url), and Azure Blob Storage ("azure", "velero.io/azure"):
+ *   azure:<bucket = container>[/<prefix>]/plugins/podvault/<namespace>
+ * as Velero reads an azure location (velero pkg/util/azure/storage.go): config.storageAccount
+ * (required), config.storageAccountURI (else https://<account>.blob.<the suffix of the
+ * credentials' AZURE_CLOUD_NAME>), and the account key from the credentials file's line named by
+ * config.storageAccountKeyEnvVar. Velero's other ways, useAAD (Microsoft Entra ID) and a key
+ * fetched through Azure Resource Manager with resourceGroup and subscriptionId, fail with a
+ * message. Other providers fail with a message.
  */
 #ifndef PV_AGENT_REPOLOC_H
 #define PV_AGENT_REPOLOC_H
@@ -40,6 +47,10 @@ struct repoloc {
     size_t n_args;
     bool s3;       /* needs S3 credentials */
     char *profile; /* credentials file section ("default") */
+    /* Azure: the storage account, its blob endpoint (NULL: from the credentials' cloud), and
+     * the credentials file's variable that holds the account key; owned. */
+    bool azure;
+    char *azure_account, *azure_endpoint, *azure_key_var;
 };
 
 /* Builds the repository of `volume_ns` at `bsl` (with `volume_ns` NULL: `location` is `base`,
@@ -58,5 +69,15 @@ struct repoloc_creds {
 int repoloc_parse_credentials(const char *text, const char *profile, struct repoloc_creds *out,
                               struct err *e);
 void repoloc_creds_free(struct repoloc_creds *c);
+
+/* The value of `var` in Velero's Azure credentials file (dotenv text: "NAME=value" lines,
+ * optional "export ", '#' comments, values optionally quoted). *out is owned by the caller
+ * (NULL when the file has no such line, which is not an error). */
+int repoloc_azure_var(const char *text, const char *var, char **out, struct err *e);
+
+/* The blob endpoint of `account` in the Azure cloud that the credentials' AZURE_CLOUD_NAME names
+ * (AzurePublicCloud, the default; AzureChinaCloud; AzureUSGovernmentCloud), as Velero's
+ * pkg/util/azure/util.go picks it. *out owned by the caller. */
+int repoloc_azure_endpoint(const char *cloud_name, const char *account, char **out, struct err *e);
 
 #endif

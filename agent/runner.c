@@ -168,30 +168,49 @@ static bool env_has(const char *const *env, const char *name)
     return false;
 }
 
+/* The text of the location's credentials: its spec.credential Secret, else the mounted
+ * credentials file. *text is NULL (and 0 returned) when there is neither. *what names the
+ * source for messages. */
+static int credentials_text(const struct runner_env *env, struct k8s_client *k, const json_t *bsl,
+                            char **text, char *what, size_t what_cap, struct err *e)
+{
+    const char *sname = k8s_str(bsl, "spec.credential.name");
+    const char *skey = k8s_str(bsl, "spec.credential.key");
+    *text = NULL;
+    if (sname && *sname) {
+        snprintf(what, what_cap, "Secret %s/%s", env->namespace, sname);
+        return secret_value(k, env->namespace, sname, skey && *skey ? skey : "cloud", text, e);
+    }
+    if (!env->credentials_file) return 0;
+    struct buf file = BUF_INIT;
+    snprintf(what, what_cap, "%s", env->credentials_file);
+    int rc = asys_read_file(env->credentials_file, SECRET_MAX, &file, e);
+    if (rc == 0 && !file.data && buf_append(&file, "", 1) < 0)
+        rc = err_set(e, ERR_FAIL, "out of memory");
+    if (rc == 0) {
+        *text = (char *)file.data;
+        file.data = NULL;
+    }
+    buf_free(&file);
+    return rc;
+}
+
+static void text_free(char *text)
+{
+    if (!text) return;
+    sodium_memzero(text, strlen(text));
+    free(text);
+}
+
 /* Reads the S3 keys: the location's credential Secret, else the mounted credentials file; with
  * neither, keys already in the agent's environment are inherited (creds stays empty). */
 static int s3_credentials(const struct runner_env *env, struct k8s_client *k, const json_t *bsl,
                           const char *profile, struct repoloc_creds *creds, struct err *e)
 {
-    const char *sname = k8s_str(bsl, "spec.credential.name");
-    const char *skey = k8s_str(bsl, "spec.credential.key");
-    char *text = NULL;
-    struct buf file = BUF_INIT;
-    const char *what;
-    char whatbuf[512];
-    int rc;
-    if (sname && *sname) {
-        rc = secret_value(k, env->namespace, sname, skey && *skey ? skey : "cloud", &text, e);
-        snprintf(whatbuf, sizeof whatbuf, "Secret %s/%s", env->namespace, sname);
-        what = whatbuf;
-    } else if (env->credentials_file) {
-        rc = asys_read_file(env->credentials_file, SECRET_MAX, &file, e);
-        text = (char *)file.data;
-        file.data = NULL;
-        what = env->credentials_file;
-    } else if (env_has(env->base_env, "AWS_ACCESS_KEY_ID")) {
-        return 0;
-    } else {
+    char *text = NULL, what[512];
+    int rc = credentials_text(env, k, bsl, &text, what, sizeof what, e);
+    if (rc == 0 && !text) {
+        if (env_has(env->base_env, "AWS_ACCESS_KEY_ID")) return 0;
         return err_set(e, ERR_FAIL,
                        "no S3 credentials: the location names no spec.credential Secret and no "
                        "credentials file is mounted (--credentials-file or "
@@ -199,26 +218,64 @@ static int s3_credentials(const struct runner_env *env, struct k8s_client *k, co
                        "/credentials/cloud)");
     }
     if (rc == 0) {
-        rc = repoloc_parse_credentials(text ? text : "", profile, creds, e);
+        rc = repoloc_parse_credentials(text, profile, creds, e);
         if (rc < 0) err_wrap(e, "S3 credentials in %s", what);
     }
-    if (text) {
-        sodium_memzero(text, strlen(text));
-        free(text);
-    }
-    buf_free(&file);
+    text_free(text);
     return rc;
 }
 
-static bool inherited(const char *var, bool own_aws)
+/* The variables that give an Azure location's job its account, key and endpoint, from Velero's
+ * Azure credentials file (AZURE_*=... lines; velero pkg/util/azure/storage.go): the key is the
+ * line config.storageAccountKeyEnvVar names, the endpoint config.storageAccountURI or the
+ * account's in the cloud AZURE_CLOUD_NAME names. */
+static int azure_env(const struct runner_env *env, struct k8s_client *k, const json_t *bsl,
+                     const struct repoloc *loc, struct asys_strv *out, struct err *e)
+{
+    char *text = NULL, *key = NULL, *cloud = NULL, *endpoint = NULL, what[512];
+    int rc = credentials_text(env, k, bsl, &text, what, sizeof what, e);
+    if (rc == 0 && !text)
+        rc = err_set(e, ERR_FAIL,
+                     "no Azure credentials: the location names no spec.credential Secret and no "
+                     "credentials file is mounted (Velero mounts Secret cloud-credentials at "
+                     "/credentials/cloud)");
+    if (rc == 0) rc = repoloc_azure_var(text, loc->azure_key_var, &key, e);
+    if (rc == 0 && (!key || !*key))
+        rc = err_set(e, ERR_FAIL,
+                     "no %s=... line in the Azure credentials in %s (the location's "
+                     "config.storageAccountKeyEnvVar)",
+                     loc->azure_key_var, what);
+    if (rc == 0 && !loc->azure_endpoint) {
+        rc = repoloc_azure_var(text, "AZURE_CLOUD_NAME", &cloud, e);
+        if (rc == 0) rc = repoloc_azure_endpoint(cloud, loc->azure_account, &endpoint, e);
+    }
+    const char *ep = loc->azure_endpoint ? loc->azure_endpoint : endpoint;
+    if (rc == 0 && (asys_sv_addf(out, "AZURE_STORAGE_ACCOUNT=%s", loc->azure_account) < 0 ||
+                    asys_sv_addf(out, "AZURE_STORAGE_KEY=%s", key) < 0 ||
+                    asys_sv_addf(out, "PODVAULT_AZURE_ENDPOINT=%s", ep) < 0))
+        rc = err_set(e, ERR_FAIL, "out of memory");
+    text_free(text);
+    text_free(key);
+    free(cloud);
+    free(endpoint);
+    return rc;
+}
+
+static bool inherited(const char *var, bool own_aws, bool own_azure)
 {
     static const char *const drop[] = {
         "PODVAULT_PASSWORD=", "PODVAULT_PASSWORD_FILE=", "PODVAULT_REPOSITORY=", "TMPDIR=", NULL};
     static const char *const aws[] = {"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=",
                                       "AWS_SESSION_TOKEN=", "AWS_SHARED_CREDENTIALS_FILE=", NULL};
+    /* A connection string would win over the location's account and key. */
+    static const char *const azure[] = {
+        "AZURE_STORAGE_CONNECTION_STRING=", "AZURE_STORAGE_ACCOUNT=",   "AZURE_STORAGE_KEY=",
+        "AZURE_STORAGE_SAS_TOKEN=",         "PODVAULT_AZURE_ENDPOINT=", NULL};
     for (const char *const *d = drop; *d; d++)
         if (strncmp(var, *d, strlen(*d)) == 0) return false;
     for (const char *const *d = aws; own_aws && *d; d++)
+        if (strncmp(var, *d, strlen(*d)) == 0) return false;
+    for (const char *const *d = azure; own_azure && *d; d++)
         if (strncmp(var, *d, strlen(*d)) == 0) return false;
     return true;
 }
@@ -237,8 +294,9 @@ int runner_child_env(const struct runner_env *env, struct k8s_client *k, const s
     }
     if (loc->s3) rc = s3_credentials(env, k, bsl, loc->profile, &creds, e);
     for (const char *const *v = env->base_env; rc == 0 && v && *v; v++)
-        if (inherited(*v, creds.key_id != NULL) && asys_sv_add(out, *v) < 0)
+        if (inherited(*v, creds.key_id != NULL, loc->azure) && asys_sv_add(out, *v) < 0)
             rc = err_set(e, ERR_FAIL, "out of memory");
+    if (rc == 0 && loc->azure) rc = azure_env(env, k, bsl, loc, out, e);
     /* A job assembles packs for object storage in temporary files (pack size x uploads in
      * flight): they go to the scratch volume, never to a container's read-only root. */
     if (rc == 0 &&
