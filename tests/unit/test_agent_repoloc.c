@@ -1,6 +1,7 @@
 /* test_agent_repoloc.c - unit tests of agent/repoloc: BackupStorageLocation to repository
  * location and podvault options (AWS default URL, s3Url, path style, TLS, CA file, local
- * directories, refused providers) and AWS shared-credentials files. */
+ * directories, refused providers) and AWS shared-credentials files; Velero's azure locations and
+ * its Azure credentials file (AZURE_*=... lines). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -203,13 +204,102 @@ static void test_credentials(void **state)
     assert_int_equal(repoloc_parse_credentials("[\n]\n[", "default", &c, &e), ERR_NOT_FOUND);
 }
 
+/* Velero's azure locations (velero pkg/util/azure/storage.go): the container, the account,
+ * its URI and the credentials' variable that holds the key; what podvault cannot do yet is
+ * refused with what to set. */
+static void test_azure_locations(void **state)
+{
+    struct repoloc l;
+    struct err e;
+    assert_int_equal(
+        from("{\"metadata\":{\"name\":\"az\"},\"spec\":{\"provider\":\"velero.io/azure\","
+             "\"objectStorage\":{\"bucket\":\"velero\",\"prefix\":\"/c1/\"},"
+             "\"config\":{\"storageAccount\":\"acct\",\"resourceGroup\":\"rg\","
+             "\"subscriptionId\":\"sub\",\"storageAccountKeyEnvVar\":\"AZURE_STORAGE_ACCOUNT_"
+             "ACCESS_KEY\"}}}",
+             "shop", "/tmp", &l, &e),
+        0);
+    assert_string_equal(l.location, "azure:velero/c1/plugins/podvault/shop");
+    assert_string_equal(l.root, "azure:velero/c1");
+    assert_string_equal(l.base, "azure:velero/c1/plugins/podvault");
+    assert_true(l.azure);
+    assert_false(l.s3);
+    assert_string_equal(l.azure_account, "acct");
+    assert_null(l.azure_endpoint);
+    assert_string_equal(l.azure_key_var, "AZURE_STORAGE_ACCOUNT_ACCESS_KEY");
+    assert_int_equal(l.n_args, 0);
+    assert_non_null(strstr(l.move_hint, "azcopy copy --recursive"));
+    repoloc_free(&l);
+    assert_int_equal(from("{\"spec\":{\"provider\":\"azure\",\"objectStorage\":{\"bucket\":"
+                          "\"vb\"},\"config\":{\"storageAccount\":\"devstoreaccount1\","
+                          "\"storageAccountURI\":\"http://127.0.0.1:9/devstoreaccount1\","
+                          "\"storageAccountKeyEnvVar\":\"K\"}}}",
+                          NULL, "/tmp", &l, &e),
+                     0);
+    assert_string_equal(l.location, "azure:vb/plugins/podvault");
+    assert_string_equal(l.azure_endpoint, "http://127.0.0.1:9/devstoreaccount1");
+    repoloc_free(&l);
+    const char *bad[][2] = {
+        {"{\"spec\":{\"provider\":\"azure\",\"objectStorage\":{\"bucket\":\"b\"},"
+         "\"config\":{\"storageAccountKeyEnvVar\":\"K\"}}}",
+         "config.storageAccount is required"},
+        {"{\"spec\":{\"provider\":\"azure\",\"objectStorage\":{\"bucket\":\"b\"},"
+         "\"config\":{\"storageAccount\":\"a\",\"useAAD\":\"true\"}}}",
+         "storageAccountKeyEnvVar to the credentials file's variable that holds the storage "
+         "account's access key (podvault does not yet use Microsoft Entra ID (useAAD))"},
+        {"{\"spec\":{\"provider\":\"azure\",\"objectStorage\":{\"bucket\":\"b\"},"
+         "\"config\":{\"storageAccount\":\"a\",\"resourceGroup\":\"rg\"}}}",
+         "Azure Resource Manager to fetch the key (resourceGroup, subscriptionId)"},
+        {"{\"spec\":{\"provider\":\"azure\",\"config\":{\"storageAccount\":\"a\"}}}",
+         "no spec.objectStorage.bucket"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(from(bad[i][0], "ns", "/tmp", &l, &e), ERR_FAIL);
+        if (!strstr(e.msg, bad[i][1])) fail_msg("\"%s\" lacks \"%s\"", e.msg, bad[i][1]);
+        assert_null(l.location);
+    }
+}
+
+/* Velero's Azure credentials file: dotenv lines, and the cloud's endpoint. */
+static void test_azure_credentials(void **state)
+{
+    static const char text[] = "# cloud-credentials\n"
+                               "AZURE_SUBSCRIPTION_ID=sub\n"
+                               "AZURE_RESOURCE_GROUP = rg\n"
+                               "export AZURE_STORAGE_ACCOUNT_ACCESS_KEY=\"a2V5PT0=\"\n"
+                               "AZURE_CLOUD_NAME=AzureChinaCloud\n"
+                               "EMPTY=\n";
+    char *v = NULL, *ep = NULL;
+    struct err e;
+    assert_int_equal(repoloc_azure_var(text, "AZURE_STORAGE_ACCOUNT_ACCESS_KEY", &v, &e), 0);
+    assert_string_equal(v, "a2V5PT0=");
+    free(v);
+    assert_int_equal(repoloc_azure_var(text, "AZURE_RESOURCE_GROUP", &v, &e), 0);
+    assert_string_equal(v, "rg");
+    free(v);
+    assert_int_equal(repoloc_azure_var(text, "AZURE_STORAGE", &v, &e), 0);
+    assert_null(v);
+    assert_int_equal(repoloc_azure_var(text, "EMPTY", &v, &e), 0);
+    assert_string_equal(v, "");
+    free(v);
+    assert_int_equal(repoloc_azure_var(text, "AZURE_CLOUD_NAME", &v, &e), 0);
+    assert_int_equal(repoloc_azure_endpoint(v, "acct", &ep, &e), 0);
+    assert_string_equal(ep, "https://acct.blob.core.chinacloudapi.cn");
+    free(ep);
+    free(v);
+    assert_int_equal(repoloc_azure_endpoint(NULL, "acct", &ep, &e), 0);
+    assert_string_equal(ep, "https://acct.blob.core.windows.net");
+    free(ep);
+    assert_int_equal(repoloc_azure_endpoint("AzureGermanCloud", "acct", &ep, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "unknown AZURE_CLOUD_NAME"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_s3_locations),
-        cmocka_unit_test(test_ca_written),
-        cmocka_unit_test(test_local_and_refusals),
-        cmocka_unit_test(test_credentials),
+        cmocka_unit_test(test_s3_locations),       cmocka_unit_test(test_ca_written),
+        cmocka_unit_test(test_local_and_refusals), cmocka_unit_test(test_credentials),
+        cmocka_unit_test(test_azure_locations),    cmocka_unit_test(test_azure_credentials),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
