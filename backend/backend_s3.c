@@ -3,7 +3,8 @@
  * libcurl signs every request (SigV4); we add the x-amz-content-sha256 header it does not, so
  * the server checks each uploaded body against its hash and never stores a damaged object.
  * Requests that fail in a way that can pass (5xx, 429, SlowDown, timeouts, resets) are retried
- * with exponential backoff and jitter; everything else fails at once with the server's code.
+ * with exponential backoff and full jitter (backend_s3_retry_next), answers that ask to slow down
+ * for up to the throttle time; everything else fails at once with the server's code.
  * Several threads may use one backend: each request borrows a curl handle from a pool, and a
  * handle keeps its connection open for the next request that borrows it. */
 #include "backend/backend_s3.h"
@@ -49,7 +50,8 @@ struct s3 {
     char *access_key, *secret_key, *token_header;
     char *cacert;
     bool insecure;
-    long retries, delay_ms, max_delay_ms, connect_timeout_s, stall_timeout_s, list_max;
+    struct backend_s3_retry retry;
+    long connect_timeout_s, stall_timeout_s, list_max;
     /* Shared by the threads, under locks. */
     CURLSH *share; /* DNS answers and TLS sessions */
     pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
@@ -306,9 +308,10 @@ static int load_settings(struct s3 *s, const struct backend_opts *o, struct err 
     if (o->cacert && *o->cacert && set_str(&s->cacert, o->cacert) < 0)
         return err_set(e, ERR_FAIL, "out of memory");
     s->insecure = o->insecure_tls;
-    s->retries = o->retries;
-    s->delay_ms = o->retry_delay_ms;
-    s->max_delay_ms = o->retry_max_delay_ms;
+    s->retry = (struct backend_s3_retry){.retries = o->retries,
+                                         .delay_ms = o->retry_delay_ms,
+                                         .max_delay_ms = o->retry_max_delay_ms,
+                                         .throttle_ms = o->throttle_time_s * 1000};
     s->connect_timeout_s = o->connect_timeout_s;
     s->stall_timeout_s = o->stall_timeout_s;
     s->list_max = o->list_max;
@@ -532,27 +535,53 @@ static bool retryable_curl(CURLcode cc)
     }
 }
 
-/* 500, 502, 503 and 504 pass with time; 501 or 505 would not. */
-static bool retryable_status(const struct req *r)
+/* The server asks the client to slow down: retried for up to the throttle time. */
+static bool throttled_status(const struct req *r)
 {
-    static const char *const codes[] = {"SlowDown", "RequestTimeout", "InternalError",
-                                        "ServiceUnavailable"};
-    long st = r->status;
-    if (st == 500 || st == 502 || st == 503 || st == 504 || st == 429 || st == 408) return true;
+    static const char *const codes[] = {"SlowDown", "Throttling", "ThrottlingException",
+                                        "RequestLimitExceeded", "TooManyRequests"};
+    if (r->status == 503 || r->status == 429) return true;
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (strcmp(r->err.code, codes[i]) == 0) return true;
     return false;
 }
 
-/* Exponential backoff with jitter: half the delay fixed, half random, so that many clients
- * that failed together do not come back together. */
-static void backoff(const struct s3 *s, int attempt_no)
+/* 500, 502, 503 and 504 pass with time; 501 or 505 would not. */
+static bool retryable_status(const struct req *r)
 {
-    int shift = attempt_no - 1 < 20 ? attempt_no - 1 : 20;
-    uint64_t d = (uint64_t)s->delay_ms << shift;
-    if (d > (uint64_t)s->max_delay_ms) d = (uint64_t)s->max_delay_ms;
-    uint64_t ms = d / 2 + randombytes_uniform((uint32_t)(d / 2 + 1));
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+    static const char *const codes[] = {"RequestTimeout", "InternalError", "ServiceUnavailable"};
+    long st = r->status;
+    if (throttled_status(r) || st == 500 || st == 502 || st == 504 || st == 408) return true;
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strcmp(r->err.code, codes[i]) == 0) return true;
+    return false;
+}
+
+bool backend_s3_retry_next(const struct backend_s3_retry *p, int attempt, long elapsed_ms,
+                           bool throttled, uint32_t rnd, long *wait_ms)
+{
+    bool by_count = attempt <= p->retries;
+    long left = p->throttle_ms - elapsed_ms;
+    if (!by_count && !(throttled && left > 0)) return false;
+    int shift = attempt - 1 < 20 ? attempt - 1 : 20;
+    uint64_t d = (uint64_t)p->delay_ms << shift;
+    if (d > (uint64_t)p->max_delay_ms) d = (uint64_t)p->max_delay_ms;
+    long w = (long)((d * rnd) >> 32);
+    if (!by_count && w > left) w = left;
+    *wait_ms = w;
+    return true;
+}
+
+static long elapsed_ms(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)(t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
     }
 }
@@ -587,10 +616,16 @@ static void pool_put(struct s3 *s, CURL *h)
 
 /* Fills e with what went wrong with r, naming the operation and the object. */
 static int request_error(struct s3 *s, const struct req *r, CURLcode cc, const char *curl_msg,
-                         int attempts, struct err *e)
+                         int attempts, long took_ms, struct err *e)
 {
-    char detail[768], tail[64] = "";
-    if (attempts > 1) snprintf(tail, sizeof tail, " (gave up after %d attempts)", attempts);
+    char detail[768], tail[160] = "";
+    if (attempts > 1 && cc == CURLE_OK && throttled_status(r) && s->retry.throttle_ms > 0)
+        snprintf(tail, sizeof tail,
+                 " (gave up after %d attempts in %ld s: the server kept asking to slow down; "
+                 "the throttle time is %ld s, " BACKEND_S3_ENV_THROTTLE_TIME ")",
+                 attempts, took_ms / 1000, s->retry.throttle_ms / 1000);
+    else if (attempts > 1)
+        snprintf(tail, sizeof tail, " (gave up after %d attempts)", attempts);
     int code = ERR_FAIL;
     if (cc != CURLE_OK) {
         snprintf(detail, sizeof detail, "%s%s%s", curl_easy_strerror(cc), curl_msg[0] ? ": " : "",
@@ -617,6 +652,8 @@ static int request(struct s3 *s, struct req *r, struct err *e)
     char curl_msg[CURL_ERROR_SIZE];
     CURLcode cc;
     int n = 1;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;; n++) {
         if (r->out) r->out->len = out_start;
         cc = attempt(s, h, r, curl_msg);
@@ -625,8 +662,12 @@ static int request(struct s3 *s, struct req *r, struct err *e)
             return 0;
         }
         bool again = cc != CURLE_OK ? retryable_curl(cc) : retryable_status(r);
-        if (!again || n > s->retries) break;
-        backoff(s, n);
+        bool throttled = cc == CURLE_OK && throttled_status(r);
+        long wait = 0;
+        if (!again || !backend_s3_retry_next(&s->retry, n, elapsed_ms(&t0), throttled,
+                                             randombytes_random(), &wait))
+            break;
+        sleep_ms(wait);
     }
     if (r->out) r->out->len = out_start;
     /* HEAD answers carry no body, hence no error code: ask again with a GET of one byte, whose
@@ -642,7 +683,7 @@ static int request(struct s3 *s, struct req *r, struct err *e)
             r->err = probe.err;
     }
     pool_put(s, h);
-    return request_error(s, r, cc, curl_msg, n, e);
+    return request_error(s, r, cc, curl_msg, n, elapsed_ms(&t0), e);
 }
 
 static char *object_url(struct s3 *s, const char *name)

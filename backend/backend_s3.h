@@ -15,6 +15,9 @@
 #ifndef PV_BACKEND_BACKEND_S3_H
 #define PV_BACKEND_BACKEND_S3_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 /* Region used in signatures; the first one set wins, then "us-east-1". */
 #define BACKEND_S3_ENV_REGION "PODVAULT_S3_REGION" /* then AWS_REGION, AWS_DEFAULT_REGION */
 /* "1": virtual-hosted addressing; "0": path-style; unset: decided from the host (see above). */
@@ -28,6 +31,10 @@
 /* First backoff delay and its cap, in milliseconds; default 100 and 10000. */
 #define BACKEND_S3_ENV_RETRY_DELAY_MS "PODVAULT_S3_RETRY_DELAY_MS"
 #define BACKEND_S3_ENV_RETRY_MAX_DELAY_MS "PODVAULT_S3_RETRY_MAX_DELAY_MS"
+/* Seconds during which answers that ask the client to slow down (HTTP 503 or 429, SlowDown and
+ * the other throttling codes) are still retried once the retries above are used up, counted
+ * from a request's first attempt; default 300, 0..86400 (0: the retry count alone decides). */
+#define BACKEND_S3_ENV_THROTTLE_TIME "PODVAULT_S3_THROTTLE_TIME"
 /* Seconds to wait for a connection (default 10), and seconds without a single byte moving
  * before a request is abandoned as hung (default 60). */
 #define BACKEND_S3_ENV_CONNECT_TIMEOUT "PODVAULT_S3_CONNECT_TIMEOUT"
@@ -40,5 +47,23 @@
  * and two more are kept for the reads in progress. From a distant server more go faster
  * (measurements in bench/README.md). */
 #define BACKEND_S3_ENV_DOWNLOADS "PODVAULT_S3_DOWNLOADS"
+
+/* The retry rule, apart from the requests so that it can be tested alone. */
+struct backend_s3_retry {
+    long retries;      /* retries after a failed attempt, whatever failed */
+    long delay_ms;     /* the first backoff's upper bound */
+    long max_delay_ms; /* the cap on any one backoff */
+    long throttle_ms;  /* how long throttling answers are retried beyond `retries` */
+};
+
+/* Whether a request whose attempt `attempt` (1 for the first) failed in a way that may pass
+ * should be tried again, `elapsed_ms` after its first attempt began; `throttled` says the server
+ * asked to slow down. When it should, *wait_ms is the wait before the next attempt: exponential
+ * backoff with full jitter (AWS's rule, aws-sdk-go-v2 aws/retry/jitter_backoff.go), a uniform
+ * draw from [0, min(max_delay_ms, delay_ms * 2^(attempt-1))) taken from `rnd` (32 random bits),
+ * and never past the end of the throttle time when only that time allows the retry. Pure:
+ * thread-safe, no I/O. */
+bool backend_s3_retry_next(const struct backend_s3_retry *p, int attempt, long elapsed_ms,
+                           bool throttled, uint32_t rnd, long *wait_ms);
 
 #endif
