@@ -6,8 +6,9 @@
 #     is then clean and the restore byte for byte.
 #  2. Two more are deleted and the data is gone from the source too: `repair snapshots` rewrites
 #     the snapshots without the damaged files, keeping the originals and removing nothing; the
-#     repaired snapshot restores every other file byte for byte; `--forget` then removes the
-#     originals and `check` is clean.
+#     repaired snapshot restores every other file byte for byte; prune refuses to run beside the
+#     damaged originals, and says what to do; `--forget` then removes the originals, prune runs
+#     and `check` is clean.
 #  3. A pack is damaged (bytes flipped, not missing): `check --read-data` names it, and
 #     `repair snapshots --read-data` drops the files whose blobs cannot be read.
 . "$(dirname "$0")/lib.sh" || exit 1
@@ -45,6 +46,9 @@ expect_without() {
     while read -r p; do rm -f "$2$p"; done <"$3"
     (cd "$1" && find . -type d) | while read -r d; do touch -h -r "$1/$d" "$2/$d"; done
 }
+# last_rewrite: the new snapshot of the last one the last --json repair rewrote (rewrites keep
+# their original's time, so "latest" may name an older rewrite)
+last_rewrite() { jq -r 'select(.message_type == "rewritten") | .new_snapshot' "$T/out" | tail -n 1; }
 # damaged_paths: the paths of the damage lines of the last --json command, sorted
 damaged_paths() { jq -r 'select(.message_type == "damage") | .path' "$T/out" | LC_ALL=C sort -u; }
 
@@ -86,17 +90,25 @@ after=$(cd "$REPO" && find . -type f | LC_ALL=C sort)
 gone=$(LC_ALL=C comm -23 <(echo "$before") <(echo "$after") | grep -v '^./locks/' || true)
 [ -z "$gone" ] || fail "repair snapshots removed objects: $gone"
 [ "$(pv --json snapshots | jq length)" = $((2 * n_snaps)) ] || fail "the originals were not kept"
-run_pv 0 restore latest --tag repaired --target "$T/r2"
+run_pv 0 restore "$(last_rewrite)" --target "$T/r2"
 expect_without "$S" "$T/expect2" "$T/dropped"
 tree_equal "$T/expect2" "$T/r2" --no-atime
 ok "lost $lost blobs: repair snapshots dropped $(wc -l <"$T/dropped") files ($(tr '\n' ' ' <"$T/dropped")), kept the $n_snaps originals, removed nothing; every other file restores byte for byte"
+# Prune refuses to run while snapshots refer to lost data, and says what to do.
+run_pv 1 prune
+grep -q "repair snapshots --forget" "$T/err" || fail "prune's refusal does not say what to do: $(cat "$T/err")"
 run_pv 0 --json repair snapshots --forget
 tail -n 1 "$T/out" | jq -e ".snapshots_forgotten == $n_snaps" >/dev/null || fail "--forget: $(tail -n 1 "$T/out")"
 run_pv 0 --json check
 tail -n 1 "$T/out" | jq -e '.errors == 0' >/dev/null || fail "check after repair --forget: $(tail -n 1 "$T/out")"
+run_pv 0 prune
+run_pv 0 --json check
+tail -n 1 "$T/out" | jq -e '.errors == 0 and .warnings == 0' >/dev/null || fail "check after prune: $(tail -n 1 "$T/out")"
+run_pv 0 restore latest --target "$T/r2b"
+tree_equal "$T/expect2" "$T/r2b" --no-atime
 [ "$(pv --json snapshots | jq '[.[] | select(.tags | index("repaired") | not)] | length')" = 0 ] ||
     fail "an original snapshot is left after --forget"
-ok "repair snapshots --forget removed the $n_snaps originals; check clean"
+ok "prune refused while snapshots referred to lost data; repair snapshots --forget removed the $n_snaps originals; prune ran, check clean, restore byte for byte"
 
 # ---- 3. a damaged pack: check --read-data names it, repair --read-data drops its files ----
 victim=$(data_packs | head -n 1)
@@ -108,7 +120,7 @@ grep -q "$victim" "$T/out" || fail "check --read-data does not name pack $victim
 run_pv 0 --json repair snapshots --read-data
 damaged_paths >"$T/dropped3"
 [ -s "$T/dropped3" ] || fail "repair --read-data dropped nothing"
-run_pv 0 restore latest --tag repaired --target "$T/r3"
+run_pv 0 restore "$(last_rewrite)" --target "$T/r3"
 expect_without "$T/expect2" "$T/expect3" "$T/dropped3"
 tree_equal "$T/expect3" "$T/r3" --no-atime
 ok "a damaged pack: check --read-data names it; repair --read-data dropped $(wc -l <"$T/dropped3") files, the rest restores byte for byte"
