@@ -175,8 +175,8 @@ fi
 s3_tests() {
     # tests/s3-env.sh starts RGW on 127.0.0.1 (installing Ceph the first time) and exports what
     # the S3 tests read (PV_TEST_S3, AWS_*); it returns non-zero when the server cannot run here.
-    # Then the backend conformance suite and the command-line S3 tests (it_s3, it_s3_faults)
-    # run again, against it (without PV_TEST_S3, in the other steps, they say SKIPPED), and the
+    # Then the backend conformance suite and the command-line S3 tests (it_s3, it_s3_faults,
+    # it_s3_throttle, and it_interrupted's S3 half) run again, against it (without PV_TEST_S3, in the other steps, they say SKIPPED), and the
     # agent's end-to-end and deleted-backup tests run with their location in that bucket.
     # shellcheck disable=SC1091
     if ! source tests/s3-env.sh >"$LOGS/s3-env.log" 2>&1; then
@@ -184,7 +184,7 @@ s3_tests() {
         return 2
     fi
     echo "S3 at $PV_TEST_S3"
-    (cd build && ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_s3.*|it_agent_e2e|it_agent_gc)$')
+    (cd build && ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_s3.*|it_agent_e2e|it_agent_gc|it_interrupted)$')
 }
 if [ "${PV_SKIP_S3:-0}" = 1 ]; then
     skip "S3 tests (Ceph RGW)" "PV_SKIP_S3=1"

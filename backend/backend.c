@@ -73,6 +73,7 @@ static const struct num_setting num_settings[] = {
     NUM(retries, BACKEND_S3_ENV_RETRIES, 6, 0, 100),
     NUM(retry_delay_ms, BACKEND_S3_ENV_RETRY_DELAY_MS, 100, 1, 60000),
     NUM(retry_max_delay_ms, BACKEND_S3_ENV_RETRY_MAX_DELAY_MS, 10000, 1, 600000),
+    NUM(throttle_time_s, BACKEND_S3_ENV_THROTTLE_TIME, 300, 0, 86400),
     NUM(connect_timeout_s, BACKEND_S3_ENV_CONNECT_TIMEOUT, 10, 1, 3600),
     NUM(stall_timeout_s, BACKEND_S3_ENV_STALL_TIMEOUT, 60, 1, 3600),
     NUM(list_max, BACKEND_S3_ENV_LIST_MAX, 1000, 1, 1000),

@@ -82,6 +82,9 @@ struct backend_opts {
     long list_max;        /* keys asked for per listing page, 1..1000 (1000) */
     long uploads;         /* saves a backup keeps in flight, 1..64 (4): save_slots */
     long downloads;       /* segments read-ahead fetches at once, 1..16 (2): load_slots */
+    /* Seconds during which throttling answers (503, 429, SlowDown) are retried past `retries`,
+     * 0..86400 (300). */
+    long throttle_time_s;
     /* Credentials: the keys when access_key is set (secret_key too), else the section `profile`
      * (NULL: "default") of credentials_file, else of <home>/.aws/credentials. */
     const char *access_key, *secret_key, *session_token;

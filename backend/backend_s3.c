@@ -3,7 +3,8 @@
  * libcurl signs every request (SigV4); we add the x-amz-content-sha256 header it does not, so
  * the server checks each uploaded body against its hash and never stores a damaged object.
  * Requests that fail in a way that can pass (5xx, 429, SlowDown, timeouts, resets) are retried
- * with exponential backoff and jitter; everything else fails at once with the server's code.
+ * with exponential backoff and full jitter (http_retry_next), answers that ask to slow down for
+ * up to the throttle time; everything else fails at once with the server's code.
  * Several threads may use one backend: each request borrows a curl handle from a pool, and a
  * handle keeps its connection open for the next request that borrows it (backend/http.c, which
  * the Azure backend shares). */
@@ -37,7 +38,7 @@ struct s3 {
     char *region;
     char *sigv4; /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
     char *access_key, *secret_key, *token_header;
-    long list_max;
+    long list_max, throttle_ms;
     struct http *http; /* the requests: retries, connection pool (thread-safe) */
 };
 
@@ -291,10 +292,12 @@ static int load_settings(struct s3 *s, const struct backend_opts *o, struct err 
                                .retries = o->retries,
                                .retry_delay_ms = o->retry_delay_ms,
                                .retry_max_delay_ms = o->retry_max_delay_ms,
+                               .throttle_ms = o->throttle_time_s * 1000,
                                .connect_timeout_s = o->connect_timeout_s,
                                .stall_timeout_s = o->stall_timeout_s};
     if (http_new(&hs, &s->http, e) < 0) return e->code;
     s->list_max = o->list_max;
+    s->throttle_ms = o->throttle_time_s * 1000;
     s->b.save_slots = (unsigned)o->uploads;
     s->b.load_slots = (unsigned)o->downloads;
     return 0;
@@ -347,12 +350,22 @@ static int s3_prepare(void *ctx, CURL *h, const struct http_req *hr, struct curl
     return 0;
 }
 
+/* The server asks the client to slow down: retried for up to the throttle time. */
+static bool throttled_status(const struct req *r)
+{
+    static const char *const codes[] = {"SlowDown", "Throttling", "ThrottlingException",
+                                        "RequestLimitExceeded", "TooManyRequests"};
+    if (r->status == 503 || r->status == 429) return true;
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strcmp(r->err.code, codes[i]) == 0) return true;
+    return false;
+}
+
 /* 500, 502, 503 and 504 pass with time, and S3's codes that say so. */
 static bool retryable_status(const struct req *r)
 {
-    static const char *const codes[] = {"SlowDown", "RequestTimeout", "InternalError",
-                                        "ServiceUnavailable"};
-    if (http_status_retryable(r->status)) return true;
+    static const char *const codes[] = {"RequestTimeout", "InternalError", "ServiceUnavailable"};
+    if (throttled_status(r) || http_status_retryable(r->status)) return true;
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (strcmp(r->err.code, codes[i]) == 0) return true;
     return false;
@@ -366,6 +379,7 @@ static bool s3_failed(void *ctx, struct http_req *hr)
     memset(&r->err, 0, sizeof r->err);
     if (hr->err_body.len > 0)
         s3_xml_parse_error((const char *)hr->err_body.data, hr->err_body.len, &r->err);
+    hr->throttled = throttled_status(r);
     return retryable_status(r);
 }
 
@@ -373,8 +387,14 @@ static bool s3_failed(void *ctx, struct http_req *hr)
 static int request_error(struct s3 *s, const struct req *r, const struct http_req *hr,
                          struct err *e)
 {
-    char detail[768], tail[64] = "";
-    if (hr->attempts > 1) snprintf(tail, sizeof tail, " (gave up after %d attempts)", hr->attempts);
+    char detail[768], tail[160] = "";
+    if (hr->attempts > 1 && hr->cc == CURLE_OK && hr->throttled && s->throttle_ms > 0)
+        snprintf(tail, sizeof tail,
+                 " (gave up after %d attempts in %ld s: the server kept asking to slow down; "
+                 "the throttle time is %ld s, " BACKEND_S3_ENV_THROTTLE_TIME ")",
+                 hr->attempts, hr->elapsed_ms / 1000, s->throttle_ms / 1000);
+    else if (hr->attempts > 1)
+        snprintf(tail, sizeof tail, " (gave up after %d attempts)", hr->attempts);
     int code = ERR_FAIL;
     if (hr->cc != CURLE_OK) {
         http_describe_transfer(hr, detail, sizeof detail);

@@ -28,6 +28,10 @@
 /* First backoff delay and its cap, in milliseconds; default 100 and 10000. */
 #define BACKEND_S3_ENV_RETRY_DELAY_MS "PODVAULT_S3_RETRY_DELAY_MS"
 #define BACKEND_S3_ENV_RETRY_MAX_DELAY_MS "PODVAULT_S3_RETRY_MAX_DELAY_MS"
+/* Seconds during which answers that ask the client to slow down (HTTP 503 or 429, SlowDown and
+ * the other throttling codes) are still retried once the retries above are used up, counted
+ * from a request's first attempt; default 300, 0..86400 (0: the retry count alone decides). */
+#define BACKEND_S3_ENV_THROTTLE_TIME "PODVAULT_S3_THROTTLE_TIME"
 /* Seconds to wait for a connection (default 10), and seconds without a single byte moving
  * before a request is abandoned as hung (default 60). */
 #define BACKEND_S3_ENV_CONNECT_TIMEOUT "PODVAULT_S3_CONNECT_TIMEOUT"

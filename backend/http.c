@@ -20,7 +20,8 @@
 struct http {
     char *cacert;
     bool insecure;
-    long retries, delay_ms, max_delay_ms, connect_timeout_s, stall_timeout_s;
+    struct http_retry retry;
+    long connect_timeout_s, stall_timeout_s;
     CURLSH *share; /* DNS answers and TLS sessions */
     pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
     pthread_mutex_t pool_mu;
@@ -233,15 +234,31 @@ bool http_status_retryable(long st)
     return st == 500 || st == 502 || st == 503 || st == 504 || st == 429 || st == 408;
 }
 
-/* Exponential backoff with jitter: half the delay fixed, half random, so that many clients
- * that failed together do not come back together. */
-static void backoff(const struct http *c, int attempt_no)
+bool http_retry_next(const struct http_retry *p, int attempt, long elapsed_ms, bool throttled,
+                     uint32_t rnd, long *wait_ms)
 {
-    int shift = attempt_no - 1 < 20 ? attempt_no - 1 : 20;
-    uint64_t d = (uint64_t)c->delay_ms << shift;
-    if (d > (uint64_t)c->max_delay_ms) d = (uint64_t)c->max_delay_ms;
-    uint64_t ms = d / 2 + randombytes_uniform((uint32_t)(d / 2 + 1));
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+    bool by_count = attempt <= p->retries;
+    long left = p->throttle_ms - elapsed_ms;
+    if (!by_count && !(throttled && left > 0)) return false;
+    int shift = attempt - 1 < 20 ? attempt - 1 : 20;
+    uint64_t d = (uint64_t)p->delay_ms << shift;
+    if (d > (uint64_t)p->max_delay_ms) d = (uint64_t)p->max_delay_ms;
+    long w = (long)((d * rnd) >> 32);
+    if (!by_count && w > left) w = left;
+    *wait_ms = w;
+    return true;
+}
+
+static long elapsed_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)(t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
     }
 }
@@ -281,6 +298,8 @@ int http_request(struct http *c, struct http_req *r, struct err *e)
     size_t out_start = r->out ? r->out->len : 0;
     int rc = -1;
     r->prepare_failed = false;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (r->attempts = 1;; r->attempts++) {
         if (r->out) r->out->len = out_start;
         int prc = attempt(c, h, r, e);
@@ -293,12 +312,19 @@ int http_request(struct http *c, struct http_req *r, struct err *e)
             rc = 0;
             break;
         }
+        r->throttled = r->cc == CURLE_OK && (r->status == 503 || r->status == 429);
         bool again = r->cc != CURLE_OK
                          ? retryable_curl(r->cc)
                          : (r->failed ? r->failed(r->ctx, r) : http_status_retryable(r->status));
-        if (!again || r->no_retry || r->attempts > c->retries) break;
-        backoff(c, r->attempts);
+        long wait = 0;
+        r->elapsed_ms = elapsed_since(&t0);
+        if (!again || r->no_retry ||
+            !http_retry_next(&c->retry, r->attempts, r->elapsed_ms, r->throttled,
+                             randombytes_random(), &wait))
+            break;
+        sleep_ms(wait);
     }
+    r->elapsed_ms = elapsed_since(&t0);
     if (rc != 0 && r->out) r->out->len = out_start;
     buf_free(&r->err_body);
     pool_put(c, h);
@@ -345,9 +371,10 @@ int http_new(const struct http_settings *s, struct http **out, struct err *e)
         pthread_mutex_init(&c->share_mu[i], NULL);
     pthread_mutex_init(&c->pool_mu, NULL);
     c->insecure = s->insecure_tls;
-    c->retries = s->retries;
-    c->delay_ms = s->retry_delay_ms;
-    c->max_delay_ms = s->retry_max_delay_ms;
+    c->retry = (struct http_retry){.retries = s->retries,
+                                   .delay_ms = s->retry_delay_ms,
+                                   .max_delay_ms = s->retry_max_delay_ms,
+                                   .throttle_ms = s->throttle_ms};
     c->connect_timeout_s = s->connect_timeout_s;
     c->stall_timeout_s = s->stall_timeout_s;
     c->share = curl_share_init();

@@ -20,8 +20,27 @@ struct http_settings {
     bool insecure_tls;
     long retries;                            /* after a failed attempt */
     long retry_delay_ms, retry_max_delay_ms; /* first backoff and its cap */
+    long throttle_ms; /* how long answers that ask to slow down are retried beyond `retries` */
     long connect_timeout_s, stall_timeout_s;
 };
+
+/* The retry rule, apart from the requests so that it can be tested alone. */
+struct http_retry {
+    long retries;      /* retries after a failed attempt, whatever failed */
+    long delay_ms;     /* the first backoff's upper bound */
+    long max_delay_ms; /* the cap on any one backoff */
+    long throttle_ms;  /* how long throttling answers are retried beyond `retries` */
+};
+
+/* Whether a request whose attempt `attempt` (1 for the first) failed in a way that may pass
+ * should be tried again, `elapsed_ms` after its first attempt began; `throttled` says the server
+ * asked to slow down. When it should, *wait_ms is the wait before the next attempt: exponential
+ * backoff with full jitter (AWS's rule, aws-sdk-go-v2 aws/retry/jitter_backoff.go), a uniform
+ * draw from [0, min(max_delay_ms, delay_ms * 2^(attempt-1))) taken from `rnd` (32 random bits),
+ * and never past the end of the throttle time when only that time allows the retry. Pure:
+ * thread-safe, no I/O. */
+bool http_retry_next(const struct http_retry *p, int attempt, long elapsed_ms, bool throttled,
+                     uint32_t rnd, long *wait_ms);
 
 struct http;
 
@@ -45,7 +64,8 @@ struct http_req {
      * request with what it put in e. */
     int (*prepare)(void *ctx, CURL *h, const struct http_req *r, struct curl_slist **hdrs,
                    struct err *e);
-    /* Called after an answer that is not 2xx (status and err_body set): whether to try again. */
+    /* Called after an answer that is not 2xx (status and err_body set): whether to try again;
+     * it sets r->throttled when the answer asks the client to slow down (without it: 503, 429). */
     bool (*failed)(void *ctx, struct http_req *r);
     void *ctx;
     /* A response header whose value is kept in header_value (e.g. "x-ms-error-code"), or NULL. */
@@ -58,6 +78,8 @@ struct http_req {
     CURLcode cc;                    /* the transfer's result; CURLE_OK when an answer came */
     char curl_msg[CURL_ERROR_SIZE]; /* curl's words about a failed transfer, or ours */
     int attempts;
+    long elapsed_ms;     /* from the first attempt's start to the last one's end */
+    bool throttled;      /* the last answer asked the client to slow down */
     bool prepare_failed; /* the failure is prepare's, in e */
 };
 

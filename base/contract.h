@@ -29,5 +29,7 @@ enum {
 #define PV_MSG_INITIALIZED "initialized" /* init */
 #define PV_MSG_GROUP "group"             /* forget: one group's decisions */
 #define PV_MSG_REMOVED "removed"         /* forget ID: one snapshot removed */
+#define PV_MSG_DAMAGE "damage"           /* check, repair snapshots: a file or directory lost */
+#define PV_MSG_REWRITTEN "rewritten"     /* repair snapshots: a snapshot rewritten */
 
 #endif

@@ -1,4 +1,5 @@
-/* cmd_check.c - `podvault check` and `podvault repair index`, and check's report that
+/* cmd_check.c - `podvault check` and `podvault repair index` (`repair snapshots` is in
+ * cmd_heal.c), and check's report that
  * maintain prints too. */
 #include <jansson.h>
 #include <malloc.h>
@@ -19,7 +20,8 @@ static const char check_usage[] =
     "Verifies the repository: every index file and snapshot loads, every tree and data blob a\n"
     "snapshot refers to is indexed, every indexed pack exists and its header agrees with the\n"
     "index. --read-data also reads every pack and verifies each blob. Each problem is printed\n"
-    "with the ID of the object at fault; unreferenced data is a warning, not an error.\n"
+    "with the ID of the object at fault; unreferenced data is a warning, not an error. When data\n"
+    "is lost, the snapshots and files that refer to it are listed (\"damaged: ...\").\n"
     "Exit code 1 when an error was found.\n"
     "\n"
     "Options:\n"
@@ -143,6 +145,8 @@ int cmd_check(struct cli *g, int argc, char **argv)
     o.ctx = g;
     struct check_stats st;
     int crc = check_run(r, &o, &st, &e);
+    /* Lost data: name what it costs (not after passes, which leave a partial index). */
+    if (crc == 0 && st.errors && st.passes <= 1) cli_check_damage(g, r);
     cli_lock_release(lk);
     repo_close(r);
     if (crc < 0) return cli_fail(g, &e);
@@ -160,6 +164,7 @@ int cmd_check(struct cli *g, int argc, char **argv)
 
 static const char repair_usage[] =
     "usage: podvault repair index [options]\n"
+    "       podvault repair snapshots [--forget] [--dry-run] [--read-data]\n"
     "\n"
     "Rebuilds the index from the headers of the packs, replacing every index file: what a lost\n"
     "or damaged index file listed is found again if its packs are intact. Packs whose header\n"
@@ -171,6 +176,11 @@ static const char repair_usage[] =
 
 int cmd_repair(struct cli *g, int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++) { /* the first word says what; each has its own options */
+        if (argv[i][0] == '-') continue;
+        if (strcmp(argv[i], "snapshots") == 0) return cmd_repair_snapshots(g, argc, argv);
+        break;
+    }
     static const struct option longopts[] = {
         {"threads", required_argument, NULL, O_THREADS},
         {"lock-wait", required_argument, NULL, O_LOCK_WAIT},
@@ -188,7 +198,7 @@ int cmd_repair(struct cli *g, int argc, char **argv)
         if (rc) return rc;
     }
     if (optind >= argc || strcmp(argv[optind], "index") != 0 || optind + 1 != argc)
-        return cli_usage_error(g, "what should be repaired? (only \"index\" is known)");
+        return cli_usage_error(g, "what should be repaired? (\"index\" or \"snapshots\")");
     struct repo *r;
     struct lock *lk;
     int rc = cli_maint_open(g, &a, &r, &lk);

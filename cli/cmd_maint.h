@@ -12,5 +12,11 @@ int cmd_prune(struct cli *g, int argc, char **argv);
 int cmd_check(struct cli *g, int argc, char **argv);
 int cmd_repair(struct cli *g, int argc, char **argv);
 int cmd_maintain(struct cli *g, int argc, char **argv);
+/* `repair snapshots` (cmd_heal.c); argv[optind] is "snapshots". */
+int cmd_repair_snapshots(struct cli *g, int argc, char **argv);
+struct repo;
+/* After a check that found errors: lists the snapshots and files that lost data (the index is
+ * loaded if it was not). Prints its own error and returns -1 when it cannot. */
+int cli_check_damage(struct cli *g, struct repo *r);
 
 #endif

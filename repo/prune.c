@@ -203,7 +203,8 @@ static int walk_used(struct pr *p, struct err *e)
     if (p->walk_problems)
         return err_set(e, ERR_FAIL,
                        "%llu problems in the snapshots, the first: %s; prune changed nothing "
-                       "(run check, then repair index)",
+                       "(run check, then repair index; data that is lost for good: repair snapshots "
+                       "--forget)",
                        (unsigned long long)ws.problems, p->problem_msg);
     return 0;
 }

@@ -16,9 +16,11 @@
 #include "repo/store.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "base/held.h"
@@ -32,6 +34,10 @@
  * ~270,000, 11 MB sealed and as much decoded (prune writes files of the same cap). */
 #define STORE_INDEX_EVERY 16
 #define STORE_INDEX_BLOBS 65536
+/* ... or once the oldest of them was uploaded this long ago, so that a backup killed while it
+ * uploads slowly loses at most this much of its uploads (the next backup finds the packs listed
+ * in index files and stores their blobs again only if they are not). */
+#define STORE_INDEX_AGE_MS 10000
 /* Full packs that may wait for an uploader, per uploader: enough to cover one upload's
  * latency, few enough to bound the temporary disk space (pack size x uploaders x 2). */
 #define STORE_QUEUE_PER_UPLOADER 2
@@ -73,6 +79,7 @@ struct store {
     bool stopping;
     struct idx_file_pack *pending; /* uploaded, not yet in an index file */
     size_t n_pending, cap_pending, n_pending_blobs;
+    struct timespec pending_since; /* CLOCK_MONOTONIC: when the first of them was uploaded */
     size_t sealing; /* store_add calls between reserving an ID and adding it to a pack */
     struct buf spare[STORE_SPARE_BUFS]; /* sealing buffers not in use (n_spare of them) */
     size_t n_spare;
@@ -197,7 +204,11 @@ int store_new(struct repo *r, struct store **out, struct err *e)
     s->uploaders = calloc(n, sizeof *s->uploaders);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
-    pthread_cond_init(&s->queued, NULL);
+    pthread_condattr_t ca; /* `queued` is waited on with deadlines of CLOCK_MONOTONIC */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->queued, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = s->queue && s->uploaders ? 0 : err_set(e, ERR_FAIL, "store: out of memory");
     for (unsigned i = 0; rc == 0 && i < n; i++) {
         int en = pthread_create(&s->uploaders[i], NULL, uploader_main, s);
@@ -299,12 +310,58 @@ static int pack_uploaded(struct store *s, const struct oid *pack_id, struct pack
         free(fp->entries);
         return rc;
     }
+    if (s->n_pending == 0) clock_gettime(CLOCK_MONOTONIC, &s->pending_since);
     s->n_pending++;
     s->n_pending_blobs += n;
     for (size_t i = 0; i < n; i++)
         set_remove(&s->inflight, &ents[i].id);
     s->stats.packs++;
     return 0;
+}
+
+bool store_index_due(size_t packs, size_t blobs, long age_ms)
+{
+    if (packs == 0) return false;
+    return packs >= STORE_INDEX_EVERY || blobs >= STORE_INDEX_BLOBS || age_ms >= STORE_INDEX_AGE_MS;
+}
+
+static long pending_age_ms(const struct store *s)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)(t.tv_sec - s->pending_since.tv_sec) * 1000 +
+           (t.tv_nsec - s->pending_since.tv_nsec) / 1000000;
+}
+
+/* Takes the packs waiting for an index file when one is due (or, with `all`, whenever there are
+ * any), counting the write to come in s->busy. Caller holds the lock. */
+static struct idx_file_pack *take_batch(struct store *s, bool all, size_t *n)
+{
+    PV_ASSERT_HELD(&s->lock);
+    *n = 0;
+    if (!s->n_pending ||
+        !(all || store_index_due(s->n_pending, s->n_pending_blobs, pending_age_ms(s))))
+        return NULL;
+    struct idx_file_pack *batch = s->pending;
+    *n = s->n_pending;
+    s->pending = NULL;
+    s->n_pending = s->cap_pending = s->n_pending_blobs = 0;
+    s->busy++;
+    return batch;
+}
+
+/* Writes the index file of a batch taken by take_batch, and ends its count in s->busy. Called
+ * without the lock. */
+static int write_batch(struct store *s, struct idx_file_pack *batch, size_t n, struct err *e)
+{
+    int rc = write_index(s, batch, n, e);
+    pthread_mutex_lock(&s->lock);
+    if (rc < 0) set_failed(s, rc, e);
+    assert(s->busy > 0);
+    s->busy--;
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
 }
 
 /* Finishes and uploads a full pack writer of blobs of `type` (counted in s->busy), then
@@ -327,24 +384,12 @@ static void upload(struct store *s, enum blob_type type, struct pack_writer *w)
     pthread_mutex_lock(&s->lock);
     if (rc == 0 && s->failed) rc = failed_err(s, &e);
     if (rc == 0) rc = pack_uploaded(s, &pack_id, w, &e);
-    if (rc == 0 && (s->n_pending >= STORE_INDEX_EVERY || s->n_pending_blobs >= STORE_INDEX_BLOBS)) {
-        batch = s->pending;
-        n_batch = s->n_pending;
-        s->pending = NULL;
-        s->n_pending = s->cap_pending = s->n_pending_blobs = 0;
-    }
+    if (rc == 0) batch = take_batch(s, false, &n_batch);
     if (rc < 0 && !s->failed) set_failed(s, rc, &e);
     pthread_mutex_unlock(&s->lock);
     pack_writer_free(w);
 
-    if (batch) {
-        rc = write_index(s, batch, n_batch, &e);
-        if (rc < 0) {
-            pthread_mutex_lock(&s->lock);
-            set_failed(s, rc, &e);
-            pthread_mutex_unlock(&s->lock);
-        }
-    }
+    if (batch) write_batch(s, batch, n_batch, &e);
     pthread_mutex_lock(&s->lock);
     assert(s->busy > 0);
     s->busy--;
@@ -357,8 +402,28 @@ static void *uploader_main(void *arg)
     struct store *s = arg;
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->q_len && !s->stopping)
-            pthread_cond_wait(&s->queued, &s->lock);
+        while (!s->q_len && !s->stopping) {
+            if (!s->n_pending || s->failed) {
+                pthread_cond_wait(&s->queued, &s->lock);
+                continue;
+            }
+            /* Uploaded packs wait for an index file: write it once it is due, even when no
+             * other pack comes (the backup may be reading a long stretch of known data). */
+            size_t n_batch;
+            struct idx_file_pack *batch = take_batch(s, false, &n_batch);
+            if (batch) {
+                pthread_mutex_unlock(&s->lock);
+                struct err e;
+                err_clear(&e);
+                write_batch(s, batch, n_batch, &e);
+                pthread_mutex_lock(&s->lock);
+                continue;
+            }
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&s->queued, &s->lock, &until);
+        }
         if (!s->q_len) break;
         struct upload u = s->queue[s->q_head];
         s->q_head = (s->q_head + 1) % s->q_cap;
@@ -504,22 +569,10 @@ int store_flush(struct store *s, struct err *e)
         pthread_mutex_unlock(&s->lock);
         return rc;
     }
-    struct idx_file_pack *batch = s->pending;
-    size_t n_batch = s->n_pending;
-    s->pending = NULL;
-    s->n_pending = s->cap_pending = s->n_pending_blobs = 0;
-    if (n_batch) s->busy++;
+    size_t n_batch;
+    struct idx_file_pack *batch = take_batch(s, true, &n_batch);
     pthread_mutex_unlock(&s->lock);
-    if (!n_batch) return 0;
-
-    int rc = write_index(s, batch, n_batch, e);
-    pthread_mutex_lock(&s->lock);
-    if (rc < 0) set_failed(s, rc, e);
-    assert(s->busy > 0);
-    s->busy--;
-    pthread_cond_broadcast(&s->idle);
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    return batch ? write_batch(s, batch, n_batch, e) : 0;
 }
 
 void store_stats(struct store *s, struct store_stats *out)

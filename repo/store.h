@@ -3,9 +3,10 @@
  * A store is shared by all the threads of one backup (or one repack). store_add() deduplicates
  * against the repository's index and against blobs already accepted by this store (in flight),
  * so no blob is stored twice; it seals the blob outside any lock, appends it to the current pack,
- * and uploads the pack when it reaches the config's pack size. Every few packs (and at
- * store_flush) an index file for the uploaded packs is written, so an interrupted backup's packs
- * are found and reused by the next one. Nothing refers to a blob before store_flush() returns.
+ * and uploads the pack when it reaches the config's pack size. Every few packs or seconds (and
+ * at store_flush) an index file for the uploaded packs is written (store_index_due), so an
+ * interrupted backup's packs are found and reused by the next one. Nothing refers to a blob before
+ * store_flush() returns.
  */
 #ifndef PV_REPO_STORE_H
 #define PV_REPO_STORE_H
@@ -43,6 +44,11 @@ int store_wait(struct store *s, struct err *e);
 /* Uploads the pending pack and writes an index file for everything not yet indexed. */
 int store_flush(struct store *s, struct err *e);
 void store_stats(struct store *s, struct store_stats *out);
+/* Whether `packs` uploaded packs of `blobs` blobs, the oldest uploaded `age_ms` ago, should be
+ * listed in an index file now: at 16 packs, 65,536 blobs, or 10 s, whichever comes first, so an
+ * interrupted backup loses little of what it uploaded (the uploader threads ask it after each
+ * upload, and every second while they wait). Pure: thread-safe. */
+bool store_index_due(size_t packs, size_t blobs, long age_ms);
 /* Frees the store. Blobs added since the last successful flush are not indexed. */
 void store_free(struct store *s);
 

@@ -57,6 +57,8 @@ kill "$SLOW_pid"
 # ---- the server never recovers: a clear error in bounded time ----
 # Default retry settings: 7 attempts with backoff capped, a few seconds in all.
 unset PODVAULT_S3_RETRIES PODVAULT_S3_RETRY_DELAY_MS PODVAULT_S3_RETRY_MAX_DELAY_MS
+# Throttling (503) alone would be retried for the throttle time: s3_throttle.sh tests that.
+export PODVAULT_S3_THROTTLE_TIME=0
 for fault in 503 500 drop; do
     s3_proxy DEAD --always "$fault"
     start=$(date +%s)

@@ -4,12 +4,15 @@
  *
  *   pv_faultproxy --target 127.0.0.1:7480 [--listen PORT] [--rate PERCENT]
  *                 [--faults drop,delay,500,503,cut] [--delay-ms N] [--always FAULT]
- *                 [--seed N] [--stats FILE] [--log FILE]
+ *                 [--storm-ms N] [--seed N] [--stats FILE] [--log FILE]
  *
  * "delay" holds the answer back (the request reaches the server at once, so a client that gives
  * up and retries never races a late copy of its own request).
  * It prints "listening 127.0.0.1:<port>" once ready (--listen 0, the default, picks a free
- * port). --always makes every request fail ("the server never recovers"). --stats names a
+ * port). --always makes every request fail ("the server never recovers"). --storm-ms N limits
+ * the faults that --rate picks to the first N ms after the first request, then the server
+ * recovers (--faults 503 --rate 50 --storm-ms 60000: a minute of SlowDown to half of all
+ * requests). --stats names a
  * file rewritten after each request with "requests N" and "faults N" lines; --log a file
  * that gets the header block of every request, as received. One request per
  * connection: the proxy adds "Connection: close" both ways, so it only has to find the end of
@@ -39,6 +42,8 @@ struct proxy {
     unsigned enabled;  /* bit per fault that --rate may pick */
     enum fault always; /* F_NONE unless --always */
     unsigned delay_ms;
+    uint64_t storm_ms;    /* 0: --rate applies for ever */
+    uint64_t storm_start; /* uv_now of the first request, 0 before it */
     uint64_t rng;
     unsigned long requests, faults;
     const char *stats_path;
@@ -395,6 +400,11 @@ static void after_delay(uv_timer_t *t)
 static enum fault pick_fault(struct proxy *px)
 {
     if (px->always != F_NONE) return px->always;
+    if (px->storm_ms) {
+        uint64_t now = uv_now(px->loop);
+        if (px->storm_start == 0) px->storm_start = now ? now : 1;
+        if (now - px->storm_start >= px->storm_ms) return F_NONE; /* recovered */
+    }
     if (next_rand(px) % 100 >= px->rate || px->enabled == 0) return F_NONE;
     for (;;) {
         enum fault f = (enum fault)(1 + next_rand(px) % (F_COUNT - 1));
@@ -513,7 +523,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: pv_faultproxy --target IP:PORT [--listen PORT] [--rate PERCENT] "
                     "[--faults drop,delay,500,503,cut] [--delay-ms N] [--always FAULT] "
-                    "[--seed N] [--stats FILE] [--log FILE]\n");
+                    "[--storm-ms N] [--seed N] [--stats FILE] [--log FILE]\n");
     return 2;
 }
 
@@ -535,6 +545,8 @@ int main(int argc, char **argv)
             px.rate = (unsigned)atoi(v);
         } else if (strcmp(a, "--delay-ms") == 0) {
             px.delay_ms = (unsigned)atoi(v);
+        } else if (strcmp(a, "--storm-ms") == 0) {
+            px.storm_ms = strtoull(v, NULL, 10);
         } else if (strcmp(a, "--seed") == 0) {
             seed = strtoull(v, NULL, 10);
         } else if (strcmp(a, "--stats") == 0) {

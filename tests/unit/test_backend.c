@@ -1586,6 +1586,7 @@ static void never_recovers(const char *fault, const char *needle)
     env_set(BACKEND_S3_ENV_RETRIES, "4");
     env_set(BACKEND_S3_ENV_RETRY_DELAY_MS, "20");
     env_set(BACKEND_S3_ENV_STALL_TIMEOUT, "1");
+    env_set(BACKEND_S3_ENV_THROTTLE_TIME, "0"); /* the count alone: s3_throttle.sh tests the time */
     struct backend *b = NULL;
     struct err e;
     err_clear(&e);
@@ -1645,6 +1646,7 @@ static void test_s3_requests_on_the_wire(void **state)
     env_set("AWS_SECRET_ACCESS_KEY", "s");
     env_set("AWS_SESSION_TOKEN", "token-123");
     env_set(BACKEND_S3_ENV_RETRIES, "0");
+    env_set(BACKEND_S3_ENV_THROTTLE_TIME, "0");
     env_set(BACKEND_S3_ENV_REGION, "eu-west-3");
     char loc[128], want[256];
     struct backend *b = NULL;

@@ -347,6 +347,18 @@ static void test_index_written_during_backup(void **state)
     free_blobs(blobs, N);
 }
 
+/* When the uploaded packs are listed in an index file: 16 packs, 65,536 blobs or 10 s after
+ * the oldest was uploaded, whichever comes first; never with nothing to list. */
+static void test_index_due(void **state)
+{
+    assert_false(store_index_due(0, 0, 1000000));
+    assert_false(store_index_due(15, 65535, 9999));
+    assert_true(store_index_due(16, 1, 0));
+    assert_true(store_index_due(1, 65536, 0));
+    assert_true(store_index_due(1, 1, 10000));
+    assert_false(store_index_due(1, 1, 9999));
+}
+
 static void test_index_file_blob_cap(void **state)
 {
     /* 100,000 tiny blobs fill far fewer than 16 packs, yet an index file is due once 65,536
@@ -469,6 +481,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_concurrent_adds),
         cmocka_unit_test(test_index_written_during_backup),
+        cmocka_unit_test(test_index_due),
         cmocka_unit_test(test_index_file_blob_cap),
         cmocka_unit_test(test_tree_blobs_compress),
         cmocka_unit_test(test_flush_empty),
