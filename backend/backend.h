@@ -84,6 +84,18 @@ struct backend_opts {
      * (NULL: "default") of credentials_file, else of <home>/.aws/credentials. */
     const char *access_key, *secret_key, *session_token;
     const char *credentials_file, *profile, *home;
+    /* The rest of AWS's credentials chain (backend/aws_creds.h), tried after the above. */
+    const char *role_arn, *web_identity_token_file, *role_session_name; /* IRSA */
+    const char *sts_endpoint;  /* NULL: https://sts.<region>.amazonaws.com/ */
+    const char *container_uri; /* EKS Pod Identity / ECS credentials endpoint */
+    const char *container_token, *container_token_file; /* its Authorization value */
+    const char *imds_endpoint; /* EC2 instance metadata; NULL: http://169.254.169.254 */
+    bool imds_disabled;
+    long cred_refresh_s;     /* fetch temporary credentials this long before expiry (300) */
+    const char *s3_endpoint; /* replaces the location's scheme://host[:port] when set */
+    /* Microsoft Entra ID (backend/azure_token.h), for the Azure backend. */
+    const char *azure_tenant_id, *azure_client_id, *azure_client_secret;
+    const char *azure_federated_token_file, *azure_authority_host;
 };
 
 /* The defaults above (strings NULL). */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "base/fdio.h"
+#include "backend/aws_creds.h"
 #include "backend/backend.h"
 #include "backend/s3_xml.h"
 
@@ -45,8 +46,8 @@ struct s3 {
     char *bucket;
     char *prefix; /* "" or "some/prefix/" */
     char *region;
-    char *sigv4; /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
-    char *access_key, *secret_key, *token_header;
+    char *sigv4;             /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
+    struct aws_creds *creds; /* thread-safe itself */
     char *cacert;
     bool insecure;
     long retries, delay_ms, max_delay_ms, connect_timeout_s, stall_timeout_s, list_max;
@@ -65,116 +66,11 @@ static struct s3 *as_s3(struct backend *b)
 
 /* ---- settings ---- */
 
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
-        s[--n] = '\0';
-    return s;
-}
-
 static int set_str(char **dst, const char *v)
 {
     free(*dst);
     *dst = strdup(v);
     return *dst ? 0 : -1;
-}
-
-static int set_token(struct s3 *s, const char *token)
-{
-    free(s->token_header);
-    s->token_header = NULL;
-    return asprintf(&s->token_header, "x-amz-security-token: %s", token) < 0 ? -1 : 0;
-}
-
-/* Reads one profile of an AWS shared credentials file (INI: "[name]" sections, "key = value"
- * lines, '#' or ';' comments; "[profile name]" as in ~/.aws/config is accepted too). */
-static int read_credentials_file(struct s3 *s, const char *path, const char *profile, bool named,
-                                 struct err *e)
-{
-    FILE *f = fopen(path, "re");
-    if (!f && errno == ENOENT && !named)
-        return err_set(e, ERR_FAIL,
-                       "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
-                       "write them to %s",
-                       path);
-    if (!f) {
-        err_sys(e, errno, "reading the AWS credentials file %s", path);
-        return e->code = ERR_FAIL;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    bool in = false, seen = false;
-    int rc = 0;
-    while (rc == 0 && getline(&line, &cap, f) >= 0) {
-        char *l = trim(line);
-        if (*l == '\0' || *l == '#' || *l == ';') continue;
-        if (*l == '[') {
-            char *close = strchr(l, ']');
-            if (!close) continue;
-            *close = '\0';
-            char *name = trim(l + 1);
-            if (strncmp(name, "profile ", 8) == 0) name = trim(name + 8);
-            in = strcmp(name, profile) == 0;
-            seen |= in;
-            continue;
-        }
-        char *eq = strchr(l, '=');
-        if (!in || !eq) continue;
-        *eq = '\0';
-        char *key = trim(l), *val = trim(eq + 1);
-        if (strcmp(key, "aws_access_key_id") == 0)
-            rc = set_str(&s->access_key, val);
-        else if (strcmp(key, "aws_secret_access_key") == 0)
-            rc = set_str(&s->secret_key, val);
-        else if (strcmp(key, "aws_session_token") == 0 && *val)
-            rc = set_token(s, val);
-    }
-    free(line);
-    fclose(f);
-    if (rc < 0) return err_set(e, ERR_FAIL, "reading %s: out of memory", path);
-    if (!seen)
-        return err_set(e, ERR_FAIL, "no profile [%s] in the AWS credentials file %s", profile,
-                       path);
-    if (!s->access_key || !*s->access_key || !s->secret_key || !*s->secret_key)
-        return err_set(e, ERR_FAIL,
-                       "profile [%s] in %s lacks aws_access_key_id or aws_secret_access_key",
-                       profile, path);
-    return 0;
-}
-
-static int load_credentials(struct s3 *s, const struct backend_opts *o, struct err *e)
-{
-    bool has_id = o->access_key && *o->access_key, has_secret = o->secret_key && *o->secret_key;
-    if (has_id != has_secret)
-        return err_set(e, ERR_FAIL,
-                       "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together");
-    if (has_id) {
-        const char *token = o->session_token;
-        if (set_str(&s->access_key, o->access_key) < 0 ||
-            set_str(&s->secret_key, o->secret_key) < 0 ||
-            (token && *token && set_token(s, token) < 0))
-            return err_set(e, ERR_FAIL, "out of memory");
-        return 0;
-    }
-    const char *file = o->credentials_file && *o->credentials_file ? o->credentials_file : NULL;
-    char *path = NULL;
-    if (file) {
-        path = strdup(file);
-    } else {
-        if (!o->home || !*o->home)
-            return err_set(e, ERR_FAIL,
-                           "no S3 credentials: set AWS_ACCESS_KEY_ID and "
-                           "AWS_SECRET_ACCESS_KEY, or AWS_SHARED_CREDENTIALS_FILE");
-        if (asprintf(&path, "%s/.aws/credentials", o->home) < 0) path = NULL;
-    }
-    if (!path) return err_set(e, ERR_FAIL, "out of memory");
-    const char *profile = o->profile && *o->profile ? o->profile : "default";
-    int rc = read_credentials_file(s, path, profile, file != NULL, e);
-    free(path);
-    return rc;
 }
 
 /* Percent-encodes everything but RFC 3986 unreserved characters (and '/' when asked), which is
@@ -424,7 +320,8 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
 }
 
 /* One attempt. Returns curl's result; r->status and r->err describe the answer. */
-static CURLcode attempt(struct s3 *s, CURL *h, struct req *r, char *curl_msg)
+static CURLcode attempt(struct s3 *s, CURL *h, const struct aws_cred *k, struct req *r,
+                        char *curl_msg)
 {
     struct xfer x = {.r = r, .h = h, .out_start = r->out ? r->out->len : 0};
     struct curl_slist *hdrs = NULL, *t;
@@ -433,16 +330,21 @@ static CURLcode attempt(struct s3 *s, CURL *h, struct req *r, char *curl_msg)
              r->body_sha256 ? r->body_sha256 : EMPTY_SHA256);
     /* No "Expect:" line to turn off 100-continue: curl 7.88 would sign it as an empty header
      * that is never sent, and every upload would fail with SignatureDoesNotMatch. */
-    const char *lines[] = {sha_hdr, s->token_header};
+    char *token_hdr = NULL;
+    if (k->token && asprintf(&token_hdr, "x-amz-security-token: %s", k->token) < 0)
+        return CURLE_OUT_OF_MEMORY;
+    const char *lines[] = {sha_hdr, token_hdr};
     for (size_t i = 0; i < 2; i++) {
         if (!lines[i]) continue;
         t = curl_slist_append(hdrs, lines[i]);
         if (!t) {
             curl_slist_free_all(hdrs);
+            free(token_hdr);
             return CURLE_OUT_OF_MEMORY;
         }
         hdrs = t;
     }
+    free(token_hdr); /* curl_slist_append copied it */
     curl_easy_reset(h);
     curl_msg[0] = '\0';
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_msg);
@@ -452,8 +354,8 @@ static CURLcode attempt(struct s3 *s, CURL *h, struct req *r, char *curl_msg)
     curl_easy_setopt(h, CURLOPT_SHARE, s->share);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "podvault/" PV_VERSION);
     curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->sigv4);
-    curl_easy_setopt(h, CURLOPT_USERNAME, s->access_key);
-    curl_easy_setopt(h, CURLOPT_PASSWORD, s->secret_key);
+    curl_easy_setopt(h, CURLOPT_USERNAME, k->access_key);
+    curl_easy_setopt(h, CURLOPT_PASSWORD, k->secret_key);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, s->connect_timeout_s);
     /* Less than a byte a second for the stall time: the server is hung, give up on it. */
@@ -617,12 +519,27 @@ static int request(struct s3 *s, struct req *r, struct err *e)
     char curl_msg[CURL_ERROR_SIZE];
     CURLcode cc;
     int n = 1;
+    struct aws_cred k = {0};
+    bool renewed = false;
     for (;; n++) {
         if (r->out) r->out->len = out_start;
-        cc = attempt(s, h, r, curl_msg);
+        /* The current credentials for each attempt: temporary ones are refreshed on the way. */
+        aws_cred_free(&k);
+        if (aws_creds_get(s->creds, &k, e) < 0) {
+            pool_put(s, h);
+            return err_wrap(e, "S3 %s of %s in %s", r->method, r->what, s->b.location);
+        }
+        cc = attempt(s, h, &k, r, curl_msg);
         if (cc == CURLE_OK && r->status / 100 == 2) {
             pool_put(s, h);
+            aws_cred_free(&k);
             return 0;
+        }
+        /* Credentials that expired early (a clock apart from the server's): new ones, once. */
+        if (cc == CURLE_OK && !renewed && strcmp(r->err.code, "ExpiredToken") == 0) {
+            renewed = true;
+            aws_creds_invalidate(s->creds);
+            continue;
         }
         bool again = cc != CURLE_OK ? retryable_curl(cc) : retryable_status(r);
         if (!again || n > s->retries) break;
@@ -638,9 +555,10 @@ static int request(struct s3 *s, struct req *r, struct err *e)
         probe.range = "0-0";
         probe.out = NULL;
         char probe_msg[CURL_ERROR_SIZE];
-        if (attempt(s, h, &probe, probe_msg) == CURLE_OK && probe.status == r->status)
+        if (attempt(s, h, &k, &probe, probe_msg) == CURLE_OK && probe.status == r->status)
             r->err = probe.err;
     }
+    aws_cred_free(&k);
     pool_put(s, h);
     return request_error(s, r, cc, curl_msg, n, e);
 }
@@ -938,16 +856,13 @@ static void s3_close(struct backend *self)
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&s->share_mu[i]);
     pthread_mutex_destroy(&s->pool_mu);
-    if (s->secret_key) sodium_memzero(s->secret_key, strlen(s->secret_key));
+    aws_creds_close(s->creds);
     free(s->bucket_url);
     free(s->object_base);
     free(s->bucket);
     free(s->prefix);
     free(s->region);
     free(s->sigv4);
-    free(s->access_key);
-    free(s->secret_key);
-    free(s->token_header);
     free(s->cacert);
     free(s->b.location);
     free(s);
@@ -1048,7 +963,7 @@ int backend_s3_open(const char *location, const struct backend_opts *o, bool cre
     if (!s->b.location || !s->share) rc = err_set(e, ERR_FAIL, "out of memory");
     if (!rc) rc = parse_location(s, location, o->addressing, e);
     if (!rc) rc = load_settings(s, o, e);
-    if (!rc) rc = load_credentials(s, o, e);
+    if (!rc) rc = aws_creds_open(o, s->region, &s->creds, e);
     if (!rc) {
         curl_share_setopt(s->share, CURLSHOPT_LOCKFUNC, share_lock);
         curl_share_setopt(s->share, CURLSHOPT_UNLOCKFUNC, share_unlock);

@@ -1221,7 +1221,17 @@ static void test_s3_credentials(void **state)
     expect_open_fails("s3:http://127.0.0.1:1/bucket", "/nonexistent/credentials");
     env_set("AWS_SHARED_CREDENTIALS_FILE", NULL);
     env_set("HOME", "/nonexistent");
+    /* With no ~/.aws/credentials, the chain goes on to the pod's identity, and with none of
+     * those set and instance metadata off, the message lists the ways. */
+    env_set("AWS_EC2_METADATA_DISABLED", "true");
     expect_open_fails("s3:http://127.0.0.1:1/bucket", "no S3 credentials");
+    expect_open_fails("s3:http://127.0.0.1:1/bucket", "AWS_WEB_IDENTITY_TOKEN_FILE");
+    /* Instance metadata that does not answer (nothing listens on port 1). */
+    env_set("AWS_EC2_METADATA_DISABLED", NULL);
+    env_set("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1");
+    expect_open_fails("s3:http://127.0.0.1:1/bucket",
+                      "EC2 instance metadata at http://127.0.0.1:1");
+    env_set("AWS_EC2_METADATA_SERVICE_ENDPOINT", NULL);
     env_set("AWS_ACCESS_KEY_ID", "only-the-key");
     expect_open_fails("s3:http://127.0.0.1:1/bucket", "must be set together");
     env_restore();
