@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +47,7 @@ struct s3 {
     char *bucket;
     char *prefix; /* "" or "some/prefix/" */
     char *region;
+    bool region_given;       /* else found out from the bucket (discover_region) */
     char *sigv4;             /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
     struct aws_creds *creds; /* thread-safe itself */
     char *cacert;
@@ -191,14 +193,26 @@ out:
 }
 
 /* The numbers were checked by backend_open. */
+static int set_region(struct s3 *s, const char *region, struct err *e)
+{
+    size_t rn = strlen(region);
+    if (rn == 0 || rn > 64 || strspn(region, "abcdefghijklmnopqrstuvwxyz0123456789-") != rn)
+        return err_set(e, ERR_FAIL, "bad S3 region \"%.64s\"", region);
+    char *sig = NULL;
+    if (asprintf(&sig, "aws:amz:%s:s3", region) < 0 || set_str(&s->region, region) < 0) {
+        free(sig);
+        return err_set(e, ERR_FAIL, "out of memory");
+    }
+    free(s->sigv4);
+    s->sigv4 = sig;
+    return 0;
+}
+
 static int load_settings(struct s3 *s, const struct backend_opts *o, struct err *e)
 {
-    const char *region = o->region && *o->region ? o->region : "us-east-1";
-    size_t rn = strlen(region);
-    if (rn > 64 || strspn(region, "abcdefghijklmnopqrstuvwxyz0123456789-") != rn)
-        return err_set(e, ERR_FAIL, "bad S3 region \"%.64s\"", region);
-    if (set_str(&s->region, region) < 0 || asprintf(&s->sigv4, "aws:amz:%s:s3", region) < 0)
-        return err_set(e, ERR_FAIL, "out of memory");
+    s->region_given = o->region && *o->region;
+    const char *region = s->region_given ? o->region : "us-east-1";
+    if (set_region(s, region, e) < 0) return e->code;
     if (o->cacert && *o->cacert && set_str(&s->cacert, o->cacert) < 0)
         return err_set(e, ERR_FAIL, "out of memory");
     s->insecure = o->insecure_tls;
@@ -228,6 +242,7 @@ struct req {
     struct buf *out;         /* a successful answer's body is appended here; NULL drops it */
     uint64_t out_max;        /* most bytes a ranged answer may bring; 0 = no limit */
     /* results of the last attempt */
+    char bucket_region[64]; /* the x-amz-bucket-region header, or "" */
     long status;
     uint64_t length; /* Content-Length, for HEAD */
     struct s3_error err;
@@ -284,6 +299,15 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
     if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) x->headers_done = false; /* after 100 Continue */
     if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n'))
         x->headers_done = true;
+    static const char name[] = "x-amz-bucket-region:";
+    if (n > sizeof name && n < sizeof name + 64 && strncasecmp(p, name, sizeof name - 1) == 0) {
+        size_t i = sizeof name - 1, k = 0;
+        while (i < n && p[i] == ' ')
+            i++;
+        for (; i < n && p[i] != '\r' && p[i] != '\n'; i++)
+            x->r->bucket_region[k++] = p[i];
+        x->r->bucket_region[k] = '\0';
+    }
     return n;
 }
 
@@ -387,6 +411,7 @@ static CURLcode attempt(struct s3 *s, CURL *h, const struct aws_cred *k, struct 
     if (r->range) curl_easy_setopt(h, CURLOPT_RANGE, r->range);
     if (r->out) curl_easy_setopt(h, CURLOPT_BUFFERSIZE, RECV_BUFFER);
 
+    r->bucket_region[0] = '\0';
     CURLcode cc = curl_easy_perform(h);
     r->status = 0;
     r->length = 0;
@@ -898,6 +923,46 @@ static void global_init(void)
     global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+/* One signed attempt at the bucket, for discover_region: the region it names, or "". */
+static void ask_region(struct s3 *s, CURL *h, const struct aws_cred *k, const char *method,
+                       const char *url, char region[64])
+{
+    char msg[CURL_ERROR_SIZE];
+    struct req r = {.method = method, .what = s->bucket, .url = url};
+    region[0] = '\0';
+    if (attempt(s, h, k, &r, msg) != CURLE_OK) return;
+    snprintf(region, 64, "%s", r.bucket_region[0] ? r.bucket_region : r.err.region);
+}
+
+/* A location with no region: ask the bucket, as the AWS SDKs' GetBucketRegion does
+ * (aws-sdk-go-v2 feature/s3/manager/bucket_region.go): a HEAD of the bucket signed for
+ * us-east-1 carries x-amz-bucket-region on AWS whatever its status; where it does not, the
+ * <Region> of a GET's 400 AuthorizationHeaderMalformed names it. One attempt each, no retries:
+ * a server that names no region (Ceph RGW, MinIO) or does not answer leaves us-east-1, and
+ * the first real request reports what is wrong. */
+static int discover_region(struct s3 *s, struct err *e)
+{
+    CURL *h = pool_get(s);
+    struct aws_cred k = {0};
+    char *url = NULL, region[64];
+    int rc = 0;
+    if (!h || asprintf(&url, "%s?list-type=2&max-keys=1", s->bucket_url) < 0) {
+        url = NULL;
+        rc = err_set(e, ERR_FAIL, "out of memory");
+    }
+    if (rc == 0) rc = aws_creds_get(s->creds, &k, e);
+    if (rc == 0) {
+        ask_region(s, h, &k, "HEAD", s->bucket_url, region);
+        if (!region[0]) ask_region(s, h, &k, "GET", url, region);
+        if (region[0] && strcmp(region, s->region) != 0) rc = set_region(s, region, e);
+        if (rc < 0) err_wrap(e, "the region the bucket %s names", s->bucket);
+    }
+    aws_cred_free(&k);
+    free(url);
+    if (h) pool_put(s, h);
+    return rc;
+}
+
 /* `init` on a missing bucket creates it; any other failure (bad credentials...) shows here. */
 static int ensure_bucket(struct s3 *s, struct err *e)
 {
@@ -963,7 +1028,7 @@ int backend_s3_open(const char *location, const struct backend_opts *o, bool cre
     if (!s->b.location || !s->share) rc = err_set(e, ERR_FAIL, "out of memory");
     if (!rc) rc = parse_location(s, location, o->addressing, e);
     if (!rc) rc = load_settings(s, o, e);
-    if (!rc) rc = aws_creds_open(o, s->region, &s->creds, e);
+    if (!rc) rc = aws_creds_open(o, s->region_given ? s->region : NULL, &s->creds, e);
     if (!rc) {
         curl_share_setopt(s->share, CURLSHOPT_LOCKFUNC, share_lock);
         curl_share_setopt(s->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
@@ -981,6 +1046,7 @@ int backend_s3_open(const char *location, const struct backend_opts *o, bool cre
                          curl_version());
         if (h) pool_put(s, h);
     }
+    if (!rc && !s->region_given) rc = discover_region(s, e);
     if (!rc && create) rc = ensure_bucket(s, e);
     if (rc < 0) {
         if (!strstr(e->msg, location)) err_wrap(e, "opening %s", location);
