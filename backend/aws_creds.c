@@ -18,7 +18,6 @@
 
 #include "backend/cred_http.h"
 
-#define TOKEN_FILE_MAX (64u << 10)
 #define VALUE_MAX (16u << 10)
 #define IMDS_DEFAULT "http://169.254.169.254"
 #define IMDS_TOKEN_TTL "21600"
@@ -322,38 +321,6 @@ static bool set(const char *s)
     return s && *s;
 }
 
-/* A token file's content, without the line end a file usually has. */
-static int read_token_file(const char *path, const char *what, char **out, struct err *e)
-{
-    FILE *f = fopen(path, "re");
-    if (!f) {
-        err_sys(e, errno, "reading the %s token file %s", what, path);
-        return e->code = ERR_FAIL;
-    }
-    char *s = malloc(TOKEN_FILE_MAX + 1);
-    size_t n = s ? fread(s, 1, TOKEN_FILE_MAX + 1, f) : 0;
-    bool failed = ferror(f);
-    fclose(f);
-    if (!s) return err_set(e, ERR_FAIL, "reading %s: out of memory", path);
-    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
-        n--;
-    s[n] = '\0';
-    int rc = 0;
-    if (failed)
-        rc = err_set(e, ERR_FAIL, "reading the %s token file %s failed", what, path);
-    else if (n == 0)
-        rc = err_set(e, ERR_FAIL, "the %s token file %s is empty", what, path);
-    else if (n > TOKEN_FILE_MAX)
-        rc = err_set(e, ERR_FAIL, "the %s token file %s is larger than %u bytes", what, path,
-                     TOKEN_FILE_MAX);
-    if (rc < 0) {
-        free(s);
-        return rc;
-    }
-    *out = s;
-    return 0;
-}
-
 static struct cred_http_req http_req(const struct aws_creds *c, const char *method, const char *url,
                                      const char *what)
 {
@@ -366,30 +333,17 @@ static struct cred_http_req http_req(const struct aws_creds *c, const char *meth
                                   .what = what};
 }
 
-/* Appends "&name=<value, form-encoded>" to a form body. */
-static int form_add(struct buf *b, const char *name, const char *value)
-{
-    char *enc = curl_easy_escape(NULL, value, 0);
-    int rc = enc ? 0 : -1;
-    if (rc == 0 && b->len && buf_append(b, "&", 1) < 0) rc = -1;
-    if (rc == 0 && (buf_append(b, name, strlen(name)) < 0 || buf_append(b, "=", 1) < 0 ||
-                    buf_append(b, enc, strlen(enc)) < 0))
-        rc = -1;
-    curl_free(enc);
-    return rc;
-}
-
 static int fetch_web(struct aws_creds *c, struct aws_cred *out, struct err *e)
 {
     char *jwt = NULL;
-    if (read_token_file(c->token_file, "web identity", &jwt, e) < 0) return e->code;
+    if (cred_http_read_token(c->token_file, "web identity", &jwt, e) < 0) return e->code;
     struct buf form = BUF_INIT, ans = BUF_INIT;
     int rc = 0;
-    if (form_add(&form, "Action", "AssumeRoleWithWebIdentity") < 0 ||
-        form_add(&form, "RoleArn", c->role_arn) < 0 ||
-        form_add(&form, "RoleSessionName", c->session_name) < 0 ||
-        form_add(&form, "Version", "2011-06-15") < 0 ||
-        form_add(&form, "WebIdentityToken", jwt) < 0 || buf_append(&form, "", 1) < 0)
+    if (cred_http_form_add(&form, "Action", "AssumeRoleWithWebIdentity") < 0 ||
+        cred_http_form_add(&form, "RoleArn", c->role_arn) < 0 ||
+        cred_http_form_add(&form, "RoleSessionName", c->session_name) < 0 ||
+        cred_http_form_add(&form, "Version", "2011-06-15") < 0 ||
+        cred_http_form_add(&form, "WebIdentityToken", jwt) < 0 || buf_append(&form, "", 1) < 0)
         rc = err_set(e, ERR_FAIL, "out of memory");
     static const char *const hdrs[] = {"Content-Type: application/x-www-form-urlencoded", NULL};
     struct cred_http_req r = http_req(c, "POST", c->sts_url, "STS AssumeRoleWithWebIdentity");
@@ -432,7 +386,7 @@ static int fetch_container(struct aws_creds *c, struct aws_cred *out, struct err
 {
     char *token = NULL, *auth = NULL;
     if (c->container_token_file &&
-        read_token_file(c->container_token_file, "container authorization", &token, e) < 0)
+        cred_http_read_token(c->container_token_file, "container authorization", &token, e) < 0)
         return e->code;
     const char *t = token ? token : c->container_token;
     int rc = 0;

@@ -2,6 +2,8 @@
 #include "backend/cred_http.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -114,4 +116,46 @@ void cred_http_clean(char *dst, size_t cap, const char *s, size_t len)
     for (; n + 1 < cap && n < len && s[n]; n++)
         dst[n] = (unsigned char)s[n] < 0x20 || s[n] == 0x7f ? '?' : s[n];
     if (cap) dst[n] = '\0';
+}
+
+int cred_http_form_add(struct buf *b, const char *name, const char *value)
+{
+    char *enc = curl_easy_escape(NULL, value, 0);
+    int rc = enc ? 0 : -1;
+    if (rc == 0 && b->len && buf_append(b, "&", 1) < 0) rc = -1;
+    if (rc == 0 && (buf_append(b, name, strlen(name)) < 0 || buf_append(b, "=", 1) < 0 ||
+                    buf_append(b, enc, strlen(enc)) < 0))
+        rc = -1;
+    curl_free(enc);
+    return rc;
+}
+
+int cred_http_read_token(const char *path, const char *what, char **out, struct err *e)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        err_sys(e, errno, "reading the %s token file %s", what, path);
+        return e->code = ERR_FAIL;
+    }
+    char *s = malloc(CRED_HTTP_TOKEN_MAX + 1);
+    size_t n = s ? fread(s, 1, CRED_HTTP_TOKEN_MAX + 1, f) : 0;
+    bool failed = ferror(f);
+    fclose(f);
+    if (!s) return err_set(e, ERR_FAIL, "reading %s: out of memory", path);
+    int rc = 0;
+    if (failed)
+        rc = err_set(e, ERR_FAIL, "reading the %s token file %s failed", what, path);
+    else if (n > CRED_HTTP_TOKEN_MAX)
+        rc = err_set(e, ERR_FAIL, "the %s token file %s is larger than %u bytes", what, path,
+                     CRED_HTTP_TOKEN_MAX);
+    while (rc == 0 && n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
+        n--;
+    if (rc == 0 && n == 0) rc = err_set(e, ERR_FAIL, "the %s token file %s is empty", what, path);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    s[n] = '\0';
+    *out = s;
+    return 0;
 }

@@ -38,4 +38,15 @@ int cred_http_do(const struct cred_http_req *req, long *status, struct buf *out,
  * cap-1 bytes. */
 void cred_http_clean(char *dst, size_t cap, const char *s, size_t len);
 
+/* Appends "name=<value, form-encoded>" to an application/x-www-form-urlencoded body, with a
+ * '&' before it unless the body is empty. -1 when out of memory. */
+int cred_http_form_add(struct buf *b, const char *name, const char *value);
+
+#define CRED_HTTP_TOKEN_MAX (64u << 10)
+
+/* Reads a token file (a Kubernetes projected service account token, a Pod Identity token):
+ * its content without trailing white space, malloc'd into *out. ERR_FAIL naming `what` and
+ * the path when it cannot be read, is empty or is larger than CRED_HTTP_TOKEN_MAX. */
+int cred_http_read_token(const char *path, const char *what, char **out, struct err *e);
+
 #endif
