@@ -125,9 +125,37 @@ static bool ends_with(const char *s, const char *tail)
 
 #define LOCATION_FORM "expected s3:http[s]://host[:port]/bucket[/prefix]"
 
-/* Splits "s3:[scheme://]host[:port]/bucket[/prefix]" and builds the URLs. */
+/* An endpoint "http[s]://host[:port][/]" in place of the location's own (AWS_ENDPOINT_URL_S3,
+ * as the AWS SDKs read it: aws-sdk-go-v2 config/env_config.go). */
+static int endpoint_override(const char *ep, const char **scheme, char **host, struct err *e)
+{
+    const char *h;
+    if (strncmp(ep, "http://", 7) == 0) {
+        *scheme = "http";
+        h = ep + 7;
+    } else if (strncmp(ep, "https://", 8) == 0) {
+        *scheme = "https";
+        h = ep + 8;
+    } else {
+        return err_set(e, ERR_FAIL,
+                       "AWS_ENDPOINT_URL_S3=\"%.100s\": expected http[s]://host[:port]", ep);
+    }
+    size_t n = strcspn(h, "/");
+    if (n == 0 || (h[n] && h[n + 1]))
+        return err_set(
+            e, ERR_FAIL,
+            "AWS_ENDPOINT_URL_S3=\"%.100s\": expected http[s]://host[:port] without a path", ep);
+    char *dup = strndup(h, n);
+    if (!dup) return err_set(e, ERR_FAIL, "out of memory");
+    free(*host);
+    *host = dup;
+    return 0;
+}
+
+/* Splits "s3:[scheme://]host[:port]/bucket[/prefix]" and builds the URLs; `endpoint` (NULL
+ * when unset) replaces the scheme and host. */
 static int parse_location(struct s3 *s, const char *loc, enum backend_addressing addressing,
-                          struct err *e)
+                          const char *endpoint, struct err *e)
 {
     const char *rest = loc + 3, *scheme = "https";
     if (strncmp(rest, "http://", 7) == 0) {
@@ -150,6 +178,8 @@ static int parse_location(struct s3 *s, const char *loc, enum backend_addressing
         rc = err_set(e, ERR_FAIL, "out of memory");
         goto out;
     }
+    if (endpoint && *endpoint && (rc = endpoint_override(endpoint, &scheme, &host, e)) < 0)
+        goto out;
     if (!host_ok(host)) {
         rc = err_set(e, ERR_FAIL, "%s: bad host \"%s\" (" LOCATION_FORM ")", loc, host);
         goto out;
@@ -1026,7 +1056,7 @@ int backend_s3_open(const char *location, const struct backend_opts *o, bool cre
     s->b.location = strdup(location);
     s->share = curl_share_init();
     if (!s->b.location || !s->share) rc = err_set(e, ERR_FAIL, "out of memory");
-    if (!rc) rc = parse_location(s, location, o->addressing, e);
+    if (!rc) rc = parse_location(s, location, o->addressing, o->s3_endpoint, e);
     if (!rc) rc = load_settings(s, o, e);
     if (!rc) rc = aws_creds_open(o, s->region_given ? s->region : NULL, &s->creds, e);
     if (!rc) {

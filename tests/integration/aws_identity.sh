@@ -13,6 +13,7 @@
 #  - a refused role fails with STS's code and message; a wrong token file with STS's reason.
 #  - EKS Pod Identity (the Authorization token from a file), and a wrong token.
 #  - EC2 instance metadata (IMDSv2: the stub serves credentials only with a session token).
+#  - AWS_ENDPOINT_URL_S3 replaces the location's scheme://host[:port].
 #  - a location with no region finds the bucket's region (the stub answers requests signed for
 #    another region as AWS does: 301 with x-amz-bucket-region, 400 AuthorizationHeaderMalformed).
 . "$(dirname "$0")/lib.sh" || exit 1
@@ -136,4 +137,10 @@ run_pv 0 --json snapshots
 jq -e 'length == 1' "$T/out" >/dev/null || fail "snapshots with the region found: $(cat "$T/out")"
 [ "$(stat_of REG .redirects)" -ge 2 ] || fail "no redirect seen: $(cat "$T/REG.json")"
 ok "a location with no region asks the bucket (eu-west-3) instead of assuming us-east-1"
+
+# ---- AWS_ENDPOINT_URL_S3 replaces the location's host (nothing listens on port 1) ----
+REPO="s3:http://127.0.0.1:1/$(s3_path)"
+AWS_ENDPOINT_URL_S3=http://127.0.0.1:$REG run_pv 0 --json snapshots
+jq -e 'length == 1' "$T/out" >/dev/null || fail "snapshots through AWS_ENDPOINT_URL_S3: $(cat "$T/out")"
+ok "AWS_ENDPOINT_URL_S3 replaces the location's scheme and host"
 REPO=$S3REPO

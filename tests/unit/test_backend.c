@@ -1189,6 +1189,11 @@ static void test_s3_locations(void **state)
     env_set(BACKEND_S3_ENV_REGION, NULL);
     env_set(BACKEND_S3_ENV_RETRIES, "many");
     expect_open_fails("s3:http://127.0.0.1:1/bucket", BACKEND_S3_ENV_RETRIES);
+    env_set(BACKEND_S3_ENV_RETRIES, NULL);
+    env_set("AWS_ENDPOINT_URL_S3", "ftp://h");
+    expect_open_fails("s3:http://127.0.0.1:1/bucket", "AWS_ENDPOINT_URL_S3");
+    env_set("AWS_ENDPOINT_URL_S3", "http://h/path");
+    expect_open_fails("s3:http://127.0.0.1:1/bucket", "without a path");
     env_restore();
 }
 
