@@ -198,10 +198,13 @@ int backend_parse_kind(const char *location, enum backend_kind *kind, struct err
         *kind = BACKEND_S3;
         return 0;
     }
-    /* "name:" before any '/' is a scheme (RFC 3986's letters), not a directory. */
-    size_t n =
-        strspn(location, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
-    if (n > 0 && location[n] == ':')
+    /* A ':' before any '/' makes a scheme ("gs:", "b2:"), or a mistyped one ("s3;http://"),
+     * not a directory: refused, so that no directory named after it is created in the current
+     * one. "./name:..." and absolute paths are directories. */
+    size_t first = strcspn(location, "/");
+    const char *colon = memchr(location, ':', first);
+    size_t n = colon ? (size_t)(colon - location) : 0;
+    if (colon && location[0] != '.')
         return err_set(e, ERR_FAIL,
                        "%.100s: unknown repository scheme \"%.*s:\" (use s3:http[s]://host/bucket "
                        "for S3, or a directory path; write ./%.100s for a directory of that name)",

@@ -110,10 +110,10 @@ typedef const char *(*backend_var_fn)(void *ctx, const char *name);
  * `get` returns and must outlive `o`. ERR_FAIL names the variable whose value is malformed. */
 int backend_opts_from_vars(struct backend_opts *o, backend_var_fn get, void *ctx, struct err *e);
 
-/* Which backend a location names: "s3:..." is S3; a location that starts with another scheme
- * ("name:", letters, digits, '+', '-' or '.', before any '/') fails with a message naming the
- * schemes there are; anything else is a local directory. The one place locations are told
- * apart. */
+/* Which backend a location names: "s3:..." is S3; a location with another ':' before any '/'
+ * (a scheme such as "gs:", or a mistyped one such as "s3;http://") fails with a message naming
+ * the schemes there are, unless it starts with '.' ("./name:x" is a directory); anything else
+ * is a local directory. The one place locations are told apart. */
 int backend_parse_kind(const char *location, enum backend_kind *kind, struct err *e);
 
 /* Opens the backend named by a location (see backend_parse_kind; the S3 form is in

@@ -1138,6 +1138,13 @@ static void test_opts_and_kinds(void **state)
     assert_int_equal(kind, BACKEND_LOCAL);
     assert_int_equal(backend_parse_kind("gs://bucket/p", &kind, &e), ERR_FAIL);
     assert_non_null(strstr(e.msg, "unknown repository scheme \"gs:\""));
+    /* A mistyped scheme is refused too, with the schemes there are. */
+    assert_int_equal(backend_parse_kind("s3;http://127.0.0.1/bucket", &kind, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "unknown repository scheme \"s3;http:\""));
+    assert_non_null(strstr(e.msg, "s3:http[s]://host/bucket"));
+    assert_int_equal(backend_parse_kind("b2:bucket", &kind, &e), ERR_FAIL);
+    assert_int_equal(backend_parse_kind("repo/a:b", &kind, &e), 0);
+    assert_int_equal(kind, BACKEND_LOCAL);
     assert_int_equal(backend_open("azure:container", NULL, true, &b, &e), ERR_FAIL);
     assert_non_null(strstr(e.msg, "unknown repository scheme \"azure:\""));
     assert_null(b);
@@ -1282,6 +1289,8 @@ static void never_recovers(const char *fault, const char *needle)
     env_set(BACKEND_S3_ENV_RETRIES, "4");
     env_set(BACKEND_S3_ENV_RETRY_DELAY_MS, "20");
     env_set(BACKEND_S3_ENV_STALL_TIMEOUT, "1");
+    /* A region given: no requests at open to find the bucket's, only the ones counted here. */
+    env_set(BACKEND_S3_ENV_REGION, "us-east-1");
     struct backend *b = NULL;
     struct err e;
     err_clear(&e);
