@@ -84,6 +84,14 @@ static bool s3_provider(const char *p)
            strcmp(p, "s3") == 0 || strcmp(p, "minio") == 0;
 }
 
+/* Google Cloud Storage, reached through its S3-compatible XML API with HMAC keys. */
+static bool gcp_provider(const char *p)
+{
+    return p && (strcmp(p, "gcp") == 0 || strcmp(p, "velero.io/gcp") == 0);
+}
+
+#define GCS_XML_API "https://storage.googleapis.com"
+
 /* A formatted string, allocated; NULL when memory is out. */
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 static char *fmt(const char *f, ...)
@@ -145,11 +153,12 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
         if ((rc = set_paths(out, root, volume_ns, NULL, NULL, e)) < 0) goto fail;
         return 0;
     }
-    if (!s3_provider(provider) && !s3url) {
+    bool gcs = gcp_provider(provider) && !(s3url && *s3url);
+    if (!s3_provider(provider) && !gcs && !s3url) {
         rc = err_set(e, ERR_FAIL,
                      "BackupStorageLocation %s: provider %s is not supported: podvault "
                      "stores into S3-compatible object storage (provider aws, with "
-                     "config.s3Url for other stores)",
+                     "config.s3Url for other stores; provider gcp with HMAC keys)",
                      name, provider);
         goto fail;
     }
@@ -158,9 +167,12 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
             err_set(e, ERR_FAIL, "BackupStorageLocation %s has no spec.objectStorage.bucket", name);
         goto fail;
     }
-    if (!region || !*region) region = "us-east-1";
+    /* GCS signs with any region; "auto" is the one its documentation names. */
+    if (!region || !*region) region = gcs ? "auto" : "us-east-1";
     if (s3url && *s3url)
         trim_slashes(s3url, url, sizeof url);
+    else if (gcs)
+        snprintf(url, sizeof url, "%s", GCS_XML_API);
     else
         snprintf(url, sizeof url, "https://s3.%s.amazonaws.com", region);
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
@@ -176,8 +188,9 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
     out->s3 = true;
     if ((rc = add_arg(out, "--s3-region", e)) < 0 || (rc = add_arg(out, region, e)) < 0 ||
         (rc = add_arg(out,
-                      truthy(k8s_str(bsl, "spec.config.s3ForcePathStyle")) ? "--s3-path-style"
-                                                                           : "--s3-virtual-host",
+                      gcs || truthy(k8s_str(bsl, "spec.config.s3ForcePathStyle"))
+                          ? "--s3-path-style"
+                          : "--s3-virtual-host",
                       e)) < 0)
         goto fail;
     if (truthy(k8s_str(bsl, "spec.config.insecureSkipTLSVerify")) &&
@@ -218,6 +231,13 @@ int repoloc_parse_credentials(const char *text, const char *profile, struct repo
                               struct err *e)
 {
     memset(out, 0, sizeof *out);
+    size_t tn = strlen(text ? text : "");
+    const char *first = trim(text ? text : "", &tn);
+    if (tn > 0 && first[0] == '{')
+        return err_set(e, ERR_FAIL,
+                       "the credentials are JSON (a Google service account key?): podvault "
+                       "reaches Google Cloud Storage through its S3-compatible XML API, with "
+                       "HMAC keys written as aws_access_key_id and aws_secret_access_key lines");
     bool in_section = false, seen = false;
     for (const char *p = text; p && *p;) {
         const char *nl = strchr(p, '\n');

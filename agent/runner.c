@@ -168,8 +168,18 @@ static bool env_has(const char *const *env, const char *name)
     return false;
 }
 
+/* Whether the agent's environment gives the pod an AWS identity that the children's
+ * credentials chain (backend/aws_creds.h) uses: IRSA's web identity, or EKS Pod Identity. */
+static bool aws_identity(const char *const *env)
+{
+    return (env_has(env, "AWS_ROLE_ARN") && env_has(env, "AWS_WEB_IDENTITY_TOKEN_FILE")) ||
+           env_has(env, "AWS_CONTAINER_CREDENTIALS_FULL_URI");
+}
+
 /* Reads the S3 keys: the location's credential Secret, else the mounted credentials file; with
- * neither, keys already in the agent's environment are inherited (creds stays empty). */
+ * neither, keys or an identity (IRSA, Pod Identity) already in the agent's environment are
+ * inherited (creds stays empty): the children's environment is the agent's, so AWS_ROLE_ARN,
+ * AWS_WEB_IDENTITY_TOKEN_FILE, AWS_CONTAINER_* and AZURE_* reach them unchanged. */
 static int s3_credentials(const struct runner_env *env, struct k8s_client *k, const json_t *bsl,
                           const char *profile, struct repoloc_creds *creds, struct err *e)
 {
@@ -184,19 +194,22 @@ static int s3_credentials(const struct runner_env *env, struct k8s_client *k, co
         rc = secret_value(k, env->namespace, sname, skey && *skey ? skey : "cloud", &text, e);
         snprintf(whatbuf, sizeof whatbuf, "Secret %s/%s", env->namespace, sname);
         what = whatbuf;
-    } else if (env->credentials_file) {
+    } else if (env->credentials_file &&
+               !(aws_identity(env->base_env) && access(env->credentials_file, F_OK) != 0)) {
         rc = asys_read_file(env->credentials_file, SECRET_MAX, &file, e);
         text = (char *)file.data;
         file.data = NULL;
         what = env->credentials_file;
-    } else if (env_has(env->base_env, "AWS_ACCESS_KEY_ID")) {
+    } else if (env_has(env->base_env, "AWS_ACCESS_KEY_ID") || aws_identity(env->base_env)) {
         return 0;
     } else {
         return err_set(e, ERR_FAIL,
                        "no S3 credentials: the location names no spec.credential Secret and no "
                        "credentials file is mounted (--credentials-file or "
                        "AWS_SHARED_CREDENTIALS_FILE; Velero mounts Secret cloud-credentials at "
-                       "/credentials/cloud)");
+                       "/credentials/cloud), and the agent has no AWS identity (IRSA: "
+                       "AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE; EKS Pod Identity: "
+                       "AWS_CONTAINER_CREDENTIALS_FULL_URI)");
     }
     if (rc == 0) {
         rc = repoloc_parse_credentials(text ? text : "", profile, creds, e);

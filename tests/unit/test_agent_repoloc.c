@@ -139,11 +139,22 @@ static void test_local_and_refusals(void **state)
     assert_int_equal(l.n_args, 0);
     repoloc_free(&l);
 
-    assert_int_equal(from("{\"metadata\":{\"name\":\"gcs\"},\"spec\":{\"provider\":\"gcp\","
+    /* gcp: GCS's XML API with HMAC keys, path style, region "auto". */
+    assert_int_equal(
+        from("{\"metadata\":{\"name\":\"gcs\"},\"spec\":{\"provider\":\"velero.io/gcp\","
+             "\"objectStorage\":{\"bucket\":\"b\",\"prefix\":\"p\"}}}",
+             "ns", "/tmp", &l, &e),
+        0);
+    assert_string_equal(l.location, "s3:https://storage.googleapis.com/b/p/plugins/podvault/ns");
+    assert_true(l.s3);
+    const char *gcs_args[] = {"--s3-region", "auto", "--s3-path-style", NULL};
+    assert_args(&l, gcs_args);
+    repoloc_free(&l);
+    assert_int_equal(from("{\"metadata\":{\"name\":\"az\"},\"spec\":{\"provider\":\"oracle\","
                           "\"objectStorage\":{\"bucket\":\"b\"}}}",
                           "ns", "/tmp", &l, &e),
                      ERR_FAIL);
-    assert_non_null(strstr(e.msg, "BackupStorageLocation gcs: provider gcp is not supported"));
+    assert_non_null(strstr(e.msg, "BackupStorageLocation az: provider oracle is not supported"));
     assert_null(l.location);
     assert_int_equal(from("{\"metadata\":{\"name\":\"nob\"},\"spec\":{\"provider\":\"aws\"}}", "ns",
                           "/tmp", &l, &e),
@@ -201,6 +212,11 @@ static void test_credentials(void **state)
     assert_int_equal(repoloc_parse_credentials(text, "nope", &c, &e), ERR_NOT_FOUND);
     assert_non_null(strstr(e.msg, "no profile [nope]"));
     assert_int_equal(repoloc_parse_credentials("[\n]\n[", "default", &c, &e), ERR_NOT_FOUND);
+    /* A service account key is not HMAC keys: said so. */
+    assert_int_equal(
+        repoloc_parse_credentials(" {\"type\": \"service_account\"}", "default", &c, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "HMAC keys"));
+    assert_null(c.key_id);
 }
 
 int main(void)
