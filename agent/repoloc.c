@@ -167,14 +167,18 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
             err_set(e, ERR_FAIL, "BackupStorageLocation %s has no spec.objectStorage.bucket", name);
         goto fail;
     }
-    /* GCS signs with any region; "auto" is the one its documentation names. */
-    if (!region || !*region) region = gcs ? "auto" : "us-east-1";
+    /* GCS signs with any region; "auto" is the one its documentation names. Without a
+     * region, the jobs ask the bucket for its own (backend_s3.c discover_region), as Velero
+     * does (pkg/repository/config/aws.go GetAWSBucketRegion), over AWS's global endpoint. */
+    if ((!region || !*region) && gcs) region = "auto";
+    if (region && !*region) region = NULL;
     if (s3url && *s3url)
         trim_slashes(s3url, url, sizeof url);
     else if (gcs)
         snprintf(url, sizeof url, "%s", GCS_XML_API);
     else
-        snprintf(url, sizeof url, "https://s3.%s.amazonaws.com", region);
+        snprintf(url, sizeof url, "https://s3.%s%samazonaws.com", region ? region : "",
+                 region ? "." : "");
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
         rc = err_set(e, ERR_FAIL,
                      "BackupStorageLocation %s: config.s3Url %s must start with http:// or "
@@ -186,7 +190,8 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
     snprintf(root, sizeof root, "s3:%s/%s", url, bucket_path);
     if ((rc = set_paths(out, root, volume_ns, bucket_path, url, e)) < 0) goto fail;
     out->s3 = true;
-    if ((rc = add_arg(out, "--s3-region", e)) < 0 || (rc = add_arg(out, region, e)) < 0 ||
+    if ((region &&
+         ((rc = add_arg(out, "--s3-region", e)) < 0 || (rc = add_arg(out, region, e)) < 0)) ||
         (rc = add_arg(out,
                       gcs || truthy(k8s_str(bsl, "spec.config.s3ForcePathStyle"))
                           ? "--s3-path-style"

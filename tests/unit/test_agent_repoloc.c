@@ -72,8 +72,15 @@ static void test_s3_locations(void **state)
                         "s3:http://minio.velero.svc:9000/velero/plugins/podvault/default");
     assert_string_equal(l.root, "s3:http://minio.velero.svc:9000/velero");
     assert_string_equal(l.profile, "backup");
-    static const char *const minio[] = {"--s3-region", "us-east-1", "--s3-path-style",
-                                        "--insecure-tls", NULL};
+    assert_int_equal(from("{\"spec\":{\"provider\":\"aws\",\"objectStorage\":{\"bucket\":\"b\"}}}",
+                          "ns", "/tmp", &l, &e),
+                     0);
+    assert_string_equal(l.root, "s3:https://s3.amazonaws.com/b");
+    static const char *const no_region[] = {"--s3-virtual-host", NULL};
+    assert_args(&l, no_region);
+    repoloc_free(&l);
+    /* No region: the jobs ask the bucket (no --s3-region). */
+    static const char *const minio[] = {"--s3-path-style", "--insecure-tls", NULL};
     assert_args(&l, minio);
     repoloc_free(&l);
 }
@@ -94,6 +101,7 @@ static void test_ca_written(void **state)
     char ca[256];
     snprintf(ca, sizeof ca, "%s/ca.pem", dir);
     static const char *want_tail[] = {"--cacert", NULL};
+    assert_string_equal(l.args[0], "--s3-path-style");
     assert_string_equal(l.args[l.n_args - 2], want_tail[0]);
     assert_string_equal(l.args[l.n_args - 1], ca);
     FILE *f = fopen(ca, "r");
