@@ -60,6 +60,13 @@ static void test_s3_locations(void **state)
     assert_args(&l, aws);
     repoloc_free(&l);
 
+    assert_int_equal(from("{\"spec\":{\"provider\":\"aws\",\"objectStorage\":{\"bucket\":\"b\"}}}",
+                          "ns", "/tmp", &l, &e),
+                     0);
+    assert_string_equal(l.root, "s3:https://s3.amazonaws.com/b");
+    static const char *const no_region[] = {"--s3-virtual-host", NULL};
+    assert_args(&l, no_region);
+    repoloc_free(&l);
     assert_int_equal(
         from("{\"metadata\":{\"name\":\"minio\"},\"spec\":{\"provider\":\"velero.io/aws\","
              "\"objectStorage\":{\"bucket\":\"velero\"},"
@@ -72,13 +79,6 @@ static void test_s3_locations(void **state)
                         "s3:http://minio.velero.svc:9000/velero/plugins/podvault/default");
     assert_string_equal(l.root, "s3:http://minio.velero.svc:9000/velero");
     assert_string_equal(l.profile, "backup");
-    assert_int_equal(from("{\"spec\":{\"provider\":\"aws\",\"objectStorage\":{\"bucket\":\"b\"}}}",
-                          "ns", "/tmp", &l, &e),
-                     0);
-    assert_string_equal(l.root, "s3:https://s3.amazonaws.com/b");
-    static const char *const no_region[] = {"--s3-virtual-host", NULL};
-    assert_args(&l, no_region);
-    repoloc_free(&l);
     /* No region: the jobs ask the bucket (no --s3-region). */
     static const char *const minio[] = {"--s3-path-style", "--insecure-tls", NULL};
     assert_args(&l, minio);
