@@ -92,6 +92,14 @@ static bool azure_provider(const char *p)
     return p && (strcmp(p, "azure") == 0 || strcmp(p, "velero.io/azure") == 0);
 }
 
+/* Google Cloud Storage, reached through its S3-compatible XML API with HMAC keys. */
+static bool gcp_provider(const char *p)
+{
+    return p && (strcmp(p, "gcp") == 0 || strcmp(p, "velero.io/gcp") == 0);
+}
+
+#define GCS_XML_API "https://storage.googleapis.com"
+
 /* A formatted string, allocated; NULL when memory is out. */
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 static char *fmt(const char *f, ...)
@@ -199,11 +207,13 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
         if (rc < 0) goto fail;
         return 0;
     }
-    if (!s3_provider(provider) && !s3url) {
+    bool gcs = gcp_provider(provider) && !(s3url && *s3url);
+    if (!s3_provider(provider) && !gcs && !s3url) {
         rc = err_set(e, ERR_FAIL,
                      "BackupStorageLocation %s: provider %s is not supported: podvault "
                      "stores into S3-compatible object storage (provider aws, with "
-                     "config.s3Url for other stores) and Azure Blob Storage (provider azure)",
+                     "config.s3Url for other stores; provider gcp with HMAC keys) and Azure "
+                     "Blob Storage (provider azure)",
                      name, provider);
         goto fail;
     }
@@ -212,11 +222,18 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
             err_set(e, ERR_FAIL, "BackupStorageLocation %s has no spec.objectStorage.bucket", name);
         goto fail;
     }
-    if (!region || !*region) region = "us-east-1";
+    /* GCS signs with any region; "auto" is the one its documentation names. Without a
+     * region, the jobs ask the bucket for its own (backend_s3.c discover_region), as Velero
+     * does (pkg/repository/config/aws.go GetAWSBucketRegion), over AWS's global endpoint. */
+    if ((!region || !*region) && gcs) region = "auto";
+    if (region && !*region) region = NULL;
     if (s3url && *s3url)
         trim_slashes(s3url, url, sizeof url);
+    else if (gcs)
+        snprintf(url, sizeof url, "%s", GCS_XML_API);
     else
-        snprintf(url, sizeof url, "https://s3.%s.amazonaws.com", region);
+        snprintf(url, sizeof url, "https://s3.%s%samazonaws.com", region ? region : "",
+                 region ? "." : "");
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
         rc = err_set(e, ERR_FAIL,
                      "BackupStorageLocation %s: config.s3Url %s must start with http:// or "
@@ -228,10 +245,12 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
     snprintf(root, sizeof root, "s3:%s/%s", url, bucket_path);
     if ((rc = set_paths(out, root, volume_ns, bucket_path, url, e)) < 0) goto fail;
     out->s3 = true;
-    if ((rc = add_arg(out, "--s3-region", e)) < 0 || (rc = add_arg(out, region, e)) < 0 ||
+    if ((region &&
+         ((rc = add_arg(out, "--s3-region", e)) < 0 || (rc = add_arg(out, region, e)) < 0)) ||
         (rc = add_arg(out,
-                      truthy(k8s_str(bsl, "spec.config.s3ForcePathStyle")) ? "--s3-path-style"
-                                                                           : "--s3-virtual-host",
+                      gcs || truthy(k8s_str(bsl, "spec.config.s3ForcePathStyle"))
+                          ? "--s3-path-style"
+                          : "--s3-virtual-host",
                       e)) < 0)
         goto fail;
     if (truthy(k8s_str(bsl, "spec.config.insecureSkipTLSVerify")) &&
@@ -272,6 +291,13 @@ int repoloc_parse_credentials(const char *text, const char *profile, struct repo
                               struct err *e)
 {
     memset(out, 0, sizeof *out);
+    size_t tn = strlen(text ? text : "");
+    const char *first = trim(text ? text : "", &tn);
+    if (tn > 0 && first[0] == '{')
+        return err_set(e, ERR_FAIL,
+                       "the credentials are JSON (a Google service account key?): podvault "
+                       "reaches Google Cloud Storage through its S3-compatible XML API, with "
+                       "HMAC keys written as aws_access_key_id and aws_secret_access_key lines");
     bool in_section = false, seen = false;
     for (const char *p = text; p && *p;) {
         const char *nl = strchr(p, '\n');

@@ -169,10 +169,12 @@ static bool env_has(const char *const *env, const char *name)
 }
 
 /* The text of the location's credentials: its spec.credential Secret, else the mounted
- * credentials file. *text is NULL (and 0 returned) when there is neither. *what names the
- * source for messages. */
+ * credentials file. *text is NULL (and 0 returned) when there is neither, or, with
+ * `file_optional`, when the credentials file is not there. *what names the source for
+ * messages. */
 static int credentials_text(const struct runner_env *env, struct k8s_client *k, const json_t *bsl,
-                            char **text, char *what, size_t what_cap, struct err *e)
+                            bool file_optional, char **text, char *what, size_t what_cap,
+                            struct err *e)
 {
     const char *sname = k8s_str(bsl, "spec.credential.name");
     const char *skey = k8s_str(bsl, "spec.credential.key");
@@ -182,6 +184,7 @@ static int credentials_text(const struct runner_env *env, struct k8s_client *k, 
         return secret_value(k, env->namespace, sname, skey && *skey ? skey : "cloud", text, e);
     }
     if (!env->credentials_file) return 0;
+    if (file_optional && access(env->credentials_file, F_OK) != 0) return 0;
     struct buf file = BUF_INIT;
     snprintf(what, what_cap, "%s", env->credentials_file);
     int rc = asys_read_file(env->credentials_file, SECRET_MAX, &file, e);
@@ -202,20 +205,33 @@ static void text_free(char *text)
     free(text);
 }
 
+/* Whether the agent's environment gives the pod an AWS identity that the children's
+ * credentials chain (backend/aws_creds.h) uses: IRSA's web identity, or EKS Pod Identity. */
+static bool aws_identity(const char *const *env)
+{
+    return (env_has(env, "AWS_ROLE_ARN") && env_has(env, "AWS_WEB_IDENTITY_TOKEN_FILE")) ||
+           env_has(env, "AWS_CONTAINER_CREDENTIALS_FULL_URI");
+}
+
 /* Reads the S3 keys: the location's credential Secret, else the mounted credentials file; with
- * neither, keys already in the agent's environment are inherited (creds stays empty). */
+ * neither, keys or an identity (IRSA, Pod Identity) already in the agent's environment are
+ * inherited (creds stays empty): the children's environment is the agent's, so AWS_ROLE_ARN,
+ * AWS_WEB_IDENTITY_TOKEN_FILE, AWS_CONTAINER_* and AZURE_* reach them unchanged. */
 static int s3_credentials(const struct runner_env *env, struct k8s_client *k, const json_t *bsl,
                           const char *profile, struct repoloc_creds *creds, struct err *e)
 {
     char *text = NULL, what[512];
-    int rc = credentials_text(env, k, bsl, &text, what, sizeof what, e);
+    bool identity = aws_identity(env->base_env);
+    int rc = credentials_text(env, k, bsl, identity, &text, what, sizeof what, e);
     if (rc == 0 && !text) {
-        if (env_has(env->base_env, "AWS_ACCESS_KEY_ID")) return 0;
+        if (env_has(env->base_env, "AWS_ACCESS_KEY_ID") || identity) return 0;
         return err_set(e, ERR_FAIL,
                        "no S3 credentials: the location names no spec.credential Secret and no "
                        "credentials file is mounted (--credentials-file or "
                        "AWS_SHARED_CREDENTIALS_FILE; Velero mounts Secret cloud-credentials at "
-                       "/credentials/cloud)");
+                       "/credentials/cloud), and the agent has no AWS identity (IRSA: "
+                       "AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE; EKS Pod Identity: "
+                       "AWS_CONTAINER_CREDENTIALS_FULL_URI)");
     }
     if (rc == 0) {
         rc = repoloc_parse_credentials(text, profile, creds, e);
@@ -233,7 +249,7 @@ static int azure_env(const struct runner_env *env, struct k8s_client *k, const j
                      const struct repoloc *loc, struct asys_strv *out, struct err *e)
 {
     char *text = NULL, *key = NULL, *cloud = NULL, *endpoint = NULL, what[512];
-    int rc = credentials_text(env, k, bsl, &text, what, sizeof what, e);
+    int rc = credentials_text(env, k, bsl, false, &text, what, sizeof what, e);
     if (rc == 0 && !text)
         rc = err_set(e, ERR_FAIL,
                      "no Azure credentials: the location names no spec.credential Secret and no "

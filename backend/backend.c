@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "backend/backend_azure.h"
@@ -80,6 +81,7 @@ static const struct num_setting num_settings[] = {
     NUM(uploads, BACKEND_S3_ENV_UPLOADS, 4, 1, 64),
     NUM(downloads, BACKEND_S3_ENV_DOWNLOADS, 2, 1, 16),
     NUM(azure_block_size, BACKEND_AZURE_ENV_BLOCK_SIZE, 4L << 20, 64L << 10, 100L << 20),
+    NUM(cred_refresh_s, BACKEND_S3_ENV_REFRESH_WINDOW, 300, 0, 3000),
 };
 #define N_NUM (sizeof num_settings / sizeof num_settings[0])
 
@@ -133,6 +135,39 @@ static int var_long(const struct num_setting *n, const char *v, long *out, struc
     return 0;
 }
 
+/* AWS's credentials chain and endpoints, and Microsoft Entra ID, under the names the AWS SDKs
+ * and azidentity read (aws-sdk-go-v2 config/env_config.go; azidentity's environment
+ * credential and workload identity). */
+static void cloud_vars(struct backend_opts *o, backend_var_fn get, void *ctx)
+{
+    static const struct {
+        size_t off;
+        const char *var;
+    } strs[] = {
+        {offsetof(struct backend_opts, role_arn), "AWS_ROLE_ARN"},
+        {offsetof(struct backend_opts, web_identity_token_file), "AWS_WEB_IDENTITY_TOKEN_FILE"},
+        {offsetof(struct backend_opts, role_session_name), "AWS_ROLE_SESSION_NAME"},
+        {offsetof(struct backend_opts, sts_endpoint), "AWS_ENDPOINT_URL_STS"},
+        {offsetof(struct backend_opts, container_uri), "AWS_CONTAINER_CREDENTIALS_FULL_URI"},
+        {offsetof(struct backend_opts, container_token), "AWS_CONTAINER_AUTHORIZATION_TOKEN"},
+        {offsetof(struct backend_opts, container_token_file),
+         "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"},
+        {offsetof(struct backend_opts, imds_endpoint), "AWS_EC2_METADATA_SERVICE_ENDPOINT"},
+        {offsetof(struct backend_opts, s3_endpoint), "AWS_ENDPOINT_URL_S3"},
+        {offsetof(struct backend_opts, azure_tenant_id), "AZURE_TENANT_ID"},
+        {offsetof(struct backend_opts, azure_client_id), "AZURE_CLIENT_ID"},
+        {offsetof(struct backend_opts, azure_client_secret), "AZURE_CLIENT_SECRET"},
+        {offsetof(struct backend_opts, azure_federated_token_file), "AZURE_FEDERATED_TOKEN_FILE"},
+        {offsetof(struct backend_opts, azure_authority_host), "AZURE_AUTHORITY_HOST"},
+    };
+    const char *v;
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if ((v = var_first(get, ctx, strs[i].var, NULL, NULL)))
+            *(const char **)(void *)((char *)o + strs[i].off) = v;
+    if ((v = var_first(get, ctx, "AWS_EC2_METADATA_DISABLED", NULL, NULL)))
+        o->imds_disabled = strcasecmp(v, "true") == 0;
+}
+
 /* The Azure variables; a malformed connection string or key is named here, where the user set
  * it, rather than when a backend opens. */
 static int opts_azure_from_vars(struct backend_opts *o, backend_var_fn get, void *ctx,
@@ -176,6 +211,7 @@ int backend_opts_from_vars(struct backend_opts *o, backend_var_fn get, void *ctx
         o->credentials_file = v;
     if ((v = var_first(get, ctx, "AWS_PROFILE", NULL, NULL))) o->profile = v;
     if ((v = var_first(get, ctx, "HOME", NULL, NULL))) o->home = v;
+    cloud_vars(o, get, ctx);
     return opts_azure_from_vars(o, get, ctx, e);
 }
 
@@ -189,10 +225,13 @@ int backend_parse_kind(const char *location, enum backend_kind *kind, struct err
         *kind = BACKEND_AZURE;
         return 0;
     }
-    /* "name:" before any '/' is a scheme (RFC 3986's letters), not a directory. */
-    size_t n =
-        strspn(location, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
-    if (n > 0 && location[n] == ':')
+    /* A ':' before any '/' makes a scheme ("gs:", "b2:"), or a mistyped one ("s3;http://"),
+     * not a directory: refused, so that no directory named after it is created in the current
+     * one. "./name:..." and absolute paths are directories. */
+    size_t first = strcspn(location, "/");
+    const char *colon = memchr(location, ':', first);
+    size_t n = colon ? (size_t)(colon - location) : 0;
+    if (colon && location[0] != '.')
         return err_set(e, ERR_FAIL,
                        "%.100s: unknown repository scheme \"%.*s:\" (use s3:http[s]://host/bucket "
                        "for S3, azure:container[/prefix] for Azure Blob Storage, or a "

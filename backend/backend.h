@@ -94,6 +94,18 @@ struct backend_opts {
     const char *azure_connection_string;
     const char *azure_account, *azure_key, *azure_sas, *azure_endpoint;
     long azure_block_size; /* Put Blob up to this size, else blocks of it (4 MiB) */
+    /* The rest of AWS's credentials chain (backend/aws_creds.h), tried after the above. */
+    const char *role_arn, *web_identity_token_file, *role_session_name; /* IRSA */
+    const char *sts_endpoint;  /* NULL: https://sts.<region>.amazonaws.com/ */
+    const char *container_uri; /* EKS Pod Identity / ECS credentials endpoint */
+    const char *container_token, *container_token_file; /* its Authorization value */
+    const char *imds_endpoint; /* EC2 instance metadata; NULL: http://169.254.169.254 */
+    bool imds_disabled;
+    long cred_refresh_s;     /* fetch temporary credentials this long before expiry (300) */
+    const char *s3_endpoint; /* replaces the location's scheme://host[:port] when set */
+    /* Microsoft Entra ID (backend/azure_token.h), for the Azure backend. */
+    const char *azure_tenant_id, *azure_client_id, *azure_client_secret;
+    const char *azure_federated_token_file, *azure_authority_host;
 };
 
 /* The defaults above (strings NULL). */
@@ -108,11 +120,11 @@ typedef const char *(*backend_var_fn)(void *ctx, const char *name);
  * `get` returns and must outlive `o`. ERR_FAIL names the variable whose value is malformed. */
 int backend_opts_from_vars(struct backend_opts *o, backend_var_fn get, void *ctx, struct err *e);
 
-/* Which backend a location names: "s3:..." is S3, "azure:..." Azure Blob Storage; a location that
- * starts with another scheme
- * ("name:", letters, digits, '+', '-' or '.', before any '/') fails with a message naming the
- * schemes there are; anything else is a local directory. The one place locations are told
- * apart. */
+/* Which backend a location names: "s3:..." is S3, "azure:..." Azure Blob Storage; a location
+ * with another ':' before any '/' (a scheme such as "gs:", or a mistyped one such as
+ * "s3;http://") fails with a message naming the schemes there are, unless it starts with '.'
+ * ("./name:x" is a directory); anything else is a local directory. The one place locations are
+ * told apart. */
 int backend_parse_kind(const char *location, enum backend_kind *kind, struct err *e);
 
 /* Opens the backend named by a location (see backend_parse_kind; the S3 form is in

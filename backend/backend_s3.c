@@ -17,8 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "base/fdio.h"
+#include "backend/aws_creds.h"
 #include "backend/backend.h"
 #include "backend/http.h"
 #include "backend/s3_xml.h"
@@ -36,8 +40,9 @@ struct s3 {
     char *bucket;
     char *prefix; /* "" or "some/prefix/" */
     char *region;
-    char *sigv4; /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
-    char *access_key, *secret_key, *token_header;
+    bool region_given;       /* else found out from the bucket (discover_region) */
+    char *sigv4;             /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
+    struct aws_creds *creds; /* thread-safe itself */
     long list_max, throttle_ms;
     struct http *http; /* the requests: retries, connection pool (thread-safe) */
 };
@@ -49,116 +54,11 @@ static struct s3 *as_s3(struct backend *b)
 
 /* ---- settings ---- */
 
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
-        s[--n] = '\0';
-    return s;
-}
-
 static int set_str(char **dst, const char *v)
 {
     free(*dst);
     *dst = strdup(v);
     return *dst ? 0 : -1;
-}
-
-static int set_token(struct s3 *s, const char *token)
-{
-    free(s->token_header);
-    s->token_header = NULL;
-    return asprintf(&s->token_header, "x-amz-security-token: %s", token) < 0 ? -1 : 0;
-}
-
-/* Reads one profile of an AWS shared credentials file (INI: "[name]" sections, "key = value"
- * lines, '#' or ';' comments; "[profile name]" as in ~/.aws/config is accepted too). */
-static int read_credentials_file(struct s3 *s, const char *path, const char *profile, bool named,
-                                 struct err *e)
-{
-    FILE *f = fopen(path, "re");
-    if (!f && errno == ENOENT && !named)
-        return err_set(e, ERR_FAIL,
-                       "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
-                       "write them to %s",
-                       path);
-    if (!f) {
-        err_sys(e, errno, "reading the AWS credentials file %s", path);
-        return e->code = ERR_FAIL;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    bool in = false, seen = false;
-    int rc = 0;
-    while (rc == 0 && getline(&line, &cap, f) >= 0) {
-        char *l = trim(line);
-        if (*l == '\0' || *l == '#' || *l == ';') continue;
-        if (*l == '[') {
-            char *close = strchr(l, ']');
-            if (!close) continue;
-            *close = '\0';
-            char *name = trim(l + 1);
-            if (strncmp(name, "profile ", 8) == 0) name = trim(name + 8);
-            in = strcmp(name, profile) == 0;
-            seen |= in;
-            continue;
-        }
-        char *eq = strchr(l, '=');
-        if (!in || !eq) continue;
-        *eq = '\0';
-        char *key = trim(l), *val = trim(eq + 1);
-        if (strcmp(key, "aws_access_key_id") == 0)
-            rc = set_str(&s->access_key, val);
-        else if (strcmp(key, "aws_secret_access_key") == 0)
-            rc = set_str(&s->secret_key, val);
-        else if (strcmp(key, "aws_session_token") == 0 && *val)
-            rc = set_token(s, val);
-    }
-    free(line);
-    fclose(f);
-    if (rc < 0) return err_set(e, ERR_FAIL, "reading %s: out of memory", path);
-    if (!seen)
-        return err_set(e, ERR_FAIL, "no profile [%s] in the AWS credentials file %s", profile,
-                       path);
-    if (!s->access_key || !*s->access_key || !s->secret_key || !*s->secret_key)
-        return err_set(e, ERR_FAIL,
-                       "profile [%s] in %s lacks aws_access_key_id or aws_secret_access_key",
-                       profile, path);
-    return 0;
-}
-
-static int load_credentials(struct s3 *s, const struct backend_opts *o, struct err *e)
-{
-    bool has_id = o->access_key && *o->access_key, has_secret = o->secret_key && *o->secret_key;
-    if (has_id != has_secret)
-        return err_set(e, ERR_FAIL,
-                       "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together");
-    if (has_id) {
-        const char *token = o->session_token;
-        if (set_str(&s->access_key, o->access_key) < 0 ||
-            set_str(&s->secret_key, o->secret_key) < 0 ||
-            (token && *token && set_token(s, token) < 0))
-            return err_set(e, ERR_FAIL, "out of memory");
-        return 0;
-    }
-    const char *file = o->credentials_file && *o->credentials_file ? o->credentials_file : NULL;
-    char *path = NULL;
-    if (file) {
-        path = strdup(file);
-    } else {
-        if (!o->home || !*o->home)
-            return err_set(e, ERR_FAIL,
-                           "no S3 credentials: set AWS_ACCESS_KEY_ID and "
-                           "AWS_SECRET_ACCESS_KEY, or AWS_SHARED_CREDENTIALS_FILE");
-        if (asprintf(&path, "%s/.aws/credentials", o->home) < 0) path = NULL;
-    }
-    if (!path) return err_set(e, ERR_FAIL, "out of memory");
-    const char *profile = o->profile && *o->profile ? o->profile : "default";
-    int rc = read_credentials_file(s, path, profile, file != NULL, e);
-    free(path);
-    return rc;
 }
 
 /* Percent-encodes everything but RFC 3986 unreserved characters (and '/' when asked), which is
@@ -211,9 +111,37 @@ static bool ends_with(const char *s, const char *tail)
 
 #define LOCATION_FORM "expected s3:http[s]://host[:port]/bucket[/prefix]"
 
-/* Splits "s3:[scheme://]host[:port]/bucket[/prefix]" and builds the URLs. */
+/* An endpoint "http[s]://host[:port][/]" in place of the location's own (AWS_ENDPOINT_URL_S3,
+ * as the AWS SDKs read it: aws-sdk-go-v2 config/env_config.go). */
+static int endpoint_override(const char *ep, const char **scheme, char **host, struct err *e)
+{
+    const char *h;
+    if (strncmp(ep, "http://", 7) == 0) {
+        *scheme = "http";
+        h = ep + 7;
+    } else if (strncmp(ep, "https://", 8) == 0) {
+        *scheme = "https";
+        h = ep + 8;
+    } else {
+        return err_set(e, ERR_FAIL,
+                       "AWS_ENDPOINT_URL_S3=\"%.100s\": expected http[s]://host[:port]", ep);
+    }
+    size_t n = strcspn(h, "/");
+    if (n == 0 || (h[n] && h[n + 1]))
+        return err_set(
+            e, ERR_FAIL,
+            "AWS_ENDPOINT_URL_S3=\"%.100s\": expected http[s]://host[:port] without a path", ep);
+    char *dup = strndup(h, n);
+    if (!dup) return err_set(e, ERR_FAIL, "out of memory");
+    free(*host);
+    *host = dup;
+    return 0;
+}
+
+/* Splits "s3:[scheme://]host[:port]/bucket[/prefix]" and builds the URLs; `endpoint` (NULL
+ * when unset) replaces the scheme and host. */
 static int parse_location(struct s3 *s, const char *loc, enum backend_addressing addressing,
-                          struct err *e)
+                          const char *endpoint, struct err *e)
 {
     const char *rest = loc + 3, *scheme = "https";
     if (strncmp(rest, "http://", 7) == 0) {
@@ -236,6 +164,8 @@ static int parse_location(struct s3 *s, const char *loc, enum backend_addressing
         rc = err_set(e, ERR_FAIL, "out of memory");
         goto out;
     }
+    if (endpoint && *endpoint && (rc = endpoint_override(endpoint, &scheme, &host, e)) < 0)
+        goto out;
     if (!host_ok(host)) {
         rc = err_set(e, ERR_FAIL, "%s: bad host \"%s\" (" LOCATION_FORM ")", loc, host);
         goto out;
@@ -279,14 +209,26 @@ out:
 }
 
 /* The numbers were checked by backend_open. */
+static int set_region(struct s3 *s, const char *region, struct err *e)
+{
+    size_t rn = strlen(region);
+    if (rn == 0 || rn > 64 || strspn(region, "abcdefghijklmnopqrstuvwxyz0123456789-") != rn)
+        return err_set(e, ERR_FAIL, "bad S3 region \"%.64s\"", region);
+    char *sig = NULL;
+    if (asprintf(&sig, "aws:amz:%s:s3", region) < 0 || set_str(&s->region, region) < 0) {
+        free(sig);
+        return err_set(e, ERR_FAIL, "out of memory");
+    }
+    free(s->sigv4);
+    s->sigv4 = sig;
+    return 0;
+}
+
 static int load_settings(struct s3 *s, const struct backend_opts *o, struct err *e)
 {
-    const char *region = o->region && *o->region ? o->region : "us-east-1";
-    size_t rn = strlen(region);
-    if (rn > 64 || strspn(region, "abcdefghijklmnopqrstuvwxyz0123456789-") != rn)
-        return err_set(e, ERR_FAIL, "bad S3 region \"%.64s\"", region);
-    if (set_str(&s->region, region) < 0 || asprintf(&s->sigv4, "aws:amz:%s:s3", region) < 0)
-        return err_set(e, ERR_FAIL, "out of memory");
+    s->region_given = o->region && *o->region;
+    const char *region = s->region_given ? o->region : "us-east-1";
+    if (set_region(s, region, e) < 0) return e->code;
     struct http_settings hs = {.cacert = o->cacert,
                                .insecure_tls = o->insecure_tls,
                                .retries = o->retries,
@@ -318,6 +260,7 @@ struct req {
     struct buf *out;         /* a successful answer's body is appended here; NULL drops it */
     uint64_t out_max;        /* most bytes a ranged answer may bring; 0 = no limit */
     struct s3 *s;            /* set by request */
+    bool renewed;            /* the credentials were renewed after ExpiredToken */
     /* results of the last attempt */
     long status;
     uint64_t length; /* Content-Length, for HEAD */
@@ -334,20 +277,36 @@ static int s3_prepare(void *ctx, CURL *h, const struct http_req *hr, struct curl
     const struct req *r = ctx;
     const struct s3 *s = r->s;
     (void)hr;
-    char sha_hdr[128];
+    /* The current credentials for each attempt: temporary ones are refreshed on the way. curl
+     * copies the strings it is given, so they are freed here. */
+    struct aws_cred k = {0};
+    if (aws_creds_get(s->creds, &k, e) < 0)
+        return err_wrap(e, "S3 %s of %s in %s", r->method, r->what, s->b.location);
+    char sha_hdr[128], *token_hdr = NULL;
     snprintf(sha_hdr, sizeof sha_hdr, "x-amz-content-sha256: %s",
              r->body_sha256 ? r->body_sha256 : EMPTY_SHA256);
-    const char *lines[] = {sha_hdr, s->token_header};
-    for (size_t i = 0; i < 2; i++) {
+    int rc = 0;
+    if (k.token && asprintf(&token_hdr, "x-amz-security-token: %s", k.token) < 0) {
+        token_hdr = NULL;
+        rc = err_set(e, ERR_FAIL, "S3 %s of %s: out of memory", r->method, r->what);
+    }
+    const char *lines[] = {sha_hdr, token_hdr};
+    for (size_t i = 0; i < 2 && rc == 0; i++) {
         if (!lines[i]) continue;
         struct curl_slist *t = curl_slist_append(*hdrs, lines[i]);
-        if (!t) return err_set(e, ERR_FAIL, "S3 %s of %s: out of memory", r->method, r->what);
-        *hdrs = t;
+        if (!t)
+            rc = err_set(e, ERR_FAIL, "S3 %s of %s: out of memory", r->method, r->what);
+        else
+            *hdrs = t;
     }
-    curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->sigv4);
-    curl_easy_setopt(h, CURLOPT_USERNAME, s->access_key);
-    curl_easy_setopt(h, CURLOPT_PASSWORD, s->secret_key);
-    return 0;
+    if (rc == 0) {
+        curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->sigv4);
+        curl_easy_setopt(h, CURLOPT_USERNAME, k.access_key);
+        curl_easy_setopt(h, CURLOPT_PASSWORD, k.secret_key);
+    }
+    free(token_hdr);
+    aws_cred_free(&k);
+    return rc;
 }
 
 /* The server asks the client to slow down: retried for up to the throttle time. */
@@ -380,6 +339,12 @@ static bool s3_failed(void *ctx, struct http_req *hr)
     if (hr->err_body.len > 0)
         s3_xml_parse_error((const char *)hr->err_body.data, hr->err_body.len, &r->err);
     hr->throttled = throttled_status(r);
+    /* Credentials that expired early (a clock apart from the server's): new ones, once. */
+    if (!r->renewed && strcmp(r->err.code, "ExpiredToken") == 0) {
+        r->renewed = true;
+        aws_creds_invalidate(r->s->creds);
+        return true;
+    }
     return retryable_status(r);
 }
 
@@ -718,16 +683,13 @@ static void s3_close(struct backend *self)
 {
     struct s3 *s = as_s3(self);
     http_free(s->http);
-    if (s->secret_key) sodium_memzero(s->secret_key, strlen(s->secret_key));
+    aws_creds_close(s->creds);
     free(s->bucket_url);
     free(s->object_base);
     free(s->bucket);
     free(s->prefix);
     free(s->region);
     free(s->sigv4);
-    free(s->access_key);
-    free(s->secret_key);
-    free(s->token_header);
     free(s->b.location);
     free(s);
 }
@@ -741,6 +703,45 @@ static const struct backend_ops s3_ops = {
     .remove = s3_remove,
     .close = s3_close,
 };
+
+/* One attempt at the bucket, for discover_region: the region it names, or "". */
+static void ask_region(struct s3 *s, const char *method, const char *url, char region[64])
+{
+    struct req r = {.method = method, .what = s->bucket, .url = url, .s = s};
+    struct http_req hr = {.method = method,
+                          .url = url,
+                          .no_retry = true,
+                          .prepare = s3_prepare,
+                          .failed = s3_failed,
+                          .ctx = &r,
+                          .keep_header = "x-amz-bucket-region"};
+    struct err e2;
+    region[0] = '\0';
+    memset(&r.err, 0, sizeof r.err);
+    (void)http_request(s->http, &hr, &e2);
+    if (hr.prepare_failed || hr.cc != CURLE_OK) return;
+    snprintf(region, 64, "%s", hr.header_value[0] ? hr.header_value : r.err.region);
+}
+
+/* A location with no region: ask the bucket, as the AWS SDKs' GetBucketRegion does
+ * (aws-sdk-go-v2 feature/s3/manager/bucket_region.go): a HEAD of the bucket signed for
+ * us-east-1 carries x-amz-bucket-region on AWS whatever its status; where it does not, the
+ * <Region> of a GET's 400 AuthorizationHeaderMalformed names it. One attempt each, no retries:
+ * a server that names no region (Ceph RGW, MinIO) or does not answer leaves us-east-1, and
+ * the first real request reports what is wrong. */
+static int discover_region(struct s3 *s, struct err *e)
+{
+    char *url = NULL, region[64];
+    if (asprintf(&url, "%s?list-type=2&max-keys=1", s->bucket_url) < 0)
+        return err_set(e, ERR_FAIL, "out of memory");
+    int rc = 0;
+    ask_region(s, "HEAD", s->bucket_url, region);
+    if (!region[0]) ask_region(s, "GET", url, region);
+    if (region[0] && strcmp(region, s->region) != 0) rc = set_region(s, region, e);
+    if (rc < 0) err_wrap(e, "the region the bucket %s names", s->bucket);
+    free(url);
+    return rc;
+}
 
 /* `init` on a missing bucket creates it; any other failure (bad credentials...) shows here. */
 static int ensure_bucket(struct s3 *s, struct err *e)
@@ -796,9 +797,9 @@ int backend_s3_open(const char *location, const struct backend_opts *o, bool cre
     int rc = 0;
     s->b.location = strdup(location);
     if (!s->b.location) rc = err_set(e, ERR_FAIL, "out of memory");
-    if (!rc) rc = parse_location(s, location, o->addressing, e);
+    if (!rc) rc = parse_location(s, location, o->addressing, o->s3_endpoint, e);
     if (!rc) rc = load_settings(s, o, e);
-    if (!rc) rc = load_credentials(s, o, e);
+    if (!rc) rc = aws_creds_open(o, s->region_given ? s->region : NULL, &s->creds, e);
     if (!rc) {
         /* Fail here, not on the first request, when libcurl cannot sign. */
         CURL *h = curl_easy_init();
@@ -811,6 +812,7 @@ int backend_s3_open(const char *location, const struct backend_opts *o, bool cre
                          curl_version());
         if (h) curl_easy_cleanup(h);
     }
+    if (!rc && !s->region_given) rc = discover_region(s, e);
     if (!rc && create) rc = ensure_bucket(s, e);
     if (rc < 0) {
         if (!strstr(e->msg, location)) err_wrap(e, "opening %s", location);

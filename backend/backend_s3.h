@@ -44,5 +44,8 @@
  * and two more are kept for the reads in progress. From a distant server more go faster
  * (measurements in bench/README.md). */
 #define BACKEND_S3_ENV_DOWNLOADS "PODVAULT_S3_DOWNLOADS"
+/* Seconds before temporary AWS credentials expire at which new ones are fetched (default 300,
+ * as the AWS SDKs' expiry window; 0..3000). Small values let tests see a refresh. */
+#define BACKEND_S3_ENV_REFRESH_WINDOW "PODVAULT_AWS_REFRESH_WINDOW_S"
 
 #endif

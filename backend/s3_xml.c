@@ -23,6 +23,7 @@ enum tag {
     T_ERROR,
     T_CODE,
     T_MESSAGE,
+    T_REGION, /* in an error: the bucket's region (AWS's AuthorizationHeaderMalformed) */
 };
 
 static const struct {
@@ -38,6 +39,7 @@ static const struct {
     {"Error", T_ERROR},
     {"Code", T_CODE},
     {"Message", T_MESSAGE},
+    {"Region", T_REGION},
 };
 
 struct px {
@@ -87,7 +89,7 @@ static bool wanted_text(const struct px *x, enum tag t)
     if (x->want_root == T_LIST)
         return (x->depth == 3 && x->stack[2] == T_CONTENTS && (t == T_KEY || t == T_SIZE)) ||
                (x->depth == 2 && (t == T_TRUNCATED || t == T_TOKEN));
-    return x->depth == 2 && (t == T_CODE || t == T_MESSAGE);
+    return x->depth == 2 && (t == T_CODE || t == T_MESSAGE || t == T_REGION);
 }
 
 static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **attrs)
@@ -187,6 +189,9 @@ static void end_text(struct px *x, enum tag t)
         break;
     case T_MESSAGE:
         copy_display(x->err->message, sizeof x->err->message, x->text);
+        break;
+    case T_REGION:
+        copy_display(x->err->region, sizeof x->err->region, x->text);
         break;
     default:
         break;

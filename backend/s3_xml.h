@@ -32,10 +32,11 @@ void s3_xml_page_free(struct s3_list_page *page);
 struct s3_error {
     char code[128];    /* e.g. "SignatureDoesNotMatch"; empty when absent */
     char message[512]; /* may be empty (Ceph RGW sends none); control bytes replaced by '?' */
+    char region[64];   /* <Region>, the bucket's (AWS names it in AuthorizationHeaderMalformed) */
 };
 
-/* Reads <Error><Code>..</Code><Message>..</Message></Error>. Returns false (and leaves `out`
- * empty) when the body is not such a document. Longer values are cut. */
+/* Reads <Error><Code>..</Code><Message>..</Message>[<Region>..</Region>]</Error>. Returns false
+ * (and leaves `out` empty) when the body is not such a document. Longer values are cut. */
 bool s3_xml_parse_error(const char *xml, size_t len, struct s3_error *out);
 
 #endif

@@ -61,6 +61,13 @@ static void test_s3_locations(void **state)
     assert_args(&l, aws);
     repoloc_free(&l);
 
+    assert_int_equal(from("{\"spec\":{\"provider\":\"aws\",\"objectStorage\":{\"bucket\":\"b\"}}}",
+                          "ns", "/tmp", &l, &e),
+                     0);
+    assert_string_equal(l.root, "s3:https://s3.amazonaws.com/b");
+    static const char *const no_region[] = {"--s3-virtual-host", NULL};
+    assert_args(&l, no_region);
+    repoloc_free(&l);
     assert_int_equal(
         from("{\"metadata\":{\"name\":\"minio\"},\"spec\":{\"provider\":\"velero.io/aws\","
              "\"objectStorage\":{\"bucket\":\"velero\"},"
@@ -73,8 +80,8 @@ static void test_s3_locations(void **state)
                         "s3:http://minio.velero.svc:9000/velero/plugins/podvault/default");
     assert_string_equal(l.root, "s3:http://minio.velero.svc:9000/velero");
     assert_string_equal(l.profile, "backup");
-    static const char *const minio[] = {"--s3-region", "us-east-1", "--s3-path-style",
-                                        "--insecure-tls", NULL};
+    /* No region: the jobs ask the bucket (no --s3-region). */
+    static const char *const minio[] = {"--s3-path-style", "--insecure-tls", NULL};
     assert_args(&l, minio);
     repoloc_free(&l);
 }
@@ -95,6 +102,7 @@ static void test_ca_written(void **state)
     char ca[256];
     snprintf(ca, sizeof ca, "%s/ca.pem", dir);
     static const char *want_tail[] = {"--cacert", NULL};
+    assert_string_equal(l.args[0], "--s3-path-style");
     assert_string_equal(l.args[l.n_args - 2], want_tail[0]);
     assert_string_equal(l.args[l.n_args - 1], ca);
     FILE *f = fopen(ca, "r");
@@ -140,11 +148,22 @@ static void test_local_and_refusals(void **state)
     assert_int_equal(l.n_args, 0);
     repoloc_free(&l);
 
-    assert_int_equal(from("{\"metadata\":{\"name\":\"gcs\"},\"spec\":{\"provider\":\"gcp\","
+    /* gcp: GCS's XML API with HMAC keys, path style, region "auto". */
+    assert_int_equal(
+        from("{\"metadata\":{\"name\":\"gcs\"},\"spec\":{\"provider\":\"velero.io/gcp\","
+             "\"objectStorage\":{\"bucket\":\"b\",\"prefix\":\"p\"}}}",
+             "ns", "/tmp", &l, &e),
+        0);
+    assert_string_equal(l.location, "s3:https://storage.googleapis.com/b/p/plugins/podvault/ns");
+    assert_true(l.s3);
+    const char *gcs_args[] = {"--s3-region", "auto", "--s3-path-style", NULL};
+    assert_args(&l, gcs_args);
+    repoloc_free(&l);
+    assert_int_equal(from("{\"metadata\":{\"name\":\"az\"},\"spec\":{\"provider\":\"oracle\","
                           "\"objectStorage\":{\"bucket\":\"b\"}}}",
                           "ns", "/tmp", &l, &e),
                      ERR_FAIL);
-    assert_non_null(strstr(e.msg, "BackupStorageLocation gcs: provider gcp is not supported"));
+    assert_non_null(strstr(e.msg, "BackupStorageLocation az: provider oracle is not supported"));
     assert_null(l.location);
     assert_int_equal(from("{\"metadata\":{\"name\":\"nob\"},\"spec\":{\"provider\":\"aws\"}}", "ns",
                           "/tmp", &l, &e),
@@ -202,6 +221,11 @@ static void test_credentials(void **state)
     assert_int_equal(repoloc_parse_credentials(text, "nope", &c, &e), ERR_NOT_FOUND);
     assert_non_null(strstr(e.msg, "no profile [nope]"));
     assert_int_equal(repoloc_parse_credentials("[\n]\n[", "default", &c, &e), ERR_NOT_FOUND);
+    /* A service account key is not HMAC keys: said so. */
+    assert_int_equal(
+        repoloc_parse_credentials(" {\"type\": \"service_account\"}", "default", &c, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "HMAC keys"));
+    assert_null(c.key_id);
 }
 
 /* Velero's azure locations (velero pkg/util/azure/storage.go): the container, the account,

@@ -1459,6 +1459,13 @@ static void test_opts_and_kinds(void **state)
     assert_int_equal(backend_open("ftp:container", NULL, true, &b, &e), ERR_FAIL);
     assert_non_null(strstr(e.msg, "unknown repository scheme \"ftp:\""));
     assert_non_null(strstr(e.msg, "azure:container[/prefix]"));
+    /* A mistyped scheme is refused too, with the schemes there are. */
+    assert_int_equal(backend_parse_kind("s3;http://127.0.0.1/bucket", &kind, &e), ERR_FAIL);
+    assert_non_null(strstr(e.msg, "unknown repository scheme \"s3;http:\""));
+    assert_non_null(strstr(e.msg, "s3:http[s]://host/bucket"));
+    assert_int_equal(backend_parse_kind("b2:bucket", &kind, &e), ERR_FAIL);
+    assert_int_equal(backend_parse_kind("repo/a:b", &kind, &e), 0);
+    assert_int_equal(kind, BACKEND_LOCAL);
     assert_null(b);
 
     char dir[] = "/tmp/pv-opts-XXXXXX";
@@ -1508,6 +1515,11 @@ static void test_s3_locations(void **state)
     env_set(BACKEND_S3_ENV_REGION, NULL);
     env_set(BACKEND_S3_ENV_RETRIES, "many");
     expect_open_fails("s3:http://127.0.0.1:1/bucket", BACKEND_S3_ENV_RETRIES);
+    env_set(BACKEND_S3_ENV_RETRIES, NULL);
+    env_set("AWS_ENDPOINT_URL_S3", "ftp://h");
+    expect_open_fails("s3:http://127.0.0.1:1/bucket", "AWS_ENDPOINT_URL_S3");
+    env_set("AWS_ENDPOINT_URL_S3", "http://h/path");
+    expect_open_fails("s3:http://127.0.0.1:1/bucket", "without a path");
     env_restore();
 }
 
@@ -1540,7 +1552,17 @@ static void test_s3_credentials(void **state)
     expect_open_fails("s3:http://127.0.0.1:1/bucket", "/nonexistent/credentials");
     env_set("AWS_SHARED_CREDENTIALS_FILE", NULL);
     env_set("HOME", "/nonexistent");
+    /* With no ~/.aws/credentials, the chain goes on to the pod's identity, and with none of
+     * those set and instance metadata off, the message lists the ways. */
+    env_set("AWS_EC2_METADATA_DISABLED", "true");
     expect_open_fails("s3:http://127.0.0.1:1/bucket", "no S3 credentials");
+    expect_open_fails("s3:http://127.0.0.1:1/bucket", "AWS_WEB_IDENTITY_TOKEN_FILE");
+    /* Instance metadata that does not answer (nothing listens on port 1). */
+    env_set("AWS_EC2_METADATA_DISABLED", NULL);
+    env_set("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1");
+    expect_open_fails("s3:http://127.0.0.1:1/bucket",
+                      "EC2 instance metadata at http://127.0.0.1:1");
+    env_set("AWS_EC2_METADATA_SERVICE_ENDPOINT", NULL);
     env_set("AWS_ACCESS_KEY_ID", "only-the-key");
     expect_open_fails("s3:http://127.0.0.1:1/bucket", "must be set together");
     env_restore();
@@ -1587,6 +1609,8 @@ static void never_recovers(const char *fault, const char *needle)
     env_set(BACKEND_S3_ENV_RETRY_DELAY_MS, "20");
     env_set(BACKEND_S3_ENV_STALL_TIMEOUT, "1");
     env_set(BACKEND_S3_ENV_THROTTLE_TIME, "0"); /* the count alone: s3_throttle.sh tests the time */
+    /* A region given: no requests at open to find the bucket's, only the ones counted here. */
+    env_set(BACKEND_S3_ENV_REGION, "us-east-1");
     struct backend *b = NULL;
     struct err e;
     err_clear(&e);
