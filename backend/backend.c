@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "backend/backend_s3.h"
@@ -273,4 +274,35 @@ void backend_close(struct backend *b)
     char *tmp = b->tmp_dir; /* the implementation frees the rest, and b itself */
     b->ops->close(b);
     free(tmp);
+}
+
+int backend_set_retention(struct backend *b, const struct backend_retention *r, bool verify,
+                          struct err *e)
+{
+    if (!b->ops->set_retention) {
+        if (r->mode == BACKEND_LOCK_OFF) return 0;
+        return err_set(e, ERR_FAIL,
+                       "%s: object lock needs an S3 bucket with Object Lock enabled; this "
+                       "backend cannot keep objects immutable",
+                       b->location);
+    }
+    return b->ops->set_retention(b, r, verify, e);
+}
+
+bool backend_lock_mode_parse(const char *s, enum backend_lock_mode *m)
+{
+    if (strcasecmp(s, "governance") == 0)
+        *m = BACKEND_LOCK_GOVERNANCE;
+    else if (strcasecmp(s, "compliance") == 0)
+        *m = BACKEND_LOCK_COMPLIANCE;
+    else
+        return false;
+    return true;
+}
+
+const char *backend_lock_mode_str(enum backend_lock_mode m)
+{
+    return m == BACKEND_LOCK_GOVERNANCE   ? "governance"
+           : m == BACKEND_LOCK_COMPLIANCE ? "compliance"
+                                          : "off";
 }

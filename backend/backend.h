@@ -21,6 +21,18 @@
 
 struct backend;
 
+/* S3 Object Lock: the retention every object a repository writes (but its lock objects) is given,
+ * from the repository config (docs/FORMAT.md, "Object Lock"). */
+enum backend_lock_mode {
+    BACKEND_LOCK_OFF = 0,
+    BACKEND_LOCK_GOVERNANCE, /* removable early only with s3:BypassGovernanceRetention */
+    BACKEND_LOCK_COMPLIANCE, /* removable by nobody until the date */
+};
+struct backend_retention {
+    enum backend_lock_mode mode;
+    uint64_t seconds; /* retain-until = the time of the upload + this */
+};
+
 /* Called once per object found by backend_list; return non-zero to stop listing (that value is
  * then returned by backend_list). */
 typedef int (*backend_list_cb)(void *ctx, const char *name, uint64_t size);
@@ -40,6 +52,9 @@ struct backend_ops {
                 struct err *e);
     int (*remove)(struct backend *self, const char *name, struct err *e);
     void (*close)(struct backend *self);
+    /* NULL: the backend cannot lock objects (backend_set_retention fails). */
+    int (*set_retention)(struct backend *self, const struct backend_retention *r, bool verify,
+                         struct err *e);
 };
 
 /* What a backend is; a location's scheme says which (backend_parse_kind). */
@@ -139,6 +154,17 @@ int backend_list(struct backend *b, const char *prefix, backend_list_cb cb, void
 /* Removes an object; removing a missing object fails with ERR_NOT_FOUND. */
 int backend_remove(struct backend *b, const char *name, struct err *e);
 void backend_close(struct backend *b);
+
+/* Gives every object saved from now on whose name is not under "locks/" the retention `r`
+ * (mode OFF: none). With `verify`, first asks the store whether it enforces Object Lock and fails
+ * with a message saying how to get one when it does not. ERR_FAIL for a backend without Object
+ * Lock (a local directory). Call before the backend is shared between threads. */
+int backend_set_retention(struct backend *b, const struct backend_retention *r, bool verify,
+                          struct err *e);
+/* Parses a mode as a user writes it ("governance", "compliance", any case). */
+bool backend_lock_mode_parse(const char *s, enum backend_lock_mode *m);
+/* The mode in lower case ("governance", "compliance", "off"). */
+const char *backend_lock_mode_str(enum backend_lock_mode m);
 
 /* Constructors, used by backend_open (which sets kind and tmp_dir). */
 int backend_local_open(const char *path, bool create, struct backend **out, struct err *e);

@@ -21,6 +21,7 @@
 
 #include "base/fdio.h"
 #include "backend/backend.h"
+#include "backend/s3_lock.h"
 #include "backend/s3_xml.h"
 
 /* SHA-256 of nothing: the payload hash of requests without a body. */
@@ -50,6 +51,8 @@ struct s3 {
     char *cacert;
     bool insecure;
     long retries, delay_ms, max_delay_ms, connect_timeout_s, stall_timeout_s, list_max;
+    struct backend_retention
+        lock; /* Object Lock of saved objects (s3_lock.h); set before sharing */
     /* Shared by the threads, under locks. */
     CURLSH *share; /* DNS answers and TLS sessions */
     pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
@@ -330,6 +333,7 @@ struct req {
     const char *body_sha256; /* hex; NULL for requests without a body */
     const char *range;       /* CURLOPT_RANGE ("a-b", "a-") or NULL */
     struct buf *out;         /* a successful answer's body is appended here; NULL drops it */
+    const char *extra[3];    /* more header lines (Object Lock), NULL where unused */
     uint64_t out_max;        /* most bytes a ranged answer may bring; 0 = no limit */
     /* results of the last attempt */
     long status;
@@ -433,8 +437,8 @@ static CURLcode attempt(struct s3 *s, CURL *h, struct req *r, char *curl_msg)
              r->body_sha256 ? r->body_sha256 : EMPTY_SHA256);
     /* No "Expect:" line to turn off 100-continue: curl 7.88 would sign it as an empty header
      * that is never sent, and every upload would fail with SignatureDoesNotMatch. */
-    const char *lines[] = {sha_hdr, s->token_header};
-    for (size_t i = 0; i < 2; i++) {
+    const char *lines[] = {sha_hdr, s->token_header, r->extra[0], r->extra[1], r->extra[2]};
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         if (!lines[i]) continue;
         t = curl_slist_append(hdrs, lines[i]);
         if (!t) {
@@ -727,6 +731,10 @@ static int put(struct s3 *s, const char *name, const void *data, int fd, uint64_
     char hex[SHA256_HEX_LEN + 1];
     if (rc == 0 && body_sha256(data, fd, len, hex) < 0)
         rc = err_sys(e, errno, "saving %s: hashing its body", name);
+    struct s3_lock_hdrs lh;
+    bool locked = rc == 0 && s3_lock_applies(&s->lock, name);
+    if (locked && (rc = s3_lock_headers(&s->lock, time(NULL), data, fd, len, &lh, e)) < 0)
+        err_wrap(e, "saving %s", name);
     if (rc == 0) {
         struct req r = {.method = "PUT",
                         .what = name,
@@ -735,6 +743,11 @@ static int put(struct s3 *s, const char *name, const void *data, int fd, uint64_
                         .body_fd = fd,
                         .body_len = len,
                         .body_sha256 = hex};
+        if (locked) {
+            r.extra[0] = lh.mode;
+            r.extra[1] = lh.until;
+            r.extra[2] = lh.md5;
+        }
         rc = request(s, &r, e);
     }
     free(url);
@@ -928,6 +941,46 @@ static int s3_remove(struct backend *self, const char *name, struct err *e)
     return rc;
 }
 
+/* GetObjectLockConfiguration: whether the bucket enforces Object Lock. */
+static int lock_check(struct s3 *s, struct err *e)
+{
+    char *url = NULL, what[300];
+    snprintf(what, sizeof what, "the object lock configuration of bucket %s", s->bucket);
+    if (asprintf(&url, "%s?object-lock=", s->bucket_url) < 0)
+        return err_set(e, ERR_FAIL, "out of memory");
+    struct buf body = BUF_INIT;
+    struct req r = {.method = "GET", .what = what, .url = url, .out = &body};
+    int rc = request(s, &r, e);
+    bool enabled = false;
+    if (rc < 0 && r.status == 404 && strcmp(r.err.code, "NoSuchBucket") != 0) {
+        err_clear(e);
+        rc = 0; /* ObjectLockConfigurationNotFoundError: not enabled */
+    } else if (rc == 0) {
+        rc = s3_lock_parse_config((const char *)body.data, body.len, &enabled, e);
+    }
+    if (rc == 0 && !enabled)
+        rc = err_set(e, ERR_FAIL,
+                     "bucket %s does not have Object Lock enabled: create a bucket with it "
+                     "(aws s3api create-bucket --object-lock-enabled-for-bucket ...; versioning "
+                     "alone is not enough) or leave out --object-lock",
+                     s->bucket);
+    free(url);
+    buf_free(&body);
+    return rc;
+}
+
+static int s3_set_retention(struct backend *self, const struct backend_retention *r, bool verify,
+                            struct err *e)
+{
+    struct s3 *s = as_s3(self);
+    if (r->mode != BACKEND_LOCK_OFF && verify) {
+        int rc = lock_check(s, e);
+        if (rc < 0) return rc;
+    }
+    s->lock = *r;
+    return 0;
+}
+
 static void s3_close(struct backend *self)
 {
     struct s3 *s = as_s3(self);
@@ -961,6 +1014,7 @@ static const struct backend_ops s3_ops = {
     .list = s3_list,
     .remove = s3_remove,
     .close = s3_close,
+    .set_retention = s3_set_retention,
 };
 
 static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *ud)
