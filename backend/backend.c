@@ -187,6 +187,10 @@ int backend_open(const char *location, const struct backend_opts *o, bool create
     enum backend_kind kind;
     int rc = backend_parse_kind(location, &kind, e);
     if (rc == 0) rc = opts_check(o, e);
+    if (rc == 0 && o->as_of_ms && kind != BACKEND_S3)
+        rc = err_set(e, ERR_FAIL,
+                     "%s: --as-of reads the versions of an S3 bucket; a local directory has none",
+                     location);
     if (rc < 0) return rc;
     if (kind == BACKEND_S3)
         rc = backend_s3_open(location, o, create, out, e);

@@ -99,6 +99,11 @@ struct backend_opts {
      * (NULL: "default") of credentials_file, else of <home>/.aws/credentials. */
     const char *access_key, *secret_key, *session_token;
     const char *credentials_file, *profile, *home;
+    /* > 0: read the repository as it stood at this time, in milliseconds since the epoch: each
+     * object is its newest version at or before it (a versioned S3 bucket; docs/FORMAT.md,
+     * "Object Lock"); objects under "locks/" are read and written as they are now, and writing
+     * or removing anything else fails. 0: the current objects. */
+    int64_t as_of_ms;
 };
 
 /* The defaults above (strings NULL). */

@@ -14,6 +14,8 @@
 #include <cmocka.h>
 
 #include "backend/s3_lock.h"
+#include "backend/s3_versions.h"
+#include "cli/options.h"
 #include "repo/config.h"
 #include "repo/crypt.h"
 
@@ -150,13 +152,149 @@ static void test_config_lock(void **state)
     buf_free(&b);
 }
 
+static void test_times(void **state)
+{
+    int64_t ms;
+    assert_true(s3_time_parse_ms("2026-12-08T02:13:06.623Z", &ms));
+    assert_int_equal(ms, 1796695986623LL);
+    assert_true(s3_time_parse_ms("2026-12-08T02:13:06Z", &ms));
+    assert_int_equal(ms, 1796695986000LL);
+    assert_true(s3_time_parse_ms("2026-12-08T02:13:06.6234567Z", &ms));
+    assert_int_equal(ms, 1796695986623LL);
+    assert_true(s3_time_parse_ms("2026-12-08T02:13:06.6Z", &ms));
+    assert_int_equal(ms, 1796695986600LL);
+    static const char *bad[] = {"",
+                                "2026-12-08",
+                                "2026-12-08T02:13:06",
+                                "2026-13-08T02:13:06Z",
+                                "2026-12-08T02:13:06.Z",
+                                "2026-12-08T02:13:06+01:00",
+                                "1969-12-31T23:59:59Z",
+                                "2026-12-08 02:13:06Z"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(s3_time_parse_ms(bad[i], &ms));
+    /* what --as-of takes */
+    assert_true(opt_parse_time_ms("2026-12-08T02:13:06.623Z", &ms));
+    assert_int_equal(ms, 1796695986623LL);
+    assert_true(opt_parse_time_ms("2026-12-08 02:13:06", &ms));
+    assert_int_equal(ms, 1796695986000LL);
+    assert_true(opt_parse_time_ms("@1796695986.5", &ms));
+    assert_int_equal(ms, 1796695986500LL);
+    assert_false(opt_parse_time_ms("yesterday", &ms));
+    assert_false(opt_parse_time_ms("2026-12-08", &ms));
+    assert_false(opt_parse_time_ms("2026-12-08T02:13:06+0100", &ms));
+    assert_false(opt_parse_time_ms("@", &ms));
+}
+
+/* Three keys: "config" (one version), "data/ab" (a version, overwritten, then deleted), "snap"
+ * (written after T). Listed as S3 does: keys in order, newest first within a key. */
+static const char page1[] =
+    "<?xml version=\"1.0\"?><ListVersionsResult "
+    "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><IsTruncated>true</IsTruncated>"
+    "<NextKeyMarker>r/data/ab</NextKeyMarker><NextVersionIdMarker>v1</NextVersionIdMarker>"
+    "<Version><Key>r/config</Key><VersionId>c1</VersionId><IsLatest>true</IsLatest>"
+    "<LastModified>2026-12-08T02:00:00.000Z</LastModified><Size>300</Size></Version>"
+    "<DeleteMarker><Key>r/data/ab</Key><VersionId>m1</VersionId><IsLatest>true</IsLatest>"
+    "<LastModified>2026-12-08T02:30:00.000Z</LastModified></DeleteMarker>"
+    "<Version><Key>r/data/ab</Key><VersionId>v2</VersionId><IsLatest>false</IsLatest>"
+    "<LastModified>2026-12-08T02:20:00.000Z</LastModified><Size>7</Size></Version>"
+    "<Version><Key>r/data/ab</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest>"
+    "<LastModified>2026-12-08T02:10:00.000Z</LastModified><Size>1000</Size></Version>"
+    "</ListVersionsResult>";
+static const char page2[] =
+    "<ListVersionsResult><IsTruncated>false</IsTruncated>"
+    "<Version><Key>r/snap</Key><VersionId>s1</VersionId><IsLatest>true</IsLatest>"
+    "<LastModified>2026-12-08T02:40:00.000Z</LastModified><Size>9</Size></Version>"
+    "</ListVersionsResult>";
+
+static void test_versions(void **state)
+{
+    struct err e;
+    struct s3_vt *t = s3_vt_new();
+    struct s3_versions_page p = {0};
+    assert_int_equal(s3_versions_parse(page1, strlen(page1), s3_vt_add, t, &p, &e), 0);
+    assert_true(p.truncated);
+    assert_string_equal(p.next_key, "r/data/ab");
+    assert_string_equal(p.next_version, "v1");
+    assert_int_equal(p.entries, 4);
+    s3_versions_page_free(&p);
+    assert_int_equal(s3_versions_parse(page2, strlen(page2), s3_vt_add, t, &p, &e), 0);
+    assert_false(p.truncated);
+    assert_null(p.next_key);
+    s3_versions_page_free(&p);
+    s3_vt_finish(t);
+    assert_int_equal(s3_vt_add(t, s3_vt_entry(t, 0, 0)), 1); /* nothing after finish */
+    assert_int_equal(s3_vt_keys(t), 3);
+    assert_string_equal(s3_vt_key(t, 1), "r/data/ab");
+    assert_int_equal(s3_vt_entries(t, 1), 3);
+    assert_true(s3_vt_entry(t, 1, 0)->marker);
+    assert_null(s3_vt_entry(t, 1, 3));
+    int64_t t0, t15, t25, t35, t45;
+    assert_true(s3_time_parse_ms("2026-12-08T01:59:59.999Z", &t0));
+    assert_true(s3_time_parse_ms("2026-12-08T02:15:00Z", &t15));
+    assert_true(s3_time_parse_ms("2026-12-08T02:25:00Z", &t25));
+    assert_true(s3_time_parse_ms("2026-12-08T02:35:00Z", &t35));
+    assert_true(s3_time_parse_ms("2026-12-08T02:45:00Z", &t45));
+    assert_null(s3_vt_at(t, "r/config", t0));
+    assert_string_equal(s3_vt_at(t, "r/config", t0 + 1)->version_id, "c1"); /* at, inclusive */
+    assert_null(s3_vt_at(t, "r/data/ab", t0));
+    assert_string_equal(s3_vt_at(t, "r/data/ab", t15)->version_id, "v1");
+    assert_int_equal(s3_vt_at(t, "r/data/ab", t15)->size, 1000);
+    assert_string_equal(s3_vt_at(t, "r/data/ab", t25)->version_id, "v2");
+    assert_null(s3_vt_at(t, "r/data/ab", t35)); /* deleted then */
+    assert_null(s3_vt_current(t, "r/data/ab"));
+    assert_null(s3_vt_at(t, "r/snap", t35));
+    assert_string_equal(s3_vt_at(t, "r/snap", t45)->version_id, "s1");
+    assert_string_equal(s3_vt_current(t, "r/snap")->version_id, "s1");
+    assert_null(s3_vt_at(t, "r/nothing", t45));
+    s3_vt_free(t);
+
+    /* malformed listings are refused with a message */
+    static const char *bad[] = {
+        "",
+        "<ListBucketResult></ListBucketResult>",
+        "<ListVersionsResult><Version><Key>k</Key><VersionId>v</VersionId></Version>"
+        "</ListVersionsResult>",
+        "<ListVersionsResult><Version><Key>k</Key><VersionId>v</VersionId><LastModified>"
+        "yesterday</LastModified></Version></ListVersionsResult>",
+        "<ListVersionsResult><Version><Key></Key><VersionId>v</VersionId><LastModified>"
+        "2026-12-08T02:00:00Z</LastModified></Version></ListVersionsResult>",
+        "<ListVersionsResult><IsTruncated>maybe</IsTruncated></ListVersionsResult>",
+        "<!DOCTYPE a [<!ENTITY x \"y\">]><ListVersionsResult/>",
+        "<ListVersionsResult><Version><Key>k</Key>",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct s3_vt *u = s3_vt_new();
+        memset(&p, 0, sizeof p);
+        err_clear(&e);
+        assert_int_equal(s3_versions_parse(bad[i], strlen(bad[i]), s3_vt_add, u, &p, &e), ERR_FAIL);
+        assert_non_null(strstr(e.msg, "malformed version listing"));
+        s3_versions_page_free(&p);
+        s3_vt_free(u);
+    }
+    /* a key longer than S3 allows */
+    size_t n = S3_VER_KEY_MAX + 200;
+    char *doc = malloc(n + 200), *key = malloc(n + 1);
+    memset(key, 'k', n);
+    key[n] = '\0';
+    snprintf(doc, n + 200,
+             "<ListVersionsResult><Version><Key>%s</Key><VersionId>v</VersionId>"
+             "<LastModified>2026-12-08T02:00:00Z</LastModified></Version></ListVersionsResult>",
+             key);
+    struct s3_vt *u = s3_vt_new();
+    memset(&p, 0, sizeof p);
+    assert_int_equal(s3_versions_parse(doc, strlen(doc), s3_vt_add, u, &p, &e), ERR_FAIL);
+    s3_vt_free(u);
+    free(doc);
+    free(key);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_applies),
-        cmocka_unit_test(test_headers),
-        cmocka_unit_test(test_parse_config),
-        cmocka_unit_test(test_config_lock),
+        cmocka_unit_test(test_applies),      cmocka_unit_test(test_headers),
+        cmocka_unit_test(test_parse_config), cmocka_unit_test(test_config_lock),
+        cmocka_unit_test(test_times),        cmocka_unit_test(test_versions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
