@@ -310,3 +310,23 @@ const char *backend_lock_mode_str(enum backend_lock_mode m)
            : m == BACKEND_LOCK_COMPLIANCE ? "compliance"
                                           : "off";
 }
+
+int backend_versions_plan(struct backend *b, backend_version_cb cb, void *ctx, struct err *e)
+{
+    if (!b->ops->versions_plan)
+        return err_set(e, ERR_FAIL,
+                       "%s keeps no versions of its objects (only a versioned S3 "
+                       "bucket does)",
+                       b->location);
+    return b->ops->versions_plan(b, cb, ctx, e);
+}
+
+int backend_version_apply(struct backend *b, const char *name, enum backend_version_action a,
+                          struct err *e)
+{
+    int rc = check_name(b, name, e);
+    if (rc) return rc;
+    if (!b->ops->version_apply)
+        return err_set(e, ERR_FAIL, "%s keeps no versions of its objects", b->location);
+    return b->ops->version_apply(b, name, a, e);
+}

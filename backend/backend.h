@@ -33,6 +33,16 @@ struct backend_retention {
     uint64_t seconds; /* retain-until = the time of the upload + this */
 };
 
+/* What `repair versions` does to one object to make the state of an earlier time current. */
+enum backend_version_action {
+    BACKEND_VERSION_RESTORE = 1, /* copy the version of that time back over the current state */
+    BACKEND_VERSION_REMOVE,      /* the object did not exist then: remove it (a delete marker) */
+};
+/* Called once per object to change; non-zero stops the plan (and is returned). `size` is that of
+ * the version restored (0 for a removal). */
+typedef int (*backend_version_cb)(void *ctx, const char *name, enum backend_version_action a,
+                                  uint64_t size);
+
 /* Called once per object found by backend_list; return non-zero to stop listing (that value is
  * then returned by backend_list). */
 typedef int (*backend_list_cb)(void *ctx, const char *name, uint64_t size);
@@ -54,6 +64,10 @@ struct backend_ops {
     void (*close)(struct backend *self);
     /* NULL: the backend cannot lock objects (backend_set_retention fails). */
     int (*set_retention)(struct backend *self, const struct backend_retention *r, bool verify,
+                         struct err *e);
+    /* NULL: the backend keeps no versions (backend_versions_plan fails). */
+    int (*versions_plan)(struct backend *self, backend_version_cb cb, void *ctx, struct err *e);
+    int (*version_apply)(struct backend *self, const char *name, enum backend_version_action a,
                          struct err *e);
 };
 
@@ -165,6 +179,15 @@ void backend_close(struct backend *b);
  * with a message saying how to get one when it does not. ERR_FAIL for a backend without Object
  * Lock (a local directory). Call before the backend is shared between threads. */
 int backend_set_retention(struct backend *b, const struct backend_retention *r, bool verify,
+                          struct err *e);
+/* For a backend opened with as_of_ms: calls cb for every object (but those under "locks/") whose
+ * current state differs from its state at that time, in name order. ERR_FAIL without as_of_ms
+ * or for a backend without versions. Thread-safe. */
+int backend_versions_plan(struct backend *b, backend_version_cb cb, void *ctx, struct err *e);
+/* Carries out one change of the plan: RESTORE copies the version of that time over the current
+ * object (it gets the backend's retention anew), REMOVE deletes the current object (versioned
+ * stores keep its versions behind a delete marker). Thread-safe. */
+int backend_version_apply(struct backend *b, const char *name, enum backend_version_action a,
                           struct err *e);
 /* Parses a mode as a user writes it ("governance", "compliance", any case). */
 bool backend_lock_mode_parse(const char *s, enum backend_lock_mode *m);

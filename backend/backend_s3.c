@@ -1115,6 +1115,83 @@ static int s3_set_retention(struct backend *self, const struct backend_retention
     return 0;
 }
 
+static int s3_versions_plan(struct backend *self, backend_version_cb cb, void *ctx, struct err *e)
+{
+    struct s3 *s = as_s3(self);
+    if (!s->vt)
+        return err_set(e, ERR_FAIL, "repairing versions needs the time to go back to (--as-of)");
+    size_t plen = strlen(s->prefix);
+    for (size_t i = 0; i < s3_vt_keys(s->vt); i++) {
+        const char *key = s3_vt_key(s->vt, i);
+        const struct s3_version *v;
+        if (strncmp(key, s->prefix, plen) != 0 || !as_of(s, key + plen) || !key[plen]) continue;
+        int c = s3_vt_change(s->vt, key, s->as_of_ms, &v);
+        int rc = c == 0   ? 0
+                 : c == 1 ? cb(ctx, key + plen, BACKEND_VERSION_RESTORE, v->size)
+                          : cb(ctx, key + plen, BACKEND_VERSION_REMOVE, 0);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* CopyObject of the version of s->as_of_ms over `name`, with the retention anew. */
+static int copy_back(struct s3 *s, const char *name, const char *url, struct err *e)
+{
+    char *key = NULL, *src = NULL, *enc_key = NULL, *enc_vid = NULL;
+    const struct s3_version *v = NULL;
+    if (asprintf(&key, "%s%s", s->prefix, name) >= 0) v = s3_vt_at(s->vt, key, s->as_of_ms);
+    int rc = 0;
+    if (key && !v) {
+        rc = err_set(e, ERR_NOT_FOUND, "%s has no version to restore", name);
+    } else if (!key || !(enc_key = uri_encode(key, true)) ||
+               !(enc_vid = uri_encode(v->version_id, false)) ||
+               asprintf(&src, "x-amz-copy-source: /%s/%s?versionId=%s", s->bucket, enc_key,
+                        enc_vid) < 0) {
+        src = NULL;
+        rc = err_set(e, ERR_FAIL, "restoring %s: out of memory", name);
+    }
+    struct s3_lock_hdrs lh;
+    bool locked = rc == 0 && s3_lock_applies(&s->lock, name);
+    if (locked) rc = s3_lock_headers(&s->lock, time(NULL), "", -1, 0, &lh, e);
+    if (rc == 0) {
+        struct buf answer = BUF_INIT;
+        struct req r = {.method = "PUT", .what = name, .url = url, .body = "", .out = &answer};
+        r.body_sha256 = EMPTY_SHA256;
+        r.extra[0] = src;
+        if (locked) {
+            r.extra[1] = lh.mode;
+            r.extra[2] = lh.until;
+        }
+        rc = request(s, &r, e);
+        buf_free(&answer);
+    }
+    free(key);
+    free(src);
+    free(enc_key);
+    free(enc_vid);
+    return rc;
+}
+
+static int s3_version_apply(struct backend *self, const char *name, enum backend_version_action a,
+                            struct err *e)
+{
+    struct s3 *s = as_s3(self);
+    if (!s->vt || !as_of(s, name))
+        return err_set(e, ERR_FAIL, "repairing %s needs the time to go back to (--as-of)", name);
+    char *url = object_url(s, name);
+    if (!url) return err_set(e, ERR_FAIL, "repairing %s: out of memory", name);
+    int rc;
+    if (a == BACKEND_VERSION_RESTORE) {
+        rc = copy_back(s, name, url, e);
+    } else {
+        struct req r = {.method = "DELETE", .what = name, .object = true, .url = url};
+        rc = request(s, &r, e);
+    }
+    free(url);
+    if (rc < 0) err_wrap(e, "%s %s", a == BACKEND_VERSION_RESTORE ? "restoring" : "removing", name);
+    return rc;
+}
+
 static void s3_close(struct backend *self)
 {
     struct s3 *s = as_s3(self);
@@ -1150,6 +1227,8 @@ static const struct backend_ops s3_ops = {
     .remove = s3_remove,
     .close = s3_close,
     .set_retention = s3_set_retention,
+    .versions_plan = s3_versions_plan,
+    .version_apply = s3_version_apply,
 };
 
 static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *ud)

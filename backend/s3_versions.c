@@ -446,3 +446,12 @@ const struct s3_version *s3_vt_entry(const struct s3_vt *t, size_t i, size_t j)
 {
     return j < s3_vt_entries(t, i) ? &t->e[t->starts[i] + j].v : NULL;
 }
+
+int s3_vt_change(const struct s3_vt *t, const char *key, int64_t ms, const struct s3_version **v)
+{
+    const struct s3_version *at = s3_vt_at(t, key, ms), *cur = s3_vt_current(t, key);
+    *v = at;
+    if (at && (!cur || strcmp(cur->version_id, at->version_id) != 0)) return 1;
+    if (!at && cur) return 2;
+    return 0;
+}

@@ -55,8 +55,8 @@ struct s3_vt;
 struct s3_vt *s3_vt_new(void);
 void s3_vt_free(struct s3_vt *t);
 /* Adds a listed entry (the callback of s3_versions_parse can be this with the table as ctx);
- * 1 when out of memory, too many entries, or after s3_vt_finish. Entries of a key must come newest first, as S3
- * lists them; the order decides between versions of the same LastModified. */
+ * 1 when out of memory, too many entries, or after s3_vt_finish. Entries of a key must come newest
+ * first, as S3 lists them; the order decides between versions of the same LastModified. */
 int s3_vt_add(void *t, const struct s3_version *v);
 /* Sorts the table for lookups; nothing can be added afterwards. */
 void s3_vt_finish(struct s3_vt *t);
@@ -66,6 +66,9 @@ void s3_vt_finish(struct s3_vt *t);
  * instead. The entry's strings live as long as the table. */
 const struct s3_version *s3_vt_at(const struct s3_vt *t, const char *key, int64_t ms);
 const struct s3_version *s3_vt_current(const struct s3_vt *t, const char *key);
+/* What makes key's current state that of time `ms`: 0 nothing, 1 restore (*v: the version of
+ * that time), 2 remove (it did not exist then but does now). */
+int s3_vt_change(const struct s3_vt *t, const char *key, int64_t ms, const struct s3_version **v);
 /* The distinct keys, in byte order: key i for i < s3_vt_keys(t). */
 size_t s3_vt_keys(const struct s3_vt *t);
 const char *s3_vt_key(const struct s3_vt *t, size_t i);

@@ -32,6 +32,15 @@ for i in 1 2 3; do
 done
 ok "three backups on a compliance-locked repository"
 
+# A dry run back to after the second backup would remove what the third wrote, and changes nothing.
+run_pv 0 --json --no-cache --as-of "${times[1]}" repair versions --dry-run
+tail -n 1 "$T/out" | jq -e '.restore == 0 and .remove >= 2 and .done == 0 and .dry_run' >/dev/null ||
+    fail "repair versions --dry-run: $(cat "$T/out")"
+grep -q "\"name\":\"snapshots/${ids[2]}\"" "$T/out" || fail "the dry run does not remove the third snapshot: $(cat "$T/out")"
+run_pv 0 --json --no-cache snapshots
+[ "$(jq length "$T/out")" = 3 ] || fail "the dry run changed something: $(cat "$T/out")"
+ok "repair versions --dry-run lists what it would remove, changes nothing"
+
 # ---- the attack, with the agent's own credentials ----
 lock_versions >"$T/versions"
 jq -r 'select(.latest and (.marker | not)) | .key' "$T/versions" | grep -v '^locks/' >"$T/keys"
@@ -71,7 +80,7 @@ jq -e --argjson ids "$(printf '%s\n' "${ids[@]}" | jq -R . | jq -s .)" '[.[].id]
     fail "snapshots --as-of $before: $(cat "$T/out")"
 for i in 0 1 2; do
     run_pv 0 --no-cache --as-of "$before" restore "${ids[$i]}" --target "$T/r$i"
-    tree_equal "$T/src$((i + 1))" "$T/r$i"
+    tree_equal "$T/src$((i + 1))" "$T/r$i" --no-atime # the copies were made after the backup read them
 done
 run_pv 0 --no-cache --as-of "$before" ls "${ids[2]}"
 grep -q "/d/new3" "$T/out" || fail "ls --as-of: $(cat "$T/out")"
@@ -87,3 +96,26 @@ grep -q -- "--as-of: want a UTC time" "$T/err" || fail "--as-of yesterday: $(cat
 REPO=$T/local run_pv 1 --as-of "$before" snapshots
 grep -q "a local directory has none" "$T/err" || fail "--as-of on a local directory: $(cat "$T/err")"
 ok "--as-of refuses writes, a malformed time and a local directory"
+
+# ---- repair versions ----
+nkeys=$(wc -l <"$T/keys")
+run_pv 2 --no-cache repair versions
+grep -q "needs --as-of" "$T/err" || fail "repair versions without --as-of: $(cat "$T/err")"
+run_pv 0 --json --no-cache --as-of "$before" repair versions --dry-run
+tail -n 1 "$T/out" | jq -e --argjson n "$nkeys" '.restore == $n and .remove == 0 and .done == 0' >/dev/null ||
+    fail "repair versions --dry-run after the attack ($nkeys objects): $(tail -n 1 "$T/out")"
+run_pv 10 --no-cache snapshots
+run_pv 0 --json --no-cache --as-of "$before" repair versions
+tail -n 1 "$T/out" | jq -e --argjson n "$nkeys" '.restore == $n and .done == $n' >/dev/null ||
+    fail "repair versions: $(tail -n 1 "$T/out")"
+run_pv 0 --no-cache check --read-data
+run_pv 0 --json --no-cache snapshots
+[ "$(jq length "$T/out")" = 3 ] || fail "snapshots after the repair: $(cat "$T/out")"
+run_pv 0 --no-cache restore "${ids[2]}" --target "$T/after"
+tree_equal "$T/src3" "$T/after" --no-atime
+r=$(lock_retention "$newest")
+[ "${r%% *}" = COMPLIANCE ] || fail "the restored $newest has no compliance retention: $r"
+rand_file "$S/d/new4" 900000
+run_pv 0 --no-cache backup "$S"
+run_pv 0 --no-cache check
+ok "repair versions restored $nkeys objects (shown first): check --read-data clean, 3 snapshots, byte for byte, retention anew, a new backup works"

@@ -247,6 +247,15 @@ static void test_versions(void **state)
     assert_string_equal(s3_vt_at(t, "r/snap", t45)->version_id, "s1");
     assert_string_equal(s3_vt_current(t, "r/snap")->version_id, "s1");
     assert_null(s3_vt_at(t, "r/nothing", t45));
+    /* what repair versions does to go back to each time */
+    const struct s3_version *v;
+    assert_int_equal(s3_vt_change(t, "r/config", t15, &v), 0);  /* unchanged since */
+    assert_int_equal(s3_vt_change(t, "r/data/ab", t15, &v), 1); /* deleted: restore v1 */
+    assert_string_equal(v->version_id, "v1");
+    assert_int_equal(s3_vt_change(t, "r/data/ab", t35, &v), 0); /* deleted then too */
+    assert_int_equal(s3_vt_change(t, "r/snap", t35, &v), 2);    /* written after: remove */
+    assert_int_equal(s3_vt_change(t, "r/snap", t45, &v), 0);
+    assert_int_equal(s3_vt_change(t, "r/config", t0, &v), 2);
     s3_vt_free(t);
 
     /* malformed listings are refused with a message */
