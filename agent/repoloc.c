@@ -129,13 +129,25 @@ static int add_init_arg(struct repoloc *l, const char *a, struct err *e)
     return 0;
 }
 
+/* A setting of the location: spec.config.<key>, else the annotation podvault.io/<annotation>
+ * (which Velero's object store plugins never see). */
+static const char *bsl_setting(const json_t *bsl, const char *key, const char *annotation)
+{
+    char path[128];
+    snprintf(path, sizeof path, "spec.config.%s", key);
+    const char *v = k8s_str(bsl, path);
+    if (v && *v) return v;
+    return json_string_value(json_object_get(k8s_at(bsl, "metadata.annotations"), annotation));
+}
+
 /* spec.config.podvaultObjectLockDays ("30", or a duration such as "2h") and
- * podvaultObjectLockMode ("governance" or "compliance"): how the agent initialises a new
- * repository of this location (S3 Object Lock); `podvault init` checks the values further. */
+ * podvaultObjectLockMode ("governance" or "compliance"), or the annotations
+ * podvault.io/object-lock-days and -mode: how the agent initialises a new repository of this
+ * location (S3 Object Lock); `podvault init` checks the values further. */
 static int lock_args(const json_t *bsl, const char *name, struct repoloc *l, struct err *e)
 {
-    const char *days = k8s_str(bsl, "spec.config.podvaultObjectLockDays");
-    const char *mode = k8s_str(bsl, "spec.config.podvaultObjectLockMode");
+    const char *days = bsl_setting(bsl, "podvaultObjectLockDays", "podvault.io/object-lock-days");
+    const char *mode = bsl_setting(bsl, "podvaultObjectLockMode", "podvault.io/object-lock-mode");
     if (mode && *mode && (!days || !*days))
         return err_set(e, ERR_FAIL,
                        "BackupStorageLocation %s: config.podvaultObjectLockMode needs "

@@ -99,6 +99,17 @@ static void test_s3_locations(void **state)
     assert_int_equal(l.n_init_args, 2);
     assert_string_equal(l.init_args[1], "12h");
     repoloc_free(&l);
+    /* the same as annotations, which Velero's plugins do not validate */
+    assert_int_equal(from("{\"metadata\":{\"name\":\"locked\",\"annotations\":{"
+                          "\"podvault.io/object-lock-days\":\"7\","
+                          "\"podvault.io/object-lock-mode\":\"governance\"}},\"spec\":{"
+                          "\"provider\":\"aws\",\"objectStorage\":{\"bucket\":\"bk\"}}}",
+                          "shop", "/tmp", &l, &e),
+                     0);
+    assert_int_equal(l.n_init_args, 4);
+    assert_string_equal(l.init_args[1], "7");
+    assert_string_equal(l.init_args[3], "governance");
+    repoloc_free(&l);
     static const char *const bad[] = {
         "\"podvaultObjectLockDays\":\"thirty\"",
         "\"podvaultObjectLockDays\":\"30\",\"podvaultObjectLockMode\":\"strict\"",
