@@ -29,6 +29,8 @@ void repoloc_free(struct repoloc *l)
     free(l->azure_key_var);
     for (size_t i = 0; i < l->n_args; i++)
         free(l->args[i]);
+    for (size_t i = 0; i < l->n_init_args; i++)
+        free(l->init_args[i]);
     memset(l, 0, sizeof *l);
 }
 
@@ -176,6 +178,57 @@ static int azure_location(const json_t *bsl, const char *name, const char *bucke
     return 0;
 }
 
+static int add_init_arg(struct repoloc *l, const char *a, struct err *e)
+{
+    if (l->n_init_args == REPOLOC_MAX_INIT_ARGS) return err_set(e, ERR_FAIL, "too many options");
+    if (!(l->init_args[l->n_init_args] = strdup(a))) return err_set(e, ERR_FAIL, "out of memory");
+    l->n_init_args++;
+    return 0;
+}
+
+/* A setting of the location: spec.config.<key>, else the annotation podvault.io/<annotation>
+ * (which Velero's object store plugins never see). */
+static const char *bsl_setting(const json_t *bsl, const char *key, const char *annotation)
+{
+    char path[128];
+    snprintf(path, sizeof path, "spec.config.%s", key);
+    const char *v = k8s_str(bsl, path);
+    if (v && *v) return v;
+    return json_string_value(json_object_get(k8s_at(bsl, "metadata.annotations"), annotation));
+}
+
+/* spec.config.podvaultObjectLockDays ("30", or a duration such as "2h") and
+ * podvaultObjectLockMode ("governance" or "compliance"), or the annotations
+ * podvault.io/object-lock-days and -mode: how the agent initialises a new repository of this
+ * location (S3 Object Lock); `podvault init` checks the values further. */
+static int lock_args(const json_t *bsl, const char *name, struct repoloc *l, struct err *e)
+{
+    const char *days = bsl_setting(bsl, "podvaultObjectLockDays", "podvault.io/object-lock-days");
+    const char *mode = bsl_setting(bsl, "podvaultObjectLockMode", "podvault.io/object-lock-mode");
+    if (mode && *mode && (!days || !*days))
+        return err_set(e, ERR_FAIL,
+                       "BackupStorageLocation %s: config.podvaultObjectLockMode needs "
+                       "config.podvaultObjectLockDays",
+                       name);
+    if (!days || !*days) return 0;
+    size_t n = strlen(days);
+    if (n > 20 || strspn(days, "0123456789") == 0 || strspn(days, "0123456789smhdSMHD") != n)
+        return err_set(e, ERR_FAIL,
+                       "BackupStorageLocation %s: config.podvaultObjectLockDays \"%.40s\" is not "
+                       "a number of days (or a duration such as 12h)",
+                       name, days);
+    if (mode && *mode && strcmp(mode, "governance") != 0 && strcmp(mode, "compliance") != 0)
+        return err_set(e, ERR_FAIL,
+                       "BackupStorageLocation %s: config.podvaultObjectLockMode \"%.40s\" is "
+                       "neither governance nor compliance",
+                       name, mode);
+    int rc = add_init_arg(l, "--object-lock", e);
+    if (rc == 0) rc = add_init_arg(l, days, e);
+    if (rc == 0 && mode && *mode) rc = add_init_arg(l, "--object-lock-mode", e);
+    if (rc == 0 && mode && *mode) rc = add_init_arg(l, mode, e);
+    return rc;
+}
+
 int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_dir,
                      struct repoloc *out, struct err *e)
 {
@@ -199,7 +252,9 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
     int rc = 0;
     if (dir && *dir) {
         snprintf(root, sizeof root, "%s%s%s", dir, *prefix ? "/" : "", prefix);
-        if ((rc = set_paths(out, root, volume_ns, NULL, NULL, e)) < 0) goto fail;
+        if ((rc = set_paths(out, root, volume_ns, NULL, NULL, e)) < 0 ||
+            (rc = lock_args(bsl, name, out, e)) < 0)
+            goto fail;
         return 0;
     }
     if (azure_provider(provider)) {
@@ -253,6 +308,7 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
                           : "--s3-virtual-host",
                       e)) < 0)
         goto fail;
+    if ((rc = lock_args(bsl, name, out, e)) < 0) goto fail;
     if (truthy(k8s_str(bsl, "spec.config.insecureSkipTLSVerify")) &&
         (rc = add_arg(out, "--insecure-tls", e)) < 0)
         goto fail;

@@ -34,6 +34,7 @@
 #include "base/err.h"
 
 #define REPOLOC_MAX_ARGS 8
+#define REPOLOC_MAX_INIT_ARGS 4
 #define REPOLOC_DIR "plugins/podvault" /* under the location's prefix */
 #define REPOLOC_LEGACY_DIR "podvault"  /* where earlier builds put repositories */
 
@@ -45,6 +46,11 @@ struct repoloc {
     char *move_hint; /* a shell command that moves `legacy` to `location` */
     char *args[REPOLOC_MAX_ARGS]; /* global options for podvault (S3 settings), owned */
     size_t n_args;
+    /* options for `podvault init` when the agent creates the repository: --object-lock DAYS
+     * [--object-lock-mode M] from spec.config.podvaultObjectLockDays / podvaultObjectLockMode
+     * (docs/AGENT.md, "Immutable repositories"), owned */
+    char *init_args[REPOLOC_MAX_INIT_ARGS];
+    size_t n_init_args;
     bool s3;       /* needs S3 credentials */
     char *profile; /* credentials file section ("default") */
     /* Azure: the storage account, its blob endpoint (NULL: from the credentials' cloud), and

@@ -635,9 +635,11 @@ static int init_repo(const struct runner_env *env, const struct runner_hooks *h,
     int rc = list_snapshots(env, h, &p->loc, &p->envp, NULL, &list, &code, why, sizeof why, e);
     if (rc == 0 && code == PV_EXIT_NO_REPO) rc = refuse_legacy(env, h, p, e);
     if (rc == 0 && code == PV_EXIT_NO_REPO) {
-        rc = runner_base_argv(env, &p->loc, &a) | asys_sv_add(&a, "init")
-                 ? err_set(e, ERR_FAIL, "out of memory")
-                 : run_child(h, &a, &p->envp, NULL, NULL, &jr, e);
+        rc = runner_base_argv(env, &p->loc, &a) | asys_sv_add(&a, "init");
+        for (size_t i = 0; rc == 0 && i < p->loc.n_init_args; i++)
+            rc = asys_sv_add(&a, p->loc.init_args[i]);
+        rc = rc ? err_set(e, ERR_FAIL, "out of memory")
+                : run_child(h, &a, &p->envp, NULL, NULL, &jr, e);
         if (rc == 0 && jr.exit_code != 0) {
             runner_explain(jr.exit_code, &jr, &p->loc, env, why, sizeof why);
             rc = err_set(e, ERR_FAIL, "creating the repository at %s: %s", p->loc.location, why);

@@ -253,6 +253,10 @@ int backend_open(const char *location, const struct backend_opts *o, bool create
     enum backend_kind kind;
     int rc = backend_parse_kind(location, &kind, e);
     if (rc == 0) rc = opts_check(o, e);
+    if (rc == 0 && o->as_of_ms && kind != BACKEND_S3)
+        rc = err_set(e, ERR_FAIL,
+                     "%s: --as-of reads the versions of an S3 bucket; a local directory has none",
+                     location);
     if (rc < 0) return rc;
     if (kind == BACKEND_S3)
         rc = backend_s3_open(location, o, create, out, e);
@@ -342,4 +346,55 @@ void backend_close(struct backend *b)
     char *tmp = b->tmp_dir; /* the implementation frees the rest, and b itself */
     b->ops->close(b);
     free(tmp);
+}
+
+int backend_set_retention(struct backend *b, const struct backend_retention *r, bool verify,
+                          struct err *e)
+{
+    if (!b->ops->set_retention) {
+        if (r->mode == BACKEND_LOCK_OFF) return 0;
+        return err_set(e, ERR_FAIL,
+                       "%s: object lock needs an S3 bucket with Object Lock enabled; this "
+                       "backend cannot keep objects immutable",
+                       b->location);
+    }
+    return b->ops->set_retention(b, r, verify, e);
+}
+
+bool backend_lock_mode_parse(const char *s, enum backend_lock_mode *m)
+{
+    if (strcasecmp(s, "governance") == 0)
+        *m = BACKEND_LOCK_GOVERNANCE;
+    else if (strcasecmp(s, "compliance") == 0)
+        *m = BACKEND_LOCK_COMPLIANCE;
+    else
+        return false;
+    return true;
+}
+
+const char *backend_lock_mode_str(enum backend_lock_mode m)
+{
+    return m == BACKEND_LOCK_GOVERNANCE   ? "governance"
+           : m == BACKEND_LOCK_COMPLIANCE ? "compliance"
+                                          : "off";
+}
+
+int backend_versions_plan(struct backend *b, backend_version_cb cb, void *ctx, struct err *e)
+{
+    if (!b->ops->versions_plan)
+        return err_set(e, ERR_FAIL,
+                       "%s keeps no versions of its objects (only a versioned S3 "
+                       "bucket does)",
+                       b->location);
+    return b->ops->versions_plan(b, cb, ctx, e);
+}
+
+int backend_version_apply(struct backend *b, const char *name, enum backend_version_action a,
+                          struct err *e)
+{
+    int rc = check_name(b, name, e);
+    if (rc) return rc;
+    if (!b->ops->version_apply)
+        return err_set(e, ERR_FAIL, "%s keeps no versions of its objects", b->location);
+    return b->ops->version_apply(b, name, a, e);
 }

@@ -22,6 +22,28 @@
 
 struct backend;
 
+/* S3 Object Lock: the retention every object a repository writes (but its lock objects) is given,
+ * from the repository config (docs/FORMAT.md, "Object Lock"). */
+enum backend_lock_mode {
+    BACKEND_LOCK_OFF = 0,
+    BACKEND_LOCK_GOVERNANCE, /* removable early only with s3:BypassGovernanceRetention */
+    BACKEND_LOCK_COMPLIANCE, /* removable by nobody until the date */
+};
+struct backend_retention {
+    enum backend_lock_mode mode;
+    uint64_t seconds; /* retain-until = the time of the upload + this */
+};
+
+/* What `repair versions` does to one object to make the state of an earlier time current. */
+enum backend_version_action {
+    BACKEND_VERSION_RESTORE = 1, /* copy the version of that time back over the current state */
+    BACKEND_VERSION_REMOVE,      /* the object did not exist then: remove it (a delete marker) */
+};
+/* Called once per object to change; non-zero stops the plan (and is returned). `size` is that of
+ * the version restored (0 for a removal). */
+typedef int (*backend_version_cb)(void *ctx, const char *name, enum backend_version_action a,
+                                  uint64_t size);
+
 /* Called once per object found by backend_list; return non-zero to stop listing (that value is
  * then returned by backend_list). */
 typedef int (*backend_list_cb)(void *ctx, const char *name, uint64_t size);
@@ -41,6 +63,13 @@ struct backend_ops {
                 struct err *e);
     int (*remove)(struct backend *self, const char *name, struct err *e);
     void (*close)(struct backend *self);
+    /* NULL: the backend cannot lock objects (backend_set_retention fails). */
+    int (*set_retention)(struct backend *self, const struct backend_retention *r, bool verify,
+                         struct err *e);
+    /* NULL: the backend keeps no versions (backend_versions_plan fails). */
+    int (*versions_plan)(struct backend *self, backend_version_cb cb, void *ctx, struct err *e);
+    int (*version_apply)(struct backend *self, const char *name, enum backend_version_action a,
+                         struct err *e);
 };
 
 /* What a backend is; a location's scheme says which (backend_parse_kind). */
@@ -106,6 +135,11 @@ struct backend_opts {
     /* Microsoft Entra ID (backend/azure_token.h), for the Azure backend. */
     const char *azure_tenant_id, *azure_client_id, *azure_client_secret;
     const char *azure_federated_token_file, *azure_authority_host;
+    /* > 0: read the repository as it stood at this time, in milliseconds since the epoch: each
+     * object is its newest version at or before it (a versioned S3 bucket; docs/FORMAT.md,
+     * "Object Lock"); objects under "locks/" are read and written as they are now, and writing
+     * or removing anything else fails. 0: the current objects. */
+    int64_t as_of_ms;
 };
 
 /* The defaults above (strings NULL). */
@@ -162,6 +196,26 @@ int backend_list(struct backend *b, const char *prefix, backend_list_cb cb, void
 /* Removes an object; removing a missing object fails with ERR_NOT_FOUND. */
 int backend_remove(struct backend *b, const char *name, struct err *e);
 void backend_close(struct backend *b);
+
+/* Gives every object saved from now on whose name is not under "locks/" the retention `r`
+ * (mode OFF: none). With `verify`, first asks the store whether it enforces Object Lock and fails
+ * with a message saying how to get one when it does not. ERR_FAIL for a backend without Object
+ * Lock (a local directory). Call before the backend is shared between threads. */
+int backend_set_retention(struct backend *b, const struct backend_retention *r, bool verify,
+                          struct err *e);
+/* For a backend opened with as_of_ms: calls cb for every object (but those under "locks/") whose
+ * current state differs from its state at that time, in name order. ERR_FAIL without as_of_ms
+ * or for a backend without versions. Thread-safe. */
+int backend_versions_plan(struct backend *b, backend_version_cb cb, void *ctx, struct err *e);
+/* Carries out one change of the plan: RESTORE copies the version of that time over the current
+ * object (it gets the backend's retention anew), REMOVE deletes the current object (versioned
+ * stores keep its versions behind a delete marker). Thread-safe. */
+int backend_version_apply(struct backend *b, const char *name, enum backend_version_action a,
+                          struct err *e);
+/* Parses a mode as a user writes it ("governance", "compliance", any case). */
+bool backend_lock_mode_parse(const char *s, enum backend_lock_mode *m);
+/* The mode in lower case ("governance", "compliance", "off"). */
+const char *backend_lock_mode_str(enum backend_lock_mode m);
 
 /* Constructors, used by backend_open (which sets kind and tmp_dir). */
 int backend_local_open(const char *path, bool create, struct backend **out, struct err *e);

@@ -25,6 +25,8 @@
 #include "backend/aws_creds.h"
 #include "backend/backend.h"
 #include "backend/http.h"
+#include "backend/s3_lock.h"
+#include "backend/s3_versions.h"
 #include "backend/s3_xml.h"
 
 /* SHA-256 of nothing: the payload hash of requests without a body. */
@@ -45,6 +47,10 @@ struct s3 {
     struct aws_creds *creds; /* thread-safe itself */
     long list_max, throttle_ms;
     struct http *http; /* the requests: retries, connection pool (thread-safe) */
+    /* Object Lock of saved objects (s3_lock.h); set before sharing */
+    struct backend_retention lock;
+    int64_t as_of_ms; /* > 0: reads see this time (backend_opts.as_of_ms) ... */
+    struct s3_vt *vt; /* ... through the versions listed at open (s3_versions.h) */
 };
 
 static struct s3 *as_s3(struct backend *b)
@@ -258,6 +264,7 @@ struct req {
     const char *body_sha256; /* hex; NULL for requests without a body */
     const char *range;       /* CURLOPT_RANGE ("a-b", "a-") or NULL */
     struct buf *out;         /* a successful answer's body is appended here; NULL drops it */
+    const char *extra[3];    /* more header lines (Object Lock), NULL where unused */
     uint64_t out_max;        /* most bytes a ranged answer may bring; 0 = no limit */
     struct s3 *s;            /* set by request */
     bool renewed;            /* the credentials were renewed after ExpiredToken */
@@ -290,8 +297,8 @@ static int s3_prepare(void *ctx, CURL *h, const struct http_req *hr, struct curl
         token_hdr = NULL;
         rc = err_set(e, ERR_FAIL, "S3 %s of %s: out of memory", r->method, r->what);
     }
-    const char *lines[] = {sha_hdr, token_hdr};
-    for (size_t i = 0; i < 2 && rc == 0; i++) {
+    const char *lines[] = {sha_hdr, token_hdr, r->extra[0], r->extra[1], r->extra[2]};
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0] && rc == 0; i++) {
         if (!lines[i]) continue;
         struct curl_slist *t = curl_slist_append(*hdrs, lines[i]);
         if (!t)
@@ -435,11 +442,122 @@ static char *object_url(struct s3 *s, const char *name)
     return url;
 }
 
+/* ---- reading as of a time (backend_opts.as_of_ms) ---- */
+
+static bool as_of(const struct s3 *s, const char *name)
+{
+    return s->vt && strncmp(name, S3_LOCK_EXEMPT_DIR, sizeof S3_LOCK_EXEMPT_DIR - 1) != 0;
+}
+
+static int as_of_refuse(struct s3 *s, const char *what, const char *name, struct err *e)
+{
+    return err_set(e, ERR_FAIL,
+                   "%s %s: the repository is read as it stood at an earlier time (--as-of) and "
+                   "cannot be changed so; `podvault repair versions --as-of` makes that state "
+                   "current",
+                   what, name);
+}
+
+/* The URL of the version of `name` that was current at s->as_of_ms, and its size. */
+static int as_of_url(struct s3 *s, const char *name, char **url, uint64_t *size, struct err *e)
+{
+    char *key = NULL, *base = object_url(s, name), *vid = NULL;
+    const struct s3_version *v = NULL;
+    *url = NULL;
+    if (base && asprintf(&key, "%s%s", s->prefix, name) >= 0) v = s3_vt_at(s->vt, key, s->as_of_ms);
+    if (v && !(vid = uri_encode(v->version_id, false))) v = NULL;
+    int rc = 0;
+    if (!base || !key || (v && !vid)) {
+        rc = err_set(e, ERR_FAIL, "%s: out of memory", name);
+    } else if (!v) {
+        char when[40] = "?";
+        s3_lock_format_date((time_t)(s->as_of_ms / 1000), when, sizeof when);
+        rc = err_set(e, ERR_NOT_FOUND, "%s did not exist in %s at %s", name, s->b.location, when);
+    } else if (asprintf(url, "%s?versionId=%s", base, vid) < 0) {
+        *url = NULL;
+        rc = err_set(e, ERR_FAIL, "%s: out of memory", name);
+    } else {
+        *size = v->size;
+    }
+    free(key);
+    free(base);
+    free(vid);
+    return rc;
+}
+
+/* One GET of a ListObjectVersions page of the repository's prefix into s->vt. */
+static int versions_page(struct s3 *s, const char *enc_prefix, struct s3_versions_page *page,
+                         struct buf *body, struct err *e)
+{
+    char *k = page->next_key ? uri_encode(page->next_key, false) : NULL;
+    char *v = page->next_version ? uri_encode(page->next_version, false) : NULL;
+    char *url = NULL;
+    /* SigV4 wants the query sorted by name, and curl 7.88 signs it as written. */
+    if ((page->next_key && !k) || (page->next_version && !v) ||
+        asprintf(&url, "%s?%s%s%smax-keys=%ld&prefix=%s%s%s&versions=", s->bucket_url,
+                 k ? "key-marker=" : "", k ? k : "", k ? "&" : "", s->list_max, enc_prefix,
+                 v ? "&version-id-marker=" : "", v ? v : "") < 0)
+        url = NULL;
+    free(k);
+    free(v);
+    if (!url) return err_set(e, ERR_FAIL, "listing versions: out of memory");
+    buf_reset(body);
+    char what[300];
+    snprintf(what, sizeof what, "the versions under \"%s\"", s->prefix);
+    struct req r = {.method = "GET", .what = what, .url = url, .out = body};
+    int rc = request(s, &r, e);
+    free(url);
+    if (rc == 0 && body->len > LIST_BODY_MAX)
+        rc = err_set(e, ERR_FAIL, "listing versions in %s: page too large", s->b.location);
+    if (rc < 0) return rc;
+    char *old_key = page->next_key, *old_version = page->next_version;
+    page->next_key = page->next_version = NULL;
+    page->truncated = false;
+    rc = s3_versions_parse((const char *)body->data, body->len, s3_vt_add, s->vt, page, e);
+    if (rc > 0) rc = err_set(e, ERR_FAIL, "listing versions: out of memory or too many");
+    /* A truncated page must move us on, or we would ask for it forever. */
+    if (rc == 0 && page->truncated &&
+        (!page->next_key ||
+         (old_key && strcmp(old_key, page->next_key) == 0 &&
+          (!page->next_version || !old_version || strcmp(old_version, page->next_version) == 0))))
+        rc = err_set(e, ERR_FAIL,
+                     "listing versions in %s: the server gave no new marker for a "
+                     "truncated listing",
+                     s->b.location);
+    free(old_key);
+    free(old_version);
+    return rc;
+}
+
+/* Lists every version of the repository's objects (ListObjectVersions, all pages). */
+static int load_versions(struct s3 *s, struct err *e)
+{
+    char *enc = uri_encode(s->prefix, false);
+    struct buf body = BUF_INIT;
+    struct s3_versions_page page = {0};
+    int rc = (s->vt = s3_vt_new()) && enc ? 0 : err_set(e, ERR_FAIL, "out of memory");
+    do
+        if (rc == 0) rc = versions_page(s, enc, &page, &body, e);
+    while (rc == 0 && page.truncated);
+    if (rc == 0) s3_vt_finish(s->vt);
+    s3_versions_page_free(&page);
+    buf_free(&body);
+    free(enc);
+    if (rc < 0) err_wrap(e, "reading %s as of an earlier time", s->b.location);
+    return rc;
+}
+
 /* ---- operations ---- */
 
 static int s3_head(struct s3 *s, const char *name, uint64_t *size, struct err *e)
 {
-    char *url = object_url(s, name);
+    char *url = NULL;
+    if (as_of(s, name)) {
+        int rc = as_of_url(s, name, &url, size, e);
+        free(url);
+        return rc;
+    }
+    url = object_url(s, name);
     if (!url) return err_set(e, ERR_FAIL, "checking %s: out of memory", name);
     struct req r = {.method = "HEAD", .what = name, .object = true, .url = url};
     int rc = request(s, &r, e);
@@ -491,6 +609,7 @@ static int body_sha256(const void *data, int fd, uint64_t len, char hex[SHA256_H
 static int put(struct s3 *s, const char *name, const void *data, int fd, uint64_t len,
                bool overwrite, struct err *e)
 {
+    if (as_of(s, name)) return as_of_refuse(s, "saving", name, e);
     char *url = object_url(s, name);
     if (!url) return err_set(e, ERR_FAIL, "saving %s: out of memory", name);
     int rc = 0;
@@ -506,6 +625,10 @@ static int put(struct s3 *s, const char *name, const void *data, int fd, uint64_
     char hex[SHA256_HEX_LEN + 1];
     if (rc == 0 && body_sha256(data, fd, len, hex) < 0)
         rc = err_sys(e, errno, "saving %s: hashing its body", name);
+    struct s3_lock_hdrs lh;
+    bool locked = rc == 0 && s3_lock_applies(&s->lock, name);
+    if (locked && (rc = s3_lock_headers(&s->lock, time(NULL), data, fd, len, &lh, e)) < 0)
+        err_wrap(e, "saving %s", name);
     if (rc == 0) {
         struct req r = {.method = "PUT",
                         .what = name,
@@ -514,6 +637,11 @@ static int put(struct s3 *s, const char *name, const void *data, int fd, uint64_
                         .body_fd = fd,
                         .body_len = len,
                         .body_sha256 = hex};
+        if (locked) {
+            r.extra[0] = lh.mode;
+            r.extra[1] = lh.until;
+            r.extra[2] = lh.md5;
+        }
         rc = request(s, &r, e);
     }
     free(url);
@@ -536,7 +664,10 @@ static int s3_load(struct backend *self, const char *name, uint64_t offset, uint
                    struct buf *out, struct err *e)
 {
     struct s3 *s = as_s3(self);
-    char *url = object_url(s, name);
+    uint64_t vsize;
+    char *url = NULL;
+    if (as_of(s, name) && as_of_url(s, name, &url, &vsize, e) < 0) return e->code;
+    if (!url) url = object_url(s, name);
     if (!url) return err_set(e, ERR_FAIL, "loading %s: out of memory", name);
     char range[64] = "";
     if (len)
@@ -591,11 +722,26 @@ static int list_entry(void *ud, const char *key, uint64_t size)
     return rc;
 }
 
+/* Lists what existed under `prefix` at s->as_of_ms. */
+static int list_as_of(struct s3 *s, const char *prefix, struct list_ctx *lc)
+{
+    size_t plen = strlen(s->prefix), qlen = strlen(prefix);
+    for (size_t i = 0; i < s3_vt_keys(s->vt); i++) {
+        const char *key = s3_vt_key(s->vt, i);
+        if (strncmp(key, s->prefix, plen) != 0 || strncmp(key + plen, prefix, qlen) != 0) continue;
+        const struct s3_version *v = s3_vt_at(s->vt, key, s->as_of_ms);
+        int rc = v ? list_entry(lc, key, v->size) : 0;
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int s3_list(struct backend *self, const char *prefix, backend_list_cb cb, void *ctx,
                    struct err *e)
 {
     struct s3 *s = as_s3(self);
     struct list_ctx lc = {.s = s, .cb = cb, .ctx = ctx};
+    if (as_of(s, prefix)) return list_as_of(s, prefix, &lc);
     struct buf body = BUF_INIT;
     char *full = NULL, *enc_prefix = NULL, *token = NULL, *url = NULL;
     int rc = 0;
@@ -664,6 +810,7 @@ out:
 static int s3_remove(struct backend *self, const char *name, struct err *e)
 {
     struct s3 *s = as_s3(self);
+    if (as_of(s, name)) return as_of_refuse(s, "removing", name, e);
     char *url = object_url(s, name);
     if (!url) return err_set(e, ERR_FAIL, "removing %s: out of memory", name);
     /* S3 deletes a missing key without complaint; our contract says ERR_NOT_FOUND. */
@@ -679,6 +826,123 @@ static int s3_remove(struct backend *self, const char *name, struct err *e)
     return rc;
 }
 
+/* GetObjectLockConfiguration: whether the bucket enforces Object Lock. */
+static int lock_check(struct s3 *s, struct err *e)
+{
+    char *url = NULL, what[300];
+    snprintf(what, sizeof what, "the object lock configuration of bucket %s", s->bucket);
+    if (asprintf(&url, "%s?object-lock=", s->bucket_url) < 0)
+        return err_set(e, ERR_FAIL, "out of memory");
+    struct buf body = BUF_INIT;
+    struct req r = {.method = "GET", .what = what, .url = url, .out = &body};
+    int rc = request(s, &r, e);
+    bool enabled = false;
+    if (rc < 0 && r.status == 404 && strcmp(r.err.code, "NoSuchBucket") != 0) {
+        err_clear(e);
+        rc = 0; /* ObjectLockConfigurationNotFoundError: not enabled */
+    } else if (rc == 0) {
+        rc = s3_lock_parse_config((const char *)body.data, body.len, &enabled, e);
+    }
+    if (rc == 0 && !enabled)
+        rc = err_set(e, ERR_FAIL,
+                     "bucket %s does not have Object Lock enabled: create a bucket with it "
+                     "(aws s3api create-bucket --object-lock-enabled-for-bucket ...; versioning "
+                     "alone is not enough) or leave out --object-lock",
+                     s->bucket);
+    free(url);
+    buf_free(&body);
+    return rc;
+}
+
+static int s3_set_retention(struct backend *self, const struct backend_retention *r, bool verify,
+                            struct err *e)
+{
+    struct s3 *s = as_s3(self);
+    if (r->mode != BACKEND_LOCK_OFF && verify) {
+        int rc = lock_check(s, e);
+        if (rc < 0) return rc;
+    }
+    s->lock = *r;
+    return 0;
+}
+
+static int s3_versions_plan(struct backend *self, backend_version_cb cb, void *ctx, struct err *e)
+{
+    struct s3 *s = as_s3(self);
+    if (!s->vt)
+        return err_set(e, ERR_FAIL, "repairing versions needs the time to go back to (--as-of)");
+    size_t plen = strlen(s->prefix);
+    for (size_t i = 0; i < s3_vt_keys(s->vt); i++) {
+        const char *key = s3_vt_key(s->vt, i);
+        const struct s3_version *v;
+        if (strncmp(key, s->prefix, plen) != 0 || !as_of(s, key + plen) || !key[plen]) continue;
+        int c = s3_vt_change(s->vt, key, s->as_of_ms, &v);
+        int rc = c == 0   ? 0
+                 : c == 1 ? cb(ctx, key + plen, BACKEND_VERSION_RESTORE, v->size)
+                          : cb(ctx, key + plen, BACKEND_VERSION_REMOVE, 0);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* CopyObject of the version of s->as_of_ms over `name`, with the retention anew. */
+static int copy_back(struct s3 *s, const char *name, const char *url, struct err *e)
+{
+    char *key = NULL, *src = NULL, *enc_key = NULL, *enc_vid = NULL;
+    const struct s3_version *v = NULL;
+    if (asprintf(&key, "%s%s", s->prefix, name) >= 0) v = s3_vt_at(s->vt, key, s->as_of_ms);
+    int rc = 0;
+    if (key && !v) {
+        rc = err_set(e, ERR_NOT_FOUND, "%s has no version to restore", name);
+    } else if (!key || !(enc_key = uri_encode(key, true)) ||
+               !(enc_vid = uri_encode(v->version_id, false)) ||
+               asprintf(&src, "x-amz-copy-source: /%s/%s?versionId=%s", s->bucket, enc_key,
+                        enc_vid) < 0) {
+        src = NULL;
+        rc = err_set(e, ERR_FAIL, "restoring %s: out of memory", name);
+    }
+    struct s3_lock_hdrs lh;
+    bool locked = rc == 0 && s3_lock_applies(&s->lock, name);
+    if (locked) rc = s3_lock_headers(&s->lock, time(NULL), "", -1, 0, &lh, e);
+    if (rc == 0) {
+        struct buf answer = BUF_INIT;
+        struct req r = {.method = "PUT", .what = name, .url = url, .body = "", .out = &answer};
+        r.body_sha256 = EMPTY_SHA256;
+        r.extra[0] = src;
+        if (locked) {
+            r.extra[1] = lh.mode;
+            r.extra[2] = lh.until;
+        }
+        rc = request(s, &r, e);
+        buf_free(&answer);
+    }
+    free(key);
+    free(src);
+    free(enc_key);
+    free(enc_vid);
+    return rc;
+}
+
+static int s3_version_apply(struct backend *self, const char *name, enum backend_version_action a,
+                            struct err *e)
+{
+    struct s3 *s = as_s3(self);
+    if (!s->vt || !as_of(s, name))
+        return err_set(e, ERR_FAIL, "repairing %s needs the time to go back to (--as-of)", name);
+    char *url = object_url(s, name);
+    if (!url) return err_set(e, ERR_FAIL, "repairing %s: out of memory", name);
+    int rc;
+    if (a == BACKEND_VERSION_RESTORE) {
+        rc = copy_back(s, name, url, e);
+    } else {
+        struct req r = {.method = "DELETE", .what = name, .object = true, .url = url};
+        rc = request(s, &r, e);
+    }
+    free(url);
+    if (rc < 0) err_wrap(e, "%s %s", a == BACKEND_VERSION_RESTORE ? "restoring" : "removing", name);
+    return rc;
+}
+
 static void s3_close(struct backend *self)
 {
     struct s3 *s = as_s3(self);
@@ -690,6 +954,7 @@ static void s3_close(struct backend *self)
     free(s->prefix);
     free(s->region);
     free(s->sigv4);
+    s3_vt_free(s->vt);
     free(s->b.location);
     free(s);
 }
@@ -702,6 +967,9 @@ static const struct backend_ops s3_ops = {
     .list = s3_list,
     .remove = s3_remove,
     .close = s3_close,
+    .set_retention = s3_set_retention,
+    .versions_plan = s3_versions_plan,
+    .version_apply = s3_version_apply,
 };
 
 /* One attempt at the bucket, for discover_region: the region it names, or "". */
@@ -814,6 +1082,10 @@ int backend_s3_open(const char *location, const struct backend_opts *o, bool cre
     }
     if (!rc && !s->region_given) rc = discover_region(s, e);
     if (!rc && create) rc = ensure_bucket(s, e);
+    if (!rc && o->as_of_ms > 0) {
+        s->as_of_ms = o->as_of_ms;
+        rc = load_versions(s, e);
+    }
     if (rc < 0) {
         if (!strstr(e->msg, location)) err_wrap(e, "opening %s", location);
         s3_close(&s->b);

@@ -26,6 +26,7 @@ struct cli {
     const char *cacert;                    /* --cacert */
     bool insecure_tls;                     /* --insecure-tls */
     enum backend_addressing s3_addressing; /* --s3-path-style / --s3-virtual-host */
+    int64_t as_of_ms; /* --as-of: read the repository as it stood then (ms; 0: now) */
     bool json;
     int verbosity; /* 0 with -q, 1 normally, 2+ with -v */
     /* Set by SIGINT/SIGTERM; polled by long operations. */

@@ -165,6 +165,7 @@ int cmd_check(struct cli *g, int argc, char **argv)
 static const char repair_usage[] =
     "usage: podvault repair index [options]\n"
     "       podvault repair snapshots [--forget] [--dry-run] [--read-data]\n"
+    "       podvault --as-of TIME repair versions [--dry-run] (podvault repair versions --help)\n"
     "\n"
     "Rebuilds the index from the headers of the packs, replacing every index file: what a lost\n"
     "or damaged index file listed is found again if its packs are intact. Packs whose header\n"
@@ -186,6 +187,8 @@ int cmd_repair(struct cli *g, int argc, char **argv)
         {"lock-wait", required_argument, NULL, O_LOCK_WAIT},
         {NULL, 0, NULL, 0},
     };
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "versions") == 0) return cmd_repair_versions(g, argc, argv);
     struct cli_maint_args a;
     cli_maint_args_init(&a);
     struct cli_parser p;
@@ -198,7 +201,8 @@ int cmd_repair(struct cli *g, int argc, char **argv)
         if (rc) return rc;
     }
     if (optind >= argc || strcmp(argv[optind], "index") != 0 || optind + 1 != argc)
-        return cli_usage_error(g, "what should be repaired? (\"index\" or \"snapshots\")");
+        return cli_usage_error(
+            g, "what should be repaired? (\"index\", \"snapshots\" or \"versions\")");
     struct repo *r;
     struct lock *lk;
     int rc = cli_maint_open(g, &a, &r, &lk);

@@ -11,6 +11,8 @@ int cmd_forget(struct cli *g, int argc, char **argv);
 int cmd_prune(struct cli *g, int argc, char **argv);
 int cmd_check(struct cli *g, int argc, char **argv);
 int cmd_repair(struct cli *g, int argc, char **argv);
+/* `repair versions` (cmd_repair_versions.c), to which cmd_repair hands "versions". */
+int cmd_repair_versions(struct cli *g, int argc, char **argv);
 int cmd_maintain(struct cli *g, int argc, char **argv);
 /* `repair snapshots` (cmd_heal.c); argv[optind] is "snapshots". */
 int cmd_repair_snapshots(struct cli *g, int argc, char **argv);

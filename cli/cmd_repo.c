@@ -56,9 +56,49 @@ static const char init_usage[] =
     "  --chunk-avg N       average chunk, a power of two (default 1M)\n"
     "  --chunk-max N       largest chunk (default 4M)\n"
     "  --pack-size N       target size of pack files, 1M..1G (default 16M)\n"
-    "  --compression L     zstd level 1..19, or 0 / off for none (default 3)\n" KDF_USAGE;
+    "  --compression L     zstd level 1..19, or 0 / off for none (default 3)\n"
+    "  --object-lock DAYS  S3 Object Lock: every object but lock objects is written with a\n"
+    "                      retention of DAYS (or a duration with s, m, h or d: 90m, 2h) ahead;\n"
+    "                      the bucket must have Object Lock enabled\n"
+    "  --object-lock-mode M  governance (default) or compliance\n" KDF_USAGE;
 
-enum { O_CHUNK_MIN = 1, O_CHUNK_AVG, O_CHUNK_MAX, O_PACK_SIZE, O_COMPRESSION };
+enum {
+    O_CHUNK_MIN = 1,
+    O_CHUNK_AVG,
+    O_CHUNK_MAX,
+    O_PACK_SIZE,
+    O_COMPRESSION,
+    O_OBJECT_LOCK,
+    O_OBJECT_LOCK_MODE
+};
+
+/* --object-lock: days, or a number with s, m, h or d; within the config's bounds. */
+static int parse_lock_duration(struct cli *g, const char *arg, uint64_t *seconds)
+{
+    static const struct {
+        const char *suffix;
+        uint64_t mul;
+    } units[] = {{"", 86400}, {"d", 86400}, {"h", 3600}, {"m", 60}, {"s", 1}};
+    size_t digits = strspn(arg, "0123456789");
+    uint64_t v;
+    char num[24];
+    if (digits == 0 || digits >= sizeof num) goto bad;
+    memcpy(num, arg, digits);
+    num[digits] = '\0';
+    if (!opt_parse_uint(num, 1, CONFIG_LOCK_SECONDS_MAX, &v)) goto bad;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcasecmp(arg + digits, units[i].suffix) != 0) continue;
+        if (v > CONFIG_LOCK_SECONDS_MAX / units[i].mul) goto bad;
+        *seconds = v * units[i].mul;
+        if (*seconds < CONFIG_LOCK_SECONDS_MIN) goto bad;
+        return 0;
+    }
+bad:
+    return cli_usage_error(g,
+                           "--object-lock: want days (e.g. 30) or a duration with s, m, h or d "
+                           "from 60s to 100 years, not '%s'",
+                           arg);
+}
 
 static int parse_u32_size(struct cli *g, const char *opt, const char *arg, uint32_t *out)
 {
@@ -78,12 +118,22 @@ static void init_report(const struct cli *g, const struct config *cfg)
         fmt_json_set(o, PV_MSG_KEY, json_string(PV_MSG_INITIALIZED));
         fmt_json_set(o, "id", json_string(oid_hex(&cfg->repo_id, hex)));
         fmt_json_set(o, "repository", fmt_json_str(g->repo));
+        if (cfg->object_lock.mode != BACKEND_LOCK_OFF) {
+            fmt_json_set(o, "object_lock_mode",
+                         json_string(backend_lock_mode_str(cfg->object_lock.mode)));
+            fmt_json_set(o, "object_lock_seconds",
+                         json_integer((json_int_t)cfg->object_lock.seconds));
+        }
         fmt_json_print(o, false);
     } else if (g->verbosity > 0) {
         printf("created podvault repository %s at %s\n", fmt_short_id(&cfg->repo_id, sid), g->repo);
         printf("chunks %u..%u bytes (average %u), packs of %u bytes, zstd level %d\n",
                cfg->chunker.min_size, cfg->chunker.max_size, cfg->chunker.avg_size, cfg->pack_size,
                cfg->zstd_level);
+        if (cfg->object_lock.mode != BACKEND_LOCK_OFF)
+            printf("object lock: %s, objects retained %llu seconds after they are written\n",
+                   backend_lock_mode_str(cfg->object_lock.mode),
+                   (unsigned long long)cfg->object_lock.seconds);
         printf("keep the password safe: without it the data cannot be read.\n");
     }
 }
@@ -96,6 +146,8 @@ int cmd_init(struct cli *g, int argc, char **argv)
         {"chunk-max", required_argument, NULL, O_CHUNK_MAX},
         {"pack-size", required_argument, NULL, O_PACK_SIZE},
         {"compression", required_argument, NULL, O_COMPRESSION},
+        {"object-lock", required_argument, NULL, O_OBJECT_LOCK},
+        {"object-lock-mode", required_argument, NULL, O_OBJECT_LOCK_MODE},
         KDF_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
@@ -104,6 +156,8 @@ int cmd_init(struct cli *g, int argc, char **argv)
     config_default(&params.config);
     keyfile_params_default(&params.kdf);
     struct config *c = &params.config;
+    enum backend_lock_mode lock_mode = BACKEND_LOCK_GOVERNANCE;
+    bool mode_given = false;
 
     struct cli_parser p;
     cli_parser_init(&p, init_usage, "", longopts);
@@ -138,11 +192,26 @@ int cmd_init(struct cli *g, int argc, char **argv)
         case O_KDF_PASSES:
             rc = parse_kdf(g, opt, optarg, &params.kdf);
             break;
+        case O_OBJECT_LOCK:
+            rc = parse_lock_duration(g, optarg, &c->object_lock.seconds);
+            break;
+        case O_OBJECT_LOCK_MODE:
+            mode_given = true;
+            rc = backend_lock_mode_parse(optarg, &lock_mode)
+                     ? 0
+                     : cli_usage_error(g,
+                                       "--object-lock-mode: want governance or compliance, "
+                                       "not '%s'",
+                                       optarg);
+            break;
         default:
             return cli_parse_exit(opt);
         }
         if (rc) return rc;
     }
+    if (mode_given && !c->object_lock.seconds)
+        return cli_usage_error(g, "--object-lock-mode needs --object-lock DAYS");
+    if (c->object_lock.seconds) c->object_lock.mode = lock_mode;
     if (optind < argc) return cli_usage_error(g, "unexpected argument '%s'", argv[optind]);
     if (!g->repo || !*g->repo)
         return cli_usage_error(g, "no repository given: use -r or PODVAULT_REPOSITORY");

@@ -81,6 +81,7 @@ int cli_repo_opts(const struct cli *g, struct repo_open_opts *o, char **cache_di
     if (g->cacert) b->cacert = g->cacert;
     if (g->insecure_tls) b->insecure_tls = true;
     if (g->s3_addressing != BACKEND_ADDR_AUTO) b->addressing = g->s3_addressing;
+    b->as_of_ms = g->as_of_ms;
     struct err ignored; /* without a cache directory the repository works, only slower */
     if (!g->no_cache && cache_default_dir(g->cache_dir, getenv("XDG_CACHE_HOME"), getenv("HOME"),
                                           cache_dir, &ignored) == 0)

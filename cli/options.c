@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -28,6 +29,7 @@ enum {
     G_S3_REGION,
     G_S3_PATH_STYLE,
     G_S3_VIRTUAL_HOST,
+    G_AS_OF,
 };
 
 static const struct option global_options[] = {
@@ -44,6 +46,7 @@ static const struct option global_options[] = {
     {"s3-region", required_argument, NULL, G_S3_REGION},
     {"s3-path-style", no_argument, NULL, G_S3_PATH_STYLE},
     {"s3-virtual-host", no_argument, NULL, G_S3_VIRTUAL_HOST},
+    {"as-of", required_argument, NULL, G_AS_OF},
 };
 #define N_GLOBAL (sizeof global_options / sizeof global_options[0])
 
@@ -124,6 +127,14 @@ int cli_next(struct cli *g, struct cli_parser *p, int argc, char **argv)
             if (optopt && bad[0] == '-' && bad[1] != '-') bad = shortname;
             cli_usage_error(g, opt == ':' ? "option '%s' needs a value" : "unknown option '%s'",
                             bad);
+            return CLI_OPT_BAD;
+        }
+        if (opt == G_AS_OF) {
+            if (opt_parse_time_ms(optarg, &g->as_of_ms) && g->as_of_ms > 0) continue;
+            cli_usage_error(g,
+                            "--as-of: want a UTC time such as 2026-12-08T02:16:06Z (or "
+                            "\"2026-12-08 02:16:06\", or @SECONDS since 1970), not '%s'",
+                            optarg);
             return CLI_OPT_BAD;
         }
         if (!apply_global(g, opt, optarg)) return opt;
@@ -226,6 +237,40 @@ bool opt_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || *end || v < min || v > max) return false;
     *out = v;
+    return true;
+}
+
+bool opt_parse_time_ms(const char *s, int64_t *ms)
+{
+    if (!s) return false;
+    if (s[0] == '@') {
+        char *end;
+        if (!isdigit((unsigned char)s[1])) return false;
+        errno = 0;
+        double v = strtod(s + 1, &end);
+        if (errno || *end || v > 1e13) return false;
+        *ms = (int64_t)(v * 1000.0 + 0.5);
+        return true;
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = strptime(s, "%Y-%m-%d", &tm);
+    if (!end || (*end != 'T' && *end != ' ')) return false;
+    end = strptime(end + 1, "%H:%M:%S", &tm);
+    if (!end) return false;
+    int frac = 0, n = 0;
+    if (*end == '.') {
+        for (end++; isdigit((unsigned char)*end); end++, n++)
+            if (n < 3) frac = frac * 10 + (*end - '0');
+        if (n == 0) return false;
+        for (; n < 3; n++)
+            frac *= 10;
+    }
+    if (*end == 'Z') end++;
+    if (*end) return false;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1 || t < 0) return false;
+    *ms = (int64_t)t * 1000 + frac;
     return true;
 }
 

@@ -11,6 +11,9 @@
 /* Parses a byte size: a number with an optional binary suffix (K, M, G, KiB, MiB, GiB, any
  * case). Returns false on anything else or on overflow. */
 bool opt_parse_size(const char *s, uint64_t *out);
+/* A UTC time as --as-of takes it: "YYYY-MM-DDTHH:MM:SS[.fff][Z]", the same with a space for
+ * the T, or "@SECONDS[.fff]" since the epoch; in milliseconds since the epoch. */
+bool opt_parse_time_ms(const char *s, int64_t *ms);
 /* Parses a decimal number within [min, max]. */
 bool opt_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /* Appends the patterns of an exclude file to `l` (owned copies): one a line, blank lines and

@@ -22,6 +22,8 @@ void config_default(struct config *c)
     c->pack_size = CONFIG_DEFAULT_PACK_SIZE;
     c->zstd_level = CONFIG_DEFAULT_ZSTD_LEVEL;
     c->blob_id = CONFIG_DEFAULT_BLOB_ID;
+    c->object_lock.mode = BACKEND_LOCK_OFF;
+    c->object_lock.seconds = 0;
 }
 
 /* The names of the blob ID functions in version 2 configs. */
@@ -32,11 +34,29 @@ static const char *blob_id_name(enum crypt_id_hash h)
 
 static int check_version(uint64_t version, struct err *e)
 {
-    if (version < CONFIG_VERSION_MIN || version > CONFIG_VERSION)
+    if (version < CONFIG_VERSION_MIN || version > CONFIG_VERSION_LOCK)
         return err_set(e, ERR_FAIL,
                        "config: repository format version %llu is not supported (this podvault "
                        "reads versions %d to %d)",
-                       (unsigned long long)version, CONFIG_VERSION_MIN, CONFIG_VERSION);
+                       (unsigned long long)version, CONFIG_VERSION_MIN, CONFIG_VERSION_LOCK);
+    return 0;
+}
+
+/* Version 3 and only it has an object lock, with a retention within bounds. */
+static int check_lock(const struct config *c, struct err *e)
+{
+    const struct backend_retention *l = &c->object_lock;
+    bool on = l->mode != BACKEND_LOCK_OFF;
+    if (on != (c->version == CONFIG_VERSION_LOCK))
+        return err_set(e, ERR_FAIL, "config: version %u %s an object lock", c->version,
+                       on ? "cannot have" : "must have");
+    if (on && l->mode != BACKEND_LOCK_GOVERNANCE && l->mode != BACKEND_LOCK_COMPLIANCE)
+        return err_set(e, ERR_FAIL, "config: unknown object lock mode %d", (int)l->mode);
+    if (on && (l->seconds < CONFIG_LOCK_SECONDS_MIN || l->seconds > CONFIG_LOCK_SECONDS_MAX))
+        return err_set(e, ERR_FAIL,
+                       "config: object lock retention of %llu seconds is outside %u..%llu",
+                       (unsigned long long)l->seconds, CONFIG_LOCK_SECONDS_MIN,
+                       (unsigned long long)CONFIG_LOCK_SECONDS_MAX);
     return 0;
 }
 
@@ -56,7 +76,7 @@ static int check(const struct config *c, struct err *e)
     if (!blob_id_name(c->blob_id) || (c->version == 1 && c->blob_id != CRYPT_ID_BLAKE2B))
         return err_set(e, ERR_FAIL, "config: blob ID function %d is not possible in version %u",
                        (int)c->blob_id, c->version);
-    return 0;
+    return check_lock(c, e);
 }
 
 int config_encode(const struct config *c, struct buf *out, struct err *e)
@@ -74,10 +94,32 @@ int config_encode(const struct config *c, struct buf *out, struct err *e)
         json_decref(root);
         root = NULL;
     }
+    if (root && c->object_lock.mode != BACKEND_LOCK_OFF &&
+        json_object_set_new(root, "object_lock",
+                            json_pack("{s:s, s:I}", "mode",
+                                      backend_lock_mode_str(c->object_lock.mode), "retention_s",
+                                      (json_int_t)c->object_lock.seconds)) < 0) {
+        json_decref(root);
+        root = NULL;
+    }
     if (!root) return err_set(e, ERR_FAIL, "config: encoding failed (out of memory)");
     rc = jsonf_dump(root, out, "config", e);
     json_decref(root);
     return rc;
+}
+
+static int decode_lock(const json_t *root, struct backend_retention *l, struct err *e)
+{
+    static const char what[] = "config object_lock";
+    const json_t *o = json_object_get(root, "object_lock");
+    if (!json_is_object(o))
+        return err_set(e, ERR_FAIL, "config: field \"object_lock\" is missing or not an object");
+    const char *mode;
+    int rc = jsonf_string(o, "mode", 20, what, &mode, e);
+    if (rc < 0) return rc;
+    if (!backend_lock_mode_parse(mode, &l->mode))
+        return err_set(e, ERR_FAIL, "config: unknown object lock mode \"%.20s\"", mode);
+    return jsonf_uint(o, "retention_s", 0, UINT64_MAX, what, &l->seconds, e);
 }
 
 int config_decode(const void *json, size_t len, struct config *c, struct err *e)
@@ -121,6 +163,10 @@ int config_decode(const void *json, size_t len, struct config *c, struct err *e)
             goto out;
         }
     }
+    tmp.object_lock.mode = BACKEND_LOCK_OFF;
+    tmp.object_lock.seconds = 0;
+    if (version == CONFIG_VERSION_LOCK && (rc = decode_lock(root, &tmp.object_lock, e)) < 0)
+        goto out;
     if ((rc = check(&tmp, e)) < 0) goto out;
     *c = tmp;
 out:

@@ -88,15 +88,19 @@ static int create_objects(struct backend *b, const char *location, const char *p
     struct config c = p->config;
     struct oid key_id;
     char key_name[REPO_NAME_MAX];
+    /* A locked repository's first objects are locked too: refuse a bucket without Object Lock
+     * before writing anything. */
+    int rc = backend_set_retention(b, &c.object_lock, true, e);
+    if (rc < 0) return rc;
     crypt_keys_generate(&keys);
-    c.version = CONFIG_VERSION;
+    c.version = c.object_lock.mode != BACKEND_LOCK_OFF ? CONFIG_VERSION_LOCK : CONFIG_VERSION;
     c.blob_id = CONFIG_DEFAULT_BLOB_ID;
     oid_random(&c.repo_id);
     oid_random(&key_id);
     object_name(key_name, "keys", &key_id, e);
 
     /* Encoding validates, so a repository is never created with a config it cannot read. */
-    int rc = config_encode(&c, &json, e);
+    rc = config_encode(&c, &json, e);
     if (rc == 0) rc = crypt_file_seal(&keys, REPO_KIND_CONFIG, json.data, json.len, &sealed, e);
     if (rc == 0) {
         buf_reset(&json);
@@ -260,6 +264,8 @@ static int open_objects(struct repo *r, const char *location, const char *passwo
     }
     if (rc == 0) rc = config_decode(json.data, json.len, &r->config, e);
     if (rc == 0) r->keys.id_hash = r->config.blob_id;
+    /* Whatever this program writes to a locked repository is locked (docs/FORMAT.md). */
+    if (rc == 0) rc = backend_set_retention(r->b, &r->config.object_lock, false, e);
     if (rc == 0) rc = chunker_new(&r->config.chunker, r->keys.gear, &r->chunker, e);
     if (rc == 0) rc = idx_new(&r->idx, e);
     buf_free(&sealed);
