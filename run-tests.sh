@@ -229,7 +229,7 @@ azure_tests() {
     fi
     echo "Azure at $PV_TEST_AZURE"
     # Without the S3 step's variables: only the Azure part of test_backend runs again.
-    (cd build && env -u PV_TEST_S3 ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_azure)$')
+    (cd build && env -u PV_TEST_S3 ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_azure|it_azure_entra)$')
 }
 if [ "${PV_SKIP_AZURE:-0}" = 1 ]; then
     skip "Azure tests (Azurite)" "PV_SKIP_AZURE=1"

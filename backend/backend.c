@@ -180,6 +180,12 @@ static int opts_azure_from_vars(struct backend_opts *o, backend_var_fn get, void
     if ((v = var_first(get, ctx, BACKEND_AZURE_ENV_KEY, NULL, NULL))) o->azure_key = v;
     if ((v = var_first(get, ctx, BACKEND_AZURE_ENV_SAS, NULL, NULL))) o->azure_sas = v;
     if ((v = var_first(get, ctx, BACKEND_AZURE_ENV_ENDPOINT, NULL, NULL))) o->azure_endpoint = v;
+    if ((v = var_first(get, ctx, BACKEND_AZURE_ENV_AUTH_MODE, NULL, NULL))) {
+        if (strcmp(v, "login") != 0 && strcmp(v, "key") != 0)
+            return err_set(e, ERR_FAIL, "%s=\"%.40s\": use login or key",
+                           BACKEND_AZURE_ENV_AUTH_MODE, v);
+        o->azure_login = strcmp(v, "login") == 0;
+    }
     if (!o->azure_connection_string) return 0;
     struct azure_account a;
     int rc = azure_resolve(o, &a, e);

@@ -123,6 +123,9 @@ struct backend_opts {
     const char *azure_connection_string;
     const char *azure_account, *azure_key, *azure_sas, *azure_endpoint;
     long azure_block_size; /* Put Blob up to this size, else blocks of it (4 MiB) */
+    /* AZURE_STORAGE_AUTH_MODE=login (the Azure CLI's name): Microsoft Entra ID even when none of
+     * its variables below is set, i.e. the node's managed identity. */
+    bool azure_login;
     /* The rest of AWS's credentials chain (backend/aws_creds.h), tried after the above. */
     const char *role_arn, *web_identity_token_file, *role_session_name; /* IRSA */
     const char *sts_endpoint;  /* NULL: https://sts.<region>.amazonaws.com/ */

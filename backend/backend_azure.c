@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/azure_token.h"
 #include "backend/azure_xml.h"
 #include "backend/http.h"
 #include "backend/s3_xml.h"
@@ -30,10 +31,11 @@ struct az {
     struct backend b;
     /* Immutable after open. */
     struct http *http;
-    char *account;        /* for Shared Key's canonical resource and header */
-    uint8_t key[KEY_MAX]; /* the decoded Shared Key */
-    size_t key_len;       /* 0: no Shared Key (SAS) */
-    char *sas;            /* or NULL */
+    char *account;             /* for Shared Key's canonical resource and header */
+    uint8_t key[KEY_MAX];      /* the decoded Shared Key */
+    size_t key_len;            /* 0: no Shared Key (SAS or token) */
+    struct azure_token *token; /* Microsoft Entra ID, or NULL; thread-safe itself */
+    char *sas;                 /* or NULL */
     char *container;
     char *base;       /* endpoint + "/" + container: the container's URL */
     char *canon_base; /* "/" + account + the URL path of base, for the canonical resource */
@@ -143,17 +145,28 @@ static int resolve_conn(const struct conn *c, struct azure_account *out, struct 
     return 0;
 }
 
+static bool set(const char *s)
+{
+    return s && *s;
+}
+
 static int resolve_vars(const struct backend_opts *o, struct azure_account *out, struct err *e)
 {
     if (dup_or_null(&out->account, o->azure_account) < 0 ||
         dup_or_null(&out->key, o->azure_key) < 0 || dup_or_null(&out->sas, o->azure_sas) < 0 ||
         dup_or_null(&out->endpoint, o->azure_endpoint) < 0)
         return err_set(e, ERR_FAIL, "out of memory");
-    if (!out->key && !out->sas)
+    out->entra = !out->key && !out->sas &&
+                 (o->azure_login || set(o->azure_tenant_id) || set(o->azure_client_id) ||
+                  set(o->azure_federated_token_file));
+    if (!out->key && !out->sas && !out->entra)
         return err_set(e, ERR_FAIL,
                        "no Azure credentials: set " BACKEND_AZURE_ENV_CONNECTION_STRING
                        ", or " BACKEND_AZURE_ENV_ACCOUNT " with " BACKEND_AZURE_ENV_KEY
-                       " or " BACKEND_AZURE_ENV_SAS);
+                       " or " BACKEND_AZURE_ENV_SAS ", or Microsoft Entra ID (AZURE_TENANT_ID "
+                       "and AZURE_CLIENT_ID with AZURE_CLIENT_SECRET or "
+                       "AZURE_FEDERATED_TOKEN_FILE; " BACKEND_AZURE_ENV_AUTH_MODE
+                       "=login for the managed identity)");
     if (!out->account && (out->key || !out->endpoint))
         return err_set(e, ERR_FAIL, "no Azure storage account: set " BACKEND_AZURE_ENV_ACCOUNT);
     if (!out->endpoint &&
@@ -270,6 +283,11 @@ static int load_account(struct az *a, const struct backend_opts *o, struct err *
         (dup_or_null(&a->account, acct.account) < 0 || dup_or_null(&a->sas, acct.sas) < 0))
         rc = err_set(e, ERR_FAIL, "out of memory");
     if (rc == 0) rc = set_base(a, &acct, e);
+    if (rc == 0 && acct.entra) {
+        struct azure_token_opts t;
+        azure_token_opts_from(&t, o);
+        rc = azure_token_open(&t, &a->token, e);
+    }
     azure_account_free(&acct);
     return rc;
 }
@@ -383,14 +401,32 @@ static int add_header(struct curl_slist **hdrs, const char *name, const char *va
     return 0;
 }
 
+/* A Microsoft Entra ID token's header: "Authorization: Bearer <token>", the token current (it is
+ * fetched again before it expires). */
+static int authorize_bearer(const struct call *c, struct curl_slist **hdrs, struct err *e)
+{
+    char *tok = NULL, *auth = NULL;
+    int rc = azure_token_get(c->a->token, &tok, e);
+    if (rc < 0) return err_wrap(e, "%s %s", c->method, c->what);
+    if (asprintf(&auth, "Bearer %s", tok) < 0) auth = NULL;
+    if (!auth || add_header(hdrs, "Authorization", auth) < 0)
+        rc = err_set(e, ERR_FAIL, "%s %s: out of memory", c->method, c->what);
+    sodium_memzero(tok, strlen(tok));
+    free(tok);
+    if (auth) sodium_memzero(auth, strlen(auth));
+    free(auth);
+    return rc;
+}
+
 /* What authorizes the request, the one place that knows: with a Shared Key the Authorization
- * header ("SharedKey account:base64(HMAC-SHA256(key, string-to-sign))"); with a SAS nothing
- * (it is in the URL). A bearer token from Microsoft Entra ID ("Authorization: Bearer ...")
- * belongs here. `xms` are the x-ms- headers sent, sorted. */
+ * header ("SharedKey account:base64(HMAC-SHA256(key, string-to-sign))"); with a Microsoft
+ * Entra ID token "Bearer <token>"; with a SAS nothing (it is in the URL). `xms` are the x-ms-
+ * headers sent, sorted. */
 static int authorize(const struct call *c, const struct kv *xms, size_t nx,
                      struct curl_slist **hdrs, struct err *e)
 {
     struct az *a = c->a;
+    if (a->token) return authorize_bearer(c, hdrs, e);
     if (a->key_len == 0) return 0;
     struct buf sts = BUF_INIT;
     unsigned char mac[EVP_MAX_MD_SIZE];
@@ -797,6 +833,7 @@ static void az_close(struct backend *self)
 {
     struct az *a = as_az(self);
     http_free(a->http);
+    azure_token_close(a->token);
     sodium_memzero(a->key, sizeof a->key);
     if (a->sas) sodium_memzero(a->sas, strlen(a->sas));
     free(a->account);
@@ -852,6 +889,7 @@ int backend_azure_open(const char *location, const struct backend_opts *o, bool 
                                .retries = o->retries,
                                .retry_delay_ms = o->retry_delay_ms,
                                .retry_max_delay_ms = o->retry_max_delay_ms,
+                               .throttle_ms = o->throttle_time_s * 1000,
                                .connect_timeout_s = o->connect_timeout_s,
                                .stall_timeout_s = o->stall_timeout_s};
     int rc = (a->b.location = strdup(location)) ? 0 : err_set(e, ERR_FAIL, "out of memory");

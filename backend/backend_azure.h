@@ -14,6 +14,11 @@
  *  - else AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY (Shared Key) or AZURE_STORAGE_SAS_TOKEN
  *    (a SAS, sent as given); the endpoint is PODVAULT_AZURE_ENDPOINT when set (a URL such as
  *    http://127.0.0.1:10000/devstoreaccount1), else https://ACCOUNT.blob.core.windows.net.
+ *  - else AZURE_STORAGE_ACCOUNT with a Microsoft Entra ID bearer token (backend/azure_token.h):
+ *    a client secret or workload identity when AZURE_TENANT_ID / AZURE_CLIENT_ID /
+ *    AZURE_FEDERATED_TOKEN_FILE are set, else the managed identity when
+ *    AZURE_STORAGE_AUTH_MODE=login. The identity needs a data role on the container, such as
+ *    "Storage Blob Data Contributor".
  * Retries, timeouts, listing page size, uploads and downloads in flight are the settings the S3
  * backend has (backend_s3.h's PODVAULT_S3_* variables), which apply to Azure too.
  */
@@ -27,6 +32,9 @@
 #define BACKEND_AZURE_ENV_KEY "AZURE_STORAGE_KEY"
 #define BACKEND_AZURE_ENV_SAS "AZURE_STORAGE_SAS_TOKEN"
 #define BACKEND_AZURE_ENV_ENDPOINT "PODVAULT_AZURE_ENDPOINT"
+/* "login": Microsoft Entra ID (managed identity when no AZURE_TENANT_ID/AZURE_CLIENT_ID are
+ * set); "key": the account key or SAS only. The Azure CLI's variable of the same name. */
+#define BACKEND_AZURE_ENV_AUTH_MODE "AZURE_STORAGE_AUTH_MODE"
 /* Objects up to this many bytes go up in one Put Blob; larger ones in blocks of this size
  * (Put Block, then Put Block List). Default 4 MiB, 64 KiB..100 MiB. */
 #define BACKEND_AZURE_ENV_BLOCK_SIZE "PODVAULT_AZURE_BLOCK_SIZE"
@@ -40,6 +48,7 @@ struct azure_account {
     char *key;      /* base64 Shared Key, or NULL */
     char *sas;      /* without a leading '?', or NULL */
     char *endpoint; /* "scheme://host[:port][/path]", without a trailing '/' */
+    bool entra;     /* neither key nor SAS: a Microsoft Entra ID token authorizes */
 };
 
 /* Works out account, credentials and endpoint from the settings (the rules above). Pure: no

@@ -29,6 +29,7 @@ back. --stats FILE is rewritten (JSON) after every request. Prints "listening 12
 once ready; SIGTERM stops it.
 """
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -69,6 +70,19 @@ def issue():
     bump("issued")
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))
     return tok, iso
+
+
+def azure_token(prefix):
+    """A token handed out: opaque ("entra-<hex>"), or with --jwt an unsigned JWT whose claims are
+    those Azurite's BlobTokenAuthenticator checks: aud https://storage.azure.com, iss under
+    https://sts.windows.net/, nbf and exp (--lifetime seconds from now)."""
+    if not A.jwt:
+        return prefix + secrets.token_hex(16)
+    now = int(time.time())
+    b64 = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+    claims = {"aud": "https://storage.azure.com", "iss": f"https://sts.windows.net/{A.tenant}/",
+              "nbf": now - 60, "iat": now, "exp": now + A.lifetime, "jti": secrets.token_hex(8)}
+    return b64({"typ": "JWT", "alg": "RS256"}) + "." + b64(claims) + "." + secrets.token_hex(32)
 
 
 def read_file(path):
@@ -182,7 +196,7 @@ class H(BaseHTTPRequestHandler):
         bump("entra")
         self.answer(200, json.dumps({"token_type": "Bearer", "expires_in": A.lifetime,
                                      "ext_expires_in": A.lifetime,
-                                     "access_token": "entra-" + secrets.token_hex(16)}))
+                                     "access_token": azure_token("entra-")}))
 
     def msi(self, query):
         if self.headers.get("Metadata") != "true":
@@ -194,7 +208,7 @@ class H(BaseHTTPRequestHandler):
                                                 "error_description": "bad resource"}))
         bump("msi")
         now = int(time.time())
-        self.answer(200, json.dumps({"access_token": "msi-" + secrets.token_hex(16),
+        self.answer(200, json.dumps({"access_token": azure_token("msi-"),
                                      "expires_in": str(A.lifetime),
                                      "expires_on": str(now + A.lifetime),
                                      "resource": "https://storage.azure.com/",
@@ -317,6 +331,9 @@ def main():
     ap.add_argument("--bucket-region")
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--stats")
+    ap.add_argument("--jwt", action="store_true",
+                    help="Entra ID and managed identity tokens are unsigned JWTs with the claims "
+                         "Azurite's --oauth basic checks (aud, iss, nbf, exp)")
     ap.add_argument("--max-seconds", type=int, default=900, help="exit after this long")
     A = ap.parse_args()
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
