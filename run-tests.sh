@@ -213,7 +213,8 @@ azure_tests() {
     # Azurite is an npm package (pinned in tests/azure); Debian 12's nodejs (18) runs it. Without
     # node or npm, and as root, they come from apt. tests/azure-env.sh installs Azurite (npm ci),
     # starts it on 127.0.0.1 and exports PV_TEST_AZURE and AZURE_STORAGE_CONNECTION_STRING; then
-    # the backend conformance suite (its Azure part) and the command-line test it_azure run.
+    # the backend conformance suite (its Azure part), the command-line test it_azure, and the
+    # agent's end-to-end test with an azure BackupStorageLocation on Azurite run.
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         if [ "$(id -u)" != 0 ]; then
             echo "node and npm are not installed (run as root to install them)"
@@ -229,7 +230,7 @@ azure_tests() {
     fi
     echo "Azure at $PV_TEST_AZURE"
     # Without the S3 step's variables: only the Azure part of test_backend runs again.
-    (cd build && env -u PV_TEST_S3 ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_azure)$')
+    (cd build && env -u PV_TEST_S3 ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_azure|it_agent_e2e)$')
 }
 if [ "${PV_SKIP_AZURE:-0}" = 1 ]; then
     skip "Azure tests (Azurite)" "PV_SKIP_AZURE=1"
