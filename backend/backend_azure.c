@@ -729,7 +729,7 @@ static int list_page(struct az *a, const char *full, char **marker, struct list_
     struct call c = {.a = a, .method = "GET", .what = what, .nq = 0};
     c.query[c.nq++] = (struct kv){"restype", "container"};
     c.query[c.nq++] = (struct kv){"comp", "list"};
-    c.query[c.nq++] = (struct kv){"prefix", full};
+    if (*full) c.query[c.nq++] = (struct kv){"prefix", full}; /* none rather than empty */
     c.query[c.nq++] = (struct kv){"maxresults", max};
     if (*marker) c.query[c.nq++] = (struct kv){"marker", *marker};
     buf_reset(body);
