@@ -186,34 +186,41 @@ s3_tests() {
     echo "S3 at $PV_TEST_S3"
     (cd build && ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_s3.*|it_agent_e2e|it_agent_gc|it_interrupted)$')
 }
-if [ "${PV_SKIP_S3:-0}" = 1 ]; then
-    skip "S3 tests (Ceph RGW)" "PV_SKIP_S3=1"
-elif [ ! -f tests/s3-env.sh ]; then
-    skip "S3 tests (Ceph RGW)" "tests/s3-env.sh is not in this tree"
-elif [ $BUILD_OK != 0 ]; then
-    skip "S3 tests (Ceph RGW)" "the build failed"
-else
-    say "S3 tests (Ceph RGW)"
-    t0=$(date +%s)
-    s3_tests
-    rc=$?
-    secs="$(( $(date +%s) - t0 ))s"
-    if [ $rc = 2 ]; then
-        skip "S3 tests (Ceph RGW)" "RGW could not start here (see above)"
-    elif [ $rc = 0 ]; then
-        SUMMARY+=("PASS  $(printf '%-42s' "S3 tests (Ceph RGW)") $secs")
+# server_step NAME SKIP-VAR ENV-SCRIPT SERVER FUNC: a step against a server that the tests start
+# (FUNC returns 2 when it cannot run here: then the step is skipped, not failed).
+server_step() {
+    local name=$1 skipvar=$2 script=$3 server=$4 fn=$5 t0 rc secs
+    if [ "${!skipvar:-0}" = 1 ]; then
+        skip "$name" "$skipvar=1"
+    elif [ ! -f "$script" ]; then
+        skip "$name" "$script is not in this tree"
+    elif [ $BUILD_OK != 0 ]; then
+        skip "$name" "the build failed"
     else
-        SUMMARY+=("FAIL  $(printf '%-42s' "S3 tests (Ceph RGW)") $secs (exit $rc)")
-        FAILED=$((FAILED + 1))
+        say "$name"
+        t0=$(date +%s)
+        "$fn"
+        rc=$?
+        secs="$(( $(date +%s) - t0 ))s"
+        if [ $rc = 2 ]; then
+            skip "$name" "$server could not start here (see above)"
+        elif [ $rc = 0 ]; then
+            SUMMARY+=("PASS  $(printf '%-42s' "$name") $secs")
+        else
+            SUMMARY+=("FAIL  $(printf '%-42s' "$name") $secs (exit $rc)")
+            FAILED=$((FAILED + 1))
+        fi
     fi
-fi
+}
+server_step "S3 tests (Ceph RGW)" PV_SKIP_S3 tests/s3-env.sh RGW s3_tests
 
 # ---- Azure Blob Storage against Azurite -------------------------------------------------------
 azure_tests() {
     # Azurite is an npm package (pinned in tests/azure); Debian 12's nodejs (18) runs it. Without
     # node or npm, and as root, they come from apt. tests/azure-env.sh installs Azurite (npm ci),
     # starts it on 127.0.0.1 and exports PV_TEST_AZURE and AZURE_STORAGE_CONNECTION_STRING; then
-    # the backend conformance suite (its Azure part) and the command-line test it_azure run.
+    # the backend conformance suite (its Azure part), the command-line test it_azure, and the
+    # agent's end-to-end test with an azure BackupStorageLocation on Azurite run.
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         if [ "$(id -u)" != 0 ]; then
             echo "node and npm are not installed (run as root to install them)"
@@ -229,27 +236,9 @@ azure_tests() {
     fi
     echo "Azure at $PV_TEST_AZURE"
     # Without the S3 step's variables: only the Azure part of test_backend runs again.
-    (cd build && env -u PV_TEST_S3 ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_azure|it_azure_entra)$')
+    (cd build && env -u PV_TEST_S3 ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_azure|it_azure_entra|it_agent_e2e)$')
 }
-if [ "${PV_SKIP_AZURE:-0}" = 1 ]; then
-    skip "Azure tests (Azurite)" "PV_SKIP_AZURE=1"
-elif [ $BUILD_OK != 0 ]; then
-    skip "Azure tests (Azurite)" "the build failed"
-else
-    say "Azure tests (Azurite)"
-    t0=$(date +%s)
-    azure_tests
-    rc=$?
-    secs="$(( $(date +%s) - t0 ))s"
-    if [ $rc = 2 ]; then
-        skip "Azure tests (Azurite)" "Azurite could not start here (see above)"
-    elif [ $rc = 0 ]; then
-        SUMMARY+=("PASS  $(printf '%-42s' "Azure tests (Azurite)") $secs")
-    else
-        SUMMARY+=("FAIL  $(printf '%-42s' "Azure tests (Azurite)") $secs (exit $rc)")
-        FAILED=$((FAILED + 1))
-    fi
-fi
+server_step "Azure tests (Azurite)" PV_SKIP_AZURE tests/azure-env.sh Azurite azure_tests
 
 # ---- summary -----------------------------------------------------------------------------------
 say "summary ($(( $(date +%s) - T_START ))s in all; logs in $LOGS)"

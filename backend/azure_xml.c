@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DOC_MAX (64u << 20)
+#include "backend/s3_xml.h"
+
 #define DEPTH_MAX 64
 
 /* The elements that matter, by depth: 1 EnumerationResults, 2 Blobs or NextMarker, 3 Blob,
@@ -28,7 +29,7 @@ static const struct {
 };
 
 struct ax {
-    XML_Parser p;
+    struct s3_xml_run run; /* first: the shared run's state (s3_xml.h) */
     int depth;
     enum tag stack[DEPTH_MAX + 1]; /* stack[d]: the tag at depth d */
     bool capturing, overflow;
@@ -40,17 +41,11 @@ struct ax {
     bool have_name, have_size, saw_root;
     uint64_t size;
     char name[AZURE_XML_NAME_MAX + 1];
-    int rc;
-    const char *why;
 };
 
 static void stop(struct ax *x, int rc, const char *why)
 {
-    if (x->rc == 0) {
-        x->rc = rc;
-        x->why = why;
-    }
-    XML_StopParser(x->p, XML_FALSE);
+    s3_xml_stop(&x->run, rc, why);
 }
 
 static enum tag lookup(const struct ax *x, const char *name)
@@ -99,20 +94,6 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
     x->tlen += n;
 }
 
-static bool parse_u64(const char *s, uint64_t *v)
-{
-    uint64_t r = 0;
-    if (!*s) return false;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9') return false;
-        unsigned d = (unsigned)(*s - '0');
-        if (r > (UINT64_MAX - d) / 10) return false;
-        r = r * 10 + d;
-    }
-    *v = r;
-    return true;
-}
-
 static void end_text(struct ax *x, enum tag t)
 {
     x->capturing = false;
@@ -124,7 +105,7 @@ static void end_text(struct ax *x, enum tag t)
         memcpy(x->name, x->text, x->tlen + 1);
         x->have_name = true;
     } else if (t == T_LENGTH) {
-        if (!parse_u64(x->text, &x->size))
+        if (!s3_xml_u64(x->text, &x->size))
             return stop(x, ERR_FAIL, "listing entry with a bad Content-Length");
         x->have_size = true;
     } else if (t == T_MARKER && x->tlen > 0) {
@@ -140,7 +121,7 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
     (void)name;
     enum tag t = x->stack[x->depth];
     if (x->capturing) end_text(x, t);
-    if (x->rc == 0 && t == T_BLOB) {
+    if (x->run.rc == 0 && t == T_BLOB) {
         if (!x->have_name || !x->have_size)
             return stop(x, ERR_FAIL, "listing entry without Name or Content-Length");
         x->page->entries++;
@@ -150,49 +131,21 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
     x->depth--;
 }
 
-/* Azure never sends a DTD; refusing them rules out entity expansion attacks. */
-static void XMLCALL on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
-                               const XML_Char *pubid, int has_internal_subset)
-{
-    stop(ud, ERR_FAIL, "document type declarations are not accepted");
-}
-
-static void XMLCALL on_entity(void *ud, const XML_Char *name, int is_param, const XML_Char *value,
-                              int value_len, const XML_Char *base, const XML_Char *sysid,
-                              const XML_Char *pubid, const XML_Char *notation)
-{
-    stop(ud, ERR_FAIL, "entity declarations are not accepted");
-}
-
 int azure_xml_parse_list(const char *xml, size_t len, azure_xml_entry_cb cb, void *ctx,
                          struct azure_list_page *page, struct err *e)
 {
-    if (len > DOC_MAX) return err_set(e, ERR_FAIL, "malformed listing: document too large");
     struct ax *x = calloc(1, sizeof *x);
-    if (!x || !(x->p = XML_ParserCreate(NULL))) {
-        free(x);
-        return err_set(e, ERR_FAIL, "parsing a listing: out of memory");
-    }
+    if (!x) return err_set(e, ERR_FAIL, "parsing a listing: out of memory");
     x->cb = cb;
     x->cb_ctx = ctx;
     x->page = page;
-    XML_SetUserData(x->p, x);
-    XML_SetElementHandler(x->p, on_start, on_end);
-    XML_SetCharacterDataHandler(x->p, on_text);
-    XML_SetStartDoctypeDeclHandler(x->p, on_doctype);
-    XML_SetEntityDeclHandler(x->p, on_entity);
-    if (XML_Parse(x->p, xml, (int)len, XML_TRUE) == XML_STATUS_ERROR && x->rc == 0) {
-        x->why = XML_ErrorString(XML_GetErrorCode(x->p));
-        x->rc = ERR_FAIL;
+    int rc = s3_xml_run(&x->run, xml, len, 0, on_start, on_end, on_text);
+    if (rc == 0 && !x->saw_root) {
+        rc = ERR_FAIL;
+        x->run.why = "empty document";
     }
-    if (x->rc == 0 && !x->saw_root) {
-        x->rc = ERR_FAIL;
-        x->why = "empty document";
-    }
-    int rc = x->rc;
-    if (rc == ERR_FAIL && x->why)
-        err_set(e, ERR_FAIL, "malformed listing from the server: %s", x->why);
-    XML_ParserFree(x->p);
+    if (rc == ERR_FAIL && x->run.why)
+        err_set(e, ERR_FAIL, "malformed listing from the server: %s", x->run.why);
     free(x);
     return rc;
 }

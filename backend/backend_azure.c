@@ -736,27 +736,8 @@ static int az_load(struct backend *self, const char *name, uint64_t offset, uint
     return http_range_fit(out, start, r.status, offset, len, name, a->b.location, e);
 }
 
-struct list_ctx {
-    struct az *a;
-    backend_list_cb cb;
-    void *ctx;
-    bool stopped;
-};
-
-static int list_entry(void *ud, const char *blob, uint64_t size)
-{
-    struct list_ctx *l = ud;
-    size_t plen = strlen(l->a->prefix);
-    if (strncmp(blob, l->a->prefix, plen) != 0) return 0;
-    const char *name = blob + plen;
-    if (!*name || name[strlen(name) - 1] == '/') return 0;
-    int rc = l->cb(l->ctx, name, size);
-    l->stopped = rc != 0;
-    return rc;
-}
-
 /* One List Blobs page; *marker is replaced by the next page's, NULL after the last. */
-static int list_page(struct az *a, const char *full, char **marker, struct list_ctx *lc,
+static int list_page(struct az *a, const char *full, char **marker, struct http_list *lc,
                      struct buf *body, struct err *e)
 {
     char max[24], what[300];
@@ -765,7 +746,7 @@ static int list_page(struct az *a, const char *full, char **marker, struct list_
     struct call c = {.a = a, .method = "GET", .what = what, .nq = 0};
     c.query[c.nq++] = (struct kv){"restype", "container"};
     c.query[c.nq++] = (struct kv){"comp", "list"};
-    c.query[c.nq++] = (struct kv){"prefix", full};
+    if (*full) c.query[c.nq++] = (struct kv){"prefix", full}; /* none rather than empty */
     c.query[c.nq++] = (struct kv){"maxresults", max};
     if (*marker) c.query[c.nq++] = (struct kv){"marker", *marker};
     buf_reset(body);
@@ -775,7 +756,8 @@ static int list_page(struct az *a, const char *full, char **marker, struct list_
         rc = err_set(e, ERR_FAIL, "listing %s in %s: page too large", full, a->b.location);
     struct azure_list_page page = {0};
     if (rc == 0) {
-        rc = azure_xml_parse_list((const char *)body->data, body->len, list_entry, lc, &page, e);
+        rc = azure_xml_parse_list((const char *)body->data, body->len, http_list_entry, lc, &page,
+                                  e);
         if (rc != 0 && !lc->stopped) err_wrap(e, "listing %s in %s", full, a->b.location);
     }
     /* A next page must move us on, or we would ask for it forever. */
@@ -792,7 +774,7 @@ static int az_list(struct backend *self, const char *prefix, backend_list_cb cb,
                    struct err *e)
 {
     struct az *a = as_az(self);
-    struct list_ctx lc = {.a = a, .cb = cb, .ctx = ctx};
+    struct http_list lc = {.prefix = a->prefix, .cb = cb, .ctx = ctx};
     struct buf body = BUF_INIT;
     char *full = NULL, *marker = NULL;
     int rc = asprintf(&full, "%s%s", a->prefix, prefix) < 0

@@ -702,35 +702,15 @@ static int s3_stat(struct backend *self, const char *name, uint64_t *size, struc
     return s3_head(as_s3(self), name, size, e);
 }
 
-struct list_ctx {
-    struct s3 *s;
-    backend_list_cb cb;
-    void *ctx;
-    bool stopped;
-};
-
-static int list_entry(void *ud, const char *key, uint64_t size)
-{
-    struct list_ctx *l = ud;
-    size_t plen = strlen(l->s->prefix);
-    if (strncmp(key, l->s->prefix, plen) != 0) return 0;
-    const char *name = key + plen;
-    /* "folder/" placeholders made by consoles are not objects of ours. */
-    if (!*name || name[strlen(name) - 1] == '/') return 0;
-    int rc = l->cb(l->ctx, name, size);
-    l->stopped = rc != 0;
-    return rc;
-}
-
 /* Lists what existed under `prefix` at s->as_of_ms. */
-static int list_as_of(struct s3 *s, const char *prefix, struct list_ctx *lc)
+static int list_as_of(struct s3 *s, const char *prefix, struct http_list *lc)
 {
     size_t plen = strlen(s->prefix), qlen = strlen(prefix);
     for (size_t i = 0; i < s3_vt_keys(s->vt); i++) {
         const char *key = s3_vt_key(s->vt, i);
         if (strncmp(key, s->prefix, plen) != 0 || strncmp(key + plen, prefix, qlen) != 0) continue;
         const struct s3_version *v = s3_vt_at(s->vt, key, s->as_of_ms);
-        int rc = v ? list_entry(lc, key, v->size) : 0;
+        int rc = v ? http_list_entry(lc, key, v->size) : 0;
         if (rc) return rc;
     }
     return 0;
@@ -740,7 +720,7 @@ static int s3_list(struct backend *self, const char *prefix, backend_list_cb cb,
                    struct err *e)
 {
     struct s3 *s = as_s3(self);
-    struct list_ctx lc = {.s = s, .cb = cb, .ctx = ctx};
+    struct http_list lc = {.prefix = s->prefix, .cb = cb, .ctx = ctx};
     if (as_of(s, prefix)) return list_as_of(s, prefix, &lc);
     struct buf body = BUF_INIT;
     char *full = NULL, *enc_prefix = NULL, *token = NULL, *url = NULL;
@@ -775,7 +755,7 @@ static int s3_list(struct backend *self, const char *prefix, backend_list_cb cb,
             goto out;
         }
         struct s3_list_page page = {0};
-        rc = s3_xml_parse_list((const char *)body.data, body.len, list_entry, &lc, &page, e);
+        rc = s3_xml_parse_list((const char *)body.data, body.len, http_list_entry, &lc, &page, e);
         if (rc != 0) {
             s3_xml_page_free(&page);
             if (!lc.stopped) err_wrap(e, "listing %s in %s", full, s->b.location);

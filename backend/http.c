@@ -443,3 +443,15 @@ int http_range_416(uint64_t size, uint64_t offset, uint64_t len, const char *nam
     }
     return shorter(name, where, size, offset, len, e);
 }
+
+int http_list_entry(void *ud, const char *key, uint64_t size)
+{
+    struct http_list *l = ud;
+    size_t plen = strlen(l->prefix);
+    if (strncmp(key, l->prefix, plen) != 0) return 0;
+    const char *name = key + plen;
+    if (!*name || name[strlen(name) - 1] == '/') return 0;
+    int rc = l->cb(l->ctx, name, size);
+    l->stopped = rc != 0;
+    return rc;
+}

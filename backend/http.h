@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "base/buf.h"
 #include "base/err.h"
 
@@ -100,6 +101,17 @@ bool http_status_retryable(long status);
 
 /* "curl's reason: detail" of a failed transfer (r->cc != CURLE_OK) into buf. */
 void http_describe_transfer(const struct http_req *r, char *buf, size_t cap);
+
+/* A listing's relay to backend_list's callback: keys under the backend's own `prefix` become
+ * object names; other keys and "folder/" placeholders made by consoles are skipped. */
+struct http_list {
+    const char *prefix; /* "" or "some/prefix/" */
+    backend_list_cb cb;
+    void *ctx;
+    bool stopped; /* cb asked to stop */
+};
+/* The parsers' entry callback (s3_xml, azure_xml); `ud` is a struct http_list. */
+int http_list_entry(void *ud, const char *key, uint64_t size);
 
 /* The bytes [offset, offset+len) of object `name` in `where` (len 0: to its end) that a ranged
  * GET answered with `status` appended to `out` from `start`: keeps the part asked for when the

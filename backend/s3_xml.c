@@ -43,8 +43,8 @@ static const struct {
 };
 
 struct px {
-    XML_Parser p;
-    enum tag want_root; /* T_LIST or T_ERROR */
+    struct s3_xml_run run; /* first: the shared run's state */
+    enum tag want_root;    /* T_LIST or T_ERROR */
     int depth;
     enum tag stack[4]; /* tags at depths 1..3 */
     int capture_depth; /* depth whose text is being collected, 0 when none */
@@ -61,18 +61,20 @@ struct px {
     /* error document */
     struct s3_error *err;
     bool saw_root;
-    /* outcome */
-    int rc;
-    const char *why; /* what was wrong with the document, for ERR_FAIL */
 };
+
+void s3_xml_stop(struct s3_xml_run *run, int rc, const char *why)
+{
+    if (run->rc == 0) {
+        run->rc = rc;
+        run->why = why;
+    }
+    XML_StopParser(run->p, XML_FALSE);
+}
 
 static void stop(struct px *x, int rc, const char *why)
 {
-    if (x->rc == 0) {
-        x->rc = rc;
-        x->why = why;
-    }
-    XML_StopParser(x->p, XML_FALSE);
+    s3_xml_stop(&x->run, rc, why);
 }
 
 static enum tag lookup(const char *name)
@@ -131,7 +133,7 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
     x->tlen += n;
 }
 
-static bool parse_u64(const char *s, uint64_t *v)
+bool s3_xml_u64(const char *s, uint64_t *v)
 {
     uint64_t r = 0;
     if (!*s) return false;
@@ -168,7 +170,7 @@ static void end_text(struct px *x, enum tag t)
         x->have_key = true;
         break;
     case T_SIZE:
-        if (!parse_u64(x->text, &x->size))
+        if (!s3_xml_u64(x->text, &x->size))
             return stop(x, ERR_FAIL, "listing entry with a bad size");
         x->have_size = true;
         break;
@@ -203,7 +205,7 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
     struct px *x = ud;
     enum tag t = lookup(name);
     if (x->capture_depth == x->depth) end_text(x, t);
-    if (x->rc == 0 && x->depth == 2 && x->want_root == T_LIST && t == T_CONTENTS) {
+    if (x->run.rc == 0 && x->depth == 2 && x->want_root == T_LIST && t == T_CONTENTS) {
         if (!x->have_key || !x->have_size)
             return stop(x, ERR_FAIL, "listing entry without Key or Size");
         x->page->entries++;
@@ -213,44 +215,51 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
     x->depth--;
 }
 
-/* S3 never sends a DTD; refusing them rules out entity expansion attacks. */
+/* Object stores never send a DTD; refusing them rules out entity expansion attacks. */
 static void XMLCALL on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
                                const XML_Char *pubid, int has_internal_subset)
 {
-    stop(ud, ERR_FAIL, "document type declarations are not accepted");
+    s3_xml_stop(ud, ERR_FAIL, "document type declarations are not accepted");
 }
 
 static void XMLCALL on_entity(void *ud, const XML_Char *name, int is_param, const XML_Char *value,
                               int value_len, const XML_Char *base, const XML_Char *sysid,
                               const XML_Char *pubid, const XML_Char *notation)
 {
-    stop(ud, ERR_FAIL, "entity declarations are not accepted");
+    s3_xml_stop(ud, ERR_FAIL, "entity declarations are not accepted");
 }
 
-/* Runs expat over the document; returns x->rc, or ERR_FAIL when expat found it malformed. */
-static int run(struct px *x, const char *xml, size_t len)
+int s3_xml_run(struct s3_xml_run *run, const char *xml, size_t len, XML_Char ns_sep,
+               XML_StartElementHandler start, XML_EndElementHandler end,
+               XML_CharacterDataHandler text)
 {
     if (len > DOC_MAX) {
-        x->why = "document too large";
-        return x->rc = ERR_FAIL;
+        run->why = "document too large";
+        return run->rc = ERR_FAIL;
     }
-    x->p = XML_ParserCreateNS(NULL, NS_SEP);
-    if (!x->p) {
-        x->why = "out of memory";
-        return x->rc = ERR_FAIL;
+    run->p = ns_sep ? XML_ParserCreateNS(NULL, ns_sep) : XML_ParserCreate(NULL);
+    if (!run->p) {
+        run->why = "out of memory";
+        return run->rc = ERR_FAIL;
     }
-    XML_SetUserData(x->p, x);
-    XML_SetElementHandler(x->p, on_start, on_end);
-    XML_SetCharacterDataHandler(x->p, on_text);
-    XML_SetStartDoctypeDeclHandler(x->p, on_doctype);
-    XML_SetEntityDeclHandler(x->p, on_entity);
-    if (XML_Parse(x->p, xml, (int)len, XML_TRUE) == XML_STATUS_ERROR && x->rc == 0) {
-        x->why = XML_ErrorString(XML_GetErrorCode(x->p));
-        x->rc = ERR_FAIL;
+    XML_SetUserData(run->p, run);
+    XML_SetElementHandler(run->p, start, end);
+    XML_SetCharacterDataHandler(run->p, text);
+    XML_SetStartDoctypeDeclHandler(run->p, on_doctype);
+    XML_SetEntityDeclHandler(run->p, on_entity);
+    if (XML_Parse(run->p, xml, (int)len, XML_TRUE) == XML_STATUS_ERROR && run->rc == 0) {
+        run->why = XML_ErrorString(XML_GetErrorCode(run->p));
+        run->rc = ERR_FAIL;
     }
-    XML_ParserFree(x->p);
-    x->p = NULL;
-    return x->rc;
+    XML_ParserFree(run->p);
+    run->p = NULL;
+    return run->rc;
+}
+
+/* Runs expat over the document with this file's handlers. */
+static int run(struct px *x, const char *xml, size_t len)
+{
+    return s3_xml_run(&x->run, xml, len, NS_SEP, on_start, on_end, on_text);
 }
 
 int s3_xml_parse_list(const char *xml, size_t len, s3_xml_entry_cb cb, void *ctx,
@@ -265,10 +274,10 @@ int s3_xml_parse_list(const char *xml, size_t len, s3_xml_entry_cb cb, void *ctx
     int rc = run(x, xml, len);
     if (rc == 0 && !x->saw_root) {
         rc = ERR_FAIL;
-        x->why = "empty document";
+        x->run.why = "empty document";
     }
-    if (rc == ERR_FAIL && x->why)
-        err_set(e, ERR_FAIL, "malformed listing from the server: %s", x->why);
+    if (rc == ERR_FAIL && x->run.why)
+        err_set(e, ERR_FAIL, "malformed listing from the server: %s", x->run.why);
     free(x);
     return rc;
 }

@@ -74,8 +74,11 @@ store_spec() {
     printf 'config: {podvaultPath: "%s"}\n  objectStorage: {bucket: unused}' "$1"
 }
 # test_location TAG: where the test's location is: the S3 bucket of PV_TEST_S3 (with the AWS_*
-# keys of tests/s3-env.sh) under a prefix of its own, else the directory $tmp/store. Sets
-# location_config (the BackupStorageLocation spec below provider), loc_root (the location's root
+# keys of tests/s3-env.sh) under a prefix of its own, else (PV_TEST_AZURE and
+# AZURE_STORAGE_CONNECTION_STRING, from tests/azure-env.sh) an azure location in that container,
+# with its key in a Velero-style AZURE_*=... credentials file, else the directory $tmp/store. Sets
+# location_provider (aws, or azure), location_config (the BackupStorageLocation spec below
+# provider), loc_root (the location's root
 # as podvault names it: where Velero's backups/ and podvault's plugins/ are), repo_of NS (a
 # namespace's repository), s3_opts (the podvault options for it), and writes the keys into
 # $tmp/cloud, the agent's credentials file. objs ARGS... runs tests/tools/pv_objects on loc_root,
@@ -93,6 +96,20 @@ test_location() {
   objectStorage: {bucket: $bucket, prefix: \"$prefix\"}"
         loc_root=s3:$s3url/$bucket/$prefix
         s3_opts=(--s3-path-style --s3-region us-east-1)
+    elif [ -n "${PV_TEST_AZURE:-}" ] && [ -n "${AZURE_STORAGE_CONNECTION_STRING:-}" ]; then
+        local az=${PV_TEST_AZURE#azure:} container prefix account key endpoint
+        container=${az%%/*}
+        prefix=$([ "$az" != "$container" ] && echo "${az#*/}/")$1-$$-$RANDOM
+        account=$(sed -n 's/.*AccountName=\([^;]*\).*/\1/p' <<<"$AZURE_STORAGE_CONNECTION_STRING")
+        key=$(sed -n 's/.*AccountKey=\([^;]*\).*/\1/p' <<<"$AZURE_STORAGE_CONNECTION_STRING")
+        endpoint=$(sed -n 's/.*BlobEndpoint=\([^;]*\).*/\1/p' <<<"$AZURE_STORAGE_CONNECTION_STRING")
+        printf 'AZURE_SUBSCRIPTION_ID=unused\nAZURE_STORAGE_ACCOUNT_ACCESS_KEY=%s\nAZURE_CLOUD_NAME=AzurePublicCloud\n' \
+            "$key" >"$tmp/cloud"
+        location_provider=azure
+        location_config="config: {storageAccount: $account, storageAccountURI: \"$endpoint\", storageAccountKeyEnvVar: AZURE_STORAGE_ACCOUNT_ACCESS_KEY}
+  objectStorage: {bucket: $container, prefix: \"$prefix\"}"
+        loc_root=azure:$container/$prefix
+        s3_opts=()
     else
         mkdir -p "$tmp/store"
         location_config=$(store_spec "$tmp/store")
@@ -119,7 +136,7 @@ apiVersion: velero.io/v1
 kind: BackupStorageLocation
 metadata: {name: $name, namespace: velero}
 spec:
-  provider: aws
+  provider: ${location_provider:-aws}
   $spec
 EOF
 }

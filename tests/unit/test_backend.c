@@ -344,6 +344,33 @@ static void s3_common_env(void)
     env_set(BACKEND_S3_ENV_STALL_TIMEOUT, NULL);
 }
 
+/* Opens fx->location (created) as the fixture of `kind`, whose listing check saves `list_n`
+ * objects. */
+static int fixture_open(void **state, struct fixture *fx, enum kind kind, size_t list_n)
+{
+    struct err e;
+    err_clear(&e);
+    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
+        fprintf(stderr, "%s\n", e.msg);
+        return -1;
+    }
+    fx->kind = kind;
+    fx->list_n = list_n;
+    *state = fx;
+    return 0;
+}
+
+/* The settings of a suite through the fault proxy: small pages, many quick retries, and the
+ * proxy's 1.5 s delays turned into timeouts. */
+static void flaky_env(void)
+{
+    env_set(BACKEND_S3_ENV_LIST_MAX, "50");
+    env_set(BACKEND_S3_ENV_RETRIES, "12");
+    env_set(BACKEND_S3_ENV_RETRY_DELAY_MS, "5");
+    env_set(BACKEND_S3_ENV_RETRY_MAX_DELAY_MS, "50");
+    env_set(BACKEND_S3_ENV_STALL_TIMEOUT, "1");
+}
+
 static int setup_s3(void **state)
 {
     if (!s3_available()) {
@@ -353,16 +380,8 @@ static int setup_s3(void **state)
     struct fixture *fx = calloc(1, sizeof *fx);
     s3_common_env();
     fx->location = s3_run_location(NULL);
-    struct err e;
-    err_clear(&e);
-    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return -1;
-    }
-    fx->kind = K_S3;
-    fx->list_n = 1100; /* more than one page of 1000, and 12 pages of 100 */
-    *state = fx;
-    return 0;
+    /* more than one page of 1000, and 12 pages of 100 */
+    return fixture_open(state, fx, K_S3, 1100);
 }
 
 /* The S3 suite through a proxy that breaks 15% of the requests; retries must hide it all. */
@@ -381,22 +400,9 @@ static int setup_s3_proxy(void **state)
     proxy_start(&fx->proxy, hp, "--rate", "15", "--delay-ms", "1500", NULL);
     snprintf(proxied, sizeof proxied, "127.0.0.1:%d", fx->proxy.port);
     s3_common_env();
-    env_set(BACKEND_S3_ENV_LIST_MAX, "50");
-    env_set(BACKEND_S3_ENV_RETRIES, "12");
-    env_set(BACKEND_S3_ENV_RETRY_DELAY_MS, "5");
-    env_set(BACKEND_S3_ENV_RETRY_MAX_DELAY_MS, "50");
-    env_set(BACKEND_S3_ENV_STALL_TIMEOUT, "1"); /* the 1.5 s delays become timeouts */
+    flaky_env();
     fx->location = s3_run_location(proxied);
-    struct err e;
-    err_clear(&e);
-    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return -1;
-    }
-    fx->kind = K_S3_PROXY;
-    fx->list_n = 260;
-    *state = fx;
-    return 0;
+    return fixture_open(state, fx, K_S3_PROXY, 260);
 }
 
 /* ---- Azure (Azurite) ---- */
@@ -456,16 +462,8 @@ static int setup_azure(void **state)
     struct fixture *fx = calloc(1, sizeof *fx);
     azure_common_env();
     fx->location = azure_run_location();
-    struct err e;
-    err_clear(&e);
-    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return -1;
-    }
-    fx->kind = K_AZURE;
-    fx->list_n = 1100; /* more than one page of 1000, and 12 pages of 100 */
-    *state = fx;
-    return 0;
+    /* more than one page of 1000, and 12 pages of 100 */
+    return fixture_open(state, fx, K_AZURE, 1100);
 }
 
 /* The Azure suite through a proxy that breaks 15% of the requests; retries must hide it all. */
@@ -486,22 +484,9 @@ static int setup_azure_proxy(void **state)
     char *cs = azure_conn_via(proxied);
     env_set(BACKEND_AZURE_ENV_CONNECTION_STRING, cs);
     free(cs);
-    env_set(BACKEND_S3_ENV_LIST_MAX, "50");
-    env_set(BACKEND_S3_ENV_RETRIES, "12");
-    env_set(BACKEND_S3_ENV_RETRY_DELAY_MS, "5");
-    env_set(BACKEND_S3_ENV_RETRY_MAX_DELAY_MS, "50");
-    env_set(BACKEND_S3_ENV_STALL_TIMEOUT, "1"); /* the 1.5 s delays become timeouts */
+    flaky_env();
     fx->location = azure_run_location();
-    struct err e;
-    err_clear(&e);
-    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return -1;
-    }
-    fx->kind = K_AZURE_PROXY;
-    fx->list_n = 260;
-    *state = fx;
-    return 0;
+    return fixture_open(state, fx, K_AZURE_PROXY, 260);
 }
 
 struct names {
