@@ -12,7 +12,7 @@
 #define DOC_MAX (64u << 20)
 #define DEPTH_MAX 64
 #define NS_SEP '\x01'
-#define ENTRIES_MAX (1u << 28) /* far more versions than any repository has */
+#define ENTRIES_MAX (1u << 24) /* 16 million versions: far more than a repository has */
 
 enum vtag {
     V_OTHER,

@@ -109,6 +109,12 @@ static int parse_u32_size(struct cli *g, const char *opt, const char *arg, uint3
     return 0;
 }
 
+static int parse_lock_mode(struct cli *g, const char *arg, enum backend_lock_mode *m)
+{
+    if (backend_lock_mode_parse(arg, m)) return 0;
+    return cli_usage_error(g, "--object-lock-mode: want governance or compliance, not '%s'", arg);
+}
+
 /* Says what init created: an "initialized" JSON line, or text unless -q. */
 static void init_report(const struct cli *g, const struct config *cfg)
 {
@@ -138,6 +144,26 @@ static void init_report(const struct cli *g, const struct config *cfg)
     }
 }
 
+/* Asks for the password, creates the repository, opens it again (which proves that it reads
+ * back, and gives its ID to print) and reports. Returns the exit code. */
+static int init_create(struct cli *g, const struct repo_create_params *params)
+{
+    struct err e;
+    err_clear(&e);
+    char *pw = NULL;
+    struct password_source src = {g->password_file, "PODVAULT_PASSWORD",
+                                  "enter a password for the new repository: ", true, g->cancel};
+    if (password_get(&src, &pw, &e)) return cli_fail(g, &e);
+    struct repo *r = NULL;
+    int rc = cli_repo_create(g, pw, params, &e);
+    if (!rc) rc = cli_repo_open(g, pw, &r, &e);
+    password_free(pw);
+    if (rc) return cli_fail(g, &e);
+    init_report(g, repo_config(r));
+    repo_close(r);
+    return PV_EXIT_OK;
+}
+
 int cmd_init(struct cli *g, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -156,8 +182,6 @@ int cmd_init(struct cli *g, int argc, char **argv)
     config_default(&params.config);
     keyfile_params_default(&params.kdf);
     struct config *c = &params.config;
-    enum backend_lock_mode lock_mode = BACKEND_LOCK_GOVERNANCE;
-    bool mode_given = false;
 
     struct cli_parser p;
     cli_parser_init(&p, init_usage, "", longopts);
@@ -196,22 +220,17 @@ int cmd_init(struct cli *g, int argc, char **argv)
             rc = parse_lock_duration(g, optarg, &c->object_lock.seconds);
             break;
         case O_OBJECT_LOCK_MODE:
-            mode_given = true;
-            rc = backend_lock_mode_parse(optarg, &lock_mode)
-                     ? 0
-                     : cli_usage_error(g,
-                                       "--object-lock-mode: want governance or compliance, "
-                                       "not '%s'",
-                                       optarg);
+            rc = parse_lock_mode(g, optarg, &c->object_lock.mode);
             break;
         default:
             return cli_parse_exit(opt);
         }
         if (rc) return rc;
     }
-    if (mode_given && !c->object_lock.seconds)
+    if (c->object_lock.mode != BACKEND_LOCK_OFF && !c->object_lock.seconds)
         return cli_usage_error(g, "--object-lock-mode needs --object-lock DAYS");
-    if (c->object_lock.seconds) c->object_lock.mode = lock_mode;
+    if (c->object_lock.seconds && c->object_lock.mode == BACKEND_LOCK_OFF)
+        c->object_lock.mode = BACKEND_LOCK_GOVERNANCE;
     if (optind < argc) return cli_usage_error(g, "unexpected argument '%s'", argv[optind]);
     if (!g->repo || !*g->repo)
         return cli_usage_error(g, "no repository given: use -r or PODVAULT_REPOSITORY");
@@ -220,19 +239,7 @@ int cmd_init(struct cli *g, int argc, char **argv)
     err_clear(&e);
     if (chunker_params_check(&c->chunker, &e)) return cli_usage_error(g, "%s", e.msg);
 
-    char *pw = NULL;
-    struct password_source src = {g->password_file, "PODVAULT_PASSWORD",
-                                  "enter a password for the new repository: ", true, g->cancel};
-    if (password_get(&src, &pw, &e)) return cli_fail(g, &e);
-    /* Open it again: proves the new repository reads back, and gives its ID to print. */
-    struct repo *r = NULL;
-    rc = cli_repo_create(g, pw, &params, &e);
-    if (!rc) rc = cli_repo_open(g, pw, &r, &e);
-    password_free(pw);
-    if (rc) return cli_fail(g, &e);
-    init_report(g, repo_config(r));
-    repo_close(r);
-    return PV_EXIT_OK;
+    return init_create(g, &params);
 }
 
 /* ---- ID prefixes -------------------------------------------------------------------------- */

@@ -51,12 +51,17 @@ newest=snapshots/$(grep '^snapshots/' "$T/keys" | while read -r k; do
 done | sort | tail -n 1 | cut -d' ' -f2)
 [ "$newest" = "snapshots/${ids[2]}" ] || fail "newest snapshot $newest, not ${ids[2]}"
 head -c 5000 /dev/urandom >"$T/garbage"
-for k in $(grep '^data/' "$T/keys" | head -n 2) "$newest"; do
+packs=$(grep '^data/' "$T/keys" | head -n 2)
+for k in $packs "$newest"; do
     lock_aws s3api put-object --bucket "$LOCK_BUCKET" --key "$LOCK_PREFIX/$k" --body "$T/garbage" >/dev/null ||
         fail "the attacker could not overwrite $k"
 done
 run_pv 1 --no-cache check
-grep -qi "snapshot" "$T/out" "$T/err" || fail "check after the overwrite: $(cat "$T/out" "$T/err")"
+cat "$T/out" "$T/err" >"$T/check"
+grep -q "snapshot ${ids[2]}: .*authentication failed" "$T/check" || fail "check missed the snapshot: $(cat "$T/check")"
+for k in $packs; do
+    grep -q "error: pack ${k##*/}" "$T/check" || fail "check missed the pack $k: $(cat "$T/check")"
+done
 base=http://$(s3_hostport)/$LOCK_BUCKET/$LOCK_PREFIX
 while read -r k; do
     st=$(s3_curl -X DELETE -o /dev/null -w '%{http_code}' "$base/$k")
