@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# agent_traffic.sh - agent traffic in minutes: many PodVolumeBackups across namespaces and two
+# nodes, while the API server stand-in drops watches, expires resourceVersions (410), answers
+# 409 conflicts and 500s to status writes and lists, and agent b is killed (SIGKILL) and started
+# again at random. Every PVB must end in a final phase (Completed, or Failed with a message), no
+# volume may be backed up twice (one snapshot per volume at most: an object served twice at once
+# would make two), every Completed backup's snapshot restores byte for byte, and agent a (never
+# killed) has its RSS and open descriptors reported at the start and the end (bounded: within
+# 16 descriptors, RSS within 2x + 16 MiB).
+#   PV_TRAFFIC_PVBS  how many PVBs (default 45; more for a longer run)
+#   PV_TRAFFIC_SECS  bound on the chaos phase in seconds (default 90)
+set -euo pipefail
+src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$src/tests/k8s/agent_lib.sh"
+"$PODVAULT" agent --help >/dev/null 2>&1 || skip "this podvault does not dispatch the agent command"
+
+N=${PV_TRAFFIC_PVBS:-45}
+LIMIT=${PV_TRAFFIC_SECS:-90}
+agent_begin agent-traffic
+k8s_start "$tmp" || fail "the stand-in did not start"
+kc create namespace velero >/dev/null
+kc apply -f "$src/deploy/agent/rbac.yaml" >/dev/null
+velero_location default "$(store_spec "$tmp/store")"
+RANDOM=20261208
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
+
+# --- the pods: one emptyDir volume each, in three namespaces, on two nodes
+NSS=(shop web db)
+for ns in "${NSS[@]}"; do kc create namespace "$ns" >/dev/null; done
+declare -A uid_of ns_of node_of
+for i in $(seq 1 "$N"); do
+    ns=${NSS[$((i % 3))]}
+    node=node-a
+    [ $((i % 2)) = 0 ] && node=node-b
+    kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: p$i, namespace: $ns}
+spec:
+  nodeName: $node
+  containers: [{name: app, image: busybox, volumeMounts: [{name: data, mountPath: /data}]}]
+  volumes: [{name: data, emptyDir: {}}]
+EOF
+    uid=$(kc get pod p$i -n $ns -o jsonpath='{.metadata.uid}')
+    uid_of[$i]=$uid ns_of[$i]=$ns node_of[$i]=$node
+    v=$(vol_of "$uid")
+    mkdir -p "$v/sub"
+    head -c $((20000 + i * 997)) /dev/urandom >"$v/blob"
+    echo "volume $i" >"$v/sub/note"
+done
+
+start_agent a node-a --concurrency 2
+start_agent b node-b --concurrency 2
+a_pid=$(agent_pid a)
+rss0=$(rss_kb "$a_pid") fds0=$(fds "$a_pid")
+
+create() { # I: the PVB of pod pI
+    local i=$1
+    kc create -f - >/dev/null <<EOF
+apiVersion: velero.io/v1
+kind: PodVolumeBackup
+metadata: {name: pvb$i, namespace: velero, labels: {velero.io/backup-name: nightly}}
+spec:
+  node: ${node_of[$i]}
+  pod: {kind: Pod, namespace: ${ns_of[$i]}, name: p$i, uid: "${uid_of[$i]}"}
+  volume: data
+  backupStorageLocation: default
+  repoIdentifier: ""
+  uploaderType: kopia
+  tags: {backup: nightly, pod: p$i, ns: ${ns_of[$i]}, volume: data}
+EOF
+}
+
+final_count() {
+    kc get podvolumebackups -n velero -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' |
+        grep -cE '^(Completed|Failed)$' || true
+}
+
+# --- the traffic: PVBs created in bursts, faults and kills in between
+created=0 kills=0 faults=0
+start=$SECONDS
+while [ $((SECONDS - start)) -lt "$LIMIT" ]; do
+    for _ in 1 2 3 4 5; do
+        [ $created -lt "$N" ] || break
+        created=$((created + 1))
+        create $created
+    done
+    case $((RANDOM % 6)) in
+    0) k8s_admin drop-watches >/dev/null ;;
+    1) k8s_admin compact >/dev/null ;;
+    2)
+        k8s_admin fail '{"method":"PUT","path":"podvolumebackups","code":409,"count":2}' >/dev/null
+        k8s_admin fail '{"method":"PATCH","path":"podvolumebackups","code":409,"count":2}' >/dev/null
+        ;;
+    3) k8s_admin fail '{"method":"GET","path":"podvolumebackups","code":500,"count":2}' >/dev/null ;;
+    4 | 5)
+        stop_agent b KILL
+        kills=$((kills + 1))
+        sleep 0.$((RANDOM % 9))
+        start_agent b node-b --concurrency 2
+        ;;
+    esac
+    faults=$((faults + 1))
+    sleep 0.$((RANDOM % 9 + 1))
+    [ $created -lt "$N" ] || [ "$(final_count)" -lt "$N" ] || break
+done
+# The chaos ends; everything must reach a final phase soon after.
+wait_for 60 test "$(final_count)" -ge "$N" || true
+chaos=$((SECONDS - start))
+
+# --- every object final, with a message when it failed
+kc get podvolumebackups -n velero -o json >"$tmp/pvbs.json"
+python3 - "$tmp/pvbs.json" "$N" >"$tmp/pvb-table" <<'EOF' || fail "PVBs: $(cat "$tmp/pvb-table")"
+import json, sys
+items = json.load(open(sys.argv[1]))["items"]
+assert len(items) == int(sys.argv[2]), f"{len(items)} PVBs, expected {sys.argv[2]}"
+bad = []
+for o in items:
+    st = o.get("status", {})
+    ph = st.get("phase", "")
+    if ph == "Completed" and len(st.get("snapshotID", "")) == 64:
+        print(o["metadata"]["name"], ph, st["snapshotID"])
+    elif ph == "Failed" and st.get("message"):
+        print(o["metadata"]["name"], ph, "-", st["message"].replace("\n", " ")[:200])
+    else:
+        bad.append(f'{o["metadata"]["name"]}: phase {ph!r}, status {st}')
+if bad:
+    print("\n".join(bad))
+    sys.exit(1)
+EOF
+completed=$(grep -c ' Completed ' "$tmp/pvb-table" || true)
+failed=$(grep -c ' Failed ' "$tmp/pvb-table" || true)
+[ "$completed" -ge $((N / 2)) ] || fail "only $completed of $N completed: $(grep Failed "$tmp/pvb-table" | head -n 5)"
+pass "$N PVBs final after $chaos s of traffic ($faults fault rounds, agent b killed $kills times): $completed Completed, $failed Failed with a message"
+
+# --- no volume backed up twice, and every completed backup restores byte for byte
+for ns in "${NSS[@]}"; do
+    PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --json --no-cache -r "$(repo_of $ns)" snapshots \
+        >"$tmp/snaps-$ns.json" 2>/dev/null || echo '[]' >"$tmp/snaps-$ns.json"
+done
+dups=$(jq -s -r 'add | group_by(.hostname) | map(select(length > 1) | .[0].hostname) | .[]' "$tmp"/snaps-*.json)
+[ -z "$dups" ] || fail "volumes backed up more than once: $dups"
+while read -r name phase snap; do
+    [ "$phase" = Completed ] || continue
+    i=${name#pvb}
+    rm -rf "$tmp/r"
+    PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --no-cache -r "$(repo_of "${ns_of[$i]}")" -q \
+        restore "$snap" --target "$tmp/r" || fail "$name: restore of $snap failed"
+    diff -r "$(vol_of "${uid_of[$i]}")" "$tmp/r" >/dev/null || fail "$name: the restore differs"
+done <"$tmp/pvb-table"
+pass "one snapshot per volume at most; the $completed completed backups restore byte for byte"
+
+# --- agent a's memory and descriptors
+rss1=$(rss_kb "$a_pid") fds1=$(fds "$a_pid")
+echo "agent a: RSS ${rss0} KiB -> ${rss1} KiB, open descriptors ${fds0} -> ${fds1}"
+[ "$fds1" -le $((fds0 + 16)) ] || fail "agent a's descriptors grew from $fds0 to $fds1"
+[ "$rss1" -le $((2 * rss0 + 16384)) ] || fail "agent a's RSS grew from $rss0 to $rss1 KiB"
+pass "agent a stayed bounded: RSS $rss0 -> $rss1 KiB, descriptors $fds0 -> $fds1"
