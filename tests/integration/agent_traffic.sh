@@ -20,7 +20,8 @@ agent_begin agent-traffic
 k8s_start "$tmp" || fail "the stand-in did not start"
 kc create namespace velero >/dev/null
 kc apply -f "$src/deploy/agent/rbac.yaml" >/dev/null
-velero_location default "$(store_spec "$tmp/store")"
+test_location agent-traffic # a local directory, or S3 with PV_TEST_S3
+velero_location default "$location_config"
 RANDOM=20261208
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
@@ -137,20 +138,24 @@ pass "$N PVBs final after $chaos s of traffic ($faults fault rounds, agent b kil
 
 # --- no volume backed up twice, and every completed backup restores byte for byte
 for ns in "${NSS[@]}"; do
-    PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --json --no-cache -r "$(repo_of $ns)" snapshots \
-        >"$tmp/snaps-$ns.json" 2>/dev/null || echo '[]' >"$tmp/snaps-$ns.json"
+    PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --json --no-cache "${s3_opts[@]}" \
+        -r "$(repo_of "$ns")" snapshots >"$tmp/snaps-$ns.json" || fail "snapshots of $ns"
 done
 dups=$(jq -s -r 'add | group_by(.hostname) | map(select(length > 1) | .[0].hostname) | .[]' "$tmp"/snaps-*.json)
 [ -z "$dups" ] || fail "volumes backed up more than once: $dups"
+n_snaps=$(jq -s 'add | length' "$tmp"/snaps-*.json)
+[ "$n_snaps" -ge "$completed" ] || fail "$n_snaps snapshots for $completed completed backups"
 while read -r name phase snap; do
     [ "$phase" = Completed ] || continue
     i=${name#pvb}
     rm -rf "$tmp/r"
-    PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --no-cache -r "$(repo_of "${ns_of[$i]}")" -q \
-        restore "$snap" --target "$tmp/r" || fail "$name: restore of $snap failed"
+    PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --no-cache "${s3_opts[@]}" -q \
+        -r "$(repo_of "${ns_of[$i]}")" \
+        restore "$snap" --target "$tmp/r" 2>"$tmp/restore.err" ||
+        fail "$name: restore of $snap failed: $(cat "$tmp/restore.err")"
     diff -r "$(vol_of "${uid_of[$i]}")" "$tmp/r" >/dev/null || fail "$name: the restore differs"
 done <"$tmp/pvb-table"
-pass "one snapshot per volume at most; the $completed completed backups restore byte for byte"
+pass "one snapshot per volume at most ($n_snaps snapshots in all); the $completed completed backups restore byte for byte"
 
 # --- agent a's memory and descriptors
 rss1=$(rss_kb "$a_pid") fds1=$(fds "$a_pid")
