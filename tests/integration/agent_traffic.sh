@@ -34,22 +34,38 @@ fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 NSS=(shop web db)
 for ns in "${NSS[@]}"; do kc create namespace "$ns" >/dev/null; done
 declare -A uid_of ns_of node_of
-for i in $(seq 1 "$N"); do
-    ns=${NSS[$((i % 3))]}
-    node=node-a
-    [ $((i % 2)) = 0 ] && node=node-b
-    kc apply -f - >/dev/null <<EOF
+# pod_yaml NAME NS NODE [restore]: a pod with an emptyDir volume "data" (with "restore", held in
+# Velero's restore-wait init container), as one document of a stream
+pod_yaml() {
+    local init=""
+    [ "${4:-}" = restore ] && init="initContainers: [{name: restore-wait, image: velero/velero-restore-helper}]"
+    cat <<EOF
+---
 apiVersion: v1
 kind: Pod
-metadata: {name: p$i, namespace: $ns}
+metadata: {name: $1, namespace: $2}
 spec:
-  nodeName: $node
+  nodeName: $3
+  $init
   containers: [{name: app, image: busybox, volumeMounts: [{name: data, mountPath: /data}]}]
   volumes: [{name: data, emptyDir: {}}]
 EOF
-    uid=$(kc get pod p$i -n $ns -o jsonpath='{.metadata.uid}')
-    uid_of[$i]=$uid ns_of[$i]=$ns node_of[$i]=$node
-    v=$(vol_of "$uid")
+}
+# uids PREFIX: "namespace/name uid" of every pod whose name starts with PREFIX
+uids() {
+    kc get pods -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name} {.metadata.uid}{"\n"}{end}' |
+        grep "/$1[0-9]* "
+}
+for i in $(seq 1 "$N"); do
+    ns_of[$i]=${NSS[$((i % 3))]} node_of[$i]=node-a
+    [ $((i % 2)) = 0 ] && node_of[$i]=node-b
+done
+for i in $(seq 1 "$N"); do pod_yaml "p$i" "${ns_of[$i]}" "${node_of[$i]}"; done | kc apply -f - >/dev/null
+declare -A uid_by_pod
+while read -r pod uid; do uid_by_pod[$pod]=$uid; done < <(uids p)
+for i in $(seq 1 "$N"); do
+    uid_of[$i]=${uid_by_pod[${ns_of[$i]}/p$i]}
+    v=$(vol_of "${uid_of[$i]}")
     mkdir -p "$v/sub"
     head -c $((20000 + i * 997)) /dev/urandom >"$v/blob"
     echo "volume $i" >"$v/sub/note"
@@ -182,20 +198,15 @@ while read -r name _ snap; do
     j=$((j + 1))
     i=${name#pvb}
     rsrc_of[$j]=$i rsnap_of[$j]=$snap
-    kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: r$j, namespace: ${ns_of[$i]}}
-spec:
-  nodeName: ${node_of[$i]}
-  initContainers: [{name: restore-wait, image: velero/velero-restore-helper}]
-  containers: [{name: app, image: busybox, volumeMounts: [{name: data, mountPath: /data}]}]
-  volumes: [{name: data, emptyDir: {}}]
-EOF
-    k8s_restore_wait r$j "${ns_of[$i]}" running
-    ruid_of[$j]=$(kc get pod r$j -n "${ns_of[$i]}" -o jsonpath='{.metadata.uid}')
-    mkdir -p "$(vol_of "${ruid_of[$j]}")"
 done <"$tmp/to-restore"
+for j in $(seq 1 "$R"); do pod_yaml "r$j" "${ns_of[${rsrc_of[$j]}]}" "${node_of[${rsrc_of[$j]}]}" restore; done |
+    kc apply -f - >/dev/null
+while read -r pod uid; do uid_by_pod[$pod]=$uid; done < <(uids r)
+for j in $(seq 1 "$R"); do
+    k8s_restore_wait "r$j" "${ns_of[${rsrc_of[$j]}]}" running
+    ruid_of[$j]=${uid_by_pod[${ns_of[${rsrc_of[$j]}]}/r$j]}
+    mkdir -p "$(vol_of "${ruid_of[$j]}")"
+done
 create_restore() { # J: the PVR of restore pod rJ
     local j=$1 i=${rsrc_of[$1]}
     kc create -f - >/dev/null <<EOF
