@@ -146,7 +146,7 @@ int cmd_check(struct cli *g, int argc, char **argv)
     struct check_stats st;
     int crc = check_run(r, &o, &st, &e);
     /* Lost data: name what it costs (not after passes, which leave a partial index). */
-    if (crc == 0 && st.errors && st.passes <= 1) cli_check_damage(g, r);
+    if (crc == 0 && st.errors && st.passes <= 1) cli_check_damage(g, r, o.read == CHECK_READ_ALL);
     cli_lock_release(lk);
     repo_close(r);
     if (crc < 0) return cli_fail(g, &e);

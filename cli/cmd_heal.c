@@ -43,11 +43,12 @@ static void on_damage(void *ctx, const struct heal_damage *d)
     fflush(stdout);
 }
 
-int cli_check_damage(struct cli *g, struct repo *r)
+int cli_check_damage(struct cli *g, struct repo *r, bool read_data)
 {
     struct err e;
     err_clear(&e);
-    struct heal_options o = {.report = on_damage, .ctx = g, .cancel = g->cancel};
+    struct heal_options o = {
+        .read_data = read_data, .report = on_damage, .ctx = g, .cancel = g->cancel};
     struct heal_stats st;
     if (repo_load_index(r, &e) < 0 || heal_scan(r, &o, &st, &e) < 0) {
         fprintf(stderr, "podvault: finding the damaged files: %s\n", e.msg);
@@ -55,7 +56,8 @@ int cli_check_damage(struct cli *g, struct repo *r)
     }
     if (!g->json)
         printf("damage: %llu of %llu snapshots, %llu files and %llu directories; `podvault repair "
-               "snapshots` rewrites them without it\n",
+               "index` finds what intact packs still hold, `podvault repair snapshots` drops what "
+               "is lost for good\n",
                (unsigned long long)st.snapshots_damaged, (unsigned long long)st.snapshots,
                (unsigned long long)st.files_lost, (unsigned long long)st.dirs_lost);
     return 0;

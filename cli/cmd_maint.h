@@ -18,7 +18,8 @@ int cmd_maintain(struct cli *g, int argc, char **argv);
 int cmd_repair_snapshots(struct cli *g, int argc, char **argv);
 struct repo;
 /* After a check that found errors: lists the snapshots and files that lost data (the index is
- * loaded if it was not). Prints its own error and returns -1 when it cannot. */
-int cli_check_damage(struct cli *g, struct repo *r);
+ * loaded if it was not); with read_data, data blobs that cannot be read count as lost too.
+ * Prints its own error and returns -1 when it cannot. */
+int cli_check_damage(struct cli *g, struct repo *r, bool read_data);
 
 #endif

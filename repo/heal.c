@@ -3,7 +3,7 @@
  * One walk serves both: walk_tree reads a tree, checks each file's blobs and recurses into each
  * directory, reports what is lost and, when rewriting, builds the tree without it and stores
  * that through a store (so the new trees are packed and indexed like a backup's). Trees found
- * whole are kept in a sorted array (`clean`) and not walked again. */
+ * whole are kept in a hash set (`clean`) and not walked again. */
 #include "repo/heal.h"
 
 #include <stdlib.h>
@@ -22,7 +22,14 @@
 /* A sorted array of IDs. */
 struct oid_list {
     struct oid *v;
-    size_t n, cap;
+    size_t n;
+};
+
+/* A set of IDs: open addressing, linear probing, at most half full. IDs are keyed hashes, so
+ * their first bytes serve as the hash, and none is all zeros (the empty slot). */
+struct oid_set {
+    struct oid *slots;
+    size_t cap, n; /* cap: a power of two, or 0 */
 };
 
 struct heal {
@@ -31,7 +38,7 @@ struct heal {
     struct heal_stats *st;
     struct store *store;   /* when rewriting */
     struct oid_list packs; /* in the repository, sorted */
-    struct oid_list clean; /* trees with nothing lost below them, sorted */
+    struct oid_set clean;  /* trees with nothing lost below them */
     const struct oid *snap;
     struct buf path; /* the entry's path, NUL-terminated */
     uint64_t damage; /* entries reported in the current snapshot */
@@ -49,28 +56,45 @@ static bool list_has(const struct oid_list *l, const struct oid *id)
     return l->n && bsearch(id, l->v, l->n, sizeof *l->v, oid_cmp_v) != NULL;
 }
 
-/* Inserts in order: O(n) a call, fine for the trees of a repository. */
-static int list_add(struct oid_list *l, const struct oid *id, struct err *e)
+static size_t set_home(const struct oid_set *s, const struct oid *id)
 {
-    size_t lo = 0, hi = l->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (oid_cmp(&l->v[mid], id) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
+    uint64_t h;
+    memcpy(&h, id->b, sizeof h);
+    return (size_t)h & (s->cap - 1);
+}
+
+static bool set_has(const struct oid_set *s, const struct oid *id)
+{
+    if (!s->n) return false;
+    for (size_t i = set_home(s, id);; i = (i + 1) & (s->cap - 1)) {
+        if (oid_is_zero(&s->slots[i])) return false;
+        if (oid_eq(&s->slots[i], id)) return true;
     }
-    if (lo < l->n && oid_eq(&l->v[lo], id)) return 0;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 256;
-        struct oid *v = realloc(l->v, cap * sizeof *v);
-        if (!v) return err_set(e, ERR_FAIL, "out of memory");
-        l->v = v;
-        l->cap = cap;
+}
+
+static void set_put(struct oid_set *s, const struct oid *id)
+{
+    size_t i = set_home(s, id);
+    while (!oid_is_zero(&s->slots[i]) && !oid_eq(&s->slots[i], id))
+        i = (i + 1) & (s->cap - 1);
+    if (oid_is_zero(&s->slots[i])) {
+        s->slots[i] = *id;
+        s->n++;
     }
-    memmove(&l->v[lo + 1], &l->v[lo], (l->n - lo) * sizeof *l->v);
-    l->v[lo] = *id;
-    l->n++;
+}
+
+static int set_add(struct oid_set *s, const struct oid *id, struct err *e)
+{
+    if ((s->n + 1) * 2 > s->cap) {
+        struct oid_set g = {.cap = s->cap ? s->cap * 2 : 1024};
+        g.slots = calloc(g.cap, sizeof *g.slots);
+        if (!g.slots) return err_set(e, ERR_FAIL, "out of memory");
+        for (size_t i = 0; i < s->cap; i++)
+            if (!oid_is_zero(&s->slots[i])) set_put(&g, &s->slots[i]);
+        free(s->slots);
+        *s = g;
+    }
+    set_put(s, id);
     return 0;
 }
 
@@ -190,7 +214,7 @@ static int walk_tree(struct heal *h, const struct oid *id, enum walk_state *stat
                      struct oid *new_id, struct err *e)
 {
     *state = WALK_WHOLE;
-    if (list_has(&h->clean, id)) return 0;
+    if (set_has(&h->clean, id)) return 0;
     if (h->o->cancel && *h->o->cancel) return err_set(e, ERR_CANCELED, "interrupted");
     struct buf b = BUF_INIT;
     struct tree t = TREE_INIT, out = TREE_INIT;
@@ -216,7 +240,7 @@ static int walk_tree(struct heal *h, const struct oid *id, enum walk_state *stat
         if (rc == 0 && keep && h->store) rc = tree_add(&out, &t.nodes[i], e);
     }
     h->path.len = len;
-    if (rc == 0 && !changed) rc = list_add(&h->clean, id, e);
+    if (rc == 0 && !changed) rc = set_add(&h->clean, id, e);
     if (rc == 0 && changed) {
         *state = WALK_CHANGED;
         if (h->store) rc = store_tree(h, &out, new_id, e); /* nodes stay in name order */
@@ -328,7 +352,7 @@ static int heal_run(struct repo *r, const struct heal_options *o, bool rewrite,
     free(rw);
     snap_list_free(list, n);
     free(h.packs.v);
-    free(h.clean.v);
+    free(h.clean.slots);
     buf_free(&h.path);
     return rc;
 }

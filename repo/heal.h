@@ -12,8 +12,8 @@
  * reported and left as it is.
  *
  * Both need the index loaded; heal_repair_snapshots runs as a writer (the caller holds the
- * writer lock, like a backup). Trees found whole are remembered (32 bytes each), so trees
- * shared by many snapshots are read once.
+ * writer lock, like a backup). Trees found whole are remembered (64 bytes each, a hash set), so
+ * trees shared by many snapshots are read once.
  */
 #ifndef PV_REPO_HEAL_H
 #define PV_REPO_HEAL_H

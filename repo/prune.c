@@ -201,11 +201,12 @@ static int walk_used(struct pr *p, struct err *e)
     if (p->range.part == 0) p->st->trees = ws.trees;
     prune_note_memory(p, 0);
     if (p->walk_problems)
-        return err_set(e, ERR_FAIL,
-                       "%llu problems in the snapshots, the first: %s; prune changed nothing "
-                       "(run check, then repair index; data that is lost for good: repair snapshots "
-                       "--forget)",
-                       (unsigned long long)ws.problems, p->problem_msg);
+        return err_set(
+            e, ERR_FAIL,
+            "%llu problems in the snapshots, the first: %s; prune changed nothing "
+            "(run check, then repair index; data that is lost for good: repair snapshots "
+            "--forget)",
+            (unsigned long long)ws.problems, p->problem_msg);
     return 0;
 }
 
