@@ -156,23 +156,25 @@ static int azure_location(const json_t *bsl, const char *name, const char *bucke
     if (!account || !*account)
         return err_set(e, ERR_FAIL, "BackupStorageLocation %s: config.storageAccount is required",
                        name);
-    if (!key_var || !*key_var)
+    bool aad = truthy(k8s_str(bsl, "spec.config.useAAD"));
+    if ((!key_var || !*key_var) && !aad)
         return err_set(e, ERR_FAIL,
                        "BackupStorageLocation %s: set config.storageAccountKeyEnvVar to the "
                        "credentials file's variable that holds the storage account's access "
-                       "key (podvault does not yet use %s)",
-                       name,
-                       truthy(k8s_str(bsl, "spec.config.useAAD"))
-                           ? "Microsoft Entra ID (useAAD)"
-                           : "Azure Resource Manager to fetch the key (resourceGroup, "
-                             "subscriptionId)");
+                       "key, or config.useAAD to \"true\" for Microsoft Entra ID (podvault "
+                       "does not fetch the key through Azure Resource Manager with "
+                       "resourceGroup and subscriptionId)",
+                       name);
     char bucket_path[2048], root[4096];
     snprintf(bucket_path, sizeof bucket_path, "%s%s%s", bucket, *prefix ? "/" : "", prefix);
     snprintf(root, sizeof root, "azure:%s", bucket_path);
     int rc = set_paths(out, root, volume_ns, bucket_path, NULL, e);
     if (rc < 0) return rc;
     out->azure = true;
-    if (!(out->azure_account = strdup(account)) || !(out->azure_key_var = strdup(key_var)) ||
+    /* Velero's order (GetStorageAccountCredentials): a key variable wins over useAAD. */
+    out->azure_aad = !(key_var && *key_var);
+    if (!(out->azure_account = strdup(account)) ||
+        (!out->azure_aad && !(out->azure_key_var = strdup(key_var))) ||
         (uri && *uri && !(out->azure_endpoint = strdup(uri))))
         return err_set(e, ERR_FAIL, "out of memory");
     return 0;

@@ -54,8 +54,9 @@ struct repoloc {
     bool s3;       /* needs S3 credentials */
     char *profile; /* credentials file section ("default") */
     /* Azure: the storage account, its blob endpoint (NULL: from the credentials' cloud), and
-     * the credentials file's variable that holds the account key; owned. */
-    bool azure;
+     * the credentials file's variable that holds the account key (NULL with azure_aad: config
+     * useAAD, Microsoft Entra ID); owned. */
+    bool azure, azure_aad;
     char *azure_account, *azure_endpoint, *azure_key_var;
 };
 

@@ -241,40 +241,87 @@ static int s3_credentials(const struct runner_env *env, struct k8s_client *k, co
     return rc;
 }
 
-/* The variables that give an Azure location's job its account, key and endpoint, from Velero's
- * Azure credentials file (AZURE_*=... lines; velero pkg/util/azure/storage.go): the key is the
- * line config.storageAccountKeyEnvVar names, the endpoint config.storageAccountURI or the
- * account's in the cloud AZURE_CLOUD_NAME names. */
+/* The Microsoft Entra ID variables of a useAAD location's job, as Velero's NewCredential
+ * (pkg/util/azure/credential.go) picks the credential: a client secret in the credentials file
+ * (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET) wins; else the workload identity that
+ * the agent's own environment carries (AZURE_FEDERATED_TOKEN_FILE and the rest, inherited);
+ * else the managed identity, of the file's AZURE_CLIENT_ID when it names one. */
+static int azure_aad_env(const char *text, const char *what, struct asys_strv *out, struct err *e)
+{
+    static const char *const vars[] = {"AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"};
+    char *val[3] = {NULL, NULL, NULL}, *cert = NULL;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && text && i < 3; i++)
+        rc = repoloc_azure_var(text, vars[i], &val[i], e);
+    if (rc == 0 && text) rc = repoloc_azure_var(text, "AZURE_CLIENT_CERTIFICATE_PATH", &cert, e);
+    if (rc == 0 && cert && *cert && !(val[2] && *val[2]))
+        rc = err_set(e, ERR_FAIL,
+                     "the Azure credentials in %s name a client certificate: podvault takes a "
+                     "client secret (AZURE_CLIENT_SECRET), workload identity or a managed "
+                     "identity",
+                     what);
+    if (rc == 0 && asys_sv_add(out, "AZURE_STORAGE_AUTH_MODE=login") < 0)
+        rc = err_set(e, ERR_FAIL, "out of memory");
+    bool secret = val[2] && *val[2];
+    /* The file's secret wins: an inherited workload identity is set empty (unset for the job). */
+    if (rc == 0 && secret && asys_sv_add(out, "AZURE_FEDERATED_TOKEN_FILE=") < 0)
+        rc = err_set(e, ERR_FAIL, "out of memory");
+    for (size_t i = 0; rc == 0 && i < 3; i++)
+        if (val[i] && *val[i] && (secret || i == 1) &&
+            asys_sv_addf(out, "%s=%s", vars[i], val[i]) < 0)
+            rc = err_set(e, ERR_FAIL, "out of memory");
+    for (size_t i = 0; i < 3; i++)
+        text_free(val[i]);
+    free(cert);
+    return rc;
+}
+
+/* The variables that give an Azure location's job its account, key (or Entra ID identity) and
+ * endpoint, from Velero's Azure credentials file (AZURE_*=... lines; velero
+ * pkg/util/azure/storage.go): the key is the line config.storageAccountKeyEnvVar names, the
+ * endpoint config.storageAccountURI or the account's in the cloud AZURE_CLOUD_NAME names. */
 static int azure_env(const struct runner_env *env, struct k8s_client *k, const json_t *bsl,
                      const struct repoloc *loc, struct asys_strv *out, struct err *e)
 {
-    char *text = NULL, *key = NULL, *cloud = NULL, *endpoint = NULL, what[512];
-    int rc = credentials_text(env, k, bsl, false, &text, what, sizeof what, e);
-    if (rc == 0 && !text)
+    char *text = NULL, *key = NULL, *cloud = NULL, *endpoint = NULL, what[512] = "";
+    int rc = credentials_text(env, k, bsl, loc->azure_aad, &text, what, sizeof what, e);
+    if (rc == 0 && !text && !loc->azure_aad)
         rc = err_set(e, ERR_FAIL,
                      "no Azure credentials: the location names no spec.credential Secret and no "
                      "credentials file is mounted (Velero mounts Secret cloud-credentials at "
                      "/credentials/cloud)");
-    if (rc == 0) rc = repoloc_azure_var(text, loc->azure_key_var, &key, e);
-    if (rc == 0 && (!key || !*key))
-        rc = err_set(e, ERR_FAIL,
-                     "no %s=... line in the Azure credentials in %s (the location's "
-                     "config.storageAccountKeyEnvVar)",
-                     loc->azure_key_var, what);
+    if (rc == 0 && !loc->azure_aad) {
+        rc = repoloc_azure_var(text, loc->azure_key_var, &key, e);
+        if (rc == 0 && (!key || !*key))
+            rc = err_set(e, ERR_FAIL,
+                         "no %s=... line in the Azure credentials in %s (the location's "
+                         "config.storageAccountKeyEnvVar)",
+                         loc->azure_key_var, what);
+    }
     if (rc == 0 && !loc->azure_endpoint) {
-        rc = repoloc_azure_var(text, "AZURE_CLOUD_NAME", &cloud, e);
+        if (text) rc = repoloc_azure_var(text, "AZURE_CLOUD_NAME", &cloud, e);
         if (rc == 0) rc = repoloc_azure_endpoint(cloud, loc->azure_account, &endpoint, e);
     }
     const char *ep = loc->azure_endpoint ? loc->azure_endpoint : endpoint;
     if (rc == 0 && (asys_sv_addf(out, "AZURE_STORAGE_ACCOUNT=%s", loc->azure_account) < 0 ||
-                    asys_sv_addf(out, "AZURE_STORAGE_KEY=%s", key) < 0 ||
+                    (key && asys_sv_addf(out, "AZURE_STORAGE_KEY=%s", key) < 0) ||
                     asys_sv_addf(out, "PODVAULT_AZURE_ENDPOINT=%s", ep) < 0))
         rc = err_set(e, ERR_FAIL, "out of memory");
+    if (rc == 0 && loc->azure_aad) rc = azure_aad_env(text, what, out, e);
     text_free(text);
     text_free(key);
     free(cloud);
     free(endpoint);
     return rc;
+}
+
+/* Whether the first n entries of `sv` set the variable that `var` ("NAME=value") sets. */
+static bool named(const struct asys_strv *sv, size_t n, const char *var)
+{
+    size_t len = strcspn(var, "=");
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(sv->v[i], var, len) == 0 && sv->v[i][len] == '=') return true;
+    return false;
 }
 
 static bool inherited(const char *var, bool own_aws, bool own_azure)
@@ -284,9 +331,13 @@ static bool inherited(const char *var, bool own_aws, bool own_azure)
     static const char *const aws[] = {"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=",
                                       "AWS_SESSION_TOKEN=", "AWS_SHARED_CREDENTIALS_FILE=", NULL};
     /* A connection string would win over the location's account and key. */
-    static const char *const azure[] = {
-        "AZURE_STORAGE_CONNECTION_STRING=", "AZURE_STORAGE_ACCOUNT=",   "AZURE_STORAGE_KEY=",
-        "AZURE_STORAGE_SAS_TOKEN=",         "PODVAULT_AZURE_ENDPOINT=", NULL};
+    static const char *const azure[] = {"AZURE_STORAGE_CONNECTION_STRING=",
+                                        "AZURE_STORAGE_ACCOUNT=",
+                                        "AZURE_STORAGE_KEY=",
+                                        "AZURE_STORAGE_SAS_TOKEN=",
+                                        "PODVAULT_AZURE_ENDPOINT=",
+                                        "AZURE_STORAGE_AUTH_MODE=",
+                                        NULL};
     for (const char *const *d = drop; *d; d++)
         if (strncmp(var, *d, strlen(*d)) == 0) return false;
     for (const char *const *d = aws; own_aws && *d; d++)
@@ -309,10 +360,13 @@ int runner_child_env(const struct runner_env *env, struct k8s_client *k, const s
                         REPO_PASSWORD_SECRET, REPO_PASSWORD_KEY);
     }
     if (loc->s3) rc = s3_credentials(env, k, bsl, loc->profile, &creds, e);
-    for (const char *const *v = env->base_env; rc == 0 && v && *v; v++)
-        if (inherited(*v, creds.key_id != NULL, loc->azure) && asys_sv_add(out, *v) < 0)
-            rc = err_set(e, ERR_FAIL, "out of memory");
+    /* The location's own variables first; an inherited one of the same name is left out. */
     if (rc == 0 && loc->azure) rc = azure_env(env, k, bsl, loc, out, e);
+    size_t own = out->n;
+    for (const char *const *v = env->base_env; rc == 0 && v && *v; v++)
+        if (inherited(*v, creds.key_id != NULL, loc->azure) && !named(out, own, *v) &&
+            asys_sv_add(out, *v) < 0)
+            rc = err_set(e, ERR_FAIL, "out of memory");
     /* A job assembles packs for object storage in temporary files (pack size x uploads in
      * flight): they go to the scratch volume, never to a container's read-only root. */
     if (rc == 0 &&

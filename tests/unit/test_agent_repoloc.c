@@ -311,17 +311,34 @@ static void test_azure_locations(void **state)
     assert_string_equal(l.location, "azure:vb/plugins/podvault");
     assert_string_equal(l.azure_endpoint, "http://127.0.0.1:9/devstoreaccount1");
     repoloc_free(&l);
+    /* useAAD: Microsoft Entra ID, no key variable; a key variable given beside it wins, as in
+     * Velero's GetStorageAccountCredentials. */
+    assert_int_equal(from("{\"spec\":{\"provider\":\"azure\",\"objectStorage\":{\"bucket\":"
+                          "\"vb\"},\"config\":{\"storageAccount\":\"acct\",\"useAAD\":\"true\"}}}",
+                          NULL, "/tmp", &l, &e),
+                     0);
+    assert_true(l.azure && l.azure_aad);
+    assert_null(l.azure_key_var);
+    repoloc_free(&l);
+    assert_int_equal(from("{\"spec\":{\"provider\":\"azure\",\"objectStorage\":{\"bucket\":"
+                          "\"vb\"},\"config\":{\"storageAccount\":\"acct\",\"useAAD\":\"true\","
+                          "\"storageAccountKeyEnvVar\":\"K\"}}}",
+                          NULL, "/tmp", &l, &e),
+                     0);
+    assert_false(l.azure_aad);
+    assert_string_equal(l.azure_key_var, "K");
+    repoloc_free(&l);
     const char *bad[][2] = {
         {"{\"spec\":{\"provider\":\"azure\",\"objectStorage\":{\"bucket\":\"b\"},"
          "\"config\":{\"storageAccountKeyEnvVar\":\"K\"}}}",
          "config.storageAccount is required"},
         {"{\"spec\":{\"provider\":\"azure\",\"objectStorage\":{\"bucket\":\"b\"},"
-         "\"config\":{\"storageAccount\":\"a\",\"useAAD\":\"true\"}}}",
-         "storageAccountKeyEnvVar to the credentials file's variable that holds the storage "
-         "account's access key (podvault does not yet use Microsoft Entra ID (useAAD))"},
+         "\"config\":{\"storageAccount\":\"a\",\"useAAD\":\"false\"}}}",
+         "or config.useAAD to \"true\" for Microsoft Entra ID"},
         {"{\"spec\":{\"provider\":\"azure\",\"objectStorage\":{\"bucket\":\"b\"},"
          "\"config\":{\"storageAccount\":\"a\",\"resourceGroup\":\"rg\"}}}",
-         "Azure Resource Manager to fetch the key (resourceGroup, subscriptionId)"},
+         "does not fetch the key through Azure Resource Manager with resourceGroup and "
+         "subscriptionId"},
         {"{\"spec\":{\"provider\":\"azure\",\"config\":{\"storageAccount\":\"a\"}}}",
          "no spec.objectStorage.bucket"},
     };
