@@ -21,6 +21,8 @@
 #define VALUE_MAX (16u << 10)
 #define IMDS_DEFAULT "http://169.254.169.254"
 #define IMDS_TOKEN_TTL "21600"
+/* Instance metadata is a link-local service: it answers at once or not at all (off EC2). */
+#define IMDS_TIMEOUT_S 2
 
 enum source { SRC_KEYS, SRC_FILE, SRC_WEB, SRC_CONTAINER, SRC_IMDS };
 static const char *const source_names[] = {"keys", "credentials file", "web identity",
@@ -420,6 +422,7 @@ static int imds_get(struct aws_creds *c, const char *hdr, const char *path, stru
     struct cred_http_req r = http_req(c, "GET", url, "instance metadata");
     r.headers = hdrs;
     r.attempts = 2;
+    r.timeout_s = IMDS_TIMEOUT_S;
     buf_reset(ans);
     int rc = cred_http_do(&r, status, ans, e);
     if (rc == 0 && buf_append(ans, "", 1) < 0) rc = err_set(e, ERR_FAIL, "out of memory");
@@ -440,6 +443,7 @@ static int fetch_imds(struct aws_creds *c, struct aws_cred *out, struct err *e)
     struct cred_http_req r = http_req(c, "PUT", url, "instance metadata session token");
     r.headers = ttl;
     r.attempts = 2;
+    r.timeout_s = IMDS_TIMEOUT_S;
     rc = cred_http_do(&r, &status, &ans, e);
     if (rc == 0 && status / 100 != 2)
         rc = err_set(e, ERR_FAIL, "the instance metadata session token: HTTP %ld", status);
@@ -580,7 +584,7 @@ int aws_creds_open(const struct backend_opts *o, const char *region, struct aws_
     if (!c) return err_set(e, ERR_FAIL, "out of memory");
     pthread_mutex_init(&c->mu, NULL);
     c->window_s = o->cred_refresh_s;
-    c->timeout_s = o->connect_timeout_s > 5 ? 5 : o->connect_timeout_s;
+    c->timeout_s = o->connect_timeout_s;
     c->insecure = o->insecure_tls;
     bool found = false;
     int rc = dup_opt(&c->cacert, o->cacert) < 0 ? err_set(e, ERR_FAIL, "out of memory") : 0;

@@ -179,19 +179,22 @@ static int fetch(struct azure_token *t, char **token, time_t *expires, struct er
                               .what =
                                   t->form ? "Microsoft Entra ID token" : "managed identity token"};
     long status = 0;
-    if (rc == 0) rc = cred_http_do(&r, &status, &ans, e);
-    if (rc == 0)
+    if (rc == 0 && cred_http_do(&r, &status, &ans, e) == 0) {
+        /* An answer: what it says, under the endpoint's name (the transport names it itself). */
         rc = azure_token_parse((const char *)ans.data, ans.len, time(NULL), token, expires, e);
-    if (rc == 0 && status / 100 != 2) {
-        free(*token);
-        *token = NULL;
-        rc = err_set(e, ERR_FAIL, "HTTP %ld", status);
-    } else if (rc < 0 && status != 0 && status / 100 != 2 && !strstr(e->msg, "refused")) {
-        char text[200];
-        cred_http_clean(text, sizeof text, (const char *)ans.data, ans.len);
-        err_set(e, ERR_FAIL, "HTTP %ld: %s", status, text);
+        if (rc == 0 && status / 100 != 2) {
+            free(*token);
+            *token = NULL;
+            rc = err_set(e, ERR_FAIL, "HTTP %ld", status);
+        } else if (rc < 0 && status / 100 != 2 && !strstr(e->msg, "refused")) {
+            char text[200];
+            cred_http_clean(text, sizeof text, (const char *)ans.data, ans.len);
+            err_set(e, ERR_FAIL, "HTTP %ld: %s", status, text);
+        }
+        if (rc < 0) err_wrap(e, "%s from %s", r.what, t->url);
+    } else if (rc == 0) {
+        rc = e->code;
     }
-    if (rc < 0) err_wrap(e, "%s from %s", r.what, t->url);
     if (assertion) sodium_memzero(assertion, strlen(assertion));
     if (body.data) sodium_memzero(body.data, body.len);
     free(assertion);
