@@ -37,6 +37,7 @@ void azure_token_opts_from(struct azure_token_opts *t, const struct backend_opts
                                    .client_secret = o->azure_client_secret,
                                    .federated_token_file = o->azure_federated_token_file,
                                    .authority_host = o->azure_authority_host,
+                                   .imds_host = o->azure_imds_host,
                                    .cacert = o->cacert,
                                    .insecure_tls = o->insecure_tls,
                                    .refresh_window_s = o->cred_refresh_s,
@@ -139,9 +140,14 @@ static int build(struct azure_token *t, const struct azure_token_opts *o, struct
     } else {
         char *enc = curl_easy_escape(NULL, resource, 0);
         char *cid = set(o->client_id) ? curl_easy_escape(NULL, o->client_id, 0) : NULL;
-        const char *ep = set(o->msi_endpoint) ? o->msi_endpoint : AZURE_TOKEN_MSI;
+        const char *ep = set(o->msi_endpoint) ? o->msi_endpoint : AZURE_TOKEN_MSI, *host = "";
+        if (!set(o->msi_endpoint) && set(o->imds_host)) {
+            host = o->imds_host;
+            ep = host[strlen(host) - 1] == '/' ? "metadata/identity/oauth2/token"
+                                               : "/metadata/identity/oauth2/token";
+        }
         if (!enc || (set(o->client_id) && !cid) ||
-            asprintf(&t->url, "%s?api-version=2018-02-01&resource=%s%s%s", ep, enc,
+            asprintf(&t->url, "%s%s?api-version=2018-02-01&resource=%s%s%s", host, ep, enc,
                      cid ? "&client_id=" : "", cid ? cid : "") < 0) {
             t->url = NULL;
             rc = -1;

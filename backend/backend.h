@@ -96,6 +96,7 @@ struct backend_opts {
     /* Microsoft Entra ID (backend/azure_token.h), for the Azure backend. */
     const char *azure_tenant_id, *azure_client_id, *azure_client_secret;
     const char *azure_federated_token_file, *azure_authority_host;
+    const char *azure_imds_host; /* managed identity's host; NULL: http://169.254.169.254 */
 };
 
 /* The defaults above (strings NULL). */

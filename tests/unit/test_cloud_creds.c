@@ -192,6 +192,8 @@ static void test_settings(void **state)
                                      "/f",
                                      "AZURE_AUTHORITY_HOST",
                                      "http://a/",
+                                     "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                                     "http://i",
                                      NULL};
     struct vars v = {kv};
     struct backend_opts o;
@@ -219,6 +221,7 @@ static void test_settings(void **state)
     assert_string_equal(t.federated_token_file, "/f");
     assert_string_equal(t.authority_host, "http://a/");
     assert_int_equal(t.refresh_window_s, 7);
+    assert_string_equal(t.imds_host, "http://i");
     /* A secret and a token file together are refused before any request. */
     struct azure_token *tok = NULL;
     assert_int_equal(azure_token_open(&t, &tok, &e), ERR_FAIL);
