@@ -374,31 +374,32 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
 }
 
 /* One attempt. Returns curl's result; r->status and r->err describe the answer. */
-static CURLcode attempt(struct s3 *s, CURL *h, const struct aws_cred *k, struct req *r,
-                        char *curl_msg)
+/* The headers a request adds: the payload's hash and, with temporary credentials, their session
+ * token. NULL when memory is out. */
+static struct curl_slist *req_headers(const struct req *r, const struct aws_cred *k)
 {
-    struct xfer x = {.r = r, .h = h, .out_start = r->out ? r->out->len : 0};
-    struct curl_slist *hdrs = NULL, *t;
     char sha_hdr[128];
     snprintf(sha_hdr, sizeof sha_hdr, "x-amz-content-sha256: %s",
              r->body_sha256 ? r->body_sha256 : EMPTY_SHA256);
     /* No "Expect:" line to turn off 100-continue: curl 7.88 would sign it as an empty header
      * that is never sent, and every upload would fail with SignatureDoesNotMatch. */
     char *token_hdr = NULL;
-    if (k->token && asprintf(&token_hdr, "x-amz-security-token: %s", k->token) < 0)
-        return CURLE_OUT_OF_MEMORY;
-    const char *lines[] = {sha_hdr, token_hdr};
-    for (size_t i = 0; i < 2; i++) {
-        if (!lines[i]) continue;
-        t = curl_slist_append(hdrs, lines[i]);
-        if (!t) {
-            curl_slist_free_all(hdrs);
-            free(token_hdr);
-            return CURLE_OUT_OF_MEMORY;
-        }
-        hdrs = t;
+    if (k->token && asprintf(&token_hdr, "x-amz-security-token: %s", k->token) < 0) return NULL;
+    struct curl_slist *hdrs = curl_slist_append(NULL, sha_hdr), *t = hdrs;
+    if (hdrs && token_hdr && !(t = curl_slist_append(hdrs, token_hdr))) {
+        curl_slist_free_all(hdrs);
+        hdrs = NULL;
     }
     free(token_hdr); /* curl_slist_append copied it */
+    return hdrs;
+}
+
+static CURLcode attempt(struct s3 *s, CURL *h, const struct aws_cred *k, struct req *r,
+                        char *curl_msg)
+{
+    struct xfer x = {.r = r, .h = h, .out_start = r->out ? r->out->len : 0};
+    struct curl_slist *hdrs = req_headers(r, k);
+    if (!hdrs) return CURLE_OUT_OF_MEMORY;
     curl_easy_reset(h);
     curl_msg[0] = '\0';
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_msg);
