@@ -21,7 +21,7 @@ struct azure_token {
     long window_s, timeout_s;
     pthread_mutex_t mu;
     char *token; /* under mu */
-    time_t expires;
+    time_t expires, refresh_at;
     unsigned long fetches;
 };
 
@@ -228,6 +228,7 @@ int azure_token_open(const struct azure_token_opts *o, struct azure_token **out,
         return rc;
     }
     t->fetches = 1;
+    t->refresh_at = cred_http_refresh_at(t->expires, time(NULL), t->window_s);
     *out = t;
     return 0;
 }
@@ -238,7 +239,7 @@ int azure_token_get(struct azure_token *t, char **token, struct err *e)
     *token = NULL;
     pthread_mutex_lock(&t->mu);
     time_t now = time(NULL);
-    if (now >= t->expires - (time_t)t->window_s) {
+    if (now >= t->refresh_at) {
         char *fresh = NULL;
         time_t exp = 0;
         struct err fe;
@@ -247,6 +248,7 @@ int azure_token_get(struct azure_token *t, char **token, struct err *e)
             free(t->token);
             t->token = fresh;
             t->expires = exp;
+            t->refresh_at = cred_http_refresh_at(exp, now, t->window_s);
             t->fetches++;
         } else if (now >= t->expires) {
             rc = err_set(e, ERR_FAIL, "%s", fe.msg);
