@@ -55,7 +55,7 @@ via() { REPO="s3:http://127.0.0.1:$1/$(s3_path)"; }
 
 # ---- IRSA: web identity, credentials expiring during a backup ----
 echo "jwt-$RANDOM-0" >"$T/jwt"
-stub STS --jwt-file "$T/jwt" --lifetime 4 --require-token --delay-ms 700 \
+stub STS --jwt-file "$T/jwt" --lifetime 4 --require-token --delay-ms 900 \
     --refuse-role arn:aws:iam::111122223333:role/denied
 export AWS_ROLE_ARN=arn:aws:iam::111122223333:role/podvault AWS_WEB_IDENTITY_TOKEN_FILE=$T/jwt
 export AWS_ENDPOINT_URL_STS=http://127.0.0.1:$STS/ AWS_REGION=us-east-1
