@@ -102,6 +102,23 @@ static bool gcp_provider(const char *p)
 
 #define GCS_XML_API "https://storage.googleapis.com"
 
+/* The location's endpoint into `url` and the region to sign for (NULL: none given). GCS signs
+ * with any region; "auto" is the one its documentation names. Without a region, the jobs ask
+ * the bucket for its own (backend_s3.c discover_region), as Velero does
+ * (pkg/repository/config/aws.go GetAWSBucketRegion), over AWS's global endpoint. */
+static const char *endpoint(const char *s3url, bool gcs, const char *region, char *url, size_t cap)
+{
+    if ((!region || !*region) && gcs) region = "auto";
+    if (region && !*region) region = NULL;
+    if (s3url && *s3url)
+        trim_slashes(s3url, url, cap);
+    else if (gcs)
+        snprintf(url, cap, "%s", GCS_XML_API);
+    else
+        snprintf(url, cap, "https://s3.%s%samazonaws.com", region ? region : "", region ? "." : "");
+    return region;
+}
+
 /* A formatted string, allocated; NULL when memory is out. */
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 static char *fmt(const char *f, ...)
@@ -279,18 +296,7 @@ int repoloc_from_bsl(const json_t *bsl, const char *volume_ns, const char *ca_di
             err_set(e, ERR_FAIL, "BackupStorageLocation %s has no spec.objectStorage.bucket", name);
         goto fail;
     }
-    /* GCS signs with any region; "auto" is the one its documentation names. Without a
-     * region, the jobs ask the bucket for its own (backend_s3.c discover_region), as Velero
-     * does (pkg/repository/config/aws.go GetAWSBucketRegion), over AWS's global endpoint. */
-    if ((!region || !*region) && gcs) region = "auto";
-    if (region && !*region) region = NULL;
-    if (s3url && *s3url)
-        trim_slashes(s3url, url, sizeof url);
-    else if (gcs)
-        snprintf(url, sizeof url, "%s", GCS_XML_API);
-    else
-        snprintf(url, sizeof url, "https://s3.%s%samazonaws.com", region ? region : "",
-                 region ? "." : "");
+    region = endpoint(s3url, gcs, region, url, sizeof url);
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
         rc = err_set(e, ERR_FAIL,
                      "BackupStorageLocation %s: config.s3Url %s must start with http:// or "

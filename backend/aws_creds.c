@@ -21,6 +21,8 @@
 #define VALUE_MAX (16u << 10)
 #define IMDS_DEFAULT "http://169.254.169.254"
 #define IMDS_TOKEN_TTL "21600"
+/* Instance metadata is a link-local service: it answers at once or not at all (off EC2). */
+#define IMDS_TIMEOUT_S 2
 
 enum source { SRC_KEYS, SRC_FILE, SRC_WEB, SRC_CONTAINER, SRC_IMDS };
 static const char *const source_names[] = {"keys", "credentials file", "web identity",
@@ -38,6 +40,7 @@ struct aws_creds {
     /* state, under mu */
     pthread_mutex_t mu;
     struct aws_cred cur;
+    time_t refresh_at; /* 0: never */
     unsigned long fetches;
 };
 
@@ -67,11 +70,6 @@ static int cred_copy(struct aws_cred *dst, const struct aws_cred *src)
 }
 
 /* ---- pure parts ---- */
-
-bool aws_creds_need_refresh(time_t expires, time_t now, long window_s)
-{
-    return expires != 0 && now >= expires - (time_t)window_s;
-}
 
 int aws_creds_parse_time(const char *s, time_t *out)
 {
@@ -420,6 +418,7 @@ static int imds_get(struct aws_creds *c, const char *hdr, const char *path, stru
     struct cred_http_req r = http_req(c, "GET", url, "instance metadata");
     r.headers = hdrs;
     r.attempts = 2;
+    r.timeout_s = IMDS_TIMEOUT_S;
     buf_reset(ans);
     int rc = cred_http_do(&r, status, ans, e);
     if (rc == 0 && buf_append(ans, "", 1) < 0) rc = err_set(e, ERR_FAIL, "out of memory");
@@ -440,6 +439,7 @@ static int fetch_imds(struct aws_creds *c, struct aws_cred *out, struct err *e)
     struct cred_http_req r = http_req(c, "PUT", url, "instance metadata session token");
     r.headers = ttl;
     r.attempts = 2;
+    r.timeout_s = IMDS_TIMEOUT_S;
     rc = cred_http_do(&r, &status, &ans, e);
     if (rc == 0 && status / 100 != 2)
         rc = err_set(e, ERR_FAIL, "the instance metadata session token: HTTP %ld", status);
@@ -580,7 +580,7 @@ int aws_creds_open(const struct backend_opts *o, const char *region, struct aws_
     if (!c) return err_set(e, ERR_FAIL, "out of memory");
     pthread_mutex_init(&c->mu, NULL);
     c->window_s = o->cred_refresh_s;
-    c->timeout_s = o->connect_timeout_s > 5 ? 5 : o->connect_timeout_s;
+    c->timeout_s = o->connect_timeout_s;
     c->insecure = o->insecure_tls;
     bool found = false;
     int rc = dup_opt(&c->cacert, o->cacert) < 0 ? err_set(e, ERR_FAIL, "out of memory") : 0;
@@ -593,7 +593,11 @@ int aws_creds_open(const struct backend_opts *o, const char *region, struct aws_
         else if ((rc = fetch(c, &c->cur, e)) < 0 && c->src == SRC_IMDS)
             err_wrap(e, NO_CREDS ". Last");
     }
-    if (rc == 0) c->fetches = 1;
+    if (rc == 0) {
+        c->fetches = 1;
+        if (c->src >= SRC_WEB)
+            c->refresh_at = cred_http_refresh_at(c->cur.expires, time(NULL), c->window_s);
+    }
     if (rc < 0) {
         aws_creds_close(c);
         return rc;
@@ -607,13 +611,14 @@ int aws_creds_get(struct aws_creds *c, struct aws_cred *out, struct err *e)
     int rc = 0;
     pthread_mutex_lock(&c->mu);
     time_t now = time(NULL);
-    if (c->src >= SRC_WEB && aws_creds_need_refresh(c->cur.expires, now, c->window_s)) {
+    if (c->refresh_at && now >= c->refresh_at) {
         struct aws_cred fresh;
         struct err fe;
         if (fetch(c, &fresh, &fe) == 0) {
             aws_cred_free(&c->cur);
             c->cur = fresh;
             c->fetches++;
+            c->refresh_at = cred_http_refresh_at(fresh.expires, now, c->window_s);
         } else if (c->cur.expires <= now) {
             rc = err_set(e, ERR_FAIL, "%s", fe.msg);
         }
@@ -626,7 +631,7 @@ int aws_creds_get(struct aws_creds *c, struct aws_cred *out, struct err *e)
 void aws_creds_invalidate(struct aws_creds *c)
 {
     pthread_mutex_lock(&c->mu);
-    if (c->src >= SRC_WEB && c->cur.expires) c->cur.expires = time(NULL) + (time_t)c->window_s;
+    if (c->refresh_at) c->refresh_at = time(NULL);
     pthread_mutex_unlock(&c->mu);
 }
 

@@ -12,8 +12,9 @@
  *     at each refresh);
  *  5. EC2 instance metadata, IMDSv2 only (a session token first), unless imds_disabled.
  * The first source that is configured is used; it is not an error for a later one to be
- * configured too. Temporary credentials (3-5, or 1-2 with a session token and no expiry:
- * those never refresh) are fetched again when fewer than refresh_window_s seconds remain.
+ * configured too. Temporary credentials (3-5; 1-2 never refresh) are fetched again when fewer
+ * than refresh_window_s seconds remain, or half their life has passed if that comes later
+ * (cred_http_refresh_at).
  * All settings come in a struct backend_opts (backend.h); nothing here reads the environment.
  */
 #ifndef PV_BACKEND_AWS_CREDS_H
@@ -69,9 +70,6 @@ unsigned long aws_creds_fetches(struct aws_creds *c);
 void aws_creds_close(struct aws_creds *c);
 
 /* ---- pure parts, for the tests ---- */
-
-/* Whether credentials expiring at `expires` (0: never) must be fetched again at `now`. */
-bool aws_creds_need_refresh(time_t expires, time_t now, long window_s);
 
 /* Parses an ISO 8601 / RFC 3339 UTC time as the AWS endpoints write it
  * ("2026-12-08T03:04:05Z", with optional fractional seconds, or "+00:00"). */

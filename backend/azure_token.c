@@ -21,7 +21,7 @@ struct azure_token {
     long window_s, timeout_s;
     pthread_mutex_t mu;
     char *token; /* under mu */
-    time_t expires;
+    time_t expires, refresh_at;
     unsigned long fetches;
 };
 
@@ -37,6 +37,7 @@ void azure_token_opts_from(struct azure_token_opts *t, const struct backend_opts
                                    .client_secret = o->azure_client_secret,
                                    .federated_token_file = o->azure_federated_token_file,
                                    .authority_host = o->azure_authority_host,
+                                   .imds_host = o->azure_imds_host,
                                    .cacert = o->cacert,
                                    .insecure_tls = o->insecure_tls,
                                    .refresh_window_s = o->cred_refresh_s,
@@ -139,9 +140,14 @@ static int build(struct azure_token *t, const struct azure_token_opts *o, struct
     } else {
         char *enc = curl_easy_escape(NULL, resource, 0);
         char *cid = set(o->client_id) ? curl_easy_escape(NULL, o->client_id, 0) : NULL;
-        const char *ep = set(o->msi_endpoint) ? o->msi_endpoint : AZURE_TOKEN_MSI;
+        const char *ep = set(o->msi_endpoint) ? o->msi_endpoint : AZURE_TOKEN_MSI, *host = "";
+        if (!set(o->msi_endpoint) && set(o->imds_host)) {
+            host = o->imds_host;
+            ep = host[strlen(host) - 1] == '/' ? "metadata/identity/oauth2/token"
+                                               : "/metadata/identity/oauth2/token";
+        }
         if (!enc || (set(o->client_id) && !cid) ||
-            asprintf(&t->url, "%s?api-version=2018-02-01&resource=%s%s%s", ep, enc,
+            asprintf(&t->url, "%s%s?api-version=2018-02-01&resource=%s%s%s", host, ep, enc,
                      cid ? "&client_id=" : "", cid ? cid : "") < 0) {
             t->url = NULL;
             rc = -1;
@@ -179,19 +185,22 @@ static int fetch(struct azure_token *t, char **token, time_t *expires, struct er
                               .what =
                                   t->form ? "Microsoft Entra ID token" : "managed identity token"};
     long status = 0;
-    if (rc == 0) rc = cred_http_do(&r, &status, &ans, e);
-    if (rc == 0)
+    if (rc == 0 && cred_http_do(&r, &status, &ans, e) == 0) {
+        /* An answer: what it says, under the endpoint's name (the transport names it itself). */
         rc = azure_token_parse((const char *)ans.data, ans.len, time(NULL), token, expires, e);
-    if (rc == 0 && status / 100 != 2) {
-        free(*token);
-        *token = NULL;
-        rc = err_set(e, ERR_FAIL, "HTTP %ld", status);
-    } else if (rc < 0 && status != 0 && status / 100 != 2 && !strstr(e->msg, "refused")) {
-        char text[200];
-        cred_http_clean(text, sizeof text, (const char *)ans.data, ans.len);
-        err_set(e, ERR_FAIL, "HTTP %ld: %s", status, text);
+        if (rc == 0 && status / 100 != 2) {
+            free(*token);
+            *token = NULL;
+            rc = err_set(e, ERR_FAIL, "HTTP %ld", status);
+        } else if (rc < 0 && status / 100 != 2 && !strstr(e->msg, "refused")) {
+            char text[200];
+            cred_http_clean(text, sizeof text, (const char *)ans.data, ans.len);
+            err_set(e, ERR_FAIL, "HTTP %ld: %s", status, text);
+        }
+        if (rc < 0) err_wrap(e, "%s from %s", r.what, t->url);
+    } else if (rc == 0) {
+        rc = e->code;
     }
-    if (rc < 0) err_wrap(e, "%s from %s", r.what, t->url);
     if (assertion) sodium_memzero(assertion, strlen(assertion));
     if (body.data) sodium_memzero(body.data, body.len);
     free(assertion);
@@ -219,6 +228,7 @@ int azure_token_open(const struct azure_token_opts *o, struct azure_token **out,
         return rc;
     }
     t->fetches = 1;
+    t->refresh_at = cred_http_refresh_at(t->expires, time(NULL), t->window_s);
     *out = t;
     return 0;
 }
@@ -229,7 +239,7 @@ int azure_token_get(struct azure_token *t, char **token, struct err *e)
     *token = NULL;
     pthread_mutex_lock(&t->mu);
     time_t now = time(NULL);
-    if (now >= t->expires - (time_t)t->window_s) {
+    if (now >= t->refresh_at) {
         char *fresh = NULL;
         time_t exp = 0;
         struct err fe;
@@ -238,6 +248,7 @@ int azure_token_get(struct azure_token *t, char **token, struct err *e)
             free(t->token);
             t->token = fresh;
             t->expires = exp;
+            t->refresh_at = cred_http_refresh_at(exp, now, t->window_s);
             t->fetches++;
         } else if (now >= t->expires) {
             rc = err_set(e, ERR_FAIL, "%s", fe.msg);

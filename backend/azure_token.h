@@ -29,7 +29,8 @@
 struct azure_token_opts {
     const char *tenant_id, *client_id, *client_secret, *federated_token_file;
     const char *authority_host; /* NULL: AZURE_TOKEN_AUTHORITY */
-    const char *msi_endpoint;   /* NULL: AZURE_TOKEN_MSI */
+    const char *msi_endpoint;   /* NULL: imds_host's, or AZURE_TOKEN_MSI */
+    const char *imds_host;      /* "http://host[:port]": its /metadata/identity/oauth2/token */
     const char *resource;       /* NULL: AZURE_TOKEN_RESOURCE */
     const char *cacert;         /* PEM CA file; NULL: the system's */
     bool insecure_tls;

@@ -159,6 +159,8 @@ static void cloud_vars(struct backend_opts *o, backend_var_fn get, void *ctx)
         {offsetof(struct backend_opts, azure_client_secret), "AZURE_CLIENT_SECRET"},
         {offsetof(struct backend_opts, azure_federated_token_file), "AZURE_FEDERATED_TOKEN_FILE"},
         {offsetof(struct backend_opts, azure_authority_host), "AZURE_AUTHORITY_HOST"},
+        /* azidentity's override of the instance metadata host (managed_identity_client.go). */
+        {offsetof(struct backend_opts, azure_imds_host), "AZURE_POD_IDENTITY_AUTHORITY_HOST"},
     };
     const char *v;
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)

@@ -143,6 +143,7 @@ struct backend_opts {
      * "Object Lock"); objects under "locks/" are read and written as they are now, and writing
      * or removing anything else fails. 0: the current objects. */
     int64_t as_of_ms;
+    const char *azure_imds_host; /* managed identity's host; NULL: http://169.254.169.254 */
 };
 
 /* The defaults above (strings NULL). */

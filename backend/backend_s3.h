@@ -10,12 +10,19 @@
  * Credentials: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN) when set; else the
  * shared credentials file (AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials from HOME),
  * section AWS_PROFILE (default "default"), keys aws_access_key_id, aws_secret_access_key and
- * aws_session_token. A CLI option given beside a variable wins over it.
+ * aws_session_token; else web identity (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE), a
+ * container credentials endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI) or EC2 instance metadata:
+ * the chain of backend/aws_creds.h. A CLI option given beside a variable wins over it.
+ *
+ * Region: the option, else PODVAULT_S3_REGION, AWS_REGION, AWS_DEFAULT_REGION; with none, the
+ * bucket is asked at open (x-amz-bucket-region, or the <Region> of AuthorizationHeaderMalformed),
+ * and a server that names none is signed for us-east-1. AWS_ENDPOINT_URL_S3 replaces the
+ * location's scheme and host.
  */
 #ifndef PV_BACKEND_BACKEND_S3_H
 #define PV_BACKEND_BACKEND_S3_H
 
-/* Region used in signatures; the first one set wins, then "us-east-1". */
+/* Region used in signatures; the first one set wins, then the bucket's own (see above). */
 #define BACKEND_S3_ENV_REGION "PODVAULT_S3_REGION" /* then AWS_REGION, AWS_DEFAULT_REGION */
 /* "1": virtual-hosted addressing; "0": path-style; unset: decided from the host (see above). */
 #define BACKEND_S3_ENV_VIRTUAL_HOST "PODVAULT_S3_VIRTUAL_HOST"

@@ -159,3 +159,10 @@ int cred_http_read_token(const char *path, const char *what, char **out, struct 
     *out = s;
     return 0;
 }
+
+time_t cred_http_refresh_at(time_t expires, time_t fetched, long window_s)
+{
+    if (expires == 0) return 0;
+    time_t half = expires > fetched ? (expires - fetched) / 2 : 0;
+    return expires - ((time_t)window_s < half ? (time_t)window_s : half);
+}

@@ -10,6 +10,7 @@
 #define PV_BACKEND_CRED_HTTP_H
 
 #include <stdbool.h>
+#include <time.h>
 
 #include "base/buf.h"
 #include "base/err.h"
@@ -48,5 +49,10 @@ int cred_http_form_add(struct buf *b, const char *name, const char *value);
  * its content without trailing white space, malloc'd into *out. ERR_FAIL naming `what` and
  * the path when it cannot be read, is empty or is larger than CRED_HTTP_TOKEN_MAX. */
 int cred_http_read_token(const char *path, const char *what, char **out, struct err *e);
+
+/* When credentials fetched at `fetched` that expire at `expires` (0: never) are to be fetched
+ * again: `window_s` before they expire, but no earlier than half their life, so that short-lived
+ * ones are not fetched again for every request. 0 for never. Pure. */
+time_t cred_http_refresh_at(time_t expires, time_t fetched, long window_s);
 
 #endif

@@ -6,7 +6,7 @@
 # x-amz-security-token the stub handed out and that has not expired, or the stub refuses it
 # (the request never reaches RGW). The stub hands out RGW's own keys with its tokens.
 #  - IRSA (web identity): credentials that live 4 s, refreshed 2 s before expiry, over a backup
-#    that lasts longer (every answer held back): the backup finishes, several sets were handed
+#    that lasts longer (every upload's answer held back): the backup finishes, several sets were handed
 #    out and used, no request was refused; the token file is rewritten during the backup (the
 #    STS accepts only its current content), so it is read again at each refresh; restore byte
 #    for byte.
@@ -55,14 +55,19 @@ via() { REPO="s3:http://127.0.0.1:$1/$(s3_path)"; }
 
 # ---- IRSA: web identity, credentials expiring during a backup ----
 echo "jwt-$RANDOM-0" >"$T/jwt"
-stub STS --jwt-file "$T/jwt" --lifetime 4 --require-token --delay-ms 300 \
+stub STS --jwt-file "$T/jwt" --lifetime 4 --require-token --delay-ms 900 \
     --refuse-role arn:aws:iam::111122223333:role/denied
 export AWS_ROLE_ARN=arn:aws:iam::111122223333:role/podvault AWS_WEB_IDENTITY_TOKEN_FILE=$T/jwt
 export AWS_ENDPOINT_URL_STS=http://127.0.0.1:$STS/ AWS_REGION=us-east-1
 export PODVAULT_AWS_REFRESH_WINDOW_S=2 PODVAULT_S3_UPLOADS=1
 via "$STS"
+# A small tree (s3_make_tree's 500 files take long to write): packs of 4 MiB, a few files.
 S=$T/src
-s3_make_tree "$S"
+mkdir -p "$S/d"
+rand_file "$S/big" $((13 * 1024 * 1024 + 4321))
+text_file "$S/d/words" $((1024 * 1024))
+for i in $(seq 1 40); do echo "file $i" >"$S/d/f$i"; done
+: >"$S/empty"
 run_pv 0 init --pack-size "$S3_PACK_SIZE"
 # The kubelet rewrites the projected token now and then: so does this loop, during the backup.
 (for i in $(seq 1 60); do sleep 0.5; echo "jwt-$RANDOM-$i" >"$T/jwt.new" && mv "$T/jwt.new" "$T/jwt"; done) &

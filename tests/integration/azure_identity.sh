@@ -7,7 +7,8 @@
 #  - workload identity (AZURE_FEDERATED_TOKEN_FILE): tokens that live 3 s, refreshed 2 s before
 #    they expire, over 4 gets 1.2 s apart while the token file is rewritten (the stand-in accepts
 #    only its current content): new tokens are fetched, so the file is read again each time;
-#  - managed identity (no tenant: IMDS with "Metadata: true", the stand-in refuses it without).
+#  - managed identity (no tenant: IMDS with "Metadata: true", the stand-in refuses it without),
+#    at AZURE_POD_IDENTITY_AUTHORITY_HOST as azidentity reads it.
 # Needs no S3 server: the stub's S3 proxy is not used.
 . "$(dirname "$0")/lib.sh" || exit 1
 need python3
@@ -71,7 +72,7 @@ grep -q "$T/missing" "$T/err" || fail "missing token file: $(cat "$T/err")"
 ok "a wrong or missing federated token fails with the reason"
 
 unset AZURE_TENANT_ID AZURE_FEDERATED_TOKEN_FILE AZURE_CLIENT_ID
-run_tool 0 --msi "http://127.0.0.1:$port/metadata/identity/oauth2/token"
+AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:$port run_tool 0
 grep -q '^msi-' "$T/out" || fail "no managed identity token: $(cat "$T/out")"
 [ "$(jq -r .msi "$T/stats.json")" -ge 1 ] || fail "the stand-in gave no managed identity token"
 ok "managed identity (IMDS, Metadata: true)"

@@ -1,12 +1,12 @@
 /* pv_azure_token.c - gets Microsoft Entra ID tokens through backend/azure_token.c, for tests
  * (the Azure backend is its user in the program):
  *
- *   pv_azure_token [--msi ENDPOINT] [--count N] [--sleep-ms MS]
+ *   pv_azure_token [--count N] [--sleep-ms MS]
  *
  * Settings come from the environment as the program's edge takes them (AZURE_TENANT_ID,
  * AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST,
- * PODVAULT_AWS_REFRESH_WINDOW_S for the refresh window); --msi points managed identity at a
- * stand-in. Prints N tokens (one per azure_token_get, MS milliseconds apart), one a line, then
+ * AZURE_POD_IDENTITY_AUTHORITY_HOST, PODVAULT_AWS_REFRESH_WINDOW_S for the refresh window).
+ * Prints N tokens (one per azure_token_get, MS milliseconds apart), one a line, then
  * "fetches F". Exit 0, or 1 with the error on stderr. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,12 +23,9 @@ static const char *env_get(void *ctx, const char *name)
 
 int main(int argc, char **argv)
 {
-    const char *msi = NULL;
     long count = 1, sleep_ms = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--msi") == 0)
-            msi = argv[i + 1];
-        else if (strcmp(argv[i], "--count") == 0)
+        if (strcmp(argv[i], "--count") == 0)
             count = atol(argv[i + 1]);
         else if (strcmp(argv[i], "--sleep-ms") == 0)
             sleep_ms = atol(argv[i + 1]);
@@ -51,7 +48,6 @@ int main(int argc, char **argv)
     }
     struct azure_token_opts t;
     azure_token_opts_from(&t, &o);
-    t.msi_endpoint = msi;
     struct azure_token *tok = NULL;
     int rc = azure_token_open(&t, &tok, &e);
     for (long i = 0; rc == 0 && i < count; i++) {

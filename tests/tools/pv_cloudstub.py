@@ -24,8 +24,8 @@ x-amz-security-token that this stub handed out, that has not expired, and that i
 SignedHeaders of its Authorization; otherwise it answers 400 ExpiredToken or 403 InvalidToken
 itself and the request never reaches the server. --bucket-region R answers, as AWS does,
 requests signed for another region: 301 with x-amz-bucket-region for HEAD, 400
-AuthorizationHeaderMalformed naming the region otherwise. --delay-ms holds every S3 answer
-back. --stats FILE is rewritten (JSON) after every request. Prints "listening 127.0.0.1:PORT"
+AuthorizationHeaderMalformed naming the region otherwise. --delay-ms holds every answer to an
+S3 PUT back (a long backup, a quick restore). --stats FILE is rewritten (JSON) after every request. Prints "listening 127.0.0.1:PORT"
 once ready; SIGTERM stops it.
 """
 import argparse
@@ -270,7 +270,7 @@ class H(BaseHTTPRequestHandler):
         r = c.getresponse()
         data = r.read()
         c.close()
-        if A.delay_ms:
+        if A.delay_ms and self.command == "PUT":
             time.sleep(A.delay_ms / 1000)
         self.send_response(r.status)
         for k, v in r.getheaders():

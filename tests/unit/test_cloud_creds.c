@@ -15,6 +15,7 @@
 
 #include "backend/aws_creds.h"
 #include "backend/azure_token.h"
+#include "backend/cred_http.h"
 
 static const char STS_OK[] =
     "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
@@ -106,13 +107,13 @@ static void test_times_and_refresh(void **state)
     assert_int_equal(aws_creds_parse_time("1970-01-01T00:01:40+02:00", &t), -1);
     assert_int_equal(aws_creds_parse_time("1970-01-01 00:01:40", &t), -1);
     assert_int_equal(aws_creds_parse_time("", &t), -1);
-    /* Never expiring keys never refresh; others 300 s before expiry. */
-    assert_false(aws_creds_need_refresh(0, 1000000, 300));
-    assert_false(aws_creds_need_refresh(10000, 9699, 300));
-    assert_true(aws_creds_need_refresh(10000, 9700, 300));
-    assert_true(aws_creds_need_refresh(10000, 20000, 300));
-    assert_false(aws_creds_need_refresh(10000, 9999, 0));
-    assert_true(aws_creds_need_refresh(10000, 10000, 0));
+    /* Never expiring keys never refresh; others 300 s before expiry, or at half their life
+     * when that comes later (no fetch per request for short-lived ones). */
+    assert_int_equal(cred_http_refresh_at(0, 1000, 300), 0);
+    assert_int_equal(cred_http_refresh_at(10000, 6400, 300), 9700);
+    assert_int_equal(cred_http_refresh_at(10000, 9900, 300), 9950);
+    assert_int_equal(cred_http_refresh_at(10000, 9999, 0), 10000);
+    assert_int_equal(cred_http_refresh_at(10000, 20000, 300), 10000);
 }
 
 static void test_azure_answers(void **state)
@@ -192,6 +193,8 @@ static void test_settings(void **state)
                                      "/f",
                                      "AZURE_AUTHORITY_HOST",
                                      "http://a/",
+                                     "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                                     "http://i",
                                      NULL};
     struct vars v = {kv};
     struct backend_opts o;
@@ -219,6 +222,7 @@ static void test_settings(void **state)
     assert_string_equal(t.federated_token_file, "/f");
     assert_string_equal(t.authority_host, "http://a/");
     assert_int_equal(t.refresh_window_s, 7);
+    assert_string_equal(t.imds_host, "http://i");
     /* A secret and a token file together are refused before any request. */
     struct azure_token *tok = NULL;
     assert_int_equal(azure_token_open(&t, &tok, &e), ERR_FAIL);
