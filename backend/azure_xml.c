@@ -1,13 +1,11 @@
 /* azure_xml.c - the expat-based parser of Azure List Blobs pages; see azure_xml.h. */
 #include "backend/azure_xml.h"
 
-#include <expat.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define DOC_MAX (64u << 20)
-#define DEPTH_MAX 64
+#include "backend/xmlscan.h"
 
 /* The elements that matter, by depth: 1 EnumerationResults, 2 Blobs or NextMarker, 3 Blob,
  * 4 Name or Properties, 5 Content-Length. */
@@ -28,171 +26,88 @@ static const struct {
 };
 
 struct ax {
-    XML_Parser p;
-    int depth;
-    enum tag stack[DEPTH_MAX + 1]; /* stack[d]: the tag at depth d */
-    bool capturing, overflow;
-    size_t tlen;
+    struct xs xs; /* first: the handlers get &ax->xs */
     char text[AZURE_XML_MARKER_MAX + 1];
     azure_xml_entry_cb cb;
     void *cb_ctx;
     struct azure_list_page *page;
-    bool have_name, have_size, saw_root;
+    bool have_name, have_size;
     uint64_t size;
     char name[AZURE_XML_NAME_MAX + 1];
-    int rc;
-    const char *why;
 };
 
-static void stop(struct ax *x, int rc, const char *why)
-{
-    if (x->rc == 0) {
-        x->rc = rc;
-        x->why = why;
-    }
-    XML_StopParser(x->p, XML_FALSE);
-}
-
-static enum tag lookup(const struct ax *x, const char *name)
+/* Names count only where the listing has them: at their depth, under their parent. */
+static enum tag lookup(const struct xs *s, const char *name)
 {
     for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++)
-        if (tags[i].depth == x->depth && tags[i].parent == x->stack[x->depth - 1] &&
+        if (tags[i].depth == s->depth && (int)tags[i].parent == xs_tag(s, s->depth - 1) &&
             strcmp(tags[i].name, name) == 0)
             return tags[i].tag;
     return T_OTHER;
 }
 
-static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **attrs)
+static int on_start(struct xs *s, const char *name)
 {
-    struct ax *x = ud;
-    (void)attrs;
-    if (++x->depth > DEPTH_MAX) return stop(x, ERR_FAIL, "elements nested too deeply");
-    enum tag t = lookup(x, name);
-    x->stack[x->depth] = t;
-    if (x->depth == 1) {
-        if (t != T_ROOT)
-            return stop(x, ERR_FAIL,
-                        strcmp(name, "Error") == 0
-                            ? "the server sent an error document, not a listing"
-                            : "unexpected document element");
-        x->saw_root = true;
+    struct ax *x = (struct ax *)s;
+    enum tag t = lookup(s, name);
+    if (s->depth == 1 && t != T_ROOT) {
+        xs_stop(s, ERR_FAIL,
+                strcmp(name, "Error") == 0 ? "the server sent an error document, not a listing"
+                                           : "unexpected document element");
+        return t;
     }
     if (t == T_BLOB) {
         x->have_name = x->have_size = false;
         x->size = 0;
     }
-    x->capturing = t == T_NAME || t == T_LENGTH || t == T_MARKER;
-    x->tlen = 0;
-    x->overflow = false;
-}
-
-static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
-{
-    struct ax *x = ud;
-    if (!x->capturing || len <= 0) return;
-    size_t room = sizeof x->text - 1 - x->tlen, n = (size_t)len;
-    if (n > room) {
-        n = room;
-        x->overflow = true;
-    }
-    memcpy(x->text + x->tlen, s, n);
-    x->tlen += n;
-}
-
-static bool parse_u64(const char *s, uint64_t *v)
-{
-    uint64_t r = 0;
-    if (!*s) return false;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9') return false;
-        unsigned d = (unsigned)(*s - '0');
-        if (r > (UINT64_MAX - d) / 10) return false;
-        r = r * 10 + d;
-    }
-    *v = r;
-    return true;
+    if (t == T_NAME || t == T_LENGTH || t == T_MARKER) xs_capture(s);
+    return t;
 }
 
 static void end_text(struct ax *x, enum tag t)
 {
-    x->capturing = false;
-    x->text[x->tlen] = '\0';
-    bool bad = x->overflow || memchr(x->text, 0, x->tlen);
+    struct xs *s = &x->xs;
     if (t == T_NAME) {
-        if (bad || x->tlen == 0 || x->tlen > AZURE_XML_NAME_MAX)
-            return stop(x, ERR_FAIL, "listing entry with an empty or overlong name");
-        memcpy(x->name, x->text, x->tlen + 1);
+        if (!xs_take(s, x->name, AZURE_XML_NAME_MAX))
+            return xs_stop(s, ERR_FAIL, "listing entry with an empty or overlong name");
         x->have_name = true;
     } else if (t == T_LENGTH) {
-        if (!parse_u64(x->text, &x->size))
-            return stop(x, ERR_FAIL, "listing entry with a bad Content-Length");
+        if (!xs_u64(x->text, &x->size))
+            return xs_stop(s, ERR_FAIL, "listing entry with a bad Content-Length");
         x->have_size = true;
-    } else if (t == T_MARKER && x->tlen > 0) {
-        if (bad) return stop(x, ERR_FAIL, "overlong NextMarker");
+    } else if (t == T_MARKER && s->tlen > 0) {
+        if (!xs_text_ok(s, AZURE_XML_MARKER_MAX))
+            return xs_stop(s, ERR_FAIL, "overlong NextMarker");
         free(x->page->next_marker);
-        if (!(x->page->next_marker = strdup(x->text))) return stop(x, ERR_FAIL, "out of memory");
+        if (!(x->page->next_marker = strdup(x->text))) return xs_stop(s, ERR_FAIL, "out of memory");
     }
 }
 
-static void XMLCALL on_end(void *ud, const XML_Char *name)
+static void on_end(struct xs *s, int tag, bool captured)
 {
-    struct ax *x = ud;
-    (void)name;
-    enum tag t = x->stack[x->depth];
-    if (x->capturing) end_text(x, t);
-    if (x->rc == 0 && t == T_BLOB) {
+    struct ax *x = (struct ax *)s;
+    enum tag t = (enum tag)tag;
+    if (captured) end_text(x, t);
+    if (s->rc == 0 && t == T_BLOB) {
         if (!x->have_name || !x->have_size)
-            return stop(x, ERR_FAIL, "listing entry without Name or Content-Length");
+            return xs_stop(s, ERR_FAIL, "listing entry without Name or Content-Length");
         x->page->entries++;
         int rc = x->cb(x->cb_ctx, x->name, x->size);
-        if (rc != 0) return stop(x, rc, NULL);
+        if (rc != 0) return xs_stop(s, rc, NULL);
     }
-    x->depth--;
-}
-
-/* Azure never sends a DTD; refusing them rules out entity expansion attacks. */
-static void XMLCALL on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
-                               const XML_Char *pubid, int has_internal_subset)
-{
-    stop(ud, ERR_FAIL, "document type declarations are not accepted");
-}
-
-static void XMLCALL on_entity(void *ud, const XML_Char *name, int is_param, const XML_Char *value,
-                              int value_len, const XML_Char *base, const XML_Char *sysid,
-                              const XML_Char *pubid, const XML_Char *notation)
-{
-    stop(ud, ERR_FAIL, "entity declarations are not accepted");
 }
 
 int azure_xml_parse_list(const char *xml, size_t len, azure_xml_entry_cb cb, void *ctx,
                          struct azure_list_page *page, struct err *e)
 {
-    if (len > DOC_MAX) return err_set(e, ERR_FAIL, "malformed listing: document too large");
     struct ax *x = calloc(1, sizeof *x);
-    if (!x || !(x->p = XML_ParserCreate(NULL))) {
-        free(x);
-        return err_set(e, ERR_FAIL, "parsing a listing: out of memory");
-    }
+    if (!x) return err_set(e, ERR_FAIL, "parsing a listing: out of memory");
+    x->xs = (struct xs){
+        .on_start = on_start, .on_end = on_end, .text = x->text, .cap = AZURE_XML_MARKER_MAX};
     x->cb = cb;
     x->cb_ctx = ctx;
     x->page = page;
-    XML_SetUserData(x->p, x);
-    XML_SetElementHandler(x->p, on_start, on_end);
-    XML_SetCharacterDataHandler(x->p, on_text);
-    XML_SetStartDoctypeDeclHandler(x->p, on_doctype);
-    XML_SetEntityDeclHandler(x->p, on_entity);
-    if (XML_Parse(x->p, xml, (int)len, XML_TRUE) == XML_STATUS_ERROR && x->rc == 0) {
-        x->why = XML_ErrorString(XML_GetErrorCode(x->p));
-        x->rc = ERR_FAIL;
-    }
-    if (x->rc == 0 && !x->saw_root) {
-        x->rc = ERR_FAIL;
-        x->why = "empty document";
-    }
-    int rc = x->rc;
-    if (rc == ERR_FAIL && x->why)
-        err_set(e, ERR_FAIL, "malformed listing from the server: %s", x->why);
-    XML_ParserFree(x->p);
+    int rc = xs_parse(&x->xs, xml, len, "malformed listing from the server", e);
     free(x);
     return rc;
 }
