@@ -299,6 +299,31 @@ struct fixture {
     struct proxy proxy; /* K_S3_PROXY, K_AZURE_PROXY */
 };
 
+/* Opens fx->location (created) into fx as a `kind` suite listing `list_n` objects. */
+static int fixture_open(struct fixture *fx, enum kind kind, size_t list_n, void **state)
+{
+    struct err e;
+    err_clear(&e);
+    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
+        fprintf(stderr, "%s\n", e.msg);
+        return -1;
+    }
+    fx->kind = kind;
+    fx->list_n = list_n;
+    *state = fx;
+    return 0;
+}
+
+/* Small pages and quick, many retries: the fault proxy's breaks must all be hidden. */
+static void proxy_retry_env(void)
+{
+    env_set(BACKEND_S3_ENV_LIST_MAX, "50");
+    env_set(BACKEND_S3_ENV_RETRIES, "12");
+    env_set(BACKEND_S3_ENV_RETRY_DELAY_MS, "5");
+    env_set(BACKEND_S3_ENV_RETRY_MAX_DELAY_MS, "50");
+    env_set(BACKEND_S3_ENV_STALL_TIMEOUT, "1"); /* the 1.5 s delays become timeouts */
+}
+
 static int setup_local(void **state)
 {
     struct fixture *fx = calloc(1, sizeof *fx);
@@ -353,16 +378,8 @@ static int setup_s3(void **state)
     struct fixture *fx = calloc(1, sizeof *fx);
     s3_common_env();
     fx->location = s3_run_location(NULL);
-    struct err e;
-    err_clear(&e);
-    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return -1;
-    }
-    fx->kind = K_S3;
-    fx->list_n = 1100; /* more than one page of 1000, and 12 pages of 100 */
-    *state = fx;
-    return 0;
+    /* more than one page of 1000, and 12 pages of 100 */
+    return fixture_open(fx, K_S3, 1100, state);
 }
 
 /* The S3 suite through a proxy that breaks 15% of the requests; retries must hide it all. */
@@ -381,22 +398,9 @@ static int setup_s3_proxy(void **state)
     proxy_start(&fx->proxy, hp, "--rate", "15", "--delay-ms", "1500", NULL);
     snprintf(proxied, sizeof proxied, "127.0.0.1:%d", fx->proxy.port);
     s3_common_env();
-    env_set(BACKEND_S3_ENV_LIST_MAX, "50");
-    env_set(BACKEND_S3_ENV_RETRIES, "12");
-    env_set(BACKEND_S3_ENV_RETRY_DELAY_MS, "5");
-    env_set(BACKEND_S3_ENV_RETRY_MAX_DELAY_MS, "50");
-    env_set(BACKEND_S3_ENV_STALL_TIMEOUT, "1"); /* the 1.5 s delays become timeouts */
+    proxy_retry_env();
     fx->location = s3_run_location(proxied);
-    struct err e;
-    err_clear(&e);
-    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return -1;
-    }
-    fx->kind = K_S3_PROXY;
-    fx->list_n = 260;
-    *state = fx;
-    return 0;
+    return fixture_open(fx, K_S3_PROXY, 260, state);
 }
 
 /* ---- Azure (Azurite) ---- */
@@ -456,16 +460,8 @@ static int setup_azure(void **state)
     struct fixture *fx = calloc(1, sizeof *fx);
     azure_common_env();
     fx->location = azure_run_location();
-    struct err e;
-    err_clear(&e);
-    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return -1;
-    }
-    fx->kind = K_AZURE;
-    fx->list_n = 1100; /* more than one page of 1000, and 12 pages of 100 */
-    *state = fx;
-    return 0;
+    /* more than one page of 1000, and 12 pages of 100 */
+    return fixture_open(fx, K_AZURE, 1100, state);
 }
 
 /* The Azure suite through a proxy that breaks 15% of the requests; retries must hide it all. */
@@ -486,22 +482,9 @@ static int setup_azure_proxy(void **state)
     char *cs = azure_conn_via(proxied);
     env_set(BACKEND_AZURE_ENV_CONNECTION_STRING, cs);
     free(cs);
-    env_set(BACKEND_S3_ENV_LIST_MAX, "50");
-    env_set(BACKEND_S3_ENV_RETRIES, "12");
-    env_set(BACKEND_S3_ENV_RETRY_DELAY_MS, "5");
-    env_set(BACKEND_S3_ENV_RETRY_MAX_DELAY_MS, "50");
-    env_set(BACKEND_S3_ENV_STALL_TIMEOUT, "1"); /* the 1.5 s delays become timeouts */
+    proxy_retry_env();
     fx->location = azure_run_location();
-    struct err e;
-    err_clear(&e);
-    if (!fx->location || open_env(fx->location, true, &fx->b, &e) != 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return -1;
-    }
-    fx->kind = K_AZURE_PROXY;
-    fx->list_n = 260;
-    *state = fx;
-    return 0;
+    return fixture_open(fx, K_AZURE_PROXY, 260, state);
 }
 
 struct names {
