@@ -3,7 +3,8 @@
  * connections, uploads from memory or from a file read with pread(2), answers into a buffer,
  * and retries with exponential backoff and jitter of what may pass (connection failures, resets,
  * answers cut short, and what the backend's `failed` callback calls passing).
- * Internal to backend/. */
+ * cred_http.c runs the credentials endpoints' exchanges through it too (POST, a total timeout,
+ * every answer a result). Internal to backend/. */
 #ifndef PV_BACKEND_HTTP_H
 #define PV_BACKEND_HTTP_H
 
