@@ -1,14 +1,11 @@
 /* azure_xml.c - the expat-based parser of Azure List Blobs pages; see azure_xml.h. */
 #include "backend/azure_xml.h"
 
-#include <expat.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/s3_xml.h"
-
-#define DEPTH_MAX 64
+#include "backend/xmlscan.h"
 
 /* The elements that matter, by depth: 1 EnumerationResults, 2 Blobs or NextMarker, 3 Blob,
  * 4 Name or Properties, 5 Content-Length. */
@@ -29,106 +26,75 @@ static const struct {
 };
 
 struct ax {
-    struct s3_xml_run run; /* first: the shared run's state (s3_xml.h) */
-    int depth;
-    enum tag stack[DEPTH_MAX + 1]; /* stack[d]: the tag at depth d */
-    bool capturing, overflow;
-    size_t tlen;
+    struct xs xs; /* first: the handlers get &ax->xs */
     char text[AZURE_XML_MARKER_MAX + 1];
     azure_xml_entry_cb cb;
     void *cb_ctx;
     struct azure_list_page *page;
-    bool have_name, have_size, saw_root;
+    bool have_name, have_size;
     uint64_t size;
     char name[AZURE_XML_NAME_MAX + 1];
 };
 
-static void stop(struct ax *x, int rc, const char *why)
-{
-    s3_xml_stop(&x->run, rc, why);
-}
-
-static enum tag lookup(const struct ax *x, const char *name)
+/* Names count only where the listing has them: at their depth, under their parent. */
+static enum tag lookup(const struct xs *s, const char *name)
 {
     for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++)
-        if (tags[i].depth == x->depth && tags[i].parent == x->stack[x->depth - 1] &&
+        if (tags[i].depth == s->depth && (int)tags[i].parent == xs_tag(s, s->depth - 1) &&
             strcmp(tags[i].name, name) == 0)
             return tags[i].tag;
     return T_OTHER;
 }
 
-static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **attrs)
+static int on_start(struct xs *s, const char *name)
 {
-    struct ax *x = ud;
-    (void)attrs;
-    if (++x->depth > DEPTH_MAX) return stop(x, ERR_FAIL, "elements nested too deeply");
-    enum tag t = lookup(x, name);
-    x->stack[x->depth] = t;
-    if (x->depth == 1) {
-        if (t != T_ROOT)
-            return stop(x, ERR_FAIL,
-                        strcmp(name, "Error") == 0
-                            ? "the server sent an error document, not a listing"
-                            : "unexpected document element");
-        x->saw_root = true;
+    struct ax *x = (struct ax *)s;
+    enum tag t = lookup(s, name);
+    if (s->depth == 1 && t != T_ROOT) {
+        xs_stop(s, ERR_FAIL,
+                strcmp(name, "Error") == 0 ? "the server sent an error document, not a listing"
+                                           : "unexpected document element");
+        return t;
     }
     if (t == T_BLOB) {
         x->have_name = x->have_size = false;
         x->size = 0;
     }
-    x->capturing = t == T_NAME || t == T_LENGTH || t == T_MARKER;
-    x->tlen = 0;
-    x->overflow = false;
-}
-
-static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
-{
-    struct ax *x = ud;
-    if (!x->capturing || len <= 0) return;
-    size_t room = sizeof x->text - 1 - x->tlen, n = (size_t)len;
-    if (n > room) {
-        n = room;
-        x->overflow = true;
-    }
-    memcpy(x->text + x->tlen, s, n);
-    x->tlen += n;
+    if (t == T_NAME || t == T_LENGTH || t == T_MARKER) xs_capture(s);
+    return t;
 }
 
 static void end_text(struct ax *x, enum tag t)
 {
-    x->capturing = false;
-    x->text[x->tlen] = '\0';
-    bool bad = x->overflow || memchr(x->text, 0, x->tlen);
+    struct xs *s = &x->xs;
     if (t == T_NAME) {
-        if (bad || x->tlen == 0 || x->tlen > AZURE_XML_NAME_MAX)
-            return stop(x, ERR_FAIL, "listing entry with an empty or overlong name");
-        memcpy(x->name, x->text, x->tlen + 1);
+        if (!xs_take(s, x->name, AZURE_XML_NAME_MAX))
+            return xs_stop(s, ERR_FAIL, "listing entry with an empty or overlong name");
         x->have_name = true;
     } else if (t == T_LENGTH) {
-        if (!s3_xml_u64(x->text, &x->size))
-            return stop(x, ERR_FAIL, "listing entry with a bad Content-Length");
+        if (!xs_u64(x->text, &x->size))
+            return xs_stop(s, ERR_FAIL, "listing entry with a bad Content-Length");
         x->have_size = true;
-    } else if (t == T_MARKER && x->tlen > 0) {
-        if (bad) return stop(x, ERR_FAIL, "overlong NextMarker");
+    } else if (t == T_MARKER && s->tlen > 0) {
+        if (!xs_text_ok(s, AZURE_XML_MARKER_MAX))
+            return xs_stop(s, ERR_FAIL, "overlong NextMarker");
         free(x->page->next_marker);
-        if (!(x->page->next_marker = strdup(x->text))) return stop(x, ERR_FAIL, "out of memory");
+        if (!(x->page->next_marker = strdup(x->text))) return xs_stop(s, ERR_FAIL, "out of memory");
     }
 }
 
-static void XMLCALL on_end(void *ud, const XML_Char *name)
+static void on_end(struct xs *s, int tag, bool captured)
 {
-    struct ax *x = ud;
-    (void)name;
-    enum tag t = x->stack[x->depth];
-    if (x->capturing) end_text(x, t);
-    if (x->run.rc == 0 && t == T_BLOB) {
+    struct ax *x = (struct ax *)s;
+    enum tag t = (enum tag)tag;
+    if (captured) end_text(x, t);
+    if (s->rc == 0 && t == T_BLOB) {
         if (!x->have_name || !x->have_size)
-            return stop(x, ERR_FAIL, "listing entry without Name or Content-Length");
+            return xs_stop(s, ERR_FAIL, "listing entry without Name or Content-Length");
         x->page->entries++;
         int rc = x->cb(x->cb_ctx, x->name, x->size);
-        if (rc != 0) return stop(x, rc, NULL);
+        if (rc != 0) return xs_stop(s, rc, NULL);
     }
-    x->depth--;
 }
 
 int azure_xml_parse_list(const char *xml, size_t len, azure_xml_entry_cb cb, void *ctx,
@@ -136,16 +102,12 @@ int azure_xml_parse_list(const char *xml, size_t len, azure_xml_entry_cb cb, voi
 {
     struct ax *x = calloc(1, sizeof *x);
     if (!x) return err_set(e, ERR_FAIL, "parsing a listing: out of memory");
+    x->xs = (struct xs){
+        .on_start = on_start, .on_end = on_end, .text = x->text, .cap = AZURE_XML_MARKER_MAX};
     x->cb = cb;
     x->cb_ctx = ctx;
     x->page = page;
-    int rc = s3_xml_run(&x->run, xml, len, 0, on_start, on_end, on_text);
-    if (rc == 0 && !x->saw_root) {
-        rc = ERR_FAIL;
-        x->run.why = "empty document";
-    }
-    if (rc == ERR_FAIL && x->run.why)
-        err_set(e, ERR_FAIL, "malformed listing from the server: %s", x->run.why);
+    int rc = xs_parse(&x->xs, xml, len, "malformed listing from the server", e);
     free(x);
     return rc;
 }

@@ -1,113 +1,76 @@
 /* cred_http.c - HTTP exchanges with credentials endpoints; see cred_http.h. */
 #include "backend/cred_http.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
-struct sink {
-    struct buf *out;
-    size_t start;
-    bool too_big;
-};
+#include "backend/http.h"
 
-static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
+/* Credentials endpoints are tried again on 5xx and 429 answers (the AWS SDKs' retryer). */
+static bool cred_failed(void *ctx, struct http_req *r)
 {
-    struct sink *k = ud;
-    size_t n = size * nmemb;
-    if (k->out->len - k->start + n > CRED_HTTP_BODY_MAX) {
-        k->too_big = true;
-        return 0;
-    }
-    return buf_append(k->out, p, n) < 0 ? 0 : n;
+    (void)ctx;
+    return r->status >= 500 || r->status == 429;
 }
 
-static bool worth_again(CURLcode cc, long status)
+/* Sets the caller's header lines on each attempt; curl would add "Expect: 100-continue". */
+static int cred_prepare(void *ctx, CURL *h, const struct http_req *r, struct curl_slist **hdrs,
+                        struct err *e)
 {
-    if (cc == CURLE_OK) return status >= 500 || status == 429;
-    return cc == CURLE_COULDNT_CONNECT || cc == CURLE_OPERATION_TIMEDOUT ||
-           cc == CURLE_SEND_ERROR || cc == CURLE_RECV_ERROR || cc == CURLE_GOT_NOTHING ||
-           cc == CURLE_PARTIAL_FILE || cc == CURLE_COULDNT_RESOLVE_HOST;
-}
-
-static CURLcode one_attempt(CURL *h, const struct cred_http_req *req, struct curl_slist *hdrs,
-                            struct sink *k, char *msg)
-{
-    curl_easy_reset(h);
-    msg[0] = '\0';
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, msg);
-    curl_easy_setopt(h, CURLOPT_URL, req->url);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "podvault/" PV_VERSION);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, req->timeout_s);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, req->timeout_s);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, k);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
-    if (req->body || strcmp(req->method, "GET") != 0) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)(req->body ? strlen(req->body) : 0));
-    }
-    if (req->cacert) curl_easy_setopt(h, CURLOPT_CAINFO, req->cacert);
-    if (req->insecure_tls) {
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    k->out->len = k->start;
-    k->too_big = false;
-    return curl_easy_perform(h);
-}
-
-int cred_http_do(const struct cred_http_req *req, long *status, struct buf *out, struct err *e)
-{
-    struct curl_slist *hdrs = NULL;
-    /* curl would add "Expect: 100-continue" and a form Content-Type on its own. */
+    const struct cred_http_req *req = ctx;
+    (void)h;
+    (void)r;
     static const char *const always[] = {"Expect:", NULL};
     const char *const *lists[] = {always, req->headers};
     for (size_t l = 0; l < 2; l++)
         for (const char *const *hd = lists[l]; hd && *hd; hd++) {
-            struct curl_slist *t = curl_slist_append(hdrs, *hd);
-            if (!t) {
-                curl_slist_free_all(hdrs);
-                return err_set(e, ERR_FAIL, "%s: out of memory", req->what);
-            }
-            hdrs = t;
+            struct curl_slist *t = curl_slist_append(*hdrs, *hd);
+            if (!t) return err_set(e, ERR_FAIL, "%s: out of memory", req->what);
+            *hdrs = t;
         }
-    CURL *h = curl_easy_init();
-    if (!h) {
-        curl_slist_free_all(hdrs);
-        return err_set(e, ERR_FAIL, "%s: out of memory", req->what);
-    }
-    struct sink k = {.out = out, .start = out->len};
-    char msg[CURL_ERROR_SIZE];
-    CURLcode cc = CURLE_OK;
+    return 0;
+}
+
+int cred_http_do(const struct cred_http_req *req, long *status, struct buf *out, struct err *e)
+{
+    struct http_settings s = {.cacert = req->cacert,
+                              .insecure_tls = req->insecure_tls,
+                              .retries = req->attempts - 1,
+                              .retry_delay_ms = 200,
+                              .retry_max_delay_ms = 1000,
+                              .connect_timeout_s = req->timeout_s,
+                              .stall_timeout_s = req->timeout_s};
+    struct http *c = NULL;
     *status = 0;
-    for (int n = 1; n <= req->attempts; n++) {
-        cc = one_attempt(h, req, hdrs, &k, msg);
-        *status = 0;
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
-        if (k.too_big || !worth_again(cc, *status) || n == req->attempts) break;
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = 200000000L * n};
-        nanosleep(&ts, NULL);
+    int rc = http_new(&s, &c, e);
+    if (rc != 0) return rc;
+    struct http_req r = {.method = req->method,
+                         .url = req->url,
+                         .body = req->body,
+                         .body_len = req->body ? strlen(req->body) : 0,
+                         .body_fd = -1,
+                         .out = out,
+                         .out_max = CRED_HTTP_BODY_MAX,
+                         .timeout_s = req->timeout_s,
+                         .all_answers = true,
+                         .prepare = cred_prepare,
+                         .failed = cred_failed,
+                         .ctx = (void *)req};
+    rc = http_request(c, &r, e);
+    http_free(c);
+    if (r.prepare_failed) return rc;
+    if (rc == 0) {
+        *status = r.status;
+        return 0;
     }
-    curl_easy_cleanup(h);
-    curl_slist_free_all(hdrs);
-    if (k.too_big) {
-        out->len = k.start;
+    if (r.cc == CURLE_WRITE_ERROR)
         return err_set(e, ERR_FAIL, "%s at %s: the answer is larger than %u bytes", req->what,
                        req->url, CRED_HTTP_BODY_MAX);
-    }
-    if (cc != CURLE_OK) {
-        out->len = k.start;
-        return err_set(e, ERR_FAIL, "%s at %s: %s%s%s", req->what, req->url, curl_easy_strerror(cc),
-                       msg[0] ? ": " : "", msg);
-    }
-    return 0;
+    char why[CURL_ERROR_SIZE + 64];
+    http_describe_transfer(&r, why, sizeof why);
+    return err_set(e, ERR_FAIL, "%s at %s: %s", req->what, req->url, why);
 }
 
 void cred_http_clean(char *dst, size_t cap, const char *s, size_t len)

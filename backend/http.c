@@ -52,13 +52,14 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
         if (r->out && x->status / 100 == 2 && cl > 0 && (uint64_t)cl <= PREALLOC_MAX)
             (void)buf_reserve(r->out, (size_t)cl);
     }
-    if (x->status / 100 != 2) {
+    if (x->status / 100 != 2 && !r->all_answers) {
         size_t room = HTTP_ERR_BODY_MAX - r->err_body.len;
         if (buf_append(&r->err_body, p, n < room ? n : room) < 0) x->oom = true;
         return x->oom ? 0 : n;
     }
     if (!r->out) return n;
-    if (r->out_max && x->status == 206 && r->out->len - x->out_start + n > r->out_max) {
+    if (r->out_max && (x->status == 206 || r->all_answers) &&
+        r->out->len - x->out_start + n > r->out_max) {
         x->too_much = true;
         return 0;
     }
@@ -163,7 +164,11 @@ static void set_common(struct http *c, CURL *h, struct http_req *r, struct xfer 
         curl_easy_setopt(h, CURLOPT_SEEKDATA, x);
         curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
         if (r->body_len > SEND_BUFFER) curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, SEND_BUFFER);
+    } else if (strcmp(r->method, "POST") == 0) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body ? (const char *)r->body : "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->body ? r->body_len : 0));
     }
+    if (r->timeout_s > 0) curl_easy_setopt(h, CURLOPT_TIMEOUT, r->timeout_s);
     if (r->range) curl_easy_setopt(h, CURLOPT_RANGE, r->range);
     if (r->out) curl_easy_setopt(h, CURLOPT_BUFFERSIZE, RECV_BUFFER);
 }
@@ -325,6 +330,7 @@ int http_request(struct http *c, struct http_req *r, struct err *e)
         sleep_ms(wait);
     }
     r->elapsed_ms = elapsed_since(&t0);
+    if (rc != 0 && r->all_answers && !r->prepare_failed && r->cc == CURLE_OK) rc = 0;
     if (rc != 0 && r->out) r->out->len = out_start;
     buf_free(&r->err_body);
     pool_put(c, h);

@@ -3,7 +3,8 @@
  * connections, uploads from memory or from a file read with pread(2), answers into a buffer,
  * and retries with exponential backoff and jitter of what may pass (connection failures, resets,
  * answers cut short, and what the backend's `failed` callback calls passing).
- * Internal to backend/. */
+ * cred_http.c runs the credentials endpoints' exchanges through it too (POST, a total timeout,
+ * every answer a result). Internal to backend/. */
 #ifndef PV_BACKEND_HTTP_H
 #define PV_BACKEND_HTTP_H
 
@@ -49,17 +50,22 @@ struct http;
 #define HTTP_ERR_BODY_MAX (64u << 10)
 
 struct http_req {
-    const char *method; /* GET, PUT, HEAD or DELETE */
+    const char *method; /* GET, PUT, POST (body from memory only), HEAD or DELETE */
     const char *url;
     const void *body; /* PUT from memory, or when NULL ... */
     int body_fd;      /* ... bytes [body_off, body_off+body_len) of this file, read with pread */
     uint64_t body_off, body_len;
     const char *range; /* CURLOPT_RANGE ("a-b", "a-") or NULL */
     struct buf *out;   /* a successful answer's body is appended here; NULL drops it */
-    uint64_t out_max;  /* most bytes a 206 answer may bring; 0 = no limit */
+    uint64_t out_max;  /* most bytes a 206 answer (any, with all_answers) may bring; 0: no limit */
     /* A 2xx answer other than to DELETE must announce its length and bring all of it. */
     bool whole;
-    bool no_retry; /* one attempt only, whatever its outcome */
+    bool no_retry;  /* one attempt only, whatever its outcome */
+    long timeout_s; /* each attempt's whole time, connect included; 0: only the stall timeout */
+    /* Every answer is a result, whatever its status: its body goes to out (at most out_max
+     * bytes when out_max is set; more fails the attempt with CURLE_WRITE_ERROR), and
+     * http_request returns 0 when the last attempt brought an answer. */
+    bool all_answers;
     /* Called before every attempt, on a handle reset to its defaults, to set the request's
      * headers (appended to *hdrs, which http frees) and options (signing). Non-zero fails the
      * request with what it put in e. */

@@ -4,14 +4,12 @@
  * <IsTruncated>, <NextKeyMarker>, <NextVersionIdMarker> for the next page. */
 #include "backend/s3_versions.h"
 
-#include <expat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define DOC_MAX (64u << 20)
-#define DEPTH_MAX 64
-#define NS_SEP '\x01'
+#include "backend/xmlscan.h"
+
 #define ENTRIES_MAX (1u << 24) /* 16 million versions: far more than a repository has */
 
 enum vtag {
@@ -29,10 +27,7 @@ enum vtag {
     V_NVID
 };
 
-static const struct {
-    const char *name;
-    enum vtag tag;
-} vtags[] = {
+static const struct xs_name vtags[] = {
     {"ListVersionsResult", V_ROOT},
     {"Version", V_VERSION},
     {"DeleteMarker", V_MARKER},
@@ -47,12 +42,8 @@ static const struct {
 };
 
 struct vx {
-    XML_Parser p;
-    int depth;
+    struct xs xs;    /* first: the handlers get &vx->xs */
     enum vtag entry; /* V_VERSION or V_MARKER while inside one, else V_OTHER */
-    int capture;     /* depth whose text is collected, 0 when none */
-    size_t tlen;
-    bool overflow, saw_root;
     char text[S3_VER_KEY_MAX + 1];
     /* the entry being read */
     bool have_key, have_vid, have_mtime;
@@ -61,201 +52,114 @@ struct vx {
     s3_version_cb cb;
     void *ctx;
     struct s3_versions_page *page;
-    int rc;
-    const char *why;
 };
-
-static void vstop(struct vx *x, int rc, const char *why)
-{
-    if (x->rc == 0) {
-        x->rc = rc;
-        x->why = why;
-    }
-    XML_StopParser(x->p, XML_FALSE);
-}
-
-static enum vtag vlookup(const char *name)
-{
-    const char *l = strrchr(name, NS_SEP);
-    l = l ? l + 1 : name;
-    for (size_t i = 0; i < sizeof vtags / sizeof vtags[0]; i++)
-        if (strcmp(vtags[i].name, l) == 0) return vtags[i].tag;
-    return V_OTHER;
-}
 
 static bool wanted(const struct vx *x, enum vtag t)
 {
-    if (x->depth == 3 && x->entry != V_OTHER)
+    if (x->xs.depth == 3 && x->entry != V_OTHER)
         return t == V_KEY || t == V_VID || t == V_LATEST || t == V_MTIME || t == V_SIZE;
-    return x->depth == 2 && (t == V_TRUNC || t == V_NKEY || t == V_NVID);
+    return x->xs.depth == 2 && (t == V_TRUNC || t == V_NKEY || t == V_NVID);
 }
 
-static void XMLCALL v_start(void *ud, const XML_Char *name, const XML_Char **attrs)
+static int v_start(struct xs *s, const char *local)
 {
-    struct vx *x = ud;
-    (void)attrs;
-    if (++x->depth > DEPTH_MAX) return vstop(x, ERR_FAIL, "elements nested too deeply");
-    enum vtag t = vlookup(name);
-    if (x->depth == 1) {
-        if (t != V_ROOT) return vstop(x, ERR_FAIL, "not a ListVersionsResult document");
-        x->saw_root = true;
+    struct vx *x = (struct vx *)s;
+    enum vtag t = (enum vtag)xs_find(vtags, sizeof vtags / sizeof vtags[0], local, V_OTHER);
+    if (s->depth == 1 && t != V_ROOT) {
+        xs_stop(s, ERR_FAIL, "not a ListVersionsResult document");
+        return t;
     }
-    if (x->depth == 2 && (t == V_VERSION || t == V_MARKER)) {
+    if (s->depth == 2 && (t == V_VERSION || t == V_MARKER)) {
         x->entry = t;
         x->have_key = x->have_vid = x->have_mtime = false;
         memset(&x->v, 0, sizeof x->v);
         x->v.marker = t == V_MARKER;
     }
-    if (wanted(x, t)) {
-        x->capture = x->depth;
-        x->tlen = 0;
-        x->overflow = false;
-    }
+    if (wanted(x, t)) xs_capture(s);
+    return t;
 }
 
-static void XMLCALL v_text(void *ud, const XML_Char *s, int len)
-{
-    struct vx *x = ud;
-    if (x->capture != x->depth || len <= 0) return;
-    size_t n = (size_t)len, room = sizeof x->text - 1 - x->tlen;
-    if (n > room) {
-        n = room;
-        x->overflow = true;
-    }
-    memcpy(x->text + x->tlen, s, n);
-    x->tlen += n;
-}
-
-static bool parse_u64(const char *s, uint64_t *v)
-{
-    uint64_t r = 0;
-    if (!*s) return false;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9') return false;
-        unsigned d = (unsigned)(*s - '0');
-        if (r > (UINT64_MAX - d) / 10) return false;
-        r = r * 10 + d;
-    }
-    *v = r;
-    return true;
-}
-
-/* Copies the collected text into a bounded string field; false when empty, too long or with NUL. */
-static bool take(struct vx *x, char *dst, size_t max)
-{
-    if (x->overflow || x->tlen == 0 || x->tlen > max || memchr(x->text, 0, x->tlen)) return false;
-    memcpy(dst, x->text, x->tlen + 1);
-    return true;
-}
-
-static int set_marker(char **dst, const struct vx *x)
+static int set_marker(char **dst, const struct xs *s)
 {
     free(*dst);
     *dst = NULL;
-    if (x->tlen == 0) return 0; /* an empty marker is no marker */
-    if (x->overflow || x->tlen > S3_VER_ID_MAX || memchr(x->text, 0, x->tlen)) return -1;
-    *dst = strdup(x->text);
+    if (s->tlen == 0) return 0; /* an empty marker is no marker */
+    if (!xs_text_ok(s, S3_VER_ID_MAX)) return -1;
+    *dst = strdup(s->text);
     return *dst ? 0 : -1;
 }
 
 static void end_text(struct vx *x, enum vtag t)
 {
-    x->capture = 0;
-    x->text[x->tlen] = '\0';
+    struct xs *s = &x->xs;
     switch (t) {
     case V_KEY:
-        if (!take(x, x->key, S3_VER_KEY_MAX)) return vstop(x, ERR_FAIL, "entry with a bad key");
+        if (!xs_take(s, x->key, S3_VER_KEY_MAX))
+            return xs_stop(s, ERR_FAIL, "entry with a bad key");
         x->have_key = true;
         break;
     case V_VID:
-        if (!take(x, x->vid, S3_VER_ID_MAX))
-            return vstop(x, ERR_FAIL, "entry with a bad version ID");
+        if (!xs_take(s, x->vid, S3_VER_ID_MAX))
+            return xs_stop(s, ERR_FAIL, "entry with a bad version ID");
         x->have_vid = true;
         break;
     case V_LATEST:
-        if (strcmp(x->text, "true") != 0 && strcmp(x->text, "false") != 0)
-            return vstop(x, ERR_FAIL, "IsLatest is neither true nor false");
-        x->v.latest = x->text[0] == 't';
+        if (!xs_bool(x->text, &x->v.latest))
+            return xs_stop(s, ERR_FAIL, "IsLatest is neither true nor false");
         break;
     case V_MTIME:
-        if (x->overflow || !s3_time_parse_ms(x->text, &x->v.mtime_ms))
-            return vstop(x, ERR_FAIL, "entry with a bad LastModified");
+        if (s->overflow || !s3_time_parse_ms(x->text, &x->v.mtime_ms))
+            return xs_stop(s, ERR_FAIL, "entry with a bad LastModified");
         x->have_mtime = true;
         break;
     case V_SIZE:
-        if (!parse_u64(x->text, &x->v.size)) return vstop(x, ERR_FAIL, "entry with a bad size");
+        if (!xs_u64(x->text, &x->v.size)) return xs_stop(s, ERR_FAIL, "entry with a bad size");
         break;
     case V_TRUNC:
-        if (strcmp(x->text, "true") != 0 && strcmp(x->text, "false") != 0)
-            return vstop(x, ERR_FAIL, "IsTruncated is neither true nor false");
-        x->page->truncated = x->text[0] == 't';
+        if (!xs_bool(x->text, &x->page->truncated))
+            return xs_stop(s, ERR_FAIL, "IsTruncated is neither true nor false");
         break;
     case V_NKEY:
-        if (set_marker(&x->page->next_key, x) < 0) return vstop(x, ERR_FAIL, "bad NextKeyMarker");
+        if (set_marker(&x->page->next_key, s) < 0) return xs_stop(s, ERR_FAIL, "bad NextKeyMarker");
         break;
     case V_NVID:
-        if (set_marker(&x->page->next_version, x) < 0)
-            return vstop(x, ERR_FAIL, "bad NextVersionIdMarker");
+        if (set_marker(&x->page->next_version, s) < 0)
+            return xs_stop(s, ERR_FAIL, "bad NextVersionIdMarker");
         break;
     default:
         break;
     }
 }
 
-static void XMLCALL v_end(void *ud, const XML_Char *name)
+static void v_end(struct xs *s, int tag, bool captured)
 {
-    struct vx *x = ud;
-    enum vtag t = vlookup(name);
-    if (x->capture == x->depth) end_text(x, t);
-    if (x->rc == 0 && x->depth == 2 && x->entry != V_OTHER && t == x->entry) {
+    struct vx *x = (struct vx *)s;
+    enum vtag t = (enum vtag)tag;
+    if (captured) end_text(x, t);
+    if (s->rc == 0 && s->depth == 2 && x->entry != V_OTHER && t == x->entry) {
         x->entry = V_OTHER;
         if (!x->have_key || !x->have_vid || !x->have_mtime)
-            return vstop(x, ERR_FAIL, "entry without Key, VersionId or LastModified");
+            return xs_stop(s, ERR_FAIL, "entry without Key, VersionId or LastModified");
         x->v.key = x->key;
         x->v.version_id = x->vid;
         if (x->v.marker) x->v.size = 0;
         x->page->entries++;
         int rc = x->cb(x->ctx, &x->v);
-        if (rc != 0) return vstop(x, rc, NULL);
+        if (rc != 0) return xs_stop(s, rc, NULL);
     }
-    x->depth--;
-}
-
-static void XMLCALL v_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
-                              const XML_Char *pubid, int has_internal_subset)
-{
-    vstop(ud, ERR_FAIL, "document type declarations are not accepted");
 }
 
 int s3_versions_parse(const char *xml, size_t len, s3_version_cb cb, void *ctx,
                       struct s3_versions_page *page, struct err *e)
 {
-    if (len > DOC_MAX) return err_set(e, ERR_FAIL, "malformed version listing: too large");
     struct vx *x = calloc(1, sizeof *x);
     if (!x) return err_set(e, ERR_FAIL, "parsing a version listing: out of memory");
+    x->xs = (struct xs){
+        .on_start = v_start, .on_end = v_end, .text = x->text, .cap = S3_VER_KEY_MAX, .ns = true};
     x->cb = cb;
     x->ctx = ctx;
     x->page = page;
-    x->p = XML_ParserCreateNS(NULL, NS_SEP);
-    if (!x->p) {
-        free(x);
-        return err_set(e, ERR_FAIL, "parsing a version listing: out of memory");
-    }
-    XML_SetUserData(x->p, x);
-    XML_SetElementHandler(x->p, v_start, v_end);
-    XML_SetCharacterDataHandler(x->p, v_text);
-    XML_SetStartDoctypeDeclHandler(x->p, v_doctype);
-    if (XML_Parse(x->p, xml, (int)len, XML_TRUE) == XML_STATUS_ERROR && x->rc == 0) {
-        x->rc = ERR_FAIL;
-        x->why = XML_ErrorString(XML_GetErrorCode(x->p));
-    }
-    XML_ParserFree(x->p);
-    if (x->rc == 0 && !x->saw_root) {
-        x->rc = ERR_FAIL;
-        x->why = "empty document";
-    }
-    int rc = x->rc;
-    if (rc == ERR_FAIL && x->why) err_set(e, ERR_FAIL, "malformed version listing: %s", x->why);
+    int rc = xs_parse(&x->xs, xml, len, "malformed version listing", e);
     free(x);
     return rc;
 }

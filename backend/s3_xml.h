@@ -4,7 +4,6 @@
 #ifndef PV_BACKEND_S3_XML_H
 #define PV_BACKEND_S3_XML_H
 
-#include <expat.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,25 +38,5 @@ struct s3_error {
 /* Reads <Error><Code>..</Code><Message>..</Message>[<Region>..</Region>]</Error>. Returns false
  * (and leaves `out` empty) when the body is not such a document. Longer values are cut. */
 bool s3_xml_parse_error(const char *xml, size_t len, struct s3_error *out);
-
-/* The run of expat that the XML parsers of backend/ share (this one and azure_xml.c). The
- * parser's user data is the caller's state, whose first member must be this struct: the
- * handlers get it as `ud`. */
-struct s3_xml_run {
-    XML_Parser p;    /* during the run, for s3_xml_stop */
-    int rc;          /* 0, or why the run stopped: ERR_FAIL or a callback's value */
-    const char *why; /* what was wrong with the document, for ERR_FAIL */
-};
-
-/* Parses `len` bytes with the handlers (ns_sep: namespace processing with that separator, 0:
- * none), refusing documents over 64 MiB, DTDs and entity declarations. Returns run->rc, or
- * ERR_FAIL with run->why when the document is malformed. `state` starts with the run. */
-int s3_xml_run(struct s3_xml_run *state, const char *xml, size_t len, XML_Char ns_sep,
-               XML_StartElementHandler start, XML_EndElementHandler end,
-               XML_CharacterDataHandler text);
-/* Stops the run from a handler with `rc` and `why`; the first reason stays. */
-void s3_xml_stop(struct s3_xml_run *run, int rc, const char *why);
-/* A decimal number of up to 64 bits and nothing else. */
-bool s3_xml_u64(const char *s, uint64_t *v);
 
 #endif

@@ -93,12 +93,7 @@ s3_proxy() {
     "$PV_BUILD_DIR/pv_faultproxy" --target "$(s3_hostport)" "$@" >"$out" 2>&1 &
     pid=$!
     PV_CLEANUP+=("kill $pid 2>/dev/null")
-    for _ in $(seq 1 100); do
-        port=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
-        [ -n "$port" ] && break
-        sleep 0.1
-    done
-    [ -n "$port" ] || fail "pv_faultproxy did not start: $(cat "$out")"
+    listening_port port "$out" pv_faultproxy
     printf -v "$var" '%s' "s3:http://127.0.0.1:$port/$(s3_path)"
     printf -v "${var}_pid" '%s' "$pid"
 }

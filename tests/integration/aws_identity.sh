@@ -41,12 +41,7 @@ stub() {
     python3 "$STUB" --target "$TARGET" --access-key "$KEY" --secret-key "$SECRET" \
         --stats "$T/$var.json" --max-seconds 300 "$@" >"$out" 2>&1 &
     PV_CLEANUP+=("kill $! 2>/dev/null")
-    for _ in $(seq 1 100); do
-        port=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
-        [ -n "$port" ] && break
-        sleep 0.1
-    done
-    [ -n "$port" ] || fail "pv_cloudstub did not start: $(cat "$out")"
+    listening_port port "$out" pv_cloudstub
     printf -v "$var" '%s' "$port"
 }
 stat_of() { jq -r "$2" "$T/$1.json"; }

@@ -24,12 +24,7 @@ python3 "$STUB" --access-key unused --secret-key unused --lifetime 3 --tenant te
     --client-id client-1 --client-secret secret-1 --assertion-file "$T/fed" --max-seconds 120 \
     --stats "$T/stats.json" >"$out" 2>&1 &
 PV_CLEANUP+=("kill $! 2>/dev/null")
-for _ in $(seq 1 100); do
-    port=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
-    [ -n "$port" ] && break
-    sleep 0.1
-done
-[ -n "$port" ] || fail "pv_cloudstub did not start: $(cat "$out")"
+listening_port port "$out" pv_cloudstub
 
 # run_tool CODE ARGS...: the tool, exit CODE expected; output in $T/out and $T/err.
 run_tool() {

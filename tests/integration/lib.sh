@@ -119,3 +119,17 @@ tree_equal() {
 }
 
 dir_bytes() { du -sb "$1" | cut -f1; }
+
+# listening_port VAR FILE WHAT: waits (10 s at most) for the line "listening 127.0.0.1:PORT" in
+# FILE, the output of a helper server started in the background, and sets VAR to PORT; fails
+# naming WHAT and showing FILE when it does not come.
+listening_port() {
+    local _lp_port="" _lp_try
+    for _lp_try in $(seq 1 100); do
+        _lp_port=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$2")
+        [ -n "$_lp_port" ] && break
+        sleep 0.1
+    done
+    [ -n "$_lp_port" ] || fail "$3 did not start: $(cat "$2")"
+    printf -v "$1" '%s' "$_lp_port"
+}
