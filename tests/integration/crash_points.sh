@@ -2,9 +2,9 @@
 # crash_points.sh - every write point crashed on purpose (needs a build with -DPV_FAILPOINTS=ON;
 # in any other build it is skipped with exit code 77).
 #
-# For backup, incremental backup, forget, prune, repair index and maintain, it counts the
-# operations (write, fsync, create, rename, link, unlink, mkdir) of one run on a small prepared
-# repository (N_total), then for N in 1..N_total runs the command again on a fresh copy of that
+# For backup, incremental backup, forget, forget --prune, prune, repair index and maintain, it
+# counts the operations (write, fsync, create, rename, link, unlink, mkdir) of one run on a small
+# prepared repository (N_total), then for N in 1..N_total runs the command again on a fresh copy of that
 # repository, stopped at operation N, twice: a plain crash (PV_FAILPOINT=crash:N) and a power
 # loss (powerloss:N: what was not fsynced is undone first). After each stop:
 #   - `check` reports no error (unreferenced data is only a warning);
@@ -25,7 +25,7 @@ fi
 TREECMP=$PV_BUILD_DIR/pv_treecmp
 [ -x "$TREECMP" ] || fail "pv_treecmp not built"
 MAX=${PV_CRASH_MAX:-10}
-CMDS=${PV_CRASH_CMDS:-backup incremental forget prune repair maintain}
+CMDS=${PV_CRASH_CMDS:-backup incremental forget forget-prune prune repair maintain}
 MODES=${PV_CRASH_MODES:-crash powerloss}
 
 # ---- the prepared repositories -------------------------------------------------------------------
@@ -70,6 +70,7 @@ cmd_args() {
     backup) echo "backup $T/src3 --tag x1 -q" ;;
     incremental) echo "backup $S --tag v3 -q" ;;
     forget) echo "forget --keep-last 1 -q" ;;
+    forget-prune) echo "forget --keep-last 1 --prune -q" ;;
     prune) echo "prune -q" ;;
     repair) echo "repair index -q" ;;
     maintain) echo "maintain --full --force -q" ;;
@@ -84,7 +85,7 @@ cmd_base() {
 cmd_must() {
     case $1 in
     prune | maintain) echo v2 ;;
-    forget) echo v2 w1 ;;
+    forget | forget-prune) echo v2 w1 ;;
     *) echo v1 v2 w1 ;;
     esac
 }
