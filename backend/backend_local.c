@@ -2,9 +2,10 @@
  *
  * An object "a/b/c" is the file "<root>/a/b/c". Saves write a temporary file next to the target
  * (".tmp-<random>", never listed), fsync it, then rename it into place and fsync the directory,
- * so a crash or a failed write leaves either the whole object or nothing under its name. An
- * object assembled in a temporary file of local_tmp_file (an unnamed O_TMPFILE in the root) is
- * instead synced and linked into place, which costs no copy. */
+ * so a crash or a failed write leaves either the whole object or nothing under its name; a
+ * removal syncs the directory too, so it is durable when it returns. An object assembled in a
+ * temporary file of local_tmp_file (an unnamed O_TMPFILE in the root) is instead synced and
+ * linked into place, which costs no copy. */
 #include "backend/backend.h"
 
 #include <dirent.h>
@@ -411,8 +412,14 @@ static int local_remove(struct backend *self, const char *name, struct err *e)
     int rc = 0;
     if (fp_unlink(path) < 0) {
         rc = err_sys(e, open_errno(), "%s", path);
-        err_wrap(e, "removing %s from %s", name, l->root);
+    } else {
+        /* Durable before it returns, like a save: a removal that a power loss could undo
+         * would bring back a forgotten snapshot after prune freed its data (crash_points.sh,
+         * forget --prune). */
+        *strrchr(path, '/') = '\0';
+        if (sync_dir(path) < 0) rc = err_sys(e, errno, "syncing directory %s", path);
     }
+    if (rc < 0) err_wrap(e, "removing %s from %s", name, l->root);
     free(path);
     return rc;
 }
