@@ -6,7 +6,9 @@
 #   3. runs the unit tests under valgrind (errors and leaks fail; tests/valgrind.supp holds the
 #      one false report that the release build's _FORTIFY_SOURCE causes),
 #   4. builds the libFuzzer targets with clang (build-fuzz/) and runs each briefly from its seeds,
-#   5. runs the S3 tests against a local Ceph RGW when tests/s3-env.sh exists and RGW starts.
+#   5. runs the S3 tests against a local Ceph RGW when tests/s3-env.sh exists and RGW starts,
+#   6. builds with the failpoint layer (build-fp/) and crashes every command at its write points
+#      (a bounded, evenly spread subset: PV_CRASH_MAX, default 8 per command and mode).
 # Every step runs even when an earlier one failed; the summary at the end lists them all, and the
 # exit code is non-zero if any failed. Env: PV_FUZZ_SECONDS (per target, default 20),
 # PV_SKIP_S3=1, PV_JOBS (default 2).
@@ -126,6 +128,20 @@ valgrind_units() {
 }
 if [ $BUILD_OK = 0 ]; then
     step "valgrind (unit tests)" valgrind_units
+fi
+
+# ---- failpoints: every write point crashed, power loss, full disks -------------------------------
+# A third build with the failpoint layer (-DPV_FAILPOINTS=ON, base/failpoint.h) runs the tests
+# that need it: crash_points (PV_CRASH_MAX points per command and mode; 0 = all of them, the long
+# setting of README "Reliability"), disk_full through the ENOSPC failpoint (the normal build
+# runs it on tmpfs), the layer's unit test and its absence check.
+failpoint_tests() {
+    (cd build-fp && env PV_DISK_FULL_HOW=failpoint ctest -j"$JOBS" --output-on-failure --timeout 1200 \
+        -R '^(test_failpoint|it_crash_points|it_disk_full|it_failpoint_absent)$')
+}
+step "build (failpoints)" build build-fp -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPV_FAILPOINTS=ON
+if [ $? = 0 ]; then
+    step "crash points, power loss, full disks" failpoint_tests
 fi
 
 # ---- fuzzers -----------------------------------------------------------------------------------

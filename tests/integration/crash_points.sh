@@ -12,7 +12,7 @@
 #     every snapshot saved before the command is still there (forget may have removed the one
 #     it forgets);
 #   - the same command run again succeeds, and `check` is still clean.
-# Env: PV_CRASH_MAX per command and mode (default 10, spread evenly over 1..N_total; 0 = all
+# Env: PV_CRASH_MAX per command and mode (default 8, spread evenly over 1..N_total; 0 = all
 # of them, the long setting), PV_CRASH_CMDS (default: all six), PV_CRASH_MODES (crash
 # powerloss).
 . "$(dirname "$0")/lib.sh"
@@ -24,7 +24,7 @@ if ! PV_FAILPOINT=count "$PODVAULT" version 2>&1 >/dev/null | grep -q '^podvault
 fi
 TREECMP=$PV_BUILD_DIR/pv_treecmp
 [ -x "$TREECMP" ] || fail "pv_treecmp not built"
-MAX=${PV_CRASH_MAX:-10}
+MAX=${PV_CRASH_MAX:-8}
 CMDS=${PV_CRASH_CMDS:-backup incremental forget forget-prune prune repair maintain}
 MODES=${PV_CRASH_MODES:-crash powerloss}
 
