@@ -15,7 +15,8 @@
 # Env: PV_CRASH_MAX per command and mode (default 8, spread evenly over 1..N_total; 0 = all
 # of them, the long setting), PV_CRASH_CMDS (default: all six), PV_CRASH_MODES (crash
 # powerloss).
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 need jq
 
 if ! PV_FAILPOINT=count "$PODVAULT" version 2>&1 >/dev/null | grep -q '^podvault failpoints:'; then
@@ -31,7 +32,7 @@ MODES=${PV_CRASH_MODES:-crash powerloss}
 # ---- the prepared repositories -------------------------------------------------------------------
 # Sources live at fixed paths (snapshots record them); $T/ver/<tag> keeps what each tag saved.
 mkdir -p "$T/ver"
-keep() { rm -rf "$T/ver/$2" && cp -a "$1" "$T/ver/$2"; }
+keep() { rm -rf -- "${T:?}/ver/${2:?}" && cp -a "$1" "$T/ver/$2"; }
 bk() { # DIR TAG: backs DIR up with tag TAG into $REPO
     run_pv 0 backup "$1" --tag "$2" -q
     keep "$1" "$2"
@@ -90,11 +91,11 @@ cmd_must() {
     esac
 }
 # The incremental backup reads $S as v3; everything else finds it as v2.
-src_for() { rm -rf "$S" && cp -a "$T/ver/$([ "$1" = incremental ] && echo v3 || echo v2)" "$S"; }
+src_for() { rm -rf -- "${S:?}" && cp -a "$T/ver/$([ "$1" = incremental ] && echo v3 || echo v2)" "$S"; }
 
 W=$T/work
 # prepare NAME: a fresh copy of its repository in $W.
-prepare() { rm -rf "$W" && cp -a "$(cmd_base "$1")" "$W"; }
+prepare() { rm -rf -- "${W:?}" && cp -a "$(cmd_base "$1")" "$W"; }
 wpv() { "$PODVAULT" -r "$W" --password-file "$PW" "$@"; }
 
 # verify NAME WHAT: the promises after a stop; prints why and returns 1 when one is broken.
@@ -107,7 +108,7 @@ verify() {
         jq -e --arg t "$tag" 'any(.[]; .tags[0] == $t)' "$T/snaps" >/dev/null || { echo "$what: snapshot $tag is gone"; return 1; }
     done
     while read -r id tag; do
-        rm -rf "$T/r"
+        rm -rf -- "${T:?}/r"
         wpv restore "$id" --target "$T/r" -q >"$T/rout" 2>&1 || { echo "$what: restore of $tag ($id) failed: $(head -n 3 "$T/rout")"; return 1; }
         "$TREECMP" "$T/ver/$tag" "$T/r" --no-root --no-atime >"$T/rout" 2>&1 || { echo "$what: $tag restores differently: $(head -n 3 "$T/rout")"; return 1; }
     done < <(jq -r '.[] | "\(.id) \(.tags[0])"' "$T/snaps")

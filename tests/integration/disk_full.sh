@@ -8,7 +8,8 @@
 # afterwards; otherwise, in a failpoint build (-DPV_FAILPOINTS=ON), the disk fills up through
 # PV_FAILPOINT=enospc:N at half of the operations of the run; else the test is skipped (77).
 # The S3 temporary directory and the cache directory: s3_disk_full.sh.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 need jq
 
 # PV_DISK_FULL_HOW=failpoint chooses the failpoint where tmpfs would do.
@@ -40,7 +41,7 @@ run_full() {
     local want=$1 n
     shift
     if [ "$HOW" = failpoint ]; then
-        rm -rf "$T/count-repo" && cp -a "$REPO" "$T/count-repo"
+        rm -rf -- "${T:?}/count-repo" && cp -a "$REPO" "$T/count-repo"
         n=$(PV_FAILPOINT=count "$PODVAULT" -r "$T/count-repo" --password-file "$PW" "$@" 2>&1 >/dev/null |
             sed -n 's/^podvault failpoints: \([0-9]*\) operations$/\1/p')
         [ -n "$n" ] || fail "no operation count for $*"

@@ -4,7 +4,8 @@
 # backup run with PV_FAILPOINT=crash:1 in its environment is an ordinary backup. In a failpoint
 # build (-DPV_FAILPOINTS=ON) the opposite holds: the variable is read, a bad value is a usage
 # error, and crash:1 stops the program before its first write.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 
 run_pv 0 init --kdf-passes 1 --kdf-memory 8K
 mkdir -p "$T/src"

@@ -9,6 +9,7 @@
 # As root the disks are small tmpfs mounts; otherwise the test is skipped (77). Runs when
 # PV_TEST_S3 and the AWS_* credentials are set; says SKIPPED otherwise.
 . "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 . "$(dirname "$0")/../s3-lib.sh" || exit 1
 need jq
 s3_require
@@ -45,7 +46,7 @@ ok "no snapshot of the failed backup, check clean, and after space is freed the 
 
 # ---- the cache directory is full ----------------------------------------------------------------
 mount -o remount,size=1m "$T/fs"
-rm -rf "$T/fs/tmp" "$T/fs/cache" && mkdir -p "$T/fs/cache"
+rm -rf -- "${T:?}/fs/tmp" "${T:?}/fs/cache" && mkdir -p "$T/fs/cache"
 head -c 2000000 /dev/zero >"$T/fs/fill" 2>/dev/null
 export PODVAULT_CACHE_DIR=$T/fs/cache
 echo more >"$T/a/two"
