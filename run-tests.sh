@@ -136,7 +136,8 @@ fi
 # setting of README "Reliability"), disk_full through the ENOSPC failpoint (the normal build
 # runs it on tmpfs), the layer's unit test and its absence check.
 failpoint_tests() {
-    (cd build-fp && env PV_DISK_FULL_HOW=failpoint ctest -j"$JOBS" --output-on-failure --timeout 1200 \
+    (cd build-fp && env PV_DISK_FULL_HOW=failpoint PV_CRASH_MAX="${PV_CRASH_MAX:-2}" \
+        PV_CRASH_ERR_MAX="${PV_CRASH_ERR_MAX:-1}" ctest -j"$JOBS" --output-on-failure --timeout 1200 \
         -R '^(test_failpoint|it_crash_points|it_disk_full|it_failpoint_absent)$')
 }
 step "build (failpoints)" build build-fp -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPV_FAILPOINTS=ON

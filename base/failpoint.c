@@ -153,14 +153,33 @@ static void lose_power(void)
     }
 }
 
-/* Counts an operation (the lock is held) and acts on it: 0 to go on, -1 with errno to fail. */
-static int hit(enum op op, const char *what)
+/* Names the file open as fd (for the messages below) in buf; "?" when it cannot. */
+static const char *fd_path(int fd, char *buf, size_t size)
+{
+    char proc[32];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(proc, buf, size - 1);
+    if (n < 0) return "?";
+    buf[n] = 0;
+    return buf;
+}
+
+/* Counts an operation on `what`, or on the file open as fd when what is NULL (the lock is
+ * held), and acts on it: 0 to go on, -1 with errno to fail. The operation that is failed on
+ * purpose is named on stderr, so that a test can tell which one its command met. */
+static int hit(enum op op, const char *what, int fd)
 {
     uint64_t n = ++fp.ops;
     enum fp_mode m = fp.cfg.mode;
+    char buf[512];
+    if (!what && n == fp.cfg.at && m != FP_OFF && m != FP_COUNT)
+        what = fd_path(fd, buf, sizeof buf);
+    if ((m == FP_EIO || m == FP_ENOSPC) && n == fp.cfg.at)
+        say("podvault failpoints: %s at operation %" PRIu64 " (%s %s)\n",
+            m == FP_EIO ? "EIO" : "ENOSPC", n, op_names[op], what);
     if ((m == FP_CRASH || m == FP_POWERLOSS) && n == fp.cfg.at) {
         say("podvault failpoints: %s at operation %" PRIu64 " (%s %s)\n",
-            m == FP_CRASH ? "crash" : "power loss", n, op_names[op], what ? what : "");
+            m == FP_CRASH ? "crash" : "power loss", n, op_names[op], what);
         if (m == FP_POWERLOSS) lose_power();
         _exit(FP_CRASH_EXIT);
     }
@@ -285,7 +304,7 @@ static int leave(int rc)
 int fp_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
 {
     enter();
-    int rc = hit(OP_WRITE, NULL);
+    int rc = hit(OP_WRITE, NULL, fd);
     if (rc == 0 && logging()) note_write(fd);
     if (rc == 0) rc = fdio_pwrite_all(fd, p, n, off);
     return leave(rc);
@@ -294,7 +313,7 @@ int fp_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
 int fp_fsync(int fd)
 {
     enter();
-    int rc = hit(OP_FSYNC, NULL);
+    int rc = hit(OP_FSYNC, NULL, fd);
     if (rc == 0) rc = fsync(fd);
     if (rc == 0 && logging()) note_sync(fd);
     return leave(rc);
@@ -303,7 +322,7 @@ int fp_fsync(int fd)
 int fp_ftruncate(int fd, off_t len)
 {
     enter();
-    int rc = hit(OP_TRUNCATE, NULL);
+    int rc = hit(OP_TRUNCATE, NULL, fd);
     if (rc == 0 && logging()) note_write(fd);
     if (rc == 0) rc = ftruncate(fd, len);
     return leave(rc);
@@ -312,7 +331,7 @@ int fp_ftruncate(int fd, off_t len)
 int fp_open_create(const char *path, int flags, mode_t mode)
 {
     enter();
-    int rc = hit(OP_CREATE, path);
+    int rc = hit(OP_CREATE, path, -1);
     if (rc < 0) return leave(rc);
     bool existed = access(path, F_OK) == 0;
     rc = open(path, flags | O_CREAT, mode);
@@ -323,7 +342,7 @@ int fp_open_create(const char *path, int flags, mode_t mode)
 static int rename_logged(const char *from, const char *to, bool replace)
 {
     enter();
-    int rc = hit(OP_RENAME, to);
+    int rc = hit(OP_RENAME, to, -1);
     if (rc < 0) return leave(rc);
     char *saved = replace && logging() ? save_old(to) : NULL;
     rc = replace ? rename(from, to) : renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
@@ -352,7 +371,7 @@ static int link_logged(const char *from, int fd, const char *to)
     char proc[32];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
     enter();
-    int rc = hit(OP_LINK, to);
+    int rc = hit(OP_LINK, to, -1);
     if (rc == 0)
         rc = from ? link(from, to) : linkat(AT_FDCWD, proc, AT_FDCWD, to, AT_SYMLINK_FOLLOW);
     if (rc == 0 && logging()) log_ns(OP_LINK, to, NULL, NULL);
@@ -372,7 +391,7 @@ int fp_link_fd(int fd, const char *to)
 int fp_unlink(const char *path)
 {
     enter();
-    int rc = hit(OP_UNLINK, path);
+    int rc = hit(OP_UNLINK, path, -1);
     if (rc < 0) return leave(rc);
     char *saved = logging() ? save_old(path) : NULL;
     rc = unlink(path);
@@ -388,7 +407,7 @@ int fp_unlink(const char *path)
 int fp_mkdir(const char *path, mode_t mode)
 {
     enter();
-    int rc = hit(OP_MKDIR, path);
+    int rc = hit(OP_MKDIR, path, -1);
     if (rc == 0) rc = mkdir(path, mode);
     if (rc == 0 && logging()) log_ns(OP_MKDIR, path, NULL, NULL);
     return leave(rc);
@@ -397,7 +416,7 @@ int fp_mkdir(const char *path, mode_t mode)
 int fp_unlinkat(int dirfd, const char *name, int flags)
 {
     enter();
-    int rc = hit(OP_UNLINK, name);
+    int rc = hit(OP_UNLINK, name, -1);
     if (rc == 0) rc = unlinkat(dirfd, name, flags);
     return leave(rc);
 }
@@ -405,7 +424,7 @@ int fp_unlinkat(int dirfd, const char *name, int flags)
 int fp_mkdirat(int dirfd, const char *name, mode_t mode)
 {
     enter();
-    int rc = hit(OP_MKDIR, name);
+    int rc = hit(OP_MKDIR, name, -1);
     if (rc == 0) rc = mkdirat(dirfd, name, mode);
     return leave(rc);
 }

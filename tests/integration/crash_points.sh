@@ -12,9 +12,15 @@
 #     every snapshot saved before the command is still there (forget may have removed the one
 #     it forgets);
 #   - the same command run again succeeds, and `check` is still clean.
-# Env: PV_CRASH_MAX per command and mode (default 8, spread evenly over 1..N_total; 0 = all
-# of them, the long setting), PV_CRASH_CMDS (default: all six), PV_CRASH_MODES (crash
-# powerloss).
+# The modes enospc and eio fail operation N instead (enospc:N: that operation and every later
+# one that needs space fail with ENOSPC, a disk that filled up; eio:N: that operation alone
+# fails with EIO). The command must then either succeed (the operation was one it may lose,
+# such as a cache write) or exit 1 with "podvault: " lines of which one names the cause and a
+# path; the same promises then hold.
+# Env: PV_CRASH_MAX per command and mode (default 8, spread evenly over 1..N_total, the middle
+# one when 1; 0 = all of them, the long setting), PV_CRASH_ERR_MAX the same for enospc and eio
+# (default PV_CRASH_MAX), PV_CRASH_CMDS (default: all seven), PV_CRASH_MODES (default
+# crash powerloss enospc eio).
 . "$(dirname "$0")/lib.sh" || exit 1
 : "${T:?lib.sh did not set the work directory}"
 need jq
@@ -26,8 +32,13 @@ fi
 TREECMP=$PV_BUILD_DIR/pv_treecmp
 [ -x "$TREECMP" ] || fail "pv_treecmp not built"
 MAX=${PV_CRASH_MAX:-8}
+ERR_MAX=${PV_CRASH_ERR_MAX:-$MAX}
+[[ "$MAX" =~ ^[0-9]+$ && "$ERR_MAX" =~ ^[0-9]+$ ]] || fail "PV_CRASH_MAX and PV_CRASH_ERR_MAX must be numbers"
 CMDS=${PV_CRASH_CMDS:-backup incremental forget forget-prune prune repair maintain}
-MODES=${PV_CRASH_MODES:-crash powerloss}
+MODES=${PV_CRASH_MODES:-crash powerloss enospc eio}
+for mode in $MODES; do
+    case $mode in crash | powerloss | enospc | eio) ;; *) fail "PV_CRASH_MODES: unknown mode '$mode'" ;; esac
+done
 
 # ---- the prepared repositories -------------------------------------------------------------------
 # Sources live at fixed paths (snapshots record them); $T/ver/<tag> keeps what each tag saved.
@@ -114,13 +125,37 @@ verify() {
     done < <(jq -r '.[] | "\(.id) \(.tags[0])"' "$T/snaps")
 }
 
-# points TOTAL: the crash points to run, all of them or MAX spread evenly.
+# stopped_well MODE RC ERRFILE: the command stopped by MODE with exit code RC as it must; prints
+# why and returns 1 when it did not.
+stopped_well() {
+    local mode=$1 rc=$2 errf=$3 cause
+    case $mode in
+    crash | powerloss)
+        [ "$rc" = 86 ] || [ "$rc" = 0 ] || { echo "exited $rc: $(grep -v failpoints "$errf" | head -n 3)"; return 1; }
+        return 0
+        ;;
+    enospc) cause='No space left on device' ;;
+    eio) cause='Input/output error' ;;
+    esac
+    [ "$rc" = 0 ] && return 0
+    [ "$rc" = 1 ] || { echo "exited $rc, expected 1: $(grep -v failpoints "$errf" | head -n 3)"; return 1; }
+    if grep -v '^podvault failpoints:' "$errf" | grep -qv '^podvault: '; then
+        echo "stderr has lines not starting 'podvault: ': $(head -n 3 "$errf")"
+        return 1
+    fi
+    grep -F -- "$cause" "$errf" | grep -q '/' || { echo "no error names the cause ($cause) and a path: $(head -n 3 "$errf")"; return 1; }
+}
+
+# points TOTAL MAX: the crash points to run, all of them or MAX spread evenly (the middle one
+# when MAX is 1).
 points() {
-    local total=$1 i
-    if [ "$MAX" = 0 ] || [ "$MAX" -ge "$total" ]; then
+    local total=$1 max=$2 i
+    if [ "$max" = 0 ] || [ "$max" -ge "$total" ]; then
         seq 1 "$total"
+    elif [ "$max" = 1 ]; then
+        echo $(((total + 1) / 2))
     else
-        for ((i = 0; i < MAX; i++)); do echo $((1 + i * (total - 1) / (MAX > 1 ? MAX - 1 : 1))); done | uniq
+        for ((i = 0; i < max; i++)); do echo $((1 + i * (total - 1) / (max - 1))); done | uniq
     fi
 }
 
@@ -137,30 +172,29 @@ for name in $CMDS; do
     [ -n "$total" ] && [ "$total" -gt 0 ] || fail "$name: no operation count"
     line="$name: $total crash points"
     for mode in $MODES; do
-        runs=0 fails=0
-        for n in $(points "$total"); do
+        runs=0 fails=0 errs=0
+        case $mode in enospc | eio) max=$ERR_MAX ;; *) max=$MAX ;; esac
+        for n in $(points "$total" "$max"); do
             prepare "$name"
             runs=$((runs + 1))
             PV_FAILPOINT=$mode:$n wpv "${args[@]}" >/dev/null 2>"$T/crash"
             rc=$?
             what="$name $mode:$n"
-            if [ "$rc" != 86 ] && [ "$rc" != 0 ]; then
-                echo "$what: exited $rc: $(grep -v failpoints "$T/crash" | head -n 3)"
-                fails=$((fails + 1))
-                continue
-            fi
+            why=$(stopped_well "$mode" "$rc" "$T/crash") || { echo "$what: $why"; fails=$((fails + 1)); continue; }
+            [ "$rc" = 1 ] && errs=$((errs + 1))
             verify "$name" "$what after the stop" || { fails=$((fails + 1)); continue; }
             wpv "${args[@]}" >"$T/again" 2>&1 || { echo "$what: the next run failed: $(head -n 3 "$T/again")"; fails=$((fails + 1)); continue; }
             verify "$name" "$what after the next run" || fails=$((fails + 1))
         done
         line="$line; $mode: $runs runs, $fails failures"
+        case $mode in enospc | eio) line="$line ($errs stopped with the error)" ;; esac
         RUNS=$((RUNS + runs))
         FAILS=$((FAILS + fails))
     done
     REPORT+=("$line")
     echo "$line"
 done
-echo "crash points: $RUNS runs, $FAILS failures (PV_CRASH_MAX=$MAX)"
+echo "crash points: $RUNS runs, $FAILS failures (PV_CRASH_MAX=$MAX, PV_CRASH_ERR_MAX=$ERR_MAX)"
 for l in "${REPORT[@]}"; do echo "  $l"; done
 [ "$FAILS" = 0 ] || fail "$FAILS of $RUNS crash runs broke a promise"
 ok "every crash point kept the repository consistent ($RUNS runs)"
