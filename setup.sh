@@ -35,7 +35,8 @@ PV=$(pwd)/build/podvault
 
 # ---- the main job, on an embedded default: a sample tree backed up and restored ----------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/podvault-demo.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+: "${WORK:?mktemp gave no work directory}"
+trap 'rm -rf -- "${WORK:?}"' EXIT
 SRC=$WORK/sample
 REPO=$WORK/repository
 say "creating a sample tree in $SRC"

@@ -311,6 +311,13 @@ int backend_tmp_file_in(const char *dir, int *fd, struct err *e)
     return 0;
 }
 
+const char *backend_tmp_dir(const struct backend *b)
+{
+    /* A backend with a place of its own (the local one) keeps it at its location. */
+    if (b->ops->tmp_file) return b->location;
+    return b->tmp_dir ? b->tmp_dir : "/tmp";
+}
+
 int backend_tmp_file(struct backend *b, int *fd, struct err *e)
 {
     if (b->ops->tmp_file) return b->ops->tmp_file(b, fd, e);

@@ -188,6 +188,9 @@ int backend_tmp_file(struct backend *b, int *fd, struct err *e);
 /* backend_tmp_file's mechanics in a given directory, for implementations: O_TMPFILE, or a
  * unique file unlinked at once where the file system lacks it. */
 int backend_tmp_file_in(const char *dir, int *fd, struct err *e);
+/* The directory in which backend_tmp_file creates its files, for error messages (a full disk
+ * there must be named). Owned by b; never NULL. Thread-safe. */
+const char *backend_tmp_dir(const struct backend *b);
 /* Appends bytes [offset, offset+len) of the object to `out`; len 0 means "to the end".
  * Fails (ERR_FAIL) when the object is shorter than offset+len. */
 int backend_load(struct backend *b, const char *name, uint64_t offset, uint64_t len,

@@ -2,9 +2,10 @@
  *
  * An object "a/b/c" is the file "<root>/a/b/c". Saves write a temporary file next to the target
  * (".tmp-<random>", never listed), fsync it, then rename it into place and fsync the directory,
- * so a crash or a failed write leaves either the whole object or nothing under its name. An
- * object assembled in a temporary file of local_tmp_file (an unnamed O_TMPFILE in the root) is
- * instead synced and linked into place, which costs no copy. */
+ * so a crash or a failed write leaves either the whole object or nothing under its name; a
+ * removal syncs the directory too, so it is durable when it returns. An object assembled in a
+ * temporary file of local_tmp_file (an unnamed O_TMPFILE in the root) is instead synced and
+ * linked into place, which costs no copy. */
 #include "backend/backend.h"
 
 #include <dirent.h>
@@ -18,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/failpoint.h"
 #include "base/fdio.h"
 
 #define TMP_MARK ".tmp-"
@@ -49,7 +51,7 @@ static int sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return -1;
-    int rc = fsync(fd);
+    int rc = fp_fsync(fd);
     int saved = errno;
     close(fd);
     errno = saved;
@@ -62,7 +64,7 @@ static int make_parents(const char *root, char *path, struct err *e)
 {
     for (char *s = path + strlen(root) + 1; (s = strchr(s, '/')) != NULL; s++) {
         *s = '\0';
-        int rc = mkdir(path, 0700);
+        int rc = fp_mkdir(path, 0700);
         int saved = errno;
         if (rc == 0) {
             char *slash = strrchr(path, '/');
@@ -96,7 +98,7 @@ static int copy_fd(int src, int out, uint64_t len)
     for (uint64_t off = 0; off < len && rc == 0;) {
         size_t want = len - off < COPY_BUF ? (size_t)(len - off) : COPY_BUF;
         rc = fdio_pread_exact(src, b, want, off);
-        if (rc == 0) rc = fdio_pwrite_all(out, b, want, off);
+        if (rc == 0) rc = fp_pwrite_all(out, b, want, off);
         off += want;
     }
     int saved = errno;
@@ -115,18 +117,18 @@ struct source {
 /* Writes the whole temporary file, synced; on failure nothing of it remains. */
 static int write_tmp(const char *root, char *tmp, const struct source *src, struct err *e)
 {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd = fp_open_create(tmp, O_WRONLY | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0 && errno == ENOENT) {
         if (make_parents(root, tmp, e) < 0) return ERR_FAIL;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        fd = fp_open_create(tmp, O_WRONLY | O_EXCL | O_CLOEXEC, 0600);
     }
     if (fd < 0) return err_sys(e, errno, "creating %s", tmp);
     const char *step = "writing";
-    int rc = src->data ? fdio_pwrite_all(fd, src->data, (size_t)src->len, 0)
+    int rc = src->data ? fp_pwrite_all(fd, src->data, (size_t)src->len, 0)
                        : copy_fd(src->fd, fd, src->len);
     if (rc == 0) {
         step = "syncing";
-        rc = fsync(fd);
+        rc = fp_fsync(fd);
     }
     int saved = errno;
     if (close(fd) < 0 && rc == 0) {
@@ -135,7 +137,7 @@ static int write_tmp(const char *root, char *tmp, const struct source *src, stru
         saved = errno;
     }
     if (rc == 0) return 0;
-    unlink(tmp);
+    fp_unlink(tmp);
     return err_sys(e, saved, "%s %s", step, tmp);
 }
 
@@ -146,17 +148,17 @@ static int publish(const char *tmp, const char *path, bool overwrite, struct err
 {
     int rc;
     if (overwrite) {
-        rc = rename(tmp, path);
+        rc = fp_rename(tmp, path);
     } else {
-        rc = renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE);
+        rc = fp_rename_noreplace(tmp, path);
         if (rc < 0 && (errno == EINVAL || errno == ENOSYS)) {
-            rc = link(tmp, path);
-            if (rc == 0) unlink(tmp);
+            rc = fp_link(tmp, path);
+            if (rc == 0) fp_unlink(tmp);
         }
     }
     if (rc == 0) return 0;
     int saved = errno;
-    unlink(tmp);
+    fp_unlink(tmp);
     if (saved == EEXIST) return err_set(e, ERR_EXISTS, "the object already exists");
     return err_sys(e, saved, "renaming %s to %s", tmp, path);
 }
@@ -170,13 +172,13 @@ static int link_tmpfile(const char *root, char *path, int fd, uint64_t len, stru
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 0 ||
         (uint64_t)st.st_size != len)
         return 1;
-    if (fsync(fd) < 0) return err_sys(e, errno, "syncing the temporary file of %s", path);
+    if (fp_fsync(fd) < 0) return err_sys(e, errno, "syncing the temporary file of %s", path);
     char proc[64];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-    int rc = linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+    int rc = fp_link_fd(fd, path);
     if (rc < 0 && errno == ENOENT && access(proc, F_OK) == 0) {
         if (make_parents(root, path, e) < 0) return ERR_FAIL;
-        rc = linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+        rc = fp_link_fd(fd, path);
     }
     if (rc == 0) return 0;
     if (errno == EEXIST) return err_set(e, ERR_EXISTS, "the object already exists");
@@ -408,10 +410,16 @@ static int local_remove(struct backend *self, const char *name, struct err *e)
     char *path = join(l->root, name);
     if (!path) return oom(e, "removing", name);
     int rc = 0;
-    if (unlink(path) < 0) {
+    if (fp_unlink(path) < 0) {
         rc = err_sys(e, open_errno(), "%s", path);
-        err_wrap(e, "removing %s from %s", name, l->root);
+    } else {
+        /* Durable before it returns, like a save: a removal that a power loss could undo
+         * would bring back a forgotten snapshot after prune freed its data (crash_points.sh,
+         * forget --prune). */
+        *strrchr(path, '/') = '\0';
+        if (sync_dir(path) < 0) rc = err_sys(e, errno, "syncing directory %s", path);
     }
+    if (rc < 0) err_wrap(e, "removing %s from %s", name, l->root);
     free(path);
     return rc;
 }
@@ -442,7 +450,7 @@ static int make_root(char *path, struct err *e)
         char c = *s;
         if (c != '/' && c != '\0') continue;
         *s = '\0';
-        int rc = mkdir(path, 0700);
+        int rc = fp_mkdir(path, 0700);
         int saved = errno;
         *s = c;
         if (rc < 0 && saved != EEXIST) {

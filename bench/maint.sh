@@ -24,8 +24,9 @@ RESTIC=1
 if [ "${BENCH_SKIP_RESTIC:-0}" = 1 ] || ! command -v restic >/dev/null; then RESTIC=0; fi
 
 W=${BENCH_DIR:-$(mktemp -d /var/tmp/podvault-maint.XXXXXX)}
+: "${W:?no work directory}"
 mkdir -p "$W"
-[ "${BENCH_KEEP:-0}" = 1 ] || trap 'rm -rf "$W"' EXIT
+[ "${BENCH_KEEP:-0}" = 1 ] || trap 'rm -rf -- "${W:?}"' EXIT
 DATA=$W/data
 export PODVAULT_PASSWORD=bench RESTIC_PASSWORD=bench PODVAULT_CACHE_DIR=$W/pvcache
 export RESTIC_CACHE_DIR=$W/rcache
@@ -54,7 +55,7 @@ measure() {
 }
 
 echo "bench: $FILES files, $SNAPS snapshots, ${CHURN}% rewritten between them, in $W"
-rm -rf "$DATA"
+rm -rf -- "${DATA:?}"
 mkdir -p "$DATA"
 make_files 0 "$FILES" 0
 "${PVR[@]}" init --chunk-min 16384 --chunk-avg 65536 --chunk-max 262144 --kdf-passes 1 --kdf-memory 8K >/dev/null

@@ -21,8 +21,9 @@ command -v /usr/bin/time >/dev/null || { echo "bench: /usr/bin/time is missing" 
 command -v jq >/dev/null || { echo "bench: jq is missing" >&2; exit 1; }
 
 W=${BENCH_DIR:-$(mktemp -d /var/tmp/podvault-maintbig.XXXXXX)}
+: "${W:?no work directory}"
 mkdir -p "$W"
-[ "${BENCH_KEEP:-0}" = 1 ] || trap 'rm -rf "$W"' EXIT
+[ "${BENCH_KEEP:-0}" = 1 ] || trap 'rm -rf -- "${W:?}"' EXIT
 export PODVAULT_PASSWORD=bench BENCH_KDF_MIN=1 PODVAULT_CACHE_DIR=$W/pvcache
 
 # row NAME REPO ARGS...: runs podvault --json ARGS on REPO;

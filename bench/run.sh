@@ -32,19 +32,20 @@ RESTIC=1
 if [ "${BENCH_SKIP_RESTIC:-0}" = 1 ]; then RESTIC=0; else need_pkg restic restic; fi
 
 W=${BENCH_DIR:-$(mktemp -d /var/tmp/podvault-bench.XXXXXX)}
+: "${W:?no work directory}"
 mkdir -p "$W"
 # What a run leaves besides the data (repositories, caches, restored trees: 300,000 files) goes
 # when it ends, also with BENCH_KEEP=1, so that the next run does not begin by deleting it (see
 # the wait below).
 outputs() { OUTPUTS=("$W/pv-repo" "$W/restic-repo" "$W/pv-cache" "$W/restic-cache" "$W/restic-s3-cache" "$W"/{pv,restic}{,-s3}-restore{,-2}); }
-cleanup() { if [ "${BENCH_KEEP:-0}" = 1 ]; then outputs; rm -rf "${OUTPUTS[@]}"; else rm -rf "$W"; fi; }
+cleanup() { if [ "${BENCH_KEEP:-0}" = 1 ]; then outputs; rm -rf -- "${OUTPUTS[@]}"; else rm -rf -- "${W:?}"; fi; }
 trap cleanup EXIT
 DATA=$W/data
 echo "bench: work dir $W"
 
 # ---- data -------------------------------------------------------------------------------------
 if [ ! -f "$W/data.done" ]; then
-    rm -rf "$DATA"
+    rm -rf -- "${DATA:?}"
     mkdir -p "$DATA/small" "$DATA/large"
     echo "bench: creating $SMALL small files and $LARGE_N large files ($LARGE_MB MiB)"
     # Small files: text-like content, 100 per directory, 1..16 KiB each.

@@ -147,7 +147,8 @@ static int run_restore(struct cli *g, const char *spec, const struct cli_filter 
         } else {
             print_summary(g, &s, &sum);
             if (sum.errors) {
-                cli_msg("%llu entries could not be restored", (unsigned long long)sum.errors);
+                cli_msg("%llu entries could not be restored into %s",
+                        (unsigned long long)sum.errors, o->target);
                 rc = PV_EXIT_ERROR;
             }
         }

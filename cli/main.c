@@ -8,6 +8,7 @@
 
 #include "agent/agent.h"
 #include "agent/request.h"
+#include "base/failpoint.h"
 #include "cli/cli.h"
 #include "cli/cmd_maint.h"
 #include "repo/crypt.h"
@@ -159,6 +160,12 @@ int main(int argc, char **argv)
 
     struct err e;
     err_clear(&e);
+#ifdef PV_FAILPOINTS
+    /* Test builds only (cmake -DPV_FAILPOINTS=ON): read once, here, before any thread. */
+    struct fp_config fpc;
+    if (fp_parse(getenv("PV_FAILPOINT"), &fpc, &e) < 0) return cli_usage_error(&g, "%s", e.msg);
+    fp_start(&fpc);
+#endif
     if (crypt_init(&e)) return cli_fail(&g, &e);
 
     /* Global options before the command; '+' stops at the command name. */

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/failpoint.h"
+
 struct cache {
     struct backend *b;
 };
@@ -51,10 +53,10 @@ static void write_tag(const char *dir)
 {
     char *path = NULL;
     if (asprintf(&path, "%s/CACHEDIR.TAG", dir) < 0) return;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd = fp_open_create(path, O_WRONLY | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) {
         /* A short write leaves a tag without effect, nothing worse. */
-        (void)!write(fd, CACHEDIR_TAG, strlen(CACHEDIR_TAG));
+        (void)!fp_pwrite_all(fd, CACHEDIR_TAG, strlen(CACHEDIR_TAG), 0);
         close(fd);
     }
     free(path);

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "base/fdio.h"
+#include "base/failpoint.h"
 #include "backend/backend.h"
 
 static const uint8_t pack_magic[4] = {'P', 'V', 'P', 'K'};
@@ -71,7 +71,7 @@ void pack_writer_free(struct pack_writer *w)
 /* Appends bytes to the pack's file at its end. */
 static int append(struct pack_writer *w, const void *data, size_t len, struct err *e)
 {
-    if (fdio_pwrite_all(w->fd, data, len, w->size) < 0)
+    if (fp_pwrite_all(w->fd, data, len, w->size) < 0)
         return err_sys(e, errno, "pack writer: writing its temporary file");
     w->size += len;
     return 0;

@@ -3,6 +3,8 @@
  * thread. File content and metadata are written by restorer_write.c (restorer_int.h). */
 #include "repo/restorer.h"
 
+#include "base/failpoint.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -788,7 +790,7 @@ static int restore_dir(struct rs *rs, size_t pi, const char *name, struct tree_n
         tree_free(&t);
         return 0;
     }
-    if (mkdirat(pfd, name, 0700) < 0 && errno != EEXIST) {
+    if (fp_mkdirat(pfd, name, 0700) < 0 && errno != EEXIST) {
         restore_report(rs, disp, true, "creating directory: %s", strerror(errno));
         tree_free(&t);
         return 0;

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "base/fdio.h"
+#include "base/failpoint.h"
 #include "repo/crypt.h"
 #include "repo/repo.h"
 #include "repo/restorer_int.h"
@@ -127,7 +127,7 @@ static bool all_zero(const uint8_t *p, size_t n)
 static int64_t write_data(int fd, const uint8_t *p, size_t n, uint64_t off, bool sparse)
 {
     if (!sparse) {
-        return fdio_pwrite_all(fd, p, n, off) < 0 ? -errno : (int64_t)n;
+        return fp_pwrite_all(fd, p, n, off) < 0 ? -errno : (int64_t)n;
     }
     int64_t written = 0;
     size_t i = 0;
@@ -143,7 +143,7 @@ static int64_t write_data(int fd, const uint8_t *p, size_t n, uint64_t off, bool
             j += b;
         }
         if (!zero) {
-            if (fdio_pwrite_all(fd, p + i, j - i, off + i) < 0) return -errno;
+            if (fp_pwrite_all(fd, p + i, j - i, off + i) < 0) return -errno;
             written += (int64_t)(j - i);
         }
         i = j;
@@ -157,7 +157,7 @@ static void remove_partial(struct rs *rs, struct rfile *f)
 {
     const char *last;
     int dirfd = restore_open_parent(rs, f->rel, &last);
-    int rc = dirfd < 0 ? dirfd : unlinkat(dirfd, last, 0) < 0 ? -errno : 0;
+    int rc = dirfd < 0 ? dirfd : fp_unlinkat(dirfd, last, 0) < 0 ? -errno : 0;
     if (dirfd >= 0) close(dirfd);
     if (rc < 0)
         restore_report(rs, f->disp, true, "removing the partly restored file: %s", strerror(-rc));
@@ -170,7 +170,7 @@ static void finish_file(struct rs *rs, struct rfile *f)
     if (f->failed || restore_canceled(rs)) {
         remove_partial(rs, f);
     } else {
-        if (f->set_length && ftruncate(f->fd, (off_t)f->length) < 0) {
+        if (f->set_length && fp_ftruncate(f->fd, (off_t)f->length) < 0) {
             restore_report(rs, f->disp, true, "setting size to %llu: %s",
                            (unsigned long long)f->length, strerror(errno));
         } else {

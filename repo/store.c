@@ -376,7 +376,10 @@ static void upload(struct store *s, enum blob_type type, struct pack_writer *w)
     pthread_mutex_lock(&s->lock);
     if (s->failed) rc = s->failed; /* the backup is lost anyway: spare the upload */
     pthread_mutex_unlock(&s->lock);
-    if (rc == 0) rc = pack_writer_finish(w, s->keys, &pack_id, &pack_len, &e);
+    if (rc == 0) {
+        rc = pack_writer_finish(w, s->keys, &pack_id, &pack_len, &e);
+        if (rc < 0) err_wrap(&e, "finishing a pack in %s", backend_tmp_dir(repo_backend(s->r)));
+    }
     if (rc == 0) rc = repo_save_pack(s->r, &pack_id, type, w, pack_len, &e);
 
     struct idx_file_pack *batch = NULL;
@@ -516,8 +519,10 @@ int store_add(struct store *s, enum blob_type type, const struct oid *id, const 
     pthread_mutex_lock(&s->lock);
     if (rc == 0 && s->failed) rc = failed_err(s, e);
     if (rc == 0) rc = open_writer(s, type, e);
-    if (rc == 0)
+    if (rc == 0) {
         rc = pack_writer_add(s->open[type], type, id, sealed.data, sealed.len, (uint32_t)len, e);
+        if (rc < 0) err_wrap(e, "assembling a pack in %s", backend_tmp_dir(repo_backend(s->r)));
+    }
     if (rc == 0) {
         s->stats.blobs_new++;
         s->stats.bytes_new += len;

@@ -156,7 +156,7 @@ if [ -z "${PV_TEST_S3:-}" ]; then
     maint "$tmp/m3b.log" || { cat "$tmp/m3b.log" >&2; fail "maintain failed (location unreadable)"; }
     expect "$tmp/m3b.log" "the snapshots of backup b1 are kept"
     [ "$(count)" = 3 ] || fail "a snapshot was forgotten while the location could not be read"
-    rm -rf "$tmp/store/backups/b1"
+    rm -rf -- "${tmp:?}/store/backups/b1"
 else # the whole location unreadable: every request to the S3 server answered 500
     "$(dirname "$PODVAULT")/pv_faultproxy" --target "$(cut -d/ -f3 <<<"${PV_TEST_S3#s3:}")" --always 500 \
         >"$tmp/proxy.out" 2>&1 &

@@ -126,7 +126,7 @@ echo x >"$v1/tmp/x/y"
 head -c 300000 /dev/urandom >"$v1/keep/data.bin"
 echo top >"$v1/top.txt"
 cp -a "$v1" "$tmp/want"
-rm -rf "$tmp/want/cache" "$tmp/want/sub/cache" "$tmp/want/logs/a.log" "$tmp/want/tmp/x"
+rm -rf -- "${tmp:?}/want/cache" "${tmp:?}/want/sub/cache" "${tmp:?}/want/logs/a.log" "${tmp:?}/want/tmp/x"
 req backup --namespace shop --selector app=app --name b-ex --wait --timeout 60 \
     >"$tmp/b-ex.out" 2>&1 || { cat "$tmp/b-ex.out" >&2; fail "request backup b-ex failed"; }
 kc delete pod app -n shop >/dev/null

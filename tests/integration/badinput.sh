@@ -4,6 +4,7 @@
 # full disk. Each must give a clear error naming the object at fault, a non-zero exit, never a
 # crash, and leave the repository usable.
 . "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 need jq
 
 S=$T/src
@@ -17,7 +18,7 @@ cp -a "$REPO" "$T/pristine"
 
 # Puts the pristine repository back, with an empty cache so nothing hides a tampered object.
 fresh() {
-    rm -rf "$REPO" "$PODVAULT_CACHE_DIR"
+    rm -rf -- "${REPO:?}" "${PODVAULT_CACHE_DIR:?}"
     cp -a "$T/pristine" "$REPO"
 }
 flip_byte() { # FILE OFFSET: inverts one byte in place

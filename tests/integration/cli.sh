@@ -3,6 +3,7 @@
 # environment variables, snapshot selection (ID, prefix, latest + --host/--path/--tag), ls and
 # cat output, key management, --json output and exit codes.
 . "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 need jq
 
 # ---- usage and help ---------------------------------------------------------------------------

@@ -16,7 +16,8 @@ for t in "$PODVAULT" "$HOSTILE" "$TREECMP"; do
 done
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/pv_hostile_it.XXXXXX")
-trap 'rm -rf "$W"' EXIT
+: "${W:?mktemp gave no work directory}"
+trap 'rm -rf -- "${W:?}"' EXIT
 export PODVAULT_REPOSITORY=$W/repo PODVAULT_PASSWORD=hostile-it PODVAULT_CACHE_DIR=$W/cache
 OUT=$W/outside
 mkdir "$OUT" "$W/targets"

@@ -4,6 +4,7 @@
 # interrupted backup leaves a repository whose uploaded data the next backup reuses.
 # Sizes: PV_INCR_MB (the data that the interrupted backup works on, default 400).
 . "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 need jq
 
 S=$T/src

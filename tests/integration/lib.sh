@@ -20,13 +20,19 @@ PODVAULT=$(readlink -f "$PODVAULT")
 PV_BUILD_DIR=${PV_BUILD_DIR:-$(dirname "$PODVAULT")}
 TEST_NAME=$(basename "$0" .sh)
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/pv-$TEST_NAME.XXXXXX")
+# The work directory: every test removes things under it, so an empty or odd $T (a failed
+# mktemp, a copy of a test run from elsewhere) must stop the test before anything is removed.
+T=$(mktemp -d "${TMPDIR:-/tmp}/pv-$TEST_NAME.XXXXXX") || { echo "FAIL: mktemp failed"; exit 1; }
+case $T in
+/?*/pv-*) ;;
+*) echo "FAIL: refusing the unsafe work directory '$T'"; exit 1 ;;
+esac
 PV_CLEANUP=()
 cleanup() {
     local m
     for m in "${PV_CLEANUP[@]}"; do eval "$m" || true; done
     chmod -R u+rwx "$T" 2>/dev/null
-    rm -rf "$T"
+    rm -rf -- "${T:?}"
 }
 trap cleanup EXIT
 

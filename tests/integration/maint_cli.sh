@@ -2,7 +2,8 @@
 # maint_cli.sh - the maintenance commands as a user runs them: forget by policy and by ID (with
 # --dry-run and --json), prune --dry-run then prune, check exit codes and messages naming the
 # damaged object, repair index, maintain deciding what is due, and usage errors.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 need jq
 
 run_pv 0 init --chunk-min 16384 --chunk-avg 65536 --chunk-max 262144 --pack-size 1048576 \
@@ -81,7 +82,7 @@ run_pv 0 --json prune --max-memory "$bound"
     fail "real prune under --max-memory $bound differs from the plan: $(cat "$T/out") vs $plan0"
 run_pv 0 --json check --read-data
 [ "$(summary '[.errors, .warnings]')" = "[0,0]" ] || fail "check after a bounded prune: $(cat "$T/out")"
-rm -rf "$REPO"
+rm -rf -- "${REPO:?}"
 mv "$T/repo.unpruned" "$REPO"
 PODVAULT_MAX_MEMORY=lots run_pv 2 check
 run_pv 2 prune --max-memory 0
@@ -125,7 +126,7 @@ run_pv 0 --json snapshots
 ok "repair index after losing the index"
 
 # maintain: a full run the first time, then nothing is due; --quick --force runs a quick one.
-rm -rf "$REPO" && run_pv 0 init --kdf-passes 1 --kdf-memory 8K && run_pv 0 backup "$S" -q
+rm -rf -- "${REPO:?}" && run_pv 0 init --kdf-passes 1 --kdf-memory 8K && run_pv 0 backup "$S" -q
 run_pv 0 --json maintain
 [ "$(json_get .ran)" = full ] && [ "$(json_get .ok)" = true ] || fail "maintain: $(cat "$T/out")"
 run_pv 0 --json maintain

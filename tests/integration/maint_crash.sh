@@ -4,7 +4,8 @@
 # the next backup succeeds and restores byte for byte, and at the end a prune leaves a
 # repository that checks clean, data included.
 # Rounds: PV_CRASH_ROUNDS (default 16).
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 need jq
 
 ROUNDS=${PV_CRASH_ROUNDS:-16}
@@ -55,7 +56,7 @@ for round in $(seq 1 "$ROUNDS"); do
     # The next operation succeeds, and what it saved comes back.
     run_pv 0 --json backup "$S"
     sid=$(tail -n 1 "$T/out" | jq -r .snapshot_id)
-    rm -rf "$T/restore"
+    rm -rf -- "${T:?}/restore"
     run_pv 0 restore "$sid" --target "$T/restore"
     diff -r --no-dereference "$S" "$T/restore" >"$T/diff" 2>&1 || { head "$T/diff"; fail "round $round: the backup after the crashes does not restore"; }
 done

@@ -4,7 +4,8 @@
 # bounded time. Every backup, forget and prune must succeed; afterwards check --read-data must
 # find no error, and every snapshot that was not forgotten must restore byte for byte.
 # Time: PV_TORTURE_SECONDS (default 60); writers: PV_TORTURE_WRITERS (default 3).
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 need jq
 
 SECONDS_TOTAL=${PV_TORTURE_SECONDS:-60}
@@ -35,7 +36,7 @@ writer() {
         ln "$POOL/p$(( RANDOM % 30 + 1 ))" "$src/f$w-$i" 2>/dev/null
         head -c $(( RANDOM * 8 + 1000 )) /dev/urandom >"$src/sub/u$w-$i"
         [ $((i % 3)) = 0 ] && rm -f "$(ls -d "$src"/sub/* | shuf -n 1)"
-        rm -rf "$exp/tmp$w"
+        rm -rf -- "${exp:?}/tmp${w:?}"
         cp -al "$src" "$exp/tmp$w"
         out=$("${PV[@]}" --json backup "$src" --host "node$w" --tag "w$w" 2>"$T/w$w/err.$i")
         rc=$?

@@ -4,6 +4,7 @@
 # metadata, and the repository must show deduplication and compression at work.
 # Sizes: PV_BIG_MB (the huge file, default 300).
 . "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 need jq
 
 BIG_MB=${PV_BIG_MB:-300}

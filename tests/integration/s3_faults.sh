@@ -7,6 +7,7 @@
 # Runs when PV_TEST_S3 and the AWS_* credentials are set (eval "$(tests/s3-env.sh)"); says
 # SKIPPED otherwise. Every podvault run is bounded in time (tests/s3-lib.sh).
 . "$(dirname "$0")/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
 . "$(dirname "$0")/../s3-lib.sh" || exit 1
 need jq
 s3_require

@@ -4,8 +4,9 @@
 # set, the Dockerfile's PODVAULT_VERSION (its label; the image build also checks the program), and
 # every podvault:X.Y.Z the README and the docs show.
 src=${PV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$src/tests/integration/lib.sh"
-. "$src/tests/k8s/lib.sh"
+. "$src/tests/integration/lib.sh" || exit 1
+: "${T:?lib.sh did not set the work directory}"
+. "$src/tests/k8s/lib.sh" || exit 1
 
 v=$(project_version "$src")
 [[ "$v" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "no project(podvault VERSION X.Y.Z) in CMakeLists.txt: '$v'"

@@ -36,13 +36,14 @@ cleanup() {
     for c in "${exit_cmds[@]}"; do eval "$c" || true; done
     for a in "${agents[@]}"; do kill_tree "${a#* }"; done
     k8s_stop
-    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
+    if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf -- "${tmp:?}"; fi
 }
 # agent_begin NAME: the test's directory $tmp (pv-NAME.XXXXXX, removed on exit unless KEEP_TMP
 # is set), the kubelet pods directory $pods, the agents' scratch and cache directories and an
 # empty credentials file $tmp/cloud.
 agent_begin() {
-    tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-$1.XXXXXX")
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-$1.XXXXXX") || { echo "FAIL: mktemp failed" >&2; exit 1; }
+    : "${tmp:?mktemp gave no work directory}"
     trap cleanup EXIT
     pods=$tmp/kubelet/pods
     mkdir -p "$pods" "$tmp/scratch" "$tmp/cache"

@@ -49,7 +49,7 @@ files=$(find "$vol" -type f | wc -l)
 direct=()
 via_agent=()
 for run in $(seq 1 "$runs"); do
-    rm -rf "$tmp/direct-store" "$tmp/agent-store" "$tmp/cache"
+    rm -rf -- "${tmp:?}/direct-store" "${tmp:?}/agent-store" "${tmp:?}/cache"
     "$PODVAULT" -q -r "$tmp/direct-store" init >/dev/null
     t0=$(date +%s.%N)
     "$PODVAULT" -q --cache-dir "$tmp/cache" -r "$tmp/direct-store" backup "$vol" --host default/app/data >/dev/null

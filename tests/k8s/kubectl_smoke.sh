@@ -7,11 +7,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 command -v kubectl >/dev/null || { echo "SKIP: kubectl not installed"; exit 77; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pv-kubectl-smoke.XXXXXX")
+: "${tmp:?mktemp gave no work directory}"
 watch_pid=
 cleanup() {
     [ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
     k8s_stop
-    rm -rf "$tmp"
+    rm -rf -- "${tmp:?}"
 }
 trap cleanup EXIT
 fail() {
