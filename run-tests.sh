@@ -203,7 +203,7 @@ s3_tests() {
         return 2
     fi
     echo "S3 at $PV_TEST_S3"
-    (cd build && ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_s3.*|it_agent_e2e|it_agent_gc|it_interrupted)$')
+    (cd build && ctest -j1 --output-on-failure --timeout 1200 -R '^(test_backend|it_s3.*|it_agent_e2e|it_agent_gc|it_interrupted|it_aws_identity|it_agent_identity)$')
 }
 # server_step NAME SKIP-VAR ENV-SCRIPT SERVER FUNC: a step against a server that the tests start
 # (FUNC returns 2 when it cannot run here: then the step is skipped, not failed).
