@@ -10,6 +10,9 @@
 #      PODVAULT (binary, default build/podvault), BENCH_SKIP_RESTIC=1,
 #      BENCH_S3=1 also compares first backup and restore on S3: a Ceph RGW on 127.0.0.1:7480
 #      (started by tests/s3-env.sh), bucket podvault-bench, emptied again afterwards
+#      BENCH_AZURE=1 also times podvault's first backup and restore on Azure Blob Storage:
+#      Azurite on 127.0.0.1 (started by tests/azure-env.sh), container podvault-bench, beside the
+#      S3 figures (restic 0.14 cannot reach Azurite: its Azure backend has no endpoint setting)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -37,7 +40,7 @@ mkdir -p "$W"
 # What a run leaves besides the data (repositories, caches, restored trees: 300,000 files) goes
 # when it ends, also with BENCH_KEEP=1, so that the next run does not begin by deleting it (see
 # the wait below).
-outputs() { OUTPUTS=("$W/pv-repo" "$W/restic-repo" "$W/pv-cache" "$W/restic-cache" "$W/restic-s3-cache" "$W"/{pv,restic}{,-s3}-restore{,-2}); }
+outputs() { OUTPUTS=("$W/pv-repo" "$W/restic-repo" "$W/pv-cache" "$W/restic-cache" "$W/restic-s3-cache" "$W"/{pv,restic}{,-s3}-restore{,-2} "$W"/pv-az-restore{,-2}); }
 cleanup() { if [ "${BENCH_KEEP:-0}" = 1 ]; then outputs; rm -rf -- "${OUTPUTS[@]}"; else rm -rf -- "${W:?}"; fi; }
 trap cleanup EXIT
 DATA=$W/data
@@ -75,10 +78,15 @@ warm() { find "$DATA" -type f -print0 | xargs -0 cat >/dev/null; }
 # ---- measuring ----------------------------------------------------------------------------------
 declare -A SEC RSS CPU SRV
 # CPU seconds (user + system) used so far by the local S3 server's processes (Ceph RGW, OSD,
-# monitor), or 0 when none runs: on one machine they share the cores with the tool measured.
+# monitor) and Azurite's (AZURITE_PID), or 0 when none runs: on one machine they share the cores with the tool measured.
 server_cpu() {
     local pid t=0 f
     for pid in $(pgrep -x 'radosgw|ceph-osd|ceph-mon|ceph-mgr' || true); do
+        f=$(cut -d')' -f2- "/proc/$pid/stat" 2>/dev/null) || continue
+        set -- $f
+        t=$((t + ${12} + ${13}))
+    done
+    for pid in ${AZURITE_PID:-}; do
         f=$(cut -d')' -f2- "/proc/$pid/stat" 2>/dev/null) || continue
         set -- $f
         t=$((t + ${12} + ${13}))
@@ -210,6 +218,31 @@ if [ "$S3" = 1 ]; then
     done
 fi
 
+# ---- podvault on Azure Blob Storage (BENCH_AZURE=1) ---------------------------------------------
+AZ=${BENCH_AZURE:-0}
+if [ "$AZ" = 1 ]; then
+    PV_AZURE_CONTAINER=podvault-bench source tests/azure-env.sh || { echo "bench: no Azurite here" >&2; exit 1; }
+    AZURITE_PID=$(cat "${PV_AZURE_DIR:-${TMPDIR:-/tmp}/podvault-azurite-$(id -u)}/pid" 2>/dev/null || true)
+    AZBASE=${PV_TEST_AZURE%/tests}/run-$(date +%s)-$$
+    echo "bench: Azure runs at $AZBASE"
+    pva=("$PV" -r "$AZBASE/podvault" -q)
+    pva2=("$PV" -r "$AZBASE/podvault-2" -q)
+    "${pva[@]}" init >/dev/null
+    "${pva2[@]}" init >/dev/null
+    timed pv-az-backup "${pva[@]}" backup "$DATA" --host bench
+    timed pv-az-backup-2 "${pva2[@]}" backup "$DATA" --host bench
+    best pv-az-backup pv-az-backup-2
+    timed pv-az-restore "${pva[@]}" restore latest --target "$W/pv-az-restore"
+    timed pv-az-restore-2 "${pva[@]}" restore latest --target "$W/pv-az-restore-2"
+    best pv-az-restore pv-az-restore-2
+    for d in pv-az-restore pv-az-restore-2; do
+        diff -rq "$DATA" "$W/$d" >/dev/null || { echo "bench: podvault's Azure restore ($d) differs from the data!" >&2; exit 1; }
+    done
+    for r in "$AZBASE/podvault" "$AZBASE/podvault-2"; do
+        "$(dirname "$PV")/pv_objects" "$r" rm-prefix '' >/dev/null 2>&1 || true
+    done
+fi
+
 # ---- table --------------------------------------------------------------------------------------
 mbs() { awk -v s="$1" -v b="$DATA_BYTES" 'BEGIN { if (s > 0) printf "%.0f", b / 1048576 / s; else print "-" }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
@@ -258,6 +291,15 @@ else
         for k in backup restore; do row "S3 $k (s / MiB RSS)" "${SEC[pv-s3-$k]} / ${RSS[pv-s3-$k]}" - - - -; done
     fi
     row "repository (MiB)" "$((PV_SIZE / 1048576))" - - - -
+fi
+
+if [ "$AZ" = 1 ]; then
+    for k in backup restore; do
+        row "Azure $k (s)" "${SEC[pv-az-$k]}" - - - -
+        row "Azure $k (MB/s)" "$(mbs "${SEC[pv-az-$k]}")" - - - -
+        row "Azure peak RSS $k (MiB)" "${RSS[pv-az-$k]}" - - - -
+        row "Azure $k CPU: tool + Azurite (s)" "${CPU[pv-az-$k]} + ${SRV[pv-az-$k]}" - - - -
+    done
 fi
 
 # ---- the parts' own figures ------------------------------------------------------------------
