@@ -179,7 +179,7 @@ n_snaps=$(jq -s 'add | length' "$tmp"/snaps-*.json)
 while read -r name phase snap; do
     [ "$phase" = Completed ] || continue
     i=${name#pvb}
-    rm -rf "$tmp/r"
+    rm -rf -- "${tmp:?}/r"
     PODVAULT_PASSWORD=static-passw0rd "$PODVAULT" --no-cache "${s3_opts[@]}" -q \
         -r "$(repo_of "${ns_of[$i]}")" \
         restore "$snap" --target "$tmp/r" 2>"$tmp/restore.err" ||

@@ -65,14 +65,14 @@ while [ $(($(now_ms) - t0)) -lt $((STORM_S * 1000)) ] && [ $rounds -lt 1000 ]; d
     echo "round $rounds" >>"$S/text/short"
     rand_file "$S/small/round-$rounds" $((rounds * 4099 % 300000 + 1))
     pvx "$STORM/storm" storm 0 backup "$S"
-    rm -rf "$T/r-round"
+    rm -rf -- "${T:?}/r-round"
     pvx "$STORM/storm" storm 0 restore latest --target "$T/r-round"
     tree_equal "$S" "$T/r-round" --no-atime
 done
 in_storm=$(stat_of "$T/storm" faults)
 # Recovered: the same work meets no fault any more.
 pvx "$STORM/storm" storm 0 backup "$S"
-rm -rf "$T/r-round"
+rm -rf -- "${T:?}/r-round"
 pvx "$STORM/storm" storm 0 restore latest --target "$T/r-round"
 tree_equal "$S" "$T/r-round" --no-atime
 [ "$(stat_of "$T/storm" faults)" = "$in_storm" ] || fail "the proxy kept throttling after the storm"
