@@ -437,7 +437,13 @@ static void start_request(struct conn *c, size_t end)
         if (c->body_left == 0) answer_error(c);
         return; /* else answered once the body is swallowed */
     case F_CUT:
-        if (cl > 1) c->send_left = end + cl / 2;
+        /* Half the body goes up, then the connection breaks: whatever the server answers to
+         * half a request (a 400, at its own pace) never reaches the client, as when a network
+         * fails mid-upload, so the client sees a broken transfer every time. */
+        if (cl > 1) {
+            c->send_left = end + cl / 2;
+            c->recv_left = 0;
+        }
         break;
     default:
         break;
