@@ -112,7 +112,7 @@ timed() {
     CPU[$key]=$(awk '{ printf "%.1f", $3 + $4 }' "$W/time")
     SRV[$key]=$(awk -v a="$s0" -v b="$s1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (b - a) / hz }')
     printf '  %-22s %8.2f s  %6s MiB peak RSS  %6s s CPU' "$key" "${SEC[$key]}" "${RSS[$key]}" "${CPU[$key]}"
-    [ "${SRV[$key]}" = 0.0 ] || printf '  (S3 server %s s CPU)' "${SRV[$key]}"
+    [ "${SRV[$key]}" = 0.0 ] || printf '  (server %s s CPU)' "${SRV[$key]}"
     echo
 }
 
