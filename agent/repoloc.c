@@ -205,41 +205,39 @@ static int add_init_arg(struct repoloc *l, const char *a, struct err *e)
     return 0;
 }
 
-/* A setting of the location: spec.config.<key>, else the annotation podvault.io/<annotation>
- * (which Velero's object store plugins never see). */
-static const char *bsl_setting(const json_t *bsl, const char *key, const char *annotation)
+/* The annotation `name` of the location, or NULL. */
+static const char *bsl_annotation(const json_t *bsl, const char *name)
 {
-    char path[128];
-    snprintf(path, sizeof path, "spec.config.%s", key);
-    const char *v = k8s_str(bsl, path);
-    if (v && *v) return v;
-    return json_string_value(json_object_get(k8s_at(bsl, "metadata.annotations"), annotation));
+    return json_string_value(json_object_get(k8s_at(bsl, "metadata.annotations"), name));
 }
 
-/* spec.config.podvaultObjectLockDays ("30", or a duration such as "2h") and
- * podvaultObjectLockMode ("governance" or "compliance"), or the annotations
- * podvault.io/object-lock-days and -mode: how the agent initialises a new repository of this
- * location (S3 Object Lock); `podvault init` checks the values further. */
+/* The annotations podvault.io/object-lock-days ("30", or a duration such as "2h") and
+ * podvault.io/object-lock-mode ("governance" or "compliance"): how the agent initialises a new
+ * repository of this location (S3 Object Lock); `podvault init` checks the values further.
+ * Annotations, not spec.config keys: Velero's object store plugins refuse a location whose
+ * config has keys they do not know (velero pkg/plugin/framework/validation.go
+ * validateConfigKeys, called by velero-plugin-for-aws ObjectStore.Init), which would make the
+ * location Unavailable. */
 static int lock_args(const json_t *bsl, const char *name, struct repoloc *l, struct err *e)
 {
-    const char *days = bsl_setting(bsl, "podvaultObjectLockDays", "podvault.io/object-lock-days");
-    const char *mode = bsl_setting(bsl, "podvaultObjectLockMode", "podvault.io/object-lock-mode");
+    const char *days = bsl_annotation(bsl, "podvault.io/object-lock-days");
+    const char *mode = bsl_annotation(bsl, "podvault.io/object-lock-mode");
     if (mode && *mode && (!days || !*days))
         return err_set(e, ERR_FAIL,
-                       "BackupStorageLocation %s: config.podvaultObjectLockMode needs "
-                       "config.podvaultObjectLockDays",
+                       "BackupStorageLocation %s: annotation podvault.io/object-lock-mode needs "
+                       "podvault.io/object-lock-days",
                        name);
     if (!days || !*days) return 0;
     size_t n = strlen(days);
     if (n > 20 || strspn(days, "0123456789") == 0 || strspn(days, "0123456789smhdSMHD") != n)
         return err_set(e, ERR_FAIL,
-                       "BackupStorageLocation %s: config.podvaultObjectLockDays \"%.40s\" is not "
-                       "a number of days (or a duration such as 12h)",
+                       "BackupStorageLocation %s: annotation podvault.io/object-lock-days "
+                       "\"%.40s\" is not a number of days (or a duration such as 12h)",
                        name, days);
     if (mode && *mode && strcmp(mode, "governance") != 0 && strcmp(mode, "compliance") != 0)
         return err_set(e, ERR_FAIL,
-                       "BackupStorageLocation %s: config.podvaultObjectLockMode \"%.40s\" is "
-                       "neither governance nor compliance",
+                       "BackupStorageLocation %s: annotation podvault.io/object-lock-mode "
+                       "\"%.40s\" is neither governance nor compliance",
                        name, mode);
     int rc = add_init_arg(l, "--object-lock", e);
     if (rc == 0) rc = add_init_arg(l, days, e);

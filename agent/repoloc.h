@@ -47,7 +47,7 @@ struct repoloc {
     char *args[REPOLOC_MAX_ARGS]; /* global options for podvault (S3 settings), owned */
     size_t n_args;
     /* options for `podvault init` when the agent creates the repository: --object-lock DAYS
-     * [--object-lock-mode M] from spec.config.podvaultObjectLockDays / podvaultObjectLockMode
+     * [--object-lock-mode M] from the annotations podvault.io/object-lock-days / -mode
      * (docs/AGENT.md, "Immutable repositories"), owned */
     char *init_args[REPOLOC_MAX_INIT_ARGS];
     size_t n_init_args;
