@@ -33,6 +33,11 @@ for tool in node npm curl; do
 done
 if [[ ! -x "$pkg/node_modules/.bin/azurite-blob" ]]; then
   echo "azure-env.sh: installing Azurite (npm ci in $pkg) ..." >&2
+  # Debian's node trusts only the CAs it was built with: a machine whose registry traffic passes
+  # a TLS proxy with a CA in the system store needs that store added.
+  if [[ -z "${NODE_EXTRA_CA_CERTS:-}" && -f /etc/ssl/certs/ca-certificates.crt ]]; then
+    export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+  fi
   (cd "$pkg" && timeout -k 10 600 npm ci --no-audit --no-fund >&2)
 fi
 

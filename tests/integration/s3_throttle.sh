@@ -5,7 +5,8 @@
 # 10 (each attempt is a coin toss, so the mean is 2x: more would be a retry storm); a total
 # outage is waited out; a storm that never ends fails once the throttle time is over, with an
 # error that says so.
-#   PV_THROTTLE_STORM_S  length of the 50% storm, in seconds (default 8; 300 runs backups and
+#   PV_THROTTLE_STORM_S  length of the 50% storm, in seconds (default 30, so that the restore
+#                        after the first backup still meets it on a fast machine; 300 runs backups and
 #                        restores in a loop through five minutes of it)
 # Runs when PV_TEST_S3 and the AWS_* credentials are set (eval "$(tests/s3-env.sh)"); says
 # SKIPPED otherwise. Every podvault run is bounded in time (tests/s3-lib.sh).
@@ -14,7 +15,7 @@
 need jq
 s3_require
 
-STORM_S=${PV_THROTTLE_STORM_S:-8}
+STORM_S=${PV_THROTTLE_STORM_S:-30}
 case "$STORM_S" in '' | *[!0-9]*) fail "PV_THROTTLE_STORM_S must be a number of seconds" ;; esac
 S=$T/src
 s3_make_tree "$S"

@@ -53,8 +53,9 @@ static void test_sts(void **state)
         "<x>", /* not well-formed */
         "<!DOCTYPE a [<!ENTITY b \"c\">]><a>&b;</a>",
         "<R><Credentials><AccessKeyId>A</AccessKeyId></Credentials></R>", /* no secret */
-        "<R><Credentials><AccessKeyId>A</AccessKeyId><SecretAccessKey>S</SecretAccessKey>"
-        "<Expiration>tomorrow</Expiration></Credentials></R>",
+        /* an expiration that is not a time */
+        ("<R><Credentials><AccessKeyId>A</AccessKeyId><SecretAccessKey>S</SecretAccessKey>"
+         "<Expiration>tomorrow</Expiration></Credentials></R>"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err_clear(&e);

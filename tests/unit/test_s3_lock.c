@@ -93,8 +93,8 @@ static void test_parse_config(void **state)
         "<Error><Code>NoSuchBucket</Code></Error>",
         "<ObjectLockConfiguration><ObjectLockEnabled>Enabled",
         "<!DOCTYPE x [<!ENTITY a \"b\">]><ObjectLockConfiguration/>",
-        "<ObjectLockConfiguration><ObjectLockEnabled>EnabledEnabledEnabledEnabledEnabled"
-        "</ObjectLockEnabled></ObjectLockConfiguration>",
+        ("<ObjectLockConfiguration><ObjectLockEnabled>EnabledEnabledEnabledEnabledEnabled"
+         "</ObjectLockEnabled></ObjectLockConfiguration>"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err_clear(&e);
@@ -122,7 +122,7 @@ static void test_config_lock(void **state)
     assert_int_equal(d.version, CONFIG_VERSION_LOCK);
     assert_int_equal(d.object_lock.mode, BACKEND_LOCK_COMPLIANCE);
     assert_int_equal(d.object_lock.seconds, 86400);
-    assert_non_null(strstr((const char *)b.data, "\"compliance\""));
+    assert_non_null(memmem(b.data, b.len, "\"compliance\"", 12));
     c.object_lock.seconds = 59;
     buf_reset(&b);
     assert_int_equal(config_encode(&c, &b, &e), ERR_FAIL);
